@@ -1,0 +1,5 @@
+"""``python -m latchkey`` is the ``latchkey`` command."""
+
+from .cli import main
+
+main()

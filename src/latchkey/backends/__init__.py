@@ -1,0 +1,30 @@
+"""Secret stores. Each type lives in its own module and is imported only when used, so a
+manifest that names no cloud store loads no cloud SDK."""
+
+from __future__ import annotations
+
+import importlib
+
+from .base import Backend, BackendConfig, BuildContext, Secret, VersionInfo
+
+__all__ = ["BACKEND_TYPES", "Backend", "BackendConfig", "BuildContext", "Secret",
+           "VersionInfo", "backend_class"]
+
+#: manifest ``type`` -> "module:Class", relative to this package
+BACKEND_TYPES: dict[str, str] = {
+    "env": ".env:EnvBackend",
+    "files": ".files:FilesBackend",
+    "local": ".local:LocalBackend",
+}
+
+
+def backend_class(type_name: str) -> type[Backend]:
+    """The Backend class for a manifest ``type``.
+
+    Raises:
+        KeyError: the type is unknown (the caller words the error; it knows the field).
+    """
+    target = BACKEND_TYPES[type_name]
+    module_name, _, attr = target.partition(":")
+    module = importlib.import_module(module_name, __name__)
+    return getattr(module, attr)

@@ -1,0 +1,215 @@
+"""The backend contract every secret store implements.
+
+A backend is one secret store. Its contract:
+
+* ``get_many(keys)`` is the read. It returns a dict holding a :class:`Secret` for every key
+  the store holds; a key the store does not hold is simply missing from the dict ("absent").
+  Every other outcome raises: a network failure, a permission error, a corrupt file, a bad
+  reply. A failure is never reported as absence.
+* ``list(prefix)`` returns the keys at or below ``prefix`` (segment boundary: ``a/b`` does
+  not match ``a/bc``), sorted.
+* ``put(key, value)`` and ``delete(key)`` write, when ``is_writable``; a read-only backend
+  raises :class:`~latchkey.errors.ReadOnlyBackend`. A failed write leaves the store as it was.
+* ``history(key)`` lists versions when ``supports_history``.
+* Errors raised are :class:`~latchkey.errors.LatchkeyError` subclasses naming the backend;
+  anything else escaping an implementation is wrapped in ``BackendUnavailable`` here.
+
+Subclasses implement the underscored methods; the public ones validate keys and translate
+errors so that each store does not repeat it.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, ClassVar, Iterable, Sequence, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from ..errors import BackendUnavailable, LatchkeyError, ReadOnlyBackend
+from ..keys import validate_key, validate_prefix
+
+__all__ = ["Backend", "BackendConfig", "BuildContext", "Secret", "VersionInfo"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A value found in a store, with where it came from. The value never shows in repr."""
+
+    key: str
+    value: str = field(repr=False)
+    backend: str
+    path: str
+    version: str | None = None
+    created_at: datetime | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Secret(key={self.key!r}, backend={self.backend!r}, path={self.path!r}, "
+            f"version={self.version!r}, value='********')"
+        )
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One version of a key, as ``history`` reports it. Holds no value."""
+
+    version: str
+    created_at: datetime | None = None
+    created_by: str | None = None
+    deleted: bool = False
+
+
+class BackendConfig(BaseModel):
+    """Fields every backend accepts in ``[backends.NAME]``. Subclasses add their own."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: str
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a backend needs from the manifest to build itself."""
+
+    base_dir: Path
+    env: str
+
+    def path(self, value: str | Path) -> Path:
+        """A path from the manifest, relative to the manifest's folder, ``{env}`` filled."""
+        p = Path(str(value).replace("{env}", self.env)).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    def text(self, value: str) -> str:
+        return value.replace("{env}", self.env)
+
+
+class Backend(abc.ABC):
+    """One secret store. See the module docstring for the contract."""
+
+    #: the ``type`` written in the manifest
+    type: ClassVar[str] = ""
+    #: the pydantic model of this backend's manifest fields
+    Config: ClassVar[type[BackendConfig]] = BackendConfig
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @classmethod
+    def from_config(cls, name: str, config: BackendConfig, ctx: BuildContext) -> "Backend":
+        """Build the backend from its validated manifest section."""
+        raise NotImplementedError(f"{cls.__name__} cannot be built from a manifest")
+
+    # -- capabilities -------------------------------------------------------------------
+    @property
+    def is_writable(self) -> bool:
+        return False
+
+    @property
+    def supports_batch(self) -> bool:
+        """True if one ``get_many`` costs fewer store calls than one call per key."""
+        return False
+
+    @property
+    def supports_history(self) -> bool:
+        return False
+
+    # -- the contract ---------------------------------------------------------------------
+    def get_many(self, keys: Iterable[str]) -> dict[str, Secret]:
+        """Read many keys at once. Absent keys are missing from the result.
+
+        Raises:
+            InvalidKey: for a malformed key, before the store is called.
+            BackendError: any failure of the store, naming this backend.
+        """
+        wanted = list(dict.fromkeys(validate_key(k) for k in keys))
+        if not wanted:
+            return {}
+        return self._guard("read", lambda: self._get_many(wanted))
+
+    def get(self, key: str) -> Secret | None:
+        """Read one key; ``None`` if absent."""
+        return self.get_many([key]).get(key)
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Keys at or below ``prefix``, sorted."""
+        clean = validate_prefix(prefix)
+        return sorted(self._guard("list", lambda: self._list(clean)))
+
+    def put(self, key: str, value: str) -> Secret:
+        """Write ``value`` as the newest version of ``key``; returns its metadata."""
+        validate_key(key)
+        if not isinstance(value, str):
+            raise TypeError(f"a secret value is a str, not {type(value).__name__}")
+        self._require_writable("write")
+        return self._guard("write", lambda: self._put(key, value))
+
+    def delete(self, key: str) -> bool:
+        """Delete ``key``; True if it existed."""
+        validate_key(key)
+        self._require_writable("delete")
+        return self._guard("delete", lambda: self._delete(key))
+
+    def history(self, key: str) -> list[VersionInfo]:
+        """Every version of ``key``, oldest first; empty if the store never held it."""
+        validate_key(key)
+        if not self.supports_history:
+            raise BackendUnavailable(self.name, f"a {self.type} backend keeps no history")
+        return self._guard("history", lambda: self._history(key))
+
+    def locate(self, key: str) -> str:
+        """Where ``key`` lives in this store, in the store's own terms (for diagnostics)."""
+        return key
+
+    def check(self) -> str:
+        """Probe the store cheaply; return a one-line status or raise BackendError."""
+        self.list("")
+        return "ok"
+
+    def close(self) -> None:
+        """Release connections and files. The backend may be used again after."""
+
+    def describe(self) -> str:
+        """One line saying what this backend is (no secrets), for ``doctor``."""
+        return self.type
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    # -- for subclasses -------------------------------------------------------------------
+    @abc.abstractmethod
+    def _get_many(self, keys: Sequence[str]) -> dict[str, Secret]: ...
+
+    @abc.abstractmethod
+    def _list(self, prefix: str) -> Iterable[str]: ...
+
+    def _put(self, key: str, value: str) -> Secret:
+        raise ReadOnlyBackend(self.name, "this backend cannot write")
+
+    def _delete(self, key: str) -> bool:
+        raise ReadOnlyBackend(self.name, "this backend cannot delete")
+
+    def _history(self, key: str) -> list[VersionInfo]:
+        return []
+
+    def _secret(self, key: str, value: str, version: str | None = None, **kw: object) -> Secret:
+        return Secret(key=key, value=value, backend=self.name, path=self.locate(key),
+                      version=version, **kw)  # type: ignore[arg-type]
+
+    def _require_writable(self, action: str) -> None:
+        if not self.is_writable:
+            raise ReadOnlyBackend(self.name, f"cannot {action}: a {self.type} backend is read-only")
+
+    def _guard(self, action: str, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except LatchkeyError:
+            raise
+        except Exception as exc:
+            # Only the exception's type: third-party messages may quote file contents.
+            raise BackendUnavailable(self.name, f"{action} failed ({type(exc).__name__})") from exc

@@ -1,0 +1,224 @@
+"""``files``: read-only secrets from a TOML, JSON, YAML or dotenv file, or a directory.
+
+* TOML / JSON / YAML: nested tables become key segments, so ``[sources.facebook]``
+  ``access_token = "..."`` is the key ``sources/facebook/access_token``. Numbers and booleans
+  are returned as text, lists as JSON. Entries whose names are not valid key segments are
+  skipped.
+* dotenv: variable names map to keys as in the ``env`` backend (``SOURCES__FACEBOOK__TOKEN``
+  is ``sources/facebook/token``), with an optional name prefix.
+* a directory (``/run/secrets``, a Kubernetes secret volume): one file per secret, sub-folders
+  as segments; hidden entries (Kubernetes' ``..data``) are skipped; one trailing newline is
+  stripped unless ``strip_newline = false``.
+
+A missing file is an error unless ``optional = true``: a typo in a path must not look like a
+store with no secrets in it. Parse errors give the line and column, never the text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any, Iterable, Literal, Sequence
+
+from ..errors import StoreCorrupt
+from ..keys import is_under, validate_key
+from .base import Backend, BackendConfig, BuildContext, Secret
+from .env import name_to_key
+
+__all__ = ["FilesBackend", "flatten"]
+
+Format = Literal["auto", "toml", "json", "yaml", "dotenv", "dir"]
+_SUFFIXES = {".toml": "toml", ".json": "json", ".yaml": "yaml", ".yml": "yaml", ".env": "dotenv"}
+
+
+class FilesConfig(BackendConfig):
+    path: str
+    format: Format = "auto"
+    optional: bool = False
+    strip_newline: bool = True
+    env_prefix: str = ""
+    separator: str = "__"
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, str]:
+    """Nested mappings to ``{key: text}``; invalid segment names are skipped."""
+    out: dict[str, str] = {}
+    if not isinstance(data, dict):
+        return out
+    for name, value in data.items():
+        key = f"{prefix}/{name}" if prefix else str(name)
+        try:
+            validate_key(key)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            out.update(flatten(value, key))
+        elif value is None:
+            continue
+        elif isinstance(value, bool):
+            out[key] = "true" if value else "false"
+        elif isinstance(value, str):
+            out[key] = value
+        elif isinstance(value, (list, tuple)):
+            out[key] = json.dumps(value, default=str)
+        else:
+            out[key] = str(value)
+    return out
+
+
+class FilesBackend(Backend):
+    """A file or a folder of files on local disk."""
+
+    type = "files"
+    Config = FilesConfig
+
+    def __init__(
+        self,
+        name: str,
+        path: str | os.PathLike[str],
+        format: Format = "auto",
+        optional: bool = False,
+        strip_newline: bool = True,
+        env_prefix: str = "",
+        separator: str = "__",
+    ) -> None:
+        super().__init__(name)
+        self.path = Path(path)
+        self.format = format
+        self.optional = optional
+        self.strip_newline = strip_newline
+        self.env_prefix = env_prefix
+        self.separator = separator
+        self._lock = threading.Lock()
+        self._cached: tuple[tuple[int, int], dict[str, str]] | None = None
+
+    @classmethod
+    def from_config(cls, name: str, config: BackendConfig, ctx: BuildContext) -> "FilesBackend":
+        assert isinstance(config, FilesConfig)
+        return cls(name, ctx.path(config.path), config.format, config.optional,
+                   config.strip_newline, config.env_prefix, config.separator)
+
+    @property
+    def supports_batch(self) -> bool:
+        return True
+
+    def locate(self, key: str) -> str:
+        if self._kind() == "dir":
+            return str(self.path / key)
+        return f"{self.path}#{key}"
+
+    def describe(self) -> str:
+        return f"files ({self._kind()}: {self.path})"
+
+    def _get_many(self, keys: Sequence[str]) -> dict[str, Secret]:
+        if self._kind() == "dir":
+            return {k: self._secret(k, v) for k in keys if (v := self._read_one(k)) is not None}
+        data = self._load()
+        return {k: self._secret(k, data[k]) for k in keys if k in data}
+
+    def _list(self, prefix: str) -> Iterable[str]:
+        if self._kind() == "dir":
+            return [k for k in self._walk() if is_under(k, prefix)]
+        return [k for k in self._load() if is_under(k, prefix)]
+
+    # -- file formats ---------------------------------------------------------------------
+    def _kind(self) -> str:
+        if self.format != "auto":
+            return self.format
+        if self.path.is_dir():
+            return "dir"
+        if self.path.name == ".env" or self.path.name.startswith(".env."):
+            return "dotenv"
+        return _SUFFIXES.get(self.path.suffix.lower(), "dotenv")
+
+    def _missing(self) -> bool:
+        if self.path.exists():
+            return False
+        if self.optional:
+            return True
+        raise StoreCorrupt(self.name, f"{self.path} does not exist (set optional = true to allow)")
+
+    def _load(self) -> dict[str, str]:
+        if self._missing():
+            return {}
+        stat = self.path.stat()
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            if self._cached is None or self._cached[0] != stamp:
+                self._cached = (stamp, self._parse(self._kind()))
+            return self._cached[1]
+
+    def _parse(self, kind: str) -> dict[str, str]:
+        if kind == "dotenv":
+            from dotenv import dotenv_values
+
+            out = {}
+            for var, value in dotenv_values(self.path).items():
+                key = name_to_key(var, self.env_prefix, self.separator)
+                if key is not None and value is not None:
+                    out[key] = value
+            return out
+        text = self._read_text(self.path)
+        return flatten(self._decode(kind, text))
+
+    def _decode(self, kind: str, text: str) -> Any:
+        try:
+            if kind == "toml":
+                from .._compat import tomllib
+
+                return tomllib.loads(text)
+            if kind == "json":
+                return json.loads(text)
+            import yaml
+
+            return yaml.safe_load(text)
+        except Exception as exc:
+            where = _error_position(exc)
+            # `from None`: parser messages of some formats quote the offending line.
+        raise StoreCorrupt(self.name, f"{self.path} is not valid {kind}{where}") from None
+
+    def _read_text(self, path: Path) -> str:
+        try:
+            return path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise StoreCorrupt(self.name, f"{path} is not UTF-8 text") from None
+
+    # -- directory layout -----------------------------------------------------------------
+    def _read_one(self, key: str) -> str | None:
+        if self._missing():
+            return None
+        file = self.path / key
+        if not file.is_file():
+            return None
+        text = self._read_text(file)
+        if self.strip_newline and text.endswith("\n"):
+            text = text[:-2] if text.endswith("\r\n") else text[:-1]
+        return text
+
+    def _walk(self) -> list[str]:
+        if self._missing():
+            return []
+        keys = []
+        for root, dirs, files in os.walk(self.path, followlinks=True):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            rel = Path(root).relative_to(self.path)
+            for f in files:
+                if f.startswith("."):
+                    continue
+                key = "/".join([*rel.parts, f])
+                try:
+                    keys.append(validate_key(key))
+                except ValueError:
+                    continue
+        return keys
+
+
+def _error_position(exc: Exception) -> str:
+    line = getattr(exc, "lineno", None)
+    col = getattr(exc, "colno", None)
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        line, col = mark.line + 1, mark.column + 1
+    return f" (line {line}, column {col})" if line else ""

@@ -1,0 +1,386 @@
+"""``local``: the embedded encrypted store, one SQLite file, no server.
+
+Every value is encrypted with AES-256-GCM under the master key, with the store's id, the key
+path and the version bound as associated data: a ciphertext copied to another row, another
+key or another store fails to decrypt. A key-check record tells a wrong master key apart from
+a tampered row.
+
+The master key is 32 random bytes, base64-encoded, from ``LATCHKEY_MASTER_KEY`` or from a key
+file (mode 0600) that ``latchkey init`` creates. A key file readable by others is refused.
+
+Every version is kept, with when and by whom, for ``history``; a delete adds a tombstone.
+A write is one SQLite transaction (``BEGIN IMMEDIATE``, WAL, ``synchronous=FULL``): a writer
+killed mid-write leaves the previous version intact. A file that is not a latchkey store is
+reported and never overwritten.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import getpass
+import os
+import socket
+import sqlite3
+import stat
+import threading
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from ..errors import NoMasterKey, StoreCorrupt, WrongMasterKey
+from ..keys import is_under
+from .base import Backend, BackendConfig, BuildContext, Secret, VersionInfo
+
+__all__ = ["LocalBackend", "MASTER_KEY_ENV", "generate_master_key"]
+
+MASTER_KEY_ENV = "LATCHKEY_MASTER_KEY"
+DEFAULT_PATH = ".latchkey/store.db"
+_FORMAT = b"1"
+_CHECK_PLAINTEXT = b"latchkey key check"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS versions (
+    key TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    nonce BLOB,
+    ciphertext BLOB,
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    PRIMARY KEY (key, version)
+);
+"""
+_BATCH = 500  # stays under SQLite's bound-variable limit
+
+
+class LocalConfig(BackendConfig):
+    path: str = DEFAULT_PATH
+    key_file: str | None = None
+
+
+def generate_master_key() -> str:
+    """A new random master key, base64-encoded, as the key file and the env var hold it."""
+    return base64.b64encode(os.urandom(32)).decode("ascii")
+
+
+class LocalBackend(Backend):
+    """The encrypted SQLite store. Thread-safe; reopens itself after a fork."""
+
+    type = "local"
+    Config = LocalConfig
+
+    def __init__(
+        self,
+        name: str = "local",
+        path: str | os.PathLike[str] = DEFAULT_PATH,
+        key_file: str | os.PathLike[str] | None = None,
+        master_key: str | None = None,
+    ) -> None:
+        super().__init__(name)
+        self.path = Path(path)
+        self.key_file = Path(key_file) if key_file else self.path.parent / "master.key"
+        self._master_key = master_key
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = 0
+        self._aead = None
+        self._store_id = b""
+
+    @classmethod
+    def from_config(cls, name: str, config: BackendConfig, ctx: BuildContext) -> "LocalBackend":
+        assert isinstance(config, LocalConfig)
+        key_file = ctx.path(config.key_file) if config.key_file else None
+        return cls(name, ctx.path(config.path), key_file)
+
+    # -- capabilities and diagnostics -----------------------------------------------------
+    @property
+    def is_writable(self) -> bool:
+        return True
+
+    @property
+    def supports_batch(self) -> bool:
+        return True
+
+    @property
+    def supports_history(self) -> bool:
+        return True
+
+    def locate(self, key: str) -> str:
+        return f"{self.path}#{key}"
+
+    def describe(self) -> str:
+        return f"local (encrypted SQLite: {self.path}; key from {self.key_source()})"
+
+    def key_source(self) -> str:
+        if self._master_key is not None:
+            return "the caller"
+        if os.environ.get(MASTER_KEY_ENV):
+            return MASTER_KEY_ENV
+        return f"key file {self.key_file}"
+
+    def check(self) -> str:
+        if not self.path.exists():
+            return f"no store yet at {self.path} (run `latchkey init` or set a value)"
+        with self._lock:
+            conn = self._open(create=False)
+            (count,) = conn.execute("SELECT COUNT(DISTINCT key) FROM versions").fetchone()
+        return f"ok ({count} keys)"
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn, self._aead = None, None
+
+    # -- init -----------------------------------------------------------------------------
+    def init(self) -> dict[str, object]:
+        """Create the key file (unless a key is given another way) and the store.
+
+        Never overwrites: an existing key file or store is kept and reported as such.
+        """
+        made_key = False
+        if self._master_key is None and not os.environ.get(MASTER_KEY_ENV):
+            if not self.key_file.exists():
+                _write_key_file(self.key_file)
+                made_key = True
+        existed = self.path.exists()
+        with self._lock:
+            self._open(create=True)
+        return {"store": str(self.path), "store_created": not existed,
+                "key_file": str(self.key_file), "key_created": made_key,
+                "key_source": self.key_source()}
+
+    # -- the contract ---------------------------------------------------------------------
+    def _get_many(self, keys: Sequence[str]) -> dict[str, Secret]:
+        if not self.path.exists():
+            return {}
+        found: dict[str, Secret] = {}
+        with self._lock:
+            conn = self._open(create=False)
+            for i in range(0, len(keys), _BATCH):
+                chunk = keys[i:i + _BATCH]
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    "SELECT v.key, v.version, v.nonce, v.ciphertext, v.created_at FROM versions v"
+                    f" WHERE v.key IN ({marks}) AND v.version ="
+                    " (SELECT MAX(version) FROM versions w WHERE w.key = v.key)",
+                    chunk,
+                ).fetchall()
+                for key, version, nonce, ciphertext, created_at in rows:
+                    if ciphertext is None:  # tombstone
+                        continue
+                    value = self._decrypt(key, version, nonce, ciphertext)
+                    found[key] = self._secret(key, value, str(version),
+                                              created_at=_parse_time(created_at))
+        return found
+
+    def _list(self, prefix: str) -> Iterable[str]:
+        if not self.path.exists():
+            return []
+        with self._lock:
+            conn = self._open(create=False)
+            rows = conn.execute(
+                "SELECT v.key FROM versions v WHERE v.ciphertext IS NOT NULL AND v.version ="
+                " (SELECT MAX(version) FROM versions w WHERE w.key = v.key)"
+            ).fetchall()
+        return [k for (k,) in rows if is_under(k, prefix)]
+
+    def _put(self, key: str, value: str) -> Secret:
+        now = _now()
+        with self._lock, self._transaction() as conn:
+            version = _next_version(conn, key)
+            nonce = os.urandom(12)
+            ciphertext = self._aead.encrypt(nonce, value.encode("utf-8"), self._ad(key, version))
+            conn.execute(
+                "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?)",
+                (key, version, nonce, ciphertext, now.isoformat(), _actor()),
+            )
+        return self._secret(key, value, str(version), created_at=now)
+
+    def _delete(self, key: str) -> bool:
+        if not self.path.exists():
+            return False
+        with self._lock, self._transaction() as conn:
+            row = conn.execute(
+                "SELECT ciphertext IS NULL FROM versions WHERE key = ? ORDER BY version DESC LIMIT 1",
+                (key,),
+            ).fetchone()
+            if row is None or row[0]:
+                return False
+            conn.execute(
+                "INSERT INTO versions VALUES (?, ?, NULL, NULL, ?, ?)",
+                (key, _next_version(conn, key), _now().isoformat(), _actor()),
+            )
+        return True
+
+    def _history(self, key: str) -> list[VersionInfo]:
+        if not self.path.exists():
+            return []
+        with self._lock:
+            rows = self._open(create=False).execute(
+                "SELECT version, created_at, created_by, ciphertext IS NULL FROM versions"
+                " WHERE key = ? ORDER BY version",
+                (key,),
+            ).fetchall()
+        return [VersionInfo(str(v), _parse_time(at), by, bool(gone)) for v, at, by, gone in rows]
+
+    # -- storage --------------------------------------------------------------------------
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self._open(create=True)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _open(self, create: bool) -> sqlite3.Connection:
+        """The connection, opened and verified on first use (and again after a fork)."""
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        aead = self._load_key()  # before touching the file: no key, nothing created
+        if not create and not self.path.exists():
+            raise StoreCorrupt(self.name, f"{self.path} disappeared")
+        if not self.path.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Values are encrypted; key names and history are not: keep the file private.
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+        try:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+            self._store_id = self._verify_or_create(conn, aead)
+        except sqlite3.DatabaseError as exc:
+            raise StoreCorrupt(self.name, f"{self.path} is not a readable latchkey store "
+                                          f"({exc})") from exc
+        self._conn, self._aead, self._pid = conn, aead, os.getpid()
+        return conn
+
+    def _verify_or_create(self, conn: sqlite3.Connection, aead) -> bytes:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and "meta" not in tables:
+            raise StoreCorrupt(self.name, f"{self.path} is an SQLite file but not a latchkey store")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        if not tables:
+            self._create(conn, aead)
+        meta = dict(conn.execute("SELECT name, value FROM meta"))
+        if meta.get("format") != _FORMAT or "store_id" not in meta or "key_check" not in meta:
+            raise StoreCorrupt(self.name, f"{self.path} has no valid latchkey header")
+        store_id = meta["store_id"]
+        check = meta["key_check"]
+        from cryptography.exceptions import InvalidTag
+
+        try:
+            aead.decrypt(check[:12], check[12:], b"key-check\x00" + store_id)
+        except InvalidTag:
+            raise WrongMasterKey(
+                self.name, f"the master key from {self.key_source()} does not open {self.path}"
+            ) from None
+        return store_id
+
+    def _create(self, conn: sqlite3.Connection, aead) -> None:
+        store_id = os.urandom(16)
+        nonce = os.urandom(12)
+        check = nonce + aead.encrypt(nonce, _CHECK_PLAINTEXT, b"key-check\x00" + store_id)
+        conn.execute("BEGIN IMMEDIATE")
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (_FORMAT,))
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('store_id', ?)", (store_id,))
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('key_check', ?)", (check,))
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('created_at', ?)", (_now().isoformat(),))
+        conn.execute("COMMIT")
+
+    def _load_key(self):
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        if self._master_key is not None:
+            return AESGCM(_decode_key(self.name, self._master_key, "the key given"))
+        env_value = os.environ.get(MASTER_KEY_ENV)
+        if env_value:
+            return AESGCM(_decode_key(self.name, env_value, MASTER_KEY_ENV))
+        if not self.key_file.exists():
+            raise NoMasterKey(
+                self.name,
+                f"no master key for {self.path}: set {MASTER_KEY_ENV} or run `latchkey init`"
+                f" (looked for {self.key_file})",
+            )
+        _check_key_file_mode(self.name, self.key_file)
+        text = self.key_file.read_text(encoding="ascii", errors="replace").strip()
+        return AESGCM(_decode_key(self.name, text, f"key file {self.key_file}"))
+
+    def _ad(self, key: str, version: int) -> bytes:
+        return b"\x00".join([b"latchkey/v1", self._store_id, key.encode(), str(version).encode()])
+
+    def _decrypt(self, key: str, version: int, nonce: bytes, ciphertext: bytes) -> str:
+        from cryptography.exceptions import InvalidTag
+
+        try:
+            plain = self._aead.decrypt(nonce, ciphertext, self._ad(key, version))
+        except (InvalidTag, ValueError, TypeError):
+            raise StoreCorrupt(
+                self.name,
+                f"key {key!r} version {version} in {self.path} failed authentication "
+                "(tampered with, or copied from another row)",
+            ) from None
+        return plain.decode("utf-8")
+
+
+def _decode_key(backend: str, text: str, source: str) -> bytes:
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise NoMasterKey(backend, f"{source} is not a base64-encoded 32-byte key")
+    return raw
+
+
+def _write_key_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    gitignore = path.parent / ".gitignore"
+    if not gitignore.exists():
+        gitignore.write_text("# latchkey: the key and the store never belong in git\n*\n")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(generate_master_key() + "\n")
+
+
+def _check_key_file_mode(backend: str, path: Path) -> None:
+    if os.name != "posix":
+        return
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise NoMasterKey(
+            backend, f"key file {path} is readable by others (mode {mode:04o}); run chmod 600 {path}"
+        )
+
+
+def _next_version(conn: sqlite3.Connection, key: str) -> int:
+    (current,) = conn.execute(
+        "SELECT COALESCE(MAX(version), 0) FROM versions WHERE key = ?", (key,)
+    ).fetchone()
+    return int(current) + 1
+
+
+def _actor() -> str:
+    actor = os.environ.get("LATCHKEY_ACTOR")
+    if actor:
+        return actor
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None

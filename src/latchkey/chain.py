@@ -1,0 +1,117 @@
+"""The chain: backends asked in the manifest's order, first hit wins.
+
+One ``get_many`` per backend per pass, holding every key still unresolved. A backend that
+fails is reported (a warning naming only the backend, and an ``error`` attempt in the
+provenance) and the chain goes on to the next backend, as Airflow's resolver does; if no
+later backend holds the key, the failure is raised — never a ``SecretNotFound``. With
+``on_backend_error = "raise"`` the first failure is raised at once. An ``AccessDenied`` is
+authoritative and always raised at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from .backends.base import Backend, Secret
+from .errors import AccessDenied, Attempt, BackendError, BackendUnavailable, SecretNotFound
+from .keys import validate_key
+
+__all__ = ["Chain", "Resolution"]
+
+log = logging.getLogger("latchkey")
+
+
+@dataclass
+class Resolution:
+    """What the chain found for one key, and every place it looked, in order."""
+
+    key: str
+    secret: Secret | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    errors: list[BackendError] = field(default_factory=list)
+
+    @property
+    def found(self) -> bool:
+        return self.secret is not None
+
+    def require(self) -> Secret:
+        """The secret, or the error that says why there is none."""
+        if self.secret is not None:
+            return self.secret
+        if self.errors:
+            first = self.errors[0]
+            tried = "; ".join(a.describe() for a in self.attempts)
+            raise BackendUnavailable(
+                first.backend, f"could not resolve {self.key!r} because a backend failed; "
+                               f"tried: {tried}") from first
+        raise SecretNotFound(self.key, self.attempts)
+
+    def to_dict(self) -> dict[str, object]:
+        s = self.secret
+        return {
+            "key": self.key,
+            "found": s is not None,
+            "backend": s.backend if s else None,
+            "path": s.path if s else None,
+            "version": s.version if s else None,
+            "created_at": s.created_at.isoformat() if s and s.created_at else None,
+            "attempts": [
+                {"backend": a.backend, "path": a.path, "outcome": a.outcome,
+                 "level": a.level, "detail": a.detail}
+                for a in self.attempts
+            ],
+        }
+
+
+class Chain:
+    """An ordered list of backends."""
+
+    def __init__(self, backends: Sequence[Backend], on_backend_error: str = "fall_through"):
+        names = [b.name for b in backends]
+        if len(set(names)) != len(names):
+            raise ValueError(f"backend names must be unique in a chain, got {names}")
+        if on_backend_error not in ("fall_through", "raise"):
+            raise ValueError("on_backend_error is 'fall_through' or 'raise'")
+        self.backends = list(backends)
+        self.on_backend_error = on_backend_error
+
+    def __iter__(self):
+        return iter(self.backends)
+
+    def resolve(self, keys: Iterable[str]) -> dict[str, Resolution]:
+        """Resolve many keys: one ``get_many`` per backend for the keys still missing."""
+        results = {k: Resolution(validate_key(k)) for k in keys}
+        pending = list(results)
+        for backend in self.backends:
+            if not pending:
+                break
+            try:
+                found = backend.get_many(pending)
+            except AccessDenied:
+                raise
+            except BackendError as exc:
+                if self.on_backend_error == "raise":
+                    raise
+                log.warning("latchkey: backend %r failed (%s); trying the next backend",
+                            backend.name, type(exc).__name__)
+                for key in pending:
+                    results[key].errors.append(exc)
+                    results[key].attempts.append(
+                        Attempt(backend.name, backend.locate(key), "error", key, detail=str(exc)))
+                continue
+            still = []
+            for key in pending:
+                secret = found.get(key)
+                outcome = "found" if secret is not None else "absent"
+                results[key].attempts.append(Attempt(backend.name, backend.locate(key), outcome, key))
+                if secret is None:
+                    still.append(key)
+                else:
+                    results[key].secret = secret
+            pending = still
+        return results
+
+    def get(self, key: str) -> Secret:
+        return self.resolve([key])[key].require()

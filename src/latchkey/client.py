@@ -1,0 +1,194 @@
+"""The entry point: :func:`load` builds a :class:`Latchkey` from the manifest."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Iterable, Sequence
+
+from .backends import Backend, Secret, VersionInfo, backend_class
+from .chain import Chain, Resolution
+from .errors import LatchkeyError, ReadOnlyBackend, UsageError
+from .keys import validate_key, validate_prefix
+from .manifest import Manifest, load_manifest
+
+__all__ = ["Latchkey", "load"]
+
+
+def load(path: str | os.PathLike[str] | None = None, *, env: str | None = None) -> "Latchkey":
+    """Load ``./latchkey.toml`` (or ``path``, or ``$LATCHKEY_CONFIG``) and build the chain.
+
+    With no manifest anywhere, the chain is the local encrypted store alone.
+
+    Args:
+        path: the manifest to read.
+        env: the environment (``dev``, ``prod``...); overrides ``$LATCHKEY_ENV`` and the
+            manifest's ``env``.
+
+    Raises:
+        ManifestError: the manifest is invalid; the message names the file and the field.
+    """
+    manifest = load_manifest(path, env)
+    ctx = manifest.context()
+    backends = {
+        name: backend_class(cfg.type).from_config(name, cfg, ctx)
+        for name, cfg in manifest.backends.items()
+    }
+    return Latchkey([backends[n] for n in manifest.chain], env=manifest.env,
+                    manifest=manifest, extra_backends=backends.values(),
+                    on_backend_error=manifest.on_backend_error)
+
+
+class Latchkey:
+    """A chain of secret stores and the operations on it.
+
+    Args:
+        backends: the chain, in lookup order.
+        env: the environment name.
+        manifest: the manifest it came from, if any.
+        extra_backends: backends defined but not in the chain (writable by name).
+        on_backend_error: ``"fall_through"`` (default) or ``"raise"``.
+    """
+
+    def __init__(
+        self,
+        backends: Sequence[Backend],
+        *,
+        env: str = "dev",
+        manifest: Manifest | None = None,
+        extra_backends: Iterable[Backend] = (),
+        on_backend_error: str = "fall_through",
+    ) -> None:
+        self.env = env
+        self.manifest = manifest
+        self.chain = Chain(backends, on_backend_error)
+        self._backends = {b.name: b for b in [*extra_backends, *backends]}
+
+    def __repr__(self) -> str:
+        return f"<Latchkey env={self.env!r} chain={[b.name for b in self.chain]}>"
+
+    def __enter__(self) -> "Latchkey":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def backends(self) -> dict[str, Backend]:
+        """Every backend defined, by name (the chain is ``self.chain``)."""
+        return dict(self._backends)
+
+    def backend(self, name: str) -> Backend:
+        """The backend named ``name``.
+
+        Raises:
+            UsageError: no backend has that name.
+        """
+        try:
+            return self._backends[name]
+        except KeyError:
+            raise UsageError(f"no backend named {name!r} (defined: {sorted(self._backends)})") \
+                from None
+
+    # -- reads ----------------------------------------------------------------------------
+    def get(self, key: str) -> str:
+        """The value of ``key`` from the first backend in the chain that holds it.
+
+        Raises:
+            InvalidKey: ``key`` is malformed.
+            SecretNotFound: no backend holds it; lists every (backend, path) tried.
+            BackendError: a backend failed and no later backend held the key.
+        """
+        return self.chain.get(key).value
+
+    def get_secret(self, key: str) -> Secret:
+        """Like :meth:`get`, with provenance: backend, path, version."""
+        return self.chain.get(key)
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, str]:
+        """Resolve many keys in one pass per backend. Every key must be found."""
+        return {k: r.require().value for k, r in self.chain.resolve(keys).items()}
+
+    def explain(self, key: str) -> Resolution:
+        """Where ``key`` resolves from and every place looked, without raising on a miss."""
+        return self.chain.resolve([key])[key]
+
+    def list(self, prefix: str = "", backend: str | None = None) -> dict[str, list[str]]:
+        """Keys at or below ``prefix``, each with the backends holding it, in chain order."""
+        validate_prefix(prefix)
+        listing: dict[str, list[str]] = {}
+        for b in [self.backend(backend)] if backend else self.chain:
+            for key in b.list(prefix):
+                listing.setdefault(key, []).append(b.name)
+        return dict(sorted(listing.items()))
+
+    def history(self, key: str, backend: str | None = None) -> tuple[Backend, list[VersionInfo]]:
+        """The versions of ``key`` in ``backend``, or in the first backend with history of it."""
+        validate_key(key)
+        if backend:
+            b = self.backend(backend)
+            return b, b.history(key)
+        keeping = [b for b in self.chain if b.supports_history]
+        for b in keeping:
+            versions = b.history(key)
+            if versions:
+                return b, versions
+        if not keeping:
+            raise UsageError("no backend in the chain keeps history")
+        return keeping[0], []
+
+    # -- writes ---------------------------------------------------------------------------
+    def writable_backend(self, backend: str | None = None) -> Backend:
+        """``backend`` if given and writable, else the first writable one in the chain."""
+        if backend:
+            b = self.backend(backend)
+            if not b.is_writable:
+                raise ReadOnlyBackend(b.name, f"a {b.type} backend is read-only")
+            return b
+        for b in self.chain:
+            if b.is_writable:
+                return b
+        raise UsageError("no writable backend in the chain; add one or name one with backend=")
+
+    def set(self, key: str, value: str, backend: str | None = None) -> Secret:
+        """Write ``value`` to the first writable backend (or ``backend``); returns metadata."""
+        validate_key(key)
+        return self.writable_backend(backend).put(key, value)
+
+    def delete(self, key: str, backend: str | None = None) -> Backend | None:
+        """Delete ``key`` from ``backend``, or from the first writable backend holding it.
+
+        Returns the backend it was deleted from, or None if no writable backend held it.
+        """
+        validate_key(key)
+        targets = [self.writable_backend(backend)] if backend else \
+            [b for b in self.chain if b.is_writable]
+        for b in targets:
+            if b.delete(key):
+                return b
+        return None
+
+    # -- diagnostics ----------------------------------------------------------------------
+    def doctor(self) -> list[dict[str, object]]:
+        """Probe every backend; one status dict each. Never raises for a backend failure."""
+        report = []
+        chain_names = [b.name for b in self.chain]
+        for name, b in self._backends.items():
+            start = time.perf_counter()
+            try:
+                status, ok = b.check(), True
+            except LatchkeyError as exc:
+                status, ok = str(exc), False
+            report.append({
+                "backend": name, "type": b.type, "describe": b.describe(),
+                "in_chain": name in chain_names,
+                "position": chain_names.index(name) + 1 if name in chain_names else None,
+                "writable": b.is_writable, "ok": ok, "status": status,
+                "latency_ms": round((time.perf_counter() - start) * 1000, 2),
+            })
+        report.sort(key=lambda r: (r["position"] is None, r["position"] or 0))
+        return report
+
+    def close(self) -> None:
+        for b in self._backends.values():
+            b.close()

@@ -1,0 +1,69 @@
+"""Keys: slash paths naming one secret, e.g. ``marketing/facebook/acct_42/access_token``.
+
+Rules: segments of ``[A-Za-z0-9_.-]+``, no empty segment (so no leading, trailing or doubled
+slash), no ``.`` or ``..`` segment, no control characters, at most 512 characters.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import InvalidKey
+
+__all__ = ["MAX_KEY_LENGTH", "is_under", "join", "validate_key", "validate_prefix"]
+
+MAX_KEY_LENGTH = 512
+_SEGMENT = re.compile(r"[A-Za-z0-9_.-]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def validate_key(key: object) -> str:
+    """Return ``key`` unchanged if it is a valid key.
+
+    Raises:
+        InvalidKey: naming the key and the rule it breaks.
+    """
+    if not isinstance(key, str):
+        raise InvalidKey(key, f"a key is a string, not {type(key).__name__}")
+    if not key:
+        raise InvalidKey(key, "empty key")
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidKey(key, f"{len(key)} characters, the limit is {MAX_KEY_LENGTH}")
+    if _CONTROL.search(key):
+        raise InvalidKey(key, "contains a control character")
+    for position, segment in enumerate(key.split("/"), start=1):
+        _check_segment(key, segment, position)
+    return key
+
+
+def validate_prefix(prefix: str) -> str:
+    """Like :func:`validate_key`, but ``""`` (everything) and a trailing slash are allowed.
+
+    Returns the prefix without its trailing slash.
+    """
+    if prefix in ("", "/"):
+        return ""
+    return validate_key(prefix.rstrip("/") if prefix.endswith("/") else prefix)
+
+
+def is_under(key: str, prefix: str) -> bool:
+    """True if ``key`` is ``prefix`` itself or lies below it, on a segment boundary."""
+    return not prefix or key == prefix or key.startswith(prefix + "/")
+
+
+def join(*parts: str) -> str:
+    """Join key parts with ``/``, skipping empty ones, and validate the result."""
+    return validate_key("/".join(p.strip("/") for p in parts if p and p.strip("/")))
+
+
+def _check_segment(key: str, segment: str, position: int) -> None:
+    if not segment:
+        raise InvalidKey(key, f"empty segment at position {position}")
+    if segment in (".", ".."):
+        raise InvalidKey(key, f"segment {position} is {segment!r}")
+    if not _SEGMENT.fullmatch(segment):
+        bad = sorted({c for c in segment if not _SEGMENT.fullmatch(c)})
+        raise InvalidKey(
+            key,
+            f"segment {position} has {''.join(bad)!r}; allowed are letters, digits, '_', '.', '-'",
+        )

@@ -1,0 +1,44 @@
+"""Shared fixtures: every test runs in its own folder with no latchkey variables inherited."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from latchkey.backends.local import generate_master_key
+
+#: Obviously fake values; tests search all output for them.
+FAKE = "fake-s3cr3t-Zq9x-DO-NOT-USE"
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in an empty folder with no LATCHKEY_* variables from the outside."""
+    for name in list(os.environ):
+        if name.startswith("LATCHKEY"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def master_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh master key in LATCHKEY_MASTER_KEY."""
+    key = generate_master_key()
+    monkeypatch.setenv("LATCHKEY_MASTER_KEY", key)
+    return key
+
+
+def run_cli(*args: str, input: str | None = None, env: dict[str, str] | None = None,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real `latchkey` command in a subprocess, capturing everything it prints."""
+    full_env = {k: v for k, v in os.environ.items()}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "latchkey", *args], input=input, capture_output=True,
+        text=True, env=full_env, cwd=cwd, timeout=60,
+    )

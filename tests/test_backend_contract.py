@@ -1,0 +1,249 @@
+"""One contract suite, run over every backend: reads, misses, listing, writes, errors.
+
+Each backend is seeded through its own native format (variables, files, its own ``put``),
+so the suite reads what a user's store would really hold.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import yaml
+
+from latchkey import InvalidKey, ReadOnlyBackend
+from latchkey.backends import Backend
+from latchkey.backends.env import EnvBackend, key_to_name
+from latchkey.backends.files import FilesBackend
+from latchkey.backends.local import LocalBackend
+from latchkey.errors import BackendError
+from latchkey.testing import MemoryBackend
+
+SEED = {
+    "shared/slack_token": "fake-slack-0001",
+    "marketing/facebook/acct_42/access_token": "fake-fb-0042",
+    "marketing/facebook/acct_43/access_token": "fake-fb-0043",
+    "marketing/facebook_extra/app_id": "fake-app-0001",
+    "db_password": "fake pass with spaces = and # and 'quotes'",
+}
+
+Factory = Callable[[Path, dict], Backend]
+
+
+def _nest(data: dict[str, str]) -> dict:
+    tree: dict = {}
+    for key, value in data.items():
+        *parents, leaf = key.split("/")
+        node = tree
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return tree
+
+
+def make_env(tmp: Path, data: dict) -> Backend:
+    environ = {key_to_name(k, "LATCHKEY__"): v for k, v in data.items()}
+    environ["UNRELATED"] = "x"
+    return EnvBackend("env", environ=environ)
+
+
+def make_toml(tmp: Path, data: dict) -> Backend:
+    def dump(tree: dict, path: tuple[str, ...] = ()) -> list[str]:
+        lines = [f"[{'.'.join(path)}]"] if path else []
+        lines += [f"{k} = {json.dumps(v)}" for k, v in tree.items() if not isinstance(v, dict)]
+        for k, v in tree.items():
+            if isinstance(v, dict):
+                lines += dump(v, (*path, k))
+        return lines
+
+    file = tmp / "secrets.toml"
+    file.write_text("\n".join(dump(_nest(data))) + "\n")
+    return FilesBackend("toml", file)
+
+
+def make_json(tmp: Path, data: dict) -> Backend:
+    file = tmp / "secrets.json"
+    file.write_text(json.dumps(_nest(data)))
+    return FilesBackend("json", file)
+
+
+def make_yaml(tmp: Path, data: dict) -> Backend:
+    file = tmp / "secrets.yaml"
+    file.write_text(yaml.safe_dump(_nest(data)))
+    return FilesBackend("yaml", file)
+
+
+def make_dotenv(tmp: Path, data: dict) -> Backend:
+    file = tmp / ".env"
+    file.write_text("".join(f"{key_to_name(k)}={json.dumps(v)}\n" for k, v in data.items()))
+    return FilesBackend("dotenv", file)
+
+
+def make_dir(tmp: Path, data: dict) -> Backend:
+    root = tmp / "run-secrets"
+    root.mkdir()
+    for key, value in data.items():
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        (root / key).write_text(value + "\n")
+    return FilesBackend("dir", root)
+
+
+def make_local(tmp: Path, data: dict) -> Backend:
+    backend = LocalBackend("local", tmp / "store.db", master_key=_KEY)
+    for key, value in data.items():
+        backend.put(key, value)
+    return backend
+
+
+def make_memory(tmp: Path, data: dict) -> Backend:
+    return MemoryBackend("memory", data)
+
+
+_KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="  # 32 bytes of test key, not a secret
+
+ALL = [
+    pytest.param(make_env, id="env"),
+    pytest.param(make_toml, id="files-toml"),
+    pytest.param(make_json, id="files-json"),
+    pytest.param(make_yaml, id="files-yaml"),
+    pytest.param(make_dotenv, id="files-dotenv"),
+    pytest.param(make_dir, id="files-dir"),
+    pytest.param(make_local, id="local"),
+    pytest.param(make_memory, id="memory"),
+]
+WRITABLE = [p for p in ALL if p.id in ("local", "memory")]
+READ_ONLY = [p for p in ALL if p.id not in ("local", "memory")]
+
+
+@pytest.fixture(params=ALL)
+def seeded(request, tmp_path: Path) -> Backend:
+    return request.param(tmp_path, SEED)
+
+
+def test_get_many_returns_every_present_key(seeded: Backend) -> None:
+    """get_many returns a Secret per present key with the exact value."""
+    found = seeded.get_many(list(SEED))
+    assert {k: s.value for k, s in found.items()} == SEED
+    assert all(s.backend == seeded.name and s.key == k for k, s in found.items())
+
+
+def test_absent_keys_are_missing_not_errors(seeded: Backend) -> None:
+    """A key the store does not hold is simply missing from the result."""
+    found = seeded.get_many(["shared/slack_token", "shared/nope", "nope/deep/key"])
+    assert set(found) == {"shared/slack_token"}
+    assert seeded.get("shared/nope") is None
+
+
+def test_empty_batch_makes_no_call(seeded: Backend) -> None:
+    """An empty request returns an empty dict."""
+    assert seeded.get_many([]) == {}
+
+
+def test_duplicate_keys_in_a_batch(seeded: Backend) -> None:
+    """Asking for one key twice returns it once."""
+    assert list(seeded.get_many(["db_password", "db_password"])) == ["db_password"]
+
+
+@pytest.mark.parametrize("bad", ["", "a//b", "/a", "a/", "a/../b", "a/./b", "a\nb", "a b",
+                                 "x" * 513])
+def test_invalid_key_raises_before_the_store(seeded: Backend, bad: str) -> None:
+    """A malformed key raises InvalidKey quoting it, for reads."""
+    with pytest.raises(InvalidKey) as info:
+        seeded.get_many([bad])
+    assert repr(bad)[:40].strip("'") in str(info.value)
+
+
+def test_list_on_segment_boundaries(seeded: Backend) -> None:
+    """list(prefix) returns keys at or under prefix, never a sibling sharing its letters."""
+    assert seeded.list("marketing/facebook") == [
+        "marketing/facebook/acct_42/access_token",
+        "marketing/facebook/acct_43/access_token",
+    ]
+    assert seeded.list("marketing/facebook/") == seeded.list("marketing/facebook")
+    assert seeded.list("") == sorted(SEED)
+    assert seeded.list("no/such") == []
+
+
+def test_locate_names_a_place(seeded: Backend) -> None:
+    """locate() gives a non-empty, value-free description of where a key lives."""
+    where = seeded.locate("shared/slack_token")
+    assert where and "fake-slack" not in where
+
+
+def test_repr_of_secret_hides_value(seeded: Backend) -> None:
+    """Neither a Secret's repr nor str shows its value."""
+    secret = seeded.get("shared/slack_token")
+    assert secret is not None
+    assert "fake-slack-0001" not in repr(secret) and "fake-slack-0001" not in str(secret)
+
+
+@pytest.mark.parametrize("factory", READ_ONLY)
+def test_read_only_backends_refuse_writes(factory, tmp_path: Path) -> None:
+    """put and delete on a read-only backend raise ReadOnlyBackend naming it."""
+    backend = factory(tmp_path, SEED)
+    assert not backend.is_writable
+    with pytest.raises(ReadOnlyBackend, match=backend.name):
+        backend.put("shared/new", "fake-new")
+    with pytest.raises(ReadOnlyBackend, match=backend.name):
+        backend.delete("shared/slack_token")
+    assert backend.get("shared/slack_token").value == "fake-slack-0001"
+
+
+@pytest.mark.parametrize("factory", WRITABLE)
+class TestWritable:
+    def test_put_then_get(self, factory, tmp_path: Path) -> None:
+        """A written value reads back, with a version that grows on overwrite."""
+        backend = factory(tmp_path, {})
+        first = backend.put("shared/new", "fake-v1")
+        second = backend.put("shared/new", "fake-v2")
+        assert backend.get("shared/new").value == "fake-v2"
+        assert int(second.version) == int(first.version) + 1
+        assert backend.get("shared/new").version == second.version
+
+    def test_delete(self, factory, tmp_path: Path) -> None:
+        """delete removes the key (True), and a second delete reports False."""
+        backend = factory(tmp_path, SEED)
+        assert backend.delete("db_password") is True
+        assert backend.get("db_password") is None
+        assert "db_password" not in backend.list("")
+        assert backend.delete("db_password") is False
+
+    def test_history_keeps_every_version(self, factory, tmp_path: Path) -> None:
+        """history lists every version, deletes included, and no value."""
+        backend = factory(tmp_path, {})
+        backend.put("k", "fake-1")
+        backend.put("k", "fake-2")
+        backend.delete("k")
+        history = backend.history("k")
+        assert [v.version for v in history] == ["1", "2", "3"]
+        assert [v.deleted for v in history] == [False, False, True]
+        assert "fake" not in repr(history)
+
+    def test_put_rejects_invalid_key_and_non_text(self, factory, tmp_path: Path) -> None:
+        """Writes validate the key and the value's type before touching the store."""
+        backend = factory(tmp_path, {})
+        with pytest.raises(InvalidKey):
+            backend.put("a//b", "fake")
+        with pytest.raises(TypeError):
+            backend.put("a/b", b"bytes")  # type: ignore[arg-type]
+        assert backend.list("") == []
+
+    def test_unicode_and_large_values(self, factory, tmp_path: Path) -> None:
+        """Values keep every character: unicode, newlines, 1 MB."""
+        backend = factory(tmp_path, {})
+        odd = "fake-ünïcødé\n\t\"quoted\" ✓ " + "x" * 1_000_000
+        backend.put("big/value", odd)
+        assert backend.get("big/value").value == odd
+
+
+def test_errors_name_the_backend(tmp_path: Path) -> None:
+    """A broken store raises a BackendError naming the backend, not an absence."""
+    broken = tmp_path / "secrets.json"
+    broken.write_text('{"a": "fake-unterminated')
+    backend = FilesBackend("my-files", broken)
+    with pytest.raises(BackendError) as info:
+        backend.get_many(["a"])
+    assert "my-files" in str(info.value)
+    assert "fake-unterminated" not in str(info.value)
