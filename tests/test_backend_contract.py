@@ -221,6 +221,17 @@ class TestWritable:
         assert [v.deleted for v in history] == [False, False, True]
         assert "fake" not in repr(history)
 
+    def test_get_version_reads_a_past_version(self, factory, tmp_path: Path) -> None:
+        """get_version returns the value a version had; unknown or deleted versions are None."""
+        backend = factory(tmp_path, {})
+        backend.put("k", "fake-1")
+        backend.put("k", "fake-2")
+        backend.delete("k")
+        assert backend.get_version("k", "1").value == "fake-1"
+        assert backend.get_version("k", "2").version == "2"
+        assert backend.get_version("k", "3") is None
+        assert backend.get_version("k", "99") is None
+
     def test_put_rejects_invalid_key_and_non_text(self, factory, tmp_path: Path) -> None:
         """Writes validate the key and the value's type before touching the store."""
         backend = factory(tmp_path, {})

@@ -80,11 +80,18 @@ class Chain:
     def __iter__(self):
         return iter(self.backends)
 
-    def resolve(self, keys: Iterable[str]) -> dict[str, Resolution]:
-        """Resolve many keys: one ``get_many`` per backend for the keys still missing."""
+    def resolve(self, keys: Iterable[str], exhaustive: bool = False) -> dict[str, Resolution]:
+        """Resolve many keys: one ``get_many`` per backend for the keys still missing.
+
+        Args:
+            exhaustive: ask every backend for every key (for ``explain``); later hits are
+                recorded as ``shadowed``.
+        """
         results = {k: Resolution(validate_key(k)) for k in keys}
         pending = list(results)
         for backend in self.backends:
+            if exhaustive:
+                pending = list(results)
             if not pending:
                 break
             try:
@@ -103,13 +110,13 @@ class Chain:
                 continue
             still = []
             for key in pending:
-                secret = found.get(key)
-                outcome = "found" if secret is not None else "absent"
-                results[key].attempts.append(Attempt(backend.name, backend.locate(key), outcome, key))
+                result, secret = results[key], found.get(key)
+                outcome = "absent" if secret is None else "shadowed" if result.found else "found"
+                result.attempts.append(Attempt(backend.name, backend.locate(key), outcome, key))
                 if secret is None:
                     still.append(key)
-                else:
-                    results[key].secret = secret
+                elif not result.found:
+                    result.secret = secret
             pending = still
         return results
 

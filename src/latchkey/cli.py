@@ -75,7 +75,10 @@ def _table(*columns: str):
 def _print(renderable: Any) -> None:
     from rich.console import Console
 
-    Console(soft_wrap=True, highlight=False).print(renderable)
+    console = Console(highlight=False)
+    if not console.is_terminal:  # piped: one line per row, for grep and awk
+        console = Console(highlight=False, width=1_000)
+    console.print(renderable)
 
 
 @click.group(cls=_Group, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
@@ -213,7 +216,6 @@ def ls(ctx: click.Context, prefix: str, backend: str | None, as_json: bool) -> N
         for k, v in listing.items():
             table.add_row(k, ", ".join(v))
         _print(table)
-        click.echo(f"{len(listing)} keys", err=True)
 
     _emit(as_json, data, text)
 

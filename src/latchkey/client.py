@@ -110,8 +110,12 @@ class Latchkey:
         return {k: r.require().value for k, r in self.chain.resolve(keys).items()}
 
     def explain(self, key: str) -> Resolution:
-        """Where ``key`` resolves from and every place looked, without raising on a miss."""
-        return self.chain.resolve([key])[key]
+        """Where ``key`` resolves from, and what every backend in the chain holds for it.
+
+        Asks every backend (a hit in a later one is reported as ``shadowed``) and does not
+        raise on a miss or a failed backend: the failure is in the attempts.
+        """
+        return self.chain.resolve([key], exhaustive=True)[key]
 
     def list(self, prefix: str = "", backend: str | None = None) -> dict[str, list[str]]:
         """Keys at or below ``prefix``, each with the backends holding it, in chain order."""

@@ -56,7 +56,7 @@ class MemoryBackend(Backend):
         return True
 
     def locate(self, key: str) -> str:
-        return f"memory:{key}"
+        return f"{self.type}:{key}"
 
     def _append(self, key: str, value: str | None) -> int:
         versions = self._versions.setdefault(key, [])
@@ -98,6 +98,16 @@ class MemoryBackend(Backend):
                 return False
             self._append(key, None)
             return True
+
+    def _get_version(self, key: str, version: str) -> Secret | None:
+        self._record("get_version", [key, version])
+        with self._lock:
+            versions = self._versions.get(key, [])
+            index = int(version) - 1 if version.isdigit() else -1
+            if not 0 <= index < len(versions) or versions[index][0] is None:
+                return None
+            value, at = versions[index]
+        return self._secret(key, value, version, created_at=at)
 
     def _history(self, key: str) -> list[VersionInfo]:
         with self._lock:

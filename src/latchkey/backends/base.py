@@ -162,6 +162,13 @@ class Backend(abc.ABC):
             raise BackendUnavailable(self.name, f"a {self.type} backend keeps no history")
         return self._guard("history", lambda: self._history(key))
 
+    def get_version(self, key: str, version: str) -> Secret | None:
+        """Read one past version of ``key`` (``supports_history`` stores); None if absent."""
+        validate_key(key)
+        if not self.supports_history:
+            raise BackendUnavailable(self.name, f"a {self.type} backend keeps no versions")
+        return self._guard("read", lambda: self._get_version(key, str(version)))
+
     def locate(self, key: str) -> str:
         """Where ``key`` lives in this store, in the store's own terms (for diagnostics)."""
         return key
@@ -196,6 +203,9 @@ class Backend(abc.ABC):
 
     def _history(self, key: str) -> list[VersionInfo]:
         return []
+
+    def _get_version(self, key: str, version: str) -> Secret | None:
+        return None
 
     def _secret(self, key: str, value: str, version: str | None = None, **kw: object) -> Secret:
         return Secret(key=key, value=value, backend=self.name, path=self.locate(key),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
@@ -221,4 +222,7 @@ def _error_position(exc: Exception) -> str:
     mark = getattr(exc, "problem_mark", None)
     if mark is not None:
         line, col = mark.line + 1, mark.column + 1
+    if line is None:  # tomllib before 3.14 puts the position only in its message
+        found = re.search(r"at line (\d+), column (\d+)", str(exc))
+        line, col = (found.group(1), found.group(2)) if found else (None, None)
     return f" (line {line}, column {col})" if line else ""

@@ -175,6 +175,19 @@ class LocalBackend(Backend):
                                               created_at=_parse_time(created_at))
         return found
 
+    def _get_version(self, key: str, version: str) -> Secret | None:
+        if not self.path.exists() or not version.isdigit():
+            return None
+        with self._lock:
+            row = self._open(create=False).execute(
+                "SELECT nonce, ciphertext, created_at FROM versions WHERE key = ? AND version = ?",
+                (key, int(version)),
+            ).fetchone()
+        if row is None or row[1] is None:
+            return None
+        value = self._decrypt(key, int(version), row[0], row[1])
+        return self._secret(key, value, version, created_at=_parse_time(row[2]))
+
     def _list(self, prefix: str) -> Iterable[str]:
         if not self.path.exists():
             return []

@@ -1,0 +1,215 @@
+"""The latchkey command, run as a real subprocess: output, --json, exit codes, no leaks."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import select
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import FAKE, run_cli
+
+COMMANDS = ["init", "set", "get", "ls", "rm", "history", "explain", "doctor"]
+
+
+@pytest.fixture
+def initialised(isolated: Path) -> Path:
+    out = run_cli("init")
+    assert out.returncode == 0, out.stderr
+    return isolated
+
+
+def test_no_value_in_any_output_except_reveal(initialised: Path) -> None:
+    """Every command, text and --json, success and failure: the value is never printed."""
+    outputs = []
+
+    def run(*args: str, input: str | None = None, code: int = 0) -> subprocess.CompletedProcess:
+        result = run_cli(*args, input=input)
+        outputs.append(result.stdout + result.stderr)
+        assert result.returncode == code, (args, result.stderr)
+        return result
+
+    run("set", "shared/slack_token", input=FAKE + "\n")
+    run("set", "shared/slack_token", "--json", input=FAKE + "-v2")
+    run("set", "marketing/fb/acct_42/token", input=FAKE + "-fb")
+    for fmt in ([], ["--json"]):
+        run("get", "shared/slack_token", *fmt)
+        run("ls", *fmt)
+        run("ls", "shared", *fmt)
+        run("history", "shared/slack_token", *fmt)
+        run("explain", "shared/slack_token", *fmt)
+        run("doctor", *fmt)
+        run("get", "shared/nope", *fmt, code=1)
+        run("get", "bad//key", *fmt, code=2)
+    run("rm", "marketing/fb/acct_42/token")
+    run("rm", "marketing/fb/acct_42/token", code=1)
+    run("set", "bad key", input=FAKE, code=2)
+    run("get", "shared/slack_token", "--json")
+    everything = "\n".join(outputs)
+    assert FAKE not in everything
+    assert "shared/slack_token" in everything  # the runs did print something
+
+    revealed = run_cli("get", "shared/slack_token", "--reveal")
+    assert revealed.stdout == FAKE + "-v2\n"
+    revealed_json = json.loads(run_cli("get", "shared/slack_token", "--reveal", "--json").stdout)
+    assert revealed_json["value"] == FAKE + "-v2" and revealed_json["masked"] is False
+
+
+def test_set_strips_one_newline_and_versions(initialised: Path) -> None:
+    """stdin's trailing newline is dropped (unless --keep-newline); each set adds a version."""
+    assert run_cli("set", "k", input="fake-1\n").returncode == 0
+    assert run_cli("get", "k", "--reveal").stdout == "fake-1\n"
+    assert run_cli("set", "k", "--keep-newline", input="fake-2\n").returncode == 0
+    assert run_cli("get", "k", "--reveal").stdout == "fake-2\n\n"
+    history = json.loads(run_cli("history", "k", "--json").stdout)
+    assert [v["version"] for v in history["versions"]] == ["1", "2"]
+
+
+def test_value_is_never_taken_from_argv(initialised: Path) -> None:
+    """`latchkey set KEY VALUE` is a usage error and writes nothing."""
+    result = run_cli("set", "k", "fake-on-argv")
+    assert result.returncode == 2
+    assert run_cli("get", "k").returncode == 1
+
+
+def test_empty_value_is_refused(initialised: Path) -> None:
+    """An empty stdin writes nothing and exits 2 with one line."""
+    result = run_cli("set", "k", input="")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "latchkey: error: empty value for 'k'; nothing written"
+    assert run_cli("get", "k").returncode == 1
+
+
+@pytest.mark.parametrize("args, code, message", [
+    pytest.param(["get", "missing/key"], 1, "secret 'missing/key' not found; tried: local ",
+                 id="not-found"),
+    pytest.param(["get", "a/../b"], 2, "invalid key 'a/../b': segment 2 is '..'", id="bad-key"),
+    pytest.param(["get", "k", "--bogus"], 2, "No such option '--bogus'", id="bad-flag"),
+    pytest.param(["set", "k", "--backend", "nope"], 2, "no backend named 'nope'",
+                 id="bad-backend"),
+    pytest.param(["history", "never/set"], 1, "not found", id="no-history"),
+])
+def test_errors_exit_codes_and_one_line(initialised: Path, args, code, message) -> None:
+    """Errors print one line on stderr with the right exit code, and no traceback."""
+    result = run_cli(*args, input="fake")
+    assert result.returncode == code
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    if code == 1:
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_json_error_shape(initialised: Path) -> None:
+    """With --json, an error is also a JSON object on stdout."""
+    result = run_cli("get", "missing/key", "--json")
+    error = json.loads(result.stdout)["error"]
+    assert error["type"] == "SecretNotFound" and error["exit_code"] == 1
+
+
+def test_invalid_manifest_is_a_usage_error(isolated: Path) -> None:
+    """A broken manifest exits 2 with the file and field named."""
+    (isolated / "latchkey.toml").write_text('[backends.x]\ntype = "nope"\n')
+    result = run_cli("doctor")
+    assert result.returncode == 2
+    assert "latchkey.toml: backends.x.type: unknown backend type 'nope'" in result.stderr
+
+
+def test_json_output_shapes(initialised: Path) -> None:
+    """Each command's --json output parses and carries the documented fields."""
+    run_cli("set", "a/b", input="fake")
+    assert json.loads(run_cli("set", "a/c", "--json", input="fake").stdout)["version"] == "1"
+    assert json.loads(run_cli("ls", "--json").stdout) == [
+        {"key": "a/b", "backends": ["local"]}, {"key": "a/c", "backends": ["local"]}]
+    got = json.loads(run_cli("get", "a/b", "--json").stdout)
+    assert got["value"] is None and got["masked"] and got["backend"] == "local"
+    explained = json.loads(run_cli("explain", "a/b", "--json").stdout)
+    assert explained["found"] and explained["attempts"][0]["outcome"] == "found"
+    doctor = json.loads(run_cli("doctor", "--json").stdout)
+    assert doctor["chain"] == ["local"] and doctor["backends"][0]["ok"] is True
+    removed = json.loads(run_cli("rm", "a/c", "--json").stdout)
+    assert removed == {"key": "a/c", "backend": "local", "deleted": True}
+    again = json.loads(run_cli("init", "--json").stdout)
+    assert again["key_created"] is False and again["store_created"] is False
+
+
+def test_doctor_fails_when_a_backend_fails(isolated: Path) -> None:
+    """doctor exits 1 and says FAIL when a backend cannot answer."""
+    (isolated / "latchkey.toml").write_text(
+        '[backends.files]\ntype = "files"\npath = "missing.toml"\n')
+    result = run_cli("doctor")
+    assert result.returncode == 1
+    assert "FAIL" in result.stdout and "missing.toml does not exist" in result.stdout
+
+
+def test_manifest_env_and_explain_walk(isolated: Path) -> None:
+    """--env fills {env}; explain lists the env backend before the local store."""
+    (isolated / "latchkey.toml").write_text(
+        'chain = ["env", "local"]\n[backends.env]\ntype = "env"\n'
+        '[backends.local]\ntype = "local"\npath = "{env}.db"\n')
+    assert run_cli("--env", "prod", "init").returncode == 0
+    assert (isolated / "prod.db").exists()
+    assert run_cli("--env", "prod", "set", "db/pw", input="fake-local").returncode == 0
+    result = run_cli("--env", "prod", "explain", "db/pw", "--json",
+                     env={"LATCHKEY__DB__PW": "fake-env"})
+    data = json.loads(result.stdout)
+    assert data["backend"] == "env" and data["path"] == "$LATCHKEY__DB__PW"
+    assert "fake-env" not in result.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_explains_each_command(command: str) -> None:
+    """Every command has --help with --json documented."""
+    result = run_cli(command, "--help")
+    assert result.returncode == 0
+    assert "--json" in result.stdout and "Usage: latchkey " + command in result.stdout
+
+
+def test_hidden_prompt_on_a_terminal(initialised: Path) -> None:
+    """On a terminal, set prompts twice with echo off; the typed value is never shown."""
+    master, slave = os.openpty()
+
+    def make_controlling_tty() -> None:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "latchkey", "set", "tty/key"], stdin=slave, stdout=slave,
+        stderr=slave, start_new_session=True, preexec_fn=make_controlling_tty, close_fds=True)
+    os.close(slave)
+    screen = b""
+    try:
+        for _ in range(2):
+            screen += _read_until(master, b": ")
+            os.write(master, FAKE.encode() + b"\n")
+        screen += _read_until(master, b"(version 1)")
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+        os.close(master)
+    assert b"value for tty/key" in screen and b"Repeat for confirmation" in screen
+    assert FAKE.encode() not in screen
+    assert run_cli("get", "tty/key", "--reveal").stdout.strip() == FAKE
+
+
+def _read_until(fd: int, marker: bytes, timeout: float = 20.0) -> bytes:
+    data, end = b"", time.monotonic() + timeout
+    while marker not in data and time.monotonic() < end:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            data += chunk
+    assert marker in data, f"never saw {marker!r} in {data!r}"
+    return data

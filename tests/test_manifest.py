@@ -1,0 +1,131 @@
+"""The manifest: loading, environments, and errors that name the file and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import latchkey
+from latchkey import ManifestError
+from latchkey.backends.env import EnvBackend
+from latchkey.backends.files import FilesBackend
+from latchkey.backends.local import LocalBackend
+
+FULL = """
+env = "dev"
+environments = ["dev", "prod"]
+chain = ["env", "local", "files"]
+
+[backends.local]
+type = "local"
+path = "state/{env}/store.db"
+
+[backends.env]
+type = "env"
+prefix = "LATCHKEY__"
+
+[backends.files]
+type = "files"
+path = "secrets.{env}.toml"
+optional = true
+
+[pipelines.facebook_ads]
+scope = "marketing/facebook/{account}"
+requires = ["access_token", "app_secret"]
+connections = { warehouse = "connections/snowflake_{env}" }
+grants = ["shared/slack_webhook"]
+dags = ["facebook_ads*"]
+aws_role = { arn = "arn:aws:iam::123456789012:role/facebook-ads", duration = 900 }
+"""
+
+
+def write(tmp: Path, text: str) -> Path:
+    path = tmp / "latchkey.toml"
+    path.write_text(text)
+    return path
+
+
+def test_no_manifest_means_the_local_store_alone(isolated: Path) -> None:
+    """With no manifest anywhere the chain is one local store under ./.latchkey."""
+    lk = latchkey.load()
+    assert [b.name for b in lk.chain] == ["local"]
+    (local,) = lk.chain
+    assert isinstance(local, LocalBackend)
+    assert local.path == isolated / ".latchkey" / "store.db"
+    assert lk.env == "dev" and lk.manifest.path is None
+
+
+def test_full_manifest_builds_the_chain_in_order(isolated: Path) -> None:
+    """Backends are built in chain order, with paths relative to the manifest and {env} filled."""
+    path = write(isolated, FULL)
+    lk = latchkey.load(path, env="prod")
+    assert [type(b) for b in lk.chain] == [EnvBackend, LocalBackend, FilesBackend]
+    assert lk.backend("local").path == isolated / "state" / "prod" / "store.db"
+    assert lk.backend("files").path == isolated / "secrets.prod.toml"
+    assert lk.manifest.pipelines["facebook_ads"].requires == ["access_token", "app_secret"]
+
+
+def test_env_precedence(isolated: Path, monkeypatch) -> None:
+    """The env argument beats $LATCHKEY_ENV, which beats the manifest's env."""
+    path = write(isolated, FULL)
+    assert latchkey.load(path).env == "dev"
+    monkeypatch.setenv("LATCHKEY_ENV", "prod")
+    assert latchkey.load(path).env == "prod"
+    assert latchkey.load(path, env="dev").env == "dev"
+
+
+def test_latchkey_config_variable_and_cwd_lookup(isolated: Path, monkeypatch) -> None:
+    """$LATCHKEY_CONFIG names the manifest; else ./latchkey.toml is used."""
+    other = isolated / "elsewhere.toml"
+    other.write_text('[backends.only_env]\ntype = "env"\n')
+    monkeypatch.setenv("LATCHKEY_CONFIG", str(other))
+    assert [b.name for b in latchkey.load().chain] == ["only_env"]
+    monkeypatch.delenv("LATCHKEY_CONFIG")
+    write(isolated, '[backends.here]\ntype = "env"\n')
+    assert [b.name for b in latchkey.load().chain] == ["here"]
+
+
+@pytest.mark.parametrize("text, field, problem", [
+    pytest.param('[backends.x]\ntype = "aws_sm"\n', "backends.x.type",
+                 "unknown backend type 'aws_sm' (known: ", id="unknown-type"),
+    pytest.param('[backends.x]\npath = "a"\n', "backends.x.type", "missing", id="missing-type"),
+    pytest.param('[backends.x]\ntype = "files"\n', "backends.x.path", "missing",
+                 id="missing-field"),
+    pytest.param('[backends.x]\ntype = "env"\nprefx = "A"\n', "backends.x.prefx",
+                 "unknown field", id="typo-field"),
+    pytest.param('chain = ["local", "ssm"]\n[backends.local]\ntype = "local"\n', "chain[1]",
+                 "'ssm' is not a backend defined under [backends]", id="chain-unknown"),
+    pytest.param('[pipelines.p]\nrequires = ["a"]\n', "pipelines.p.scope", "missing",
+                 id="pipeline-no-scope"),
+    pytest.param('[pipelines.p]\nscope = "a"\nrequires = "a"\n', "pipelines.p.requires",
+                 "valid list", id="pipeline-bad-type"),
+    pytest.param('enviroment = "dev"\n', "enviroment", "unknown field", id="top-typo"),
+    pytest.param('env = "staging"\nenvironments = ["dev"]\n', "env", "not one of",
+                 id="env-not-listed"),
+    pytest.param('env = "../prod"\n', "env", "not a valid environment name", id="env-path"),
+    pytest.param('on_backend_error = "ignore"\n', "on_backend_error", "", id="bad-literal"),
+])
+def test_errors_name_file_and_field(isolated: Path, text: str, field: str, problem: str) -> None:
+    """Each invalid manifest raises one ManifestError naming the file and the field."""
+    path = write(isolated, text)
+    with pytest.raises(ManifestError) as info:
+        latchkey.load(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {field}: "), message
+    assert problem in message
+    assert "\n" not in message
+
+
+def test_invalid_toml_and_missing_file(isolated: Path) -> None:
+    """Broken TOML and a missing manifest are ManifestErrors naming the file."""
+    path = write(isolated, "chain = [\n")
+    with pytest.raises(ManifestError, match=r"latchkey.toml: not valid TOML"):
+        latchkey.load(path)
+    with pytest.raises(ManifestError, match=r"nope.toml: no such file"):
+        latchkey.load(isolated / "nope.toml")
+
+
+def test_manifest_error_exit_code_is_usage() -> None:
+    """Manifest errors are usage errors (exit 2)."""
+    assert ManifestError("f", "x", "y").exit_code == 2
