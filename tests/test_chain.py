@@ -52,6 +52,18 @@ def test_failure_with_no_later_hit_is_an_error_not_a_miss(caplog) -> None:
     assert "down" in str(info.value) and "up" in str(info.value)
 
 
+def test_failure_keeps_its_type_and_names_the_walk(tmp_path) -> None:
+    """A wrong master key stays a WrongMasterKey after the chain, with every place tried."""
+    from latchkey.backends.local import LocalBackend, generate_master_key
+
+    LocalBackend("local", tmp_path / "s.db", master_key=generate_master_key()).put("k", "fake")
+    wrong = LocalBackend("local", tmp_path / "s.db", master_key=generate_master_key())
+    lk = latchkey.Latchkey([MemoryBackend("mem"), wrong])
+    with pytest.raises(latchkey.WrongMasterKey) as info:
+        lk.get("k")
+    assert "mem memory:k -> absent" in str(info.value) and "does not open" in str(info.value)
+
+
 def test_failure_falls_through_to_a_later_hit_and_is_reported(caplog) -> None:
     """A failed backend is logged by name and recorded; a later backend can still answer."""
     lk = latchkey.Latchkey([FailingBackend("down"), MemoryBackend("up", {"k": "fake-up"})])

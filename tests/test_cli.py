@@ -94,7 +94,9 @@ def test_empty_value_is_refused(initialised: Path) -> None:
     pytest.param(["get", "k", "--bogus"], 2, "No such option '--bogus'", id="bad-flag"),
     pytest.param(["set", "k", "--backend", "nope"], 2, "no backend named 'nope'",
                  id="bad-backend"),
-    pytest.param(["history", "never/set"], 1, "not found", id="no-history"),
+    pytest.param(["history", "never/set"], 1, "'never/set' not found; tried: local ",
+                 id="no-history"),
+    pytest.param(["rm", "never/set"], 1, "'never/set' not found; tried: local ", id="rm-absent"),
 ])
 def test_errors_exit_codes_and_one_line(initialised: Path, args, code, message) -> None:
     """Errors print one line on stderr with the right exit code, and no traceback."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from .backends.base import Backend, Secret
-from .errors import AccessDenied, Attempt, BackendError, BackendUnavailable, SecretNotFound
+from .errors import AccessDenied, Attempt, BackendError, SecretNotFound
 from .keys import validate_key
 
 __all__ = ["Chain", "Resolution"]
@@ -43,9 +43,9 @@ class Resolution:
         if self.errors:
             first = self.errors[0]
             tried = "; ".join(a.describe() for a in self.attempts)
-            raise BackendUnavailable(
-                first.backend, f"could not resolve {self.key!r} because a backend failed; "
-                               f"tried: {tried}") from first
+            # Same class as the failure (WrongMasterKey stays WrongMasterKey), whole walk in it.
+            raise type(first)(first.backend, f"could not resolve {self.key!r}; tried: {tried}") \
+                from first
         raise SecretNotFound(self.key, self.attempts)
 
     def to_dict(self) -> dict[str, object]:
@@ -89,7 +89,7 @@ class Chain:
         """
         results = {k: Resolution(validate_key(k)) for k in keys}
         pending = list(results)
-        for backend in self.backends:
+        for position, backend in enumerate(self.backends, start=1):
             if exhaustive:
                 pending = list(results)
             if not pending:
@@ -101,8 +101,9 @@ class Chain:
             except BackendError as exc:
                 if self.on_backend_error == "raise":
                     raise
-                log.warning("latchkey: backend %r failed (%s); trying the next backend",
-                            backend.name, type(exc).__name__)
+                then = "trying the next" if position < len(self.backends) else "no more backends"
+                log.warning("latchkey: backend %r failed (%s); %s", backend.name,
+                            type(exc).__name__, then)
                 for key in pending:
                     results[key].errors.append(exc)
                     results[key].attempts.append(

@@ -17,7 +17,7 @@ import click
 
 from . import __version__
 from .client import Latchkey, load
-from .errors import LatchkeyError, SecretNotFound, UsageError
+from .errors import Attempt, LatchkeyError, SecretNotFound, UsageError
 
 MASK = "********"
 EPILOG = "Docs: README.md and docs/cli.md. Exit codes: 0 ok, 1 not found or failed, 2 usage."
@@ -228,9 +228,12 @@ def ls(ctx: click.Context, prefix: str, backend: str | None, as_json: bool) -> N
 @click.pass_context
 def rm(ctx: click.Context, key: str, backend: str | None, as_json: bool) -> None:
     """Delete KEY. Stores with history keep the earlier versions."""
-    removed = _lk(ctx).delete(key, backend)
+    lk = _lk(ctx)
+    removed = lk.delete(key, backend)
     if removed is None:
-        raise SecretNotFound(key)
+        looked = [lk.writable_backend(backend)] if backend else [b for b in lk.chain
+                                                                 if b.is_writable]
+        raise SecretNotFound(key, [Attempt(b.name, b.locate(key), "absent", key) for b in looked])
     _emit(as_json, {"key": key, "backend": removed.name, "deleted": True},
           lambda: click.echo(f"deleted {key} from {removed.name}"))
 
@@ -244,7 +247,7 @@ def history(ctx: click.Context, key: str, backend: str | None, as_json: bool) ->
     """List the versions of KEY: when, by whom, deleted or not (never values)."""
     b, versions = _lk(ctx).history(key, backend)
     if not versions:
-        raise SecretNotFound(key)
+        raise SecretNotFound(key, [Attempt(b.name, b.locate(key), "no history", key)])
     data = {"key": key, "backend": b.name, "versions": [
         {"version": v.version, "created_at": v.created_at.isoformat() if v.created_at else None,
          "created_by": v.created_by, "deleted": v.deleted} for v in versions]}

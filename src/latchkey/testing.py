@@ -32,28 +32,17 @@ class MemoryBackend(Backend):
     """A writable in-memory store with history, recording every call in ``calls``."""
 
     type = "memory"
+    batched = versioned = True
 
     def __init__(self, name: str = "memory", data: Mapping[str, str] | None = None,
                  writable: bool = True) -> None:
         super().__init__(name)
-        self._writable = writable
+        self.writable = writable
         self._lock = threading.Lock()
         self._versions: dict[str, list[tuple[str | None, datetime]]] = {}
         self.calls: list[Call] = []
         for key, value in (data or {}).items():
             self._append(key, value)
-
-    @property
-    def is_writable(self) -> bool:
-        return self._writable
-
-    @property
-    def supports_batch(self) -> bool:
-        return True
-
-    @property
-    def supports_history(self) -> bool:
-        return True
 
     def locate(self, key: str) -> str:
         return f"{self.type}:{key}"

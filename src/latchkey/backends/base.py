@@ -105,19 +105,25 @@ class Backend(abc.ABC):
         """Build the backend from its validated manifest section."""
         raise NotImplementedError(f"{cls.__name__} cannot be built from a manifest")
 
-    # -- capabilities -------------------------------------------------------------------
+    # -- capabilities: subclasses set the flags, callers read the properties -------------
+    writable: bool = False
+    batched: bool = False
+    versioned: bool = False
+
     @property
     def is_writable(self) -> bool:
-        return False
+        """True if ``put`` and ``delete`` work."""
+        return self.writable
 
     @property
     def supports_batch(self) -> bool:
         """True if one ``get_many`` costs fewer store calls than one call per key."""
-        return False
+        return self.batched
 
     @property
     def supports_history(self) -> bool:
-        return False
+        """True if ``history`` and ``get_version`` work."""
+        return self.versioned
 
     # -- the contract ---------------------------------------------------------------------
     def get_many(self, keys: Iterable[str]) -> dict[str, Secret]:

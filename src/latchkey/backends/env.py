@@ -49,6 +49,7 @@ class EnvBackend(Backend):
 
     type = "env"
     Config = EnvConfig
+    batched = True  # a dict lookup per key; no remote call at all
 
     def __init__(
         self,
@@ -68,10 +69,6 @@ class EnvBackend(Backend):
     def from_config(cls, name: str, config: BackendConfig, ctx: BuildContext) -> "EnvBackend":
         assert isinstance(config, EnvConfig)
         return cls(name, prefix=ctx.text(config.prefix), separator=config.separator)
-
-    @property
-    def supports_batch(self) -> bool:
-        return True  # a dict lookup per key; no remote call at all
 
     def locate(self, key: str) -> str:
         return "$" + key_to_name(key, self.prefix, self.separator)

@@ -74,6 +74,7 @@ class FilesBackend(Backend):
 
     type = "files"
     Config = FilesConfig
+    batched = True
 
     def __init__(
         self,
@@ -100,10 +101,6 @@ class FilesBackend(Backend):
         assert isinstance(config, FilesConfig)
         return cls(name, ctx.path(config.path), config.format, config.optional,
                    config.strip_newline, config.env_prefix, config.separator)
-
-    @property
-    def supports_batch(self) -> bool:
-        return True
 
     def locate(self, key: str) -> str:
         if self._kind() == "dir":
@@ -176,9 +173,9 @@ class FilesBackend(Backend):
 
             return yaml.safe_load(text)
         except Exception as exc:
-            where = _error_position(exc)
             # `from None`: parser messages of some formats quote the offending line.
-        raise StoreCorrupt(self.name, f"{self.path} is not valid {kind}{where}") from None
+            where = _error_position(exc)
+            raise StoreCorrupt(self.name, f"{self.path} is not valid {kind}{where}") from None
 
     def _read_text(self, path: Path) -> str:
         try:

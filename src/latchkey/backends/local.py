@@ -69,6 +69,7 @@ class LocalBackend(Backend):
 
     type = "local"
     Config = LocalConfig
+    writable = batched = versioned = True
 
     def __init__(
         self,
@@ -93,19 +94,7 @@ class LocalBackend(Backend):
         key_file = ctx.path(config.key_file) if config.key_file else None
         return cls(name, ctx.path(config.path), key_file)
 
-    # -- capabilities and diagnostics -----------------------------------------------------
-    @property
-    def is_writable(self) -> bool:
-        return True
-
-    @property
-    def supports_batch(self) -> bool:
-        return True
-
-    @property
-    def supports_history(self) -> bool:
-        return True
-
+    # -- diagnostics ----------------------------------------------------------------------
     def locate(self, key: str) -> str:
         return f"{self.path}#{key}"
 
