@@ -4,6 +4,8 @@
     lk = latchkey.load()                  # ./latchkey.toml, $LATCHKEY_CONFIG, or the local store
     lk.get("shared/slack_token")
     lk.explain("shared/slack_token")      # backend, path, version, every place looked
+    with lk.pipeline("facebook_ads", account="acct_42") as run:
+        run.secret("access_token")        # this run's own, found by the scope walk
 
 Importing latchkey loads no cloud SDK; each is imported when a backend of its type is built.
 """
@@ -20,14 +22,17 @@ from .errors import (
     LatchkeyError,
     ManifestError,
     MissingDependency,
+    MissingSecrets,
     NoMasterKey,
     ReadOnlyBackend,
+    RunClosed,
     SecretNotFound,
     StoreCorrupt,
     UsageError,
     WrongMasterKey,
 )
 from .keys import validate_key
+from .run import Run, current
 
 __version__ = "0.1.0"
 
@@ -42,9 +47,12 @@ __all__ = [
     "LatchkeyError",
     "ManifestError",
     "MissingDependency",
+    "MissingSecrets",
     "NoMasterKey",
     "ReadOnlyBackend",
     "Resolution",
+    "Run",
+    "RunClosed",
     "Secret",
     "SecretNotFound",
     "StoreCorrupt",
@@ -52,6 +60,7 @@ __all__ = [
     "VersionInfo",
     "WrongMasterKey",
     "__version__",
+    "current",
     "load",
     "validate_key",
 ]

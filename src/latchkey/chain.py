@@ -11,16 +11,32 @@ authoritative and always raised at once.
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 from .backends.base import Backend, Secret
 from .errors import AccessDenied, Attempt, BackendError, SecretNotFound
 from .keys import validate_key
 
+if TYPE_CHECKING:
+    from .scope import Level
+
 __all__ = ["Chain", "Resolution"]
 
 log = logging.getLogger("latchkey")
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor:
+    """One small pool per process for asking backends in parallel."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="latchkey-fetch")
+        return _pool
 
 
 @dataclass
@@ -123,3 +139,60 @@ class Chain:
 
     def get(self, key: str) -> Secret:
         return self.resolve([key])[key].require()
+
+    def fetch_all(self, keys: Sequence[str]) -> dict[str, dict[str, Secret] | BackendError]:
+        """Ask every backend for every key at once, the backends in parallel.
+
+        Returns each backend's hits, or the BackendError it raised. AccessDenied, and any
+        error under ``on_backend_error = "raise"``, is raised.
+        """
+        def one(backend: Backend) -> dict[str, Secret] | BackendError:
+            try:
+                return backend.get_many(keys)
+            except AccessDenied:
+                raise
+            except BackendError as exc:
+                if self.on_backend_error == "raise":
+                    raise
+                log.warning("latchkey: backend %r failed (%s)", backend.name, type(exc).__name__)
+                return exc
+
+        if not keys:
+            return {b.name: {} for b in self.backends}
+        if len(self.backends) == 1:
+            return {self.backends[0].name: one(self.backends[0])}
+        futures = {b.name: _executor().submit(one, b) for b in self.backends}
+        return {name: f.result() for name, f in futures.items()}
+
+    def resolve_walks(self, walks: Mapping[str, Sequence[tuple["Level", str]]]
+                      ) -> dict[str, Resolution]:
+        """Resolve names by their scope walks: most specific level first, then chain order.
+
+        One ``get_many`` per backend holds every candidate key of every name. A backend
+        failure at a level where no earlier backend had the key ends that name's walk with
+        the failure: moving on to a less specific level would treat the error as absence.
+        """
+        candidates = list(dict.fromkeys(key for walk in walks.values() for _, key in walk))
+        fetched = self.fetch_all(candidates)
+        return {name: self._pick(name, walk, fetched) for name, walk in walks.items()}
+
+    def _pick(self, name: str, walk: Sequence[tuple["Level", str]],
+              fetched: Mapping[str, dict[str, Secret] | BackendError]) -> Resolution:
+        result = Resolution(name)
+        for level, key in walk:
+            for backend in self.backends:
+                outcome = fetched[backend.name]
+                where = backend.locate(key)
+                if isinstance(outcome, BackendError):
+                    result.errors.append(outcome)
+                    result.attempts.append(Attempt(backend.name, where, "error", key, level.label,
+                                                   str(outcome)))
+                elif key in outcome:
+                    result.secret = outcome[key]
+                    result.attempts.append(Attempt(backend.name, where, "found", key, level.label))
+                    return result
+                else:
+                    result.attempts.append(Attempt(backend.name, where, "absent", key, level.label))
+            if result.errors:
+                return result
+        return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Iterable, Sequence
 
@@ -11,6 +12,7 @@ from .chain import Chain, Resolution
 from .errors import LatchkeyError, ReadOnlyBackend, UsageError
 from .keys import validate_key, validate_prefix
 from .manifest import Manifest, load_manifest
+from .run import Run, pipeline_fields
 
 __all__ = ["Latchkey", "load"]
 
@@ -29,14 +31,17 @@ def load(path: str | os.PathLike[str] | None = None, *, env: str | None = None) 
         ManifestError: the manifest is invalid; the message names the file and the field.
     """
     manifest = load_manifest(path, env)
-    ctx = manifest.context()
-    backends = {
-        name: backend_class(cfg.type).from_config(name, cfg, ctx)
-        for name, cfg in manifest.backends.items()
-    }
+    backends = _build_backends(manifest, manifest.env)
     return Latchkey([backends[n] for n in manifest.chain], env=manifest.env,
                     manifest=manifest, extra_backends=backends.values(),
                     on_backend_error=manifest.on_backend_error)
+
+
+def _build_backends(manifest: Manifest, env: str) -> dict[str, Backend]:
+    ctx = manifest.context()
+    ctx = type(ctx)(base_dir=ctx.base_dir, env=env)
+    return {name: backend_class(cfg.type).from_config(name, cfg, ctx)
+            for name, cfg in manifest.backends.items()}
 
 
 class Latchkey:
@@ -63,6 +68,8 @@ class Latchkey:
         self.manifest = manifest
         self.chain = Chain(backends, on_backend_error)
         self._backends = {b.name: b for b in [*extra_backends, *backends]}
+        self._chains = {env: self.chain}   # one chain per environment, built on first use
+        self._chains_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<Latchkey env={self.env!r} chain={[b.name for b in self.chain]}>"
@@ -172,6 +179,54 @@ class Latchkey:
                 return b
         return None
 
+    # -- run contexts ---------------------------------------------------------------------
+    def pipeline(self, name: str, *, env: str | None = None, run_name: str | None = None,
+                 **params: str) -> Run:
+        """A run context for pipeline ``name``; open it with ``with`` (or ``async with``).
+
+        Args:
+            name: a ``[pipelines.NAME]`` entry of the manifest.
+            env: the environment; default: the one chosen for this process (``--env``,
+                ``LATCHKEY_ENV``), else the pipeline's ``env``, else the manifest's.
+            run_name: this run's unique name (an Airflow run id, say); default: generated.
+            **params: values for the scope's ``{fields}``, e.g. ``account="acct_42"``.
+
+        Raises:
+            UsageError: no such pipeline, or a parameter missing, unknown or malformed.
+        """
+        config = self.pipeline_config(name)
+        expected = pipeline_fields(config)
+        unknown = sorted(set(params) - expected)
+        if unknown:
+            raise UsageError(f"pipeline {name!r} has no parameter {unknown[0]!r} "
+                             f"(its parameters: {sorted(expected) or 'none'})")
+        explicit = self.manifest.env_explicit if self.manifest else True
+        chosen = env or (self.env if explicit else None) or config.env or self.env
+        return Run(name, config, self.chain_for(chosen), chosen, params, run_name)
+
+    def pipeline_config(self, name: str):
+        """The manifest entry of pipeline ``name``."""
+        pipelines = self.manifest.pipelines if self.manifest else {}
+        if name not in pipelines:
+            where = self.manifest.path if self.manifest and self.manifest.path else "no manifest"
+            raise UsageError(f"no pipeline {name!r} in {where} (defined: {sorted(pipelines)})")
+        return pipelines[name]
+
+    def chain_for(self, env: str) -> Chain:
+        """The chain with ``{env}`` in backend paths and prefixes filled for ``env``."""
+        with self._chains_lock:
+            if env not in self._chains:
+                if self.manifest is None:
+                    self._chains[env] = self.chain  # built by hand: no templates to refill
+                else:
+                    if self.manifest.environments and env not in self.manifest.environments:
+                        raise UsageError(f"environment {env!r} is not one of "
+                                         f"{self.manifest.environments}")
+                    built = _build_backends(self.manifest, env)
+                    self._chains[env] = Chain([built[n] for n in self.manifest.chain],
+                                              self.chain.on_backend_error)
+            return self._chains[env]
+
     # -- diagnostics ----------------------------------------------------------------------
     def doctor(self) -> list[dict[str, object]]:
         """Probe every backend; one status dict each. Never raises for a backend failure."""
@@ -194,5 +249,8 @@ class Latchkey:
         return report
 
     def close(self) -> None:
+        for chain in self._chains.values():
+            for b in chain:
+                b.close()
         for b in self._backends.values():
             b.close()

@@ -5,8 +5,10 @@ The tree::
     LatchkeyError                 exit code 1 unless noted
     ├── UsageError                exit code 2: the caller asked for something malformed
     │   ├── InvalidKey            a key that breaks the key rules (quotes the key)
-    │   └── ManifestError         latchkey.toml is invalid (names the file and the field)
+    │   ├── ManifestError         latchkey.toml is invalid (names the file and the field)
+    │   └── RunClosed             a run context was used after it ended
     ├── SecretNotFound            no backend in the chain holds the key (lists every place tried)
+    │   └── MissingSecrets        a pipeline's required secrets are missing (each, every place)
     ├── AccessDenied              a store, or a run's policy, refused the read (authoritative)
     ├── MissingDependency         an optional SDK is not installed (prints the pip line)
     └── BackendError              a store failed: names the backend, never a value
@@ -35,8 +37,10 @@ __all__ = [
     "LatchkeyError",
     "ManifestError",
     "MissingDependency",
+    "MissingSecrets",
     "NoMasterKey",
     "ReadOnlyBackend",
+    "RunClosed",
     "SecretNotFound",
     "StoreCorrupt",
     "UsageError",
@@ -113,6 +117,27 @@ class SecretNotFound(LatchkeyError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the whole message again
         return str(self.args[0])
+
+
+class RunClosed(UsageError):
+    """A run context was used after its ``with`` block ended; its values are gone."""
+
+
+class MissingSecrets(SecretNotFound):
+    """A pipeline's required secrets are missing. ``missing`` maps each name to the places
+    looked, with the scope level of each."""
+
+    def __init__(self, pipeline: str, run: str, missing: dict[str, Sequence[Attempt]]) -> None:
+        self.pipeline = pipeline
+        self.run = run
+        self.missing = {name: tuple(attempts) for name, attempts in missing.items()}
+        self.key = next(iter(missing), "")
+        self.attempts = tuple(a for attempts in self.missing.values() for a in attempts)
+        parts = [f"{name!r} (tried: {'; '.join(a.describe() for a in attempts)})"
+                 for name, attempts in self.missing.items()]
+        LatchkeyError.__init__(
+            self, f"pipeline {pipeline!r} (run {run!r}) is missing {len(parts)} required "
+                  f"secret{'s' if len(parts) > 1 else ''}: " + "; ".join(parts))
 
 
 class AccessDenied(LatchkeyError, PermissionError):

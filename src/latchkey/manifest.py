@@ -51,6 +51,7 @@ class PipelineConfig(BaseModel):
     dags: list[str] = []
     aws_role: AwsRole | None = None
     env: str | None = None
+    env_vars: dict[str, str] = {}
     description: str | None = None
 
 
@@ -75,6 +76,9 @@ class Manifest:
     pipelines: dict[str, PipelineConfig] = field(default_factory=dict)
     environments: list[str] | None = None
     on_backend_error: str = "fall_through"
+    #: True when the environment was chosen for this process (argument, --env, LATCHKEY_ENV)
+    #: rather than taken from the manifest's default: it then beats a pipeline's own env.
+    env_explicit: bool = False
 
     @property
     def base_dir(self) -> Path:
@@ -86,9 +90,10 @@ class Manifest:
     @classmethod
     def default(cls, env: str | None = None) -> "Manifest":
         local = backend_class("local").Config(type="local")
-        chosen = env or os.environ.get(ENV_ENV) or "dev"
-        _check_env_name(None, chosen)
-        return cls(path=None, env=chosen, chain=["local"], backends={"local": local})
+        chosen = env or os.environ.get(ENV_ENV)
+        _check_env_name(None, chosen or "dev")
+        return cls(path=None, env=chosen or "dev", chain=["local"], backends={"local": local},
+                   env_explicit=bool(chosen))
 
 
 def find_manifest(path: str | os.PathLike[str] | None = None) -> Path | None:
@@ -128,7 +133,8 @@ def parse_manifest(raw: dict[str, Any], path: Path, env: str | None = None) -> M
         doc = _Document.model_validate(raw)
     except ValidationError as exc:
         raise _manifest_error(path, exc, ()) from None
-    chosen = env or os.environ.get(ENV_ENV) or doc.env
+    explicit = env or os.environ.get(ENV_ENV)
+    chosen = explicit or doc.env
     _check_env_name(path, chosen)
     if doc.environments is not None and chosen not in doc.environments:
         raise ManifestError(path, "env", f"{chosen!r} is not one of environments "
@@ -143,13 +149,25 @@ def parse_manifest(raw: dict[str, Any], path: Path, env: str | None = None) -> M
                                                      f"[backends] (defined: {sorted(backends)})")
     if len(set(chain)) != len(chain):
         raise ManifestError(path, "chain", "names a backend twice")
-    for name in doc.pipelines:
-        if not _NAME.fullmatch(name):
-            raise ManifestError(path, f"pipelines.{name}", "a pipeline name is letters, digits, "
-                                                           "'_' and '-'")
+    for name, pipeline in doc.pipelines.items():
+        _check_pipeline(path, name, pipeline)
     return Manifest(path=path, env=chosen, chain=list(chain), backends=backends,
                     pipelines=dict(doc.pipelines), environments=doc.environments,
-                    on_backend_error=doc.on_backend_error)
+                    on_backend_error=doc.on_backend_error, env_explicit=bool(explicit))
+
+
+def _check_pipeline(path: Path, name: str, pipeline: PipelineConfig) -> None:
+    where = f"pipelines.{name}"
+    if not _NAME.fullmatch(name):
+        raise ManifestError(path, where, "a pipeline name is letters, digits, '_' and '-'")
+    for field, names in (("requires", pipeline.requires), ("optional", pipeline.optional)):
+        for i, secret in enumerate(names):
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", secret) or secret in (".", ".."):
+                raise ManifestError(path, f"{where}.{field}[{i}]",
+                                    f"{secret!r} is not a secret name (one key segment; "
+                                    "list a full key under grants)")
+    if pipeline.env is not None:
+        _check_env_name(path, pipeline.env)
 
 
 def _backend_config(path: Path, name: str, body: dict[str, Any]) -> BackendConfig:

@@ -1,0 +1,231 @@
+"""Run contexts: one pipeline run's secrets, isolated, in memory, for the run only.
+
+    with lk.pipeline("facebook_ads", account="acct_42") as run:
+        run.secret("access_token")        # found by the scope walk, prefetched
+        run.get("shared/slack_webhook")   # an absolute key, checked against the run's policy
+
+On entry the run resolves everything its pipeline requires in one batched pass per backend,
+the backends in parallel, and fails at once listing every missing secret. The active run is
+held in a :class:`contextvars.ContextVar`: each thread and each asyncio task sees its own,
+and a nested run restores the outer one on exit. Nothing is written to ``os.environ`` or to
+disk. On exit the run drops its values and refuses further reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from contextvars import ContextVar
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Iterator, Mapping
+
+from .chain import Chain, Resolution
+from .errors import AccessDenied, MissingSecrets, RunClosed, UsageError
+from .keys import validate_key
+from .scope import Level, Scope, fill_template, template_fields
+
+if TYPE_CHECKING:
+    from .manifest import PipelineConfig
+
+__all__ = ["Run", "current", "pipeline_fields"]
+
+_current: ContextVar["Run | None"] = ContextVar("latchkey_run", default=None)
+_CONNECTION = "connection:"
+
+
+def current() -> "Run | None":
+    """The run context active in this thread or task, or None."""
+    return _current.get()
+
+
+def pipeline_fields(config: "PipelineConfig") -> set[str]:
+    """Every parameter a pipeline's templates use, ``env`` excluded (it is always given)."""
+    templates = [config.scope, *config.grants, *config.connections.values()]
+    return {f for t in templates for f in template_fields(t)} - {"env"}
+
+
+class Run:
+    """One pipeline run. Build it with ``Latchkey.pipeline``; use it as a context manager."""
+
+    def __init__(self, pipeline: str, config: "PipelineConfig", chain: Chain, env: str,
+                 params: Mapping[str, str], name: str | None = None) -> None:
+        self.pipeline = pipeline
+        self.name = name or f"{pipeline}-{uuid.uuid4().hex[:12]}"
+        self.environment = env
+        self.params = MappingProxyType(dict(params))
+        values = {**params, "env": env}
+        what = f"pipeline {pipeline!r}"
+        self.connection_keys = {c: fill_template(t, values, f"{what} connection {c!r}")
+                                for c, t in config.connections.items()}
+        grants = tuple(fill_template(g.rstrip("/"), values, f"{what} grant") for g in config.grants)
+        self.scope = Scope(fill_template(config.scope, values, f"{what} scope"), grants,
+                           tuple(self.connection_keys.values()))
+        self._config = config
+        self._chain = chain
+        self._by_name: dict[str, str] = {}   # name -> value: the warm path reads only this
+        self._by_key: dict[str, str] = {}    # absolute key -> value
+        self._resolutions: dict[str, Resolution] = {}
+        self._lock = threading.Lock()
+        self._state = "new"
+        self._tokens: list = []
+        self.ready_seconds: float | None = None
+
+    def __repr__(self) -> str:
+        return (f"<Run {self.pipeline!r} name={self.name!r} scope={self.scope.prefix!r} "
+                f"env={self.environment!r} {self._state}, {len(self._by_name)} secrets>")
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def open(self) -> "Run":
+        """Resolve every required and optional secret and connection, in one batched pass.
+
+        Raises:
+            MissingSecrets: a required secret or connection is absent; lists each, and every
+                place looked, with its scope level.
+            BackendError: a store failed where a required secret should have been found.
+        """
+        if self._state != "new":
+            raise UsageError(f"run {self.name!r} was already opened")
+        start = time.perf_counter()
+        names = list(dict.fromkeys([*self._config.requires, *self._config.optional]))
+        walks: dict[str, list[tuple[Level, str]]] = {n: self.scope.walk(n) for n in names}
+        for conn, key in self.connection_keys.items():
+            walks[_CONNECTION + conn] = [(Level(key, "connection"), key)]
+        resolved = self._chain.resolve_walks(walks)
+        required = [*self._config.requires, *(_CONNECTION + c for c in self.connection_keys)]
+        self._fail_on_missing({n: resolved[n] for n in required if not resolved[n].found})
+        with self._lock:
+            for name, resolution in resolved.items():
+                self._remember(name, resolution)
+            self._state = "open"
+        self.ready_seconds = time.perf_counter() - start
+        return self
+
+    def close(self) -> None:
+        """Drop every value. Reads after this raise RunClosed."""
+        with self._lock:
+            self._state = "closed"
+            self._by_name.clear()
+            self._by_key.clear()
+            self._resolutions.clear()
+
+    def __enter__(self) -> "Run":
+        self.open()
+        self._tokens.append(_current.set(self))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _current.reset(self._tokens.pop())
+        self.close()
+
+    async def __aenter__(self) -> "Run":
+        await asyncio.to_thread(self.open)  # store calls block; keep the event loop free
+        self._tokens.append(_current.set(self))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.__exit__(*exc)
+
+    @contextmanager
+    def attach(self) -> Iterator["Run"]:
+        """Make this run the current one in another thread (a pool worker, say)."""
+        token = _current.set(self)
+        try:
+            yield self
+        finally:
+            _current.reset(token)
+
+    # -- reads ----------------------------------------------------------------------------
+    def secret(self, name: str) -> str:
+        """The value of ``name``, found by the scope walk (prefetched if the pipeline lists it).
+
+        Raises:
+            SecretNotFound: listing every place looked and its scope level.
+            RunClosed: the run has ended.
+        """
+        value = self._by_name.get(name)
+        if value is not None:
+            return value
+        return self._resolve_name(name)
+
+    def get(self, key: str) -> str:
+        """The value of an absolute ``key``, if the run's policy allows it.
+
+        Raises:
+            AccessDenied: the key is outside the scope walk, ``shared/`` and the grants.
+        """
+        value = self._by_key.get(key)
+        if value is not None:
+            return value
+        self._check_open()
+        if not self.scope.allows(validate_key(key)):
+            raise AccessDenied(f"run {self.name!r} of pipeline {self.pipeline!r} may not read "
+                               f"{key!r} (scope {self.scope.prefix!r}, shared/, grants "
+                               f"{list(self.scope.grants)})")
+        secret = self._chain.get(key)
+        with self._lock:
+            self._check_open()
+            self._by_key[key] = secret.value
+        return secret.value
+
+    def explain(self, name: str) -> Resolution:
+        """The walk for ``name``: each (backend, path, scope level) looked at and the result."""
+        self._check_open()
+        if name in self._resolutions:
+            return self._resolutions[name]
+        return self._chain.resolve_walks({name: self.scope.walk(name)})[name]
+
+    def env(self) -> dict[str, str]:
+        """Environment variables for a child process: each resolved secret of the pipeline
+        under its name in ``env_vars``, else its name in upper snake case."""
+        self._check_open()
+        names = {**{n: env_name(n) for n in self._by_name}, **self._config.env_vars}
+        return {names[n]: v for n, v in self._by_name.items() if n in names}
+
+    @property
+    def names(self) -> list[str]:
+        """The secret names this run holds (no values)."""
+        return sorted(self._by_name)
+
+    # -- internals ------------------------------------------------------------------------
+    def _resolve_name(self, name: str) -> str:
+        self._check_open()
+        resolution = self._chain.resolve_walks({name: self.scope.walk(name)})[name]
+        secret = resolution.require()
+        with self._lock:
+            self._check_open()
+            self._remember(name, resolution)
+        return secret.value
+
+    def _remember(self, name: str, resolution: Resolution) -> None:
+        self._resolutions[name] = resolution
+        if resolution.secret is None:
+            return
+        if name.startswith(_CONNECTION):
+            self._by_key[resolution.secret.key] = resolution.secret.value
+            return
+        self._by_name[name] = resolution.secret.value
+        self._by_key[resolution.secret.key] = resolution.secret.value
+
+    def _check_open(self) -> None:
+        if self._state == "closed":
+            raise RunClosed(f"run {self.name!r} of pipeline {self.pipeline!r} has ended; "
+                            "its values are gone")
+        if self._state == "new":
+            raise UsageError(f"run {self.name!r} is not open: use `with lk.pipeline(...) as run`")
+
+    def _fail_on_missing(self, missing: dict[str, Resolution]) -> None:
+        if not missing:
+            return
+        failed = [r for r in missing.values() if r.errors]
+        if failed:  # a store failure, not an absence: say so, with the whole walk
+            failed[0].require()
+        raise MissingSecrets(self.pipeline, self.name, {n: r.attempts for n, r in missing.items()})
+
+
+def env_name(name: str) -> str:
+    """``access_token`` -> ``ACCESS_TOKEN``: the default variable name for a secret."""
+    return re.sub(r"[^A-Za-z0-9]", "_", name).upper()
