@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from .backends import Backend, Secret, VersionInfo, backend_class
 from .chain import Chain, Resolution
@@ -34,7 +34,15 @@ def load(path: str | os.PathLike[str] | None = None, *, env: str | None = None) 
     backends = _build_backends(manifest, manifest.env)
     return Latchkey([backends[n] for n in manifest.chain], env=manifest.env,
                     manifest=manifest, extra_backends=backends.values(),
-                    on_backend_error=manifest.on_backend_error)
+                    on_backend_error=manifest.on_backend_error,
+                    chain_factory=lambda env: _build_chain(manifest, env))
+
+
+def _build_chain(manifest: Manifest, env: str) -> Chain:
+    if manifest.environments and env not in manifest.environments:
+        raise UsageError(f"environment {env!r} is not one of {manifest.environments}")
+    built = _build_backends(manifest, env)
+    return Chain([built[n] for n in manifest.chain], manifest.on_backend_error)
 
 
 def _build_backends(manifest: Manifest, env: str) -> dict[str, Backend]:
@@ -53,6 +61,9 @@ class Latchkey:
         manifest: the manifest it came from, if any.
         extra_backends: backends defined but not in the chain (writable by name).
         on_backend_error: ``"fall_through"`` (default) or ``"raise"``.
+        chain_factory: builds the chain for another environment (``load`` gives one that
+            refills ``{env}`` in the manifest's backends); without it every environment
+            uses ``backends``.
     """
 
     def __init__(
@@ -63,12 +74,14 @@ class Latchkey:
         manifest: Manifest | None = None,
         extra_backends: Iterable[Backend] = (),
         on_backend_error: str = "fall_through",
+        chain_factory: Callable[[str], Chain] | None = None,
     ) -> None:
         self.env = env
         self.manifest = manifest
         self.chain = Chain(backends, on_backend_error)
         self._backends = {b.name: b for b in [*extra_backends, *backends]}
         self._chains = {env: self.chain}   # one chain per environment, built on first use
+        self._chain_factory = chain_factory
         self._chains_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -216,15 +229,8 @@ class Latchkey:
         """The chain with ``{env}`` in backend paths and prefixes filled for ``env``."""
         with self._chains_lock:
             if env not in self._chains:
-                if self.manifest is None:
-                    self._chains[env] = self.chain  # built by hand: no templates to refill
-                else:
-                    if self.manifest.environments and env not in self.manifest.environments:
-                        raise UsageError(f"environment {env!r} is not one of "
-                                         f"{self.manifest.environments}")
-                    built = _build_backends(self.manifest, env)
-                    self._chains[env] = Chain([built[n] for n in self.manifest.chain],
-                                              self.chain.on_backend_error)
+                factory = self._chain_factory
+                self._chains[env] = factory(env) if factory else self.chain
             return self._chains[env]
 
     # -- diagnostics ----------------------------------------------------------------------

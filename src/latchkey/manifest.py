@@ -160,10 +160,10 @@ def _check_pipeline(path: Path, name: str, pipeline: PipelineConfig) -> None:
     where = f"pipelines.{name}"
     if not _NAME.fullmatch(name):
         raise ManifestError(path, where, "a pipeline name is letters, digits, '_' and '-'")
-    for field, names in (("requires", pipeline.requires), ("optional", pipeline.optional)):
+    for list_name, names in (("requires", pipeline.requires), ("optional", pipeline.optional)):
         for i, secret in enumerate(names):
             if not re.fullmatch(r"[A-Za-z0-9_.-]+", secret) or secret in (".", ".."):
-                raise ManifestError(path, f"{where}.{field}[{i}]",
+                raise ManifestError(path, f"{where}.{list_name}[{i}]",
                                     f"{secret!r} is not a secret name (one key segment; "
                                     "list a full key under grants)")
     if pipeline.env is not None:

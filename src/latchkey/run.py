@@ -172,8 +172,12 @@ class Run:
         return secret.value
 
     def explain(self, name: str) -> Resolution:
-        """The walk for ``name``: each (backend, path, scope level) looked at and the result."""
-        self._check_open()
+        """The walk for ``name``: each (backend, path, scope level) looked at and the result.
+
+        Works before the run is opened too, so it can say why opening fails.
+        """
+        if self._state == "closed":
+            self._check_open()
         if name in self._resolutions:
             return self._resolutions[name]
         return self._chain.resolve_walks({name: self.scope.walk(name)})[name]

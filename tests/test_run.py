@@ -1,0 +1,275 @@
+"""Run contexts: prefetch, the walk, policy, isolation, lifecycle, environments."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import latchkey
+from latchkey import AccessDenied, MissingSecrets, RunClosed, SecretNotFound, UsageError
+from latchkey.manifest import parse_manifest
+from latchkey.testing import Call, FailingBackend, MemoryBackend
+
+PIPELINES = {
+    "ads": {"scope": "marketing/facebook/{account}", "requires": ["access_token", "app_secret"],
+            "optional": ["region"], "grants": ["finance/reports"],
+            "connections": {"warehouse": "connections/wh_{env}"},
+            "env_vars": {"app_secret": "FB_APP_SECRET"}},
+    "pinned": {"scope": "ops", "requires": ["pager"], "env": "prod"},
+}
+DATA = {
+    "marketing/facebook/acct_42/access_token": "fake-tok-42",
+    "marketing/facebook/acct_43/access_token": "fake-tok-43",
+    "marketing/facebook/app_secret": "fake-app",
+    "connections/wh_dev": "fake-wh-dev",
+    "finance/reports/key": "fake-fin",
+    "shared/slack": "fake-slack",
+    "ops/pager": "fake-pager",
+}
+
+
+def make(*backends, pipelines=PIPELINES, env=None) -> latchkey.Latchkey:
+    manifest = parse_manifest({"pipelines": pipelines}, Path("latchkey.toml"), env)
+    return latchkey.Latchkey(list(backends) or [MemoryBackend("mem", DATA)], manifest=manifest,
+                             env=manifest.env)
+
+
+def test_prefetch_is_one_batched_call_per_backend() -> None:
+    """Opening a run asks each backend once, with every candidate key of every name."""
+    a, b = MemoryBackend("a"), MemoryBackend("b", DATA)
+    with make(a, b).pipeline("ads", account="acct_42") as run:
+        assert run.secret("access_token") == "fake-tok-42"
+        assert run.secret("app_secret") == "fake-app"
+        assert run.get("connections/wh_dev") == "fake-wh-dev"
+    assert len(a.calls) == 1 and len(b.calls) == 1
+    (call,) = b.calls
+    assert call.method == "get_many" and len(call.args) == 3 * 4 + 1
+    assert "shared/access_token" in call.args and "connections/wh_dev" in call.args
+
+
+def test_backends_are_asked_in_parallel() -> None:
+    """Both backends are inside get_many at the same time during the prefetch."""
+    barrier = threading.Barrier(2, timeout=10)
+
+    class Meeting(MemoryBackend):
+        def _get_many(self, keys):
+            barrier.wait()  # raises BrokenBarrierError if the other backend never arrives
+            return super()._get_many(keys)
+
+    with make(Meeting("a"), Meeting("b", DATA)).pipeline("ads", account="acct_42") as run:
+        assert run.secret("access_token") == "fake-tok-42"
+
+
+def test_warm_reads_make_no_call() -> None:
+    """Reads of prefetched secrets are served from the run without touching a backend."""
+    mem = MemoryBackend("mem", DATA)
+    with make(mem).pipeline("ads", account="acct_42") as run:
+        for _ in range(1000):
+            run.secret("access_token")
+            run.get("marketing/facebook/acct_42/access_token")
+    assert len(mem.calls) == 1
+
+
+def test_most_specific_level_beats_chain_order() -> None:
+    """A key at the scope level in a later backend wins over shared/ in an earlier one."""
+    first = MemoryBackend("first", {"shared/access_token": "fake-shared",
+                                    "marketing/facebook/app_secret": "fake-app",
+                                    "connections/wh_dev": "fake-wh"})
+    second = MemoryBackend("second", {"marketing/facebook/acct_42/access_token": "fake-own"})
+    with make(first, second).pipeline("ads", account="acct_42") as run:
+        assert run.secret("access_token") == "fake-own"
+        assert run.explain("access_token").attempts[0].level == "marketing/facebook/acct_42"
+
+
+def test_missing_requirements_are_listed_together() -> None:
+    """One MissingSecrets names every missing secret and connection, with each place looked."""
+    mem = MemoryBackend("mem", {"marketing/facebook/acct_42/access_token": "fake"})
+    with pytest.raises(MissingSecrets) as info:
+        make(mem).pipeline("ads", account="acct_42").open()
+    err = info.value
+    assert set(err.missing) == {"app_secret", "connection:warehouse"}
+    assert [a.level for a in err.missing["app_secret"]] == [
+        "marketing/facebook/acct_42", "marketing/facebook", "marketing", "shared"]
+    assert "'app_secret' (tried: mem memory:marketing/facebook/acct_42/app_secret " \
+           "[marketing/facebook/acct_42] -> absent" in str(err)
+    assert isinstance(err, SecretNotFound) and "fake" not in str(err)
+
+
+def test_a_failing_backend_stops_the_walk_instead_of_falling_to_shared() -> None:
+    """A store failure at the scope level is raised, not answered from a less specific level."""
+    down = FailingBackend("down")
+    up = MemoryBackend("up", {**DATA, "shared/access_token": "fake-shared-wrong"})
+    del_key = "marketing/facebook/acct_42/access_token"
+    up.delete(del_key)
+    with pytest.raises(latchkey.BackendUnavailable) as info:
+        make(down, up).pipeline("ads", account="acct_42").open()
+    assert "down" in str(info.value) and "fake" not in str(info.value)
+
+
+def test_a_failing_backend_falls_through_within_a_level() -> None:
+    """The same key in a later backend still answers when an earlier backend failed."""
+    up = MemoryBackend("up", {**DATA, "marketing/facebook/acct_42/app_secret": "fake-own-app"})
+    with make(FailingBackend("down"), up).pipeline("ads", account="acct_42") as run:
+        assert run.secret("access_token") == "fake-tok-42"
+        outcomes = [a.outcome for a in run.explain("access_token").attempts]
+        assert outcomes == ["error", "found"]
+
+
+def test_policy_denies_other_scopes() -> None:
+    """run.get allows its scope walk, shared/, grants and mapped keys; denies the rest."""
+    with make().pipeline("ads", account="acct_42") as run:
+        assert run.get("shared/slack") == "fake-slack"
+        assert run.get("finance/reports/key") == "fake-fin"
+        with pytest.raises(AccessDenied, match="acct_43"):
+            run.get("marketing/facebook/acct_43/access_token")
+        with pytest.raises(AccessDenied):
+            run.get("ops/pager")
+
+
+def test_lazy_names_are_resolved_once_and_missing_ones_list_the_walk() -> None:
+    """A name outside requires is resolved on first use and cached; a miss lists its walk."""
+    mem = MemoryBackend("mem", {**DATA, "marketing/extra": "fake-extra"})
+    with make(mem).pipeline("ads", account="acct_42") as run:
+        assert run.secret("extra") == "fake-extra"
+        assert run.secret("extra") == "fake-extra"
+        assert len(mem.calls) == 2
+        with pytest.raises(SecretNotFound) as info:
+            run.secret("nope")
+        assert [a.level for a in info.value.attempts][-1] == "shared"
+
+
+def test_values_are_dropped_on_exit() -> None:
+    """After the block, reads raise RunClosed and the run holds nothing."""
+    with make().pipeline("ads", account="acct_42") as run:
+        run.secret("access_token")
+    with pytest.raises(RunClosed):
+        run.secret("access_token")
+    with pytest.raises(RunClosed):
+        run.get("shared/slack")
+    assert run.names == [] and "closed" in repr(run)
+
+
+def test_repr_shows_no_value() -> None:
+    """A run's repr names the pipeline, run and scope, never a value."""
+    with make().pipeline("ads", account="acct_42", run_name="manual__2026") as run:
+        text = repr(run)
+    assert "manual__2026" in text and "marketing/facebook/acct_42" in text
+    assert "fake" not in text
+
+
+def test_current_is_per_thread_task_and_nested() -> None:
+    """current() is the innermost open run; other threads see none; nesting restores."""
+    lk = make()
+    assert latchkey.current() is None
+    with lk.pipeline("ads", account="acct_42") as outer:
+        assert latchkey.current() is outer
+        with ThreadPoolExecutor(1) as pool:
+            assert pool.submit(latchkey.current).result() is None
+            assert pool.submit(lambda: outer.attach().__enter__() is outer).result()
+        with lk.pipeline("ads", account="acct_43") as inner:
+            assert latchkey.current() is inner
+            assert inner.secret("access_token") == "fake-tok-43"
+        assert latchkey.current() is outer
+    assert latchkey.current() is None
+
+
+def test_asyncio_tasks_each_see_their_own_run() -> None:
+    """Concurrent `async with` runs in one event loop never see each other."""
+    lk = make()
+
+    async def one(account: str) -> list[str]:
+        seen = []
+        async with lk.pipeline("ads", account=account) as run:
+            for _ in range(50):
+                await asyncio.sleep(0)
+                seen.append(latchkey.current().secret("access_token"))
+                assert latchkey.current() is run
+        return seen
+
+    async def main():
+        return await asyncio.gather(one("acct_42"), one("acct_43"))
+
+    a, b = asyncio.run(main())
+    assert set(a) == {"fake-tok-42"} and set(b) == {"fake-tok-43"}
+
+
+def test_parameters_are_checked() -> None:
+    """Unknown, missing and malformed parameters, and unknown pipelines, are usage errors."""
+    lk = make()
+    with pytest.raises(UsageError, match="no parameter 'acount'"):
+        lk.pipeline("ads", acount="acct_42")
+    with pytest.raises(UsageError, match="needs parameter 'account'"):
+        lk.pipeline("ads")
+    with pytest.raises(UsageError, match="not a valid key segment"):
+        lk.pipeline("ads", account="../acct_43")
+    with pytest.raises(UsageError, match="no pipeline 'nope'"):
+        lk.pipeline("nope")
+
+
+def test_run_names_are_independent_of_scope() -> None:
+    """100 runs with unique names share one definition and one scope."""
+    lk = make()
+    runs = [lk.pipeline("ads", account="acct_42", run_name=f"scheduled__{i}") for i in range(100)]
+    assert len({r.name for r in runs}) == 100
+    assert {r.scope.prefix for r in runs} == {"marketing/facebook/acct_42"}
+
+
+def test_child_env_mapping_and_parent_untouched() -> None:
+    """run.env() maps names to variables (env_vars, else UPPER_SNAKE); os.environ is unchanged."""
+    before = dict(os.environ)
+    with make().pipeline("ads", account="acct_42") as run:
+        assert run.env() == {"ACCESS_TOKEN": "fake-tok-42", "FB_APP_SECRET": "fake-app"}
+    assert dict(os.environ) == before
+
+
+def test_environment_precedence(monkeypatch) -> None:
+    """An explicit env beats a pipeline's env, which beats the manifest default."""
+    prod = MemoryBackend("mem", {"ops/pager": "fake-pager"})
+    lk = make(prod)
+    assert lk.pipeline("pinned").environment == "prod"
+    assert lk.pipeline("pinned", env="dev").environment == "dev"
+    assert lk.pipeline("ads", account="a").environment == "dev"
+    monkeypatch.setenv("LATCHKEY_ENV", "staging")
+    assert make(prod).pipeline("pinned").environment == "staging"
+
+
+def test_environment_selects_backend_paths(isolated: Path, master_key: str) -> None:
+    """{env} in a backend path picks another store per run; nothing is renamed."""
+    (isolated / "latchkey.toml").write_text(
+        '[backends.local]\ntype = "local"\npath = "{env}.db"\n'
+        '[pipelines.ads]\nscope = "ads/{account}"\nrequires = ["token"]\n')
+    lk = latchkey.load()
+    lk.chain_for("dev").backends[0].put("ads/a1/token", "fake-dev")
+    lk.chain_for("prod").backends[0].put("ads/a1/token", "fake-prod")
+    with lk.pipeline("ads", account="a1") as dev_run, \
+            lk.pipeline("ads", account="a1", env="prod") as prod_run:
+        assert (dev_run.secret("token"), prod_run.secret("token")) == ("fake-dev", "fake-prod")
+    assert {p.name for p in isolated.glob("*.db")} == {"dev.db", "prod.db"}
+
+
+def test_manifest_rejects_names_with_slashes(isolated: Path) -> None:
+    """requires entries are names (one segment); the error names the field."""
+    with pytest.raises(latchkey.ManifestError, match=r"pipelines.ads.requires\[0\]"):
+        parse_manifest({"pipelines": {"ads": {"scope": "a", "requires": ["x/y"]}}},
+                       Path("latchkey.toml"))
+
+
+def test_open_twice_is_refused() -> None:
+    """A run is opened once."""
+    run = make().pipeline("ads", account="acct_42")
+    run.open()
+    with pytest.raises(UsageError, match="already opened"):
+        run.open()
+    run.close()
+
+
+def test_calls_record_is_public_api() -> None:
+    """MemoryBackend.calls records the prefetch as a Call."""
+    mem = MemoryBackend("mem", DATA)
+    make(mem).pipeline("pinned").open().close()
+    assert mem.calls == [Call("get_many", ("ops/pager", "shared/pager"))]

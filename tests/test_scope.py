@@ -1,0 +1,62 @@
+"""Scopes: templates, the walk, and the policy of what a run may read."""
+
+from __future__ import annotations
+
+import pytest
+
+from latchkey import InvalidKey, UsageError
+from latchkey.scope import Scope, fill_template
+
+
+def test_fill_template_and_errors() -> None:
+    """Parameters fill the template; missing or malformed ones are clear errors."""
+    assert fill_template("m/{account}/{env}", {"account": "a1", "env": "prod"}, "x") == "m/a1/prod"
+    with pytest.raises(UsageError, match="needs parameter 'account'"):
+        fill_template("m/{account}", {}, "pipeline 'p' scope")
+    for bad in ["a/b", "..", "", "a b"]:
+        with pytest.raises(UsageError, match="is not a valid key segment"):
+            fill_template("m/{account}", {"account": bad}, "x")
+
+
+def test_walk_most_specific_first_then_shared() -> None:
+    """The walk goes from the scope up to the root, then shared/, each level labelled."""
+    walk = Scope("marketing/facebook/acct_42").walk("access_token")
+    assert [(lvl.label, key) for lvl, key in walk] == [
+        ("marketing/facebook/acct_42", "marketing/facebook/acct_42/access_token"),
+        ("marketing/facebook", "marketing/facebook/access_token"),
+        ("marketing", "marketing/access_token"),
+        ("shared", "shared/access_token"),
+    ]
+
+
+def test_names_are_one_segment() -> None:
+    """A name with a slash is refused: at a parent level it would reach a sibling's subtree."""
+    with pytest.raises(InvalidKey, match="one segment"):
+        Scope("marketing/facebook/acct_42").walk("acct_43/access_token")
+
+
+@pytest.mark.parametrize("key, allowed", [
+    ("marketing/facebook/acct_42/access_token", True),
+    ("marketing/facebook/acct_42/deep/er/key", True),
+    ("marketing/facebook/app_secret", True),
+    ("marketing/region", True),
+    ("shared/slack_token", True),
+    ("shared/team/webhook", True),
+    ("finance/stripe/key", True),          # granted prefix
+    ("ops/pager", True),                    # granted exact key
+    ("connections/snowflake_prod", True),   # mapped connection
+    ("marketing/facebook/acct_43/access_token", False),
+    ("marketing/facebook/acct_43", True),   # a key at a parent level, not acct_43's subtree
+    ("marketing/facebook/acct_43/x", False),
+    ("marketing/google/token", False),
+    ("finance/stripe_other", False),
+    ("ops/pager/extra", True),              # a grant is a prefix
+    ("ops/pagers", False),
+    ("connections/snowflake_dev", False),
+    ("sharedx/token", False),
+])
+def test_policy(key: str, allowed: bool) -> None:
+    """A run reads its scope, direct keys of parent levels, shared/, grants and mapped keys."""
+    scope = Scope("marketing/facebook/acct_42", grants=("finance/stripe", "ops/pager"),
+                  mapped=("connections/snowflake_prod",))
+    assert scope.allows(key) is allowed
