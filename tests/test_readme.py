@@ -71,6 +71,8 @@ def test_quickstart_runs_and_prints_no_value(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     output = result.stdout + result.stderr
     assert "== quickstart done" in output
-    assert "marketing/facebook/acct_42/access_token: from local (version 1)" in output
+    assert ("acct_42: run quickstart__acct_42: access_token from local "
+            "marketing/facebook/acct_42/access_token (version 1)") in output
+    assert "may not read 'marketing/facebook/acct_43/access_token'" in output
     for fake in ("fake-fb-token-for-acct-42", "fake-slack-token-v2", "fake-from-env"):
         assert fake not in output

@@ -27,7 +27,14 @@ latchkey history shared/slack_token
 echo "== an environment variable earlier in the chain wins; explain shows the walk"
 LATCHKEY__SHARED__SLACK_TOKEN=fake-from-env latchkey explain shared/slack_token
 
-echo "== the Python API"
+echo "== latchkey run: a command gets one run's secrets in its environment"
+latchkey run --pipeline facebook_ads --param account=acct_42 -- \
+    sh -c 'echo "  the child sees ACCESS_TOKEN (${#ACCESS_TOKEN} characters) and SLACK_TOKEN: ${SLACK_TOKEN:+set}"'
+
+echo "== explain --pipeline: the scope walk, most specific level first"
+latchkey explain --pipeline facebook_ads --param account=acct_43 access_token
+
+echo "== the Python API: two accounts, one pipeline definition, at once"
 LATCHKEY__SHARED__SLACK_TOKEN=fake-from-env python "$here/quickstart.py"
 
 echo "== latchkey doctor"

@@ -11,6 +11,7 @@ and a store that fails on demand.
 from __future__ import annotations
 
 import threading
+import time
 from datetime import datetime, timezone
 from typing import Iterable, Mapping, NamedTuple, Sequence
 
@@ -29,15 +30,19 @@ class Call(NamedTuple):
 
 
 class MemoryBackend(Backend):
-    """A writable in-memory store with history, recording every call in ``calls``."""
+    """A writable in-memory store with history, recording every call in ``calls``.
+
+    ``latency`` (seconds) makes every call that slow, to stand in for a remote store.
+    """
 
     type = "memory"
     batched = versioned = True
 
     def __init__(self, name: str = "memory", data: Mapping[str, str] | None = None,
-                 writable: bool = True) -> None:
+                 writable: bool = True, latency: float = 0.0) -> None:
         super().__init__(name)
         self.writable = writable
+        self.latency = latency  # seconds each call takes, to stand in for a remote store
         self._lock = threading.Lock()
         self._versions: dict[str, list[tuple[str | None, datetime]]] = {}
         self.calls: list[Call] = []
@@ -55,6 +60,8 @@ class MemoryBackend(Backend):
     def _record(self, method: str, args: Iterable[str]) -> None:
         with self._lock:
             self.calls.append(Call(method, tuple(args)))
+        if self.latency:
+            time.sleep(self.latency)
 
     def _get_many(self, keys: Sequence[str]) -> dict[str, Secret]:
         self._record("get_many", keys)

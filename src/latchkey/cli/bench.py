@@ -1,0 +1,45 @@
+"""``latchkey bench``: print how fast runs become ready and how cheap warm reads are."""
+
+from __future__ import annotations
+
+import click
+
+from ._common import _emit, _print, _table, cli, json_option
+
+
+@cli.command()
+@click.option("--repeat", default=20, show_default=True, type=click.IntRange(3, 10_000),
+              help="Cold runs measured per scenario.")
+@click.option("--latency-ms", default=20.0, show_default=True, type=click.FloatRange(0, 5_000),
+              help="Simulated round trip of each remote store.")
+@json_option
+def bench(repeat: int, latency_ms: float, as_json: bool) -> None:
+    """Measure run readiness (40 secrets) and warm read cost; print the numbers.
+
+    Uses fake values in a temporary local store and in-memory stores that stand in for
+    remote ones (each call takes --latency-ms). Nothing is asserted: read the numbers.
+    """
+    from ..bench import run_benchmarks
+
+    click.echo(f"latchkey bench: {repeat} cold runs per scenario, {latency_ms:g} ms simulated "
+               "round trips...", err=True)
+    results = run_benchmarks(repeat=repeat, latency=latency_ms / 1000)
+
+    def text() -> None:
+        table = _table("BENCHMARK", "MEDIAN", "P90", "NOTES")
+        local, remote = results["ready_local"], results["ready_remote"]
+        table.add_row(f"ready, {results['secrets']} secrets, local store (cold)",
+                      _ms(local["median"]), _ms(local["p90"]), f"{local['runs']} runs")
+        notes = (f"{remote['round_trips']:.2f} round trips of {latency_ms:g} ms, "
+                 f"{remote['calls_per_run']:.0f} store calls per run")
+        table.add_row(f"ready, {results['secrets']} secrets, 2 remote stores",
+                      _ms(remote["median"]), _ms(remote["p90"]), notes)
+        table.add_row("warm run.secret(name)", f"{results['warm_secret_ns']:.0f} ns", "", "best of 5")
+        table.add_row("warm run.get(key)", f"{results['warm_get_ns']:.0f} ns", "", "best of 5")
+        _print(table)
+
+    _emit(as_json, results, text)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
