@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from latchkey.backends.local import generate_master_key
+
+# Airflow writes its config under AIRFLOW_HOME on first import: keep it out of ~/airflow.
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="latchkey-tests-airflow-"))
 
 #: Obviously fake values; tests search all output for them.
 FAKE = "fake-s3cr3t-Zq9x-DO-NOT-USE"

@@ -26,7 +26,7 @@ DATA = {
     "marketing/facebook/acct_42/access_token": "fake-tok-42",
     "marketing/facebook/acct_43/access_token": "fake-tok-43",
     "marketing/facebook/app_secret": "fake-app",
-    "connections/wh_dev": "fake-wh-dev",
+    "connections/wh_dev": "postgres://loader:fake-wh-pw@wh.internal:5432/dev",
     "finance/reports/key": "fake-fin",
     "shared/slack": "fake-slack",
     "ops/pager": "fake-pager",
@@ -45,7 +45,7 @@ def test_prefetch_is_one_batched_call_per_backend() -> None:
     with make(a, b).pipeline("ads", account="acct_42") as run:
         assert run.secret("access_token") == "fake-tok-42"
         assert run.secret("app_secret") == "fake-app"
-        assert run.get("connections/wh_dev") == "fake-wh-dev"
+        assert run.get("connections/wh_dev").startswith("postgres://")
     assert len(a.calls) == 1 and len(b.calls) == 1
     (call,) = b.calls
     assert call.method == "get_many" and len(call.args) == 3 * 4 + 1
@@ -79,7 +79,7 @@ def test_most_specific_level_beats_chain_order() -> None:
     """A key at the scope level in a later backend wins over shared/ in an earlier one."""
     first = MemoryBackend("first", {"shared/access_token": "fake-shared",
                                     "marketing/facebook/app_secret": "fake-app",
-                                    "connections/wh_dev": "fake-wh"})
+                                    "connections/wh_dev": "postgres://h"})
     second = MemoryBackend("second", {"marketing/facebook/acct_42/access_token": "fake-own"})
     with make(first, second).pipeline("ads", account="acct_42") as run:
         assert run.secret("access_token") == "fake-own"
@@ -223,7 +223,8 @@ def test_child_env_mapping_and_parent_untouched() -> None:
     """run.env() maps names to variables (env_vars, else UPPER_SNAKE); os.environ is unchanged."""
     before = dict(os.environ)
     with make().pipeline("ads", account="acct_42") as run:
-        assert run.env() == {"ACCESS_TOKEN": "fake-tok-42", "FB_APP_SECRET": "fake-app"}
+        assert run.env() == {"ACCESS_TOKEN": "fake-tok-42", "FB_APP_SECRET": "fake-app",
+                             "AIRFLOW_CONN_WAREHOUSE": DATA["connections/wh_dev"]}
     assert dict(os.environ) == before
 
 
@@ -273,3 +274,27 @@ def test_calls_record_is_public_api() -> None:
     mem = MemoryBackend("mem", DATA)
     make(mem).pipeline("pinned").open().close()
     assert mem.calls == [Call("get_many", ("ops/pager", "shared/pager"))]
+
+
+def test_connection_by_name_per_environment() -> None:
+    """run.connection(name) parses the mapped key; another env maps another key."""
+    mem = MemoryBackend("mem", {**DATA, "connections/wh_prod": "postgres://u:fake-prod@prod-db/p"})
+    lk = make(mem)
+    with lk.pipeline("ads", account="acct_42") as dev, \
+            lk.pipeline("ads", account="acct_42", env="prod") as prod:
+        assert dev.connection("warehouse").host == "wh.internal"
+        assert prod.connection("warehouse").host == "prod-db"
+        assert dev.connection("warehouse") is dev.connection("warehouse")  # parsed once
+        with pytest.raises(UsageError, match="no connection 'lake'"):
+            dev.connection("lake")
+    with pytest.raises(RunClosed):
+        dev.connection("warehouse")
+
+
+def test_invalid_connection_names_it_without_the_value() -> None:
+    """A stored connection that does not parse raises InvalidConnection naming it."""
+    mem = MemoryBackend("mem", {**DATA, "connections/wh_dev": "postgres://u:fake-bad-pw@h:99999/d"})
+    with make(mem).pipeline("ads", account="acct_42") as run:
+        with pytest.raises(latchkey.InvalidConnection) as info:
+            run.connection("warehouse")
+    assert "connection 'warehouse'" in str(info.value) and "fake-bad-pw" not in str(info.value)

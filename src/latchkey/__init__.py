@@ -13,6 +13,7 @@ Importing latchkey loads no cloud SDK; each is imported when a backend of its ty
 from .backends import Backend, Secret, VersionInfo
 from .chain import Resolution
 from .client import Latchkey, load
+from .connection import Connection, InvalidConnection
 from .errors import (
     AccessDenied,
     Attempt,
@@ -42,6 +43,8 @@ __all__ = [
     "Backend",
     "BackendError",
     "BackendUnavailable",
+    "Connection",
+    "InvalidConnection",
     "InvalidKey",
     "Latchkey",
     "LatchkeyError",

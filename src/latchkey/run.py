@@ -29,6 +29,7 @@ from .keys import validate_key
 from .scope import Level, Scope, fill_template, template_fields
 
 if TYPE_CHECKING:
+    from .connection import Connection
     from .manifest import PipelineConfig
 
 __all__ = ["Run", "current", "pipeline_fields"]
@@ -68,6 +69,7 @@ class Run:
         self._chain = chain
         self._by_name: dict[str, str] = {}   # name -> value: the warm path reads only this
         self._by_key: dict[str, str] = {}    # absolute key -> value
+        self._connections: dict[str, "Connection"] = {}
         self._resolutions: dict[str, Resolution] = {}
         self._lock = threading.Lock()
         self._state = "new"
@@ -110,6 +112,7 @@ class Run:
             self._state = "closed"
             self._by_name.clear()
             self._by_key.clear()
+            self._connections.clear()
             self._resolutions.clear()
 
     def __enter__(self) -> "Run":
@@ -171,6 +174,29 @@ class Run:
             self._by_key[key] = secret.value
         return secret.value
 
+    def connection(self, name: str) -> "Connection":
+        """The connection the pipeline maps ``name`` to, parsed (URI or JSON form).
+
+        Raises:
+            UsageError: the pipeline maps no connection of that name.
+            InvalidConnection: the stored value does not parse (names the field, not the value).
+        """
+        parsed = self._connections.get(name)
+        if parsed is not None:
+            return parsed
+        self._check_open()
+        key = self.connection_keys.get(name)
+        if key is None:
+            raise UsageError(f"pipeline {self.pipeline!r} has no connection {name!r} "
+                             f"(its connections: {sorted(self.connection_keys)})")
+        from .connection import Connection
+
+        parsed = Connection.from_value(self.get(key), conn_id=name)
+        with self._lock:
+            self._check_open()
+            self._connections[name] = parsed
+        return parsed
+
     def explain(self, name: str) -> Resolution:
         """The walk for ``name``: each (backend, path, scope level) looked at and the result.
 
@@ -183,11 +209,16 @@ class Run:
         return self._chain.resolve_walks({name: self.scope.walk(name)})[name]
 
     def env(self) -> dict[str, str]:
-        """Environment variables for a child process: each resolved secret of the pipeline
-        under its name in ``env_vars``, else its name in upper snake case."""
+        """Environment variables for a child process: each resolved secret under its name in
+        ``env_vars``, else its name in upper snake case; each connection as
+        ``AIRFLOW_CONN_<NAME>`` (or its ``env_vars`` name) holding its Airflow URI."""
         self._check_open()
         names = {**{n: env_name(n) for n in self._by_name}, **self._config.env_vars}
-        return {names[n]: v for n, v in self._by_name.items() if n in names}
+        env = {names[n]: v for n, v in self._by_name.items() if n in names}
+        for conn in self.connection_keys:
+            uri = self.connection(conn).to_uri()
+            env[self._config.env_vars.get(conn, "AIRFLOW_CONN_" + env_name(conn))] = uri
+        return env
 
     @property
     def names(self) -> list[str]:

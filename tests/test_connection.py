@@ -1,0 +1,179 @@
+"""Connections: Airflow's URI and JSON forms, parity with Airflow itself, hidden passwords."""
+
+from __future__ import annotations
+
+import json
+import logging
+import string
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from latchkey import Connection, InvalidConnection
+
+FAKE_PW = "fake-p@ss:w/rd?#&=%"
+
+
+@pytest.mark.parametrize("uri, expected", [
+    pytest.param("postgres://user:p%40ss@db.example.com:5432/analytics?sslmode=require",
+                 dict(conn_type="postgres", host="db.example.com", port=5432, login="user",
+                      password="p@ss", schema="analytics", extra={"sslmode": "require"}),
+                 id="postgres"),
+    pytest.param("postgresql://u@h/db", dict(conn_type="postgres", login="u", host="h",
+                                             schema="db"), id="postgresql-alias"),
+    pytest.param("google-cloud-platform://?project=p1",
+                 dict(conn_type="google_cloud_platform", host="", extra={"project": "p1"}),
+                 id="dash-type"),
+    pytest.param("http://https%3A%2F%2Fapi.example.com:8443/v1",
+                 dict(conn_type="http", host="https://api.example.com", port=8443, schema="v1"),
+                 id="encoded-host-with-protocol"),
+    pytest.param("http://https://api.example.com/v1",
+                 dict(conn_type="http", host="https://api.example.com", schema="v1"),
+                 id="host-with-protocol"),
+    pytest.param("postgres://u:pw@[::1]:5432/db",
+                 dict(conn_type="postgres", host="::1", port=5432, login="u", password="pw",
+                      schema="db"), id="ipv6"),
+    pytest.param("aws://?__extra__=%7B%22region_name%22%3A+%22eu-central-1%22%2C+%22n%22%3A+1%7D",
+                 dict(conn_type="aws", host="", extra={"region_name": "eu-central-1", "n": 1}),
+                 id="__extra__"),
+    pytest.param("my-conn-type://:@/", dict(conn_type="my_conn_type", host="", login="",
+                                            password="", schema=""), id="empty-parts"),
+])
+def test_parse_known_uris(uri: str, expected: dict) -> None:
+    """Documented URI shapes parse to the expected fields."""
+    conn = Connection.from_uri(uri)
+    for name, value in expected.items():
+        assert getattr(conn, name) == value, name
+
+
+@pytest.mark.parametrize("uri, message", [
+    pytest.param(f"postgres://u:{FAKE_PW.replace('%', '%25').replace('#', '%23')}@h:99999/db",
+                 "the port at character", id="port-range"),
+    pytest.param("postgres://u:fake-pw-x@h:abc/db", "is not an integer", id="port-text"),
+    pytest.param("a://b://c://fake-pw-y", "more than two '://'", id="three-schemes"),
+    pytest.param("http://u:fake-pw-z@https://h", "may not hold '@' or ':'", id="bad-protocol"),
+    pytest.param("postgres://u:fake-pw-w@[::1/db", "not a URI", id="bad-ipv6"),
+    pytest.param("aws://?__extra__=fake-pw-v", "extra is not valid JSON", id="bad-extra"),
+    pytest.param("aws://?__extra__=%5B1%5D", "extra must be a JSON object", id="extra-list"),
+])
+def test_parse_errors_name_the_part_not_the_uri(uri: str, message: str) -> None:
+    """A bad URI raises InvalidConnection naming the problem; no part of the URI is quoted."""
+    with pytest.raises(InvalidConnection) as info:
+        Connection.from_uri(uri, conn_id="warehouse")
+    text = str(info.value)
+    assert message in text and "connection 'warehouse'" in text
+    assert "fake" not in text and "@" not in text.split(":", 1)[1].replace("'@'", "")
+    assert info.value.__cause__ is None
+
+
+def test_password_never_in_repr_str_or_logs(caplog) -> None:
+    """repr, str, f-strings and logging of a connection show no password."""
+    conn = Connection.from_uri("postgres://user:fake-hunter2-pw@h/db")
+    logging.getLogger("test").warning("conn %s %r", conn, conn)
+    for text in (repr(conn), str(conn), f"{conn}", caplog.text):
+        assert "fake-hunter2-pw" not in text
+    assert "password='********'" in repr(conn)
+
+
+def test_json_form_round_trip_and_errors() -> None:
+    """The JSON form parses and renders like Airflow's; bad JSON names the field."""
+    conn = Connection.from_json('{"conn_type": "postgresql", "host": "h", "port": "5432", '
+                                '"login": "u", "password": "fake-pw", "extra": "{\\"a\\": 1}"}')
+    assert (conn.conn_type, conn.port, conn.extra) == ("postgres", 5432, {"a": 1})
+    assert Connection.from_json(conn.to_json()) == conn
+    assert json.loads(conn.to_json()) == {"conn_type": "postgres", "host": "h", "port": 5432,
+                                          "login": "u", "password": "fake-pw", "extra": {"a": 1}}
+    for bad, message in [('{"port": "x", "password": "fake-pw"}', "port is not an integer"),
+                         ('{"hots": "h"}', "unknown field 'hots'"),
+                         ('{"password": "fake-pw"', "not valid JSON"),
+                         ('[1]', "must be an object")]:
+        with pytest.raises(InvalidConnection, match=message) as info:
+            Connection.from_json(bad, conn_id="c")
+        assert "fake-pw" not in str(info.value)
+
+
+def test_from_value_and_airflow_env() -> None:
+    """Values are JSON or URI; AIRFLOW_CONN_<ID> variables are read and written."""
+    environ = {"AIRFLOW_CONN_MY_DB": "postgres://u:fake@h/db",
+               "AIRFLOW_CONN_MY_JSON": '{"conn_type": "http", "host": "example.com"}'}
+    assert Connection.from_env("my_db", environ).host == "h"
+    assert Connection.from_env("my_json", environ).conn_type == "http"
+    assert Connection.from_env("absent", environ) is None
+    conn = Connection.from_value("postgres://u:fake@h/db")
+    assert conn.to_airflow_env("my-db") == {"AIRFLOW_CONN_MY_DB": "postgres://u:fake@h/db"}
+
+
+# -- parity with Apache Airflow -------------------------------------------------------------
+texts = st.one_of(st.none(), st.text(
+    alphabet=string.ascii_letters + string.digits + " -_.~:/@?#&=%+[]!$'()*,;é€", max_size=12))
+hosts = st.one_of(st.none(), st.sampled_from(["db.example.com", "::1", "10.0.0.1", "h",
+                                              "https://api.example.com", "UPPER.example.com"]),
+                  texts)
+extras = st.dictionaries(
+    st.text(alphabet=string.ascii_lowercase + "_", min_size=1, max_size=8),
+    st.one_of(st.text(alphabet=string.printable, max_size=10), st.integers(-5, 5),
+              st.booleans(), st.dictionaries(st.sampled_from(["a", "b"]), st.integers(0, 3))),
+    max_size=3)
+connections = st.builds(
+    Connection,
+    conn_type=st.sampled_from(["postgres", "mysql", "aws", "http", "google_cloud_platform",
+                               "snowflake", "my_type", "s3"]),
+    host=hosts, port=st.one_of(st.none(), st.integers(1, 65535)), login=texts,
+    password=texts, schema=texts, extra=extras)
+
+
+def _fields(c) -> dict:
+    extra = c.extra if isinstance(c, Connection) else c.extra_dejson
+    return {"conn_type": c.conn_type, "host": c.host, "port": c.port, "login": c.login,
+            "password": c.password, "schema": c.schema, "extra": extra}
+
+
+def _as_core_sees_it(fields: dict) -> dict:
+    """Airflow's core Connection stores an empty password as None (its Fernet setter skips
+    falsy values); the Task SDK and latchkey keep ''. The one documented difference."""
+    return {**fields, "password": fields["password"] or None}
+
+
+@pytest.fixture(scope="module")
+def airflow_classes():
+    from airflow.models.connection import Connection as CoreConnection
+    from airflow.sdk import Connection as SdkConnection
+
+    logging.getLogger("airflow").setLevel(logging.ERROR)
+    return CoreConnection, SdkConnection
+
+
+def _airflow_kwargs(conn: Connection) -> dict:
+    return dict(conn_id="c", conn_type=conn.conn_type, host=conn.host, port=conn.port,
+                login=conn.login, password=conn.password, schema=conn.schema,
+                extra=json.dumps(conn.extra) if conn.extra else None)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(conn=connections)
+def test_parity_with_airflow(airflow_classes, conn: Connection) -> None:
+    """latchkey renders the URI Airflow renders, and latchkey and Airflow (core and Task SDK)
+    parse each other's output to the same fields."""
+    core_cls, sdk_cls = airflow_classes
+    ours = conn.to_uri()
+    assert ours == sdk_cls(**_airflow_kwargs(conn)).get_uri()
+    core = core_cls(**_airflow_kwargs(conn))
+    if conn.password != "":
+        assert ours == core.get_uri()
+    for uri in (ours, core.get_uri()):
+        parsed_by_us = Connection.from_uri(uri)
+        assert _fields(parsed_by_us) == _fields(sdk_cls.from_uri(uri, conn_id="c"))
+        assert _as_core_sees_it(_fields(parsed_by_us)) == _fields(core_cls(conn_id="c", uri=uri))
+        assert parsed_by_us.to_uri() == sdk_cls.from_uri(uri, conn_id="c").get_uri()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(conn=connections)
+def test_json_parity_with_airflow(airflow_classes, conn: Connection) -> None:
+    """Airflow's from_json reads our JSON form to the same fields, and we read Airflow's."""
+    core_cls, _ = airflow_classes
+    theirs = core_cls.from_json(conn.to_json(), conn_id="c")
+    ours = Connection.from_json(conn.to_json())
+    assert _as_core_sees_it(_fields(ours)) == _as_core_sees_it(_fields(theirs))
+    assert _fields(Connection.from_json(theirs.as_json())) == _fields(theirs)
