@@ -52,6 +52,7 @@ class PipelineConfig(BaseModel):
     aws_role: AwsRole | None = None
     env: str | None = None
     env_vars: dict[str, str] = {}
+    instances: list[dict[str, str]] = []
     description: str | None = None
 
 

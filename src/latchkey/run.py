@@ -92,19 +92,32 @@ class Run:
         if self._state != "new":
             raise UsageError(f"run {self.name!r} was already opened")
         start = time.perf_counter()
-        names = list(dict.fromkeys([*self._config.requires, *self._config.optional]))
-        walks: dict[str, list[tuple[Level, str]]] = {n: self.scope.walk(n) for n in names}
-        for conn, key in self.connection_keys.items():
-            walks[_CONNECTION + conn] = [(Level(key, "connection"), key)]
-        resolved = self._chain.resolve_walks(walks)
-        required = [*self._config.requires, *(_CONNECTION + c for c in self.connection_keys)]
-        self._fail_on_missing({n: resolved[n] for n in required if not resolved[n].found})
+        resolved = self.preflight()
+        self._fail_on_missing({n: resolved[n] for n in self.required if not resolved[n].found})
         with self._lock:
             for name, resolution in resolved.items():
                 self._remember(name, resolution)
             self._state = "open"
         self.ready_seconds = time.perf_counter() - start
         return self
+
+    @property
+    def required(self) -> list[str]:
+        """What must resolve for the run to open: the required names, then
+        ``connection:<name>`` for each connection."""
+        return [*self._config.requires, *(_CONNECTION + c for c in self.connection_keys)]
+
+    def preflight(self) -> dict[str, Resolution]:
+        """Resolve every required and optional name and every connection in one batched pass,
+        without opening the run or raising for what is missing (``latchkey check`` uses it).
+
+        Keys: the secret names, and ``connection:<name>`` for connections.
+        """
+        names = list(dict.fromkeys([*self._config.requires, *self._config.optional]))
+        walks: dict[str, list[tuple[Level, str]]] = {n: self.scope.walk(n) for n in names}
+        for conn, key in self.connection_keys.items():
+            walks[_CONNECTION + conn] = [(Level(key, "connection"), key)]
+        return self._chain.resolve_walks(walks)
 
     def close(self) -> None:
         """Drop every value. Reads after this raise RunClosed."""

@@ -1,0 +1,148 @@
+"""Really connect to a connection's service, with a timeout: ``latchkey check --connect``.
+
+Each probe returns ``(status, detail)`` with status ``ok``, ``failed`` or ``skipped``; a
+driver that is not installed is ``skipped`` with the pip line. Drivers are imported here,
+never at ``import latchkey``.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from typing import Callable
+
+from .connection import Connection
+from .converters import AWS_TYPES, to_boto3_session_kwargs, to_dlt_credentials
+
+__all__ = ["probe"]
+
+Result = tuple[str, str]
+
+
+def probe(conn: Connection, timeout: float) -> Result:
+    """Connect to ``conn``'s service and run the cheapest real request."""
+    check = _PROBES.get(conn.conn_type or "")
+    if check is None:
+        return "skipped", f"no connect check for type {conn.conn_type!r} " \
+                          f"(checked types: {', '.join(sorted(_PROBES))})"
+    return check(conn, timeout)
+
+
+def _postgres(conn: Connection, timeout: float) -> Result:
+    try:
+        import psycopg2
+    except ImportError:
+        return "skipped", "psycopg2 is not installed: pip install 'latchkey[postgres]'"
+    try:
+        db = psycopg2.connect(host=conn.host, port=conn.port or 5432, user=conn.login,
+                              password=conn.password, dbname=conn.schema or "postgres",
+                              connect_timeout=max(1, int(timeout)))
+    except psycopg2.Error as exc:
+        return "failed", f"cannot connect: {str(exc).strip()}"
+    try:
+        with db.cursor() as cur:
+            cur.execute("SELECT 1")
+            cur.fetchone()
+        return "ok", f"SELECT 1 on {conn.host}:{conn.port or 5432}/{conn.schema or 'postgres'}"
+    finally:
+        db.close()
+
+
+def _aws(conn: Connection, timeout: float) -> Result:
+    try:
+        import boto3
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        return "skipped", "boto3 is not installed: pip install 'latchkey[aws]'"
+    session = boto3.Session(**to_boto3_session_kwargs(conn))
+    config = Config(connect_timeout=timeout, read_timeout=timeout,
+                    retries={"max_attempts": 1, "mode": "standard"})
+    endpoint = to_dlt_credentials(conn).get("endpoint_url")
+    bucket = _bucket(conn)
+    table = conn.extra.get("table_name")
+    try:
+        if bucket:
+            session.client("s3", endpoint_url=endpoint, config=config).head_bucket(Bucket=bucket)
+            return "ok", f"head bucket {bucket}"
+        if table:
+            session.client("dynamodb", endpoint_url=endpoint, config=config) \
+                .describe_table(TableName=table)
+            return "ok", f"describe table {table}"
+        who = session.client("sts", endpoint_url=endpoint, config=config).get_caller_identity()
+        return "ok", f"caller {who.get('Arn', '?')}"
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        return "failed", f"{error.get('Code', 'error')}: {error.get('Message') or 'refused'}"
+    except BotoCoreError as exc:
+        return "failed", f"{type(exc).__name__}: {exc}"
+
+
+def _bucket(conn: Connection) -> str | None:
+    bucket = conn.extra.get("bucket") or conn.extra.get("bucket_name")
+    url = conn.extra.get("bucket_url")
+    if not bucket and isinstance(url, str) and url.startswith("s3://"):
+        bucket = url[5:].split("/", 1)[0]
+    return bucket
+
+
+def _http(conn: Connection, timeout: float) -> Result:
+    host = conn.host or ""
+    base = host if "://" in host else f"{conn.schema or conn.conn_type}://{host}"
+    if conn.port:
+        base += f":{conn.port}"
+    url = base.rstrip("/") + "/" + str(conn.extra.get("check_path", "")).lstrip("/")
+    request = urllib.request.Request(url, method="GET")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return "ok", f"GET {url} -> {response.status}"
+    except urllib.error.HTTPError as exc:
+        return "failed", f"GET {url} -> {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return "failed", f"GET {url}: {reason}"
+
+
+def _snowflake(conn: Connection, timeout: float) -> Result:
+    try:
+        import snowflake.connector
+    except ImportError:
+        return "skipped", ("snowflake-connector-python is not installed "
+                           "(pip install snowflake-connector-python)")
+    fields = to_dlt_credentials(conn)
+    try:
+        db = snowflake.connector.connect(
+            account=fields.get("host"), user=fields.get("username"),
+            password=fields.get("password"), database=fields.get("database"),
+            warehouse=fields.get("warehouse"), role=fields.get("role"),
+            login_timeout=timeout, network_timeout=timeout)
+    except Exception as exc:  # the connector raises many unrelated classes
+        return "failed", f"cannot connect: {type(exc).__name__}"
+    try:
+        db.cursor().execute("SELECT 1")
+        return "ok", f"SELECT 1 on account {fields.get('host')}"
+    finally:
+        db.close()
+
+
+def _duckdb(conn: Connection, timeout: float) -> Result:
+    try:
+        import duckdb
+    except ImportError:
+        return "skipped", "duckdb is not installed: pip install 'latchkey[dlt]'"
+    path = to_dlt_credentials(conn)["database"]
+    try:
+        db = duckdb.connect(path, read_only=path != ":memory:")
+    except duckdb.Error as exc:
+        return "failed", f"cannot open {path}: {str(exc).splitlines()[0]}"
+    try:
+        db.execute("SELECT 1").fetchone()
+        return "ok", f"SELECT 1 on {path}"
+    finally:
+        db.close()
+
+
+_PROBES: dict[str, Callable[[Connection, float], Result]] = {
+    "postgres": _postgres, "redshift": _postgres, "http": _http, "https": _http,
+    "snowflake": _snowflake, "duckdb": _duckdb, **{t: _aws for t in AWS_TYPES},
+}
