@@ -39,17 +39,32 @@ def make(*backends, pipelines=PIPELINES, env=None) -> latchkey.Latchkey:
                              env=manifest.env)
 
 
-def test_prefetch_is_one_batched_call_per_backend() -> None:
-    """Opening a run asks each backend once, with every candidate key of every name."""
+def test_prefetch_is_one_batched_call_per_backend_per_level() -> None:
+    """Each round asks each backend once, for the names still unresolved at that level."""
     a, b = MemoryBackend("a"), MemoryBackend("b", DATA)
     with make(a, b).pipeline("ads", account="acct_42") as run:
         assert run.secret("access_token") == "fake-tok-42"
         assert run.secret("app_secret") == "fake-app"
         assert run.get("connections/wh_dev").startswith("postgres://")
-    assert len(a.calls) == 1 and len(b.calls) == 1
-    (call,) = b.calls
-    assert call.method == "get_many" and len(call.args) == 3 * 4 + 1
-    assert "shared/access_token" in call.args and "connections/wh_dev" in call.args
+    assert a.calls == b.calls  # both asked the same, in the same rounds
+    assert [c.args for c in b.calls] == [
+        ("marketing/facebook/acct_42/access_token", "marketing/facebook/acct_42/app_secret",
+         "marketing/facebook/acct_42/region", "connections/wh_dev"),
+        ("marketing/facebook/app_secret", "marketing/facebook/region"),
+        ("marketing/region",),
+        ("shared/region",),
+    ]
+
+
+def test_secrets_at_scope_level_are_ready_in_one_round() -> None:
+    """40 names all at the scope level: one get_many per backend, holding just those 40."""
+    names = [f"s{i:02d}" for i in range(40)]
+    data = {f"bench/a1/{n}": f"fake-{n}" for n in names}
+    mem = MemoryBackend("mem", data)
+    lk = make(mem, pipelines={"p": {"scope": "bench/{account}", "requires": names}})
+    with lk.pipeline("p", account="a1") as run:
+        assert run.secret("s39") == "fake-s39"
+    assert len(mem.calls) == 1 and len(mem.calls[0].args) == 40
 
 
 def test_backends_are_asked_in_parallel() -> None:
@@ -69,10 +84,12 @@ def test_warm_reads_make_no_call() -> None:
     """Reads of prefetched secrets are served from the run without touching a backend."""
     mem = MemoryBackend("mem", DATA)
     with make(mem).pipeline("ads", account="acct_42") as run:
+        after_open = len(mem.calls)
         for _ in range(1000):
             run.secret("access_token")
             run.get("marketing/facebook/acct_42/access_token")
-    assert len(mem.calls) == 1
+            run.connection("warehouse")
+    assert len(mem.calls) == after_open
 
 
 def test_most_specific_level_beats_chain_order() -> None:
@@ -135,9 +152,12 @@ def test_lazy_names_are_resolved_once_and_missing_ones_list_the_walk() -> None:
     """A name outside requires is resolved on first use and cached; a miss lists its walk."""
     mem = MemoryBackend("mem", {**DATA, "marketing/extra": "fake-extra"})
     with make(mem).pipeline("ads", account="acct_42") as run:
+        after_open = len(mem.calls)
         assert run.secret("extra") == "fake-extra"
         assert run.secret("extra") == "fake-extra"
-        assert len(mem.calls) == 2
+        assert [c.args for c in mem.calls[after_open:]] == [
+            ("marketing/facebook/acct_42/extra",), ("marketing/facebook/extra",),
+            ("marketing/extra",)]
         with pytest.raises(SecretNotFound) as info:
             run.secret("nope")
         assert [a.level for a in info.value.attempts][-1] == "shared"
@@ -273,7 +293,7 @@ def test_calls_record_is_public_api() -> None:
     """MemoryBackend.calls records the prefetch as a Call."""
     mem = MemoryBackend("mem", DATA)
     make(mem).pipeline("pinned").open().close()
-    assert mem.calls == [Call("get_many", ("ops/pager", "shared/pager"))]
+    assert mem.calls == [Call("get_many", ("ops/pager",))]
 
 
 def test_connection_by_name_per_environment() -> None:

@@ -34,9 +34,9 @@ def _manifest(names: list[str]):
 
 def _seed(n: int) -> tuple[list[str], dict[str, str]]:
     names = [f"secret_{i:02d}" for i in range(n)]
-    # half at the account level, half one level up, like a real scope tree
-    data = {(f"bench/acct_1/{name}" if i % 2 else f"bench/{name}"): f"fake-bench-{i}"
-            for i, name in enumerate(names)}
+    # every secret at the pipeline's own scope level, and one shared secret beside them
+    data = {f"bench/acct_1/{name}": f"fake-bench-{i}" for i, name in enumerate(names)}
+    data["shared/slack_token"] = "fake-bench-shared"
     return names, data
 
 

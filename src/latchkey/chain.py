@@ -168,31 +168,39 @@ class Chain:
                       ) -> dict[str, Resolution]:
         """Resolve names by their scope walks: most specific level first, then chain order.
 
-        One ``get_many`` per backend holds every candidate key of every name. A backend
-        failure at a level where no earlier backend had the key ends that name's walk with
-        the failure: moving on to a less specific level would treat the error as absence.
+        The walk goes level by level. Each round asks every backend once, in parallel, for
+        the keys of the names still unresolved at that level: a pipeline whose secrets all
+        sit at its own scope level is ready in one round, with one batched request per
+        backend. A backend failure at a level where no earlier backend had the key ends that
+        name's walk with the failure: moving on to a less specific level would treat the
+        error as absence.
         """
-        candidates = list(dict.fromkeys(key for walk in walks.values() for _, key in walk))
-        fetched = self.fetch_all(candidates)
-        return {name: self._pick(name, walk, fetched) for name, walk in walks.items()}
+        results = {name: Resolution(name) for name in walks}
+        pending = {name: list(walk) for name, walk in walks.items() if walk}
+        depth = 0
+        while pending:
+            step = {name: walk[depth] for name, walk in pending.items()}
+            fetched = self.fetch_all(list(dict.fromkeys(key for _, key in step.values())))
+            for name, (level, key) in step.items():
+                if self._pick(results[name], level, key, fetched) or depth + 1 >= len(pending[name]):
+                    del pending[name]
+            depth += 1
+        return results
 
-    def _pick(self, name: str, walk: Sequence[tuple["Level", str]],
-              fetched: Mapping[str, dict[str, Secret] | BackendError]) -> Resolution:
-        result = Resolution(name)
-        for level, key in walk:
-            for backend in self.backends:
-                outcome = fetched[backend.name]
-                where = backend.locate(key)
-                if isinstance(outcome, BackendError):
-                    result.errors.append(outcome)
-                    result.attempts.append(Attempt(backend.name, where, "error", key, level.label,
-                                                   str(outcome)))
-                elif key in outcome:
-                    result.secret = outcome[key]
-                    result.attempts.append(Attempt(backend.name, where, "found", key, level.label))
-                    return result
-                else:
-                    result.attempts.append(Attempt(backend.name, where, "absent", key, level.label))
-            if result.errors:
-                return result
-        return result
+    def _pick(self, result: Resolution, level: "Level", key: str,
+              fetched: Mapping[str, dict[str, Secret] | BackendError]) -> bool:
+        """Record one level of one walk; True when the walk ends here (found or failed)."""
+        for backend in self.backends:
+            outcome = fetched[backend.name]
+            where = backend.locate(key)
+            if isinstance(outcome, BackendError):
+                result.errors.append(outcome)
+                result.attempts.append(Attempt(backend.name, where, "error", key, level.label,
+                                               str(outcome)))
+            elif key in outcome:
+                result.secret = outcome[key]
+                result.attempts.append(Attempt(backend.name, where, "found", key, level.label))
+                return True
+            else:
+                result.attempts.append(Attempt(backend.name, where, "absent", key, level.label))
+        return bool(result.errors)
