@@ -3,19 +3,24 @@
 * ``postgres``: a throwaway cluster of Debian's PostgreSQL (initdb runs as the ``postgres``
   user when the tests run as root), scram-sha-256 over TCP, a role ``loader`` with a fake
   password and a database ``analytics``.
-* ``moto_server``: moto's server in a thread, real HTTP; boto3 talks to it with fake keys.
+* ``moto``: moto's server in a thread, real HTTP, counting requests per API action; boto3
+  talks to it with fake keys (``aws_env``).
 """
 
 from __future__ import annotations
 
 import glob
+import io
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
+from collections import Counter
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import parse_qs
 
 import pytest
 
@@ -69,18 +74,62 @@ def postgres() -> Iterator[dict]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[str]:
-    """moto over real HTTP on 127.0.0.1; yields its endpoint URL."""
-    from moto.server import ThreadedMotoServer
+class MotoServer:
+    """moto's WSGI app behind a counting middleware, served over HTTP on 127.0.0.1.
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
+    ``counts`` holds requests per API action as the server saw them (``GetParameters``,
+    ``BatchGetSecretValue``, ``AssumeRole``...), so tests can assert what reached AWS.
+    """
+
+    def __init__(self) -> None:
+        from moto.server import DomainDispatcherApplication, create_backend_app
+        from werkzeug.serving import make_server
+
+        self.counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._app = DomainDispatcherApplication(create_backend_app)
+        self._server = make_server("127.0.0.1", 0, self._count, threaded=True)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def _count(self, environ, start_response):
+        action = (environ.get("HTTP_X_AMZ_TARGET") or "").rpartition(".")[2]
+        if not action:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            body = environ["wsgi.input"].read(length) if length else b""
+            environ["wsgi.input"] = io.BytesIO(body)
+            query = parse_qs(body.decode("utf-8", "replace")) or parse_qs(
+                environ.get("QUERY_STRING", ""))
+            action = (query.get("Action") or [f"{environ['REQUEST_METHOD']} (REST)"])[0]
+        with self._lock:
+            self.counts[action] += 1
+        return self._app(environ, start_response)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.counts.clear()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoServer]:
+    """One moto server for the session, counting requests per action."""
+    server = MotoServer()
     try:
-        yield f"http://{host}:{port}"
+        yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_server(moto: MotoServer) -> str:
+    """moto's endpoint URL."""
+    return moto.url
 
 
 @pytest.fixture
@@ -90,4 +139,5 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, moto_server: str) -> str:
                         "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "eu-central-1"}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)  # every service, STS included
     return moto_server

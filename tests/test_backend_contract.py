@@ -1,20 +1,25 @@
 """One contract suite, run over every backend: reads, misses, listing, writes, errors.
 
 Each backend is seeded through its own native format (variables, files, its own ``put``),
-so the suite reads what a user's store would really hold.
+so the suite reads what a user's store would really hold. The AWS backends run against moto
+over HTTP on 127.0.0.1, each test under its own prefix or table.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Callable
 
 import pytest
 import yaml
 
-from latchkey import InvalidKey, ReadOnlyBackend
+from latchkey import InvalidKey, ReadOnlyBackend, ValueTooLarge
 from latchkey.backends import Backend
+from latchkey.backends.aws_secrets_manager import SecretsManagerBackend, SecretsManagerConfig
+from latchkey.backends.aws_ssm import SsmBackend, SsmConfig
+from latchkey.backends.dynamodb import DynamoDbBackend, DynamoDbConfig
 from latchkey.backends.env import EnvBackend, key_to_name
 from latchkey.backends.files import FilesBackend
 from latchkey.backends.local import LocalBackend
@@ -43,13 +48,13 @@ def _nest(data: dict[str, str]) -> dict:
     return tree
 
 
-def make_env(tmp: Path, data: dict) -> Backend:
+def make_env(tmp: Path, data: dict, request=None) -> Backend:
     environ = {key_to_name(k, "LATCHKEY__"): v for k, v in data.items()}
     environ["UNRELATED"] = "x"
     return EnvBackend("env", environ=environ)
 
 
-def make_toml(tmp: Path, data: dict) -> Backend:
+def make_toml(tmp: Path, data: dict, request=None) -> Backend:
     def dump(tree: dict, path: tuple[str, ...] = ()) -> list[str]:
         lines = [f"[{'.'.join(path)}]"] if path else []
         lines += [f"{k} = {json.dumps(v)}" for k, v in tree.items() if not isinstance(v, dict)]
@@ -63,25 +68,25 @@ def make_toml(tmp: Path, data: dict) -> Backend:
     return FilesBackend("toml", file)
 
 
-def make_json(tmp: Path, data: dict) -> Backend:
+def make_json(tmp: Path, data: dict, request=None) -> Backend:
     file = tmp / "secrets.json"
     file.write_text(json.dumps(_nest(data)))
     return FilesBackend("json", file)
 
 
-def make_yaml(tmp: Path, data: dict) -> Backend:
+def make_yaml(tmp: Path, data: dict, request=None) -> Backend:
     file = tmp / "secrets.yaml"
     file.write_text(yaml.safe_dump(_nest(data)))
     return FilesBackend("yaml", file)
 
 
-def make_dotenv(tmp: Path, data: dict) -> Backend:
+def make_dotenv(tmp: Path, data: dict, request=None) -> Backend:
     file = tmp / ".env"
     file.write_text("".join(f"{key_to_name(k)}={json.dumps(v)}\n" for k, v in data.items()))
     return FilesBackend("dotenv", file)
 
 
-def make_dir(tmp: Path, data: dict) -> Backend:
+def make_dir(tmp: Path, data: dict, request=None) -> Backend:
     root = tmp / "run-secrets"
     root.mkdir()
     for key, value in data.items():
@@ -90,18 +95,48 @@ def make_dir(tmp: Path, data: dict) -> Backend:
     return FilesBackend("dir", root)
 
 
-def make_local(tmp: Path, data: dict) -> Backend:
+def make_local(tmp: Path, data: dict, request=None) -> Backend:
     backend = LocalBackend("local", tmp / "store.db", master_key=_KEY)
     for key, value in data.items():
         backend.put(key, value)
     return backend
 
 
-def make_memory(tmp: Path, data: dict) -> Backend:
+def make_memory(tmp: Path, data: dict, request=None) -> Backend:
     return MemoryBackend("memory", data)
 
 
 _KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="  # 32 bytes of test key, not a secret
+_AWS = dict(region="eu-central-1")
+
+
+def _seed(backend: Backend, data: dict) -> Backend:
+    for key, value in data.items():
+        backend.put(key, value)
+    return backend
+
+
+def make_ssm(tmp: Path, data: dict, request=None) -> Backend:
+    endpoint = request.getfixturevalue("aws_env")
+    config = SsmConfig(type="aws_ssm", prefix=f"/lk-test/{uuid.uuid4().hex[:10]}",
+                       endpoint_url=endpoint, **_AWS)
+    return _seed(SsmBackend("ssm", config), data)
+
+
+def make_secrets_manager(tmp: Path, data: dict, request=None) -> Backend:
+    endpoint = request.getfixturevalue("aws_env")
+    config = SecretsManagerConfig(type="aws_secrets_manager", endpoint_url=endpoint,
+                                  prefix=f"lk-test-{uuid.uuid4().hex[:10]}/", **_AWS)
+    return _seed(SecretsManagerBackend("secrets_manager", config), data)
+
+
+def make_dynamodb(tmp: Path, data: dict, request=None) -> Backend:
+    endpoint = request.getfixturevalue("aws_env")
+    config = DynamoDbConfig(type="dynamodb", table=f"lk-test-{uuid.uuid4().hex[:10]}",
+                            endpoint_url=endpoint, **_AWS)
+    backend = DynamoDbBackend("dynamodb", config, master_key=_KEY)
+    backend.ensure_table()
+    return _seed(backend, data)
 
 ALL = [
     pytest.param(make_env, id="env"),
@@ -112,14 +147,20 @@ ALL = [
     pytest.param(make_dir, id="files-dir"),
     pytest.param(make_local, id="local"),
     pytest.param(make_memory, id="memory"),
+    pytest.param(make_ssm, id="aws_ssm"),
+    pytest.param(make_secrets_manager, id="aws_secrets_manager"),
+    pytest.param(make_dynamodb, id="dynamodb"),
 ]
-WRITABLE = [p for p in ALL if p.id in ("local", "memory")]
-READ_ONLY = [p for p in ALL if p.id not in ("local", "memory")]
+WRITABLE_IDS = ("local", "memory", "aws_ssm", "aws_secrets_manager", "dynamodb")
+WRITABLE = [p for p in ALL if p.id in WRITABLE_IDS]
+READ_ONLY = [p for p in ALL if p.id not in WRITABLE_IDS]
+TOMBSTONES = [p for p in ALL if p.id in ("local", "memory")]       # deletes stay in history
+OLD_VALUES = [p for p in WRITABLE if p.id != "dynamodb"]           # past versions readable
 
 
 @pytest.fixture(params=ALL)
 def seeded(request, tmp_path: Path) -> Backend:
-    return request.param(tmp_path, SEED)
+    return request.param(tmp_path, SEED, request)
 
 
 def test_get_many_returns_every_present_key(seeded: Backend) -> None:
@@ -182,7 +223,7 @@ def test_repr_of_secret_hides_value(seeded: Backend) -> None:
 @pytest.mark.parametrize("factory", READ_ONLY)
 def test_read_only_backends_refuse_writes(factory, tmp_path: Path) -> None:
     """put and delete on a read-only backend raise ReadOnlyBackend naming it."""
-    backend = factory(tmp_path, SEED)
+    backend = factory(tmp_path, SEED, None)
     assert not backend.is_writable
     with pytest.raises(ReadOnlyBackend, match=backend.name):
         backend.put("shared/new", "fake-new")
@@ -193,60 +234,101 @@ def test_read_only_backends_refuse_writes(factory, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("factory", WRITABLE)
 class TestWritable:
-    def test_put_then_get(self, factory, tmp_path: Path) -> None:
-        """A written value reads back, with a version that grows on overwrite."""
-        backend = factory(tmp_path, {})
+    def test_put_then_get(self, factory, tmp_path: Path, request) -> None:
+        """A written value reads back, with a new version on overwrite."""
+        backend = factory(tmp_path, {}, request)
         first = backend.put("shared/new", "fake-v1")
         second = backend.put("shared/new", "fake-v2")
         assert backend.get("shared/new").value == "fake-v2"
-        assert int(second.version) == int(first.version) + 1
+        assert first.version != second.version
         assert backend.get("shared/new").version == second.version
 
-    def test_delete(self, factory, tmp_path: Path) -> None:
+    def test_delete(self, factory, tmp_path: Path, request) -> None:
         """delete removes the key (True), and a second delete reports False."""
-        backend = factory(tmp_path, SEED)
+        backend = factory(tmp_path, SEED, request)
         assert backend.delete("db_password") is True
         assert backend.get("db_password") is None
         assert "db_password" not in backend.list("")
         assert backend.delete("db_password") is False
 
-    def test_history_keeps_every_version(self, factory, tmp_path: Path) -> None:
-        """history lists every version, deletes included, and no value."""
-        backend = factory(tmp_path, {})
-        backend.put("k", "fake-1")
-        backend.put("k", "fake-2")
+    def test_set_again_after_delete(self, factory, tmp_path: Path, request) -> None:
+        """A deleted key can be written again."""
+        backend = factory(tmp_path, {"k": "fake-1"}, request)
         backend.delete("k")
+        backend.put("k", "fake-2")
+        assert backend.get("k").value == "fake-2"
+
+    def test_history_lists_versions_in_order(self, factory, tmp_path: Path, request) -> None:
+        """history lists every version written, oldest first, and no value."""
+        backend = factory(tmp_path, {}, request)
+        first = backend.put("k", "fake-1")
+        second = backend.put("k", "fake-2")
         history = backend.history("k")
-        assert [v.version for v in history] == ["1", "2", "3"]
-        assert [v.deleted for v in history] == [False, False, True]
+        assert [v.version for v in history][-2:] == [first.version, second.version]
         assert "fake" not in repr(history)
+        assert backend.history("never/written") == []
 
-    def test_get_version_reads_a_past_version(self, factory, tmp_path: Path) -> None:
-        """get_version returns the value a version had; unknown or deleted versions are None."""
-        backend = factory(tmp_path, {})
+    def test_get_version_of_the_current_value(self, factory, tmp_path: Path, request) -> None:
+        """get_version reads the current version; an unknown version is None."""
+        backend = factory(tmp_path, {}, request)
         backend.put("k", "fake-1")
-        backend.put("k", "fake-2")
-        backend.delete("k")
-        assert backend.get_version("k", "1").value == "fake-1"
-        assert backend.get_version("k", "2").version == "2"
-        assert backend.get_version("k", "3") is None
+        second = backend.put("k", "fake-2")
+        assert backend.get_version("k", second.version).value == "fake-2"
         assert backend.get_version("k", "99") is None
+        assert backend.get_version("never/written", "1") is None
 
-    def test_put_rejects_invalid_key_and_non_text(self, factory, tmp_path: Path) -> None:
+    def test_put_rejects_invalid_key_and_non_text(self, factory, tmp_path: Path,
+                                                  request) -> None:
         """Writes validate the key and the value's type before touching the store."""
-        backend = factory(tmp_path, {})
+        backend = factory(tmp_path, {}, request)
         with pytest.raises(InvalidKey):
             backend.put("a//b", "fake")
         with pytest.raises(TypeError):
             backend.put("a/b", b"bytes")  # type: ignore[arg-type]
         assert backend.list("") == []
 
-    def test_unicode_and_large_values(self, factory, tmp_path: Path) -> None:
-        """Values keep every character: unicode, newlines, 1 MB."""
-        backend = factory(tmp_path, {})
-        odd = "fake-ünïcødé\n\t\"quoted\" ✓ " + "x" * 1_000_000
+    def test_unicode_and_large_values(self, factory, tmp_path: Path, request) -> None:
+        """Values keep every character (unicode, newlines) up to the store's size limit."""
+        backend = factory(tmp_path, {}, request)
+        head = "fake-ünïcødé\n\t\"quoted\" ✓ "
+        size = min(1_000_000, backend.max_value_bytes or 1_000_000)
+        odd = head + "x" * (size - len(head.encode("utf-8")))
         backend.put("big/value", odd)
         assert backend.get("big/value").value == odd
+
+    def test_value_over_the_limit_is_refused_and_nothing_written(
+            self, factory, tmp_path: Path, request) -> None:
+        """A value over the store's limit raises ValueTooLarge naming backend and key, and
+        the previous value stays."""
+        backend = factory(tmp_path, {"k": "fake-old"}, request)
+        if backend.max_value_bytes is None:
+            pytest.skip(f"{backend.type} has no size limit")
+        with pytest.raises(ValueTooLarge) as info:
+            backend.put("k", "y" * (backend.max_value_bytes + 1))
+        assert backend.name in str(info.value) and "'k'" in str(info.value)
+        assert backend.get("k").value == "fake-old"
+
+
+@pytest.mark.parametrize("factory", OLD_VALUES)
+def test_get_version_reads_a_past_version(factory, tmp_path: Path, request) -> None:
+    """Stores that keep old values return what an earlier version held."""
+    backend = factory(tmp_path, {}, request)
+    first = backend.put("k", "fake-1")
+    backend.put("k", "fake-2")
+    assert backend.get_version("k", first.version).value == "fake-1"
+
+
+@pytest.mark.parametrize("factory", TOMBSTONES)
+def test_deletes_stay_in_history(factory, tmp_path: Path, request) -> None:
+    """Stores with tombstones list a delete as a version; the deleted version reads None."""
+    backend = factory(tmp_path, {}, request)
+    backend.put("k", "fake-1")
+    backend.put("k", "fake-2")
+    backend.delete("k")
+    history = backend.history("k")
+    assert [v.version for v in history] == ["1", "2", "3"]
+    assert [v.deleted for v in history] == [False, False, True]
+    assert backend.get_version("k", "3") is None
 
 
 def test_errors_name_the_backend(tmp_path: Path) -> None:

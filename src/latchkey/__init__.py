@@ -30,6 +30,7 @@ from .errors import (
     SecretNotFound,
     StoreCorrupt,
     UsageError,
+    ValueTooLarge,
     WrongMasterKey,
 )
 from .keys import validate_key
@@ -60,6 +61,7 @@ __all__ = [
     "SecretNotFound",
     "StoreCorrupt",
     "UsageError",
+    "ValueTooLarge",
     "VersionInfo",
     "WrongMasterKey",
     "__version__",

@@ -6,6 +6,7 @@ The tree::
     ├── UsageError                exit code 2: the caller asked for something malformed
     │   ├── InvalidKey            a key that breaks the key rules (quotes the key)
     │   ├── ManifestError         latchkey.toml is invalid (names the file and the field)
+    │   ├── ValueTooLarge         a value over the store's size limit, refused before writing
     │   └── RunClosed             a run context was used after it ended
     ├── SecretNotFound            no backend in the chain holds the key (lists every place tried)
     │   └── MissingSecrets        a pipeline's required secrets are missing (each, every place)
@@ -44,6 +45,7 @@ __all__ = [
     "SecretNotFound",
     "StoreCorrupt",
     "UsageError",
+    "ValueTooLarge",
     "WrongMasterKey",
 ]
 
@@ -117,6 +119,15 @@ class SecretNotFound(LatchkeyError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the whole message again
         return str(self.args[0])
+
+
+class ValueTooLarge(UsageError):
+    """A value larger than the store holds. Raised before the store is called."""
+
+    def __init__(self, backend: str, key: str, size: int, limit: int, hint: str = "") -> None:
+        self.backend, self.key, self.size, self.limit = backend, key, size, limit
+        super().__init__(f"backend {backend!r}: the value for {key!r} is {size} bytes; this "
+                         f"store holds at most {limit}" + (f" ({hint})" if hint else ""))
 
 
 class RunClosed(UsageError):

@@ -37,6 +37,8 @@ class AwsRole(BaseModel):
     duration: int = Field(900, ge=900, le=43200)
     session_name: str | None = None
     external_id: str | None = None
+    tags: dict[str, str] = {}
+    region: str | None = None
 
 
 class PipelineConfig(BaseModel):

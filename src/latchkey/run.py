@@ -70,6 +70,7 @@ class Run:
         self._by_name: dict[str, str] = {}   # name -> value: the warm path reads only this
         self._by_key: dict[str, str] = {}    # absolute key -> value
         self._connections: dict[str, "Connection"] = {}
+        self._aws_session = None
         self._resolutions: dict[str, Resolution] = {}
         self._lock = threading.Lock()
         self._state = "new"
@@ -127,6 +128,7 @@ class Run:
             self._by_key.clear()
             self._connections.clear()
             self._resolutions.clear()
+            self._aws_session = None
 
     def __enter__(self) -> "Run":
         self.open()
@@ -210,6 +212,33 @@ class Run:
             self._connections[name] = parsed
         return parsed
 
+    def aws_session(self):
+        """A boto3 Session acting as the pipeline's ``aws_role``, for this run alone.
+
+        The role is assumed on first use with a session name made of the pipeline and the
+        run name, and session tags ``latchkey:pipeline`` / ``latchkey:run`` plus the
+        manifest's; credentials refresh themselves before expiry.
+
+        Raises:
+            UsageError: the pipeline has no ``aws_role``.
+            AccessDenied: STS refused the role.
+        """
+        self._check_open()
+        role = self._config.aws_role
+        if role is None:
+            raise UsageError(f"pipeline {self.pipeline!r} has no aws_role in the manifest")
+        with self._lock:
+            if self._aws_session is None:
+                from .aws import assumed_role_session
+
+                tags = {"latchkey:pipeline": self.pipeline, "latchkey:run": self.name[:256],
+                        **role.tags}
+                self._aws_session = assumed_role_session(
+                    role.arn, role.session_name or f"{self.pipeline}.{self.name}",
+                    external_id=role.external_id, duration=role.duration, tags=tags,
+                    region=role.region)
+            return self._aws_session
+
     def explain(self, name: str) -> Resolution:
         """The walk for ``name``: each (backend, path, scope level) looked at and the result.
 
@@ -224,13 +253,20 @@ class Run:
     def env(self) -> dict[str, str]:
         """Environment variables for a child process: each resolved secret under its name in
         ``env_vars``, else its name in upper snake case; each connection as
-        ``AIRFLOW_CONN_<NAME>`` (or its ``env_vars`` name) holding its Airflow URI."""
+        ``AIRFLOW_CONN_<NAME>`` (or its ``env_vars`` name) holding its Airflow URI; and with
+        an ``aws_role``, the role's temporary ``AWS_ACCESS_KEY_ID``,
+        ``AWS_SECRET_ACCESS_KEY`` and ``AWS_SESSION_TOKEN``."""
         self._check_open()
         names = {**{n: env_name(n) for n in self._by_name}, **self._config.env_vars}
         env = {names[n]: v for n, v in self._by_name.items() if n in names}
         for conn in self.connection_keys:
             uri = self.connection(conn).to_uri()
             env[self._config.env_vars.get(conn, "AIRFLOW_CONN_" + env_name(conn))] = uri
+        if self._config.aws_role is not None:
+            creds = self.aws_session().get_credentials().get_frozen_credentials()
+            env.update({"AWS_ACCESS_KEY_ID": creds.access_key,
+                        "AWS_SECRET_ACCESS_KEY": creds.secret_key,
+                        "AWS_SESSION_TOKEN": creds.token})
         return env
 
     @property

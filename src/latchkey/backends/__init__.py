@@ -15,6 +15,9 @@ BACKEND_TYPES: dict[str, str] = {
     "env": ".env:EnvBackend",
     "files": ".files:FilesBackend",
     "local": ".local:LocalBackend",
+    "aws_ssm": ".aws_ssm:SsmBackend",
+    "aws_secrets_manager": ".aws_secrets_manager:SecretsManagerBackend",
+    "dynamodb": ".dynamodb:DynamoDbBackend",
 }
 
 

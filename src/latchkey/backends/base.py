@@ -28,7 +28,7 @@ from typing import Callable, ClassVar, Iterable, Sequence, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from ..errors import BackendUnavailable, LatchkeyError, ReadOnlyBackend
+from ..errors import BackendUnavailable, LatchkeyError, ReadOnlyBackend, ValueTooLarge
 from ..keys import validate_key, validate_prefix
 
 __all__ = ["Backend", "BackendConfig", "BuildContext", "Secret", "VersionInfo"]
@@ -109,6 +109,10 @@ class Backend(abc.ABC):
     writable: bool = False
     batched: bool = False
     versioned: bool = False
+    #: the largest value (UTF-8 bytes) the store takes, or None; larger ones are refused
+    #: before the store is called, with ``size_hint`` saying what to do instead
+    max_value_bytes: int | None = None
+    size_hint: str = ""
 
     @property
     def is_writable(self) -> bool:
@@ -153,6 +157,9 @@ class Backend(abc.ABC):
         if not isinstance(value, str):
             raise TypeError(f"a secret value is a str, not {type(value).__name__}")
         self._require_writable("write")
+        limit = self.max_value_bytes
+        if limit is not None and len(value.encode("utf-8")) > limit:
+            raise ValueTooLarge(self.name, key, len(value.encode("utf-8")), limit, self.size_hint)
         return self._guard("write", lambda: self._put(key, value))
 
     def delete(self, key: str) -> bool:

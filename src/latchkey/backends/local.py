@@ -33,7 +33,7 @@ from ..errors import NoMasterKey, StoreCorrupt, WrongMasterKey
 from ..keys import is_under
 from .base import Backend, BackendConfig, BuildContext, Secret, VersionInfo
 
-__all__ = ["LocalBackend", "MASTER_KEY_ENV", "generate_master_key"]
+__all__ = ["LocalBackend", "MASTER_KEY_ENV", "generate_master_key", "load_aead"]
 
 MASTER_KEY_ENV = "LATCHKEY_MASTER_KEY"
 DEFAULT_PATH = ".latchkey/store.db"
@@ -298,22 +298,7 @@ class LocalBackend(Backend):
         conn.execute("COMMIT")
 
     def _load_key(self):
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-        if self._master_key is not None:
-            return AESGCM(_decode_key(self.name, self._master_key, "the key given"))
-        env_value = os.environ.get(MASTER_KEY_ENV)
-        if env_value:
-            return AESGCM(_decode_key(self.name, env_value, MASTER_KEY_ENV))
-        if not self.key_file.exists():
-            raise NoMasterKey(
-                self.name,
-                f"no master key for {self.path}: set {MASTER_KEY_ENV} or run `latchkey init`"
-                f" (looked for {self.key_file})",
-            )
-        _check_key_file_mode(self.name, self.key_file)
-        text = self.key_file.read_text(encoding="ascii", errors="replace").strip()
-        return AESGCM(_decode_key(self.name, text, f"key file {self.key_file}"))
+        return load_aead(self.name, self._master_key, self.key_file, f"for {self.path}")
 
     def _ad(self, key: str, version: int) -> bytes:
         return b"\x00".join([b"latchkey/v1", self._store_id, key.encode(), str(version).encode()])
@@ -330,6 +315,28 @@ class LocalBackend(Backend):
                 "(tampered with, or copied from another row)",
             ) from None
         return plain.decode("utf-8")
+
+
+def load_aead(backend: str, explicit: str | None, key_file: Path, purpose: str):
+    """An AES-256-GCM cipher under the master key: the one given, else
+    ``$LATCHKEY_MASTER_KEY``, else the key file (which must not be readable by others).
+
+    Raises:
+        NoMasterKey: none of them is there, or the key is malformed (never quoted).
+    """
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    if explicit is not None:
+        return AESGCM(_decode_key(backend, explicit, "the key given"))
+    env_value = os.environ.get(MASTER_KEY_ENV)
+    if env_value:
+        return AESGCM(_decode_key(backend, env_value, MASTER_KEY_ENV))
+    if not key_file.exists():
+        raise NoMasterKey(backend, f"no master key {purpose}: set {MASTER_KEY_ENV} or run "
+                                   f"`latchkey init` (looked for {key_file})")
+    _check_key_file_mode(backend, key_file)
+    text = key_file.read_text(encoding="ascii", errors="replace").strip()
+    return AESGCM(_decode_key(backend, text, f"key file {key_file}"))
 
 
 def _decode_key(backend: str, text: str, source: str) -> bytes:

@@ -1,0 +1,205 @@
+"""What the three AWS backends share: clients, retries, counters, and error translation.
+
+* boto3 is imported when a client is first needed; without it, ``MissingDependency`` prints
+  ``pip install 'latchkey[aws]'``.
+* Retries are botocore's own (``retry_mode = "standard"`` or ``"adaptive"``), with a connect
+  and a read timeout on every call.
+* ``stats`` counts calls, retries, throttles and errors separately from latency, from
+  botocore's events (the ``needs-retry`` event sees every throttled attempt).
+* AWS errors become latchkey errors naming the backend and the key: access denied is
+  ``AccessDenied`` (authoritative), KMS failures say KMS, throttling that outlasted the
+  retries says so, an unreachable endpoint is ``BackendUnavailable``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterable, Literal, Sequence, TypeVar
+
+from ..errors import AccessDenied, BackendUnavailable, LatchkeyError, MissingDependency
+from .base import Backend, BackendConfig, BuildContext
+
+__all__ = ["AwsBackend", "AwsConfig", "THROTTLING_CODES", "boto3_module"]
+
+T = TypeVar("T")
+THROTTLING_CODES = frozenset({
+    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
+    "TooManyRequestsException", "ProvisionedThroughputExceededException", "RequestLimitExceeded",
+    "SlowDown", "RequestThrottled", "LimitExceededException", "BandwidthLimitExceeded",
+    "PriorRequestNotComplete", "EC2ThrottledException", "TransactionInProgressException",
+})
+DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation",
+                          "UnrecognizedClientException", "InvalidClientTokenId",
+                          "ExpiredTokenException", "NotAuthorized"})
+
+
+def boto3_module():
+    """boto3, or MissingDependency naming the extra."""
+    try:
+        import boto3
+    except ImportError:
+        raise MissingDependency("the AWS backends", "aws") from None
+    return boto3
+
+
+class AwsConfig(BackendConfig):
+    """Connection settings every AWS backend accepts."""
+
+    region: str | None = None
+    profile: str | None = None
+    endpoint_url: str | None = None
+    role_arn: str | None = None
+    role_external_id: str | None = None
+    retry_mode: Literal["standard", "adaptive", "legacy"] = "standard"
+    max_attempts: int = 5
+    connect_timeout: float = 5.0
+    read_timeout: float = 10.0
+    max_concurrency: int = 8
+
+
+class AwsBackend(Backend):
+    """Base of the AWS backends: one boto3 client per backend, made on first use."""
+
+    service: str = ""
+
+    def __init__(self, name: str, config: AwsConfig) -> None:
+        super().__init__(name)
+        self.config = config
+        self._clients: dict[str, Any] = {}
+        self._client_lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._stats_lock = threading.Lock()
+        self.stats = {"calls": 0, "retries": 0, "throttles": 0, "errors": 0, "seconds": 0.0}
+
+    @classmethod
+    def from_config(cls, name: str, config: BackendConfig, ctx: BuildContext) -> "AwsBackend":
+        assert isinstance(config, AwsConfig)
+        fields = {k: ctx.text(v) if isinstance(v, str) else v
+                  for k, v in config.model_dump().items()}
+        return cls(name, type(config).model_validate(fields))
+
+    # -- the client -----------------------------------------------------------------------
+    @property
+    def client(self):
+        """The boto3 client of this backend's service (made once, thread-safe)."""
+        return self.client_for(self.service)
+
+    def client_for(self, service: str):
+        """A boto3 client for ``service`` (``kms`` for envelope encryption, say)."""
+        client = self._clients.get(service)
+        if client is None:
+            with self._client_lock:
+                client = self._clients.get(service)
+                if client is None:
+                    client = self._clients[service] = self._make_client(service)
+        return client
+
+    def _make_client(self, service: str):
+        boto3 = boto3_module()
+        from botocore.config import Config
+
+        session = boto3.Session(profile_name=self.config.profile, region_name=self.config.region)
+        if self.config.role_arn:
+            from ..aws import assumed_role_session
+
+            session = assumed_role_session(
+                self.config.role_arn, f"latchkey-backend-{self.name}", base_session=session,
+                external_id=self.config.role_external_id, region=self.config.region)
+        config = Config(retries={"mode": self.config.retry_mode,
+                                 "max_attempts": self.config.max_attempts},
+                        connect_timeout=self.config.connect_timeout,
+                        read_timeout=self.config.read_timeout,
+                        max_pool_connections=max(10, self.config.max_concurrency * 2))
+        client = session.client(service, endpoint_url=self.config.endpoint_url, config=config)
+        client.meta.events.register("needs-retry.*", self._on_needs_retry)
+        return client
+
+    def _on_needs_retry(self, response=None, attempts=None, **_: Any) -> None:
+        if response is None:
+            return
+        code = (response[1] or {}).get("Error", {}).get("Code", "")
+        if code in THROTTLING_CODES:
+            with self._stats_lock:
+                self.stats["throttles"] += 1
+
+    def describe(self) -> str:
+        where = self.config.endpoint_url or self.config.region or "default region"
+        return f"{self.type} ({where})"
+
+    def close(self) -> None:
+        with self._client_lock:
+            self._clients.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+
+    # -- calls ----------------------------------------------------------------------------
+    def call(self, operation: str, keys: Sequence[str] = (), missing: Iterable[str] = (),
+             service: str | None = None, **kwargs: Any) -> dict | None:
+        """Call ``operation`` on the client, counting it and translating its errors.
+
+        Returns None when AWS answers with one of the ``missing`` error codes (the thing
+        asked for does not exist: "absent", not a failure).
+        """
+        start = time.perf_counter()
+        try:
+            response = getattr(self.client_for(service or self.service), operation)(**kwargs)
+        except LatchkeyError:
+            raise
+        except Exception as exc:
+            if self.error_code(exc) in missing:
+                return None
+            with self._stats_lock:
+                self.stats["errors"] += 1
+            raise self.translate(exc, operation, keys) from exc
+        finally:
+            with self._stats_lock:
+                self.stats["calls"] += 1
+                self.stats["seconds"] += time.perf_counter() - start
+        retries = response.get("ResponseMetadata", {}).get("RetryAttempts", 0)
+        if retries:
+            with self._stats_lock:
+                self.stats["retries"] += retries
+        return response
+
+    def concurrently(self, fn: Callable[[T], Any], items: Iterable[T]) -> list[Any]:
+        """Run ``fn`` over ``items`` on this backend's pool (at most max_concurrency at once)."""
+        items = list(items)
+        if len(items) <= 1:
+            return [fn(i) for i in items]
+        if self._pool is None:
+            with self._client_lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.config.max_concurrency,
+                                                    thread_name_prefix=f"latchkey-{self.name}")
+        return [f.result() for f in [self._pool.submit(fn, i) for i in items]]
+
+    def error_code(self, exc: Exception) -> str:
+        response = getattr(exc, "response", None) or {}
+        return response.get("Error", {}).get("Code", "")
+
+    def translate(self, exc: Exception, operation: str, keys: Sequence[str]) -> LatchkeyError:
+        """An AWS error as a latchkey error naming this backend and the keys."""
+        what = f"{operation} for {_keys(keys)}" if keys else operation
+        code = self.error_code(exc)
+        if code in DENIED_CODES:
+            return AccessDenied(f"backend {self.name!r}: AWS denied {what} ({code})")
+        if code.startswith("KMS") or code in ("InvalidKeyId", "InvalidCiphertextException",
+                                              "NotFoundException", "DisabledException"):
+            return BackendUnavailable(self.name, f"KMS refused {what} ({code})")
+        if code in THROTTLING_CODES:
+            return BackendUnavailable(self.name, f"throttled by AWS on {what} after "
+                                                 f"{self.config.max_attempts} attempts ({code})")
+        if code:
+            return BackendUnavailable(self.name, f"{what} failed ({code})")
+        botocore_name = type(exc).__name__
+        if botocore_name == "NoCredentialsError":
+            return BackendUnavailable(self.name, f"no AWS credentials for {what}")
+        return BackendUnavailable(self.name, f"cannot reach AWS for {what} ({botocore_name})")
+
+
+def _keys(keys: Sequence[str]) -> str:
+    shown = ", ".join(repr(k) for k in list(keys)[:3])
+    return shown + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")

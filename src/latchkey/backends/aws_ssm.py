@@ -1,0 +1,250 @@
+"""``aws_ssm``: AWS Systems Manager Parameter Store.
+
+A key is a parameter under ``prefix``: with ``prefix = "/data-platform/{env}"`` the key
+``marketing/facebook/acct_42/access_token`` is ``/data-platform/prod/marketing/facebook/
+acct_42/access_token``. Reads are ``GetParameters`` with ten names a call, the calls of one
+batch issued concurrently, SecureStrings decrypted; ``get_tree`` reads a whole prefix with
+``GetParametersByPath`` (recursive, paginated). Writes are SecureString (with ``kms_key_id``
+if set) and keep SSM's version history.
+
+Size: a Standard parameter holds 4 KB, an Advanced one 8 KB; SSM rejects larger values, and
+moto does not, so latchkey checks before calling AWS. With ``split = true`` a larger value is
+stored as numbered chunks under ``<name>/__latchkey_chunks/<digest>/`` and a small header in
+the parameter itself; reads reassemble it and check its SHA-256. Chunks of a new value are
+written before its header, and the old chunks removed after, so a failed write leaves the
+previous value readable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Iterable, Literal, Sequence
+
+from ..errors import StoreCorrupt, UsageError
+from ..keys import is_under, validate_key
+from .aws_common import AwsBackend, AwsConfig
+from .base import Secret, VersionInfo
+
+__all__ = ["SsmBackend"]
+
+TIER_LIMITS = {"Standard": 4096, "Advanced": 8192, "Intelligent-Tiering": 8192}
+CHUNKS = "__latchkey_chunks"
+HEADER = "latchkey-chunks:v1:"
+BATCH = 10
+
+
+class SsmConfig(AwsConfig):
+    prefix: str = "/latchkey"
+    kms_key_id: str | None = None
+    tier: Literal["Standard", "Advanced", "Intelligent-Tiering"] = "Standard"
+    split: bool = False
+
+
+class SsmBackend(AwsBackend):
+    """Parameter Store under a path prefix."""
+
+    type = "aws_ssm"
+    service = "ssm"
+    Config = SsmConfig
+    writable = batched = versioned = True
+
+    def __init__(self, name: str, config: SsmConfig) -> None:
+        super().__init__(name, config)
+        prefix = config.prefix.rstrip("/")
+        if prefix and not prefix.startswith("/"):
+            raise UsageError(f"backend {name!r}: an SSM prefix starts with '/' ({prefix!r})")
+        self.prefix = prefix
+        self.limit = TIER_LIMITS[config.tier]
+        self.max_value_bytes = None if config.split else self.limit
+        self.size_hint = ("set tier = \"Advanced\" for 8 KB, or split = true to store it in "
+                          "chunks") if config.tier == "Standard" else "set split = true"
+
+    def locate(self, key: str) -> str:
+        return f"ssm:{self.param(key)}"
+
+    def param(self, key: str) -> str:
+        return f"{self.prefix}/{key}"
+
+    def key_of(self, name: str) -> str | None:
+        if not name.startswith(self.prefix + "/"):
+            return None
+        key = name[len(self.prefix) + 1:]
+        if CHUNKS in key.split("/"):
+            return None
+        try:
+            return validate_key(key)
+        except ValueError:
+            return None
+
+    # -- reads ----------------------------------------------------------------------------
+    def _get_many(self, keys: Sequence[str]) -> dict[str, Secret]:
+        found = self._fetch([self.param(k) for k in keys], keys)
+        out = {}
+        for key in keys:
+            param = found.get(self.param(key))
+            if param is not None:
+                out[key] = self._to_secret(key, param)
+        return out
+
+    def _fetch(self, names: Sequence[str], keys: Sequence[str]) -> dict[str, dict]:
+        """GetParameters in calls of ten, concurrently; {name: parameter} for those found."""
+        chunks = [list(names[i:i + BATCH]) for i in range(0, len(names), BATCH)]
+
+        def one(batch: list[str]) -> list[dict]:
+            return self.call("get_parameters", keys, Names=batch,
+                             WithDecryption=True)["Parameters"]
+
+        return {p["Name"]: p for batch in self.concurrently(one, chunks) for p in batch}
+
+    def _to_secret(self, key: str, param: dict) -> Secret:
+        value = param["Value"]
+        if value.startswith(HEADER):
+            value = self._reassemble(key, value)
+        return self._secret(key, value, str(param.get("Version")),
+                            created_at=param.get("LastModifiedDate"))
+
+    def _reassemble(self, key: str, header: str) -> str:
+        count, digest, tag = _parse_header(self.name, key, header)
+        names = [self._chunk_name(key, tag, i) for i in range(count)]
+        found = self._fetch(names, [key])
+        if len(found) != count:
+            raise StoreCorrupt(self.name, f"{key!r}: {count - len(found)} of {count} chunks "
+                                          "are missing")
+        value = "".join(found[n]["Value"] for n in names)
+        if hashlib.sha256(value.encode()).hexdigest() != digest:
+            raise StoreCorrupt(self.name, f"{key!r}: the reassembled chunks fail their "
+                                          "SHA-256 check")
+        return value
+
+    def _list(self, prefix: str) -> Iterable[str]:
+        path = self.param(prefix) if prefix else (self.prefix or "/")
+        keys = {k for p in self._by_path(path, decrypt=False)
+                if (k := self.key_of(p["Name"])) is not None and is_under(k, prefix)}
+        if prefix and self._fetch([self.param(prefix)], [prefix]):
+            keys.add(prefix)  # GetParametersByPath lists what is below a path, not the path
+        return keys
+
+    def _by_path(self, path: str, decrypt: bool) -> list[dict]:
+        params, token = [], None
+        while True:
+            kwargs = {"Path": path, "Recursive": True, "WithDecryption": decrypt,
+                      "MaxResults": 10}
+            if token:
+                kwargs["NextToken"] = token
+            page = self.call("get_parameters_by_path", [path], **kwargs)
+            params.extend(page["Parameters"])
+            token = page.get("NextToken")
+            if not token:
+                return params
+
+    def get_tree(self, prefix: str) -> dict[str, Secret]:
+        """Every key at or below ``prefix`` with its value, by GetParametersByPath."""
+        path = self.param(prefix) if prefix else (self.prefix or "/")
+        out = {}
+        for param in self._guard("read", lambda: self._by_path(path, decrypt=True)):
+            key = self.key_of(param["Name"])
+            if key is not None and is_under(key, prefix):
+                out[key] = self._guard("read", lambda: self._to_secret(key, param))
+        return out
+
+    # -- writes ---------------------------------------------------------------------------
+    def _put(self, key: str, value: str) -> Secret:
+        size = len(value.encode("utf-8"))
+        old = self._fetch([self.param(key)], [key]).get(self.param(key))
+        if size <= self.limit:
+            version = self._put_param(self.param(key), value, key)
+        else:  # larger values reach here only with split = true (see Backend.put)
+            version = self._put_split(key, value)
+        if old is not None and old["Value"].startswith(HEADER):
+            self._delete_chunks(key, old["Value"])
+        return self._secret(key, value, str(version))
+
+    def _put_param(self, name: str, value: str, key: str) -> int:
+        kwargs = {"Name": name, "Value": value, "Type": "SecureString", "Overwrite": True,
+                  "Tier": self.config.tier}
+        if self.config.kms_key_id:
+            kwargs["KeyId"] = self.config.kms_key_id
+        return self.call("put_parameter", [key], **kwargs)["Version"]
+
+    def _put_split(self, key: str, value: str) -> int:
+        digest = hashlib.sha256(value.encode()).hexdigest()
+        tag = digest[:12]
+        pieces = _split_utf8(value, self.limit)
+        written = []
+        try:
+            for i, piece in enumerate(pieces):
+                self._put_param(self._chunk_name(key, tag, i), piece, key)
+                written.append(self._chunk_name(key, tag, i))
+            return self._put_param(self.param(key), f"{HEADER}{len(pieces)}:{digest}:{tag}", key)
+        except Exception:
+            for name in written:  # best effort: the old header still points at old chunks
+                self._delete_quietly(name)
+            raise
+
+    def _chunk_name(self, key: str, tag: str, index: int) -> str:
+        return f"{self.param(key)}/{CHUNKS}/{tag}/{index:04d}"
+
+    def _delete_chunks(self, key: str, header: str) -> None:
+        count, _, tag = _parse_header(self.name, key, header)
+        for i in range(count):
+            self._delete_quietly(self._chunk_name(key, tag, i))
+
+    def _delete_quietly(self, name: str) -> None:
+        try:
+            self.call("delete_parameter", [name], Name=name, missing=("ParameterNotFound",))
+        except Exception:  # cleanup of orphaned chunks; the value itself is consistent
+            pass
+
+    def _delete(self, key: str) -> bool:
+        old = self._fetch([self.param(key)], [key]).get(self.param(key))
+        if old is None:
+            return False
+        self.call("delete_parameter", [key], Name=self.param(key), missing=("ParameterNotFound",))
+        if old["Value"].startswith(HEADER):
+            self._delete_chunks(key, old["Value"])
+        return True
+
+    # -- history --------------------------------------------------------------------------
+    def _history(self, key: str) -> list[VersionInfo]:
+        versions, token = [], None
+        while True:
+            kwargs = {"Name": self.param(key), "WithDecryption": False, "MaxResults": 50}
+            if token:
+                kwargs["NextToken"] = token
+            page = self.call("get_parameter_history", [key], missing=("ParameterNotFound",),
+                             **kwargs)
+            if page is None:
+                return versions
+            versions += [VersionInfo(str(p["Version"]), p.get("LastModifiedDate"),
+                                     p.get("LastModifiedUser")) for p in page["Parameters"]]
+            token = page.get("NextToken")
+            if not token:
+                return sorted(versions, key=lambda v: int(v.version))
+
+    def _get_version(self, key: str, version: str) -> Secret | None:
+        found = self.call("get_parameter", [key], Name=f"{self.param(key)}:{version}",
+                          WithDecryption=True,
+                          missing=("ParameterNotFound", "ParameterVersionNotFound"))
+        return None if found is None else self._to_secret(key, found["Parameter"])
+
+
+def _parse_header(backend: str, key: str, header: str) -> tuple[int, str, str]:
+    try:
+        count, digest, tag = header[len(HEADER):].split(":")
+        return int(count), digest, tag
+    except ValueError:
+        raise StoreCorrupt(backend, f"{key!r}: a malformed chunk header") from None
+
+
+def _split_utf8(value: str, limit: int) -> list[str]:
+    """Pieces of at most ``limit`` bytes each, never cutting a character in two."""
+    pieces, current, size = [], [], 0
+    for char in value:
+        width = len(char.encode("utf-8"))
+        if size + width > limit:
+            pieces.append("".join(current))
+            current, size = [], 0
+        current.append(char)
+        size += width
+    pieces.append("".join(current))
+    return pieces
