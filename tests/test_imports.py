@@ -39,3 +39,12 @@ def test_loading_core_backends_loads_no_sdk(tmp_path: Path) -> None:
         '[backends.local]\ntype = "local"\n')
     (tmp_path / "s.json").write_text('{"a": "fake"}')
     assert _loaded("latchkey.load().get('a')", cwd=tmp_path) == []
+
+
+def test_aws_backends_load_boto3_only_when_used(tmp_path: Path) -> None:
+    """A manifest naming the AWS backends validates and builds without importing boto3."""
+    (tmp_path / "latchkey.toml").write_text(
+        '[backends.ssm]\ntype = "aws_ssm"\nprefix = "/x/{env}"\n'
+        '[backends.sm]\ntype = "aws_secrets_manager"\n'
+        '[backends.ddb]\ntype = "dynamodb"\ntable = "t"\n')
+    assert _loaded("latchkey.load()", cwd=tmp_path) == []

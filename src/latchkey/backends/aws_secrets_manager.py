@@ -56,6 +56,10 @@ class SecretsManagerBackend(AwsBackend):
     def locate(self, key: str) -> str:
         return f"secretsmanager:{self.prefix}{key}"
 
+    def check(self) -> str:
+        self.call("list_secrets", MaxResults=1)
+        return f"ok (prefix {self.prefix or '(none)'})"
+
     def secret_id(self, key: str) -> str:
         return f"{self.prefix}{key}"
 

@@ -62,6 +62,11 @@ class SsmBackend(AwsBackend):
     def locate(self, key: str) -> str:
         return f"ssm:{self.param(key)}"
 
+    def check(self) -> str:
+        self.call("get_parameters_by_path", Path=self.prefix or "/", Recursive=True,
+                  MaxResults=1, WithDecryption=False)
+        return f"ok (prefix {self.prefix or '/'})"
+
     def param(self, key: str) -> str:
         return f"{self.prefix}/{key}"
 

@@ -20,6 +20,7 @@ calls concurrent, unprocessed keys retried with capped backoff.
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from datetime import datetime, timezone
@@ -38,6 +39,7 @@ BATCH = 100
 DATA_KEYS_CACHED = 1024
 CONDITION_FAILED = ("ConditionalCheckFailedException",)
 HISTORY_KEPT = 100
+WRITE_ATTEMPTS = 20
 
 
 class DynamoDbConfig(AwsConfig):
@@ -83,6 +85,11 @@ class DynamoDbBackend(AwsBackend):
     def check(self) -> str:
         table = self.call("describe_table", TableName=self.table)["Table"]
         return f"ok (table {self.table}, {table.get('ItemCount', '?')} items)"
+
+    def init(self) -> dict[str, object]:
+        """For ``latchkey init``: create the table if needed."""
+        return {"table": self.table, "table_created": self.ensure_table(),
+                "encryption": self.config.encryption}
 
     def ensure_table(self) -> bool:
         """Create the table (on-demand billing) if it does not exist; True if created."""
@@ -148,7 +155,9 @@ class DynamoDbBackend(AwsBackend):
 
     # -- writes ---------------------------------------------------------------------------
     def _put(self, key: str, value: str) -> Secret:
-        for _ in range(10):
+        for attempt in range(WRITE_ATTEMPTS):
+            if attempt:  # another writer won: back off a little, with jitter, and re-read
+                time.sleep(min(0.5, 0.01 * 2 ** attempt) * random.random())
             current = self.call("get_item", [key], TableName=self.table,
                                 Key={"key": {"S": key}}, ConsistentRead=True).get("Item")
             version = int(current["v"]["N"]) + 1 if current else 1
@@ -162,7 +171,8 @@ class DynamoDbBackend(AwsBackend):
             if self.call("put_item", [key], missing=CONDITION_FAILED, TableName=self.table,
                          Item=item, **condition) is not None:
                 return self._secret(key, value, str(version), created_at=_time(item["at"]["S"]))
-        raise BackendUnavailable(self.name, f"{key!r}: ten writers in a row got there first")
+        raise BackendUnavailable(self.name, f"{key!r}: {WRITE_ATTEMPTS} writes in a row lost to "
+                                            "other writers; nothing was written")
 
     def _item(self, key: str, value: str, version: int, current: dict | None) -> dict:
         edk = self._new_data_key(key) if self.config.encryption == "kms" else None

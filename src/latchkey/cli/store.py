@@ -9,23 +9,28 @@ from ._common import MASK, _emit, _lk, _print, _table, cli, json_option
 
 
 @cli.command()
-@click.option("--backend", help="The local backend to set up (default: the first in the chain).")
+@click.option("--backend", help="The backend to set up (default: the first local one in the "
+                                "chain). A dynamodb backend gets its table created.")
 @json_option
 @click.pass_context
 def init(ctx: click.Context, backend: str | None, as_json: bool) -> None:
-    """Create the local store and its 0600 master key file.
+    """Create the local store and its 0600 master key file (or a DynamoDB backend's table).
 
-    Never overwrites: an existing key or store is kept. With LATCHKEY_MASTER_KEY set, no key
-    file is made and the store is encrypted under that key.
+    Never overwrites: an existing key, store or table is kept. With LATCHKEY_MASTER_KEY set,
+    no key file is made and the store is encrypted under that key.
     """
     lk = _lk(ctx)
-    locals_ = [lk.backend(backend)] if backend else [b for b in lk.chain if b.type == "local"]
-    if not locals_ or locals_[0].type != "local":
-        raise UsageError("no local backend to initialise (add [backends.local] type = \"local\")")
-    result = locals_[0].init()  # type: ignore[attr-defined]
-    result["backend"] = locals_[0].name
+    targets = [lk.backend(backend)] if backend else [b for b in lk.chain if b.type == "local"]
+    if not targets or not hasattr(targets[0], "init"):
+        raise UsageError("nothing to initialise: name a local or dynamodb backend with "
+                         "--backend, or add [backends.local] type = \"local\"")
+    result = {"backend": targets[0].name, **targets[0].init()}
 
     def text() -> None:
+        if "table" in result:
+            state = "created" if result["table_created"] else "kept existing"
+            click.echo(f"{state} table {result['table']} ({result['encryption']} encryption)")
+            return
         key = "created" if result["key_created"] else "kept"
         store = "created" if result["store_created"] else "kept existing"
         click.echo(f"{store} store {result['store']}")
