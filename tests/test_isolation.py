@@ -112,16 +112,14 @@ async def _task_run(lk, account, expected) -> tuple[int, int]:
 
 
 def _start_subprocess(account: str, expected: tuple[str, str], via_run: bool, tmp: Path):
+    """Start one child; the scripts are written once beforehand (rewriting a script while
+    another child starts reading it would hand that child an empty file)."""
     hashes = [_sha(expected[0]), _sha(expected[1]), str(READS_PER_SUBPROC)]
     if via_run:
-        script = tmp / "via_run.py"
-        script.write_text(VIA_RUN)
         cmd = [sys.executable, "-m", "latchkey", "run", "--pipeline", "ads", "--param",
-               f"account={account}", "--", sys.executable, str(script), *hashes]
+               f"account={account}", "--", sys.executable, str(tmp / "via_run.py"), *hashes]
     else:
-        script = tmp / "child.py"
-        script.write_text(CHILD)
-        cmd = [sys.executable, str(script), account, *hashes]
+        cmd = [sys.executable, str(tmp / "child.py"), account, *hashes]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=tmp)
 
@@ -134,6 +132,8 @@ def test_200_concurrent_runs_never_cross(world) -> None:
     env_before = dict(os.environ)
     lk = latchkey.load()
 
+    (tmp_path / "tmp" / "via_run.py").write_text(VIA_RUN)
+    (tmp_path / "tmp" / "child.py").write_text(CHILD)
     procs = [_start_subprocess(a, values[a], i % 2 == 0, tmp_path / "tmp")
              for i, a in enumerate(accounts[THREADS + TASKS:])]
 
@@ -155,11 +155,17 @@ def test_200_concurrent_runs_never_cross(world) -> None:
     assert not any(t.is_alive() for t in threads)
 
     proc_results = []
-    for p in procs:
-        out, err = p.communicate(timeout=180)
-        assert p.returncode == 0, err
-        proc_results.append(json.loads(out.strip().splitlines()[-1]))
-        assert all(v not in out + err for pair in values.values() for v in pair)
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=180)
+            assert p.returncode == 0 and out.strip(), f"exit {p.returncode}: {out!r} {err!r}"
+            proc_results.append(json.loads(out.strip().splitlines()[-1]))
+            assert all(v not in out + err for pair in values.values() for v in pair)
+    finally:
+        for p in procs:  # never leave a child behind, even when an assertion failed
+            if p.poll() is None:
+                p.kill()
+            p.communicate(timeout=30)
 
     assert len(thread_results) == THREADS and len(task_results) == TASKS
     wrong = sum(w for w, _ in thread_results + task_results) + sum(r["wrong"] for r in proc_results)
