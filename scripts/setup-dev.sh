@@ -17,5 +17,5 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 python -m pip install --progress-bar off --upgrade pip
-python -m pip install --progress-bar off -e '.[all,test]'
+python -m pip install --progress-bar off -e '.[all,test]' -c scripts/constraints.txt
 python -m pip check || echo "warning: pip check reports conflicts (see above)" >&2

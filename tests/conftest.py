@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from latchkey.backends.local import generate_master_key
 
@@ -16,6 +17,16 @@ from .servers import aws_env, moto, moto_server, postgres  # noqa: F401  (fixtur
 
 # Airflow writes its config under AIRFLOW_HOME on first import: keep it out of ~/airflow.
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="latchkey-tests-airflow-"))
+# dlt: no telemetry (no network here), and no probing of Airflow's variables from dlt's own
+# Airflow provider (it is on by default whenever Airflow is installed).
+os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+os.environ.setdefault("PROVIDERS__ENABLE_AIRFLOW_SECRETS", "false")
+
+# CI runs the same examples every time (a new failing example then shows up in a developer's
+# run, not as a surprise in CI); locally hypothesis explores new ones.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 #: Obviously fake values; tests search all output for them.
 FAKE = "fake-s3cr3t-Zq9x-DO-NOT-USE"

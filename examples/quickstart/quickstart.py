@@ -1,56 +1,88 @@
-"""The Python side of the quickstart: one pipeline definition, two accounts, run at once.
+"""The quickstart: one pipeline definition, two accounts, two dlt pipelines at once.
 
-Each thread opens its own run context; each sees only its own account's token. Prints names,
-backends, versions and the scope walk. Never a value.
+Each thread opens its own latchkey run; dlt's lookup of ``api_token`` and of the duckdb
+destination's credentials is answered from that run alone. The stand-in ads API checks each
+account's token, so a run that got another run's token fails loudly. Prints names and
+provenance, never a value.
+
+Run it with ``bash examples/quickstart/run.sh`` (which sets up the store first).
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
+from pathlib import Path
 
-import latchkey
+os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")  # no network calls from dlt
+# dlt's Airflow secrets provider (on whenever Airflow is installed) redirects stdout and stderr
+# process-wide on every lookup, which is not thread-safe: with pipelines in threads the
+# process can end up writing into a StringIO. latchkey answers dlt's lookups instead.
+os.environ.setdefault("PROVIDERS__ENABLE_AIRFLOW_SECRETS", "false")
+
+import dlt  # noqa: E402
+
+import latchkey  # noqa: E402
+from latchkey.integrations import dlt as latchkey_dlt  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ads_api import AdsApi, digest  # noqa: E402
+from ads_source import ads  # noqa: E402
+
+ACCOUNTS = ["acct_42", "acct_43"]
 
 
-def load_account(lk: latchkey.Latchkey, account: str, report: dict) -> None:
-    with lk.pipeline("facebook_ads", account=account, run_name=f"quickstart__{account}") as run:
-        token = run.secret("access_token")    # this run's own token, prefetched on entry
-        # Call the API with `token` here; only its provenance is printed.
-        found = run.explain("access_token").secret
-        report[account] = (f"run {run.name}: access_token from {found.backend} "
-                           f"{found.key} (version {found.version}), {len(token)} characters, "
-                           f"ready in {run.ready_seconds * 1000:.1f} ms")
-        assert latchkey.current() is run          # each thread sees its own run
+def load_account(lk: latchkey.Latchkey, account: str, api_url: str, report: dict) -> None:
+    """One pipeline run: a latchkey run around a dlt pipeline, in this thread."""
+    with lk.pipeline("ads_report", account=account, run_name=f"quickstart__{account}") as run:
+        pipeline = dlt.pipeline(pipeline_name=f"ads_report_{account}", destination="duckdb",
+                                dataset_name="ads", pipelines_dir=str(Path.cwd() / ".dlt"))
+        pipeline.run(ads(account=account, base_url=api_url))
+        with pipeline.sql_client() as sql:
+            rows = sql.execute_sql("SELECT count(*), min(account), max(account) FROM campaigns")
+        token = run.explain("api_token").secret
+        warehouse = run.connection("warehouse")
+        report[account] = {
+            "run": run.name,
+            "api_token": f"{token.backend} {token.key} (version {token.version})",
+            "warehouse": f"{warehouse.conn_type} {Path(warehouse.host).name}",
+            "rows": rows[0][0],
+            "accounts_in_table": sorted({rows[0][1], rows[0][2]}),
+            "ready_ms": round(run.ready_seconds * 1000, 1),
+        }
 
 
-def main() -> None:
+def main() -> int:
     lk = latchkey.load()
-    print(f"latchkey {latchkey.__version__}: env={lk.env}, chain={[b.name for b in lk.chain]}")
-    report: dict[str, str] = {}
-    threads = [threading.Thread(target=load_account, args=(lk, a, report))
-               for a in ("acct_42", "acct_43")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for account in sorted(report):
-        print(f"  {account}: {report[account]}")
-
-    shared = lk.explain("shared/slack_token")
-    walk = ", ".join(f"{a.backend}={a.outcome}" for a in shared.attempts)
-    print(f"  shared/slack_token: from {shared.secret.backend} [{walk}]")
-
-    try:
-        with lk.pipeline("facebook_ads", account="acct_99"):
-            pass
-    except latchkey.MissingSecrets as exc:
-        print(f"  a run whose secrets are missing fails at once, saying where it looked:\n    {exc}")
-
-    with lk.pipeline("facebook_ads", account="acct_42") as run:
-        try:
-            run.get("marketing/facebook/acct_43/access_token")
-        except latchkey.AccessDenied as exc:
-            print(f"  and a run cannot read another account's secrets:\n    {exc}")
+    latchkey_dlt.install()
+    # The stand-in API learns each account's token digest (an admin read; a real API would
+    # have issued the token).
+    digests = {a: digest(lk.get(f"marketing/ads/{a}/api_token")) for a in ACCOUNTS}
+    report: dict[str, dict] = {}
+    with AdsApi(digests) as api:
+        threads = [threading.Thread(target=load_account, args=(lk, a, api.url, report))
+                   for a in ACCOUNTS]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+    print(f"latchkey {latchkey.__version__}, env {lk.env}, chain {[b.name for b in lk.chain]}")
+    for account in ACCOUNTS:
+        r = report.get(account)
+        if r is None:
+            print(f"  {account}: FAILED (see the error above)")
+            continue
+        print(f"  {account}: run {r['run']} ready in {r['ready_ms']} ms; api_token from "
+              f"{r['api_token']}; loaded {r['rows']} campaigns of {', '.join(r['accounts_in_table'])} "
+              f"into {r['warehouse']}")
+    refused = sum(n for (_, outcome), n in api.seen.items() if outcome == "refused")
+    print(f"  the ads API accepted {sum(api.seen.values()) - refused} requests and refused "
+          f"{refused}: each run used its own token")
+    ok = len(report) == len(ACCOUNTS) and refused == 0 and all(
+        r["accounts_in_table"] == [a] for a, r in report.items())
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -6,37 +6,33 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 work="${QUICKSTART_DIR:-$(mktemp -d -t latchkey-quickstart.XXXXXX)}"
 mkdir -p "$work" && cd "$work"
 cp "$here/latchkey.toml" .
+export RUNTIME__DLTHUB_TELEMETRY=false          # dlt: no telemetry calls
+export PROVIDERS__ENABLE_AIRFLOW_SECRETS=false  # dlt: see quickstart.py for why
 echo "== working in $work"
 
 echo "== latchkey init: a 0600 master key file and an encrypted store"
 latchkey init
 
-echo "== latchkey set: values come from stdin (or a hidden prompt), never from argv"
-printf '%s' 'fake-fb-token-for-acct-42' | latchkey set marketing/facebook/acct_42/access_token
-printf '%s' 'fake-fb-token-for-acct-43' | latchkey set marketing/facebook/acct_43/access_token
-printf '%s' 'fake-slack-token-v1' | latchkey set shared/slack_token
-printf '%s' 'fake-slack-token-v2' | latchkey set shared/slack_token
+echo "== latchkey set: values from stdin (or a hidden prompt), never from argv"
+for account in acct_42 acct_43; do
+    # a fake token per account; only the store ever holds it
+    printf '%s' "fake-token-$account-$(python -c 'import secrets; print(secrets.token_hex(8))')" \
+        | latchkey set "marketing/ads/$account/api_token"
+    printf '{"conn_type": "duckdb", "host": "%s/warehouse_%s.duckdb"}' "$work" "$account" \
+        | latchkey set "connections/warehouse_$account"
+done
+printf '%s' 'fake-slack-token' | latchkey set shared/slack_token
 
-echo "== latchkey get: masked unless --reveal"
-latchkey get shared/slack_token
+echo "== latchkey check: every requirement of every instance of every pipeline"
+latchkey check
 
-echo "== latchkey ls / history"
-latchkey ls
-latchkey history shared/slack_token
+echo "== latchkey explain --pipeline: the scope walk for one name"
+latchkey explain --pipeline ads_report --param account=acct_42 slack_token
 
-echo "== an environment variable earlier in the chain wins; explain shows the walk"
-LATCHKEY__SHARED__SLACK_TOKEN=fake-from-env latchkey explain shared/slack_token
+echo "== two dlt pipelines at once, one pipeline definition, each run with its own token"
+python "$here/quickstart.py"
 
 echo "== latchkey run: a command gets one run's secrets in its environment"
-latchkey run --pipeline facebook_ads --param account=acct_42 -- \
-    sh -c 'echo "  the child sees ACCESS_TOKEN (${#ACCESS_TOKEN} characters) and SLACK_TOKEN: ${SLACK_TOKEN:+set}"'
-
-echo "== explain --pipeline: the scope walk, most specific level first"
-latchkey explain --pipeline facebook_ads --param account=acct_43 access_token
-
-echo "== the Python API: two accounts, one pipeline definition, at once"
-LATCHKEY__SHARED__SLACK_TOKEN=fake-from-env python "$here/quickstart.py"
-
-echo "== latchkey doctor"
-latchkey doctor
+latchkey run --pipeline ads_report --param account=acct_43 -- \
+    sh -c 'echo "  the child sees API_TOKEN (${#API_TOKEN} characters) and AIRFLOW_CONN_WAREHOUSE: ${AIRFLOW_CONN_WAREHOUSE:+set}"'
 echo "== quickstart done"

@@ -55,6 +55,8 @@ class PipelineConfig(BaseModel):
     env: str | None = None
     env_vars: dict[str, str] = {}
     instances: list[dict[str, str]] = []
+    dlt_destination: str | None = None
+    dlt: dict[str, str] = {}
     description: str | None = None
 
 

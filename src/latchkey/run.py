@@ -67,6 +67,11 @@ class Run:
                            tuple(self.connection_keys.values()))
         self._config = config
         self._chain = chain
+        #: dlt lookups the pipeline maps explicitly: dotted path -> secret:/key:/connection:
+        self.dlt_mapping = {path: "key:" + fill_template(target[4:], values, f"{what} dlt mapping")
+                            if target.startswith("key:") else target
+                            for path, target in config.dlt.items()}
+        self.dlt_destination = config.dlt_destination
         self._by_name: dict[str, str] = {}   # name -> value: the warm path reads only this
         self._by_key: dict[str, str] = {}    # absolute key -> value
         self._connections: dict[str, "Connection"] = {}
@@ -268,6 +273,15 @@ class Run:
                         "AWS_SECRET_ACCESS_KEY": creds.secret_key,
                         "AWS_SESSION_TOKEN": creds.token})
         return env
+
+    def held(self, name: str) -> str | None:
+        """The value of ``name`` if the run already holds it, else None; never calls a store
+        (the dlt provider asks this for every field dlt looks up)."""
+        return self._by_name.get(name)
+
+    @property
+    def has_aws_role(self) -> bool:
+        return self._config.aws_role is not None
 
     @property
     def names(self) -> list[str]:
