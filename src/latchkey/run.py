@@ -21,7 +21,7 @@ import uuid
 from contextlib import contextmanager
 from contextvars import ContextVar
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Iterator, Mapping
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 from .chain import Chain, Resolution
 from .errors import AccessDenied, MissingSecrets, RunClosed, UsageError
@@ -32,10 +32,25 @@ if TYPE_CHECKING:
     from .connection import Connection
     from .manifest import PipelineConfig
 
-__all__ = ["Run", "current", "pipeline_fields"]
+__all__ = ["Run", "add_value_listener", "current", "pipeline_fields"]
 
 _current: ContextVar["Run | None"] = ContextVar("latchkey_run", default=None)
 _CONNECTION = "connection:"
+_value_listeners: list[Callable[[str], None]] = []
+
+
+def add_value_listener(listener: Callable[[str], None]) -> None:
+    """Call ``listener(value)`` for every value any run obtains from now on (a secret, a
+    connection's stored value and its password): integrations register log masking here."""
+    if listener not in _value_listeners:
+        _value_listeners.append(listener)
+
+
+def _announce(*values: str | None) -> None:
+    for listener in _value_listeners:
+        for value in values:
+            if value:
+                listener(value)
 
 
 def current() -> "Run | None":
@@ -189,6 +204,7 @@ class Run:
                                f"{key!r} (scope {self.scope.prefix!r}, shared/, grants "
                                f"{list(self.scope.grants)})")
         secret = self._chain.get(key)
+        _announce(secret.value)
         with self._lock:
             self._check_open()
             self._by_key[key] = secret.value
@@ -212,6 +228,7 @@ class Run:
         from .connection import Connection
 
         parsed = Connection.from_value(self.get(key), conn_id=name)
+        _announce(parsed.password)
         with self._lock:
             self._check_open()
             self._connections[name] = parsed
@@ -302,6 +319,7 @@ class Run:
         self._resolutions[name] = resolution
         if resolution.secret is None:
             return
+        _announce(resolution.secret.value)
         if name.startswith(_CONNECTION):
             self._by_key[resolution.secret.key] = resolution.secret.value
             return
