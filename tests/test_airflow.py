@@ -54,7 +54,7 @@ def _run_dag(home: Path, dag_file: Path, extra: dict[str, str], cwd: Path) -> st
     result = subprocess.run([sys.executable, str(dag_file)], env=_airflow_env(home, extra),
                             capture_output=True, text=True, timeout=600, cwd=cwd)
     output = result.stdout + result.stderr
-    (cwd / "dag-output.txt").write_text(output)
+    (cwd / "dag-output.txt").write_text(output)  # kept beside the test for diagnosis
     assert result.returncode == 0, output[-4000:]
     return output
 
@@ -149,7 +149,7 @@ def _api_module():
 def _check_example(output: str, api, tokens: dict[str, str]) -> None:
     assert "DAG RUN STATE: success" in output, output[-4000:]
     for account in tokens:
-        assert f"api_token from" in output and f"marketing/ads/{account}/api_token; 5 rows" in output
+        assert "api_token from" in output and f"marketing/ads/{account}/api_token; 5 rows" in output
     refused = sum(n for (_, outcome), n in api.seen.items() if outcome == "refused")
     assert refused == 0 and {a for (a, o) in api.seen if o == "ok"} == set(tokens)
     assert all(token not in output for token in tokens.values())

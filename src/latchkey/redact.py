@@ -55,6 +55,9 @@ class Redactor(logging.Filter):
         masked = self.redact(message)
         if masked != message:
             record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            # formatters build this text after filters run, and reuse it when already set
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = self.redact(record.exc_text)
         return True
