@@ -141,3 +141,29 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, moto_server: str) -> str:
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)  # every service, STS included
     return moto_server
+
+
+def airflow_env(home: Path, extra: dict[str, str]) -> dict[str, str]:
+    """The environment for a subprocess using Airflow with its own home."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AIRFLOW", "LATCHKEY", "AWS_"))}
+    env.update({"AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
+                "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+                "RUNTIME__DLTHUB_TELEMETRY": "false", "DLT_DATA_DIR": str(home / "dlt-data"),
+                "PROVIDERS__ENABLE_AIRFLOW_SECRETS": "false"})
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def airflow_home(tmp_path_factory) -> Path:
+    """A real Airflow 3 home, migrated on SQLite (``airflow db migrate``)."""
+    import sys
+
+    home = tmp_path_factory.mktemp("airflow-home")
+    (home / "dags").mkdir()
+    result = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"],
+                            env=airflow_env(home, {}), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return home

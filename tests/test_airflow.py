@@ -16,32 +16,11 @@ import pytest
 from latchkey import Connection
 from latchkey.backends.local import LocalBackend, generate_master_key
 
+from .servers import airflow_env as _airflow_env
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "airflow"
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def airflow_home(tmp_path_factory) -> Path:
-    """A migrated Airflow home (SQLite) of its own."""
-    home = tmp_path_factory.mktemp("airflow-home")
-    (home / "dags").mkdir()
-    result = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"],
-                            env=_airflow_env(home, {}), capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return home
-
-
-def _airflow_env(home: Path, extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AIRFLOW", "LATCHKEY", "AWS_"))}
-    env.update({"AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
-                "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
-                "RUNTIME__DLTHUB_TELEMETRY": "false", "DLT_DATA_DIR": str(home / "dlt-data"),
-                "PROVIDERS__ENABLE_AIRFLOW_SECRETS": "false"})
-    env.update(extra)
-    return env
 
 
 def _backend_env(manifest: Path, key: str) -> dict[str, str]:
