@@ -44,7 +44,7 @@ def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 def test_child_gets_only_this_runs_secrets(project: Path) -> None:
     """The child sees its secrets under their names, not the master key nor env-backend vars."""
-    result = _run("--", sys.executable, "-c", PRINT_ENV,
+    result = _run("--no-mask", "--", sys.executable, "-c", PRINT_ENV,
                   env={"LATCHKEY__OTHER": "fake-other-pipeline", "KEEP_ME": "yes",
                        "LATCHKEY_MASTER_KEY": ""})
     assert result.returncode == 0, result.stderr
@@ -52,6 +52,19 @@ def test_child_gets_only_this_runs_secrets(project: Path) -> None:
     assert seen == {"ACCESS_TOKEN": FAKE + "-tok", "ADS_APP_SECRET": FAKE + "-app",
                     "LATCHKEY_MASTER_KEY": None, "LATCHKEY__OTHER": None, "KEEP_ME": "yes"}
     assert FAKE not in result.stderr
+
+
+def test_child_output_is_masked_by_default(project: Path) -> None:
+    """What the child prints of its secrets (and token shapes) reaches us as ***."""
+    script = ("import os, sys, base64\n"
+              "print('token', os.environ['ACCESS_TOKEN'])\n"
+              "print('b64', base64.b64encode(os.environ['ADS_APP_SECRET'].encode()).decode())\n"
+              "print('jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJmYWtlIn0.c2lnbmF0dXJlZmFrZQ', "
+              "file=sys.stderr)\n")
+    result = _run("--", sys.executable, "-c", script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["token ***", "b64 ***"]
+    assert result.stderr.strip() == "jwt ***"
 
 
 def test_pristine_environment(project: Path) -> None:

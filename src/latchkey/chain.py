@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
+from . import redact
 from .backends.base import Backend, Secret
 from .errors import AccessDenied, Attempt, BackendError, SecretNotFound
 from .keys import validate_key
@@ -134,6 +135,7 @@ class Chain:
                     still.append(key)
                 elif not result.found:
                     result.secret = secret
+                    redact.register(secret.value)
             pending = still
         return results
 
@@ -199,6 +201,7 @@ class Chain:
                                                str(outcome)))
             elif key in outcome:
                 result.secret = outcome[key]
+                redact.register(result.secret.value)
                 result.attempts.append(Attempt(backend.name, where, "found", key, level.label))
                 return True
             else:

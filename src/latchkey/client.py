@@ -8,8 +8,10 @@ import time
 from typing import Callable, Iterable, Sequence
 
 from .backends import Backend, Secret, VersionInfo, backend_class
+from . import redact
+from .audit import Auditor, AuditEvent, build_auditor
 from .chain import Chain, Resolution
-from .errors import LatchkeyError, ReadOnlyBackend, UsageError
+from .errors import LatchkeyError, ReadOnlyBackend, SecretNotFound, UsageError
 from .keys import validate_key, validate_prefix
 from .manifest import Manifest, load_manifest
 from .run import Run, pipeline_fields
@@ -31,11 +33,13 @@ def load(path: str | os.PathLike[str] | None = None, *, env: str | None = None) 
         ManifestError: the manifest is invalid; the message names the file and the field.
     """
     manifest = load_manifest(path, env)
+    redact.install()  # every value resolved from here on is masked in this process's logs
     backends = _build_backends(manifest, manifest.env)
     return Latchkey([backends[n] for n in manifest.chain], env=manifest.env,
                     manifest=manifest, extra_backends=backends.values(),
                     on_backend_error=manifest.on_backend_error,
-                    chain_factory=lambda env: _build_chain(manifest, env))
+                    chain_factory=lambda env: _build_chain(manifest, env),
+                    auditor=build_auditor(manifest.audit, manifest.base_dir))
 
 
 def _build_chain(manifest: Manifest, env: str) -> Chain:
@@ -64,6 +68,7 @@ class Latchkey:
         chain_factory: builds the chain for another environment (``load`` gives one that
             refills ``{env}`` in the manifest's backends); without it every environment
             uses ``backends``.
+        auditor: where audit events go (``load`` builds it from ``[audit]``).
     """
 
     def __init__(
@@ -75,6 +80,7 @@ class Latchkey:
         extra_backends: Iterable[Backend] = (),
         on_backend_error: str = "fall_through",
         chain_factory: Callable[[str], Chain] | None = None,
+        auditor: Auditor | None = None,
     ) -> None:
         self.env = env
         self.manifest = manifest
@@ -82,6 +88,7 @@ class Latchkey:
         self._backends = {b.name: b for b in [*extra_backends, *backends]}
         self._chains = {env: self.chain}   # one chain per environment, built on first use
         self._chain_factory = chain_factory
+        self.audit = auditor or Auditor()
         self._chains_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -119,11 +126,29 @@ class Latchkey:
             SecretNotFound: no backend holds it; lists every (backend, path) tried.
             BackendError: a backend failed and no later backend held the key.
         """
-        return self.chain.get(key).value
+        return self.get_secret(key).value
 
     def get_secret(self, key: str) -> Secret:
         """Like :meth:`get`, with provenance: backend, path, version."""
-        return self.chain.get(key)
+        start = time.perf_counter()
+        try:
+            secret = self.chain.get(key)
+        except LatchkeyError as exc:
+            self._audit("read", key, "absent" if isinstance(exc, SecretNotFound) else "error",
+                        detail=str(exc), start=start)
+            raise
+        self._audit("read", key, "ok", secret=secret, start=start)
+        return secret
+
+    def _audit(self, event: str, key: str, outcome: str, secret: Secret | None = None,
+               detail: str | None = None, start: float | None = None,
+               backend: str | None = None) -> None:
+        if not self.audit.enabled:
+            return
+        self.audit.record(AuditEvent(
+            event, key, outcome, backend=secret.backend if secret else backend,
+            version=secret.version if secret else None, detail=detail,
+            latency_ms=round((time.perf_counter() - start) * 1000, 3) if start else None))
 
     def get_many(self, keys: Iterable[str]) -> dict[str, str]:
         """Resolve many keys in one pass per backend. Every key must be found."""
@@ -177,7 +202,15 @@ class Latchkey:
     def set(self, key: str, value: str, backend: str | None = None) -> Secret:
         """Write ``value`` to the first writable backend (or ``backend``); returns metadata."""
         validate_key(key)
-        return self.writable_backend(backend).put(key, value)
+        target = self.writable_backend(backend)
+        start = time.perf_counter()
+        try:
+            secret = target.put(key, value)
+        except LatchkeyError as exc:
+            self._audit("write", key, "error", detail=str(exc), start=start, backend=target.name)
+            raise
+        self._audit("write", key, "ok", secret=secret, start=start)
+        return secret
 
     def delete(self, key: str, backend: str | None = None) -> Backend | None:
         """Delete ``key`` from ``backend``, or from the first writable backend holding it.
@@ -189,6 +222,7 @@ class Latchkey:
             [b for b in self.chain if b.is_writable]
         for b in targets:
             if b.delete(key):
+                self._audit("delete", key, "ok", backend=b.name)
                 return b
         return None
 
@@ -215,7 +249,8 @@ class Latchkey:
                              f"(its parameters: {sorted(expected) or 'none'})")
         explicit = self.manifest.env_explicit if self.manifest else True
         chosen = env or (self.env if explicit else None) or config.env or self.env
-        return Run(name, config, self.chain_for(chosen), chosen, params, run_name)
+        return Run(name, config, self.chain_for(chosen), chosen, params, run_name,
+                   auditor=self.audit)
 
     def pipeline_config(self, name: str):
         """The manifest entry of pipeline ``name``."""

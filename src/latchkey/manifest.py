@@ -60,9 +60,29 @@ class PipelineConfig(BaseModel):
     description: str | None = None
 
 
+class AuditSink(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["file", "stderr", "dynamodb", "otel"]
+    path: str | None = None
+    max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    backups: int = Field(5, ge=0)
+    table: str | None = None
+    region: str | None = None
+    endpoint_url: str | None = None
+
+
+class AuditConfig(BaseModel):
+    """``[audit]``: where audit events go, and whether an access needs them recorded."""
+
+    model_config = ConfigDict(extra="forbid")
+    required: bool = False
+    sinks: list[AuditSink] = []
+
+
 class _Document(BaseModel):
     model_config = ConfigDict(extra="forbid")
     env: str = "dev"
+    audit: AuditConfig | None = None
     environments: list[str] | None = None
     chain: list[str] | None = None
     on_backend_error: Literal["fall_through", "raise"] = "fall_through"
@@ -84,6 +104,7 @@ class Manifest:
     #: True when the environment was chosen for this process (argument, --env, LATCHKEY_ENV)
     #: rather than taken from the manifest's default: it then beats a pipeline's own env.
     env_explicit: bool = False
+    audit: AuditConfig | None = None
 
     @property
     def base_dir(self) -> Path:
@@ -156,9 +177,14 @@ def parse_manifest(raw: dict[str, Any], path: Path, env: str | None = None) -> M
         raise ManifestError(path, "chain", "names a backend twice")
     for name, pipeline in doc.pipelines.items():
         _check_pipeline(path, name, pipeline)
+    for i, sink in enumerate(doc.audit.sinks if doc.audit else []):
+        if sink.type == "dynamodb" and not sink.table:
+            raise ManifestError(path, f"audit.sinks[{i}].table", "missing (a dynamodb sink "
+                                                                  "names its table)")
     return Manifest(path=path, env=chosen, chain=list(chain), backends=backends,
                     pipelines=dict(doc.pipelines), environments=doc.environments,
-                    on_backend_error=doc.on_backend_error, env_explicit=bool(explicit))
+                    on_backend_error=doc.on_backend_error, env_explicit=bool(explicit),
+                    audit=doc.audit)
 
 
 def _check_pipeline(path: Path, name: str, pipeline: PipelineConfig) -> None:

@@ -23,8 +23,11 @@ from contextvars import ContextVar
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
+from . import metrics, redact
 from .chain import Chain, Resolution
-from .errors import AccessDenied, MissingSecrets, RunClosed, UsageError
+from .audit import Auditor, AuditEvent
+from .errors import (AccessDenied, LatchkeyError, MissingSecrets, RunClosed, SecretNotFound,
+                     UsageError)
 from .keys import validate_key
 from .scope import Level, Scope, fill_template, template_fields
 
@@ -47,9 +50,10 @@ def add_value_listener(listener: Callable[[str], None]) -> None:
 
 
 def _announce(*values: str | None) -> None:
-    for listener in _value_listeners:
-        for value in values:
-            if value:
+    for value in values:
+        if value:
+            redact.register(value)
+            for listener in _value_listeners:
                 listener(value)
 
 
@@ -68,7 +72,8 @@ class Run:
     """One pipeline run. Build it with ``Latchkey.pipeline``; use it as a context manager."""
 
     def __init__(self, pipeline: str, config: "PipelineConfig", chain: Chain, env: str,
-                 params: Mapping[str, str], name: str | None = None) -> None:
+                 params: Mapping[str, str], name: str | None = None,
+                 auditor: Auditor | None = None) -> None:
         self.pipeline = pipeline
         self.name = name or f"{pipeline}-{uuid.uuid4().hex[:12]}"
         self.environment = env
@@ -82,6 +87,7 @@ class Run:
                            tuple(self.connection_keys.values()))
         self._config = config
         self._chain = chain
+        self._audit = auditor or Auditor()
         #: dlt lookups the pipeline maps explicitly: dotted path -> secret:/key:/connection:
         self.dlt_mapping = {path: "key:" + fill_template(target[4:], values, f"{what} dlt mapping")
                             if target.startswith("key:") else target
@@ -114,12 +120,17 @@ class Run:
             raise UsageError(f"run {self.name!r} was already opened")
         start = time.perf_counter()
         resolved = self.preflight()
-        self._fail_on_missing({n: resolved[n] for n in self.required if not resolved[n].found})
+        missing = {n: resolved[n] for n in self.required if not resolved[n].found}
+        latency = time.perf_counter() - start
+        self._record("read", resolved, latency, missing)
+        self._fail_on_missing(missing)
         with self._lock:
             for name, resolution in resolved.items():
                 self._remember(name, resolution)
             self._state = "open"
         self.ready_seconds = time.perf_counter() - start
+        metrics.incr("runs_opened", pipeline=self.pipeline)
+        metrics.observe("run_ready_seconds", self.ready_seconds, pipeline=self.pipeline)
         return self
 
     @property
@@ -200,10 +211,18 @@ class Run:
             return value
         self._check_open()
         if not self.scope.allows(validate_key(key)):
+            self._event("deny", key, "denied")
             raise AccessDenied(f"run {self.name!r} of pipeline {self.pipeline!r} may not read "
                                f"{key!r} (scope {self.scope.prefix!r}, shared/, grants "
                                f"{list(self.scope.grants)})")
-        secret = self._chain.get(key)
+        start = time.perf_counter()
+        try:
+            secret = self._chain.get(key)
+        except LatchkeyError as exc:
+            self._event("failure", key, "absent" if isinstance(exc, SecretNotFound) else "error",
+                        detail=str(exc))
+            raise
+        self._event("read", key, "ok", secret=secret, latency=time.perf_counter() - start)
         _announce(secret.value)
         with self._lock:
             self._check_open()
@@ -308,7 +327,10 @@ class Run:
     # -- internals ------------------------------------------------------------------------
     def _resolve_name(self, name: str) -> str:
         self._check_open()
+        start = time.perf_counter()
         resolution = self._chain.resolve_walks({name: self.scope.walk(name)})[name]
+        self._record("read", {name: resolution}, time.perf_counter() - start,
+                     {} if resolution.found else {name: resolution})
         secret = resolution.require()
         with self._lock:
             self._check_open()
@@ -325,6 +347,30 @@ class Run:
             return
         self._by_name[name] = resolution.secret.value
         self._by_key[resolution.secret.key] = resolution.secret.value
+
+    # -- audit ----------------------------------------------------------------------------
+    def _event(self, event: str, key: str, outcome: str, secret=None, latency: float | None = None,
+               detail: str | None = None) -> None:
+        if not self._audit.enabled:
+            return
+        self._audit.record(AuditEvent(
+            event, key, outcome, pipeline=self.pipeline, run=self.name,
+            backend=secret.backend if secret else None,
+            version=secret.version if secret else None, detail=detail,
+            latency_ms=round(latency * 1000, 3) if latency is not None else None))
+
+    def _record(self, event: str, resolved: Mapping[str, Resolution], latency: float,
+                missing: Mapping[str, Resolution]) -> None:
+        """One event per key resolved (and one failure per required key missing)."""
+        if not self._audit.enabled:
+            return
+        for name, resolution in resolved.items():
+            if resolution.secret is not None:
+                self._event(event, resolution.secret.key, "ok", resolution.secret, latency)
+            elif name in missing:
+                outcome = "error" if resolution.errors else "absent"
+                self._event("failure", name, outcome, latency=latency,
+                            detail=f"required secret {name!r} not resolved")
 
     def _check_open(self) -> None:
         if self._state == "closed":

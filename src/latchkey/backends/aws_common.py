@@ -18,6 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Literal, Sequence, TypeVar
 
+from .. import metrics
 from ..errors import AccessDenied, BackendUnavailable, LatchkeyError, MissingDependency
 from .base import Backend, BackendConfig, BuildContext
 
@@ -121,6 +122,7 @@ class AwsBackend(Backend):
             return
         code = (response[1] or {}).get("Error", {}).get("Code", "")
         if code in THROTTLING_CODES:
+            metrics.incr("backend_throttles", backend=self.name)
             with self._stats_lock:
                 self.stats["throttles"] += 1
 
@@ -160,6 +162,7 @@ class AwsBackend(Backend):
                 self.stats["seconds"] += time.perf_counter() - start
         retries = response.get("ResponseMetadata", {}).get("RetryAttempts", 0)
         if retries:
+            metrics.incr("backend_retries", retries, backend=self.name)
             with self._stats_lock:
                 self.stats["retries"] += retries
         return response

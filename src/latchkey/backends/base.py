@@ -21,6 +21,7 @@ errors so that each store does not repeat it.
 from __future__ import annotations
 
 import abc
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Callable, ClassVar, Iterable, Sequence, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from .. import metrics
 from ..errors import BackendUnavailable, LatchkeyError, ReadOnlyBackend, ValueTooLarge
 from ..keys import validate_key, validate_prefix
 
@@ -229,10 +231,17 @@ class Backend(abc.ABC):
             raise ReadOnlyBackend(self.name, f"cannot {action}: a {self.type} backend is read-only")
 
     def _guard(self, action: str, call: Callable[[], T]) -> T:
+        start = time.perf_counter()
         try:
             return call()
         except LatchkeyError:
+            metrics.incr("backend_errors", backend=self.name, action=action)
             raise
         except Exception as exc:
+            metrics.incr("backend_errors", backend=self.name, action=action)
             # Only the exception's type: third-party messages may quote file contents.
             raise BackendUnavailable(self.name, f"{action} failed ({type(exc).__name__})") from exc
+        finally:
+            metrics.incr("backend_calls", backend=self.name, action=action)
+            metrics.observe("backend_latency_seconds", time.perf_counter() - start,
+                            backend=self.name)

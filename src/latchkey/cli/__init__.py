@@ -8,7 +8,7 @@ read from stdin or a hidden prompt, never from the command line, and never print
 
 from __future__ import annotations
 
-from . import bench, check, copy, inspect, run, store  # noqa: F401  (registers the commands)
+from . import audit, bench, check, copy, inspect, run, store  # noqa: F401  (registers the commands)
 from ._common import cli
 
 __all__ = ["cli", "main"]

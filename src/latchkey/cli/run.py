@@ -7,10 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from typing import Sequence
 
 import click
 
+from .. import redact
 from ..backends.env import EnvBackend
 from ..backends.local import MASTER_KEY_ENV
 from ..client import Latchkey
@@ -64,11 +66,14 @@ def child_environment(lk: Latchkey, secrets: dict[str, str], pristine: bool) -> 
 @click.option("--run-name", help="This run's unique name (default: generated).")
 @click.option("--pristine", is_flag=True,
               help="Start CMD from an empty environment plus PATH and HOME.")
+@click.option("--no-mask", is_flag=True,
+              help="Pass CMD's stdout and stderr through untouched (default: every value of the "
+                   "run, and token shapes, are replaced with ***).")
 @json_option
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, pipeline: str | None, params: tuple[str, ...], run_name: str | None,
-        pristine: bool, as_json: bool, command: tuple[str, ...]) -> None:
+        pristine: bool, no_mask: bool, as_json: bool, command: tuple[str, ...]) -> None:
     """Run COMMAND with one pipeline run's secrets added to its environment.
 
     Each secret the pipeline requires is set under its `env_vars` name in the manifest, else
@@ -89,18 +94,41 @@ def run(ctx: click.Context, pipeline: str | None, params: tuple[str, ...], run_n
     lk = _lk(ctx)
     with lk.pipeline(pipeline, env=ctx.obj["env"], run_name=run_name,
                      **parse_params(params)) as active:
-        env = child_environment(lk, active.env(), pristine)
+        secrets = active.env()
+        for value in secrets.values():
+            redact.register(value)
+        env = child_environment(lk, secrets, pristine)
         summary = {"pipeline": pipeline, "run": active.name, "env": active.environment,
-                   "variables": sorted(active.env())}
-        code = _spawn(list(command), env)
+                   "variables": sorted(secrets), "masked": not no_mask}
+        code = _spawn(list(command), env, mask=not no_mask)
     if as_json:
         click.echo(json.dumps({**summary, "exit_code": code}), err=True)
     ctx.exit(code)
 
 
-def _spawn(command: list[str], env: dict[str, str]) -> int:
+def _pump(source, target) -> threading.Thread:
+    """Copy a child's output line by line, masked (lines keep a value from being split)."""
+    out = getattr(target, "buffer", None)
+
+    def copy() -> None:
+        for line in iter(source.readline, b""):
+            masked = redact.redactor().redact_bytes(line)
+            if out is not None:
+                out.write(masked)
+                out.flush()
+            else:
+                target.write(masked.decode("utf-8", "replace"))
+        source.close()
+
+    thread = threading.Thread(target=copy, daemon=True)
+    thread.start()
+    return thread
+
+
+def _spawn(command: list[str], env: dict[str, str], mask: bool = True) -> int:
+    pipe = subprocess.PIPE if mask else None
     try:
-        child = subprocess.Popen(command, env=env)
+        child = subprocess.Popen(command, env=env, stdout=pipe, stderr=pipe)
     except FileNotFoundError:
         raise CommandFailed(f"command not found: {command[0]!r}", 127) from None
     except PermissionError:
@@ -108,8 +136,11 @@ def _spawn(command: list[str], env: dict[str, str]) -> int:
     previous = {}
     for sig in FORWARDED:
         previous[sig] = signal.signal(sig, lambda signum, _frame: child.send_signal(signum))
+    pumps = [_pump(child.stdout, sys.stdout), _pump(child.stderr, sys.stderr)] if mask else []
     try:
         code = child.wait()
+        for pump in pumps:
+            pump.join(timeout=30)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -61,7 +61,7 @@ def set_(ctx: click.Context, key: str, backend: str | None, keep_newline: bool,
     lk = _lk(ctx)
     target = lk.writable_backend(backend)
     value = _read_value(key, keep_newline)
-    secret = target.put(key, value)
+    secret = lk.set(key, value, backend=target.name)
     data = {"key": key, "backend": secret.backend, "path": secret.path, "version": secret.version}
     _emit(as_json, data, lambda: click.echo(
         f"set {key} in {secret.backend} (version {secret.version})"))
