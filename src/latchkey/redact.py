@@ -18,6 +18,7 @@ import base64
 import json
 import logging
 import re
+import sys
 import threading
 from typing import Any, Iterable, MutableMapping
 from urllib.parse import quote, quote_plus
@@ -87,7 +88,14 @@ class Redactor(logging.Filter):
             # formatters build this text after filters run, and reuse it when already set
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = self.redact(record.exc_text)
+            scrubbed = self.redact(record.exc_text)
+            if scrubbed != record.exc_text and record.exc_info:
+                # Some formatters (structlog's) render exc_info themselves and never read
+                # exc_text: fold the scrubbed traceback into the message instead.
+                record.msg, record.args = f"{record.getMessage()}\n{scrubbed}", None
+                record.exc_info, record.exc_text = None, None
+            else:
+                record.exc_text = scrubbed
         return True
 
     def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]):
@@ -139,9 +147,8 @@ def _install_record_factory() -> None:
 
 
 def _install_structlog() -> None:
-    try:
-        import structlog
-    except ImportError:
+    structlog = sys.modules.get("structlog")  # only if the application uses it already
+    if structlog is None:
         return
     processors = list(structlog.get_config().get("processors", []))
     if _redactor in processors or not processors:
