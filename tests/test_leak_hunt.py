@@ -9,7 +9,6 @@ as is, URL-encoded, base64 and JSON-escaped. Any hit fails.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess

@@ -52,8 +52,19 @@ def _build_chain(manifest: Manifest, env: str) -> Chain:
 def _build_backends(manifest: Manifest, env: str) -> dict[str, Backend]:
     ctx = manifest.context()
     ctx = type(ctx)(base_dir=ctx.base_dir, env=env)
-    return {name: backend_class(cfg.type).from_config(name, cfg, ctx)
-            for name, cfg in manifest.backends.items()}
+    built = {}
+    for name, cfg in manifest.backends.items():
+        def build(name=name, cfg=cfg) -> Backend:
+            return backend_class(cfg.type).from_config(name, cfg, ctx)
+
+        if cfg.cache is None and cfg.rate_limit is None:
+            built[name] = build()
+        else:  # one cache per backend definition and environment, for the whole process
+            from .cache import shared
+
+            identity = (str(manifest.path), name, env, cfg.model_dump_json())
+            built[name] = shared(identity, build, cfg.cache, cfg.rate_limit)
+    return built
 
 
 class Latchkey:

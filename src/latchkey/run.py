@@ -21,7 +21,7 @@ import uuid
 from contextlib import contextmanager
 from contextvars import ContextVar
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from . import metrics, redact
 from .chain import Chain, Resolution
@@ -280,6 +280,58 @@ class Run:
                     region=role.region)
             return self._aws_session
 
+    def refresh(self, name: str) -> str:
+        """Read ``name`` again from the stores, past any cache (after a rotation, say).
+
+        ``name`` is a secret name of the scope walk, or ``connection:<name>`` / a connection
+        name of the pipeline. Returns the new value (for a connection, its stored value).
+        """
+        self._check_open()
+        conn = name.removeprefix(_CONNECTION)
+        if conn in self.connection_keys:
+            key = self.connection_keys[conn]
+            self._invalidate([key])
+            with self._lock:
+                self._by_key.pop(key, None)
+                self._connections.pop(conn, None)
+            return self.get(key)
+        keys = [key for _, key in self.scope.walk(name)]
+        self._invalidate(keys)
+        with self._lock:
+            self._by_name.pop(name, None)
+            for key in keys:
+                self._by_key.pop(key, None)
+        return self._resolve_name(name)
+
+    def retry_on_auth_failure(self, action: Callable[[], Any], *names: str,
+                              is_auth_failure: Callable[[BaseException], bool] | None = None):
+        """Run ``action``; if it fails with an authentication error, re-read ``names`` once
+        (past the cache: the credentials may have been rotated) and run it again.
+
+        Args:
+            action: what uses the credentials (``lambda: connect(run.connection("db"))``).
+            names: the secrets or connections to re-read.
+            is_auth_failure: decides whether an exception is an authentication failure;
+                default: its text mentions authentication, a password, access denied, 401
+                or 403.
+        """
+        check = is_auth_failure or looks_like_auth_failure
+        try:
+            return action()
+        except Exception as exc:
+            if not check(exc):
+                raise
+            for name in names or self.names:
+                self.refresh(name)
+            metrics.incr("auth_failure_retries", pipeline=self.pipeline)
+            return action()
+
+    def _invalidate(self, keys: list[str]) -> None:
+        for backend in self._chain:
+            invalidate = getattr(backend, "invalidate", None)
+            if invalidate is not None:
+                invalidate(keys)
+
     def explain(self, name: str) -> Resolution:
         """The walk for ``name``: each (backend, path, scope level) looked at and the result.
 
@@ -357,6 +409,7 @@ class Run:
             event, key, outcome, pipeline=self.pipeline, run=self.name,
             backend=secret.backend if secret else None,
             version=secret.version if secret else None, detail=detail,
+            cached=bool(secret and secret.cached),
             latency_ms=round(latency * 1000, 3) if latency is not None else None))
 
     def _record(self, event: str, resolved: Mapping[str, Resolution], latency: float,
@@ -386,6 +439,17 @@ class Run:
         if failed:  # a store failure, not an absence: say so, with the whole walk
             failed[0].require()
         raise MissingSecrets(self.pipeline, self.name, {n: r.attempts for n, r in missing.items()})
+
+
+_AUTH_WORDS = ("authentication", "password", "access denied", "accessdenied", "unauthorized",
+               "forbidden", "invalid credentials", "401", "403", "expiredtoken",
+               "signaturedoesnotmatch", "invalidclienttokenid")
+
+
+def looks_like_auth_failure(exc: BaseException) -> bool:
+    """A guess, from the error's text, that credentials were refused."""
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(word in text for word in _AUTH_WORDS)
 
 
 def env_name(name: str) -> str:

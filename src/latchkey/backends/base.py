@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, ClassVar, Iterable, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Iterable, Sequence, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -48,11 +48,16 @@ class Secret:
     path: str
     version: str | None = None
     created_at: datetime | None = None
+    #: served from latchkey's cache
+    cached: bool = False
+    #: set when the store failed and a cached value this many seconds old was served
+    stale_seconds: float | None = None
 
     def __repr__(self) -> str:
+        stale = f", stale_seconds={self.stale_seconds}" if self.stale_seconds is not None else ""
         return (
             f"Secret(key={self.key!r}, backend={self.backend!r}, path={self.path!r}, "
-            f"version={self.version!r}, value='********')"
+            f"version={self.version!r}{stale}, value='********')"
         )
 
     __str__ = __repr__
@@ -69,10 +74,16 @@ class VersionInfo:
 
 
 class BackendConfig(BaseModel):
-    """Fields every backend accepts in ``[backends.NAME]``. Subclasses add their own."""
+    """Fields every backend accepts in ``[backends.NAME]``. Subclasses add their own.
+
+    ``cache`` and ``rate_limit`` (see :mod:`latchkey.cache`) put a process-wide cache and a
+    token bucket in front of the backend.
+    """
 
     model_config = ConfigDict(extra="forbid")
     type: str
+    cache: dict[str, Any] | None = None
+    rate_limit: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

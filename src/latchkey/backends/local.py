@@ -177,6 +177,19 @@ class LocalBackend(Backend):
         value = self._decrypt(key, int(version), row[0], row[1])
         return self._secret(key, value, version, created_at=_parse_time(row[2]))
 
+    def versions(self, keys: Sequence[str]) -> dict[str, str]:
+        """The current version of each key (absent or deleted keys left out), without
+        decrypting anything: the cache's cheap probe."""
+        if not self.path.exists() or not keys:
+            return {}
+        with self._lock:
+            conn = self._open(create=False)
+            marks = ",".join("?" * len(keys))
+            rows = conn.execute(
+                f"SELECT key, MAX(version), ciphertext IS NULL FROM versions WHERE key IN ({marks})"
+                " GROUP BY key", list(keys)).fetchall()
+        return {k: str(v) for k, v, _ in rows}
+
     def _list(self, prefix: str) -> Iterable[str]:
         if not self.path.exists():
             return []

@@ -1,0 +1,227 @@
+"""The cache: TTL and jitter, cached absence, single-flight, refresh ahead, stale serving,
+version renewal, rate limiting, writes, and rotation inside a run. No sleeps: a fake clock."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import latchkey
+from latchkey import BackendUnavailable
+from latchkey.backends.local import LocalBackend
+from latchkey.cache import CacheConfig, CachedBackend, RateLimit, TokenBucket
+from latchkey.manifest import parse_manifest
+from latchkey.testing import FailingBackend, MemoryBackend
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def cached(inner, clock: Clock, **config) -> CachedBackend:
+    return CachedBackend(inner, CacheConfig(**{"jitter": 0, **config}), clock=clock,
+                         sleep=clock.sleep, rng=random.Random(7))
+
+
+def test_ttl_hits_then_refetches() -> None:
+    """Within the TTL reads are hits; after it, one new call."""
+    clock, mem = Clock(), MemoryBackend("m", {"k": "fake-1"})
+    c = cached(mem, clock, ttl=60, refresh_ahead=0)
+    assert c.get("k").value == "fake-1" and len(mem.calls) == 1
+    for _ in range(50):
+        assert c.get("k").cached
+    assert len(mem.calls) == 1
+    clock.now += 61
+    assert not c.get("k").cached and len(mem.calls) == 2
+
+
+def test_jitter_spreads_expiry() -> None:
+    """Entries fetched together expire at different times within +/- jitter."""
+    clock = Clock()
+    c = CachedBackend(MemoryBackend("m", {f"k{i}": "fake" for i in range(50)}),
+                      CacheConfig(ttl=100, jitter=0.1), clock=clock, rng=random.Random(1))
+    c.get_many([f"k{i}" for i in range(50)])
+    lives = [e.expires - clock.now for e in c._entries.values()]
+    assert min(lives) >= 90 and max(lives) <= 110 and len({round(x, 3) for x in lives}) > 40
+
+
+def test_cached_absence_is_a_hit() -> None:
+    """A missing key is asked once, then answered from the cache until negative_ttl."""
+    clock, mem = Clock(), MemoryBackend("m")
+    c = cached(mem, clock, negative_ttl=30)
+    assert c.get("nope") is None and c.get("nope") is None
+    assert len(mem.calls) == 1 and c.stats["hits"] == 1
+    clock.now += 31
+    c.get("nope")
+    assert len(mem.calls) == 2
+
+
+def test_single_flight() -> None:
+    """100 threads missing the same key cause one backend call."""
+    mem = MemoryBackend("m", {"k": "fake-sf"}, latency=0.2)
+    c = CachedBackend(mem, CacheConfig(jitter=0))
+    barrier, results = threading.Barrier(100), []
+
+    def read() -> None:
+        barrier.wait(timeout=30)
+        results.append(c.get("k").value)
+
+    threads = [threading.Thread(target=read) for _ in range(100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert results == ["fake-sf"] * 100
+    assert len(mem.calls) == 1
+
+
+def test_refresh_ahead_in_the_background() -> None:
+    """A hit late in an entry's life returns at once and refreshes in the background."""
+    clock, mem = Clock(), MemoryBackend("m", {"k": "fake-old"})
+    c = cached(mem, clock, ttl=100, refresh_ahead=0.2)
+    c.get("k")
+    mem.put("k", "fake-new")
+    clock.now += 85  # past 80% of the life
+    assert c.get("k").value == "fake-old"  # served from the cache, no wait
+    deadline = time.monotonic() + 10
+    while c.stats["refreshes"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert c.stats["refreshes"] == 1
+    assert c.get("k").value == "fake-new"
+
+
+def test_stale_within_max_stale_then_a_clear_failure() -> None:
+    """While the store is down, a value up to max_stale old is served and marked; older, the
+    store's error is raised."""
+    clock = Clock()
+    store = FailingBackend("ssm", {"k": "fake-last-good"}, failing=False)
+    c = cached(store, clock, ttl=60, max_stale=600, refresh_ahead=0)
+    c.get("k")
+    store.fail()
+    clock.now += 300
+    served = c.get("k")
+    assert served.value == "fake-last-good" and served.stale_seconds == 300.0
+    assert c.stats["stale"] == 1
+    clock.now += 301
+    with pytest.raises(BackendUnavailable, match="'ssm'") as info:
+        c.get("k")
+    assert "fake-last-good" not in str(info.value)
+
+
+def test_version_probe_renews_unchanged_and_refetches_rotated(tmp_path: Path) -> None:
+    """Expired entries whose version is unchanged are renewed without reading the value; a
+    rotated one is read again."""
+    key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+    store = LocalBackend("local", tmp_path / "s.db", master_key=key)
+    store.put("a", "fake-a1")
+    store.put("b", "fake-b1")
+    clock = Clock()
+    c = cached(store, clock, ttl=60, refresh_ahead=0)
+    c.get_many(["a", "b"])
+    store.put("b", "fake-b2")  # rotated by another writer
+    clock.now += 61
+    got = c.get_many(["a", "b"])
+    assert (got["a"].value, got["b"].value) == ("fake-a1", "fake-b2")
+    assert c.stats["renewed"] == 1
+
+
+def test_token_bucket_paces_a_burst() -> None:
+    """25 calls at 10/s with a burst of 5 wait 2 s in all, whatever the threads."""
+    clock = Clock()
+    bucket = TokenBucket(10, 5, clock=clock, sleep=clock.sleep)
+    for _ in range(25):
+        bucket.acquire("ssm")
+    assert bucket.waited == pytest.approx(2.0)
+    slow = TokenBucket(1, 1, max_wait=0.5, clock=clock, sleep=clock.sleep)
+    slow.acquire("ssm")
+    with pytest.raises(BackendUnavailable, match="rate limit of 1/s"):
+        slow.acquire("ssm")
+
+
+def test_rate_limit_shared_by_threads() -> None:
+    """Threads share one bucket: 40 reads of distinct keys at 200/s take about 0.15 s."""
+    mem = MemoryBackend("m", {f"k{i}": "fake" for i in range(40)})
+    c = CachedBackend(mem, CacheConfig(), RateLimit(rps=200, burst=10))
+    threads = [threading.Thread(target=c.get, args=(f"k{i}",)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(mem.calls) == 40 and c.bucket.waited >= 0.1
+
+
+def test_writes_invalidate() -> None:
+    """A write through the cache is read back at once."""
+    clock = Clock()
+    c = cached(MemoryBackend("m", {"k": "fake-1"}), clock)
+    c.get("k")
+    c.put("k", "fake-2")
+    assert c.get("k").value == "fake-2"
+
+
+def test_rotation_during_a_run_and_refresh(tmp_path: Path) -> None:
+    """A run keeps the value it opened with until run.refresh(name) reads past the cache."""
+    clock, mem = Clock(), MemoryBackend("m", {"ads/a1/token": "fake-v1"})
+    c = cached(mem, clock, ttl=3600)
+    manifest = parse_manifest({"pipelines": {"ads": {"scope": "ads/{account}",
+                                                     "requires": ["token"]}}}, Path("m.toml"))
+    lk = latchkey.Latchkey([c], manifest=manifest)
+    with lk.pipeline("ads", account="a1") as run:
+        mem.put("ads/a1/token", "fake-v2")  # rotated while the run is open
+        assert run.secret("token") == "fake-v1"
+        assert run.refresh("token") == "fake-v2"
+        assert run.secret("token") == "fake-v2"
+    assert lk.get("ads/a1/token") == "fake-v2"
+
+
+@pytest.mark.slow
+def test_retry_on_auth_failure_with_real_postgres(postgres, tmp_path: Path) -> None:
+    """The database refuses the cached (rotated-out) password; the run re-reads the connection
+    once and connects with the new one."""
+    import psycopg2
+
+    from latchkey import Connection
+
+    def uri(password: str) -> str:
+        return Connection(conn_type="postgres", host=postgres["host"], port=postgres["port"],
+                          login="loader", password=password, schema="analytics").to_uri()
+
+    clock = Clock()
+    mem = MemoryBackend("m", {"connections/pg": uri(postgres["password"])})
+    manifest = parse_manifest({"pipelines": {"load": {
+        "scope": "load", "connections": {"db": "connections/pg"}}}}, Path("m.toml"))
+    lk = latchkey.Latchkey([cached(mem, clock, ttl=3600)], manifest=manifest)
+    new = "fake-rotated-pw-2"
+    admin = psycopg2.connect(host=postgres["host"], port=postgres["port"], user="loader",
+                             password=postgres["password"], dbname="analytics")
+    admin.autocommit = True
+    try:
+        with lk.pipeline("load") as run:
+            admin.cursor().execute(f"ALTER ROLE loader PASSWORD '{new}'")  # rotation
+            mem.put("connections/pg", uri(new))
+            attempts = []
+
+            def connect():
+                c = run.connection("db")
+                attempts.append(c.password)
+                db = psycopg2.connect(host=c.host, port=c.port, user=c.login,
+                                      password=c.password, dbname=c.schema, connect_timeout=5)
+                db.close()
+                return "connected"
+
+            assert run.retry_on_auth_failure(connect, "db") == "connected"
+            assert attempts == [postgres["password"], new]
+    finally:
+        admin.cursor().execute(f"ALTER ROLE loader PASSWORD '{postgres['password']}'")
+        admin.close()
