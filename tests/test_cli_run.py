@@ -150,3 +150,5 @@ def test_bench_prints_numbers(isolated: Path) -> None:
     assert data["ready_remote"]["calls_per_run"] == 2
     assert data["ready_remote"]["round_trips"] >= 1
     assert 0 < data["warm_secret_ns"] < 1e6
+    assert data["runs_200"]["uncached"]["store_calls"] == 200
+    assert data["runs_200"]["cached"]["store_calls"] == 1

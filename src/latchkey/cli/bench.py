@@ -34,6 +34,14 @@ def bench(repeat: int, latency_ms: float, as_json: bool) -> None:
                  f"{remote['calls_per_run']:.0f} store calls per run")
         table.add_row(f"ready, {results['secrets']} secrets, 2 remote stores",
                       _ms(remote["median"]), _ms(remote["p90"]), notes)
+        many = results["runs_200"]
+        table.add_row(f"{many['runs']} concurrent runs, no cache",
+                      f"{many['uncached']['seconds'] * 1000:.0f} ms", "",
+                      f"{many['uncached']['store_calls']} store calls")
+        table.add_row(f"{many['runs']} concurrent runs, cache + single-flight",
+                      f"{many['cached']['seconds'] * 1000:.0f} ms", "",
+                      f"{many['cached']['store_calls']} store calls "
+                      f"({many['calls_saved']} saved)")
         table.add_row("warm run.secret(name)", f"{results['warm_secret_ns']:.0f} ns", "", "best of 5")
         table.add_row("warm run.get(key)", f"{results['warm_get_ns']:.0f} ns", "", "best of 5")
         _print(table)
