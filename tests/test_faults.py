@@ -104,3 +104,17 @@ def test_rotated_value_is_not_served_past_its_ttl(aws_env, seeded) -> None:
     clock.now += 2
     fresh = cache.get("shared/token")
     assert (fresh.value, fresh.version, fresh.cached) == ("fake-rotated", "2", False)
+
+
+def test_ssm_version_probe_renews_without_reading_values(aws_env, seeded, moto) -> None:
+    """Expired SSM entries whose version is unchanged are renewed by DescribeParameters; no
+    GetParameters (and so no decrypt) is made for them."""
+    clock = Clock()
+    cache = CachedBackend(_ssm(aws_env, seeded), CacheConfig(ttl=60, jitter=0, refresh_ahead=0),
+                          clock=clock)
+    cache.get("shared/token")
+    clock.now += 61
+    moto.reset()
+    assert cache.get("shared/token").value == "fake-fault-token"
+    assert (moto.counts["DescribeParameters"], moto.counts["GetParameters"]) == (1, 0)
+    assert cache.stats["renewed"] == 1

@@ -152,6 +152,25 @@ class SsmBackend(AwsBackend):
                 out[key] = self._guard("read", lambda: self._to_secret(key, param))
         return out
 
+    def versions(self, keys: Sequence[str]) -> dict[str, str]:
+        """Current versions by ``DescribeParameters`` (metadata only: no value, no KMS
+        decrypt), 50 names a call: the cache's cheap probe."""
+        names = [self.param(k) for k in keys]
+        found: dict[str, str] = {}
+        for i in range(0, len(names), 50):
+            kwargs = {"ParameterFilters": [{"Key": "Name", "Option": "Equals",
+                                            "Values": names[i:i + 50]}], "MaxResults": 50}
+            while True:
+                page = self.call("describe_parameters", keys, **kwargs)
+                for meta in page.get("Parameters", []):
+                    key = self.key_of(meta["Name"])
+                    if key is not None:
+                        found[key] = str(meta.get("Version"))
+                if not page.get("NextToken"):
+                    break
+                kwargs["NextToken"] = page["NextToken"]
+        return found
+
     # -- writes ---------------------------------------------------------------------------
     def _put(self, key: str, value: str) -> Secret:
         size = len(value.encode("utf-8"))
