@@ -318,3 +318,13 @@ def test_invalid_connection_names_it_without_the_value() -> None:
         with pytest.raises(latchkey.InvalidConnection) as info:
             run.connection("warehouse")
     assert "connection 'warehouse'" in str(info.value) and "fake-bad-pw" not in str(info.value)
+
+
+def test_declared_shared_names_skip_the_walk() -> None:
+    """Names under `shared` are read straight from shared/, in the first round."""
+    mem = MemoryBackend("mem", {"team/a1/token": "fake-t", "shared/slack": "fake-slack"})
+    lk = make(mem, pipelines={"p": {"scope": "team/{account}", "requires": ["token"],
+                                    "shared": ["slack"]}})
+    with lk.pipeline("p", account="a1") as run:
+        assert run.secret("slack") == "fake-slack"
+    assert [c.args for c in mem.calls] == [("team/a1/token", "shared/slack")]

@@ -48,6 +48,7 @@ class PipelineConfig(BaseModel):
     scope: str
     requires: list[str] = []
     optional: list[str] = []
+    shared: list[str] = []
     connections: dict[str, str] = {}
     grants: list[str] = []
     dags: list[str] = []
@@ -191,7 +192,8 @@ def _check_pipeline(path: Path, name: str, pipeline: PipelineConfig) -> None:
     where = f"pipelines.{name}"
     if not _NAME.fullmatch(name):
         raise ManifestError(path, where, "a pipeline name is letters, digits, '_' and '-'")
-    for list_name, names in (("requires", pipeline.requires), ("optional", pipeline.optional)):
+    for list_name, names in (("requires", pipeline.requires), ("optional", pipeline.optional),
+                             ("shared", pipeline.shared)):
         for i, secret in enumerate(names):
             if not re.fullmatch(r"[A-Za-z0-9_.-]+", secret) or secret in (".", ".."):
                 raise ManifestError(path, f"{where}.{list_name}[{i}]",

@@ -29,7 +29,7 @@ from .audit import Auditor, AuditEvent
 from .errors import (AccessDenied, LatchkeyError, MissingSecrets, RunClosed, SecretNotFound,
                      UsageError)
 from .keys import validate_key
-from .scope import Level, Scope, fill_template, template_fields
+from .scope import SHARED, Level, Scope, fill_template, template_fields
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -137,7 +137,8 @@ class Run:
     def required(self) -> list[str]:
         """What must resolve for the run to open: the required names, then
         ``connection:<name>`` for each connection."""
-        return [*self._config.requires, *(_CONNECTION + c for c in self.connection_keys)]
+        return [*self._config.requires, *self._config.shared,
+                *(_CONNECTION + c for c in self.connection_keys)]
 
     def preflight(self) -> dict[str, Resolution]:
         """Resolve every required and optional name and every connection in one batched pass,
@@ -147,6 +148,8 @@ class Run:
         """
         names = list(dict.fromkeys([*self._config.requires, *self._config.optional]))
         walks: dict[str, list[tuple[Level, str]]] = {n: self.scope.walk(n) for n in names}
+        for name in self._config.shared:  # declared shared: straight to shared/, no walk
+            walks[name] = [(Level(SHARED, SHARED), f"{SHARED}/{name}")]
         for conn, key in self.connection_keys.items():
             walks[_CONNECTION + conn] = [(Level(key, "connection"), key)]
         return self._chain.resolve_walks(walks)

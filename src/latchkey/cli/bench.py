@@ -2,23 +2,39 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+
 import click
 
 from ._common import _emit, _print, _table, cli, json_option
 
 
 @cli.command()
-@click.option("--repeat", default=20, show_default=True, type=click.IntRange(3, 10_000),
+@click.option("--repeat", default=20, show_default=True, type=click.IntRange(1, 10_000),
               help="Cold runs measured per scenario.")
 @click.option("--latency-ms", default=20.0, show_default=True, type=click.FloatRange(0, 5_000),
               help="Simulated round trip of each remote store.")
+@click.option("--compare", is_flag=True,
+              help="Compare with boto3, Airflow's AWS backends, dlt's provider and "
+                   "aws-secretsmanager-caching on moto behind a latency proxy "
+                   "(needs latchkey[bench]); prints PASS/FAIL for the targets.")
+@click.option("--pipelines", default=20, show_default=True, type=click.IntRange(1, 200),
+              help="With --compare: pipelines seeded and run concurrently.")
+@click.option("--out", type=click.Path(file_okay=False), default="benchmarks/results",
+              show_default=True, help="With --compare: where results.md/json and plots go.")
 @json_option
-def bench(repeat: int, latency_ms: float, as_json: bool) -> None:
+def bench(repeat: int, latency_ms: float, compare: bool, pipelines: int, out: str,
+          as_json: bool) -> None:
     """Measure run readiness (40 secrets) and warm read cost; print the numbers.
 
     Uses fake values in a temporary local store and in-memory stores that stand in for
     remote ones (each call takes --latency-ms). Nothing is asserted: read the numbers.
+    With --compare, the comparison against other tools (see benchmarks/README.md).
     """
+    if compare:
+        _compare(min(repeat, 20), latency_ms, pipelines, out, as_json)
+        return
     from ..bench import run_benchmarks
 
     click.echo(f"latchkey bench: {repeat} cold runs per scenario, {latency_ms:g} ms simulated "
@@ -51,3 +67,17 @@ def bench(repeat: int, latency_ms: float, as_json: bool) -> None:
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f} ms"
+
+
+def _compare(repeats: int, latency_ms: float, pipelines: int, out: str, as_json: bool) -> None:
+    from pathlib import Path
+
+    from ..bench_compare import markdown, run_comparison
+
+    # Airflow and others set up logging to stdout when imported: keep stdout for the results
+    with contextlib.redirect_stdout(sys.stderr):
+        results = run_comparison(rtt=latency_ms / 1000, repeats=repeats, pipelines=pipelines,
+                                 out=Path(out), progress=lambda m: click.echo(m, err=True))
+    _emit(as_json, results, lambda: click.echo(markdown(results)))
+    if not all(t["pass"] for t in results["targets"]):
+        click.echo("some targets FAILED", err=True)
