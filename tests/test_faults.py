@@ -12,7 +12,7 @@ from latchkey import BackendUnavailable
 from latchkey.backends.aws_ssm import SsmBackend, SsmConfig
 from latchkey.cache import CacheConfig, CachedBackend
 
-from .faultproxy import FaultProxy
+from latchkey.testing import LoopbackProxy
 
 
 class Clock:
@@ -24,7 +24,7 @@ class Clock:
 
 @pytest.fixture
 def proxy(aws_env: str):
-    p = FaultProxy(aws_env)
+    p = LoopbackProxy(aws_env)
     yield p
     p.close()
 

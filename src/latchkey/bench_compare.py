@@ -31,63 +31,15 @@ import urllib.request
 import uuid
 from collections import Counter
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
 from .errors import MissingDependency
+from .testing import LoopbackProxy
 
 __all__ = ["run_comparison"]
 
 SECRETS, SHARED, REGION = 40, 10, "eu-central-1"
-
-
-class LatencyProxy:
-    """Forwards to moto after ``rtt`` seconds, counting requests per API action."""
-
-    def __init__(self, upstream: str, rtt: float) -> None:
-        self.upstream, self.rtt = upstream, rtt
-        self.counts: Counter[str] = Counter()
-        self.busy: list[tuple[float, float]] = []  # when moto was answering: not network
-        lock, proxy = threading.Lock(), self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                action = (self.headers.get("X-Amz-Target") or "?").rpartition(".")[2]
-                with lock:
-                    proxy.counts[action] += 1
-                time.sleep(proxy.rtt)
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                request = urllib.request.Request(proxy.upstream + self.path, data=body,
-                                                 headers=headers, method="POST")
-                started = time.perf_counter()
-                try:
-                    with urllib.request.urlopen(request, timeout=60) as r:
-                        status, data, ctype = r.status, r.read(), r.headers.get("Content-Type")
-                except urllib.error.HTTPError as e:
-                    status, data, ctype = e.code, e.read(), e.headers.get("Content-Type")
-                with lock:
-                    proxy.busy.append((started, time.perf_counter()))
-                self.send_response(status)
-                self.send_header("Content-Type", ctype or "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 @contextmanager
@@ -118,7 +70,7 @@ def _servers(rtt: float):
                 moto.kill()
                 raise RuntimeError("the moto server did not start") from None
             time.sleep(0.2)
-    proxy = LatencyProxy(moto_url, rtt)
+    proxy = LoopbackProxy(moto_url, rtt)
     saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                                             "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")}
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
@@ -133,7 +85,7 @@ def _servers(rtt: float):
         moto.wait(timeout=30)
 
 
-def _seed(moto_url: str, pipelines: int, tag: str) -> dict:
+def _seed(moto_url: str, pipelines: int, tag: str) -> None:
     import boto3
 
     ssm = boto3.client("ssm", endpoint_url=moto_url, region_name=REGION)
@@ -181,13 +133,12 @@ def _latchkey(manifest):
     return Latchkey(chain.backends, manifest=manifest)
 
 
-def _measure(name: str, proxy: LatencyProxy, repeats: int, setup: Callable[[], Any],
+def _measure(name: str, proxy: LoopbackProxy, repeats: int, setup: Callable[[], Any],
              action: Callable[[Any], Any]) -> dict:
     times, nets, calls = [], [], Counter()
     for _ in range(repeats):
         state = setup()
-        proxy.counts.clear()
-        proxy.busy.clear()
+        proxy.reset()
         start = time.perf_counter()
         action(state)
         times.append(time.perf_counter() - start)
@@ -248,15 +199,11 @@ def run_comparison(rtt: float = 0.02, repeats: int = 3, pipelines: int = 20,
         add(f"latchkey: {pipelines} concurrent cold runs, cached",
             lambda: _latchkey(_manifest(tag, pipelines, cache=True)), concurrent)
 
-        def ssm_client():
-            client = boto3.client("ssm", region_name=REGION)
-            client.meta.events  # noqa: B018 - created now, not inside the timed part
-            return client
-
-        add("boto3 loop: GetParameter per key", ssm_client, lambda c: [
+        add("boto3 loop: GetParameter per key",
+            lambda: boto3.client("ssm", region_name=REGION), lambda c: [
             c.get_parameter(Name=f"/{tag}/bench/p00/{k}", WithDecryption=True) for k in keys])
         _airflow(add, tag, keys, pipelines)
-        _dlt_provider(add, tag, keys)
+        _dlt_provider(add, keys)
         _aws_caching(add, tag, keys)
 
         warm = _warm_read(tag)
@@ -308,7 +255,7 @@ def _airflow(add, tag: str, keys: list[str], pipelines: int) -> None:
     add(f"Airflow SSM backend: {pipelines} concurrent runs", lambda: None, many)
 
 
-def _dlt_provider(add, tag: str, keys: list[str]) -> None:
+def _dlt_provider(add, keys: list[str]) -> None:
     try:
         from dlt.common.configuration.providers.aws_secrets import AwsSecretsManagerProvider
         from dlt.common.configuration.specs import AwsCredentials

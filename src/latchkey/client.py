@@ -163,7 +163,12 @@ class Latchkey:
 
     def get_many(self, keys: Iterable[str]) -> dict[str, str]:
         """Resolve many keys in one pass per backend. Every key must be found."""
-        return {k: r.require().value for k, r in self.chain.resolve(keys).items()}
+        start = time.perf_counter()
+        resolved = self.chain.resolve(keys)
+        for key, r in resolved.items():
+            self._audit("read", key, "ok" if r.found else "error" if r.errors else "absent",
+                        secret=r.secret, start=start)
+        return {k: r.require().value for k, r in resolved.items()}
 
     def explain(self, key: str) -> Resolution:
         """Where ``key`` resolves from, and what every backend in the chain holds for it.

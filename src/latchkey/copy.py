@@ -182,7 +182,7 @@ def plan_copy(source: Backend, dest: Backend, prefix: str = "", dest_prefix: str
     for dkey, skey in sorted(mapping.items()):
         value = values[skey]
         size = len(value.encode("utf-8"))
-        action, detail = _action(dest, dkey, value, size, existing.get(dkey))
+        action, detail = _action(dest, value, size, existing.get(dkey))
         items.append(Item(dkey, action, size, detail))
         if action in ("add", "change", "split"):
             to_write[dkey] = value
@@ -194,7 +194,7 @@ def _retarget(key: str, prefix: str, dest_prefix: str) -> str:
     return validate_key(f"{dest_prefix}/{rest}" if dest_prefix else rest)
 
 
-def _action(dest: Backend, key: str, value: str, size: int, current) -> tuple[str, str]:
+def _action(dest: Backend, value: str, size: int, current) -> tuple[str, str]:
     if current is not None and current.value == value:
         return "same", ""
     limit = dest.max_value_bytes

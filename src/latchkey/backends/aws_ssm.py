@@ -145,12 +145,13 @@ class SsmBackend(AwsBackend):
     def get_tree(self, prefix: str) -> dict[str, Secret]:
         """Every key at or below ``prefix`` with its value, by GetParametersByPath."""
         path = self.param(prefix) if prefix else (self.prefix or "/")
-        out = {}
-        for param in self._guard("read", lambda: self._by_path(path, decrypt=True)):
-            key = self.key_of(param["Name"])
-            if key is not None and is_under(key, prefix):
-                out[key] = self._guard("read", lambda: self._to_secret(key, param))
-        return out
+
+        def read() -> dict[str, Secret]:
+            pairs = [(self.key_of(p["Name"]), p) for p in self._by_path(path, decrypt=True)]
+            return {k: self._to_secret(k, p) for k, p in pairs
+                    if k is not None and is_under(k, prefix)}
+
+        return self._guard("read", read)
 
     def versions(self, keys: Sequence[str]) -> dict[str, str]:
         """Current versions by ``DescribeParameters`` (metadata only: no value, no KMS
