@@ -167,3 +167,27 @@ def airflow_home(tmp_path_factory) -> Path:
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     return home
+
+
+@pytest.fixture(scope="session")
+def fake_vault() -> Iterator["FakeVault"]:
+    """A protocol-level Vault (KV v2 at ``secret``, KV v1 at ``kv``, AppRole...) on 127.0.0.1."""
+    from .fakes.vault import FakeVault
+
+    server = FakeVault()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def vault_env(monkeypatch: pytest.MonkeyPatch, fake_vault) -> str:
+    """VAULT_ADDR at the fake Vault and the AppRole secret id in VAULT_SECRET_ID."""
+    from .fakes.vault import SECRET_ID
+
+    monkeypatch.setenv("VAULT_ADDR", fake_vault.url)
+    monkeypatch.setenv("VAULT_SECRET_ID", SECRET_ID)
+    monkeypatch.delenv("VAULT_TOKEN", raising=False)
+    monkeypatch.delenv("VAULT_NAMESPACE", raising=False)
+    return fake_vault.url

@@ -18,6 +18,9 @@ BACKEND_TYPES: dict[str, str] = {
     "aws_ssm": ".aws_ssm:SsmBackend",
     "aws_secrets_manager": ".aws_secrets_manager:SecretsManagerBackend",
     "dynamodb": ".dynamodb:DynamoDbBackend",
+    "vault": ".vault:VaultBackend",
+    "gcp_secret_manager": ".gcp_secret_manager:GcpSecretManagerBackend",
+    "azure_key_vault": ".azure_key_vault:AzureKeyVaultBackend",
 }
 
 

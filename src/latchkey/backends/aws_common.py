@@ -13,18 +13,14 @@
 
 from __future__ import annotations
 
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Literal, Sequence, TypeVar
+from typing import Any, Iterable, Literal, Sequence
 
-from .. import metrics
 from ..errors import AccessDenied, BackendUnavailable, LatchkeyError, MissingDependency
-from .base import Backend, BackendConfig, BuildContext
+from .base import BackendConfig, BuildContext
+from .remote import RemoteBackend, describe_keys
 
 __all__ = ["AwsBackend", "AwsConfig", "THROTTLING_CODES", "boto3_module"]
 
-T = TypeVar("T")
 THROTTLING_CODES = frozenset({
     "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
     "TooManyRequestsException", "ProvisionedThroughputExceededException", "RequestLimitExceeded",
@@ -60,7 +56,7 @@ class AwsConfig(BackendConfig):
     max_concurrency: int = 8
 
 
-class AwsBackend(Backend):
+class AwsBackend(RemoteBackend):
     """Base of the AWS backends: one boto3 client per backend, made on first use."""
 
     service: str = ""
@@ -68,11 +64,8 @@ class AwsBackend(Backend):
     def __init__(self, name: str, config: AwsConfig) -> None:
         super().__init__(name)
         self.config = config
+        self.max_concurrency = config.max_concurrency
         self._clients: dict[str, Any] = {}
-        self._client_lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
-        self._stats_lock = threading.Lock()
-        self.stats = {"calls": 0, "retries": 0, "throttles": 0, "errors": 0, "seconds": 0.0}
 
     @classmethod
     def from_config(cls, name: str, config: BackendConfig, ctx: BuildContext) -> "AwsBackend":
@@ -91,7 +84,7 @@ class AwsBackend(Backend):
         """A boto3 client for ``service`` (``kms`` for envelope encryption, say)."""
         client = self._clients.get(service)
         if client is None:
-            with self._client_lock:
+            with self._lock:
                 client = self._clients.get(service)
                 if client is None:
                     client = self._clients[service] = self._make_client(service)
@@ -122,20 +115,16 @@ class AwsBackend(Backend):
             return
         code = (response[1] or {}).get("Error", {}).get("Code", "")
         if code in THROTTLING_CODES:
-            metrics.incr("backend_throttles", backend=self.name)
-            with self._stats_lock:
-                self.stats["throttles"] += 1
+            self.count("throttles")
 
     def describe(self) -> str:
         where = self.config.endpoint_url or self.config.region or "default region"
         return f"{self.type} ({where})"
 
     def close(self) -> None:
-        with self._client_lock:
+        with self._lock:
             self._clients.clear()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
-            self._pool = None
+        super().close()
 
     # -- calls ----------------------------------------------------------------------------
     def call(self, operation: str, keys: Sequence[str] = (), missing: Iterable[str] = (),
@@ -145,39 +134,16 @@ class AwsBackend(Backend):
         Returns None when AWS answers with one of the ``missing`` error codes (the thing
         asked for does not exist: "absent", not a failure).
         """
-        start = time.perf_counter()
-        try:
-            response = getattr(self.client_for(service or self.service), operation)(**kwargs)
-        except LatchkeyError:
-            raise
-        except Exception as exc:
-            if self.error_code(exc) in missing:
-                return None
-            with self._stats_lock:
-                self.stats["errors"] += 1
-            raise self.translate(exc, operation, keys) from exc
-        finally:
-            with self._stats_lock:
-                self.stats["calls"] += 1
-                self.stats["seconds"] += time.perf_counter() - start
+        missing = frozenset(missing)
+        method = getattr(self.client_for(service or self.service), operation)
+        response = self.counted(operation, keys, method,
+                                absent=lambda exc: self.error_code(exc) in missing, **kwargs)
+        if response is None:
+            return None
         retries = response.get("ResponseMetadata", {}).get("RetryAttempts", 0)
         if retries:
-            metrics.incr("backend_retries", retries, backend=self.name)
-            with self._stats_lock:
-                self.stats["retries"] += retries
+            self.count("retries", retries)
         return response
-
-    def concurrently(self, fn: Callable[[T], Any], items: Iterable[T]) -> list[Any]:
-        """Run ``fn`` over ``items`` on this backend's pool (at most max_concurrency at once)."""
-        items = list(items)
-        if len(items) <= 1:
-            return [fn(i) for i in items]
-        if self._pool is None:
-            with self._client_lock:
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(self.config.max_concurrency,
-                                                    thread_name_prefix=f"latchkey-{self.name}")
-        return [f.result() for f in [self._pool.submit(fn, i) for i in items]]
 
     def error_code(self, exc: Exception) -> str:
         response = getattr(exc, "response", None) or {}
@@ -185,7 +151,7 @@ class AwsBackend(Backend):
 
     def translate(self, exc: Exception, operation: str, keys: Sequence[str]) -> LatchkeyError:
         """An AWS error as a latchkey error naming this backend and the keys."""
-        what = f"{operation} for {_keys(keys)}" if keys else operation
+        what = f"{operation} for {describe_keys(keys)}" if keys else operation
         code = self.error_code(exc)
         if code in DENIED_CODES:
             return AccessDenied(f"backend {self.name!r}: AWS denied {what} ({code})")
@@ -203,6 +169,3 @@ class AwsBackend(Backend):
         return BackendUnavailable(self.name, f"cannot reach AWS for {what} ({botocore_name})")
 
 
-def _keys(keys: Sequence[str]) -> str:
-    shown = ", ".join(repr(k) for k in list(keys)[:3])
-    return shown + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")

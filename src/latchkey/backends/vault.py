@@ -1,0 +1,593 @@
+"""``vault``: HashiCorp Vault's KV secrets engine (v2 or v1), through hvac.
+
+Layouts (``layout = ...``):
+
+* ``"key"`` (default): every key is one Vault secret at ``<prefix>/<key>`` holding the value
+  in one field (``field = "value"``). One read per key, issued concurrently.
+* ``"document"``: a key's last segment is a field of the Vault secret named by the rest:
+  ``marketing/facebook/acct_42/access_token`` is field ``access_token`` of
+  ``<prefix>/marketing/facebook/acct_42``. Keys of one document are read with one call, so a
+  pipeline whose scope is one document opens with one read.
+
+Authentication (``auth = {method = ...}``) is one small typed object per method: ``token``,
+``approle``, ``kubernetes``, ``aws`` (IAM). Every backend of the process that talks to the
+same Vault with the same auth shares one login (:class:`VaultLogin`): the token is renewed
+once two thirds of its TTL have passed (logged in again when it cannot be renewed), and a
+403 triggers exactly one new login before the request is retried; a second 403 is
+:class:`~latchkey.errors.AccessDenied`. Secret material for logins (the AppRole secret id,
+the token) is read from an environment variable or a file the manifest names, never written
+in the manifest.
+
+Writes on KV v2 use check-and-set (``options.cas`` = the version read): a writer that lost
+the race re-reads and tries again, so concurrent writers to one document never lose an
+update. KV v1 has no check-and-set, so document-layout writes are refused there.
+
+GET and LIST requests answered 429 or 5xx are retried by urllib3 (``max_attempts`` in all,
+honouring ``Retry-After``); writes are not retried blindly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Callable, Iterable, Literal, Sequence, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import AccessDenied, BackendUnavailable, InvalidKey, LatchkeyError, \
+    MissingDependency, UsageError
+from ..keys import is_under, validate_key
+from .base import BackendConfig, BuildContext, Secret, VersionInfo
+from .remote import RemoteBackend, describe_keys
+
+__all__ = ["AppRoleAuth", "AwsIamAuth", "KubernetesAuth", "TokenAuth", "VaultBackend",
+           "VaultConfig", "VaultLogin"]
+
+#: the share of a token's TTL after which it is renewed
+RENEW_AT = 2 / 3
+K8S_JWT = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+def hvac_module():
+    """hvac, or MissingDependency naming the extra."""
+    try:
+        import hvac
+    except ImportError:
+        raise MissingDependency("the vault backend", "vault") from None
+    return hvac
+
+
+# -- authentication, one typed object per method ----------------------------------------------
+class _Auth(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _read_secret_input(env: str | None, file: str | None, what: str) -> str:
+    if file:
+        try:
+            return Path(file).expanduser().read_text().strip()
+        except OSError as exc:
+            raise UsageError(f"vault auth: cannot read the {what} file {file!r} "
+                             f"({exc.strerror})") from None
+    value = os.environ.get(env or "", "")
+    if not value:
+        raise UsageError(f"vault auth: no {what}: set ${env}" + (" or give a file" if env else ""))
+    return value
+
+
+class TokenAuth(_Auth):
+    """A Vault token from ``$token_env`` (default ``VAULT_TOKEN``) or ``token_file``."""
+
+    method: Literal["token"] = "token"
+    token_env: str = "VAULT_TOKEN"
+    token_file: str | None = None
+
+    def login(self, client) -> dict:
+        client.token = _read_secret_input(self.token_env, self.token_file, "Vault token")
+        data = client.auth.token.lookup_self()["data"]
+        return {"lease_duration": data.get("ttl") or 0, "renewable": bool(data.get("renewable"))}
+
+
+class AppRoleAuth(_Auth):
+    """AppRole: ``role_id`` in the manifest, the secret id from ``$secret_id_env`` or a file."""
+
+    method: Literal["approle"]
+    role_id: str
+    secret_id_env: str = "VAULT_SECRET_ID"
+    secret_id_file: str | None = None
+    mount: str = "approle"
+
+    def login(self, client) -> dict:
+        secret_id = _read_secret_input(self.secret_id_env, self.secret_id_file, "AppRole secret id")
+        return client.auth.approle.login(self.role_id, secret_id, mount_point=self.mount)["auth"]
+
+
+class KubernetesAuth(_Auth):
+    """Kubernetes: the pod's service-account token (``jwt_file``) for a Vault ``role``."""
+
+    method: Literal["kubernetes"]
+    role: str
+    jwt_file: str = K8S_JWT
+    mount: str = "kubernetes"
+
+    def login(self, client) -> dict:
+        jwt = _read_secret_input(None, self.jwt_file, "service-account token")
+        return client.auth.kubernetes.login(self.role, jwt, mount_point=self.mount)["auth"]
+
+
+class AwsIamAuth(_Auth):
+    """AWS IAM: a signed ``sts:GetCallerIdentity`` with the default boto3 credentials."""
+
+    method: Literal["aws"]
+    role: str
+    mount: str = "aws"
+    header_value: str | None = None
+    region: str = "us-east-1"
+
+    def login(self, client) -> dict:
+        from .aws_common import boto3_module
+
+        creds = boto3_module().Session().get_credentials()
+        if creds is None:
+            raise UsageError("vault auth (aws): no AWS credentials found for the IAM login")
+        frozen = creds.get_frozen_credentials()
+        return client.auth.aws.iam_login(frozen.access_key, frozen.secret_key, frozen.token,
+                                         header_value=self.header_value, role=self.role,
+                                         mount_point=self.mount, region=self.region)["auth"]
+
+
+VaultAuth = Annotated[Union[TokenAuth, AppRoleAuth, KubernetesAuth, AwsIamAuth],
+                      Field(discriminator="method")]
+
+
+class VaultConfig(BackendConfig):
+    url: str | None = None              # default: $VAULT_ADDR
+    namespace: str | None = None        # default: $VAULT_NAMESPACE
+    mount: str = "secret"
+    kv_version: Literal[1, 2] = 2
+    prefix: str = ""
+    layout: Literal["key", "document"] = "key"
+    field: str = "value"
+    auth: VaultAuth = Field(default_factory=TokenAuth)
+    ca_bundle: str | None = None        # default: $VAULT_CACERT, else the system's CAs
+    timeout: float = 10.0
+    max_attempts: int = 4
+    max_concurrency: int = 8
+    cas_attempts: int = 8
+
+
+# -- one login per process ---------------------------------------------------------------------
+class VaultLogin:
+    """One Vault token shared by every backend with the same address, namespace and auth.
+
+    ``client()`` returns a client whose token is valid, renewing or logging in first when
+    needed; ``relogin(token)`` logs in again after a 403, once for all the threads that saw
+    that token fail.
+    """
+
+    _all: dict[tuple, "VaultLogin"] = {}
+    _all_lock = threading.Lock()
+
+    def __init__(self, make_client: Callable[[], Any], auth: _Auth,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._client = make_client()
+        self._auth = auth
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._renew_at: float | None = None      # None: not logged in yet
+        self._renewable = False
+        self.logins = 0
+
+    @classmethod
+    def shared(cls, key: tuple, make_client: Callable[[], Any], auth: _Auth) -> "VaultLogin":
+        with cls._all_lock:
+            login = cls._all.get(key)
+            if login is None:
+                login = cls._all[key] = cls(make_client, auth)
+            return login
+
+    def client(self):
+        """The hvac client, with a token that is valid for a while yet."""
+        if self._renew_at is not None and self._clock() < self._renew_at:
+            return self._client
+        with self._lock:
+            if self._renew_at is None:
+                self._login()
+            elif self._clock() >= self._renew_at:
+                self._renew()
+        return self._client
+
+    def relogin(self, failed_token: str | None) -> None:
+        """Log in again, unless another thread already replaced ``failed_token``."""
+        with self._lock:
+            if self._client.token == failed_token:
+                self._login()
+
+    def _login(self) -> None:
+        auth = self._auth.login(self._client)
+        if auth.get("client_token"):
+            self._client.token = auth["client_token"]
+        self.logins += 1
+        self._schedule(auth)
+
+    def _renew(self) -> None:
+        hvac = hvac_module()
+        if not self._renewable:
+            self._login()
+            return
+        try:
+            self._schedule(self._client.auth.token.renew_self()["auth"])
+        except (hvac.exceptions.Forbidden, hvac.exceptions.InvalidRequest):
+            self._login()  # past its max TTL, or revoked: a fresh login
+
+    def _schedule(self, auth: dict) -> None:
+        ttl = float(auth.get("lease_duration") or 0)
+        self._renewable = bool(auth.get("renewable"))
+        self._renew_at = float("inf") if ttl <= 0 else self._clock() + ttl * RENEW_AT
+
+
+def _counting_retry(config: VaultConfig, on_retry: Callable[[int | None], None]):
+    from urllib3.util.retry import Retry
+
+    class CountingRetry(Retry):
+        def increment(self, *args: Any, **kw: Any) -> Retry:
+            new = super().increment(*args, **kw)
+            response = kw.get("response") or (args[2] if len(args) > 2 else None)
+            on_retry(getattr(response, "status", None))
+            return new
+
+    return CountingRetry(total=max(0, config.max_attempts - 1), backoff_factor=0.2,
+                         backoff_max=5, status_forcelist=(429, 500, 502, 503, 504),
+                         allowed_methods=frozenset({"GET", "LIST", "HEAD"}),
+                         respect_retry_after_header=True, raise_on_status=False)
+
+
+# -- the backend ---------------------------------------------------------------------------------
+class VaultBackend(RemoteBackend):
+    """Keys in a Vault KV mount under a path prefix."""
+
+    type = "vault"
+    Config = VaultConfig
+    writable = batched = True
+
+    def __init__(self, name: str, config: VaultConfig) -> None:
+        super().__init__(name)
+        self.config = config
+        self.url = (config.url or os.environ.get("VAULT_ADDR") or "").rstrip("/")
+        if not self.url:
+            raise UsageError(f"backend {name!r}: no Vault address: set url or $VAULT_ADDR")
+        self.namespace = config.namespace or os.environ.get("VAULT_NAMESPACE") or None
+        self.prefix = config.prefix.strip("/")
+        self.mount = config.mount.strip("/")
+        self.versioned = config.kv_version == 2
+        self.max_concurrency = config.max_concurrency
+        self._login: VaultLogin | None = None
+
+    @classmethod
+    def from_config(cls, name: str, config: Any, ctx: BuildContext) -> "VaultBackend":
+        assert isinstance(config, VaultConfig)
+        return cls(name, config.model_copy(update={"prefix": ctx.text(config.prefix)}))
+
+    # -- the client -----------------------------------------------------------------------
+    @property
+    def login(self) -> VaultLogin:
+        if self._login is None:
+            key = (self.url, self.namespace, self.config.auth, self.config.ca_bundle)
+            self._login = VaultLogin.shared(key, self._make_client, self.config.auth)
+        return self._login
+
+    def _make_client(self):
+        hvac = hvac_module()
+        import requests
+        from requests.adapters import HTTPAdapter
+
+        session = requests.Session()
+        adapter = HTTPAdapter(max_retries=_counting_retry(self.config, self._on_retry),
+                              pool_maxsize=max(10, self.max_concurrency * 2))
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        verify: bool | str = self.config.ca_bundle or os.environ.get("VAULT_CACERT") or True
+        return hvac.Client(url=self.url, namespace=self.namespace, session=session,
+                           timeout=self.config.timeout, verify=verify)
+
+    def _on_retry(self, status: int | None) -> None:
+        self.count("retries")
+        if status == 429:
+            self.count("throttles")
+
+    def vault(self, what: str, keys: Sequence[str], fn: Callable[[Any], Any],
+              absent: bool = True) -> Any:
+        """Run ``fn(client)``: counted, one new login on 403, 404 as None when ``absent``."""
+        hvac = hvac_module()
+
+        def attempt() -> Any:
+            client = self.login.client()
+            token = client.token
+            try:
+                return fn(client)
+            except hvac.exceptions.Forbidden:
+                self.login.relogin(token)  # a token re-read, for the token method
+                return fn(self.login.client())
+
+        def missing(exc: Exception) -> bool:
+            return absent and isinstance(exc, hvac.exceptions.InvalidPath)
+
+        return self.counted(what, keys, attempt, absent=missing)
+
+    def translate(self, exc: Exception, what: str, keys: Sequence[str]) -> LatchkeyError:
+        hvac = hvac_module()
+        where = f"{what} for {describe_keys(keys)}" if keys else what
+        if isinstance(exc, LatchkeyError):
+            return exc
+        if isinstance(exc, hvac.exceptions.Forbidden):
+            return AccessDenied(f"backend {self.name!r}: Vault denied {where} (403)")
+        if isinstance(exc, hvac.exceptions.RateLimitExceeded):
+            return BackendUnavailable(self.name, f"rate-limited by Vault on {where} after "
+                                                 f"{self.config.max_attempts} attempts (429)")
+        if isinstance(exc, hvac.exceptions.VaultError):
+            status = {hvac.exceptions.InvalidRequest: 400, hvac.exceptions.Unauthorized: 401,
+                      hvac.exceptions.InternalServerError: 500, hvac.exceptions.BadGateway: 502,
+                      hvac.exceptions.VaultDown: 503}.get(type(exc))
+            label = f"HTTP {status}" if status else type(exc).__name__
+            return BackendUnavailable(self.name, f"{where} failed ({label})")
+        return BackendUnavailable(self.name, f"cannot reach Vault for {where} "
+                                             f"({type(exc).__name__})")
+
+    def describe(self) -> str:
+        return (f"vault ({self.url}, KV v{self.config.kv_version} mount {self.mount!r}, "
+                f"{self.config.layout} layout, auth {self.config.auth.method})")
+
+    def check(self) -> str:
+        self.vault("login", [], lambda client: None)
+        return f"ok (logged in by {self.config.auth.method})"
+
+    # -- paths ----------------------------------------------------------------------------
+    def path(self, key: str) -> str:
+        """The Vault path of ``key`` (key layout) or of its document (document layout)."""
+        if self.config.layout == "document":
+            key = self.document_of(key)[0]
+        return "/".join(p for p in (self.prefix, key) if p)
+
+    def document_of(self, key: str) -> tuple[str, str]:
+        """(document key, field) of ``key`` in the document layout."""
+        parent, _, field = key.rpartition("/")
+        if not parent and not self.prefix:
+            raise InvalidKey(key, f"backend {self.name!r} keeps keys as fields of documents: a "
+                                  "key needs a parent segment (or set prefix)")
+        return parent, field
+
+    def locate(self, key: str) -> str:
+        where = f"vault:{self.mount}/{self.path(key)}"
+        field = self.document_of(key)[1] if self.config.layout == "document" else self.config.field
+        return f"{where}#{field}"
+
+    # -- reads ----------------------------------------------------------------------------
+    def _read(self, path: str, keys: Sequence[str], version: int | None = None) -> dict | None:
+        """{"data": fields, "version", "created"} of one Vault secret, or None if absent."""
+        if self.config.kv_version == 1:
+            found = self.vault("read", keys, lambda c: c.secrets.kv.v1.read_secret(
+                path, mount_point=self.mount))
+            return None if found is None else {"data": found.get("data") or {}, "version": None,
+                                               "created": None}
+        found = self.vault("read", keys, lambda c: c.secrets.kv.v2.read_secret_version(
+            path, version=version, mount_point=self.mount, raise_on_deleted_version=True))
+        if found is None or not found.get("data") or found["data"].get("data") is None:
+            return None
+        meta = found["data"].get("metadata") or {}
+        return {"data": found["data"]["data"], "version": meta.get("version"),
+                "created": _time(meta.get("created_time"))}
+
+    def _get_many(self, keys: Sequence[str]) -> dict[str, Secret]:
+        by_path: dict[str, list[str]] = {}
+        for key in keys:
+            by_path.setdefault(self.path(key), []).append(key)
+        paths = list(by_path)
+        documents = dict(zip(paths, self.concurrently(
+            lambda p: self._read(p, by_path[p]), paths)))
+        out = {}
+        for path, wanted in by_path.items():
+            document = documents[path]
+            for key in wanted:
+                secret = self._secret_from(key, document)
+                if secret is not None:
+                    out[key] = secret
+        return out
+
+    def _secret_from(self, key: str, document: dict | None) -> Secret | None:
+        if document is None:
+            return None
+        field = self.document_of(key)[1] if self.config.layout == "document" else self.config.field
+        value = document["data"].get(field)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            value = json.dumps(value)
+        version = None if document["version"] is None else str(document["version"])
+        return self._secret(key, value, version, created_at=document["created"])
+
+    def _list_paths(self, path: str, keys: Sequence[str]) -> list[str]:
+        """Every secret path at or below ``path`` (recursive LIST, folders concurrently)."""
+        engine = self._engine()
+        found = self.vault("list", keys, lambda c: engine.list_secrets(path, mount_point=self.mount))
+        if found is None:
+            return []
+        names = (found.get("data") or {}).get("keys") or []
+        base = f"{path}/" if path else ""
+        leaves = [base + n for n in names if not n.endswith("/")]
+        folders = [base + n.rstrip("/") for n in names if n.endswith("/")]
+        for sub in self.concurrently(lambda f: self._list_paths(f, keys), folders):
+            leaves += sub
+        return leaves
+
+    def _engine(self):
+        client = self.login.client()
+        return client.secrets.kv.v2 if self.config.kv_version == 2 else client.secrets.kv.v1
+
+    def _list(self, prefix: str) -> Iterable[str]:
+        if self.config.layout == "document":
+            return self._list_documents(prefix)
+        start = "/".join(p for p in (self.prefix, prefix) if p)
+        listed = {k for k in map(self._key_of, self._list_paths(start, [prefix]))
+                  if k and is_under(k, prefix)}
+        if self.config.kv_version == 1:
+            if prefix and self._read(start, [prefix]) is not None:
+                listed.add(prefix)  # the prefix may be a key itself
+            return listed
+        if prefix:
+            listed.add(prefix)
+        # soft-deleted keys still list on KV v2: keep the live ones
+        keys = sorted(listed)
+        return {k for k, live in zip(keys, self.concurrently(self._is_live, keys)) if live}
+
+    def _is_live(self, key: str) -> bool:
+        meta = self._metadata(self.path(key), [key])
+        if meta is None:
+            return False
+        current = meta["versions"].get(str(meta["current_version"])) or {}
+        return not current.get("deletion_time") and not current.get("destroyed")
+
+    def _list_documents(self, prefix: str) -> set[str]:
+        start = "/".join(p for p in (self.prefix, prefix) if p)
+        paths = set(self._list_paths(start, [prefix]))
+        parts = prefix.split("/") if prefix else []
+        # the prefix, or one of its parents, may itself be a document holding the keys
+        paths |= {"/".join(p for p in (self.prefix, *parts[:i]) if p) for i in range(len(parts) + 1)}
+        paths.discard("")
+        docs = sorted(paths)
+        keys = set()
+        for path, document in zip(docs, self.concurrently(lambda p: self._read(p, [prefix]), docs)):
+            doc_key = self._key_of(path, allow_root=True)
+            if document is None or doc_key is None:
+                continue
+            for field in document["data"]:
+                key = f"{doc_key}/{field}" if doc_key else field
+                try:
+                    if is_under(validate_key(key), prefix):
+                        keys.add(key)
+                except InvalidKey:
+                    continue  # a field name that is not a key segment: not latchkey's
+        return keys
+
+    def _key_of(self, path: str, allow_root: bool = False) -> str | None:
+        if self.prefix:
+            if path == self.prefix:
+                return "" if allow_root else None
+            if not path.startswith(self.prefix + "/"):
+                return None
+            path = path[len(self.prefix) + 1:]
+        try:
+            return validate_key(path)
+        except InvalidKey:
+            return None
+
+    # -- writes ---------------------------------------------------------------------------
+    def _put(self, key: str, value: str) -> Secret:
+        field = self.document_of(key)[1] if self.config.layout == "document" else self.config.field
+        written = self._update(key, lambda data: {**data, field: value})
+        return self._secret(key, value, written)
+
+    def _delete(self, key: str) -> bool:
+        path = self.path(key)
+        if self.config.layout == "document":
+            field = self.document_of(key)[1]
+            existed = []
+
+            def drop(data: dict) -> dict | None:
+                existed.append(field in data)
+                return {k: v for k, v in data.items() if k != field} if field in data else None
+
+            self._update(key, drop)
+            return bool(existed and existed[-1])
+        if self._read(path, [key]) is None:
+            return False
+        if self.config.kv_version == 1:
+            self.vault("delete", [key], lambda c: c.secrets.kv.v1.delete_secret(
+                path, mount_point=self.mount), absent=False)
+        else:
+            self.vault("delete", [key], lambda c: c.secrets.kv.v2.delete_latest_version_of_secret(
+                path, mount_point=self.mount), absent=False)
+        return True
+
+    def _update(self, key: str, change: Callable[[dict], dict | None]) -> str | None:
+        """Read-change-write one Vault secret with check-and-set; returns the new version.
+
+        ``change`` returns the new fields, or None for "nothing to write". A document left
+        with no field is deleted.
+        """
+        path = self.path(key)
+        if self.config.kv_version == 1:
+            if self.config.layout == "document":
+                raise UsageError(f"backend {self.name!r}: KV v1 has no check-and-set, so "
+                                 "document-layout writes could lose concurrent updates; use KV v2")
+            new = change({})
+            if new is not None:
+                self.vault("write", [key], lambda c: c.secrets.kv.v1.create_or_update_secret(
+                    path, new, mount_point=self.mount), absent=False)
+            return None
+        hvac = hvac_module()
+        for attempt in range(self.config.cas_attempts):
+            live = self._read(path, [key])
+            if live is not None:
+                current = int(live["version"])
+            else:  # absent or soft-deleted: the version to check against is in the metadata
+                meta = self._metadata(path, [key])
+                current = int(meta["current_version"]) if meta else 0
+            new = change(dict(live["data"]) if live else {})
+            if new is None:
+                return None
+            try:
+                if not new:
+                    self.vault("delete", [key], lambda c: c.secrets.kv.v2.
+                               delete_latest_version_of_secret(path, mount_point=self.mount),
+                               absent=False)
+                    return None
+                written = self.vault("write", [key], lambda c: c.secrets.kv.v2.
+                                     create_or_update_secret(path, new, cas=current,
+                                                             mount_point=self.mount), absent=False)
+                return str(written["data"]["version"])
+            except BackendUnavailable as exc:
+                if not _cas_mismatch(exc, hvac):
+                    raise
+                time.sleep(random.uniform(0, 0.02 * 2 ** attempt))  # another writer won
+        raise BackendUnavailable(self.name, f"writing {key!r}: other writers kept changing "
+                                            f"{path!r} ({self.config.cas_attempts} attempts)")
+
+    # -- versions -------------------------------------------------------------------------
+    def _metadata(self, path: str, keys: Sequence[str]) -> dict | None:
+        found = self.vault("metadata", keys, lambda c: c.secrets.kv.v2.read_secret_metadata(
+            path, mount_point=self.mount))
+        return None if found is None else found["data"]
+
+    def _history(self, key: str) -> list[VersionInfo]:
+        meta = self._metadata(self.path(key), [key])
+        if meta is None:
+            return []
+        return [VersionInfo(number, _time(v.get("created_time")),
+                            deleted=bool(v.get("deletion_time")) or bool(v.get("destroyed")))
+                for number, v in sorted(meta["versions"].items(), key=lambda kv: int(kv[0]))]
+
+    def _get_version(self, key: str, version: str) -> Secret | None:
+        if not version.isdigit() or int(version) < 1:
+            return None
+        return self._secret_from(key, self._read(self.path(key), [key], version=int(version)))
+
+
+def _cas_mismatch(exc: BackendUnavailable, hvac) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, hvac.exceptions.InvalidRequest) and "check-and-set" in str(cause)
+
+
+def _time(text: str | None) -> datetime | None:
+    """Vault's RFC 3339 times (nanoseconds) as datetimes."""
+    if not text:
+        return None
+    head, _, frac = text.rstrip("Z").partition(".")
+    try:
+        return datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}+00:00")
+    except ValueError:
+        return None
