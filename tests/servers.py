@@ -191,3 +191,15 @@ def vault_env(monkeypatch: pytest.MonkeyPatch, fake_vault) -> str:
     monkeypatch.delenv("VAULT_TOKEN", raising=False)
     monkeypatch.delenv("VAULT_NAMESPACE", raising=False)
     return fake_vault.url
+
+
+@pytest.fixture(scope="session")
+def fake_gcp() -> Iterator["FakeSecretManager"]:
+    """A protocol-level GCP Secret Manager (REST v1) on 127.0.0.1."""
+    from .fakes.gcp import FakeSecretManager
+
+    server = FakeSecretManager()
+    try:
+        yield server
+    finally:
+        server.stop()

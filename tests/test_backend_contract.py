@@ -22,6 +22,7 @@ from latchkey.backends.aws_ssm import SsmBackend, SsmConfig
 from latchkey.backends.dynamodb import DynamoDbBackend, DynamoDbConfig
 from latchkey.backends.env import EnvBackend, key_to_name
 from latchkey.backends.files import FilesBackend
+from latchkey.backends.gcp_secret_manager import GcpSecretManagerBackend, GcpSecretManagerConfig
 from latchkey.backends.local import LocalBackend
 from latchkey.backends.vault import AppRoleAuth, VaultBackend, VaultConfig
 from latchkey.errors import BackendError
@@ -156,6 +157,14 @@ def make_vault_kv1(tmp: Path, data: dict, request=None) -> Backend:
     return make_vault(tmp, data, request, mount="kv", kv_version=1)
 
 
+def make_gcp(tmp: Path, data: dict, request=None) -> Backend:
+    server = request.getfixturevalue("fake_gcp")
+    config = GcpSecretManagerConfig(type="gcp_secret_manager", project="lk-test",
+                                    prefix=f"lk{uuid.uuid4().hex[:10]}_", endpoint=server.url,
+                                    credentials="anonymous")
+    return _seed(GcpSecretManagerBackend("gcp", config), data)
+
+
 ALL = [
     pytest.param(make_env, id="env"),
     pytest.param(make_toml, id="files-toml"),
@@ -171,9 +180,10 @@ ALL = [
     pytest.param(make_vault, id="vault"),
     pytest.param(make_vault_document, id="vault-document"),
     pytest.param(make_vault_kv1, id="vault-kv1"),
+    pytest.param(make_gcp, id="gcp_secret_manager"),
 ]
 WRITABLE_IDS = ("local", "memory", "aws_ssm", "aws_secrets_manager", "dynamodb", "vault",
-                "vault-document", "vault-kv1")
+                "vault-document", "vault-kv1", "gcp_secret_manager")
 WRITABLE = [p for p in ALL if p.id in WRITABLE_IDS]
 READ_ONLY = [p for p in ALL if p.id not in WRITABLE_IDS]
 TOMBSTONES = [p for p in ALL if p.id in ("local", "memory")]       # deletes stay in history

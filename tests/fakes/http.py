@@ -14,6 +14,7 @@ import json
 import re
 import ssl
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -61,6 +62,9 @@ class FakeService:
     def __init__(self, cert: tuple[Path, Path] | None = None) -> None:
         self.counts: Counter[str] = Counter()
         self.requests: list[tuple[str, str]] = []
+        #: seconds added to every answer, and the most requests seen in flight at once
+        self.latency = 0.0
+        self.inflight = self.max_inflight = 0
         self.lock = threading.RLock()
         self._faults: list[Fault] = []
         self._compiled = [(m, re.compile(p + r"\Z"), h) for m, p, h in self.routes]
@@ -87,6 +91,7 @@ class FakeService:
         with self.lock:
             self.counts.clear()
             self.requests.clear()
+            self.max_inflight = 0
 
     def stop(self) -> None:
         self._server.shutdown()
@@ -131,12 +136,20 @@ class FakeService:
             return fault.status, self.error_body(fault.status, fault.message or "injected", {}), extra
         request = Request(method, path, query, headers, body, match.groupdict())
         handler: Callable[[Request], Any] = getattr(self, name)
+        with self.lock:
+            self.inflight += 1
+            self.max_inflight = max(self.max_inflight, self.inflight)
         try:
+            if self.latency:
+                time.sleep(self.latency)
             self.before(request, name)
             result = handler(request)
         except HttpError as exc:
             headers_out = exc.extra.pop("headers", {})
             return exc.status, self.error_body(exc.status, exc.message, exc.extra), headers_out
+        finally:
+            with self.lock:
+                self.inflight -= 1
         if len(result) == 2:
             return result[0], result[1], {}
         return result

@@ -102,8 +102,8 @@ def describe_keys(keys: Sequence[str]) -> str:
 _HEX = "0123456789abcdef"
 
 
-def escape_name(key: str, literal: str, max_length: int, store: str) -> str:
-    """A key path as a store name made only of ``literal`` characters and ``-``.
+def escape_name(key: str, literal: str, max_length: int, store: str, prefix: str = "") -> str:
+    """``prefix`` + a key path as a store name made only of ``literal`` characters and ``-``.
 
     ``/`` becomes ``--``; every other character outside ``literal`` (``-`` included) becomes
     ``-`` and two lowercase hex digits of its code. Decoding reads ``-`` then either ``-`` or
@@ -120,7 +120,7 @@ def escape_name(key: str, literal: str, max_length: int, store: str) -> str:
             out.append(ch)
         else:
             out.append(f"-{ord(ch):02x}")
-    name = "".join(out)
+    name = prefix + "".join(out)
     if len(name) > max_length:
         raise InvalidKey(key, f"its {store} name would be {len(name)} characters "
                               f"(at most {max_length})")
