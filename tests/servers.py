@@ -203,3 +203,42 @@ def fake_gcp() -> Iterator["FakeSecretManager"]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_azure(tmp_path_factory) -> Iterator["FakeKeyVault"]:
+    """A protocol-level Azure Key Vault (and token endpoint) over TLS on 127.0.0.1; its
+    self-signed certificate is ``server.cert``."""
+    from .fakes.azure import FakeKeyVault
+    from .fakes.http import make_cert
+
+    cert = make_cert(tmp_path_factory.mktemp("azure-tls"))
+    server = FakeKeyVault(cert)
+    server.cert = cert[0]
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def azure_env(monkeypatch: pytest.MonkeyPatch, fake_azure):
+    """The fake Key Vault, with the service principal's secret in AZURE_CLIENT_SECRET."""
+    from .fakes.azure import CLIENT_SECRET
+
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", CLIENT_SECRET)
+    return fake_azure
+
+
+def azure_config(server, **fields):
+    """An ``azure_key_vault`` configuration for the fake: client-secret auth against its
+    token endpoint, its certificate trusted, the challenge's resource check off (an IP)."""
+    from latchkey.backends.azure_key_vault import AzureKeyVaultConfig, ClientSecretAuth
+
+    from .fakes.azure import CLIENT_ID, TENANT
+
+    fields.setdefault("auth", ClientSecretAuth(
+        method="client_secret", tenant_id=TENANT, client_id=CLIENT_ID, authority=server.url,
+        disable_instance_discovery=True))
+    return AzureKeyVaultConfig(type="azure_key_vault", url=server.url, ca_bundle=str(server.cert),
+                               verify_challenge_resource=False, **fields)

@@ -22,6 +22,7 @@ from latchkey.backends.aws_ssm import SsmBackend, SsmConfig
 from latchkey.backends.dynamodb import DynamoDbBackend, DynamoDbConfig
 from latchkey.backends.env import EnvBackend, key_to_name
 from latchkey.backends.files import FilesBackend
+from latchkey.backends.azure_key_vault import AzureKeyVaultBackend
 from latchkey.backends.gcp_secret_manager import GcpSecretManagerBackend, GcpSecretManagerConfig
 from latchkey.backends.local import LocalBackend
 from latchkey.backends.vault import AppRoleAuth, VaultBackend, VaultConfig
@@ -165,6 +166,14 @@ def make_gcp(tmp: Path, data: dict, request=None) -> Backend:
     return _seed(GcpSecretManagerBackend("gcp", config), data)
 
 
+def make_azure(tmp: Path, data: dict, request=None) -> Backend:
+    from .servers import azure_config
+
+    server = request.getfixturevalue("azure_env")
+    config = azure_config(server, prefix=f"lk{uuid.uuid4().hex[:10]}-")
+    return _seed(AzureKeyVaultBackend("azure", config), data)
+
+
 ALL = [
     pytest.param(make_env, id="env"),
     pytest.param(make_toml, id="files-toml"),
@@ -181,9 +190,11 @@ ALL = [
     pytest.param(make_vault_document, id="vault-document"),
     pytest.param(make_vault_kv1, id="vault-kv1"),
     pytest.param(make_gcp, id="gcp_secret_manager"),
+    pytest.param(make_azure, id="azure_key_vault"),
 ]
 WRITABLE_IDS = ("local", "memory", "aws_ssm", "aws_secrets_manager", "dynamodb", "vault",
-                "vault-document", "vault-kv1", "gcp_secret_manager")
+                "vault-document", "vault-kv1", "gcp_secret_manager",
+                "azure_key_vault")
 WRITABLE = [p for p in ALL if p.id in WRITABLE_IDS]
 READ_ONLY = [p for p in ALL if p.id not in WRITABLE_IDS]
 TOMBSTONES = [p for p in ALL if p.id in ("local", "memory")]       # deletes stay in history
