@@ -181,3 +181,64 @@ def test_quickstart_leaks_nothing(tmp_path: Path) -> None:
         if path.is_file() and path.name != "master.key":
             data = path.read_bytes().decode("utf-8", "replace")
             assert not [n for n in needles if n in data], path
+
+
+def _vault_store(request):
+    from latchkey.backends.vault import AppRoleAuth, VaultBackend, VaultConfig
+
+    from .fakes.vault import ROLE_ID
+
+    server = request.getfixturevalue("fake_vault")
+    request.getfixturevalue("vault_env")
+    return server, "v2_read", "v2_write", VaultBackend("vault", VaultConfig(
+        type="vault", prefix=f"leak/{os.urandom(4).hex()}", max_attempts=2,
+        auth=AppRoleAuth(method="approle", role_id=ROLE_ID)))
+
+
+def _gcp_store(request):
+    from latchkey.backends.gcp_secret_manager import (GcpSecretManagerBackend,
+                                                      GcpSecretManagerConfig)
+
+    server = request.getfixturevalue("fake_gcp")
+    return server, "access", "add_version", GcpSecretManagerBackend("gcp", GcpSecretManagerConfig(
+        type="gcp_secret_manager", project="lk-test", endpoint=server.url, max_attempts=2,
+        credentials="anonymous", prefix=f"leak{os.urandom(4).hex()}_"))
+
+
+def _azure_store(request):
+    from latchkey.backends.azure_key_vault import AzureKeyVaultBackend
+
+    from .servers import azure_config
+
+    server = request.getfixturevalue("azure_env")
+    return server, "get_secret", "set_secret", AzureKeyVaultBackend("azure", azure_config(
+        server, prefix=f"leak{os.urandom(4).hex()}-", max_attempts=2))
+
+
+@pytest.mark.parametrize("make", [pytest.param(_vault_store, id="vault"),
+                                  pytest.param(_gcp_store, id="gcp_secret_manager"),
+                                  pytest.param(_azure_store, id="azure_key_vault")])
+def test_cloud_stores_leak_nothing_on_any_path(make, request, caplog) -> None:
+    """Writes, reads and every failure (403, 404, 429 past the retries, 500, 503) of the
+    Vault, GCP and Azure backends, with the SDKs' own loggers at DEBUG: no value in any
+    message, repr, traceback (causes included) or log record."""
+    caplog.set_level(logging.DEBUG)
+    server, read_route, write_route, backend = make(request)
+    captured: list[str] = []
+    for i, value in enumerate(VALUES):
+        captured.append(repr(backend.put(f"leak/k{i}", value)))
+    found = backend.get_many([f"leak/k{i}" for i in range(len(VALUES))])
+    assert {s.value for s in found.values()} == set(VALUES)
+    captured += [repr(found), str(found), repr(backend)]
+    for status in (403, 429, 500, 503):
+        for route, action in ((read_route, lambda: backend.get_many(["leak/k0", "leak/k1"])),
+                              (write_route, lambda: backend.put("leak/k0", TOKEN))):
+            server.fail(status, times=4, route=route, retry_after=0 if status == 429 else None)
+            with pytest.raises(latchkey.LatchkeyError) as info:
+                action()
+            captured.append(str(info.value))
+            captured += traceback.format_exception(info.value)
+            with server.lock:
+                server._faults.clear()  # the ones a failed write did not use up
+    captured += [caplog.text] + [str(r.args) for r in caplog.records]
+    assert _hits("\n".join(captured)) == []
