@@ -221,3 +221,21 @@ def test_unknown_store_and_bare_env(isolated: Path) -> None:
     assert "env: needs a prefix" in run_cli("copy", "env:", "local").stderr
     missing = run_cli("copy", f"airflow-connections:{isolated / 'none.json'}", "local")
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_copy_into_vault_by_ad_hoc_spec(isolated: Path, vault_env, fake_vault,
+                                        monkeypatch) -> None:
+    """`latchkey copy file:... vault:secret/PREFIX` writes into Vault KV v2 (token from
+    $VAULT_TOKEN); a second run finds everything the same."""
+    from .fakes.vault import ROOT_TOKEN
+
+    monkeypatch.setenv("VAULT_TOKEN", ROOT_TOKEN)
+    toml = isolated / "secrets.toml"
+    toml.write_text('[sources.facebook]\naccess_token = "fake-fb-copy"\napp_id = "fake-app"\n')
+    prefix = f"copy/{uuid.uuid4().hex[:8]}"
+    first = run_cli("copy", f"file:{toml}", f"vault:secret/{prefix}")
+    assert first.returncode == 0 and "copied 2" in first.stdout, first.stderr
+    assert fake_vault.v2[f"secret/{prefix}/sources/facebook/access_token"]["current"] == 1
+    again = run_cli("copy", f"file:{toml}", f"vault:secret/{prefix}")
+    assert "copied 0, skipped 2 (2 already identical" in again.stdout
+    assert "vault:MOUNT[/PREFIX]" in run_cli("copy", "vault:", "local").stderr

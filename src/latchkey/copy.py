@@ -14,7 +14,14 @@ A store is a backend of the manifest (by name) or an ad-hoc spec:
 ``ssm:/prefix``                 SSM Parameter Store under /prefix
 ``secretsmanager:prefix/``      Secrets Manager names under prefix/
 ``dynamodb:table``              a DynamoDB table
+``vault:mount/prefix``          Vault KV v2 (``$VAULT_ADDR``, token from ``$VAULT_TOKEN``)
+``gcp:project/prefix``          GCP Secret Manager (Application Default Credentials)
+``azure:vault-name/prefix``     Azure Key Vault ``https://vault-name.vault.azure.net``
+                                (DefaultAzureCredential)
 ==============================  ============================================================
+
+Manifest backends take every option (layouts, auth methods, labels...); the ad-hoc specs use
+each store's defaults.
 
 A plan compares every source key with the destination: ``add``, ``change``, ``same``, or
 ``too_large`` for the destination (and ``split`` where it stores large values in chunks).
@@ -105,10 +112,13 @@ def open_store(spec: str, lk: Latchkey | None = None) -> Backend:
         return LocalBackend(spec, Path(arg or DEFAULT_PATH))
     if kind in ("ssm", "secretsmanager", "dynamodb") and sep:
         return _aws_store(kind, spec, arg)
+    if kind in ("vault", "gcp", "azure") and sep and arg.strip("/"):
+        return _cloud_store(kind, spec, arg)
     known = sorted(lk.backends) if lk else []
     raise UsageError(f"unknown store {spec!r}: name a backend of the manifest {known} or use "
                      "file:, env:, airflow-connections:, local[:PATH], ssm:, secretsmanager:, "
-                     "dynamodb:")
+                     "dynamodb:, vault:MOUNT[/PREFIX], gcp:PROJECT[/PREFIX], "
+                     "azure:VAULT[/PREFIX]")
 
 
 def _aws_store(kind: str, spec: str, arg: str) -> Backend:
@@ -124,6 +134,23 @@ def _aws_store(kind: str, spec: str, arg: str) -> Backend:
     from .backends.dynamodb import DynamoDbBackend, DynamoDbConfig
 
     return DynamoDbBackend(spec, DynamoDbConfig(type="dynamodb", table=arg))
+
+
+def _cloud_store(kind: str, spec: str, arg: str) -> Backend:
+    head, _, prefix = arg.strip("/").partition("/")
+    if kind == "vault":
+        from .backends.vault import VaultBackend, VaultConfig
+
+        return VaultBackend(spec, VaultConfig(type="vault", mount=head, prefix=prefix))
+    if kind == "gcp":
+        from .backends.gcp_secret_manager import GcpSecretManagerBackend, GcpSecretManagerConfig
+
+        return GcpSecretManagerBackend(spec, GcpSecretManagerConfig(
+            type="gcp_secret_manager", project=head, prefix=prefix))
+    from .backends.azure_key_vault import AzureKeyVaultBackend, AzureKeyVaultConfig
+
+    return AzureKeyVaultBackend(spec, AzureKeyVaultConfig(
+        type="azure_key_vault", url=f"https://{head}.vault.azure.net", prefix=prefix))
 
 
 class AirflowExport(MemoryBackend):
