@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 import threading
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -370,14 +368,3 @@ def test_no_aws_role_is_a_usage_error() -> None:
     with latchkey.Latchkey([], manifest=manifest).pipeline("p") as run:
         with pytest.raises(latchkey.UsageError, match="has no aws_role"):
             run.aws_session()
-
-
-def test_missing_boto3_names_the_extra(tmp_path: Path) -> None:
-    """Without boto3 the error is one line with the pip command."""
-    code = ("import sys; sys.modules['boto3'] = None\n"
-            "from latchkey.backends.aws_ssm import SsmBackend, SsmConfig\n"
-            "b = SsmBackend('ssm', SsmConfig(type='aws_ssm'))\n"
-            "try:\n    b.get('k')\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60).stdout
-    assert "MissingDependency" in out and "pip install 'latchkey[aws]'" in out

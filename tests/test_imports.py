@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SDKS = ["boto3", "botocore", "hvac", "google.cloud", "google.api_core", "azure",
         "airflow", "dlt", "duckdb", "rich"]
 
@@ -48,3 +50,40 @@ def test_aws_backends_load_boto3_only_when_used(tmp_path: Path) -> None:
         '[backends.sm]\ntype = "aws_secrets_manager"\n'
         '[backends.ddb]\ntype = "dynamodb"\ntable = "t"\n')
     assert _loaded("latchkey.load()", cwd=tmp_path) == []
+
+
+@pytest.mark.parametrize("blocked, module, build, extra", [
+    pytest.param("boto3", "aws_ssm", "SsmBackend('b', SsmConfig(type='aws_ssm'))", "aws",
+                 id="aws"),
+    pytest.param("hvac", "vault", "VaultBackend('b', VaultConfig(type='vault', "
+                 "url='http://127.0.0.1:1'))", "vault", id="vault"),
+    pytest.param("google.cloud.secretmanager", "gcp_secret_manager",
+                 "GcpSecretManagerBackend('b', GcpSecretManagerConfig("
+                 "type='gcp_secret_manager', project='p'))", "gcp", id="gcp"),
+    pytest.param("azure.keyvault.secrets", "azure_key_vault",
+                 "AzureKeyVaultBackend('b', AzureKeyVaultConfig(type='azure_key_vault', "
+                 "url='https://x.vault.azure.net'))", "azure", id="azure"),
+])
+def test_missing_sdk_names_the_extra(blocked: str, module: str, build: str, extra: str) -> None:
+    """Without its SDK a backend's first call raises MissingDependency with the pip line."""
+    names = [build.split("(")[0], build.split("(")[1].split(", ")[-1]]
+    code = (f"import sys; sys.modules[{blocked!r}] = None\n"
+            f"from latchkey.backends.{module} import {', '.join(names)}\n"
+            f"b = {build}\n"
+            "try:\n    b.get('k')\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert "MissingDependency" in out.stdout, out.stderr[-500:]
+    assert f"pip install 'latchkey[{extra}]'" in out.stdout
+
+
+def test_cloud_backends_build_without_their_sdks(tmp_path: Path) -> None:
+    """A manifest naming vault, gcp_secret_manager and azure_key_vault validates and builds
+    without importing hvac, Google or Azure libraries."""
+    (tmp_path / "latchkey.toml").write_text(
+        '[backends.v]\ntype = "vault"\nurl = "http://127.0.0.1:1"\n'
+        'auth = { method = "approle", role_id = "r" }\n'
+        '[backends.g]\ntype = "gcp_secret_manager"\nproject = "p"\n'
+        '[backends.a]\ntype = "azure_key_vault"\nurl = "https://x.vault.azure.net"\n')
+    assert _loaded("lk = latchkey.load(); [lk.backend(n) for n in ('v', 'g', 'a')]",
+                   cwd=tmp_path) == []

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Literal, Sequence
 
 from ..errors import AccessDenied, BackendUnavailable, LatchkeyError, MissingDependency
-from .base import BackendConfig, BuildContext
+from .base import BackendConfig
 from .remote import RemoteBackend, describe_keys
 
 __all__ = ["AwsBackend", "AwsConfig", "THROTTLING_CODES", "boto3_module"]
@@ -66,13 +66,6 @@ class AwsBackend(RemoteBackend):
         self.config = config
         self.max_concurrency = config.max_concurrency
         self._clients: dict[str, Any] = {}
-
-    @classmethod
-    def from_config(cls, name: str, config: BackendConfig, ctx: BuildContext) -> "AwsBackend":
-        assert isinstance(config, AwsConfig)
-        fields = {k: ctx.text(v) if isinstance(v, str) else v
-                  for k, v in config.model_dump().items()}
-        return cls(name, type(config).model_validate(fields))
 
     # -- the client -----------------------------------------------------------------------
     @property

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ..errors import AccessDenied, BackendUnavailable, LatchkeyError, MissingDependency, \
     UsageError
 from ..keys import is_under
-from .base import BackendConfig, BuildContext, Secret, VersionInfo
+from .base import BackendConfig, Secret, VersionInfo
 from .remote import RemoteBackend, describe_keys, escape_name, unescape_name
 
 __all__ = ["AzureKeyVaultBackend", "AzureKeyVaultConfig"]
@@ -141,22 +141,8 @@ class AzureKeyVaultBackend(RemoteBackend):
                              "$AZURE_KEYVAULT_URL")
         self.prefix = config.prefix.lower()
         self.max_concurrency = config.max_concurrency
-        self._client: Any = None
-
-    @classmethod
-    def from_config(cls, name: str, config: Any, ctx: BuildContext) -> "AzureKeyVaultBackend":
-        assert isinstance(config, AzureKeyVaultConfig)
-        return cls(name, config.model_copy(update={"prefix": ctx.text(config.prefix)}))
 
     # -- the client -----------------------------------------------------------------------
-    @property
-    def client(self):
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = self._make_client()
-        return self._client
-
     def _make_client(self):
         secrets, identity = azure_modules()
         transport: dict[str, Any] = {"connection_timeout": self.config.timeout,

@@ -27,7 +27,7 @@ from pydantic import field_validator
 from ..errors import AccessDenied, BackendUnavailable, LatchkeyError, MissingDependency, \
     StoreCorrupt, UsageError
 from ..keys import is_under
-from .base import BackendConfig, BuildContext, Secret, VersionInfo
+from .base import BackendConfig, Secret, VersionInfo
 from .remote import RemoteBackend, describe_keys, escape_name, unescape_name
 
 __all__ = ["GcpSecretManagerBackend", "GcpSecretManagerConfig"]
@@ -93,22 +93,8 @@ class GcpSecretManagerBackend(RemoteBackend):
                              "$GOOGLE_CLOUD_PROJECT")
         self.prefix = config.prefix
         self.max_concurrency = config.max_concurrency
-        self._client: Any = None
-
-    @classmethod
-    def from_config(cls, name: str, config: Any, ctx: BuildContext) -> "GcpSecretManagerBackend":
-        assert isinstance(config, GcpSecretManagerConfig)
-        return cls(name, config.model_copy(update={"prefix": ctx.text(config.prefix)}))
 
     # -- the client -----------------------------------------------------------------------
-    @property
-    def client(self):
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = self._make_client()
-        return self._client
-
     def _make_client(self):
         secretmanager = secretmanager_module()
         from google.api_core.client_options import ClientOptions

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 from .. import metrics
 from ..errors import InvalidKey, LatchkeyError
 from ..keys import validate_key
-from .base import Backend
+from .base import Backend, BackendConfig, BuildContext
 
 __all__ = ["RemoteBackend", "describe_keys", "escape_name", "unescape_name"]
 
@@ -37,6 +37,27 @@ class RemoteBackend(Backend):
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self.stats = {"calls": 0, "retries": 0, "throttles": 0, "errors": 0, "seconds": 0.0}
+
+    @classmethod
+    def from_config(cls, name: str, config: BackendConfig, ctx: BuildContext) -> "RemoteBackend":
+        """Build from the manifest section, ``{env}`` filled in every text field."""
+        fields = {k: ctx.text(v) if isinstance(v, str) else v
+                  for k, v in config.model_dump().items()}
+        return cls(name, type(config).model_validate(fields))  # type: ignore[call-arg]
+
+    @property
+    def client(self) -> Any:
+        """The SDK client, made by ``_make_client`` on first use (thread-safe)."""
+        client = self.__dict__.get("_client")
+        if client is None:
+            with self._lock:
+                client = self.__dict__.get("_client")
+                if client is None:
+                    client = self._client = self._make_client()
+        return client
+
+    def _make_client(self) -> Any:
+        raise NotImplementedError
 
     def count(self, stat: str, n: int = 1) -> None:
         """Add ``n`` to one of ``stats`` (``retries`` and ``throttles`` also go to metrics)."""

@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import AccessDenied, BackendUnavailable, InvalidKey, LatchkeyError, \
     MissingDependency, UsageError
 from ..keys import is_under, validate_key
-from .base import BackendConfig, BuildContext, Secret, VersionInfo
+from .base import BackendConfig, Secret, VersionInfo
 from .remote import RemoteBackend, describe_keys
 
 __all__ = ["AppRoleAuth", "AwsIamAuth", "KubernetesAuth", "TokenAuth", "VaultBackend",
@@ -267,11 +267,6 @@ class VaultBackend(RemoteBackend):
         self.versioned = config.kv_version == 2
         self.max_concurrency = config.max_concurrency
         self._login: VaultLogin | None = None
-
-    @classmethod
-    def from_config(cls, name: str, config: Any, ctx: BuildContext) -> "VaultBackend":
-        assert isinstance(config, VaultConfig)
-        return cls(name, config.model_copy(update={"prefix": ctx.text(config.prefix)}))
 
     # -- the client -----------------------------------------------------------------------
     @property
