@@ -64,6 +64,20 @@ def test_one_login_per_process_shared_by_backends(vault_env, fake_vault) -> None
     assert a.login is b.login
 
 
+def test_shared_login_keeps_each_backends_own_retries(vault_env, fake_vault) -> None:
+    """Backends sharing a login keep their own retry settings and counters."""
+    patient, hasty = vault(max_attempts=3), vault(max_attempts=1)
+    patient.put("k", "fake-v")
+    hasty.put("k", "fake-w")
+    fake_vault.fail(429, times=1, route="v2_read", retry_after=0)
+    assert patient.get("k").value == "fake-v"
+    fake_vault.fail(429, times=1, route="v2_read", retry_after=0)
+    with pytest.raises(BackendUnavailable, match="after 1 attempts"):
+        hasty.get("k")
+    assert (patient.stats["retries"], hasty.stats["retries"]) == (1, 0)
+    assert patient.login is hasty.login
+
+
 @pytest.mark.parametrize("own_vault", [{"token_ttl": 3}], indirect=True)
 def test_token_renewed_before_expiry(own_vault) -> None:
     """Past two thirds of its TTL the token is renewed (renew-self), not re-logged-in, and

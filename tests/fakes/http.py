@@ -87,6 +87,11 @@ class FakeService:
         with self.lock:
             self._faults.append(Fault(status, times, route, retry_after, message))
 
+    def clear_faults(self) -> None:
+        """Drop the queued faults that requests have not used up."""
+        with self.lock:
+            self._faults.clear()
+
     def reset_counts(self) -> None:
         with self.lock:
             self.counts.clear()

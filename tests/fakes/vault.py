@@ -155,8 +155,9 @@ class FakeVault(FakeService):
         _, entry = self._entry(request)
         if entry is None:
             raise HttpError(404)
-        number = int(request.query.get("version") or 0) or entry["current"]
-        version = entry["versions"].get(number)
+        with self._write_lock:  # a version and its number, as one
+            number = int(request.query.get("version") or 0) or entry["current"]
+            version = entry["versions"].get(number)
         if version is None:
             raise HttpError(404)
         meta = self._version_meta(number, version)
@@ -178,9 +179,10 @@ class FakeVault(FakeService):
             if entry is None:
                 entry = self.v2[name] = {"versions": {}, "current": 0,
                                          "created_time": now_rfc3339()}
-            entry["current"] = number = current + 1
+            number = current + 1
             entry["versions"][number] = {"data": body["data"], "created_time": now_rfc3339(),
                                          "deletion_time": "", "destroyed": False}
+            entry["current"] = number
         return 200, self._answer(self._version_meta(number, entry["versions"][number]))
 
     def v2_delete(self, request: Request):

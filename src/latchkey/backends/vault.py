@@ -165,65 +165,67 @@ class VaultConfig(BackendConfig):
 class VaultLogin:
     """One Vault token shared by every backend with the same address, namespace and auth.
 
-    ``client()`` returns a client whose token is valid, renewing or logging in first when
-    needed; ``relogin(token)`` logs in again after a 403, once for all the threads that saw
-    that token fail.
+    Only the token is shared: each backend keeps its own clients (its own timeouts, retries
+    and counters). ``token(client)`` returns a token valid for a while yet, renewing it or
+    logging in (through ``client``) first when needed; ``relogin(client, token)`` logs in
+    again after a 403, once for all the threads that saw that token fail.
     """
 
     _all: dict[tuple, "VaultLogin"] = {}
     _all_lock = threading.Lock()
 
-    def __init__(self, make_client: Callable[[], Any], auth: _Auth,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._client = make_client()
+    def __init__(self, auth: _Auth, clock: Callable[[], float] = time.monotonic) -> None:
         self._auth = auth
         self._clock = clock
         self._lock = threading.Lock()
-        self._renew_at: float | None = None      # None: not logged in yet
+        self._token: str | None = None
+        self._renew_at = 0.0
         self._renewable = False
         self.logins = 0
 
     @classmethod
-    def shared(cls, key: tuple, make_client: Callable[[], Any], auth: _Auth) -> "VaultLogin":
+    def shared(cls, key: tuple, auth: _Auth) -> "VaultLogin":
         with cls._all_lock:
             login = cls._all.get(key)
             if login is None:
-                login = cls._all[key] = cls(make_client, auth)
+                login = cls._all[key] = cls(auth)
             return login
 
-    def client(self):
-        """The hvac client, with a token that is valid for a while yet."""
-        if self._renew_at is not None and self._clock() < self._renew_at:
-            return self._client
+    def token(self, client) -> str:
+        """A token valid for a while yet."""
+        token = self._token
+        if token is not None and self._clock() < self._renew_at:
+            return token
         with self._lock:
-            if self._renew_at is None:
-                self._login()
+            if self._token is None:
+                self._login(client)
             elif self._clock() >= self._renew_at:
-                self._renew()
-        return self._client
+                self._renew(client)
+            assert self._token is not None
+            return self._token
 
-    def relogin(self, failed_token: str | None) -> None:
+    def relogin(self, client, failed_token: str) -> None:
         """Log in again, unless another thread already replaced ``failed_token``."""
         with self._lock:
-            if self._client.token == failed_token:
-                self._login()
+            if self._token == failed_token:
+                self._login(client)
 
-    def _login(self) -> None:
-        auth = self._auth.login(self._client)
-        if auth.get("client_token"):
-            self._client.token = auth["client_token"]
+    def _login(self, client) -> None:
+        auth = self._auth.login(client)
+        self._token = auth.get("client_token") or client.token
         self.logins += 1
         self._schedule(auth)
 
-    def _renew(self) -> None:
+    def _renew(self, client) -> None:
         hvac = hvac_module()
         if not self._renewable:
-            self._login()
+            self._login(client)
             return
+        client.token = self._token
         try:
-            self._schedule(self._client.auth.token.renew_self()["auth"])
+            self._schedule(client.auth.token.renew_self()["auth"])
         except (hvac.exceptions.Forbidden, hvac.exceptions.InvalidRequest):
-            self._login()  # past its max TTL, or revoked: a fresh login
+            self._login(client)  # past its max TTL, or revoked: a fresh login
 
     def _schedule(self, auth: dict) -> None:
         ttl = float(auth.get("lease_duration") or 0)
@@ -267,28 +269,43 @@ class VaultBackend(RemoteBackend):
         self.versioned = config.kv_version == 2
         self.max_concurrency = config.max_concurrency
         self._login: VaultLogin | None = None
+        self._session: Any = None
+        self._local = threading.local()
 
     # -- the client -----------------------------------------------------------------------
     @property
     def login(self) -> VaultLogin:
         if self._login is None:
-            key = (self.url, self.namespace, self.config.auth, self.config.ca_bundle)
-            self._login = VaultLogin.shared(key, self._make_client, self.config.auth)
+            key = (self.url, self.namespace, self.config.auth)
+            self._login = VaultLogin.shared(key, self.config.auth)
         return self._login
 
     def _make_client(self):
+        """This thread's hvac client: its own token slot, this backend's shared session."""
         hvac = hvac_module()
         import requests
         from requests.adapters import HTTPAdapter
 
-        session = requests.Session()
-        adapter = HTTPAdapter(max_retries=_counting_retry(self.config, self._on_retry),
-                              pool_maxsize=max(10, self.max_concurrency * 2))
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
+        with self._lock:
+            if self._session is None:
+                session = requests.Session()
+                adapter = HTTPAdapter(max_retries=_counting_retry(self.config, self._on_retry),
+                                      pool_maxsize=max(10, self.max_concurrency * 2))
+                session.mount("http://", adapter)
+                session.mount("https://", adapter)
+                self._session = session
         verify: bool | str = self.config.ca_bundle or os.environ.get("VAULT_CACERT") or True
-        return hvac.Client(url=self.url, namespace=self.namespace, session=session,
+        return hvac.Client(url=self.url, namespace=self.namespace, session=self._session,
                            timeout=self.config.timeout, verify=verify)
+
+    @property
+    def client(self):
+        """An hvac client for this thread (a token is per client, and threads may hold
+        different ones for a moment while the token is replaced)."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = self._make_client()
+        return client
 
     def _on_retry(self, status: int | None) -> None:
         self.count("retries")
@@ -301,13 +318,14 @@ class VaultBackend(RemoteBackend):
         hvac = hvac_module()
 
         def attempt() -> Any:
-            client = self.login.client()
-            token = client.token
+            client = self.client
+            client.token = token = self.login.token(client)
             try:
                 return fn(client)
             except hvac.exceptions.Forbidden:
-                self.login.relogin(token)  # a token re-read, for the token method
-                return fn(self.login.client())
+                self.login.relogin(client, token)  # a token re-read, for the token method
+                client.token = self.login.token(client)
+                return fn(client)
 
         def missing(exc: Exception) -> bool:
             return absent and isinstance(exc, hvac.exceptions.InvalidPath)
@@ -407,8 +425,11 @@ class VaultBackend(RemoteBackend):
 
     def _list_paths(self, path: str, keys: Sequence[str]) -> list[str]:
         """Every secret path at or below ``path`` (recursive LIST, folders concurrently)."""
-        engine = self._engine()
-        found = self.vault("list", keys, lambda c: engine.list_secrets(path, mount_point=self.mount))
+        def listing(client):
+            engine = client.secrets.kv.v2 if self.config.kv_version == 2 else client.secrets.kv.v1
+            return engine.list_secrets(path, mount_point=self.mount)
+
+        found = self.vault("list", keys, listing)
         if found is None:
             return []
         names = (found.get("data") or {}).get("keys") or []
@@ -419,9 +440,6 @@ class VaultBackend(RemoteBackend):
             leaves += sub
         return leaves
 
-    def _engine(self):
-        client = self.login.client()
-        return client.secrets.kv.v2 if self.config.kv_version == 2 else client.secrets.kv.v1
 
     def _list(self, prefix: str) -> Iterable[str]:
         if self.config.layout == "document":
@@ -529,9 +547,10 @@ class VaultBackend(RemoteBackend):
             live = self._read(path, [key])
             if live is not None:
                 current = int(live["version"])
-            else:  # absent or soft-deleted: the version to check against is in the metadata
-                meta = self._metadata(path, [key])
+            else:  # absent or soft-deleted; the version to check against is in the metadata,
+                meta = self._metadata(path, [key])  # and one written since must be read
                 current = int(meta["current_version"]) if meta else 0
+                live = self._read(path, [key], version=current) if current else None
             new = change(dict(live["data"]) if live else {})
             if new is None:
                 return None
