@@ -52,6 +52,9 @@ def test_batch_reads_bounded_concurrency(server) -> None:
     assert len(found) == 30 and found["ads/k03"].value == "fake-3"
     assert server.counts["get_secret"] == 31
     assert 2 <= server.max_inflight <= 4
+    server.reset_counts()
+    assert len(backend.list("ads")) == 30  # Key Vault pages by 25: nextLink followed
+    assert server.counts["list_secrets"] >= 2
 
 
 def test_throttling_and_5xx_retried_and_counted(server) -> None:

@@ -46,6 +46,16 @@ def test_batch_reads_are_concurrent_and_bounded(server) -> None:
     assert 2 <= server.max_inflight <= 6
 
 
+def test_listing_follows_every_page(server) -> None:
+    """ls over more secrets than one page (250) follows nextPageToken to the end."""
+    backend = gcp(server)
+    for i in range(260):
+        backend.put(f"many/k{i:03d}", "fake")
+    server.reset_counts()
+    assert len(backend.list("many")) == 260
+    assert server.counts["list_secrets"] == 2
+
+
 def test_429_is_retried_and_counted(server) -> None:
     """HTTP 429 (RESOURCE_EXHAUSTED), which the SDK's default policy does not retry on the
     REST transport, is retried with backoff; retries and throttles are counted."""
