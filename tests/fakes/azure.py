@@ -79,8 +79,8 @@ class FakeKeyVault(FakeService):
                             headers={"WWW-Authenticate": challenge})
         name = request.params.get("name", "")
         if name and any(fnmatch.fnmatch(name.lower(), p) for p in self.denied):
-            raise HttpError(403, f"The user, group or application does not have secrets get "
-                                 f"permission on key vault 'fake;location=local'.",
+            raise HttpError(403, "The user, group or application does not have secrets get "
+                                 "permission on key vault 'fake;location=local'.",
                             inner="AccessDenied")
         if name and not NAME.match(name):
             raise HttpError(400, "The request URI contains an invalid name: "
