@@ -159,6 +159,18 @@ def test_unreachable_vault(monkeypatch) -> None:
         backend.get("k")
 
 
+def test_listing_a_tree_wider_than_the_pool(vault_env, fake_vault) -> None:
+    """ls walks a tree with more folders per level than max_concurrency (the walk runs level
+    by level from the caller's thread; recursing inside the pool would wait on itself)."""
+    backend = vault(max_concurrency=2)
+    keys = sorted(f"a{a}/b{b}/k" for a in range(3) for b in range(3))
+    for key in keys:
+        backend.put(key, "fake")
+    fake_vault.reset_counts()
+    assert backend.list("") == keys
+    assert fake_vault.counts["v2_list"] == 1 + 3 + 9
+
+
 def test_document_layout_reads_a_scope_in_one_call(vault_env, fake_vault) -> None:
     """Keys that are fields of one document are read with one request, and a pipeline whose
     scope is that document opens with one read."""
@@ -290,7 +302,8 @@ def test_wrong_approle_secret_is_a_clear_error(vault_env, monkeypatch) -> None:
     monkeypatch.setenv("VAULT_SECRET_ID", "fake-wrong-secret-id")
     with pytest.raises(BackendUnavailable) as info:
         vault().get("k")
-    assert "HTTP 400" in str(info.value) and "fake-wrong-secret-id" not in str(info.value)
+    assert "Vault refused the approle login (HTTP 400)" in str(info.value)
+    assert "fake-wrong-secret-id" not in str(info.value)
 
 
 def test_manifest_and_cli(vault_env, fake_vault, isolated: Path) -> None:

@@ -18,6 +18,7 @@ also filter ``list`` (and so ``ls`` and ``copy``).
 
 from __future__ import annotations
 
+import base64
 import os
 import string
 from typing import Any, Literal, Sequence
@@ -212,8 +213,6 @@ class GcpSecretManagerBackend(RemoteBackend):
         try:
             value = data.decode("utf-8")
         except UnicodeDecodeError:
-            import base64
-
             value = base64.b64encode(data).decode("ascii")  # binary secrets, as Secrets Manager
         return self._secret(key, value, found.name.rsplit("/", 1)[1])
 
@@ -230,8 +229,7 @@ class GcpSecretManagerBackend(RemoteBackend):
         keys = set()
         for secret in secrets:
             key = self.key_of(secret.name.rsplit("/", 1)[1])
-            if key is not None and is_under(key, prefix) and \
-                    all(secret.labels.get(k) == v for k, v in self.config.labels.items()):
+            if key is not None and is_under(key, prefix):  # the filter matched labels
                 keys.add(key)
         return keys
 
@@ -268,7 +266,7 @@ class GcpSecretManagerBackend(RemoteBackend):
                             parent=self.secret_path(key), page_size=250)
         if versions is None:
             return []
-        out = [VersionInfo(v.name.rsplit("/", 1)[1], _when(v.create_time),
+        out = [VersionInfo(v.name.rsplit("/", 1)[1], v.create_time or None,
                            deleted=v.state.name != "ENABLED") for v in versions]
         return sorted(out, key=lambda v: int(v.version))
 
@@ -303,8 +301,3 @@ def _crc32c(data: bytes) -> int:
     import google_crc32c
 
     return google_crc32c.value(data)
-
-
-def _when(value: Any):
-    """The SDK's timestamp (a DatetimeWithNanoseconds) as a plain datetime, or None."""
-    return value if value else None

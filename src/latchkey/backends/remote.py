@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from .. import metrics
-from ..errors import InvalidKey, LatchkeyError
+from ..errors import BackendUnavailable, InvalidKey, LatchkeyError
 from ..keys import validate_key
 from .base import Backend, BackendConfig, BuildContext
 
@@ -90,8 +90,6 @@ class RemoteBackend(Backend):
 
     def translate(self, exc: Exception, what: str, keys: Sequence[str]) -> LatchkeyError:
         """The SDK's error as a latchkey error naming this backend (subclasses refine it)."""
-        from ..errors import BackendUnavailable
-
         where = f"{what} for {describe_keys(keys)}" if keys else what
         return BackendUnavailable(self.name, f"{where} failed ({type(exc).__name__})")
 

@@ -151,12 +151,12 @@ class VaultBackend(RemoteBackend):
 
         def attempt() -> Any:
             client = self.client
-            client.token = token = self.login.token(client)
+            client.token = token = self._token(client)
             try:
                 return fn(client)
             except hvac.exceptions.Forbidden:
-                self.login.relogin(client, token)  # a token re-read, for the token method
-                client.token = self.login.token(client)
+                self._token(client, relogin=token)  # a token re-read, for the token method
+                client.token = self._token(client)
                 return fn(client)
 
         def missing(exc: Exception) -> bool:
@@ -164,22 +164,28 @@ class VaultBackend(RemoteBackend):
 
         return self.counted(what, keys, attempt, absent=missing)
 
+    def _token(self, client, relogin: str | None = None) -> str:
+        """The shared token (after a new login when ``relogin`` is the token that failed);
+        a refused login is worded as one, not as a failure of the read that needed it."""
+        hvac = hvac_module()
+        try:
+            if relogin is not None:
+                self.login.relogin(client, relogin)
+            return self.login.token(client)
+        except hvac.exceptions.VaultError as exc:
+            raise BackendUnavailable(self.name, f"Vault refused the {self.config.auth.method} "
+                                                f"login ({_label(exc, hvac)})") from exc
+
     def translate(self, exc: Exception, what: str, keys: Sequence[str]) -> LatchkeyError:
         hvac = hvac_module()
         where = f"{what} for {describe_keys(keys)}" if keys else what
-        if isinstance(exc, LatchkeyError):
-            return exc
         if isinstance(exc, hvac.exceptions.Forbidden):
             return AccessDenied(f"backend {self.name!r}: Vault denied {where} (403)")
         if isinstance(exc, hvac.exceptions.RateLimitExceeded):
             return BackendUnavailable(self.name, f"rate-limited by Vault on {where} after "
                                                  f"{self.config.max_attempts} attempts (429)")
         if isinstance(exc, hvac.exceptions.VaultError):
-            status = {hvac.exceptions.InvalidRequest: 400, hvac.exceptions.Unauthorized: 401,
-                      hvac.exceptions.InternalServerError: 500, hvac.exceptions.BadGateway: 502,
-                      hvac.exceptions.VaultDown: 503}.get(type(exc))
-            label = f"HTTP {status}" if status else type(exc).__name__
-            return BackendUnavailable(self.name, f"{where} failed ({label})")
+            return BackendUnavailable(self.name, f"{where} failed ({_label(exc, hvac)})")
         return BackendUnavailable(self.name, f"cannot reach Vault for {where} "
                                              f"({type(exc).__name__})")
 
@@ -206,10 +212,12 @@ class VaultBackend(RemoteBackend):
                                   "key needs a parent segment (or set prefix)")
         return parent, field
 
+    def field_of(self, key: str) -> str:
+        """The field of its Vault secret that holds ``key``'s value."""
+        return self.document_of(key)[1] if self.config.layout == "document" else self.config.field
+
     def locate(self, key: str) -> str:
-        where = f"vault:{self.mount}/{self.path(key)}"
-        field = self.document_of(key)[1] if self.config.layout == "document" else self.config.field
-        return f"{where}#{field}"
+        return f"vault:{self.mount}/{self.path(key)}#{self.field_of(key)}"
 
     # -- reads ----------------------------------------------------------------------------
     def _read(self, path: str, keys: Sequence[str], version: int | None = None) -> dict | None:
@@ -246,8 +254,7 @@ class VaultBackend(RemoteBackend):
     def _secret_from(self, key: str, document: dict | None) -> Secret | None:
         if document is None:
             return None
-        field = self.document_of(key)[1] if self.config.layout == "document" else self.config.field
-        value = document["data"].get(field)
+        value = document["data"].get(self.field_of(key))
         if value is None:
             return None
         if not isinstance(value, str):
@@ -255,23 +262,30 @@ class VaultBackend(RemoteBackend):
         version = None if document["version"] is None else str(document["version"])
         return self._secret(key, value, version, created_at=document["created"])
 
-    def _list_paths(self, path: str, keys: Sequence[str]) -> list[str]:
-        """Every secret path at or below ``path`` (recursive LIST, folders concurrently)."""
+    def _list_folder(self, path: str, keys: Sequence[str]) -> list[str]:
+        """The names LIST gives for one folder (sub-folders end in ``/``)."""
         def listing(client):
             engine = client.secrets.kv.v2 if self.config.kv_version == 2 else client.secrets.kv.v1
             return engine.list_secrets(path, mount_point=self.mount)
 
         found = self.vault("list", keys, listing)
-        if found is None:
-            return []
-        names = (found.get("data") or {}).get("keys") or []
-        base = f"{path}/" if path else ""
-        leaves = [base + n for n in names if not n.endswith("/")]
-        folders = [base + n.rstrip("/") for n in names if n.endswith("/")]
-        for sub in self.concurrently(lambda f: self._list_paths(f, keys), folders):
-            leaves += sub
-        return leaves
+        return ((found or {}).get("data") or {}).get("keys") or []
 
+    def _list_paths(self, path: str, keys: Sequence[str]) -> list[str]:
+        """Every secret path at or below ``path``: the tree level by level, each level's
+        folders listed concurrently from this thread (a pool task waiting on tasks of its own
+        pool would deadlock once the tree is wider than the pool)."""
+        leaves: list[str] = []
+        level = [path]
+        while level:
+            folders = []
+            for folder, names in zip(level, self.concurrently(
+                    lambda f: self._list_folder(f, keys), level)):
+                base = f"{folder}/" if folder else ""
+                leaves += [base + n for n in names if not n.endswith("/")]
+                folders += [base + n.rstrip("/") for n in names if n.endswith("/")]
+            level = folders
+        return leaves
 
     def _list(self, prefix: str) -> Iterable[str]:
         if self.config.layout == "document":
@@ -332,7 +346,7 @@ class VaultBackend(RemoteBackend):
 
     # -- writes ---------------------------------------------------------------------------
     def _put(self, key: str, value: str) -> Secret:
-        field = self.document_of(key)[1] if self.config.layout == "document" else self.config.field
+        field = self.field_of(key)
         written = self._update(key, lambda data: {**data, field: value})
         return self._secret(key, value, written)
 
@@ -348,12 +362,14 @@ class VaultBackend(RemoteBackend):
 
             self._update(key, drop)
             return bool(existed and existed[-1])
-        if self._read(path, [key]) is None:
-            return False
         if self.config.kv_version == 1:
+            if self._read(path, [key]) is None:
+                return False
             self.vault("delete", [key], lambda c: c.secrets.kv.v1.delete_secret(
                 path, mount_point=self.mount), absent=False)
         else:
+            if not self._is_live(key):  # metadata only: the value need not travel
+                return False
             self.vault("delete", [key], lambda c: c.secrets.kv.v2.delete_latest_version_of_secret(
                 path, mount_point=self.mount), absent=False)
         return True
@@ -421,6 +437,15 @@ class VaultBackend(RemoteBackend):
         if not version.isdigit() or int(version) < 1:
             return None
         return self._secret_from(key, self._read(self.path(key), [key], version=int(version)))
+
+
+def _label(exc: Exception, hvac) -> str:
+    """``HTTP 503`` for hvac's exception classes (they keep no status code)."""
+    status = {hvac.exceptions.InvalidRequest: 400, hvac.exceptions.Unauthorized: 401,
+              hvac.exceptions.Forbidden: 403, hvac.exceptions.InvalidPath: 404,
+              hvac.exceptions.RateLimitExceeded: 429, hvac.exceptions.InternalServerError: 500,
+              hvac.exceptions.BadGateway: 502, hvac.exceptions.VaultDown: 503}.get(type(exc))
+    return f"HTTP {status}" if status else type(exc).__name__
 
 
 def _cas_mismatch(exc: BackendUnavailable, hvac) -> bool:

@@ -29,7 +29,8 @@ def copy(ctx: click.Context, source: str, dest: str, prefix: str, dest_prefix: s
 
     SRC and DST are backends of the manifest or ad-hoc stores: file:PATH (TOML, JSON, YAML,
     dotenv, a folder), env:PREFIX, airflow-connections:FILE (from `airflow connections
-    export`), local[:PATH], ssm:/prefix, secretsmanager:prefix/, dynamodb:table.
+    export`), local[:PATH], ssm:/prefix, secretsmanager:prefix/, dynamodb:table,
+    vault:MOUNT/PREFIX ($VAULT_ADDR, $VAULT_TOKEN), gcp:PROJECT/PREFIX, azure:VAULT/PREFIX.
 
     Keys already identical in DST are skipped, so a copy can be run again after a failure.
     A key whose value differs needs --overwrite or --skip-existing. A value too large for DST
