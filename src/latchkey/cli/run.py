@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -63,16 +62,16 @@ def child_environment(lk: Latchkey, secrets: dict[str, str], pristine: bool,
     if pristine:
         base = {k: environ[k] for k in ("PATH", "HOME") if k in environ}
     else:
-        names, patterns = withheld(lk)
-        base = {k: v for k, v in environ.items()
-                if k not in names and not any(p.match(k) for p in patterns)}
+        secret = withheld(lk)
+        base = {k: v for k, v in environ.items() if not secret(k)}
     base.update({k: environ[k] for k in preserve if k in environ})
     return {**base, **secrets}
 
 
-def withheld(lk: Latchkey) -> tuple[set[str], list[re.Pattern[str]]]:
-    """The parent variables a child never inherits: store credentials by name, and each env
-    backend's variables as a pattern of its prefix template (``LK_{env}__`` -> ``LK_*__``)."""
+def withheld(lk: Latchkey) -> Callable[[str], bool]:
+    """Whether a parent variable is one a child never inherits: a store credential (by name),
+    or any env backend's variable (its prefix template as a pattern: ``LK_{env}__`` matches
+    ``LK_prod__...`` and ``LK_dev__...``)."""
     if lk.manifest is not None:
         configs = list(lk.manifest.backends.values())
         templates = [c.prefix for c in configs if isinstance(c, EnvConfig)]
@@ -82,8 +81,9 @@ def withheld(lk: Latchkey) -> tuple[set[str], list[re.Pattern[str]]]:
         configs = []
         backends = [b.inner if isinstance(b, CachedBackend) else b for b in lk.backends.values()]
         templates = [b.prefix for b in backends if isinstance(b, EnvBackend)]
+    names = credential_vars(configs)
     patterns = [p for p in map(prefix_pattern, templates) if p is not None]
-    return credential_vars(configs), patterns
+    return lambda name: name in names or any(p.match(name) for p in patterns)
 
 
 @cli.command(context_settings={"allow_interspersed_args": False})
@@ -129,6 +129,10 @@ def run(ctx: click.Context, pipeline: str | None, params: tuple[str, ...], run_n
         secrets = active.env()
         for value in secrets.values():
             redact.register(value)
+        secret = withheld(lk)
+        for name in preserve:  # passed on purpose, still masked in the child's output
+            if secret(name) and os.environ.get(name):
+                redact.register(os.environ[name])
         env = child_environment(lk, secrets, pristine, preserve)
         summary = {"pipeline": pipeline, "run": active.name, "env": active.environment,
                    "variables": sorted(secrets), "masked": not no_mask}
