@@ -26,7 +26,8 @@ FORWARDED = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
 
 
 class CommandFailed(LatchkeyError):
-    """The command could not be started: 127 if not found, 126 if not executable (as sh)."""
+    """The command could not be started: 127 if not found, 126 if not executable or its
+    environment is more than the OS takes (as sh)."""
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
