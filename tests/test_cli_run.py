@@ -271,6 +271,8 @@ def test_environment_too_large_in_all(project: Path) -> None:
     import os
 
     arg_max = os.sysconf("SC_ARG_MAX")
+    if arg_max > 6 * 1024 * 1024:  # Linux caps at 6 MB whatever the stack limit says
+        pytest.skip(f"ARG_MAX {arg_max} follows a large stack limit here")
     assert run_cli("set", "marketing/ads/acct_1/access_token",
                    input=FAKE + "x" * 120_000).returncode == 0
     used = sum(len(k) + len(v) + 2 + 8 for k, v in os.environ.items()) + 4096
