@@ -9,6 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from latchkey.backends import BACKEND_TYPES
+from latchkey.backends.credentials import BY_TYPE
+from latchkey.backends.env import key_to_name
+from latchkey.cli.run import child_environment, withheld
+from latchkey.client import Latchkey
+from latchkey.manifest import parse_manifest
 
 from .conftest import FAKE, run_cli
 
@@ -152,3 +161,171 @@ def test_bench_prints_numbers(isolated: Path) -> None:
     assert 0 < data["warm_secret_ns"] < 1e6
     assert data["runs_200"]["uncached"]["store_calls"] == 200
     assert data["runs_200"]["cached"]["store_calls"] == 1
+
+
+ENV_TEMPLATE_MANIFEST = """
+chain = ["env", "local"]
+[backends.env]
+type = "env"
+prefix = "LK_{env}__"
+[backends.local]
+type = "local"
+[pipelines.ads]
+scope = "marketing/ads/{account}"
+requires = ["access_token", "app_secret"]
+env = "prod"
+"""
+PRINT_LK = ("import json, os; print(json.dumps(sorted(k for k in os.environ "
+            "if k.startswith('LK_'))))")
+
+
+def test_env_backend_variables_of_every_environment_are_withheld(project: Path) -> None:
+    """With prefix LK_{env}__, a prod run's child sees no LK_*__ variable of any environment,
+    not only the default environment's; its own secret arrives under its own name."""
+    (project / "latchkey.toml").write_text(ENV_TEMPLATE_MANIFEST)
+    parent = {"LK_prod__MARKETING__ADS__ACCT_1__ACCESS_TOKEN": FAKE + "-prod-tok",
+              "LK_prod__OTHER__PIPELINE__TOKEN": "fake-token-other-prod",
+              "LK_staging__OTHER__PIPELINE__TOKEN": "fake-token-other-staging",
+              "LK_dev__OTHER__PIPELINE__TOKEN": "fake-token-other-dev"}
+    script = PRINT_LK + "; print(os.environ['ACCESS_TOKEN'])"
+    result = _run("--no-mask", "--", sys.executable, "-c", script, env=parent)
+    assert result.returncode == 0, result.stderr
+    names, token = result.stdout.splitlines()
+    assert json.loads(names) == [] and token == FAKE + "-prod-tok"
+
+
+STORES = """
+[backends.ssm]
+type = "aws_ssm"
+region = "eu-central-1"
+[backends.vault]
+type = "vault"
+url = "http://127.0.0.1:9"
+auth = { method = "approle", role_id = "fake-role", secret_id_env = "MY_APPROLE_SECRET" }
+[backends.vault_token]
+type = "vault"
+url = "http://127.0.0.1:9"
+auth = { method = "token", token_env = "MY_VAULT_TOKEN" }
+[backends.gcp]
+type = "gcp_secret_manager"
+project = "fake-project"
+[backends.kv]
+type = "azure_key_vault"
+url = "https://fake.vault.azure.net"
+auth = { method = "client_secret", tenant_id = "fake", client_id = "fake", client_secret_env = "MY_AZ_SECRET" }
+"""
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "fake-akid-acct42", "AWS_SECRET_ACCESS_KEY": "fake-sak-acct42",
+               "AWS_SESSION_TOKEN": "fake-st-acct42", "AWS_SECURITY_TOKEN": "fake-st-acct42",
+               "VAULT_TOKEN": "fake-vault-token", "MY_VAULT_TOKEN": "fake-vault-token-2",
+               "MY_APPROLE_SECRET": "fake-approle-secret", "MY_AZ_SECRET": "fake-az-secret",
+               "AZURE_CLIENT_SECRET": "fake-az-secret-2",
+               "GOOGLE_APPLICATION_CREDENTIALS": "/nonexistent/fake-sa.json"}
+
+
+@pytest.mark.parametrize("mode", [pytest.param([], id="default"),
+                                  pytest.param(["--pristine"], id="pristine")])
+def test_store_credentials_are_withheld(project: Path, mode: list) -> None:
+    """The credentials of the manifest's stores (SDK defaults and the auth's configured
+    variables) do not reach the child; the parent's other variables do (unless --pristine)."""
+    (project / "latchkey.toml").write_text(MANIFEST + STORES)
+    script = "import json, os; print(json.dumps(sorted(os.environ)))"
+    result = _run(*mode, "--no-mask", "--", sys.executable, "-c", script,
+                  env={**CREDENTIALS, "KEEP_ME": "yes"})
+    assert result.returncode == 0, result.stderr
+    names = set(json.loads(result.stdout))
+    assert not names & set(CREDENTIALS), names & set(CREDENTIALS)
+    assert {"ACCESS_TOKEN", "ADS_APP_SECRET"} <= names
+    assert ("KEEP_ME" in names) is (not mode)
+
+
+def test_preserve_env_passes_a_named_variable(project: Path) -> None:
+    """--preserve-env NAME hands one withheld variable to the child, on purpose."""
+    (project / "latchkey.toml").write_text(MANIFEST + STORES)
+    script = "import os; print(os.environ.get('VAULT_TOKEN'), os.environ.get('MY_AZ_SECRET'))"
+    result = _run("--pristine", "--preserve-env", "VAULT_TOKEN", "--no-mask", "--",
+                  sys.executable, "-c", script, env=CREDENTIALS)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["fake-vault-token", "None"]
+    masked = _run("--preserve-env", "VAULT_TOKEN", "--", sys.executable, "-c", script,
+                  env=CREDENTIALS)
+    assert masked.stdout.split() == ["***", "None"]  # a credential passed on is still masked
+
+
+def test_value_too_large_for_the_environment(project: Path) -> None:
+    """A value over the OS's per-variable limit fails in one line naming the variable, the
+    secret and the limit: no traceback, no value, and the command never starts."""
+    big = FAKE + "x" * 140_000
+    assert run_cli("set", "marketing/ads/acct_1/access_token", input=big).returncode == 0
+    marker = project / "started"
+    result = _run("--", sys.executable, "-c", f"open({str(marker)!r}, 'w')")
+    assert result.returncode == 126, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "ACCESS_TOKEN" in lines[0] and "'access_token'" in lines[0] and "131072" in lines[0]
+    assert FAKE not in result.stderr + result.stdout and not marker.exists()
+
+
+def test_environment_too_large_in_all(project: Path) -> None:
+    """Variables each under the per-variable limit but over the OS's total (ARG_MAX) once the
+    run's secrets are added fail in one line naming the limit, before the command starts."""
+    import os
+
+    arg_max = os.sysconf("SC_ARG_MAX")
+    if arg_max > 6 * 1024 * 1024:  # Linux caps at 6 MB whatever the stack limit says
+        pytest.skip(f"ARG_MAX {arg_max} follows a large stack limit here")
+    assert run_cli("set", "marketing/ads/acct_1/access_token",
+                   input=FAKE + "x" * 120_000).returncode == 0
+    used = sum(len(k) + len(v) + 2 + 8 for k, v in os.environ.items()) + 4096
+    room = arg_max - used - 60_000   # latchkey itself still starts; its child would not
+    parent = {f"FILLER_{i}": "y" * 100_000 for i in range(room // 100_020)}
+    parent["FILLER_LAST"] = "y" * (room % 100_020)
+    result = _run("--", sys.executable, "-c", "pass", env=parent)
+    assert result.returncode == 126, result.stderr[-500:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-500:]
+    assert "ARG_MAX" in lines[0] and str(arg_max) in lines[0]
+    assert FAKE not in result.stderr + result.stdout
+
+
+def test_unknown_option_before_the_command_is_refused(project: Path) -> None:
+    """An unknown option before `--` is a usage error, not the command to run."""
+    marker = project / "started"
+    result = _run("--bogus", "--", sys.executable, "-c", f"open({str(marker)!r}, 'w')")
+    assert result.returncode == 2 and "--bogus" in result.stderr
+    assert not marker.exists()
+
+
+def _lk_of(manifest: str) -> Latchkey:
+    from latchkey._compat import tomllib
+
+    return Latchkey([], manifest=parse_manifest(tomllib.loads(manifest),
+                                                Path("/nonexistent/latchkey.toml")))
+
+
+_segment = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_.-", min_size=1,
+                   max_size=10).filter(lambda s: s not in (".", ".."))
+_keys = st.lists(_segment, min_size=1, max_size=4).map("/".join)
+_envs = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-",
+                min_size=1, max_size=10).filter(lambda s: s not in (".", ".."))
+_TEMPLATED = _lk_of(ENV_TEMPLATE_MANIFEST + STORES)
+
+
+@settings(max_examples=200, deadline=None)
+@given(env=_envs, key=_keys, other=st.from_regex(r"[A-Z][A-Z0-9_]{0,15}", fullmatch=True))
+def test_no_environment_of_an_env_backend_reaches_the_child(env: str, key: str,
+                                                            other: str) -> None:
+    """Whatever the environment and key, the env backend's variable for it is withheld (both
+    modes); a variable outside every prefix and credential list is kept (default mode)."""
+    variable = key_to_name(key, f"LK_{env}__")
+    parent = {variable: "fake-token-acct42", other: "fake-plain"}
+    for pristine in (False, True):
+        child = child_environment(_TEMPLATED, {"ACCESS_TOKEN": "fake-run"}, pristine,
+                                  environ=parent)
+        assert variable not in child and child["ACCESS_TOKEN"] == "fake-run"
+    if not other.startswith("LK_") and not withheld(_TEMPLATED)(other):
+        assert child_environment(_TEMPLATED, {}, False, environ=parent)[other] == "fake-plain"
+
+
+def test_every_backend_type_says_which_credentials_it_reads() -> None:
+    """The credential list covers every backend type (a new type must say what it reads)."""
+    assert set(BY_TYPE) == set(BACKEND_TYPES)

@@ -18,9 +18,11 @@ from typing import Iterable, Mapping, Sequence
 from ..keys import is_under
 from .base import Backend, BackendConfig, BuildContext, Secret
 
-__all__ = ["EnvBackend", "key_to_name", "name_to_key"]
+__all__ = ["EnvBackend", "key_to_name", "name_to_key", "prefix_pattern"]
 
 _NAME_SAFE = re.compile(r"[^A-Za-z0-9_]")
+#: what ``{env}`` can become: an environment name (the manifest's rule)
+_ENV_FILL = r"[A-Za-z0-9_.-]+"
 
 
 def key_to_name(key: str, prefix: str = "", separator: str = "__") -> str:
@@ -37,6 +39,16 @@ def name_to_key(name: str, prefix: str = "", separator: str = "__") -> str | Non
         return None
     key = "/".join(p.lower() for p in parts)
     return key if re.fullmatch(r"[a-z0-9_.-]+(/[a-z0-9_.-]+)*", key) else None
+
+
+def prefix_pattern(template: str) -> re.Pattern[str] | None:
+    """The variable names an env backend with prefix ``template`` reads, in every environment
+    (``LK_{env}__`` matches ``LK_prod__...`` and ``LK_dev__...``), or None for an empty prefix
+    (then any variable may be one of its keys)."""
+    if not template:
+        return None
+    return re.compile("".join(_ENV_FILL if part == "{env}" else re.escape(part)
+                              for part in re.split(r"(\{env\})", template)))
 
 
 class EnvConfig(BackendConfig):

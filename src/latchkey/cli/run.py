@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
 import subprocess
 import sys
 import threading
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 import click
 
 from .. import redact
-from ..backends.env import EnvBackend
-from ..backends.local import MASTER_KEY_ENV
+from ..backends.credentials import credential_vars
+from ..backends.env import EnvBackend, EnvConfig, prefix_pattern
 from ..client import Latchkey
 from ..errors import LatchkeyError, UsageError
+from ..run import env_name
 from ._common import _lk, cli, json_option
 
 FORWARDED = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
@@ -24,7 +26,8 @@ FORWARDED = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
 
 
 class CommandFailed(LatchkeyError):
-    """The command could not be started: 127 if not found, 126 if not executable (as sh)."""
+    """The command could not be started: 127 if not found, 126 if not executable or its
+    environment is more than the OS takes (as sh)."""
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
@@ -48,24 +51,51 @@ param_option = click.option("--param", "params", multiple=True, metavar="NAME=VA
                             help="A scope parameter, e.g. --param account=acct_42 (repeatable).")
 
 
-def child_environment(lk: Latchkey, secrets: dict[str, str], pristine: bool) -> dict[str, str]:
-    """The child's environment: the parent's (or only PATH and HOME) plus the run's secrets,
-    without the master key or any other pipeline's variables from the env backend."""
+def child_environment(lk: Latchkey, secrets: dict[str, str], pristine: bool,
+                      preserve: Sequence[str] = (),
+                      environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The child's environment: the run's secrets plus the parent's non-secret variables (with
+    ``pristine``, only PATH and HOME). Never passed on: any env backend's variables, in every
+    environment, and the store credentials of every backend in the manifest (see
+    :mod:`latchkey.backends.credentials`), LATCHKEY_MASTER_KEY included; nothing but the
+    run's own secrets and the variables named in ``preserve`` is added back."""
+    environ = os.environ if environ is None else environ
     if pristine:
-        base = {k: os.environ[k] for k in ("PATH", "HOME") if k in os.environ}
+        base = {k: environ[k] for k in ("PATH", "HOME") if k in environ}
     else:
-        prefixes = [b.prefix for b in lk.chain if isinstance(b, EnvBackend) and b.prefix]
-        base = {k: v for k, v in os.environ.items()
-                if k != MASTER_KEY_ENV and not any(k.startswith(p) for p in prefixes)}
+        secret = withheld(lk)
+        base = {k: v for k, v in environ.items() if not secret(k)}
+    base.update({k: environ[k] for k in preserve if k in environ})
     return {**base, **secrets}
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+def withheld(lk: Latchkey) -> Callable[[str], bool]:
+    """Whether a parent variable is one a child never inherits: a store credential (by name),
+    or any env backend's variable (its prefix template as a pattern: ``LK_{env}__`` matches
+    ``LK_prod__...`` and ``LK_dev__...``)."""
+    if lk.manifest is not None:
+        configs = list(lk.manifest.backends.values())
+        templates = [c.prefix for c in configs if isinstance(c, EnvConfig)]
+    else:  # built in code: only the backends as they are
+        from ..cache import CachedBackend
+
+        configs = []
+        backends = [b.inner if isinstance(b, CachedBackend) else b for b in lk.backends.values()]
+        templates = [b.prefix for b in backends if isinstance(b, EnvBackend)]
+    names = credential_vars(configs)
+    patterns = [p for p in map(prefix_pattern, templates) if p is not None]
+    return lambda name: name in names or any(p.match(name) for p in patterns)
+
+
+@cli.command(context_settings={"allow_interspersed_args": False})
 @pipeline_option
 @param_option
 @click.option("--run-name", help="This run's unique name (default: generated).")
 @click.option("--pristine", is_flag=True,
               help="Start CMD from an empty environment plus PATH and HOME.")
+@click.option("--preserve-env", "preserve", multiple=True, metavar="NAME",
+              help="Pass the parent's variable NAME to CMD even if it would be withheld "
+                   "(a store credential, say); repeatable.")
 @click.option("--no-mask", is_flag=True,
               help="Pass CMD's stdout and stderr through untouched (default: every value of the "
                    "run, and token shapes, are replaced with ***).")
@@ -73,14 +103,17 @@ def child_environment(lk: Latchkey, secrets: dict[str, str], pristine: bool) -> 
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, pipeline: str | None, params: tuple[str, ...], run_name: str | None,
-        pristine: bool, no_mask: bool, as_json: bool, command: tuple[str, ...]) -> None:
+        pristine: bool, preserve: tuple[str, ...], no_mask: bool, as_json: bool,
+        command: tuple[str, ...]) -> None:
     """Run COMMAND with one pipeline run's secrets added to its environment.
 
     Each secret the pipeline requires is set under its `env_vars` name in the manifest, else
     its name in upper snake case (access_token -> ACCESS_TOKEN). The parent's environment is
-    unchanged; the child does not get LATCHKEY_MASTER_KEY or the env backend's variables.
-    Signals are forwarded; latchkey exits with COMMAND's exit code (128+N if killed by
-    signal N). With --json, a summary (names, never values) is printed on stderr at the end.
+    unchanged; the child does not get the env backend's variables (of any environment), nor
+    the credentials of the manifest's stores (LATCHKEY_MASTER_KEY, AWS_SECRET_ACCESS_KEY,
+    VAULT_TOKEN...; see docs/security.md). Signals are forwarded; latchkey exits with
+    COMMAND's exit code (128+N if killed by signal N). With --json, a summary (names, never
+    values) is printed on stderr at the end.
 
     \b
     latchkey run --pipeline facebook_ads --param account=acct_42 -- python load.py
@@ -97,13 +130,86 @@ def run(ctx: click.Context, pipeline: str | None, params: tuple[str, ...], run_n
         secrets = active.env()
         for value in secrets.values():
             redact.register(value)
-        env = child_environment(lk, secrets, pristine)
+        secret = withheld(lk)
+        for name in preserve:  # passed on purpose, still masked in the child's output
+            if secret(name) and os.environ.get(name):
+                redact.register(os.environ[name])
+        env = child_environment(lk, secrets, pristine, preserve)
         summary = {"pipeline": pipeline, "run": active.name, "env": active.environment,
                    "variables": sorted(secrets), "masked": not no_mask}
-        code = _spawn(list(command), env, mask=not no_mask)
+        describe = _describer(lk, active, secrets)
+        check_environment(list(command), env, describe)
+        code = _spawn(list(command), env, mask=not no_mask, describe=describe)
     if as_json:
         click.echo(json.dumps({**summary, "exit_code": code}), err=True)
     ctx.exit(code)
+
+
+#: Linux's MAX_ARG_STRLEN: the most bytes one NAME=value string (its NUL included) may hold
+MAX_ARG_STRLEN = 131072
+
+
+def check_environment(command: list[str], env: Mapping[str, str],
+                      describe: Callable[[str], str]) -> None:
+    """Refuse, before anything starts, an environment the OS cannot hand to a program: a value
+    with a NUL byte, a variable over MAX_ARG_STRLEN (Linux), or arguments and environment
+    together over ARG_MAX. One line naming the variable and the limit; never the value."""
+    total = 0
+    for name, value in env.items():
+        try:
+            size = len(os.fsencode(name)) + len(os.fsencode(value)) + 2
+        except UnicodeEncodeError:
+            raise CommandFailed(f"{describe(name)} cannot be encoded for the environment",
+                                126) from None
+        if "\0" in value:
+            raise CommandFailed(f"{describe(name)} holds a NUL byte, which no environment "
+                                "variable can", 126)
+        if sys.platform.startswith("linux") and size > MAX_ARG_STRLEN:
+            raise CommandFailed(f"{describe(name)} is {size} bytes as NAME=value; the OS allows "
+                                f"at most {MAX_ARG_STRLEN} per environment variable (Linux "
+                                "MAX_ARG_STRLEN): give the command this secret another way",
+                                126)
+        total += size + 8  # the string and its pointer
+    total += sum(len(os.fsencode(a)) + 1 + 8 for a in command)
+    arg_max = _arg_max()
+    if arg_max and total > arg_max:
+        raise CommandFailed(_too_big(env, describe, arg_max, total), 126)
+
+
+def _arg_max() -> int | None:
+    try:
+        return os.sysconf("SC_ARG_MAX")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _too_big(env: Mapping[str, str], describe: Callable[[str], str], arg_max: int | None,
+             total: int | None = None) -> str:
+    largest = max(env, key=lambda k: len(env[k]), default=None)
+    size = f"are {total} bytes" if total else "are too large"
+    limit = f"at most {arg_max} bytes" if arg_max else "less"
+    return (f"the command's arguments and environment {size}; the OS allows {limit} (ARG_MAX)"
+            + (f"; the largest variable is {describe(largest)}" if largest else ""))
+
+
+def _describer(lk: Latchkey, active, secrets: Mapping[str, str]) -> Callable[[str], str]:
+    """``VAR`` -> ``ACCESS_TOKEN (secret 'access_token', key 'marketing/...')`` for errors:
+    which of the run's secrets or connections a variable holds (names and keys only)."""
+    def describe(variable: str) -> str:
+        if variable not in secrets:
+            return f"the variable {variable} (inherited from the parent environment)"
+        config = lk.manifest.pipelines.get(active.pipeline) if lk.manifest else None
+        env_vars = config.env_vars if config else {}
+        for name in active.names:
+            if env_vars.get(name, env_name(name)) == variable:
+                secret = active.explain(name).secret
+                key = f", key {secret.key!r}" if secret is not None else ""
+                return f"the variable {variable} (secret {name!r}{key})"
+        for conn, key in active.connection_keys.items():
+            if env_vars.get(conn, "AIRFLOW_CONN_" + env_name(conn)) == variable:
+                return f"the variable {variable} (connection {conn!r}, key {key!r})"
+        return f"the variable {variable}"
+    return describe
 
 
 def _pump(source, target) -> threading.Thread:
@@ -125,7 +231,8 @@ def _pump(source, target) -> threading.Thread:
     return thread
 
 
-def _spawn(command: list[str], env: dict[str, str], mask: bool = True) -> int:
+def _spawn(command: list[str], env: dict[str, str], mask: bool = True,
+           describe: Callable[[str], str] = str) -> int:
     pipe = subprocess.PIPE if mask else None
     try:
         child = subprocess.Popen(command, env=env, stdout=pipe, stderr=pipe)
@@ -133,6 +240,13 @@ def _spawn(command: list[str], env: dict[str, str], mask: bool = True) -> int:
         raise CommandFailed(f"command not found: {command[0]!r}", 127) from None
     except PermissionError:
         raise CommandFailed(f"command not executable: {command[0]!r}", 126) from None
+    except OSError as exc:
+        if exc.errno != errno.E2BIG:
+            raise CommandFailed(f"cannot start {command[0]!r} ({exc.strerror})", 126) from None
+        raise CommandFailed(_too_big(env, describe, _arg_max()), 126) from None
+    except ValueError:  # a NUL byte in an argument
+        raise CommandFailed(f"cannot start {command[0]!r}: an argument holds a NUL byte",
+                            126) from None
     previous = {}
     for sig in FORWARDED:
         previous[sig] = signal.signal(sig, lambda signum, _frame: child.send_signal(signum))
