@@ -147,7 +147,7 @@ def test_labels_are_set_and_filter_listing(server) -> None:
     plain.put("other", "fake-2")
     assert labelled.list("") == ["mine"]
     assert plain.list("") == ["mine", "other"]
-    assert server.secrets[f"lk-test/{prefix}mine"]["labels"] == {"team": "data"}
+    assert server.secrets[f"lk-test/{labelled.secret_id('mine')}"]["labels"] == {"team": "data"}
 
 
 def test_pinned_version(server) -> None:
