@@ -136,6 +136,41 @@ def test_history_through_the_cli(aws_env, isolated: Path) -> None:
 
 
 # -- Secrets Manager ---------------------------------------------------------------------
+@pytest.mark.parametrize("prefix, separator, name", [
+    pytest.param("bar/prod", "/", "bar/prod/connections/warehouse", id="path-like"),
+    pytest.param("bar/prod/", "/", "bar/prod/connections/warehouse", id="trailing-slash"),
+    pytest.param("bar/prod-", "", "bar/prod-connections/warehouse", id="raw-explicit"),
+])
+def test_secrets_manager_prefix_is_path_like(aws_env, prefix: str, separator: str,
+                                             name: str) -> None:
+    """A prefix is joined to the key with exactly one '/' (raw only with separator = ""):
+    prefix "bar/prod" reads bar/prod/connections/warehouse, never bar/prodconnections/..."""
+    base = f"lk-{uid()}/"
+    raw = boto3.client("secretsmanager", endpoint_url=aws_env, region_name=REGION)
+    raw.create_secret(Name=base + name, SecretString="fake-pw-prefix")
+    raw.create_secret(Name=base + "bar/prodconnections/warehouse", SecretString="fake-wrong")
+    sm = SecretsManagerBackend("sm", SecretsManagerConfig(
+        type="aws_secrets_manager", prefix=base + prefix, separator=separator, region=REGION,
+        endpoint_url=aws_env))
+    assert sm.get("connections/warehouse").value == "fake-pw-prefix"
+    assert sm.locate("connections/warehouse") == f"secretsmanager:{base}{name}"
+    assert sm.list("connections") == ["connections/warehouse"]
+
+
+def test_explain_shows_the_exact_secret_name(aws_env, isolated: Path) -> None:
+    """`latchkey explain` names the exact Secrets Manager secret it tried."""
+    from .conftest import run_cli
+
+    base = f"lk-{uid()}"
+    (isolated / "latchkey.toml").write_text(
+        f'[backends.sm]\ntype = "aws_secrets_manager"\nprefix = "{base}/bar/prod"\n'
+        f'region = "{REGION}"\nendpoint_url = "{aws_env}"\n')
+    result = run_cli("explain", "connections/warehouse", "--json")
+    assert result.returncode == 1, result.stderr
+    paths = [a["path"] for a in json.loads(result.stdout)["attempts"]]
+    assert paths == [f"secretsmanager:{base}/bar/prod/connections/warehouse"]
+
+
 def test_documents_and_batching(sm, moto, aws_env) -> None:
     """A JSON document's fields are keys; 45 keys cost 3 BatchGetSecretValue calls."""
     raw = boto3.client("secretsmanager", endpoint_url=aws_env, region_name=REGION)

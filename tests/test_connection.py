@@ -188,3 +188,95 @@ def test_json_parity_with_airflow(airflow_classes, conn: Connection) -> None:
     ours = Connection.from_json(conn.to_json())
     assert _as_core_sees_it(_fields(ours)) == _as_core_sees_it(_fields(theirs))
     assert _fields(Connection.from_json(theirs.as_json())) == _fields(theirs)
+
+
+# -- conformance: cases from Airflow's own suite (airflow-core/tests/unit/always/
+#    test_connection.py, test_from_uri_params), expected fields as Airflow states them ----
+AIRFLOW_URI_CASES = [
+    ("scheme://user:password@host%2Flocation:1234/schema",
+     dict(conn_type="scheme", host="host/location", schema="schema", login="user",
+          password="password", port=1234, extra={})),
+    ("scheme://user:password@host%2Flocation:1234/schema?extra1=a%20value&extra2=%2Fpath%2F",
+     dict(host="host/location", port=1234, extra={"extra1": "a value", "extra2": "/path/"})),
+    ("scheme://user:password@host%2Flocation:1234/schema?extra1=a%20value&extra2=",
+     dict(extra={"extra1": "a value", "extra2": ""})),
+    ("scheme://user:password@host%2Flocation%3Ax%3Ay:1234/schema?extra1=a%20value",
+     dict(host="host/location:x:y", port=1234)),
+    ("scheme://domain%2Fuser:password@host%2Flocation%3Ax%3Ay:1234/schema",
+     dict(login="domain/user", host="host/location:x:y")),
+    ("scheme://user:password%20with%20space@host:1234/schema%2Ftest",
+     dict(host="host", schema="schema/test", password="password with space")),
+    ("scheme://user:password%20with%20space@host:1234",
+     dict(host="host", schema="", port=1234)),
+    ("google-cloud-platform://?key_path=%2Fkeys%2Fkey.json&project=airflow",
+     dict(conn_type="google_cloud_platform", host="", schema="", login=None, password=None,
+          port=None, extra={"key_path": "/keys/key.json", "project": "airflow"})),
+    ("scheme://host:1234", dict(host="host", schema="", login=None, password=None, port=1234)),
+    ("scheme://%2FTmP%2F:1234", dict(host="/TmP/", port=1234)),
+    ("scheme:///airflow", dict(conn_type="scheme", schema="airflow")),
+    ("scheme://@:1234", dict(conn_type="scheme", port=1234)),
+    ("scheme://:password%2F%21%40%23%24%25%5E%26%2A%28%29%7B%7D@",
+     dict(password="password/!@#$%^&*(){}")),
+    ("scheme://login%2F%21%40%23%24%25%5E%26%2A%28%29%7B%7D@", dict(login="login/!@#$%^&*(){}")),
+    ("scheme://host/schema?valid_json=%7B%22key%22%3A%22val%22%7D&invalid_json=just_a_string"
+     "&empty_val=", dict(extra={"valid_json": {"key": "val"}, "invalid_json": "just_a_string",
+                                "empty_val": ""})),
+]
+
+
+@pytest.mark.parametrize("uri, expected", [pytest.param(u, e, id=f"airflow-{i}")
+                                           for i, (u, e) in enumerate(AIRFLOW_URI_CASES)])
+def test_airflow_uri_conformance(uri: str, expected: dict) -> None:
+    """Airflow's own from_uri cases parse to the fields Airflow's suite expects, and our URI
+    for them parses back to the same connection."""
+    conn = Connection.from_uri(uri)
+    assert {k: getattr(conn, k) for k in expected} == expected
+    assert Connection.from_uri(conn.to_uri()) == conn
+
+
+@pytest.mark.parametrize("port", [
+    pytest.param(-1, id="negative"), pytest.param(65536, id="too-big"),
+    pytest.param(1.5, id="fraction"), pytest.param("1.5", id="fraction-text"),
+    pytest.param(True, id="bool"), pytest.param("-1", id="negative-text"),
+])
+def test_json_port_must_be_a_whole_number_0_to_65535(port) -> None:
+    """from_json refuses ports outside 0-65535 and fractions; the message names the port
+    field and never the password."""
+    value = json.dumps({"conn_type": "postgres", "port": port, "password": "fake-pw-port9"})
+    with pytest.raises(InvalidConnection, match="port") as info:
+        Connection.from_json(value, conn_id="warehouse")
+    assert "fake-pw-port9" not in str(info.value) and "'warehouse'" in str(info.value)
+
+
+@pytest.mark.parametrize("port", [-1, 65536, "5432", 5432.0, True])
+def test_constructor_validates_the_port(port) -> None:
+    """Connection(...) itself refuses a port that is not a whole number from 0 to 65535."""
+    with pytest.raises(InvalidConnection, match="port must be a whole number from 0 to 65535"):
+        Connection(conn_type="postgres", port=port)
+
+
+def test_json_ports_accepted() -> None:
+    """0 and 65535, as numbers or digit strings (and 5432.0 from a JSON writer), are ports."""
+    assert [Connection.from_json({"port": p}).port for p in (0, "0", 65535, "65535", 5432.0)] \
+        == [0, 0, 65535, 65535, 5432]
+
+
+def test_port_zero_survives_a_uri_round_trip() -> None:
+    """A port of 0 is rendered (postgres://h:0) and read back as 0, not None."""
+    conn = Connection(conn_type="postgres", host="h", port=0)
+    assert conn.to_uri() == "postgres://h:0"
+    assert Connection.from_uri(conn.to_uri()).port == 0
+    assert Connection.from_uri(Connection(conn_type="x", port=0).to_uri()).port == 0
+
+
+def test_json_keeps_empty_strings_in_airflows_key_order() -> None:
+    """to_json keeps '' (an empty password stays '' through a JSON round trip, as in Airflow's
+    as_json) and writes keys in Airflow's order; None fields and an empty extra are left out."""
+    conn = Connection(conn_type="postgres", description="d", host="", login="loader",
+                      password="", schema="", port=0, extra={"sslmode": "require"})
+    data = json.loads(conn.to_json())
+    assert list(data) == ["conn_type", "description", "host", "login", "password", "schema",
+                          "port", "extra"]
+    assert data["password"] == "" and data["host"] == "" and data["port"] == 0
+    assert Connection.from_json(conn.to_json()) == conn
+    assert json.loads(Connection(conn_type="http").to_json()) == {"conn_type": "http"}

@@ -107,7 +107,7 @@ def test_permission_denied_is_authoritative(server) -> None:
 def test_names_are_mapped_reversibly(server) -> None:
     """Keys with '/', '.' and '-' become valid secret ids and list back as the same keys;
     secrets with ids latchkey did not write are skipped."""
-    backend = gcp(server, prefix="lkmap_")
+    backend = gcp(server, prefix="lkmap_", separator="")  # raw: names as written
     keys = ["a/b.c-d", "a/b_c/d", "a/b-c/d", "x"]
     for key in keys:
         backend.put(key, f"fake-{key}")
@@ -125,6 +125,19 @@ def test_names_are_mapped_reversibly(server) -> None:
         k: f"fake-{k}" for k in keys}
 
 
+def test_prefix_is_joined_like_a_path(server) -> None:
+    """A prefix is one path segment: joined by '--' (how '/' is written), trailing '--' or
+    not; separator = "" joins raw."""
+    base = f"lk{uuid.uuid4().hex[:10]}"
+    assert gcp(server, prefix=base).secret_id("a/b") == f"{base}--a--b"
+    assert gcp(server, prefix=base + "--").secret_id("a/b") == f"{base}--a--b"
+    assert gcp(server, prefix=base + "_", separator="").secret_id("a/b") == f"{base}_a--b"
+    backend = gcp(server, prefix=base)
+    backend.put("a/b", "fake-joined")
+    assert backend.list("") == ["a/b"]
+    assert gcp(server, prefix=base + "--").get("a/b").value == "fake-joined"
+
+
 def test_labels_are_set_and_filter_listing(server) -> None:
     """Secrets are created with the backend's labels; list shows only labelled secrets."""
     prefix = f"lk{uuid.uuid4().hex[:10]}_"
@@ -134,7 +147,7 @@ def test_labels_are_set_and_filter_listing(server) -> None:
     plain.put("other", "fake-2")
     assert labelled.list("") == ["mine"]
     assert plain.list("") == ["mine", "other"]
-    assert server.secrets[f"lk-test/{prefix}mine"]["labels"] == {"team": "data"}
+    assert server.secrets[f"lk-test/{labelled.secret_id('mine')}"]["labels"] == {"team": "data"}
 
 
 def test_pinned_version(server) -> None:

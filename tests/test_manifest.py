@@ -99,12 +99,31 @@ def test_latchkey_config_variable_and_cwd_lookup(isolated: Path, monkeypatch) ->
     pytest.param('[pipelines.p]\nrequires = ["a"]\n', "pipelines.p.scope", "missing",
                  id="pipeline-no-scope"),
     pytest.param('[pipelines.p]\nscope = "a"\nrequires = "a"\n', "pipelines.p.requires",
-                 "valid list", id="pipeline-bad-type"),
+                 'must be a list, e.g. requires = ["a"] (got text)', id="pipeline-bad-type"),
+    pytest.param('chian = ["local"]\n', "chian", "unknown field (did you mean 'chain'?)",
+                 id="suggest-chain"),
+    pytest.param('[pipelines.p]\nscope = "a"\nrequire = ["x"]\n', "pipelines.p.require",
+                 "unknown field (did you mean 'requires'?)", id="suggest-requires"),
+    pytest.param('[pipelines.p]\nscope = "a"\naws_role = { arn = "x", duraton = 900 }\n',
+                 "pipelines.p.aws_role.duraton", "did you mean 'duration'?", id="suggest-nested"),
+    pytest.param('[audit]\nsinks = [{ type = "file", pth = "a" }]\n', "audit.sinks[0].pth",
+                 "did you mean 'path'?", id="suggest-in-list"),
+    pytest.param('chain = "local"\n', "chain", 'must be a list, e.g. chain = ["local"] (got text)',
+                 id="chain-string"),
+    pytest.param('[pipelines.p]\nscope = ""\n', "pipelines.p.scope", "'' is not a key: empty key",
+                 id="empty-scope"),
+    pytest.param('[pipelines.p]\nscope = "a/{account}/.."\n', "pipelines.p.scope",
+                 "is not a key: segment 3 is '..'", id="dotdot-scope"),
+    pytest.param('[pipelines.p]\nscope = "a"\nconnections = { w = "c/../x" }\n',
+                 "pipelines.p.connections.w", "segment 2 is '..'", id="dotdot-mapping"),
+    pytest.param('[pipelines.p]\nscope = "a/{account"\n', "pipelines.p.scope",
+                 "unbalanced '{'", id="unbalanced-brace"),
     pytest.param('enviroment = "dev"\n', "enviroment", "unknown field", id="top-typo"),
     pytest.param('env = "staging"\nenvironments = ["dev"]\n', "env", "not one of",
                  id="env-not-listed"),
     pytest.param('env = "../prod"\n', "env", "not a valid environment name", id="env-path"),
-    pytest.param('on_backend_error = "ignore"\n', "on_backend_error", "", id="bad-literal"),
+    pytest.param('on_backend_error = "ignore"\n', "on_backend_error",
+                 "must be one of 'fall_through' or 'raise'", id="bad-literal"),
 ])
 def test_errors_name_file_and_field(isolated: Path, text: str, field: str, problem: str) -> None:
     """Each invalid manifest raises one ManifestError naming the file and the field."""
@@ -129,3 +148,27 @@ def test_invalid_toml_and_missing_file(isolated: Path) -> None:
 def test_manifest_error_exit_code_is_usage() -> None:
     """Manifest errors are usage errors (exit 2)."""
     assert ManifestError("f", "x", "y").exit_code == 2
+
+
+@pytest.mark.parametrize("text, expected", [
+    pytest.param('[pipelines.p]\nscope = ""\n', "pipelines.p.scope: '' is not a key",
+                 id="empty-scope"),
+    pytest.param('[pipelines.p]\nscope = "a/{account}"\ngrants = ["shared/../x"]\n',
+                 "pipelines.p.grants[0]: 'shared/../x' is not a key", id="dotdot-grant"),
+    pytest.param('[pipelines.p]\nscope = "a/{account"\n', "pipelines.p.scope: 'a/{account' "
+                 "has an unbalanced", id="unbalanced-brace"),
+    pytest.param('chian = ["local"]\n', "chian: unknown field (did you mean 'chain'?)",
+                 id="typo"),
+])
+@pytest.mark.parametrize("command", ["doctor", "check"])
+def test_doctor_validates_pipelines_as_check_does(isolated: Path, master_key: str, command: str,
+                                                  text: str, expected: str) -> None:
+    """`latchkey doctor` and `latchkey check` both refuse a broken pipeline template (even one
+    needing parameters) with one line naming the field."""
+    from .conftest import run_cli
+
+    write(isolated, text + '[backends.local]\ntype = "local"\n')
+    result = run_cli(command)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr

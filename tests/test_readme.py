@@ -76,3 +76,68 @@ def test_quickstart_runs_and_prints_no_value(tmp_path: Path) -> None:
                      r"acct_42 into duckdb warehouse_acct_42.duckdb", output), output
     assert "the ads API accepted 2 requests and refused 0" in output
     assert "fake-token-acct" not in output and "fake-slack-token" not in output
+
+
+def _explain_sample() -> list[str]:
+    """The output lines the README's tour shows under its `latchkey explain` line."""
+    lines = _blocks("bash")[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if "latchkey explain" in line) + 1
+    sample = []
+    for line in lines[start:]:
+        if not line.startswith("#   "):
+            break
+        sample.append(line[4:])
+    return sample
+
+
+def test_readme_explain_sample_is_what_explain_prints(isolated: Path) -> None:
+    """The tour's `latchkey explain` sample matches the real command's output, line by line
+    (whitespace aside; $PWD is the folder it runs in)."""
+    from .conftest import run_cli
+
+    assert run_cli("init").returncode == 0
+    assert run_cli("set", "shared/slack_token", input="fake-slack-token").returncode == 0
+    (isolated / "latchkey.toml").write_text(
+        '[backends.env]\ntype = "env"\n[backends.local]\ntype = "local"\n')
+    result = run_cli("explain", "shared/slack_token",
+                     env={"LATCHKEY__SHARED__SLACK_TOKEN": "fake-env", "COLUMNS": "250"})
+    assert result.returncode == 0, result.stderr
+    expected = [line.replace("$PWD", str(isolated)).split() for line in _explain_sample()]
+    assert len(expected) == 4
+    assert [line.split() for line in result.stdout.strip().splitlines()] == expected
+    assert "fake-env" not in result.stdout and "fake-slack-token" not in result.stdout
+
+
+def test_readme_states_the_suite_time_measured_on_two_cores() -> None:
+    """The README gives the suite's duration as measured on the stated 2-core set-up."""
+    assert "about 7 minutes on a 2-core machine" in README
+    assert "about three minutes" not in README
+
+
+def test_cli_docs_list_every_command() -> None:
+    """docs/cli.md and the README's command table name every command `latchkey --help`
+    lists."""
+    help_text = subprocess.run([sys.executable, "-m", "latchkey", "--help"], capture_output=True,
+                               text=True, timeout=60, check=True).stdout
+    listing = help_text.split("Commands:", 1)[1]
+    commands = re.findall(r"^  ([a-z][a-z-]*)\s", listing, flags=re.M)
+    assert {"check", "copy", "diff", "audit", "doctor"} <= set(commands)
+    cli_md = (ROOT / "docs" / "cli.md").read_text()
+    for command in commands:
+        assert f"`latchkey {command}" in cli_md, command
+        assert f"| `latchkey {command}" in README, command
+
+
+def test_docs_index_lists_every_page_with_a_summary() -> None:
+    """docs/README.md has one row per docs page with a one-line summary, and the
+    troubleshooting page answers the questions users bring first."""
+    index = (ROOT / "docs" / "README.md").read_text()
+    pages = sorted(p.name for p in (ROOT / "docs").glob("*.md") if p.name != "README.md")
+    rows = dict(re.findall(r"^\| \[([a-z_]+\.md)\]\(\1\) \| (.+) \|$", index, flags=re.M))
+    assert sorted(rows) == pages
+    assert all(len(summary) > 20 for summary in rows.values())
+    trouble = (ROOT / "docs" / "troubleshooting.md").read_text()
+    headings = re.findall(r"^## (.+)$", trouble, flags=re.M)
+    for topic in ("why did my run get this value", "not found", "wrong value", "no region",
+                  "throttling", "backend is down"):
+        assert any(topic in h.lower() for h in headings), topic

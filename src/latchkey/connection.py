@@ -27,6 +27,8 @@ from .errors import UsageError
 __all__ = ["Connection", "InvalidConnection"]
 
 EXTRA_KEY = "__extra__"
+#: The JSON form's keys, in the order Airflow's ``Connection.as_json`` writes them.
+JSON_ORDER = ("conn_type", "description", "host", "login", "password", "schema", "port")
 ENV_PREFIX = "AIRFLOW_CONN_"
 
 
@@ -47,6 +49,11 @@ class Connection:
     extra: dict[str, Any] = field(default_factory=dict)
     description: str | None = None
     conn_id: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.port is not None and (type(self.port) is not int or not 0 <= self.port <= 65535):
+            raise InvalidConnection(f"{_what(self.conn_id)}: port must be a whole number from 0 "
+                                    f"to 65535 (got {_port_shown(self.port)})")
 
     def __repr__(self) -> str:
         shown = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
@@ -116,9 +123,11 @@ class Connection:
         return _render_uri(self)
 
     def to_dict(self) -> dict[str, Any]:
-        """Airflow's JSON form as a dict: empty fields left out, extra as a dict."""
-        data = {k: v for k, v in asdict(self).items()
-                if k not in ("conn_id", "extra") and v not in (None, "")}
+        """Airflow's JSON form as a dict, keys in Airflow's order (``conn_type``,
+        ``description``, ``host``, ``login``, ``password``, ``schema``, ``port``, ``extra``):
+        None fields left out, empty strings kept (as Airflow's ``as_json``), extra only if
+        it has keys."""
+        data = {k: getattr(self, k) for k in JSON_ORDER if getattr(self, k) is not None}
         if self.extra:
             data["extra"] = dict(self.extra)
         return data
@@ -171,12 +180,26 @@ def _normalize_type(conn_type: str) -> str:
 
 
 def _port_value(port: Any, what: str) -> int | None:
-    if port in (None, ""):
+    """A JSON-form port: a whole number 0-65535, as a number or digits in a string."""
+    if port is None or port == "":
         return None
-    try:
-        return int(port)
-    except (TypeError, ValueError):
-        raise InvalidConnection(f"{what}: port is not an integer") from None
+    if type(port) is int:
+        value = port
+    elif type(port) is float and port.is_integer():  # 5432.0 from a JSON writer
+        value = int(port)
+    elif isinstance(port, str) and port.strip().isascii() and port.strip().isdigit():
+        value = int(port)
+    else:
+        raise InvalidConnection(f"{what}: port is not an integer (got {_port_shown(port)})")
+    if not 0 <= value <= 65535:
+        raise InvalidConnection(f"{what}: port must be a whole number from 0 to 65535 "
+                                f"(got {value})")
+    return value
+
+
+def _port_shown(port: Any) -> str:
+    """A port for an error message: numbers as they are, anything else by its type."""
+    return repr(port) if type(port) in (int, float) else f"a {type(port).__name__}"
 
 
 def _extra_dict(extra: Any, what: str) -> dict[str, Any]:
@@ -286,7 +309,7 @@ def _render_uri(conn: Connection) -> str:
     if authority:
         uri += authority + "@"
     block = quote(host, safe="") if host else ""
-    if conn.port:
+    if conn.port is not None:  # Airflow's get_uri drops port 0; latchkey keeps it
         block += f"@:{conn.port}" if not block and not authority else f":{conn.port}"
     if conn.schema:
         block += f"/{quote(conn.schema, safe='')}"

@@ -10,17 +10,21 @@ exists, else none (the local store alone). Which environment: the one given (``-
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import string
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ._compat import tomllib
 from .backends import BACKEND_TYPES, BackendConfig, BuildContext, backend_class
-from .errors import ManifestError
+from .errors import InvalidKey, ManifestError
+from .keys import validate_key
 
 __all__ = ["CONFIG_ENV", "ENV_ENV", "Manifest", "PipelineConfig", "find_manifest", "load_manifest"]
 
@@ -159,7 +163,7 @@ def parse_manifest(raw: dict[str, Any], path: Path, env: str | None = None) -> M
     try:
         doc = _Document.model_validate(raw)
     except ValidationError as exc:
-        raise _manifest_error(path, exc, ()) from None
+        raise _manifest_error(path, exc, (), _Document) from None
     explicit = env or os.environ.get(ENV_ENV)
     chosen = explicit or doc.env
     _check_env_name(path, chosen)
@@ -192,6 +196,11 @@ def _check_pipeline(path: Path, name: str, pipeline: PipelineConfig) -> None:
     where = f"pipelines.{name}"
     if not _NAME.fullmatch(name):
         raise ManifestError(path, where, "a pipeline name is letters, digits, '_' and '-'")
+    _check_template(path, f"{where}.scope", pipeline.scope)
+    for i, grant in enumerate(pipeline.grants):
+        _check_template(path, f"{where}.grants[{i}]", grant.rstrip("/"))
+    for conn, target in pipeline.connections.items():
+        _check_template(path, f"{where}.connections.{conn}", target)
     for list_name, names in (("requires", pipeline.requires), ("optional", pipeline.optional),
                              ("shared", pipeline.shared)):
         for i, secret in enumerate(names):
@@ -217,20 +226,118 @@ def _backend_config(path: Path, name: str, body: dict[str, Any]) -> BackendConfi
     try:
         return backend_class(type_name).Config.model_validate(body)
     except ValidationError as exc:
-        raise _manifest_error(path, exc, ("backends", name)) from None
+        raise _manifest_error(path, exc, ("backends", name),
+                              backend_class(type_name).Config) from None
 
 
-def _manifest_error(path: Path, exc: ValidationError, prefix: tuple[str, ...]) -> ManifestError:
-    errors = exc.errors(include_url=False, include_input=False)
+def _check_template(path: Path, where: str, template: str) -> None:
+    """A key template (scope, grant, connection mapping) is a valid key with any parameters:
+    found when the manifest loads, not only when a run fills it."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError:
+        raise ManifestError(path, where, f"{template!r} has an unbalanced '{{' or '}}' (a "
+                                         "parameter is written {name})") from None
+    for _, name, spec, conversion in parsed:
+        if name is not None and (not name.isidentifier() or spec or conversion):
+            raise ManifestError(path, where, f"{template!r}: '{{{name}}}' is not a parameter "
+                                             "(a parameter is written {name})")
+    sample = "".join(text + ("p" if name is not None else "") for text, name, _, _ in parsed)
+    try:
+        validate_key(sample)
+    except InvalidKey as exc:
+        raise ManifestError(path, where, f"{template!r} is not a key: {exc.reason}") from None
+
+
+_TYPE_WORDING = {
+    "list_type": "must be a list",
+    "string_type": "must be text (a quoted string)",
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "dict_type": "must be a table ([section] or { key = value })",
+    "model_type": "must be a table ([section] or { key = value })",
+    "model_attributes_type": "must be a table ([section] or { key = value })",
+}
+
+
+def _manifest_error(path: Path, exc: ValidationError, prefix: tuple[str, ...],
+                    model: type[BaseModel]) -> ManifestError:
+    """pydantic's first error in latchkey's words, naming the field by its full path."""
+    errors = exc.errors(include_url=False)
     first = errors[0]
-    loc = ".".join(str(p) for p in (*prefix, *first["loc"])) or None
+    loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in (*prefix, *first["loc"]))
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    message = first["msg"]
-    if first["type"] == "extra_forbidden":
-        message = "unknown field"
-    elif first["type"] == "missing":
-        message = "missing"
-    return ManifestError(path, loc, message + more)
+    return ManifestError(path, loc.lstrip(".") or None, _wording(first, model) + more)
+
+
+def _wording(error: Any, model: type[BaseModel]) -> str:
+    kind, loc, ctx = error["type"], tuple(error["loc"]), error.get("ctx") or {}
+    value = error.get("input")
+    if kind == "extra_forbidden":
+        known = sorted(_fields_at(model, loc[:-1]))
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        if close:
+            return f"unknown field (did you mean {close[0]!r}?)"
+        return f"unknown field (known: {', '.join(known)})" if known else "unknown field"
+    if kind == "missing":
+        return "missing"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected', '?')}"
+    if kind in ("greater_than_equal", "greater_than"):
+        return f"must be at least {ctx.get('ge', ctx.get('gt'))}"
+    if kind in ("less_than_equal", "less_than"):
+        return f"must be at most {ctx.get('le', ctx.get('lt'))}"
+    if kind == "value_error":
+        return str(error["msg"]).removeprefix("Value error, ")
+    if kind in _TYPE_WORDING:
+        message = _TYPE_WORDING[kind]
+        if kind == "list_type" and isinstance(value, str) and loc and len(value) <= 60:
+            message += f", e.g. {loc[-1]} = [{_toml_string(value)}]"
+        return f"{message} (got {_kind(value)})"
+    return str(error["msg"])
+
+
+def _toml_string(text: str) -> str:
+    """``text`` as a TOML basic string."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _kind(value: Any) -> str:
+    names = {str: "text", bool: "true/false", int: "a number", float: "a number",
+             list: "a list", dict: "a table"}
+    return next((n for t, n in names.items() if type(value) is t), type(value).__name__)
+
+
+def _fields_at(model: Any, loc: tuple[Any, ...]) -> set[str]:
+    """The field names the model reached by ``loc`` accepts (empty if none is found)."""
+    for part in loc:
+        model = _unwrap(model)
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            info = model.model_fields.get(str(part))
+            if info is None:
+                return set()
+            model = info.annotation
+        elif get_origin(model) in (dict, list):
+            model = get_args(model)[-1]
+        else:
+            return set()
+    model = _unwrap(model)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return set(model.model_fields)
+    return set()
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``X | None`` -> ``X``; a union of several models is left as it is."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        return args[0] if len(args) == 1 else annotation
+    return annotation
 
 
 def _check_env_name(path: Path | None, env: str) -> None:

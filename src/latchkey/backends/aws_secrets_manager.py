@@ -1,6 +1,10 @@
 """``aws_secrets_manager``: AWS Secrets Manager.
 
-A key is a secret named ``prefix + key``. A secret holds one value, or a JSON document whose
+A key is the secret ``<prefix>/<key>``: the prefix is path-like, joined to the key by exactly one
+``separator`` (``"/"``), so ``prefix = "bar/prod"`` (or ``"bar/prod/"``) puts
+``connections/warehouse`` at ``bar/prod/connections/warehouse``. ``separator = ""`` joins raw
+(``prefix = "lk-"`` reads ``lk-connections/warehouse``), for secrets named that way. A secret
+holds one value, or a JSON document whose
 fields are keys too: the secret ``connections/warehouse`` holding ``{"host": ..., "login":
 ..., "password": ...}`` answers ``connections/warehouse`` (the whole document, which
 ``Connection.from_value`` reads as Airflow's JSON form) and ``connections/warehouse/password``.
@@ -22,7 +26,7 @@ from typing import Iterable, Sequence
 from ..errors import AccessDenied, BackendUnavailable
 from ..keys import is_under, validate_key
 from .aws_common import DENIED_CODES, AwsBackend, AwsConfig
-from .base import Secret, VersionInfo
+from .base import Secret, VersionInfo, join_prefix, split_prefix
 
 __all__ = ["SecretsManagerBackend"]
 
@@ -33,6 +37,8 @@ NOT_FOUND = ("ResourceNotFoundException",)
 
 class SecretsManagerConfig(AwsConfig):
     prefix: str = ""
+    #: joins prefix and key; "" concatenates them raw
+    separator: str = "/"
     version_stage: str = "AWSCURRENT"
     documents: bool = True
     kms_key_id: str | None = None
@@ -52,16 +58,18 @@ class SecretsManagerBackend(AwsBackend):
     def __init__(self, name: str, config: SecretsManagerConfig) -> None:
         super().__init__(name, config)
         self.prefix = config.prefix
+        self.separator = config.separator
 
     def locate(self, key: str) -> str:
-        return f"secretsmanager:{self.prefix}{key}"
+        return f"secretsmanager:{self.secret_id(key)}"
 
     def check(self) -> str:
         self.call("list_secrets", MaxResults=1)
         return f"ok (prefix {self.prefix or '(none)'})"
 
     def secret_id(self, key: str) -> str:
-        return f"{self.prefix}{key}"
+        """The exact secret name of ``key`` (or of a listing prefix; "" is every secret)."""
+        return join_prefix(self.prefix, key, self.separator)
 
     # -- reads ----------------------------------------------------------------------------
     def _get_many(self, keys: Sequence[str]) -> dict[str, Secret]:
@@ -130,10 +138,11 @@ class SecretsManagerBackend(AwsBackend):
                 return keys
 
     def _key_of(self, name: str) -> str | None:
-        if not name.startswith(self.prefix):
+        key = split_prefix(self.prefix, name, self.separator)
+        if key is None:
             return None
         try:
-            return validate_key(name[len(self.prefix):])
+            return validate_key(key)
         except ValueError:
             return None
 

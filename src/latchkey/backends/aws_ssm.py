@@ -23,7 +23,7 @@ from typing import Iterable, Literal, Sequence
 from ..errors import StoreCorrupt, UsageError
 from ..keys import is_under, validate_key
 from .aws_common import AwsBackend, AwsConfig
-from .base import Secret, VersionInfo
+from .base import Secret, VersionInfo, join_prefix, split_prefix
 
 __all__ = ["SsmBackend"]
 
@@ -68,12 +68,12 @@ class SsmBackend(AwsBackend):
         return f"ok (prefix {self.prefix or '/'})"
 
     def param(self, key: str) -> str:
-        return f"{self.prefix}/{key}"
+        return join_prefix(self.prefix or "/", key)
 
     def key_of(self, name: str) -> str | None:
-        if not name.startswith(self.prefix + "/"):
+        key = split_prefix(self.prefix or "/", name)
+        if key is None:
             return None
-        key = name[len(self.prefix) + 1:]
         if CHUNKS in key.split("/"):
             return None
         try:

@@ -2,7 +2,9 @@
 azure-identity.
 
 Key Vault names allow only ``[0-9a-zA-Z-]``, at most 127 characters, compared without case.
-A key is the secret ``<prefix><name>``, where ``<name>`` is the key by this reversible
+A key is the secret ``<prefix>--<name>`` (the prefix is path-like, joined by one
+``separator``, ``--``, as ``/`` is written; ``separator = ""`` joins raw), where ``<name>`` is
+the key by this reversible
 mapping: lowercase letters and digits stay; ``/`` becomes ``--``; every other character
 (``_``, ``.``, ``-``, capitals) becomes ``-`` and two hex digits of its code (``_`` is
 ``-5f``, ``.`` is ``-2e``, ``-`` is ``-2d``, ``A`` is ``-41``). So
@@ -34,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ..errors import AccessDenied, BackendUnavailable, LatchkeyError, MissingDependency, \
     UsageError
 from ..keys import is_under
-from .base import BackendConfig, Secret, VersionInfo
+from .base import BackendConfig, Secret, VersionInfo, prefix_head
 from .remote import RemoteBackend, describe_keys, escape_name, unescape_name
 
 __all__ = ["AzureKeyVaultBackend", "AzureKeyVaultConfig"]
@@ -105,6 +107,8 @@ AzureAuth = Annotated[Union[DefaultAuth, ManagedIdentityAuth, ClientSecretAuth],
 class AzureKeyVaultConfig(BackendConfig):
     url: str | None = None              # https://NAME.vault.azure.net; default $AZURE_KEYVAULT_URL
     prefix: str = ""
+    #: joins prefix and name: "--", how these names write a key's "/"; "" joins raw
+    separator: str = "--"
     auth: AzureAuth = Field(default_factory=DefaultAuth)
     ca_bundle: str | None = None        # a CA file for TLS-inspecting proxies or test servers
     #: Key Vault's check that the auth challenge names a Key Vault domain; off only for
@@ -114,7 +118,7 @@ class AzureKeyVaultConfig(BackendConfig):
     max_attempts: int = 5
     max_concurrency: int = 8
 
-    @field_validator("prefix")
+    @field_validator("prefix", "separator")
     @classmethod
     def _prefix_chars(cls, value: str) -> str:
         bad = sorted({c for c in value if c not in string.ascii_letters + string.digits + "-{}"})
@@ -139,7 +143,7 @@ class AzureKeyVaultBackend(RemoteBackend):
         if not self.url:
             raise UsageError(f"backend {name!r}: no Key Vault URL: set url or "
                              "$AZURE_KEYVAULT_URL")
-        self.prefix = config.prefix.lower()
+        self.prefix = prefix_head(config.prefix, config.separator).lower()
         self.max_concurrency = config.max_concurrency
 
     # -- the client -----------------------------------------------------------------------

@@ -33,9 +33,41 @@ from .. import metrics
 from ..errors import BackendUnavailable, LatchkeyError, ReadOnlyBackend, ValueTooLarge
 from ..keys import validate_key, validate_prefix
 
-__all__ = ["Backend", "BackendConfig", "BuildContext", "Secret", "VersionInfo"]
+__all__ = ["Backend", "BackendConfig", "BuildContext", "Secret", "VersionInfo", "join_prefix",
+           "prefix_head", "split_prefix"]
 
 T = TypeVar("T")
+
+
+def join_prefix(prefix: str, name: str, separator: str = "/") -> str:
+    """The store name of ``name`` under ``prefix``: the two joined by exactly one separator.
+
+    Every backend's ``prefix`` is path-like: ``"bar/prod"`` and ``"bar/prod/"`` both put
+    ``connections/warehouse`` at ``bar/prod/connections/warehouse``. A prefix made only of
+    separators (SSM's ``"/"``) is the root: ``"/" + name``. An empty prefix adds nothing, an
+    empty name gives the prefix itself, and an empty separator joins raw (``"lk-" + name``):
+    the explicit opt-out for stores whose names were written that way.
+    """
+    if not prefix or not separator:
+        return prefix + name
+    base = prefix
+    while base.endswith(separator):
+        base = base[:-len(separator)]
+    if not name:
+        return base or separator
+    return base + separator + name
+
+
+def prefix_head(prefix: str, separator: str = "/") -> str:
+    """What every store name under ``prefix`` starts with (``"bar/prod/"``; ``""`` for none)."""
+    return join_prefix(prefix, "-", separator)[:-1]
+
+
+def split_prefix(prefix: str, name: str, separator: str = "/") -> str | None:
+    """The name under ``prefix`` of a store name (``join_prefix`` reversed), or None if the
+    store name is not under ``prefix``."""
+    head = prefix_head(prefix, separator)
+    return name[len(head):] if name.startswith(head) and len(name) > len(head) else None
 
 
 @dataclass(frozen=True)

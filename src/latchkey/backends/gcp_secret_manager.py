@@ -1,6 +1,8 @@
 """``gcp_secret_manager``: Google Cloud Secret Manager, through google-cloud-secret-manager.
 
-A key is the secret ``<prefix><name>`` in ``project``, where ``<name>`` is the key written
+A key is the secret ``<prefix>--<name>`` in ``project`` (the prefix is path-like, joined by
+one ``separator``, ``--``, as ``/`` is written; ``separator = ""`` joins raw), where ``<name>``
+is the key written
 in Secret Manager's alphabet (``[A-Za-z0-9_-]``, at most 255 characters) by a reversible
 mapping: ``/`` becomes ``--``, and ``.`` and ``-`` become ``-2e`` and ``-2d`` (``-`` and two
 hex digits); letters, digits and ``_`` stay. ``marketing/facebook/acct_42/access_token`` is
@@ -28,7 +30,7 @@ from pydantic import field_validator
 from ..errors import AccessDenied, BackendUnavailable, LatchkeyError, MissingDependency, \
     StoreCorrupt, UsageError
 from ..keys import is_under
-from .base import BackendConfig, Secret, VersionInfo
+from .base import BackendConfig, Secret, VersionInfo, prefix_head
 from .remote import RemoteBackend, describe_keys, escape_name, unescape_name
 
 __all__ = ["GcpSecretManagerBackend", "GcpSecretManagerConfig"]
@@ -50,6 +52,8 @@ def secretmanager_module():
 class GcpSecretManagerConfig(BackendConfig):
     project: str | None = None          # default: $GOOGLE_CLOUD_PROJECT
     prefix: str = ""
+    #: joins prefix and name: "--", how these names write a key's "/"; "" joins raw
+    separator: str = "--"
     labels: dict[str, str] = {}
     version: str = "latest"
     endpoint: str | None = None         # an emulator or private endpoint, http(s)://host:port
@@ -60,7 +64,7 @@ class GcpSecretManagerConfig(BackendConfig):
     max_attempts: int = 5
     max_concurrency: int = 8
 
-    @field_validator("prefix")
+    @field_validator("prefix", "separator")
     @classmethod
     def _prefix_chars(cls, value: str) -> str:
         bad = sorted({c for c in value if c not in LITERAL + "-{}"})
@@ -92,7 +96,7 @@ class GcpSecretManagerBackend(RemoteBackend):
         if not self.project:
             raise UsageError(f"backend {name!r}: no GCP project: set project or "
                              "$GOOGLE_CLOUD_PROJECT")
-        self.prefix = config.prefix
+        self.prefix = prefix_head(config.prefix, config.separator)  # "lk" -> "lk--"
         self.max_concurrency = config.max_concurrency
 
     # -- the client -----------------------------------------------------------------------

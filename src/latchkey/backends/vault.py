@@ -41,7 +41,7 @@ from pydantic import Field
 from ..errors import AccessDenied, BackendUnavailable, InvalidKey, LatchkeyError, \
     UsageError
 from ..keys import is_under, validate_key
-from .base import BackendConfig, Secret, VersionInfo
+from .base import BackendConfig, Secret, VersionInfo, join_prefix
 from .remote import RemoteBackend, describe_keys
 from .vault_auth import (AppRoleAuth, AwsIamAuth, KubernetesAuth, TokenAuth, VaultAuth,
                          VaultLogin, hvac_module)
@@ -202,7 +202,7 @@ class VaultBackend(RemoteBackend):
         """The Vault path of ``key`` (key layout) or of its document (document layout)."""
         if self.config.layout == "document":
             key = self.document_of(key)[0]
-        return "/".join(p for p in (self.prefix, key) if p)
+        return join_prefix(self.prefix, key)
 
     def document_of(self, key: str) -> tuple[str, str]:
         """(document key, field) of ``key`` in the document layout."""
