@@ -198,3 +198,30 @@ def test_remote_backends_guard_sdk_loggers() -> None:
     SsmBackend("ssm", SsmConfig(type="aws_ssm", region="eu-central-1"))  # no call made
     assert all(redact._sdk_filter in logging.getLogger(n).filters
                for n in redact.SDK_BODY_LOGGERS)
+
+
+@pytest.mark.parametrize("form", ["uri", "json"])
+def test_a_runs_connection_extras_are_masked(form) -> None:
+    """A connection's sensitive extras (by name, nested, credential-shaped) are masked in
+    this process's logs once a run has it, whichever form it is stored in."""
+    from pathlib import Path
+
+    import latchkey
+    from latchkey.manifest import parse_manifest
+    from latchkey.testing import MemoryBackend
+
+    secrets = [f"fake-extra-tok-{form}-acct42", f"fake-extra-key-{form}-acct42",
+               f"ghp_fakeEXTRAfake{form}000000000000000"]
+    conn = Connection(conn_type="http", host="api.example.com", extra={
+        "api_token": secrets[0], "auth": {"private_key": secrets[1]}, "header": secrets[2],
+        "endpoint_region": "eu-central-1"})
+    stored = conn.to_uri() if form == "uri" else conn.to_json()
+    manifest = parse_manifest({"pipelines": {"p": {
+        "scope": "teams/p", "connections": {"api": "connections/api"}}}}, Path("m.toml"))
+    lk = latchkey.Latchkey([MemoryBackend("mem", {"connections/api": stored})],
+                           manifest=manifest)
+    with lk.pipeline("p") as run:
+        extra = run.connection("api").extra
+    text = redact.redactor().redact(f"{extra} {extra['api_token']} {secrets[1]} {secrets[2]}")
+    assert [s for s in secrets if s in text] == []
+    assert "eu-central-1" in text
