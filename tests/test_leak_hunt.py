@@ -329,7 +329,8 @@ def test_cloud_stores_leak_nothing_on_any_path(make, request, caplog, sdk_debug)
 
 
 def _aws_store(kind: str, endpoint: str):
-    from latchkey.backends.aws_secrets_manager import SecretsManagerBackend, SecretsManagerConfig
+    from latchkey.backends.aws_secrets_manager import (SecretsManagerBackend,
+                                                       SecretsManagerConfig)
     from latchkey.backends.aws_ssm import SsmBackend, SsmConfig
     from latchkey.backends.dynamodb import DynamoDbBackend, DynamoDbConfig
 

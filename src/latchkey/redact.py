@@ -299,8 +299,9 @@ class SdkBodyFilter(logging.Filter):
         elif msg.startswith("Sending http request") and isinstance(args, tuple) and args:
             request = args[0]
             headers = _without_bodies({"headers": dict(getattr(request, "headers", {}))})
-            record.args = (f"<{type(request).__name__} method={getattr(request, 'method', '')}, "
-                           f"url={getattr(request, 'url', '')}, headers={headers['headers']}>",)
+            shown = (f"<{type(request).__name__} method={getattr(request, 'method', '')}, "
+                     f"url={getattr(request, 'url', '')}, headers={headers['headers']}>")
+            record.args = (shown,)
         else:
             for marker in _BODY_MARKERS:  # Azure's network trace: the body comes last
                 if marker in msg:
