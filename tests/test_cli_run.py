@@ -76,6 +76,29 @@ def test_child_output_is_masked_by_default(project: Path) -> None:
     assert result.stderr.strip() == "jwt ***"
 
 
+FAKE_CERT = ("-----BEGIN CERTIFICATE-----\n"
+             "MIIBfakeCERTfakeNOTaREALcertAAAAfakeCERTfake0123456789abcdefghijklm\n"
+             "ZmFrZS1jZXJ0LWxpbmUtdHdvLW5vdC1hLWNlcnQtZmFrZS1mYWtlLWZha2UtZmFr\n"
+             "ZmFrZS1jZXJ0LWxhc3Q=\n"
+             "-----END CERTIFICATE-----\n")
+
+
+def test_multi_line_values_are_masked_line_by_line(project: Path) -> None:
+    """A multi-line value (a PEM certificate) printed by the child as is, line by line,
+    or a line at a time on stderr, shows none of its lines."""
+    assert run_cli("set", "marketing/ads/acct_1/access_token", input=FAKE_CERT).returncode == 0
+    script = ("import os, sys\n"
+              "cert = os.environ['ACCESS_TOKEN']\n"
+              "print(cert)\n"
+              "for line in cert.splitlines(): print('line', line, file=sys.stderr)\n")
+    result = _run("--", sys.executable, "-c", script)
+    assert result.returncode == 0, result.stderr
+    body = [line for line in FAKE_CERT.splitlines() if not line.startswith("-----")]
+    assert [line for line in body if line in result.stdout + result.stderr] == []
+    assert result.stdout.splitlines()[:2] == ["-----BEGIN CERTIFICATE-----", "***"]
+    assert "line ***" in result.stderr
+
+
 def test_pristine_environment(project: Path) -> None:
     """--pristine starts from PATH and HOME only, plus the run's secrets."""
     result = _run("--pristine", "--", sys.executable, "-c",

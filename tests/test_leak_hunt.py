@@ -1,10 +1,13 @@
 """The leak hunt: run everything with known fake values, then search everything captured.
 
 Searched: stdout and stderr of every CLI command (success and failure paths), exception
-messages and tracebacks, log records, audit files, the repr and str of every public object,
+messages and tracebacks, log records (with every SDK's loggers at DEBUG, and every field a
+structured formatter would print), audit files, the repr and str of every public object,
 and every file under a temporary HOME, TMPDIR and the project (the encrypted store's file
 too: a value must never be there in clear). Each value is searched in every form a leak takes:
-as is, URL-encoded, base64 and JSON-escaped. Any hit fails.
+as is, URL-encoded, base64 and JSON-escaped; and so is each secret inside a value: each line of
+a multi-line value (a PEM key), the password in a URL's userinfo, a connection's sensitive
+extras. Any hit fails.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import subprocess
 import sys
 import traceback
 from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
 
 import pytest
 
@@ -28,7 +32,21 @@ TOKEN = "fake-leak-Tok3n/with+odd=chars&more"
 APP = "fake-leak-app-secret-9f8e7d"
 PG_PASSWORD = "fake-leak-pg-p@ss:w/rd"
 SLACK = "fake-leak-slack-xoxb-000111"
-VALUES = [TOKEN, APP, PG_PASSWORD, SLACK]
+PEM = ("-----BEGIN PRIVATE KEY-----\n"
+       "MIIEfakeLEAKfakeNOTaREALkeyAAAAfakeLEAKfake0123456789abcdefghijklmnop\n"
+       "ZmFrZS1sZWFrLXBlbS1saW5lLXR3by1ub3QtYS1rZXktZmFrZS1mYWtlLWZha2U\n"
+       "bGVhay1sYXN0LWxpbmUtZmFrZQ==\n"
+       "-----END PRIVATE KEY-----\n")
+URL_PASSWORD = "fake-leak-url-p@ss"
+DB_URL = "postgres://loader:" + quote(URL_PASSWORD, safe="") + "@db.internal:5432/analytics"
+EXTRA_TOKEN = "fake-leak-extra-token-77"
+API = Connection(conn_type="google_cloud_platform", extra={
+    "api_token": EXTRA_TOKEN, "project": "lk-test",
+    "keyfile_dict": {"type": "service_account", "private_key": PEM}})
+VALUES = [TOKEN, APP, PG_PASSWORD, SLACK, PEM, DB_URL, API.to_uri()]
+#: secrets inside the values, each a leak on its own
+PARTS = [*(line for line in PEM.splitlines() if len(line) >= 6 and "-----" not in line),
+         URL_PASSWORD, EXTRA_TOKEN]
 
 MANIFEST = """
 chain = ["env", "local"]
@@ -42,15 +60,15 @@ sinks = [{ type = "file", path = ".latchkey/audit.jsonl" }]
 [pipelines.ads]
 scope = "marketing/ads/{account}"
 requires = ["api_token", "app_secret"]
-optional = ["slack_token"]
-connections = { warehouse = "connections/pg" }
+optional = ["slack_token", "signing_key", "db_url"]
+connections = { warehouse = "connections/pg", api = "connections/api" }
 instances = [{ account = "acct_1" }]
 """
 
 
 def _needles() -> dict[str, str]:
     found = {}
-    for value in VALUES:
+    for value in [*VALUES, *PARTS]:
         for form in encodings(value):
             found[form] = value
     return found
@@ -58,6 +76,43 @@ def _needles() -> dict[str, str]:
 
 def _hits(text: str) -> list[str]:
     return sorted({value for form, value in _needles().items() if form in text})
+
+
+#: The loggers of every SDK latchkey's backends use, and of their HTTP stacks.
+SDK_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "requests", "hvac", "google",
+               "grpc", "azure", "msal")
+
+
+class _EveryField(logging.Handler):
+    """Keeps each record as a structured (JSON) formatter would print it: the message, the
+    traceback and every field, extras included."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.texts: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.texts.append(self.format(record) + " " + repr(vars(record)))
+
+
+@pytest.fixture
+def sdk_debug():
+    """DEBUG logging on for every SDK (propagating, even where an SDK turns that off, as the
+    GCP client does) into a root handler that keeps every field of every record."""
+    handler = _EveryField()
+    loggers = [logging.getLogger(name) for name in ("", *SDK_LOGGERS)]
+    saved = [(lg, lg.level, lg.propagate) for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.DEBUG)
+        lg.propagate = True
+    loggers[0].addHandler(handler)
+    try:
+        yield handler
+    finally:
+        loggers[0].removeHandler(handler)
+        for lg, level, propagate in saved:
+            lg.setLevel(level)
+            lg.propagate = propagate
 
 
 @pytest.fixture
@@ -78,7 +133,10 @@ def _cli_transcript(postgres: dict) -> list[subprocess.CompletedProcess]:
             run_cli("set", "marketing/ads/acct_1/api_token", input=TOKEN),
             run_cli("set", "marketing/ads/app_secret", input=APP + "\n"),
             run_cli("set", "shared/slack_token", input=SLACK),
-            run_cli("set", "connections/pg", input=wrong.to_uri())]
+            run_cli("set", "connections/pg", input=wrong.to_uri()),
+            run_cli("set", "marketing/ads/signing_key", input=PEM),
+            run_cli("set", "marketing/ads/db_url", input=DB_URL),
+            run_cli("set", "connections/api", input=API.to_json())]
     for fmt in ([], ["--json"]):
         runs += [
             run_cli("get", "marketing/ads/app_secret", *fmt),
@@ -99,6 +157,10 @@ def _cli_transcript(postgres: dict) -> list[subprocess.CompletedProcess]:
                 "-c", "import os; print(os.environ['API_TOKEN'], os.environ['APP_SECRET']); "
                       "raise SystemExit(3)"),
         run_cli("run", "--pipeline", "ads", "--param", "account=acct_2", "--", "true"),
+        # secrets inside values, printed on their own: a PEM line by line, a URL's password,
+        # a connection's extras
+        run_cli("run", "--pipeline", "ads", "--param", "account=acct_1", "--", sys.executable,
+                "-c", _CHILD_PRINTS_PARTS),
         run_cli("rm", "shared/slack_token"),
         run_cli("set", "connections/bad", input="postgres://u:" + PG_PASSWORD + "@h:99999/x"),
         run_cli("get", "x", env={"LATCHKEY_MASTER_KEY": "not-a-valid-key"}),   # store outage
@@ -107,12 +169,28 @@ def _cli_transcript(postgres: dict) -> list[subprocess.CompletedProcess]:
     return runs
 
 
+_CHILD_PRINTS_PARTS = """
+import json, os, sys
+from urllib.parse import unquote, urlsplit
+from latchkey import Connection
+print(os.environ["SIGNING_KEY"])
+print(unquote(urlsplit(os.environ["DB_URL"]).password))
+api = Connection.from_uri(os.environ["AIRFLOW_CONN_API"])
+print("token:", api.extra["api_token"])
+print(api.extra["keyfile_dict"]["private_key"], file=sys.stderr)
+print(json.dumps(api.extra))
+"""
+
+
 @pytest.mark.slow
-def test_leak_hunt(world: Path, postgres: dict, caplog) -> None:
+def test_leak_hunt(world: Path, postgres: dict, caplog, sdk_debug) -> None:
     """No value in any output, exception, log, audit file, repr or file on disk."""
     captured: list[str] = []
     runs = _cli_transcript(postgres)
     assert runs[1].returncode == 0 and any(r.returncode == 1 for r in runs)
+    parts_run = next(r for r in runs if "token: " in r.stdout)  # the child printed its parts
+    assert parts_run.returncode == 0 and "token: ***" in parts_run.stdout, parts_run.stderr[-500:]
+    assert "-----BEGIN PRIVATE KEY-----\n***\n" in parts_run.stdout
     captured += [r.stdout + r.stderr for r in runs]
 
     # the library, its exceptions and tracebacks, its logs, its objects
@@ -127,6 +205,12 @@ def test_leak_hunt(world: Path, postgres: dict, caplog) -> None:
             captured += [repr(o) for o in objects] + [str(o) for o in objects]
             logger.info("token %s app %s", run.secret("api_token"), run.secret("app_secret"))
             logger.warning("uri %s", run.connection("warehouse").to_uri())
+            api = run.connection("api")
+            logger.info("extra %s token %s", api.extra, api.extra["api_token"])
+            logger.info("key\n%s", api.extra["keyfile_dict"]["private_key"])
+            for line in run.secret("signing_key").splitlines():
+                logger.info("key line %s", line)
+            logger.info("db password %s", unquote(urlsplit(run.secret("db_url")).password))
             for failing in (lambda: run.get("marketing/ads/acct_2/api_token"),
                             lambda: Connection.from_uri("postgres://u:" + PG_PASSWORD + "@h:x/d"),
                             lambda: lk.pipeline("ads", account="acct_9").open()):
@@ -141,6 +225,7 @@ def test_leak_hunt(world: Path, postgres: dict, caplog) -> None:
             except RuntimeError:
                 logger.exception("chained")
     captured.append(caplog.text)
+    captured += sdk_debug.texts
     captured += [logging.getLogger().handlers[0].format(r) if logging.getLogger().handlers
                  else r.getMessage() for r in caplog.records]
 
@@ -218,7 +303,7 @@ def _azure_store(request):
 @pytest.mark.parametrize("make", [pytest.param(_vault_store, id="vault"),
                                   pytest.param(_gcp_store, id="gcp_secret_manager"),
                                   pytest.param(_azure_store, id="azure_key_vault")])
-def test_cloud_stores_leak_nothing_on_any_path(make, request, caplog) -> None:
+def test_cloud_stores_leak_nothing_on_any_path(make, request, caplog, sdk_debug) -> None:
     """Writes, reads and every failure (403, 404, 429 past the retries, 500, 503) of the
     Vault, GCP and Azure backends, with the SDKs' own loggers at DEBUG: no value in any
     message, repr, traceback (causes included) or log record."""
@@ -239,5 +324,54 @@ def test_cloud_stores_leak_nothing_on_any_path(make, request, caplog) -> None:
             captured.append(str(info.value))
             captured += traceback.format_exception(info.value)
             server.clear_faults()  # the ones a failed write did not use up
-    captured += [caplog.text] + [str(r.args) for r in caplog.records]
+    captured += [caplog.text] + [str(r.args) for r in caplog.records] + sdk_debug.texts
     assert _hits("\n".join(captured)) == []
+
+
+def _aws_store(kind: str, endpoint: str):
+    from latchkey.backends.aws_secrets_manager import (SecretsManagerBackend,
+                                                       SecretsManagerConfig)
+    from latchkey.backends.aws_ssm import SsmBackend, SsmConfig
+    from latchkey.backends.dynamodb import DynamoDbBackend, DynamoDbConfig
+
+    uid, region = os.urandom(4).hex(), "eu-central-1"
+    if kind == "aws_ssm":
+        return SsmBackend("ssm", SsmConfig(type="aws_ssm", prefix=f"/leak/{uid}", region=region,
+                                           endpoint_url=endpoint))
+    if kind == "aws_secrets_manager":
+        return SecretsManagerBackend("sm", SecretsManagerConfig(
+            type="aws_secrets_manager", prefix=f"leak-{uid}/", region=region,
+            endpoint_url=endpoint))
+    import boto3
+
+    key_id = boto3.client("kms", region_name=region, endpoint_url=endpoint).create_key()[
+        "KeyMetadata"]["KeyId"]
+    backend = DynamoDbBackend("ddb", DynamoDbConfig(
+        type="dynamodb", table=f"leak-{uid}", region=region, endpoint_url=endpoint,
+        encryption="kms", kms_key_id=key_id))
+    backend.ensure_table()
+    return backend
+
+
+@pytest.mark.parametrize("kind", ["aws_ssm", "aws_secrets_manager", "dynamodb"])
+def test_aws_stores_leak_nothing_in_sdk_debug_logs(kind, aws_env, sdk_debug) -> None:
+    """Writes and reads through SSM, Secrets Manager and DynamoDB (KMS envelope) with botocore
+    at DEBUG: its request params and response bodies show no value, neither through
+    ``lk.set``/``lk.get`` nor through the backend alone, where nothing registers the value
+    and withholding the SDK's bodies is all that keeps it out."""
+    suffix = os.urandom(4).hex()  # values no earlier test registered
+    values = [f"{TOKEN}-{suffix}", PEM.replace("AAAA", suffix), f"{DB_URL}?x={suffix}"]
+    backend = _aws_store(kind, aws_env)
+    lk = latchkey.Latchkey([backend])
+    lk.set("leak/via_client", values[0])
+    assert lk.get("leak/via_client") == values[0]
+    for i, value in enumerate(values[1:]):
+        backend.put(f"leak/direct{i}", value)
+    found = backend.get_many([f"leak/direct{i}" for i in range(len(values) - 1)])
+    assert sorted(s.value for s in found.values()) == sorted(values[1:])
+    assert any("botocore" in text for text in sdk_debug.texts)  # the SDK did log at DEBUG
+    forms = {form for value in values
+             for part in [value, *(ln for ln in value.splitlines() if len(ln) >= 6)]
+             for form in encodings(part)}
+    logged = "\n".join(sdk_debug.texts)
+    assert [form for form in forms if form in logged] == []

@@ -6,8 +6,10 @@ import logging
 from urllib.parse import quote
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from latchkey import redact
+from latchkey import Connection, redact
 from latchkey.redact import Redactor
 
 
@@ -81,3 +83,145 @@ def test_install_is_idempotent() -> None:
         logger.removeHandler(handler)
         logger.removeFilter(redact.redactor())
         handler.removeFilter(redact.redactor())
+
+
+# -- the secrets inside a value: lines, URL passwords, connection extras -------------------
+FAKE_PEM = ("-----BEGIN PRIVATE KEY-----\n"
+            "MIIEfakeFAKEfakeNOTaREALkeyAAAAfakeFAKEfake0123456789abcdefghijklmnop\n"
+            "ZmFrZS1wZW0tbGluZS10d28tbm90LWEta2V5LWZha2UtZmFrZS1mYWtlLWZha2U\n"
+            "bGFzdC1saW5lLWZha2U=\n"
+            "-----END PRIVATE KEY-----\n")
+
+
+def test_each_line_of_a_multi_line_value_is_masked() -> None:
+    """A PEM key printed line by line (as ``latchkey run`` pumps output) loses every line."""
+    r = Redactor()
+    r.register(FAKE_PEM)
+    for line in FAKE_PEM.splitlines():
+        assert "fake" not in r.redact(line + "\n").lower() or line.startswith("-----")
+    assert r.redact("-----BEGIN PRIVATE KEY-----") == "-----BEGIN PRIVATE KEY-----"
+
+
+def test_a_urls_password_is_masked_alone() -> None:
+    """A value that is a URL with userinfo: its password is masked wherever it appears."""
+    r = Redactor()
+    r.register("postgres://loader:fake-url-p%40ss@db.internal:5432/analytics")
+    assert r.redact("password=fake-url-p@ss") == "password=***"
+    assert r.redact("fake-url-p%40ss") == "***"
+
+
+@pytest.mark.parametrize("extra, secrets", [
+    pytest.param({"token": "fake-token-acct42"}, ["fake-token-acct42"], id="token"),
+    pytest.param({"Api-Key": "fake-api-key-1234"}, ["fake-api-key-1234"], id="name-contains"),
+    pytest.param({"client_secret": "fake-client-secret"}, ["fake-client-secret"], id="secret"),
+    pytest.param({"keyfile_dict": {"private_key": FAKE_PEM, "client_id": "1234567"}},
+                 [FAKE_PEM, "1234567"], id="nested-under-sensitive"),
+    pytest.param({"config": '{"auth": {"access_token": "fake-access-tok"}}'},
+                 ["fake-access-tok"], id="json-in-a-string"),
+    pytest.param({"header": "ghp_fakeFAKEfake000000000000000000000"},
+                 ["ghp_fakeFAKEfake000000000000000000000"], id="token-prefix"),
+    pytest.param({"note": FAKE_PEM}, [FAKE_PEM], id="pem-anywhere"),
+    pytest.param({"x": "Zm9vYmFyLWZha2UtdG9rZW4tYWNjdDQy9Qx"},
+                 ["Zm9vYmFyLWZha2UtdG9rZW4tYWNjdDQy9Qx"], id="high-entropy"),
+])
+def test_sensitive_extras_are_found(extra, secrets) -> None:
+    """Fields Airflow's masker treats as sensitive (name contains), and credential-shaped
+    strings, at any depth and in JSON text, are what a connection's extra must not show."""
+    assert redact.sensitive_values(extra) == secrets
+
+
+def test_ordinary_extras_are_not_secrets() -> None:
+    """Regions, ARNs, hosts, UUIDs, warehouse names and flags stay readable in logs."""
+    extra = {"region_name": "eu-central-1", "role_arn": "arn:aws:iam::123456789012:role/ads",
+             "account": "xy12345.eu-central-1", "warehouse": "COMPUTE_WH", "sslmode": "require",
+             "request_id": "550e8400-e29b-41d4-a716-446655440000", "verify": True, "port": 5439}
+    assert redact.sensitive_values(extra) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(password=st.text(st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"]),
+                        min_size=6, max_size=30),
+       token=st.text(st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"]),
+                     min_size=6, max_size=30).filter(lambda t: t.strip() == t),
+       flat=st.booleans())
+def test_connection_secrets_are_parts_of_both_forms(password, token, flat) -> None:
+    """Registering a connection's stored value (URI or JSON form) masks its password and its
+    sensitive extras on their own."""
+    extra = {"api_token": token} if flat else {"nested": {"api_token": token}, "n": 1}
+    conn = Connection(conn_type="http", host="api.example.com", login="u", password=password,
+                      extra=extra)
+    for stored in (conn.to_uri(), conn.to_json()):
+        parts = redact.secret_parts(stored)
+        assert password in parts and token in parts
+    assert conn.secret_values() == [password, token]
+
+
+# -- SDK debug logs ------------------------------------------------------------------------
+def _record(name: str, msg: str, args=(), **extra) -> logging.LogRecord:
+    record = logging.getLogger(name).makeRecord(name, logging.DEBUG, "f.py", 1, msg, args, None,
+                                                extra=extra or None)
+    return record
+
+
+def test_sdk_bodies_are_withheld() -> None:
+    """botocore's params and response bodies, Azure's network trace and the GCP client's
+    httpRequest/httpResponse payloads lose their bodies and credential headers."""
+    f = redact.SdkBodyFilter()
+    secret = "fake-sdk-body-value"
+    records = [
+        _record("botocore.endpoint", "Making request for %s with params: %s",
+                ("OperationModel(name=PutParameter)",
+                 {"body": f'{{"Value": "{secret}"}}'.encode(), "url": "https://ssm",
+                  "headers": {"X-Amz-Security-Token": secret}})),
+        _record("botocore.parsers", "Response body:\n%r", (f'{{"Value": "{secret}"}}'.encode(),)),
+        _record("azure.core.pipeline.policies._universal",
+                f"Response status: 200\nResponse headers:\nResponse content:\n{{\"value\": \"{secret}\"}}"),
+        _record("google.cloud.secretmanager_v1.services.secret_manager_service.transports.rest",
+                "Received response", httpResponse={"payload": {"data": secret}, "status": 200},
+                httpRequest={"headers": {"Authorization": f"Bearer {secret}"}, "url": "u"}),
+    ]
+    for record in records:
+        assert f.filter(record)
+        shown = record.getMessage() + repr(record.__dict__.get("httpResponse")) + repr(
+            record.__dict__.get("httpRequest"))
+        assert secret not in shown and redact.WITHHELD in shown
+    assert "OperationModel(name=PutParameter)" in records[0].getMessage()
+
+
+def test_remote_backends_guard_sdk_loggers() -> None:
+    """Building any remote backend attaches the body filter to every SDK body logger,
+    whether or not the application called redact.install()."""
+    from latchkey.backends.aws_ssm import SsmBackend, SsmConfig
+
+    for name in redact.SDK_BODY_LOGGERS:
+        logging.getLogger(name).removeFilter(redact._sdk_filter)
+    SsmBackend("ssm", SsmConfig(type="aws_ssm", region="eu-central-1"))  # no call made
+    assert all(redact._sdk_filter in logging.getLogger(n).filters
+               for n in redact.SDK_BODY_LOGGERS)
+
+
+@pytest.mark.parametrize("form", ["uri", "json"])
+def test_a_runs_connection_extras_are_masked(form) -> None:
+    """A connection's sensitive extras (by name, nested, credential-shaped) are masked in
+    this process's logs once a run has it, whichever form it is stored in."""
+    from pathlib import Path
+
+    import latchkey
+    from latchkey.manifest import parse_manifest
+    from latchkey.testing import MemoryBackend
+
+    secrets = [f"fake-extra-tok-{form}-acct42", f"fake-extra-key-{form}-acct42",
+               f"ghp_fakeEXTRAfake{form}000000000000000"]
+    conn = Connection(conn_type="http", host="api.example.com", extra={
+        "api_token": secrets[0], "auth": {"private_key": secrets[1]}, "header": secrets[2],
+        "endpoint_region": "eu-central-1"})
+    stored = conn.to_uri() if form == "uri" else conn.to_json()
+    manifest = parse_manifest({"pipelines": {"p": {
+        "scope": "teams/p", "connections": {"api": "connections/api"}}}}, Path("m.toml"))
+    lk = latchkey.Latchkey([MemoryBackend("mem", {"connections/api": stored})],
+                           manifest=manifest)
+    with lk.pipeline("p") as run:
+        extra = run.connection("api").extra
+    text = redact.redactor().redact(f"{extra} {extra['api_token']} {secrets[1]} {secrets[2]}")
+    assert [s for s in secrets if s in text] == []
+    assert "eu-central-1" in text

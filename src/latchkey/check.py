@@ -130,7 +130,7 @@ def _check_run(run: Run, label: str, scrub: _Scrubber, findings: list[Finding]):
                 findings.append(Finding(run.pipeline, label, item, "invalid", str(exc),
                                         f"{secret.backend} {secret.path}"))
                 continue
-            scrub.add(conn.password)
+            scrub.add(*conn.secret_values())
             finding = Finding(run.pipeline, label, item, "ok", f"type {conn.conn_type}",
                               f"{secret.backend} {secret.path}")
             findings.append(finding)

@@ -219,6 +219,7 @@ class Latchkey:
         """Write ``value`` to the first writable backend (or ``backend``); returns metadata."""
         validate_key(key)
         target = self.writable_backend(backend)
+        redact.register(value)  # before the write: an SDK may log the request body
         start = time.perf_counter()
         try:
             secret = target.put(key, value)

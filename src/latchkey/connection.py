@@ -23,6 +23,7 @@ from typing import Any, Mapping
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from .errors import UsageError
+from .redact import sensitive_values
 
 __all__ = ["Connection", "InvalidConnection"]
 
@@ -65,6 +66,12 @@ class Connection:
         return f"Connection({', '.join(shown)})"
 
     __str__ = __repr__
+
+    def secret_values(self) -> list[str]:
+        """What must never be logged: the password and the ``extra`` fields Airflow's masker
+        treats as sensitive, or that look like a credential, at any depth
+        (:func:`latchkey.redact.sensitive_values`)."""
+        return [v for v in [self.password, *sensitive_values(self.extra)] if v]
 
     def replace(self, **changes: Any) -> "Connection":
         """A copy with some fields changed."""

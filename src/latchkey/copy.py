@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from . import redact
 from .backends.base import Backend
 from .client import Latchkey
 from .connection import Connection
@@ -203,6 +204,8 @@ def plan_copy(source: Backend, dest: Backend, prefix: str = "", dest_prefix: str
     dest_prefix = validate_prefix(dest_prefix)
     wanted = sorted(keys) if keys is not None else source.list(prefix)
     values = {k: s.value for k, s in source.get_many(wanted).items()}
+    for value in values.values():
+        redact.register(value)  # masked in logs from here on, the writes' included
     mapping = {_retarget(k, prefix, dest_prefix): k for k in values}
     existing = dest.get_many(list(mapping))
     items, to_write = [], {}

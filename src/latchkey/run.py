@@ -44,7 +44,8 @@ _value_listeners: list[Callable[[str], None]] = []
 
 def add_value_listener(listener: Callable[[str], None]) -> None:
     """Call ``listener(value)`` for every value any run obtains from now on (a secret, a
-    connection's stored value and its password): integrations register log masking here."""
+    connection's stored value, its password and sensitive extras, and the secrets inside
+    each, :func:`latchkey.redact.secret_parts`): integrations register log masking here."""
     if listener not in _value_listeners:
         _value_listeners.append(listener)
 
@@ -53,8 +54,9 @@ def _announce(*values: str | None) -> None:
     for value in values:
         if value:
             redact.register(value)
-            for listener in _value_listeners:
-                listener(value)
+            for part in redact.secret_parts(value) if _value_listeners else ():
+                for listener in _value_listeners:
+                    listener(part)
 
 
 def current() -> "Run | None":
@@ -250,7 +252,7 @@ class Run:
         from .connection import Connection
 
         parsed = Connection.from_value(self.get(key), conn_id=name)
-        _announce(parsed.password)
+        _announce(*parsed.secret_values())
         with self._lock:
             self._check_open()
             self._connections[name] = parsed

@@ -17,7 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
-from .. import metrics
+from .. import metrics, redact
 from ..errors import BackendUnavailable, InvalidKey, LatchkeyError
 from ..keys import validate_key
 from .base import Backend, BackendConfig, BuildContext
@@ -34,6 +34,7 @@ class RemoteBackend(Backend):
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
+        redact.guard_sdk_logs()  # the SDK logs bodies at DEBUG: values, before we see them
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self.stats = {"calls": 0, "retries": 0, "throttles": 0, "errors": 0, "seconds": 0.0}

@@ -203,11 +203,13 @@ class LatchkeySecretsBackend(BaseSecretsBackend):
 def _mask_connection(value: str | None) -> None:
     if not value:
         return
-    _mask(value)
+    for part in redact.secret_parts(value):
+        _mask(part)
     try:
         from ..connection import Connection
 
-        _mask(Connection.from_value(value).password)
+        for secret in Connection.from_value(value).secret_values():
+            _mask(secret)
     except LatchkeyError:
         pass
 
