@@ -112,8 +112,22 @@ def get(ctx: click.Context, key: str, reveal: bool, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def ls(ctx: click.Context, prefix: str, backend: str | None, as_json: bool) -> None:
-    """List keys at or below PREFIX, with the backends holding each (never values)."""
-    listing = _lk(ctx).list(prefix, backend)
+    """List keys at or below PREFIX, with the backends holding each (never values).
+
+    A backend that cannot be listed gets a warning line; the others are still listed, and
+    the exit code is 1.
+
+    \b
+    latchkey ls
+    latchkey ls marketing/facebook --json
+    """
+    failed: list[str] = []
+
+    def warn(b, exc) -> None:
+        failed.append(b.name)
+        click.echo(f"latchkey: warning: {b.name} not listed: {exc}", err=True)
+
+    listing = _lk(ctx).list(prefix, backend, on_error=None if backend else warn)
     data = [{"key": k, "backends": v} for k, v in listing.items()]
 
     def text() -> None:
@@ -123,6 +137,8 @@ def ls(ctx: click.Context, prefix: str, backend: str | None, as_json: bool) -> N
         _print(table)
 
     _emit(as_json, data, text)
+    if failed:
+        ctx.exit(1)
 
 
 @cli.command()
