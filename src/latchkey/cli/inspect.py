@@ -57,7 +57,14 @@ def explain(ctx: click.Context, key: str, pipeline: str | None, params: tuple[st
 @json_option
 @click.pass_context
 def doctor(ctx: click.Context, as_json: bool) -> None:
-    """Show what is configured and whether each backend answers. Exits 1 if one fails."""
+    """Show what is configured and whether each backend answers. Exits 1 if one fails.
+
+    A backend that cannot even be set up (no AWS region, say) is a FAIL row with the reason.
+
+    \b
+    latchkey doctor
+    latchkey doctor --env prod --json
+    """
     lk = _lk(ctx)
     manifest = lk.manifest
     report = lk.doctor()

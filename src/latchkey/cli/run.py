@@ -17,7 +17,7 @@ from ..backends.env import EnvBackend
 from ..backends.local import MASTER_KEY_ENV
 from ..client import Latchkey
 from ..errors import LatchkeyError, UsageError
-from ._common import _lk, cli, json_option
+from ._common import WARNINGS, _lk, cli, json_option
 
 FORWARDED = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
              signal.SIGUSR1, signal.SIGUSR2]
@@ -60,7 +60,7 @@ def child_environment(lk: Latchkey, secrets: dict[str, str], pristine: bool) -> 
     return {**base, **secrets}
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@cli.command(context_settings={"allow_interspersed_args": False})
 @pipeline_option
 @param_option
 @click.option("--run-name", help="This run's unique name (default: generated).")
@@ -82,8 +82,12 @@ def run(ctx: click.Context, pipeline: str | None, params: tuple[str, ...], run_n
     Signals are forwarded; latchkey exits with COMMAND's exit code (128+N if killed by
     signal N). With --json, a summary (names, never values) is printed on stderr at the end.
 
+    latchkey's own options (--json, --env, --config included) go before `--`; everything
+    after it is COMMAND. An unknown option before `--` is an error, never run.
+
     \b
     latchkey run --pipeline facebook_ads --param account=acct_42 -- python load.py
+    latchkey run --pipeline facebook_ads --param account=acct_42 --env prod --json -- python load.py
     """
     if not pipeline:
         raise UsageError("latchkey run needs --pipeline NAME")
@@ -100,10 +104,17 @@ def run(ctx: click.Context, pipeline: str | None, params: tuple[str, ...], run_n
         env = child_environment(lk, secrets, pristine)
         summary = {"pipeline": pipeline, "run": active.name, "env": active.environment,
                    "variables": sorted(secrets), "masked": not no_mask}
+        WARNINGS.flush_to_stderr()  # before the child's output, not after it
         code = _spawn(list(command), env, mask=not no_mask)
     if as_json:
         click.echo(json.dumps({**summary, "exit_code": code}), err=True)
     ctx.exit(code)
+
+
+for _param in run.params:  # where --json goes, in run's own words
+    if _param.name == "as_json":
+        _param.help = ("Print a summary (names, never values) as JSON on stderr at the end. "
+                       "Before --, like every latchkey option.")
 
 
 def _pump(source, target) -> threading.Thread:
