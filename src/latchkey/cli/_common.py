@@ -203,7 +203,7 @@ def describe_error(ctx: click.Context, error: object) -> tuple[str, list[str]]:
         names = list(error.missing)
         first = next((a.key for a in error.missing[names[0]] if a.key), names[0])
         return (f"pipeline {error.pipeline!r} (run {error.run!r}) is missing "
-                f"{plural(len(names), 'required secret')}: {', '.join(names)}"
+                f"{plural(len(names), 'required secret')}: {', '.join(map(repr, names))}"
                 f"{_failures(attempts)}; set {'each, first' if len(names) > 1 else 'it'}: "
                 f"{_fix_command(ctx, first)}", details)
     if isinstance(error, SecretNotFound):
