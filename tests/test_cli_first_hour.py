@@ -54,9 +54,9 @@ def test_ls_with_one_failing_backend_lists_the_others(no_aws_region, isolated: P
     assert run_cli("set", "shared/slack_token", input=TOKEN).returncode == 0
     result = run_cli("ls")
     assert "shared/slack_token" in result.stdout and "local" in result.stdout
-    assert _lines(result.stderr) == [
-        'latchkey: warning: ssm not listed: backend \'ssm\': no AWS region for aws_ssm: set '
-        'AWS_REGION or region = "..." in [backends.ssm]']
+    warning = ('latchkey: warning: ssm not listed: backend \'ssm\': no AWS region for aws_ssm: '
+               'set AWS_REGION or region = "..." in [backends.ssm]')
+    assert _lines(result.stderr) == [warning]
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and TOKEN not in result.stdout + result.stderr
 

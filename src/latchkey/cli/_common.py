@@ -116,7 +116,8 @@ class _Group(click.Group):
         WARNINGS.flush_to_stderr()
         return result
 
-    def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
+    def main(self, args: Any = None, prog_name: str | None = None,  # type: ignore[override]
+             **extra: Any) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
         logger = logging.getLogger("latchkey")
         if WARNINGS not in logger.handlers:
@@ -202,13 +203,13 @@ def describe_error(ctx: click.Context, error: object) -> tuple[str, list[str]]:
     if isinstance(error, MissingSecrets):
         names = list(error.missing)
         first = next((a.key for a in error.missing[names[0]] if a.key), names[0])
-        return (f"pipeline {error.pipeline!r} (run {error.run!r}) is missing "
-                f"{plural(len(names), 'required secret')}: {', '.join(map(repr, names))}"
-                f"{_failures(attempts)}; set {'each, first' if len(names) > 1 else 'it'}: "
-                f"{_fix_command(ctx, first)}", details)
+        message = (f"pipeline {error.pipeline!r} (run {error.run!r}) is missing "
+                   f"{plural(len(names), 'required secret')}: {', '.join(map(repr, names))}"
+                   f"{_failures(attempts)}; set {'each, first' if len(names) > 1 else 'it'}: "
+                   f"{_fix_command(ctx, first)}")
+        return message, details
     if isinstance(error, SecretNotFound):
-        where = ", ".join(dict.fromkeys(a.backend for a in attempts)) or "any backend (none " \
-                                                                          "configured)"
+        where = ", ".join(dict.fromkeys(a.backend for a in attempts)) or "no backend"
         message = f"secret {error.key!r} not found in {where}{_failures(attempts)}"
         command = ctx.invoked_subcommand or ""
         if command == "rm":

@@ -49,8 +49,8 @@ def copy(ctx: click.Context, source: str, dest: str, prefix: str, dest_prefix: s
     plan, values = plan_copy(src, dst, prefix, dest_prefix)
     changed = plan.count("change")
     if not dry_run and changed and mode is None:
-        raise UsageError(f"{plural(changed, 'key differs', 'keys differ')} in {dest}; pass --overwrite or "
-                         "--skip-existing (nothing was written)")
+        raise UsageError(f"{plural(changed, 'key differs', 'keys differ')} in {dest}; pass "
+                         "--overwrite or --skip-existing (nothing was written)")
     if dry_run:
         _emit(as_json, {"dry_run": True, **plan.to_dict()}, lambda: _show_plan(plan))
         return

@@ -112,7 +112,7 @@ def run(ctx: click.Context, pipeline: str | None, params: tuple[str, ...], run_n
 
 
 for _param in run.params:  # where --json goes, in run's own words
-    if _param.name == "as_json":
+    if isinstance(_param, click.Option) and _param.name == "as_json":
         _param.help = ("Print a summary (names, never values) as JSON on stderr at the end. "
                        "Before --, like every latchkey option.")
 
