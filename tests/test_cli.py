@@ -88,15 +88,17 @@ def test_empty_value_is_refused(initialised: Path) -> None:
 
 
 @pytest.mark.parametrize("args, code, message", [
-    pytest.param(["get", "missing/key"], 1, "secret 'missing/key' not found; tried: local ",
+    pytest.param(["get", "missing/key"], 1, "secret 'missing/key' not found in local; set it: "
+                                            "latchkey set missing/key",
                  id="not-found"),
     pytest.param(["get", "a/../b"], 2, "invalid key 'a/../b': segment 2 is '..'", id="bad-key"),
-    pytest.param(["get", "k", "--bogus"], 2, "No such option '--bogus'", id="bad-flag"),
+    pytest.param(["get", "k", "--bogus"], 2, "no such option '--bogus'", id="bad-flag"),
     pytest.param(["set", "k", "--backend", "nope"], 2, "no backend named 'nope'",
                  id="bad-backend"),
-    pytest.param(["history", "never/set"], 1, "'never/set' not found; tried: local ",
+    pytest.param(["history", "never/set"], 1, "'never/set' not found in local; no history",
                  id="no-history"),
-    pytest.param(["rm", "never/set"], 1, "'never/set' not found; tried: local ", id="rm-absent"),
+    pytest.param(["rm", "never/set"], 1, "'never/set' not found in local; nothing deleted",
+                 id="rm-absent"),
 ])
 def test_errors_exit_codes_and_one_line(initialised: Path, args, code, message) -> None:
     """Errors print one line on stderr with the right exit code, and no traceback."""

@@ -187,7 +187,7 @@ def test_changed_keys_need_a_decision(isolated: Path, master_key) -> None:
     toml.write_text('a = "fake-new"\nb = "fake-b"\n')
     assert run_cli("set", "a", input="fake-old").returncode == 0
     refused = run_cli("copy", f"file:{toml}", "local")
-    assert refused.returncode == 2 and "1 keys differ in local" in refused.stderr
+    assert refused.returncode == 2 and "1 key differs in local" in refused.stderr
     assert run_cli("get", "b").returncode == 1
     assert run_cli("copy", f"file:{toml}", "local", "--skip-existing").returncode == 0
     assert run_cli("get", "a", "--reveal").stdout.strip() == "fake-old"

@@ -61,8 +61,9 @@ class Resolution:
             first = self.errors[0]
             tried = "; ".join(a.describe() for a in self.attempts)
             # Same class as the failure (WrongMasterKey stays WrongMasterKey), whole walk in it.
-            raise type(first)(first.backend, f"could not resolve {self.key!r}; tried: {tried}") \
-                from first
+            error = type(first)(first.backend, f"could not resolve {self.key!r}; tried: {tried}")
+            error.key, error.attempts = self.key, tuple(self.attempts)
+            raise error from first
         raise SecretNotFound(self.key, self.attempts)
 
     def to_dict(self) -> dict[str, object]:

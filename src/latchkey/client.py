@@ -178,12 +178,26 @@ class Latchkey:
         """
         return self.chain.resolve([key], exhaustive=True)[key]
 
-    def list(self, prefix: str = "", backend: str | None = None) -> dict[str, list[str]]:
-        """Keys at or below ``prefix``, each with the backends holding it, in chain order."""
+    def list(self, prefix: str = "", backend: str | None = None,
+             on_error: Callable[[Backend, LatchkeyError], None] | None = None,
+             ) -> dict[str, list[str]]:
+        """Keys at or below ``prefix``, each with the backends holding it, in chain order.
+
+        Args:
+            on_error: called with a backend that failed to list, and its error; the other
+                backends are still listed. Without it, the first failure is raised.
+        """
         validate_prefix(prefix)
         listing: dict[str, list[str]] = {}
         for b in [self.backend(backend)] if backend else self.chain:
-            for key in b.list(prefix):
+            try:
+                keys = list(b.list(prefix))
+            except LatchkeyError as exc:
+                if on_error is None:
+                    raise
+                on_error(b, exc)
+                continue
+            for key in keys:
                 listing.setdefault(key, []).append(b.name)
         return dict(sorted(listing.items()))
 
@@ -296,6 +310,9 @@ class Latchkey:
                 status, ok = b.check(), True
             except LatchkeyError as exc:
                 status, ok = str(exc), False
+            except Exception as exc:  # noqa: BLE001  (doctor never crashes; a foreign
+                # message may hold anything, so only its type is shown)
+                status, ok = f"backend {name!r}: check failed ({type(exc).__name__})", False
             report.append({
                 "backend": name, "type": b.type, "describe": b.describe(),
                 "in_chain": name in chain_names,

@@ -97,6 +97,8 @@ def open_store(spec: str, lk: Latchkey | None = None) -> Backend:
     if kind == "file" and sep:
         from .backends.files import FilesBackend
 
+        if not Path(arg).exists():  # not StoreCorrupt's "optional = true": no manifest here
+            raise UsageError(f"{spec}: {arg} does not exist")
         return FilesBackend(spec, Path(arg))
     if kind == "env" and sep:
         from .backends.env import EnvBackend

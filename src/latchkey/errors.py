@@ -165,7 +165,14 @@ class MissingDependency(LatchkeyError, ImportError):
 
 
 class BackendError(LatchkeyError):
-    """A backend failed. The message starts with the backend's name."""
+    """A backend failed. The message starts with the backend's name.
+
+    When the chain raises it for a key no backend could give, ``key`` is that key and
+    ``attempts`` every place tried (as in ``SecretNotFound``).
+    """
+
+    key: str | None = None
+    attempts: tuple[Attempt, ...] = ()
 
     def __init__(self, backend: str, message: str) -> None:
         self.backend = backend

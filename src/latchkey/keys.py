@@ -31,6 +31,9 @@ def validate_key(key: object) -> str:
         raise InvalidKey(key, f"{len(key)} characters, the limit is {MAX_KEY_LENGTH}")
     if _CONTROL.search(key):
         raise InvalidKey(key, "contains a control character")
+    if key.startswith("/"):
+        raise InvalidKey(key, "keys do not start with '/' (write shared/x, not /shared/x; a "
+                              "backend's prefix adds any leading slash it needs)")
     for position, segment in enumerate(key.split("/"), start=1):
         _check_segment(key, segment, position)
     return key
@@ -65,5 +68,5 @@ def _check_segment(key: str, segment: str, position: int) -> None:
         bad = sorted({c for c in segment if not _SEGMENT.fullmatch(c)})
         raise InvalidKey(
             key,
-            f"segment {position} has {''.join(bad)!r}; allowed are letters, digits, '_', '.', '-'",
+            f"segment {position} has {''.join(bad)!r}; allowed are ASCII letters, digits, '_', '.', '-'",
         )

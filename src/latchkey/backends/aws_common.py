@@ -84,6 +84,23 @@ class AwsBackend(RemoteBackend):
         return client
 
     def _make_client(self, service: str):
+        from botocore.exceptions import BotoCoreError, NoRegionError, ProfileNotFound
+
+        try:
+            return self._new_client(service)
+        except NoRegionError:
+            raise BackendUnavailable(
+                self.name, f"no AWS region for {self.type}: set AWS_REGION or region = "
+                           f"\"...\" in [backends.{self.name}]") from None
+        except ProfileNotFound as exc:
+            raise BackendUnavailable(
+                self.name, f"AWS profile {exc.kwargs.get('profile')!r} not found: fix profile = "
+                           f"in [backends.{self.name}] or AWS_PROFILE") from None
+        except BotoCoreError as exc:
+            raise BackendUnavailable(self.name, f"cannot make an AWS {service} client "
+                                                f"({type(exc).__name__})") from exc
+
+    def _new_client(self, service: str):
         boto3 = boto3_module()
         from botocore.config import Config
 

@@ -110,7 +110,9 @@ class LocalBackend(Backend):
 
     def check(self) -> str:
         if not self.path.exists():
-            return f"no store yet at {self.path} (run `latchkey init` or set a value)"
+            if self._has_key():
+                return f"no store yet at {self.path} (the first `latchkey set` creates it)"
+            return f"no store yet at {self.path} and no master key (run `latchkey init`)"
         with self._lock:
             conn = self._open(create=False)
             (count,) = conn.execute("SELECT COUNT(DISTINCT key) FROM versions").fetchone()
@@ -129,6 +131,7 @@ class LocalBackend(Backend):
         Never overwrites: an existing key file or store is kept and reported as such.
         """
         made_key = False
+        self._refuse_lost_key()  # a new key would never open the existing store
         if self._master_key is None and not os.environ.get(MASTER_KEY_ENV):
             if not self.key_file.exists():
                 _write_key_file(self.key_file)
@@ -311,7 +314,20 @@ class LocalBackend(Backend):
         conn.execute("COMMIT")
 
     def _load_key(self):
+        self._refuse_lost_key()
         return load_aead(self.name, self._master_key, self.key_file, f"for {self.path}")
+
+    def _has_key(self) -> bool:
+        return (self._master_key is not None or bool(os.environ.get(MASTER_KEY_ENV))
+                or self.key_file.exists())
+
+    def _refuse_lost_key(self) -> None:
+        """A store exists but its key is nowhere: say how to get the key back. `init` must not
+        be the answer: it would write a new key that never opens this store."""
+        if self.path.exists() and not self._has_key():
+            raise NoMasterKey(self.name, f"the store {self.path} exists but its key file "
+                                         f"{self.key_file} is missing: restore the key file from "
+                                         f"your backup, or set {MASTER_KEY_ENV} to the key")
 
     def _ad(self, key: str, version: int) -> bytes:
         return b"\x00".join([b"latchkey/v1", self._store_id, key.encode(), str(version).encode()])

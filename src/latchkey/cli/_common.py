@@ -10,39 +10,231 @@ read from stdin or a hidden prompt, never from the command line, and never print
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
+import logging
+import shlex
+import sys
 from typing import Any, Callable
 
 import click
 
 from .. import __version__
 from ..client import Latchkey, load
-from ..errors import LatchkeyError
+from ..errors import BackendError, LatchkeyError, MissingSecrets, SecretNotFound
 
 MASK = "********"
 EPILOG = "Docs: README.md and docs/cli.md. Exit codes: 0 ok, 1 not found or failed, 2 usage."
 
 
+#: Commands whose arguments are never echoed in a usage error: a value typed on the command
+#: line by mistake (``latchkey set KEY VALUE``) must not be printed back.
+NEVER_ECHO = frozenset({"set"})
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``1 check``, ``2 checks``."""
+    return f"{n} {word if n == 1 else words or word + 's'}"
+
+
+class _Warnings(logging.Handler):
+    """Holds the ``latchkey`` logger's warnings during a command: printed on success (and
+    before ``run`` starts its child), dropped on failure, where the error line says it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = record.getMessage().splitlines()[0] if record.getMessage() else ""
+        self.lines.append(line.removeprefix("latchkey: "))
+
+    def flush_to_stderr(self) -> None:
+        lines, self.lines = self.lines, []
+        for line in lines:
+            click.echo(f"latchkey: warning: {line}", err=True)
+
+
+WARNINGS = _Warnings()
+
+
+def _store_option(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if value not in (None, False):
+        ctx.ensure_object(dict)[param.name] = value
+    return value
+
+
+def _resolve_params() -> list[click.Option]:
+    """``--config``, ``--env`` and ``--verbose``, accepted after the subcommand too."""
+    return [
+        click.Option(["-c", "--config"], type=click.Path(dir_okay=False), expose_value=False,
+                     callback=_store_option, help="The manifest (as `latchkey --config`)."),
+        click.Option(["-e", "--env"], expose_value=False, callback=_store_option,
+                     help="The environment (as `latchkey --env`)."),
+        click.Option(["--verbose"], is_flag=True, expose_value=False, callback=_store_option,
+                     help="On failure, also list every place tried."),
+    ]
+
+
+class _Command(click.Command):
+    """A latchkey subcommand: takes --config/--env/--verbose, never echoes extra arguments."""
+
+    def __init__(self, *args: Any, resolve_options: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not resolve_options:
+            return
+        taken = {o for p in self.params for o in getattr(p, "opts", [])}
+        self.params.extend(p for p in _resolve_params() if not taken & set(p.opts))
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        allowed, ctx.allow_extra_args = ctx.allow_extra_args, True
+        try:
+            rest = super().parse_args(ctx, args)
+        finally:
+            ctx.allow_extra_args = allowed
+        if rest and not allowed and not ctx.resilient_parsing:
+            # Never quoted: an extra argument may be a value typed where it does not belong.
+            raise click.UsageError(f"{plural(len(rest), 'unexpected extra argument')} "
+                                   "(not shown)", ctx)
+        return rest
+
+
 class _Group(click.Group):
-    """Turns latchkey errors into one line on stderr and the error's exit code."""
+    """Turns latchkey errors into one line on stderr and the error's exit code, and click's
+    usage errors into at most two: the error and a hint."""
+
+    command_class = _Command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
         except LatchkeyError as exc:
             _fail(ctx, exc, exc.exit_code)
         except KeyboardInterrupt:
             _fail(ctx, "interrupted", 130)
+        WARNINGS.flush_to_stderr()
+        return result
+
+    def main(self, args: Any = None, prog_name: str | None = None,  # type: ignore[override]
+             **extra: Any) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        logger = logging.getLogger("latchkey")
+        if WARNINGS not in logger.handlers:
+            logger.addHandler(WARNINGS)
+        try:
+            code = super().main(argv, prog_name, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()
+            code = exc.exit_code
+        except click.UsageError as exc:
+            _usage_error(exc, argv)
+            code = exc.exit_code
+        except click.ClickException as exc:
+            click.echo(f"latchkey: error: {_one_line(exc.format_message())}", err=True)
+            code = exc.exit_code
+        except click.exceptions.Abort:
+            click.echo("latchkey: error: aborted", err=True)
+            code = 1
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()).rstrip(".")
+
+
+def _usage_error(exc: click.UsageError, argv: list[str]) -> None:
+    """Print a click usage error as latchkey does: the error, then at most one hint."""
+    command = exc.ctx.command if exc.ctx else None
+    path = exc.ctx.command_path if exc.ctx else "latchkey"
+    silent = getattr(command, "name", None) in NEVER_ECHO
+    hint = f"see `{path} --help`"
+    if isinstance(exc, click.exceptions.NoSuchOption):
+        message = "no such option (not shown)" if silent else \
+            f"no such option {exc.option_name!r}"
+        if exc.possibilities:
+            hint = f"did you mean {exc.possibilities[0]}?"
+    elif isinstance(exc, click.exceptions.NoSuchCommand):
+        message = f"no such command {exc.command_name!r}"
+        if exc.possibilities:
+            hint = "did you mean " + " or ".join(f"`latchkey {p}`" for p in exc.possibilities) \
+                + "?"
+        else:
+            hint = "see `latchkey help`"
+    else:
+        message = _one_line(exc.format_message())
+        message = message[:1].lower() + message[1:]
+    if silent and "unexpected extra argument" in message:
+        hint = ("values are read from stdin or a hidden prompt, never from the command line: "
+                "`latchkey set KEY` prompts")
+    before_dashes = argv[:argv.index("--")] if "--" in argv else argv
+    if "--json" in before_dashes:
+        click.echo(json.dumps({"error": {"type": "UsageError", "message": message,
+                                         "hint": hint, "exit_code": exc.exit_code}}))
+    click.echo(f"latchkey: error: {message}", err=True)
+    click.echo(f"latchkey: hint: {hint}", err=True)
 
 
 def _fail(ctx: click.Context, error: object, code: int) -> None:
-    message = str(error)
+    WARNINGS.lines.clear()  # the error line says what failed
+    message, details = describe_error(ctx, error)
     if ctx.meta.get("latchkey.json"):
         kind = type(error).__name__ if isinstance(error, Exception) else "Interrupted"
-        click.echo(json.dumps({"error": {"type": kind, "message": message, "exit_code": code}}))
+        body: dict[str, Any] = {"type": kind, "message": message, "exit_code": code}
+        attempts = getattr(error, "attempts", None)
+        if attempts is not None:
+            body["attempts"] = [dataclasses.asdict(a) for a in attempts]
+        click.echo(json.dumps({"error": body}))
     click.echo(f"latchkey: error: {message}", err=True)
+    if ctx.obj and ctx.obj.get("verbose"):
+        for line in details:
+            click.echo(f"  tried: {line}", err=True)
     ctx.exit(code)
+
+
+def describe_error(ctx: click.Context, error: object) -> tuple[str, list[str]]:
+    """The one-line message for ``error``, and the places tried (shown with --verbose).
+
+    A missing secret ends with the command that fixes it; the full list of places tried is
+    in ``--verbose``, ``--json`` and ``latchkey explain``.
+    """
+    attempts = getattr(error, "attempts", None) or ()
+    details = [a.describe() for a in attempts]
+    if isinstance(error, MissingSecrets):
+        names = list(error.missing)
+        first = next((a.key for a in error.missing[names[0]] if a.key), names[0])
+        message = (f"pipeline {error.pipeline!r} (run {error.run!r}) is missing "
+                   f"{plural(len(names), 'required secret')}: {', '.join(map(repr, names))}"
+                   f"{_failures(attempts)}; set {'each, first' if len(names) > 1 else 'it'}: "
+                   f"{_fix_command(ctx, first)}")
+        return message, details
+    if isinstance(error, SecretNotFound):
+        where = ", ".join(dict.fromkeys(a.backend for a in attempts)) or "no backend"
+        message = f"secret {error.key!r} not found in {where}{_failures(attempts)}"
+        command = ctx.invoked_subcommand or ""
+        if command == "rm":
+            return f"{message}; nothing deleted", details
+        if command == "history":
+            return f"{message}; no history to show", details
+        return f"{message}; set it: {_fix_command(ctx, error.key)}", details
+    if isinstance(error, BackendError) and error.key and attempts:
+        absent = ", ".join(dict.fromkeys(a.backend for a in attempts if a.outcome == "absent"))
+        return (f"could not resolve {error.key!r}{_failures(attempts)}"
+                + (f"; not in {absent}" if absent else ""), details)
+    return _one_line(str(error)) if isinstance(error, Exception) else str(error), details
+
+
+def _failures(attempts: Any) -> str:
+    failed = [a for a in attempts if a.outcome in ("error", "denied")]
+    unique = dict.fromkeys(a.detail or f"backend {a.backend!r} failed" for a in failed)
+    return "".join(f" ({d})" for d in unique)
+
+
+def _fix_command(ctx: click.Context, key: str) -> str:
+    obj = ctx.obj or {}
+    flags = "".join(f" --{name} {shlex.quote(str(obj[name]))}" for name in ("config", "env")
+                    if obj.get(name))
+    return f"latchkey{flags} set {shlex.quote(key)}"
 
 
 def json_option(fn: Callable) -> Callable:
@@ -62,6 +254,13 @@ def _emit(as_json: bool, data: Any, text: Callable[[], None]) -> None:
         click.echo(json.dumps(data, indent=2, default=str))
     else:
         text()
+
+
+def escape(value: object) -> str:
+    """``value`` as text for a rich table cell: brackets shown, not read as markup."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(str(value))
 
 
 def _table(*columns: str):
@@ -88,9 +287,10 @@ def _print(renderable: Any) -> None:
                    "local store alone.")
 @click.option("-e", "--env", help="The environment (dev, staging, prod...). Default: "
                                   "$LATCHKEY_ENV, else the manifest's env.")
+@click.option("--verbose", is_flag=True, help="On failure, also list every place tried.")
 @click.version_option(__version__, prog_name="latchkey")
 @click.pass_context
-def cli(ctx: click.Context, config: str | None, env: str | None) -> None:
+def cli(ctx: click.Context, config: str | None, env: str | None, verbose: bool) -> None:
     """latchkey: per-run secrets for data pipelines, from the stores you already use.
 
     \b
@@ -99,7 +299,7 @@ def cli(ctx: click.Context, config: str | None, env: str | None) -> None:
              latchkey get shared/slack_token        (masked; --reveal to print)
              latchkey explain shared/slack_token    (where it came from)
     """
-    ctx.obj = {"config": config, "env": env}
+    ctx.obj = {"config": config, "env": env, "verbose": verbose}
 
 
 def _lk(ctx: click.Context) -> Latchkey:
@@ -107,3 +307,24 @@ def _lk(ctx: click.Context) -> Latchkey:
         ctx.obj["lk"] = load(ctx.obj["config"], env=ctx.obj["env"])
         ctx.call_on_close(ctx.obj["lk"].close)
     return ctx.obj["lk"]
+
+
+@cli.command("help", resolve_options=False)
+@click.argument("command", required=False)
+@click.pass_context
+def help_(ctx: click.Context, command: str | None) -> None:
+    """Show latchkey's help, or COMMAND's.
+
+    \b
+    latchkey help
+    latchkey help run
+    """
+    parent = ctx.parent or ctx
+    if command is None:
+        click.echo(cli.get_help(parent))
+        return
+    found = cli.get_command(parent, command)
+    if found is None:
+        raise click.exceptions.NoSuchCommand(command, possibilities=cli.commands, ctx=parent)
+    with click.Context(found, info_name=command, parent=parent) as sub:
+        click.echo(found.get_help(sub))

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ..errors import UsageError
-from ._common import _emit, _lk, _print, _table, cli, json_option
+from ._common import _emit, _lk, _print, _table, cli, json_option, plural
 
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -61,7 +61,7 @@ def audit(ctx: click.Context, pipeline: str | None, key: str | None, since: str 
                           e.get("run") or "-", e["key"], e.get("backend") or "-",
                           e.get("version") or "-", e["outcome"])
         _print(table)
-        click.echo(f"{len(events)} events from {file}", err=True)
+        click.echo(f"{plural(len(events), 'event')} from {file}", err=True)
 
     _emit(as_json, events, text)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import _emit, _lk, _print, _table, cli, json_option
+from ._common import _emit, _lk, _print, _table, cli, escape, json_option, plural
 from .run import param_option, parse_params
 
 STYLE = {"ok": "green", "skipped": "yellow"}
@@ -14,22 +14,24 @@ STYLE = {"ok": "green", "skipped": "yellow"}
 @click.option("-p", "--pipeline", "pipelines", multiple=True, metavar="NAME",
               help="Check only this pipeline (repeatable). Default: every pipeline.")
 @param_option
-@click.option("-e", "--env", "check_env", help="The environment to check (default: as for "
-                                               "runs).")
 @click.option("--connect", is_flag=True,
               help="Also connect: PostgreSQL SELECT 1, S3 head bucket, DynamoDB describe table, "
                    "HTTP GET, Snowflake SELECT 1 (if its driver is installed).")
 @click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(0.5, 120),
               help="Seconds each connect check may take.")
+@click.option("--allow-skipped", is_flag=True,
+              help="Exit 0 even if a pipeline was skipped (verified nothing) for want of "
+                   "parameters.")
 @json_option
 @click.pass_context
 def check(ctx: click.Context, pipelines: tuple[str, ...], params: tuple[str, ...],
-          check_env: str | None, connect: bool, timeout: float, as_json: bool) -> None:
+          connect: bool, timeout: float, allow_skipped: bool, as_json: bool) -> None:
     """Resolve everything each pipeline requires and report, per pipeline, what is missing,
     forbidden or invalid. Exits 1 if anything failed.
 
     A pipeline with a templated scope is checked for each of its `instances` in the
-    manifest, or for the --param values given.
+    manifest, or for the --param values given. One that has neither is skipped: it verified
+    nothing, so check exits 1 unless --allow-skipped.
 
     \b
     latchkey check
@@ -47,19 +49,29 @@ def check(ctx: click.Context, pipelines: tuple[str, ...], params: tuple[str, ...
                        f"{finding.status}", err=True)
 
     findings = check_pipelines(lk, pipelines or None, parse_params(params) if params else None,
-                               env=check_env or ctx.obj["env"], connect=connect,
+                               env=ctx.obj["env"], connect=connect,
                                timeout=timeout, progress=progress)
     failed = [f for f in findings if f.failed]
+    skipped = [f for f in findings if f.item == "(pipeline)" and f.status == "skipped"]
 
     def text() -> None:
         table = _table("PIPELINE", "PARAMS", "ITEM", "STATUS", "DETAIL", "FROM")
         for f in findings:
             colour = STYLE.get(f.status, "red")
-            table.add_row(f.pipeline, f.params, f.item, f"[{colour}]{f.status}[/]", f.detail,
-                          f.where)
+            table.add_row(escape(f.pipeline), escape(f.params), escape(f.item),
+                          f"[{colour}]{f.status}[/]", escape(f.detail), escape(f.where))
         _print(table)
-        click.echo(f"{len(findings)} checks, {len(failed)} failed", err=True)
+        click.echo(f"{plural(len(findings), 'check')}, {len(failed)} failed"
+                   + (f", {plural(len(skipped), 'pipeline')} skipped" if skipped else ""),
+                   err=True)
 
-    _emit(as_json, {"findings": [f.to_dict() for f in findings], "failed": len(failed)}, text)
+    _emit(as_json, {"findings": [f.to_dict() for f in findings], "failed": len(failed),
+                    "skipped": len(skipped)}, text)
     if failed:
+        ctx.exit(1)
+    if (skipped or not findings) and not allow_skipped:
+        what = (f"{plural(len(skipped), 'pipeline')} skipped (verified nothing)" if skipped
+                else "nothing to check (no pipelines)")
+        click.echo(f"latchkey: error: {what}: give --param NAME=VALUE or instances = [...] in "
+                   "the manifest, or pass --allow-skipped", err=True)
         ctx.exit(1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import UsageError
-from ._common import _emit, _lk, _print, _table, cli, json_option
+from ._common import _emit, _lk, _print, _table, cli, json_option, plural
 
 STYLE = {"add": "green", "change": "yellow", "same": "dim", "too_large": "red", "split": "cyan"}
 
@@ -49,8 +49,8 @@ def copy(ctx: click.Context, source: str, dest: str, prefix: str, dest_prefix: s
     plan, values = plan_copy(src, dst, prefix, dest_prefix)
     changed = plan.count("change")
     if not dry_run and changed and mode is None:
-        raise UsageError(f"{changed} keys differ in {dest}; pass --overwrite or "
-                         "--skip-existing (nothing was written)")
+        raise UsageError(f"{plural(changed, 'key differs', 'keys differ')} in {dest}; pass "
+                         "--overwrite or --skip-existing (nothing was written)")
     if dry_run:
         _emit(as_json, {"dry_run": True, **plan.to_dict()}, lambda: _show_plan(plan))
         return
@@ -67,7 +67,7 @@ def copy(ctx: click.Context, source: str, dest: str, prefix: str, dest_prefix: s
                    f"large), failed {len(result.failed)}")
         for key, error in result.failed.items():
             click.echo(f"failed {key}: {error}")
-            click.echo(f"not attempted: {len(result.not_attempted)} keys "
+            click.echo(f"not attempted: {plural(len(result.not_attempted), 'key')} "
                        f"({', '.join(result.not_attempted[:5])}"
                        f"{', ...' if len(result.not_attempted) > 5 else ''})")
         for item in plan.items:
@@ -99,7 +99,12 @@ def _show_plan(plan) -> None:
 @click.pass_context
 def diff(ctx: click.Context, a: str, b: str, prefix: str, as_json: bool) -> None:
     """Show drift between two stores by key: only in A, only in B, differs, same (with
-    versions). Values are compared, never printed. Exits 1 if anything differs."""
+    versions). Values are compared, never printed. Exits 1 if anything differs.
+
+    \b
+    latchkey diff file:.dlt/secrets.toml local
+    latchkey diff ssm local --prefix marketing --json
+    """
     from ..copy import diff as compare, open_store
 
     lk = _lk(ctx)
@@ -111,7 +116,7 @@ def diff(ctx: click.Context, a: str, b: str, prefix: str, as_json: bool) -> None
         for r in rows:
             table.add_row(r["key"], r["state"], r["version_a"] or "-", r["version_b"] or "-")
         _print(table)
-        click.echo(f"{len(rows)} keys, {len(drift)} differ", err=True)
+        click.echo(f"{plural(len(rows), 'key')}, {len(drift)} differ", err=True)
 
     _emit(as_json, {"keys": rows, "differ": len(drift)}, text)
     if drift:

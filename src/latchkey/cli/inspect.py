@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import _emit, _lk, _print, _table, cli, json_option
+from ._common import _emit, _lk, _print, _table, cli, escape, json_option
 from .run import param_option, parse_params, pipeline_option
 
 
@@ -40,7 +40,7 @@ def explain(ctx: click.Context, key: str, pipeline: str | None, params: tuple[st
         table = _table("#", "BACKEND", "LEVEL", "PATH", "RESULT")
         for i, a in enumerate(resolution.attempts, start=1):
             result = a.outcome + (f": {a.detail}" if a.detail else "")
-            table.add_row(str(i), a.backend, a.level or "-", a.path, result)
+            table.add_row(str(i), a.backend, a.level or "-", escape(a.path), escape(result))
         _print(table)
         s = resolution.secret
         if s:
@@ -57,7 +57,14 @@ def explain(ctx: click.Context, key: str, pipeline: str | None, params: tuple[st
 @json_option
 @click.pass_context
 def doctor(ctx: click.Context, as_json: bool) -> None:
-    """Show what is configured and whether each backend answers. Exits 1 if one fails."""
+    """Show what is configured and whether each backend answers. Exits 1 if one fails.
+
+    A backend that cannot even be set up (no AWS region, say) is a FAIL row with the reason.
+
+    \b
+    latchkey doctor
+    latchkey doctor --env prod --json
+    """
     lk = _lk(ctx)
     manifest = lk.manifest
     report = lk.doctor()
@@ -72,7 +79,7 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
         table = _table("", "BACKEND", "WHAT", "STATUS", "MS")
         for r in report:
             mark = "[green]ok[/]" if r["ok"] else "[red]FAIL[/]"
-            table.add_row(mark, str(r["backend"]), str(r["describe"]), str(r["status"]),
+            table.add_row(mark, escape(r["backend"]), escape(r["describe"]), escape(r["status"]),
                           str(r["latency_ms"]))
         _print(table)
 

@@ -19,7 +19,7 @@ from ..backends.env import EnvBackend, EnvConfig, prefix_pattern
 from ..client import Latchkey
 from ..errors import LatchkeyError, UsageError
 from ..run import env_name
-from ._common import _lk, cli, json_option
+from ._common import WARNINGS, _lk, cli, json_option
 
 FORWARDED = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
              signal.SIGUSR1, signal.SIGUSR2]
@@ -115,8 +115,12 @@ def run(ctx: click.Context, pipeline: str | None, params: tuple[str, ...], run_n
     COMMAND's exit code (128+N if killed by signal N). With --json, a summary (names, never
     values) is printed on stderr at the end.
 
+    latchkey's own options (--json, --env, --config included) go before `--`; everything
+    after it is COMMAND. An unknown option before `--` is an error, never run.
+
     \b
     latchkey run --pipeline facebook_ads --param account=acct_42 -- python load.py
+    latchkey run --pipeline facebook_ads --param account=acct_42 --env prod --json -- python load.py
     """
     if not pipeline:
         raise UsageError("latchkey run needs --pipeline NAME")
@@ -139,6 +143,7 @@ def run(ctx: click.Context, pipeline: str | None, params: tuple[str, ...], run_n
                    "variables": sorted(secrets), "masked": not no_mask}
         describe = _describer(lk, active, secrets)
         check_environment(list(command), env, describe)
+        WARNINGS.flush_to_stderr()  # before the child's output, not after it
         code = _spawn(list(command), env, mask=not no_mask, describe=describe)
     if as_json:
         click.echo(json.dumps({**summary, "exit_code": code}), err=True)

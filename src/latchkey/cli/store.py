@@ -17,7 +17,13 @@ def init(ctx: click.Context, backend: str | None, as_json: bool) -> None:
     """Create the local store and its 0600 master key file (or a DynamoDB backend's table).
 
     Never overwrites: an existing key, store or table is kept. With LATCHKEY_MASTER_KEY set,
-    no key file is made and the store is encrypted under that key.
+    no key file is made and the store is encrypted under that key. A store whose key file is
+    missing is refused (restore the file, or set LATCHKEY_MASTER_KEY): a new key would never
+    open it.
+
+    \b
+    latchkey init
+    latchkey init --backend dynamodb
     """
     lk = _lk(ctx)
     targets = [lk.backend(backend)] if backend else [b for b in lk.chain if b.type == "local"]
@@ -90,6 +96,10 @@ def get(ctx: click.Context, key: str, reveal: bool, as_json: bool) -> None:
     """Look KEY up through the chain. The value is masked unless --reveal.
 
     With --reveal and no --json, only the value is printed, for use in scripts.
+
+    \b
+    latchkey get shared/slack_token
+    latchkey get shared/slack_token --reveal
     """
     secret = _lk(ctx).get_secret(key)
     data = {"key": key, "backend": secret.backend, "path": secret.path,
@@ -112,8 +122,22 @@ def get(ctx: click.Context, key: str, reveal: bool, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def ls(ctx: click.Context, prefix: str, backend: str | None, as_json: bool) -> None:
-    """List keys at or below PREFIX, with the backends holding each (never values)."""
-    listing = _lk(ctx).list(prefix, backend)
+    """List keys at or below PREFIX, with the backends holding each (never values).
+
+    A backend that cannot be listed gets a warning line; the others are still listed, and
+    the exit code is 1.
+
+    \b
+    latchkey ls
+    latchkey ls marketing/facebook --json
+    """
+    failed: list[str] = []
+
+    def warn(b, exc) -> None:
+        failed.append(b.name)
+        click.echo(f"latchkey: warning: {b.name} not listed: {exc}", err=True)
+
+    listing = _lk(ctx).list(prefix, backend, on_error=None if backend else warn)
     data = [{"key": k, "backends": v} for k, v in listing.items()]
 
     def text() -> None:
@@ -123,6 +147,8 @@ def ls(ctx: click.Context, prefix: str, backend: str | None, as_json: bool) -> N
         _print(table)
 
     _emit(as_json, data, text)
+    if failed:
+        ctx.exit(1)
 
 
 @cli.command()
@@ -132,7 +158,12 @@ def ls(ctx: click.Context, prefix: str, backend: str | None, as_json: bool) -> N
 @json_option
 @click.pass_context
 def rm(ctx: click.Context, key: str, backend: str | None, as_json: bool) -> None:
-    """Delete KEY. Stores with history keep the earlier versions."""
+    """Delete KEY. Stores with history keep the earlier versions.
+
+    \b
+    latchkey rm shared/slack_token
+    latchkey rm shared/slack_token --backend local
+    """
     lk = _lk(ctx)
     removed = lk.delete(key, backend)
     if removed is None:
@@ -149,7 +180,11 @@ def rm(ctx: click.Context, key: str, backend: str | None, as_json: bool) -> None
 @json_option
 @click.pass_context
 def history(ctx: click.Context, key: str, backend: str | None, as_json: bool) -> None:
-    """List the versions of KEY: when, by whom, deleted or not (never values)."""
+    """List the versions of KEY: when, by whom, deleted or not (never values).
+
+    \b
+    latchkey history shared/slack_token
+    """
     b, versions = _lk(ctx).history(key, backend)
     if not versions:
         raise SecretNotFound(key, [Attempt(b.name, b.locate(key), "no history", key)])
