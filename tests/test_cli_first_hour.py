@@ -265,7 +265,7 @@ def test_run_help_says_where_json_goes(isolated: Path) -> None:
     """run --help: --json (like every latchkey option) goes before --."""
     text = " ".join(run_cli("run", "--help").stdout.split())
     assert "--json" in text and "go before `--`" in text
-    assert "on stderr at the end. Before --" in text
+    assert "(--json, --env, --config included) go before `--`" in text
 
 
 def test_copy_from_a_missing_file_does_not_suggest_optional(isolated: Path) -> None:
