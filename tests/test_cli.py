@@ -79,6 +79,43 @@ def test_value_is_never_taken_from_argv(initialised: Path) -> None:
     assert run_cli("get", "k").returncode == 1
 
 
+@pytest.mark.parametrize("args", [
+    pytest.param(["set", "k", "fake-token-acct42"], id="value"),
+    pytest.param(["set", "k", "fake-token-acct42", "--json"], id="value-json"),
+    pytest.param(["set", "k", "fake-token-acct42", "fake-more-acct42"], id="two-values"),
+    pytest.param(["set", "k", "--", "--fake-token-acct42"], id="dashed-value"),
+    pytest.param(["set", "k", "--fake-token-acct42"], id="value-as-long-option"),
+    pytest.param(["set", "k", "-fake-token-acct42"], id="value-as-short-options"),
+    pytest.param(["set", "k", "--backend=local", "fake-token-acct42"], id="after-option"),
+])
+def test_set_never_repeats_its_arguments(initialised: Path, args: list[str]) -> None:
+    """A value typed on the command line is refused (exit 2) and never repeated in any message,
+    which says that values come from stdin or a prompt."""
+    result = run_cli(*args, input="fake-stdin-acct42")
+    assert result.returncode == 2, result.stderr
+    output = result.stdout + result.stderr
+    assert "acct42" not in output and "fake-tok" not in output and "-fak" not in output
+    assert "Traceback" not in output
+    if "--" in args or "fake-token-acct42" in args:
+        assert "values come from stdin or a hidden prompt" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert run_cli("get", "k").returncode == 1
+
+
+def test_set_refuses_non_utf8_stdin_in_one_line(initialised: Path) -> None:
+    """Bytes that are not UTF-8 on stdin: one line naming the key and the position, exit 2,
+    no traceback, no byte values; nothing is written."""
+    raw = b"fake-\xff\xfe-acct42\n"
+    result = subprocess.run([sys.executable, "-m", "latchkey", "set", "k"], input=raw,
+                            capture_output=True, timeout=60)
+    stderr = result.stderr.decode("utf-8", "replace")
+    assert result.returncode == 2, stderr
+    assert stderr.strip() == ("latchkey: error: the value for 'k' on stdin is not UTF-8 text "
+                              "(an invalid byte at position 5); nothing written")
+    assert result.stdout == b"" and b"\xff" not in result.stderr
+    assert run_cli("get", "k").returncode == 1
+
+
 def test_empty_value_is_refused(initialised: Path) -> None:
     """An empty stdin writes nothing and exits 2 with one line."""
     result = run_cli("set", "k", input="")
