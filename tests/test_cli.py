@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from latchkey.backends.local import generate_master_key
+
 from .conftest import FAKE, run_cli
 
 COMMANDS = ["init", "set", "get", "ls", "rm", "history", "explain", "doctor"]
@@ -200,6 +202,21 @@ def test_manifest_env_and_explain_walk(isolated: Path) -> None:
     data = json.loads(result.stdout)
     assert data["backend"] == "env" and data["path"] == "$LATCHKEY__DB__PW"
     assert "fake-env" not in result.stdout
+
+
+def test_explain_says_the_backend_failed(initialised: Path) -> None:
+    """explain with a store that cannot be opened (another master key) says the backend
+    failed and why, in text and JSON, never "not found"; exit 1."""
+    assert run_cli("set", "k", input="fake-secret-acct42").returncode == 0
+    other = {"LATCHKEY_MASTER_KEY": generate_master_key()}
+    text = run_cli("explain", "k", env=other)
+    assert text.returncode == 1, text.stderr
+    assert "k could not be resolved: every backend failed: local (WrongMasterKey)" in text.stdout
+    assert "not found" not in text.stdout + text.stderr
+    data = json.loads(run_cli("explain", "k", "--json", env=other).stdout)
+    assert (data["status"], data["failed_backends"]) == ("failed", ["local"])
+    assert "does not open" in data["attempts"][0]["detail"]
+    assert "fake-secret-acct42" not in text.stdout + text.stderr + json.dumps(data)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
