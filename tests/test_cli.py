@@ -109,7 +109,7 @@ def test_set_refuses_non_utf8_stdin_in_one_line(initialised: Path) -> None:
     no traceback, no byte values; nothing is written."""
     raw = b"fake-\xff\xfe-acct42\n"
     result = subprocess.run([sys.executable, "-m", "latchkey", "set", "k"], input=raw,
-                            capture_output=True, timeout=60)
+                            capture_output=True, timeout=60, check=False)
     stderr = result.stderr.decode("utf-8", "replace")
     assert result.returncode == 2, stderr
     assert stderr.strip() == ("latchkey: error: the value for 'k' on stdin is not UTF-8 text "

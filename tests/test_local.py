@@ -316,7 +316,8 @@ def test_tombstone_is_bound_to_its_row(tmp_path: Path) -> None:
     assert b.get_many(["gone"]) == {} and b.list("") == ["kept"]
     b.close()
     with raw(db) as c:
-        (proof,) = c.execute("SELECT nonce FROM versions WHERE key='gone' AND version=2").fetchone()
+        (proof,) = c.execute("SELECT nonce FROM versions WHERE key='gone' AND version=2"
+                             ).fetchone()
     _forge_tombstone(db, "kept", 2, proof)
     with pytest.raises(StoreCorrupt, match="'kept' version 2"):
         store(db).get("kept")
@@ -324,8 +325,9 @@ def test_tombstone_is_bound_to_its_row(tmp_path: Path) -> None:
 
 def _format_1_store(db: Path) -> None:
     """Rewrite a store as latchkey's format 1 made it: bare tombstones, key check unbound."""
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
     import base64
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     with raw(db) as c:
         (store_id,) = c.execute("SELECT value FROM meta WHERE name='store_id'").fetchone()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import IO
+
 import click
 
 from ..errors import Attempt, SecretNotFound, UsageError
@@ -85,7 +87,7 @@ def _read_value(key: str, keep_newline: bool) -> str:
     return value
 
 
-def _read_utf8(stream, key: str) -> str:
+def _read_utf8(stream: IO[str], key: str) -> str:
     """All of ``stream``; bytes that are not UTF-8 are refused by position, never shown."""
     try:
         return stream.read()
