@@ -129,6 +129,26 @@ def test_explain_gives_provenance_without_the_value() -> None:
     assert "fake-secret-2" not in repr(data) and "fake-secret-2" not in repr(result)
 
 
+def test_explain_says_backends_failed_not_not_found() -> None:
+    """With no hit and failed backends, explain reports "failed" and names them; "not found"
+    is only said when every backend answered."""
+    down = FailingBackend("ssm", {"k": "fake-secret-acct42"})
+    lk = latchkey.Latchkey([down, FailingBackend("vault")])
+    result = lk.explain("k")
+    assert result.status == "failed"
+    assert result.summary() == ("k could not be resolved: every backend failed: "
+                                "ssm (BackendUnavailable), vault (BackendUnavailable)")
+    data = result.to_dict()
+    assert (data["found"], data["status"], data["failed_backends"]) == \
+        (False, "failed", ["ssm", "vault"])
+    partly = latchkey.Latchkey([MemoryBackend("env"), down]).explain("k")
+    assert partly.summary() == ("k could not be resolved: backend ssm (BackendUnavailable) "
+                                "failed, and no other backend holds it")
+    absent = latchkey.Latchkey([MemoryBackend("env")]).explain("k")
+    assert (absent.status, absent.summary()) == ("absent", "k is not found in any backend")
+    assert "fake-secret" not in repr(data) + result.summary()
+
+
 def test_explain_reports_shadowed_values() -> None:
     """explain asks every backend and marks a later hit as shadowed by the first."""
     lk = latchkey.Latchkey([MemoryBackend("env", {"k": "fake-env"}),

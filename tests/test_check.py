@@ -179,3 +179,38 @@ def test_cli_check_table_json_and_exit_code(isolated: Path, postgres) -> None:
     assert "password authentication failed" in result.stdout and "1 failed" in result.stderr
     for secret in ("fake-bad-pw-456", "fake-loader-token", postgres["password"]):
         assert secret not in result.stdout + result.stderr + ok.stdout + ok.stderr
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cli_connect_hides_userinfo_in_host(isolated: Path, master_key: str) -> None:
+    """`check --connect` on an HTTP host that carries user:password@ shows the URL with
+    ``***@`` in the report, the progress line and the JSON, never the credentials."""
+    (isolated / "latchkey.toml").write_text(
+        '[backends.local]\ntype = "local"\n'
+        '[pipelines.api]\nscope = "api"\nconnections = { site = "connections/site" }\n')
+    port = _closed_port()
+    conn = json.dumps({"conn_type": "http", "port": port,
+                       "host": "http://fake-user-acct42:fake-pw-acct42@127.0.0.1"})
+    assert run_cli("set", "connections/site", input=conn).returncode == 0
+    text, as_json = run_cli("check", "--connect"), run_cli("check", "--connect", "--json")
+    assert text.returncode == as_json.returncode == 1
+    detail = {f["item"]: f["detail"] for f in json.loads(as_json.stdout)["findings"]}
+    assert detail["connection:site (connect)"].startswith(f"GET http://***@127.0.0.1:{port}/:")
+    for out in (text.stdout + text.stderr, as_json.stdout + as_json.stderr):
+        assert "fake-pw-acct42" not in out and "fake-user-acct42" not in out
+
+
+def test_http_probe_sends_userinfo_as_basic_auth_and_scrubs_urls() -> None:
+    """A probe's URL and any URL in a driver's text lose their userinfo."""
+    from latchkey.probes import _without_userinfo
+
+    assert _without_userinfo("http://u:fake-pw%40x@h:1/p") == ("http://h:1/p", "u:fake-pw%40x")
+    result = _connect(Connection(conn_type="http", host="fake-user:fake-pw-acct42@127.0.0.1",
+                                 port=_closed_port()), timeout=1)
+    assert result.status == "failed" and "http://***@127.0.0.1" in result.detail
+    assert "fake-pw-acct42" not in result.detail

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from latchkey.backends.local import generate_master_key
+
 from .conftest import FAKE, run_cli
 
 COMMANDS = ["init", "set", "get", "ls", "rm", "history", "explain", "doctor"]
@@ -76,6 +78,43 @@ def test_value_is_never_taken_from_argv(initialised: Path) -> None:
     """`latchkey set KEY VALUE` is a usage error and writes nothing."""
     result = run_cli("set", "k", "fake-on-argv")
     assert result.returncode == 2
+    assert run_cli("get", "k").returncode == 1
+
+
+@pytest.mark.parametrize("args", [
+    pytest.param(["set", "k", "fake-token-acct42"], id="value"),
+    pytest.param(["set", "k", "fake-token-acct42", "--json"], id="value-json"),
+    pytest.param(["set", "k", "fake-token-acct42", "fake-more-acct42"], id="two-values"),
+    pytest.param(["set", "k", "--", "--fake-token-acct42"], id="dashed-value"),
+    pytest.param(["set", "k", "--fake-token-acct42"], id="value-as-long-option"),
+    pytest.param(["set", "k", "-fake-token-acct42"], id="value-as-short-options"),
+    pytest.param(["set", "k", "--backend=local", "fake-token-acct42"], id="after-option"),
+])
+def test_set_never_repeats_its_arguments(initialised: Path, args: list[str]) -> None:
+    """A value typed on the command line is refused (exit 2) and never repeated in any message,
+    which says that values come from stdin or a prompt."""
+    result = run_cli(*args, input="fake-stdin-acct42")
+    assert result.returncode == 2, result.stderr
+    output = result.stdout + result.stderr
+    assert "acct42" not in output and "fake-tok" not in output and "'-f" not in output
+    assert "Traceback" not in output
+    if "--" in args or "fake-token-acct42" in args:
+        assert "values come from stdin or a hidden prompt" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert run_cli("get", "k").returncode == 1
+
+
+def test_set_refuses_non_utf8_stdin_in_one_line(initialised: Path) -> None:
+    """Bytes that are not UTF-8 on stdin: one line naming the key and the position, exit 2,
+    no traceback, no byte values; nothing is written."""
+    raw = b"fake-\xff\xfe-acct42\n"
+    result = subprocess.run([sys.executable, "-m", "latchkey", "set", "k"], input=raw,
+                            capture_output=True, timeout=60, check=False)
+    stderr = result.stderr.decode("utf-8", "replace")
+    assert result.returncode == 2, stderr
+    assert stderr.strip() == ("latchkey: error: the value for 'k' on stdin is not UTF-8 text "
+                              "(an invalid byte at position 5); nothing written")
+    assert result.stdout == b"" and b"\xff" not in result.stderr
     assert run_cli("get", "k").returncode == 1
 
 
@@ -165,6 +204,21 @@ def test_manifest_env_and_explain_walk(isolated: Path) -> None:
     data = json.loads(result.stdout)
     assert data["backend"] == "env" and data["path"] == "$LATCHKEY__DB__PW"
     assert "fake-env" not in result.stdout
+
+
+def test_explain_says_the_backend_failed(initialised: Path) -> None:
+    """explain with a store that cannot be opened (another master key) says the backend
+    failed and why, in text and JSON, never "not found"; exit 1."""
+    assert run_cli("set", "k", input="fake-secret-acct42").returncode == 0
+    other = {"LATCHKEY_MASTER_KEY": generate_master_key()}
+    text = run_cli("explain", "k", env=other)
+    assert text.returncode == 1, text.stderr
+    assert "k could not be resolved: every backend failed: local (WrongMasterKey)" in text.stdout
+    assert "not found" not in text.stdout + text.stderr
+    data = json.loads(run_cli("explain", "k", "--json", env=other).stdout)
+    assert (data["status"], data["failed_backends"]) == ("failed", ["local"])
+    assert "does not open" in data["attempts"][0]["detail"]
+    assert "fake-secret-acct42" not in text.stdout + text.stderr + json.dumps(data)
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -85,12 +85,45 @@ def test_json_form_round_trip_and_errors() -> None:
     assert json.loads(conn.to_json()) == {"conn_type": "postgres", "host": "h", "port": 5432,
                                           "login": "u", "password": "fake-pw", "extra": {"a": 1}}
     for bad, message in [('{"port": "x", "password": "fake-pw"}', "port is not an integer"),
-                         ('{"hots": "h"}', "unknown field 'hots'"),
+                         ('{"hots": "h"}', r"unknown field \(field 1 of the object\)"),
                          ('{"password": "fake-pw"', "not valid JSON"),
                          ('[1]', "must be an object")]:
         with pytest.raises(InvalidConnection, match=message) as info:
             Connection.from_json(bad, conn_id="c")
         assert "fake-pw" not in str(info.value)
+
+
+@pytest.mark.parametrize("uri", [
+    pytest.param("po stgres://u:fake-pw-acct42@host/db", id="space"),
+    pytest.param("my_type://u:fake-pw-acct42@host/db", id="underscore"),
+    pytest.param("fake-pw-acct42", id="no-scheme"),
+    pytest.param("pö://u:fake-pw-acct42@host", id="non-ascii"),
+])
+def test_uri_without_a_valid_scheme_is_refused(uri: str) -> None:
+    """A type that is not a URI scheme is refused, naming the part: it is never parsed into a
+    connection whose schema (and repr) holds the rest of the URI, password included."""
+    with pytest.raises(InvalidConnection) as info:
+        Connection.from_value(uri, conn_id="warehouse")
+    text = str(info.value)
+    assert "connection 'warehouse' URI" in text and "fake-pw" not in text
+    assert "type" in text
+
+
+def test_json_unknown_field_name_is_not_quoted() -> None:
+    """An unknown JSON field is named by position (a misplaced value may sit in the name)."""
+    with pytest.raises(InvalidConnection) as info:
+        Connection.from_json('{"host": "h", "fake-pw-acct42": "x"}', conn_id="c")
+    assert "fake-pw-acct42" not in str(info.value)
+    assert "unknown field (field 2 of the object)" in str(info.value)
+
+
+def test_userinfo_in_host_is_masked_in_repr() -> None:
+    """A host that carries ``user:password@`` shows as ``***@`` in repr and str."""
+    conn = Connection.from_json('{"conn_type": "http", '
+                                '"host": "https://fake-user:fake-pw-acct42@api.example.com"}')
+    assert conn.host == "https://fake-user:fake-pw-acct42@api.example.com"
+    assert "host='https://***@api.example.com'" in repr(conn)
+    assert "fake-pw-acct42" not in repr(conn) + str(conn)
 
 
 def test_from_value_and_airflow_env() -> None:

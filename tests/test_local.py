@@ -281,3 +281,80 @@ def test_kill_9_at_random_moments_never_tears_a_version(tmp_path: Path) -> None:
             assert padding == "y" * (int(n) * 997 % 300_000)
         b.close()
     assert len(store(db).history("k")) > 0
+
+
+def _forge_tombstone(db: Path, key: str, version: int, nonce: bytes | None = None) -> None:
+    with raw(db) as c:
+        c.execute("INSERT INTO versions VALUES (?, ?, ?, NULL, '2024-01-01T00:00:00+00:00', "
+                  "'forger')", (key, version, nonce))
+
+
+def test_forged_tombstone_is_detected_not_read_as_deleted(tmp_path: Path) -> None:
+    """A deletion row written into the file without the key fails authentication on get,
+    get_version, ls and rm, naming the key; it never makes the secret read as absent."""
+    db = tmp_path / "s.db"
+    b = store(db)
+    b.put("a/k", "fake-secret-acct42")
+    b.close()
+    _forge_tombstone(db, "a/k", 2)
+    b = store(db)
+    for read in (lambda: b.get_many(["a/k"]), lambda: b.get_version("a/k", "2"),
+                 lambda: b.list("a"), lambda: b.delete("a/k")):
+        with pytest.raises(StoreCorrupt, match=r"'a/k' version 2 .* deletion that failed "
+                                               r"authentication") as info:
+            read()
+        assert "fake-secret" not in str(info.value)
+
+
+def test_tombstone_is_bound_to_its_row(tmp_path: Path) -> None:
+    """A real deletion marker copied to another key (or version) fails authentication."""
+    db = tmp_path / "s.db"
+    b = store(db)
+    b.put("gone", "fake-1")
+    b.delete("gone")
+    b.put("kept", "fake-kept-acct42")
+    assert b.get_many(["gone"]) == {} and b.list("") == ["kept"]
+    b.close()
+    with raw(db) as c:
+        (proof,) = c.execute("SELECT nonce FROM versions WHERE key='gone' AND version=2"
+                             ).fetchone()
+    _forge_tombstone(db, "kept", 2, proof)
+    with pytest.raises(StoreCorrupt, match="'kept' version 2"):
+        store(db).get("kept")
+
+
+def _format_1_store(db: Path) -> None:
+    """Rewrite a store as latchkey's format 1 made it: bare tombstones, key check unbound."""
+    import base64
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    with raw(db) as c:
+        (store_id,) = c.execute("SELECT value FROM meta WHERE name='store_id'").fetchone()
+        nonce = os.urandom(12)
+        check = nonce + AESGCM(base64.b64decode(KEY)).encrypt(
+            nonce, b"latchkey key check", b"key-check\x00" + store_id)
+        c.execute("UPDATE meta SET value=? WHERE name='key_check'", (check,))
+        c.execute("UPDATE meta SET value=? WHERE name='format'", (b"1",))
+        c.execute("UPDATE versions SET nonce=NULL WHERE ciphertext IS NULL")
+
+
+def test_format_1_store_is_upgraded_and_cannot_be_turned_back(tmp_path: Path) -> None:
+    """A format-1 store keeps its data and deletions when opened; afterwards a bare
+    tombstone is refused, and setting the format back to 1 is detected."""
+    db = tmp_path / "s.db"
+    b = store(db)
+    b.put("gone", "fake-1")
+    b.delete("gone")
+    b.put("kept", "fake-kept")
+    b.close()
+    _format_1_store(db)
+    b = store(db)
+    assert b.get_many(["gone", "kept"])["kept"].value == "fake-kept"
+    assert [v.deleted for v in b.history("gone")] == [False, True]
+    b.close()
+    with raw(db) as c:
+        assert c.execute("SELECT value FROM meta WHERE name='format'").fetchone() == (b"2",)
+        c.execute("UPDATE meta SET value=? WHERE name='format'", (b"1",))
+    with pytest.raises(StoreCorrupt, match="format in its header was changed"):
+        store(db).get("kept")

@@ -53,6 +53,28 @@ class Resolution:
     def found(self) -> bool:
         return self.secret is not None
 
+    @property
+    def status(self) -> str:
+        """``found``; ``failed`` when nothing was found and a backend failed (so whether the
+        key exists there is unknown); else ``absent``."""
+        return "found" if self.secret is not None else "failed" if self.errors else "absent"
+
+    def summary(self) -> str:
+        """One line: where the key resolves from, which backends failed, or that none holds
+        it. Names backends and error classes, never a value."""
+        s = self.secret
+        if s is not None:
+            return f"{self.key} resolves from {s.backend} ({s.path}, version {s.version or '-'})"
+        if self.errors:
+            failed = {e.backend: type(e).__name__ for e in self.errors}
+            names = ", ".join(f"{name} ({kind})" for name, kind in failed.items())
+            if all(a.outcome == "error" for a in self.attempts):
+                return f"{self.key} could not be resolved: every backend failed: {names}"
+            plural = "s" if len(failed) > 1 else ""
+            return (f"{self.key} could not be resolved: backend{plural} {names} failed, and no "
+                    "other backend holds it")
+        return f"{self.key} is not found in any backend"
+
     def require(self) -> Secret:
         """The secret, or the error that says why there is none."""
         if self.secret is not None:
@@ -71,6 +93,9 @@ class Resolution:
         return {
             "key": self.key,
             "found": s is not None,
+            "status": self.status,
+            "failed_backends": list(dict.fromkeys(e.backend for e in self.errors))
+            if s is None else [],
             "backend": s.backend if s else None,
             "path": s.path if s else None,
             "version": s.version if s else None,

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Iterable
 
 from .client import Latchkey
-from .connection import Connection, InvalidConnection
+from .connection import Connection, InvalidConnection, host_userinfo, scrub_urls
 from .errors import AccessDenied, LatchkeyError, UsageError
 from .run import Run, pipeline_fields
 
@@ -44,7 +44,8 @@ class Finding:
 
 
 class _Scrubber:
-    """Replaces every value seen with ``***`` in messages from drivers and stores."""
+    """Replaces every value seen, and every URL's userinfo, with ``***`` in messages from
+    drivers and stores."""
 
     def __init__(self) -> None:
         self.values: set[str] = set()
@@ -55,7 +56,7 @@ class _Scrubber:
     def __call__(self, text: str) -> str:
         for value in sorted(self.values, key=len, reverse=True):
             text = text.replace(value, "***")
-        return text
+        return scrub_urls(text)
 
 
 def check_pipelines(lk: Latchkey, pipelines: Iterable[str] | None = None,
@@ -130,7 +131,7 @@ def _check_run(run: Run, label: str, scrub: _Scrubber, findings: list[Finding]):
                 findings.append(Finding(run.pipeline, label, item, "invalid", str(exc),
                                         f"{secret.backend} {secret.path}"))
                 continue
-            scrub.add(*conn.secret_values())
+            scrub.add(*conn.secret_values(), *host_userinfo(conn.host))
             finding = Finding(run.pipeline, label, item, "ok", f"type {conn.conn_type}",
                               f"{secret.backend} {secret.path}")
             findings.append(finding)

@@ -31,6 +31,11 @@ EXTRA_KEY = "__extra__"
 #: The JSON form's keys, in the order Airflow's ``Connection.as_json`` writes them.
 JSON_ORDER = ("conn_type", "description", "host", "login", "password", "schema", "port")
 ENV_PREFIX = "AIRFLOW_CONN_"
+_FIELDS = ("conn_type", "host", "port", "login", "password", "schema", "extra", "description",
+           "conn_id")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")  # RFC 3986, section 3.1
+_PROTOCOL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_URL_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#]*@")
 
 
 class InvalidConnection(UsageError, ValueError):
@@ -58,7 +63,11 @@ class Connection:
 
     def __repr__(self) -> str:
         shown = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
-                 if f.name not in ("password", "extra") and getattr(self, f.name) is not None]
+                 if f.name not in ("host", "password", "extra")
+                 and getattr(self, f.name) is not None]
+        if self.host is not None:
+            shown.insert(1 if self.conn_type is not None else 0,
+                         f"host={mask_host_userinfo(self.host)!r}")
         if self.password is not None:
             shown.append("password='********'")
         if self.extra:
@@ -105,11 +114,11 @@ class Connection:
                                         f"{exc.colno})") from None
         if not isinstance(value, Mapping):
             raise InvalidConnection(f"{what}: JSON form must be an object")
-        known = {"conn_type", "host", "port", "login", "password", "schema", "extra",
-                 "description", "conn_id"}
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise InvalidConnection(f"{what}: unknown field {unknown[0]!r} in JSON form")
+        for position, name in enumerate(value, start=1):
+            if name not in _FIELDS:  # not quoted: a misplaced value may sit in a name
+                raise InvalidConnection(f"{what}: JSON form has an unknown field (field "
+                                        f"{position} of the object); the fields are "
+                                        f"{', '.join(_FIELDS)}")
         data = dict(value)
         extra = _extra_dict(data.pop("extra", None), what)
         port = data.pop("port", None)
@@ -246,6 +255,7 @@ def _parse_uri(uri: str, conn_id: str | None) -> Connection:
     if schemes > 2:
         third = [m.start() for m in re.finditer("://", uri)][2]
         raise InvalidConnection(f"{what}: more than two '://' (the third at character {third})")
+    _check_scheme(uri, what)
     with_protocol = schemes == 2
     scheme = _split(uri, what).scheme
     rest = uri.replace(f"{scheme}://", "" if with_protocol else "//")
@@ -278,6 +288,41 @@ def _parse_uri(uri: str, conn_id: str | None) -> Connection:
         port=port, login=unquote(parts.username) if parts.username else parts.username,
         password=unquote(parts.password) if parts.password else parts.password,
         schema=unquote(schema) if schema else schema, extra=extra, conn_id=conn_id)
+
+
+def _check_scheme(uri: str, what: str) -> None:
+    """Refuse a URI whose type is not a URI scheme: ``urlsplit`` would find no scheme and put
+    the whole text, password included, in the path (and so in ``schema``)."""
+    head, sep, _ = uri.partition("://")
+    if not sep:
+        if not uri.startswith("//"):
+            raise InvalidConnection(f"{what}: does not start with '<type>://'")
+    elif head and not _SCHEME.fullmatch(head):
+        raise InvalidConnection(f"{what}: the type (characters 0-{len(head)}) is not a URI "
+                                "scheme: a letter, then letters, digits, '+', '-' or '.'")
+
+
+def mask_host_userinfo(host: str) -> str:
+    """``host`` with any ``user:password@`` in it replaced by ``***@``."""
+    if "@" not in host:
+        return host
+    protocol = _PROTOCOL.match(host)
+    start = protocol.end() if protocol else 0
+    return f"{host[:start]}***@{host.rsplit('@', 1)[1]}"
+
+
+def host_userinfo(host: str | None) -> list[str]:
+    """The ``user:password`` of a host that carries one, and the password alone."""
+    if not host or "@" not in host:
+        return []
+    protocol = _PROTOCOL.match(host)
+    userinfo = host[protocol.end() if protocol else 0:].rsplit("@", 1)[0]
+    return [userinfo, userinfo.partition(":")[2]]
+
+
+def scrub_urls(text: str) -> str:
+    """``text`` with the userinfo of every URL in it (``scheme://user:pw@``) as ``***@``."""
+    return _URL_USERINFO.sub(r"\1***@", text)
 
 
 def _split(uri: str, what: str):

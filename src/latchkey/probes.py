@@ -2,16 +2,19 @@
 
 Each probe returns ``(status, detail)`` with status ``ok``, ``failed`` or ``skipped``; a
 driver that is not installed is ``skipped`` with the pip line. Drivers are imported here,
-never at ``import latchkey``.
+never at ``import latchkey``. Every detail, driver text included, has the userinfo of each URL
+in it (``https://user:password@host``) shown as ``***@``.
 """
 
 from __future__ import annotations
 
+import base64
 import urllib.error
 import urllib.request
 from typing import Callable
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from .connection import Connection
+from .connection import Connection, scrub_urls
 from .converters import AWS_TYPES, to_boto3_session_kwargs, to_dlt_credentials
 
 __all__ = ["probe"]
@@ -25,7 +28,8 @@ def probe(conn: Connection, timeout: float) -> Result:
     if check is None:
         return "skipped", f"no connect check for type {conn.conn_type!r} " \
                           f"(checked types: {', '.join(sorted(_PROBES))})"
-    return check(conn, timeout)
+    status, detail = check(conn, timeout)
+    return status, scrub_urls(detail)
 
 
 def _postgres(conn: Connection, timeout: float) -> Result:
@@ -91,16 +95,30 @@ def _http(conn: Connection, timeout: float) -> Result:
     base = host if "://" in host else f"{conn.schema or conn.conn_type}://{host}"
     if conn.port:
         base += f":{conn.port}"
-    url = base.rstrip("/") + "/" + str(conn.extra.get("check_path", "")).lstrip("/")
+    url, userinfo = _without_userinfo(
+        base.rstrip("/") + "/" + str(conn.extra.get("check_path", "")).lstrip("/"))
     request = urllib.request.Request(url, method="GET")
+    if userinfo:  # sent as Basic auth, as curl does; never part of the URL shown
+        token = base64.b64encode(unquote(userinfo).encode("utf-8")).decode("ascii")
+        request.add_unredirected_header("Authorization", f"Basic {token}")
+    shown = url.replace("://", "://***@", 1) if userinfo else url
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-            return "ok", f"GET {url} -> {response.status}"
+            return "ok", f"GET {shown} -> {response.status}"
     except urllib.error.HTTPError as exc:
-        return "failed", f"GET {url} -> {exc.code}"
+        return "failed", f"GET {shown} -> {exc.code}"
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        return "failed", f"GET {url}: {reason}"
+        return "failed", f"GET {shown}: {reason}"
+
+
+def _without_userinfo(url: str) -> tuple[str, str]:
+    """``url`` without its ``user:password@``, and that userinfo ("" if none)."""
+    parts = urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at:
+        return url, ""
+    return urlunsplit(parts._replace(netloc=hostport)), userinfo
 
 
 def _snowflake(conn: Connection, timeout: float) -> Result:

@@ -8,7 +8,12 @@ a tampered row.
 The master key is 32 random bytes, base64-encoded, from ``LATCHKEY_MASTER_KEY`` or from a key
 file (mode 0600) that ``latchkey init`` creates. A key file readable by others is refused.
 
-Every version is kept, with when and by whom, for ``history``; a delete adds a tombstone.
+Every version is kept, with when and by whom, for ``history``; a delete adds a tombstone, a
+row without a ciphertext whose ``nonce`` column holds a nonce and the AES-GCM tag of an empty
+plaintext bound to the store, the key, the version and ``deleted``: a forged or replayed
+tombstone fails authentication like a forged value, rather than hiding the value. Stores of
+format 1 (unauthenticated tombstones) are upgraded in place when first opened with their key;
+the key-check record is bound to the format, so a store cannot be turned back to format 1.
 A write is one SQLite transaction (``BEGIN IMMEDIATE``, WAL, ``synchronous=FULL``): a writer
 killed mid-write leaves the previous version intact. A file that is not a latchkey store is
 reported and never overwritten.
@@ -29,7 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from ..errors import NoMasterKey, StoreCorrupt, WrongMasterKey
+from ..errors import BackendUnavailable, NoMasterKey, StoreCorrupt, WrongMasterKey
 from ..keys import is_under
 from .base import Backend, BackendConfig, BuildContext, Secret, VersionInfo
 
@@ -37,7 +42,8 @@ __all__ = ["LocalBackend", "MASTER_KEY_ENV", "generate_master_key", "load_aead"]
 
 MASTER_KEY_ENV = "LATCHKEY_MASTER_KEY"
 DEFAULT_PATH = ".latchkey/store.db"
-_FORMAT = b"1"
+_FORMAT = b"2"  # 2: tombstones are authenticated
+_LEGACY_FORMAT = b"1"
 _CHECK_PLAINTEXT = b"latchkey key check"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -161,6 +167,7 @@ class LocalBackend(Backend):
                 ).fetchall()
                 for key, version, nonce, ciphertext, created_at in rows:
                     if ciphertext is None:  # tombstone
+                        self._check_tombstone(key, version, nonce)
                         continue
                     value = self._decrypt(key, version, nonce, ciphertext)
                     found[key] = self._secret(key, value, str(version),
@@ -175,7 +182,10 @@ class LocalBackend(Backend):
                 "SELECT nonce, ciphertext, created_at FROM versions WHERE key = ? AND version = ?",
                 (key, int(version)),
             ).fetchone()
-        if row is None or row[1] is None:
+        if row is None:
+            return None
+        if row[1] is None:
+            self._check_tombstone(key, int(version), row[0])
             return None
         value = self._decrypt(key, int(version), row[0], row[1])
         return self._secret(key, value, version, created_at=_parse_time(row[2]))
@@ -199,10 +209,13 @@ class LocalBackend(Backend):
         with self._lock:
             conn = self._open(create=False)
             rows = conn.execute(
-                "SELECT v.key FROM versions v WHERE v.ciphertext IS NOT NULL AND v.version ="
-                " (SELECT MAX(version) FROM versions w WHERE w.key = v.key)"
+                "SELECT v.key, v.version, v.nonce, v.ciphertext IS NULL FROM versions v"
+                " WHERE v.version = (SELECT MAX(version) FROM versions w WHERE w.key = v.key)"
             ).fetchall()
-        return [k for (k,) in rows if is_under(k, prefix)]
+            for key, version, nonce, gone in rows:
+                if gone and is_under(key, prefix):
+                    self._check_tombstone(key, version, nonce)
+        return [k for k, _, _, gone in rows if not gone and is_under(k, prefix)]
 
     def _put(self, key: str, value: str) -> Secret:
         now = _now()
@@ -221,14 +234,19 @@ class LocalBackend(Backend):
             return False
         with self._lock, self._transaction() as conn:
             row = conn.execute(
-                "SELECT ciphertext IS NULL FROM versions WHERE key = ? ORDER BY version DESC LIMIT 1",
+                "SELECT version, nonce, ciphertext IS NULL FROM versions WHERE key = ?"
+                " ORDER BY version DESC LIMIT 1",
                 (key,),
             ).fetchone()
-            if row is None or row[0]:
+            if row is None:
                 return False
+            if row[2]:
+                self._check_tombstone(key, row[0], row[1])
+                return False
+            version = _next_version(conn, key)
             conn.execute(
-                "INSERT INTO versions VALUES (?, ?, NULL, NULL, ?, ?)",
-                (key, _next_version(conn, key), _now().isoformat(), _actor()),
+                "INSERT INTO versions VALUES (?, ?, ?, NULL, ?, ?)",
+                (key, version, self._tombstone(key, version), _now().isoformat(), _actor()),
             )
         return True
 
@@ -285,24 +303,68 @@ class LocalBackend(Backend):
         if not tables:
             self._create(conn, aead)
         meta = dict(conn.execute("SELECT name, value FROM meta"))
-        if meta.get("format") != _FORMAT or "store_id" not in meta or "key_check" not in meta:
+        fmt = meta.get("format")
+        if fmt not in (_FORMAT, _LEGACY_FORMAT) or "store_id" not in meta \
+                or "key_check" not in meta:
             raise StoreCorrupt(self.name, f"{self.path} has no valid latchkey header")
         store_id = meta["store_id"]
-        check = meta["key_check"]
+        self._check_key(aead, store_id, meta["key_check"], fmt)
+        if fmt == _LEGACY_FORMAT:
+            self._upgrade(conn, aead, store_id)
+        return store_id
+
+    def _check_key(self, aead, store_id: bytes, check: bytes, fmt: bytes) -> None:
+        """The key-check record opens under this key and format (bound in its AD)."""
         from cryptography.exceptions import InvalidTag
 
         try:
-            aead.decrypt(check[:12], check[12:], b"key-check\x00" + store_id)
+            aead.decrypt(check[:12], check[12:], _key_check_ad(store_id, fmt))
+            return
+        except InvalidTag:
+            pass
+        other = _LEGACY_FORMAT if fmt == _FORMAT else _FORMAT
+        try:
+            aead.decrypt(check[:12], check[12:], _key_check_ad(store_id, other))
         except InvalidTag:
             raise WrongMasterKey(
                 self.name, f"the master key from {self.key_source()} does not open {self.path}"
             ) from None
-        return store_id
+        raise StoreCorrupt(self.name, f"{self.path}: the format in its header was changed "
+                                      "(tampered with)")
+
+    def _upgrade(self, conn: sqlite3.Connection, aead, store_id: bytes) -> None:
+        """Format 1 -> 2: authenticate every tombstone, bind the key check to the format."""
+        self._aead, self._store_id = aead, store_id
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise BackendUnavailable(self.name, f"{self.path} is a format-1 store and could not "
+                                                f"be upgraded ({exc})") from exc
+        try:
+            (fmt,) = conn.execute("SELECT value FROM meta WHERE name = 'format'").fetchone()
+            if fmt == _LEGACY_FORMAT:  # not upgraded meanwhile by another process
+                rows = conn.execute("SELECT key, version FROM versions"
+                                    " WHERE ciphertext IS NULL AND nonce IS NULL").fetchall()
+                for key, version in rows:
+                    conn.execute("UPDATE versions SET nonce = ? WHERE key = ? AND version = ?",
+                                 (self._tombstone(key, version), key, version))
+                nonce = os.urandom(12)
+                check = nonce + aead.encrypt(nonce, _CHECK_PLAINTEXT,
+                                             _key_check_ad(store_id, _FORMAT))
+                conn.execute("UPDATE meta SET value = ? WHERE name = 'key_check'", (check,))
+                conn.execute("UPDATE meta SET value = ? WHERE name = 'format'", (_FORMAT,))
+        except BaseException as exc:
+            conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise BackendUnavailable(self.name, f"{self.path} is a format-1 store and "
+                                                    f"could not be upgraded ({exc})") from exc
+            raise
+        conn.execute("COMMIT")
 
     def _create(self, conn: sqlite3.Connection, aead) -> None:
         store_id = os.urandom(16)
         nonce = os.urandom(12)
-        check = nonce + aead.encrypt(nonce, _CHECK_PLAINTEXT, b"key-check\x00" + store_id)
+        check = nonce + aead.encrypt(nonce, _CHECK_PLAINTEXT, _key_check_ad(store_id, _FORMAT))
         conn.execute("BEGIN IMMEDIATE")
         for statement in _SCHEMA.split(";"):
             if statement.strip():
@@ -331,6 +393,25 @@ class LocalBackend(Backend):
 
     def _ad(self, key: str, version: int) -> bytes:
         return b"\x00".join([b"latchkey/v1", self._store_id, key.encode(), str(version).encode()])
+
+    def _tombstone(self, key: str, version: int) -> bytes:
+        """A deletion marker's proof: a nonce and the GCM tag of nothing, bound to the row."""
+        nonce = os.urandom(12)
+        return nonce + self._aead.encrypt(nonce, b"", self._ad(key, version) + b"\x00deleted")
+
+    def _check_tombstone(self, key: str, version: int, proof: bytes | None) -> None:
+        from cryptography.exceptions import InvalidTag
+
+        if isinstance(proof, bytes) and len(proof) == 28:  # nonce + tag
+            try:
+                self._aead.decrypt(proof[:12], proof[12:],
+                                   self._ad(key, version) + b"\x00deleted")
+                return
+            except InvalidTag:
+                pass
+        raise StoreCorrupt(self.name, f"key {key!r} version {version} in {self.path} is a "
+                                      "deletion that failed authentication (forged or "
+                                      "tampered with)")
 
     def _decrypt(self, key: str, version: int, nonce: bytes, ciphertext: bytes) -> str:
         from cryptography.exceptions import InvalidTag
@@ -396,6 +477,11 @@ def _check_key_file_mode(backend: str, path: Path) -> None:
         raise NoMasterKey(
             backend, f"key file {path} is readable by others (mode {mode:04o}); run chmod 600 {path}"
         )
+
+
+def _key_check_ad(store_id: bytes, fmt: bytes) -> bytes:
+    ad = b"key-check\x00" + store_id
+    return ad if fmt == _LEGACY_FORMAT else ad + b"\x00format=" + fmt
 
 
 def _next_version(conn: sqlite3.Connection, key: str) -> int:

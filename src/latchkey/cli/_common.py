@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import json
 import logging
+import re
 import shlex
 import sys
 from typing import Any, Callable
@@ -173,6 +174,42 @@ def _usage_error(exc: click.UsageError, argv: list[str]) -> None:
                                          "hint": hint, "exit_code": exc.exit_code}}))
     click.echo(f"latchkey: error: {message}", err=True)
     click.echo(f"latchkey: hint: {hint}", err=True)
+
+
+class ValueSafeCommand(click.Command):
+    """A command whose arguments may hold a value typed by mistake (``set KEY VALUE``).
+
+    Extra arguments are collected in ``ctx.args`` for the command to refuse without repeating
+    them, and click's usage errors never repeat an argument that is not an option name: an
+    unknown option (a value beginning with ``-``) is not named, and any other message that
+    contains an argument is replaced by one that does not.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("context_settings", {})["allow_extra_args"] = True
+        super().__init__(*args, **kwargs)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        given = list(args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            exc.message = _value_safe_message(exc, given, self.get_params(ctx))
+            raise
+
+
+def _value_safe_message(exc: click.UsageError, given: list[str],
+                        params: list[click.Parameter]) -> str:
+    names = {name for p in params for name in (*p.opts, *p.secondary_opts)}
+    if isinstance(exc, click.NoSuchOption):  # click adds "Did you mean" with declared names
+        return "No such option (not repeated here: it may be a value)."
+    pieces = {piece for arg in given if arg not in names
+              for piece in (arg, *arg.split("=", 1)[1:]) if piece}
+    if any(re.search(rf"(?<![\w.-]){re.escape(piece)}(?![\w.-])", exc.message)
+           for piece in pieces):
+        return "Invalid arguments (not repeated here: one may be a value). Values are read " \
+               "from stdin or a hidden prompt, never from the command line."
+    return exc.message
 
 
 def _fail(ctx: click.Context, error: object, code: int) -> None:

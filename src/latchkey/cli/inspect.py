@@ -20,7 +20,8 @@ def explain(ctx: click.Context, key: str, pipeline: str | None, params: tuple[st
 
     Without --pipeline, KEY is a full key; every backend is asked, and a hit behind an earlier
     one is shown as "shadowed". With --pipeline, KEY is a secret name and the scope walk is
-    shown, most specific level first, then shared/. Exits 1 when nothing holds KEY.
+    shown, most specific level first, then shared/. Exits 1 when nothing holds KEY, or when
+    no backend had it and one failed (then it says which failed, not "not found").
 
     \b
     latchkey explain shared/slack_token
@@ -42,11 +43,7 @@ def explain(ctx: click.Context, key: str, pipeline: str | None, params: tuple[st
             result = a.outcome + (f": {a.detail}" if a.detail else "")
             table.add_row(str(i), a.backend, a.level or "-", escape(a.path), escape(result))
         _print(table)
-        s = resolution.secret
-        if s:
-            click.echo(f"{key} resolves from {s.backend} ({s.path}, version {s.version or '-'})")
-        else:
-            click.echo(f"{key} is not found in any backend")
+        click.echo(resolution.summary())
 
     _emit(as_json, resolution.to_dict(), text)
     if not resolution.found:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import IO
+
 import click
 
 from ..errors import Attempt, SecretNotFound, UsageError
-from ._common import MASK, _emit, _lk, _print, _table, cli, json_option
+from ._common import MASK, ValueSafeCommand, _emit, _lk, _print, _table, cli, json_option
 
 
 @cli.command()
@@ -48,7 +50,7 @@ def init(ctx: click.Context, backend: str | None, as_json: bool) -> None:
     _emit(as_json, result, text)
 
 
-@cli.command("set")
+@cli.command("set", cls=ValueSafeCommand)
 @click.argument("key")
 @click.option("--backend", help="Write to this backend (default: the first writable one).")
 @click.option("--keep-newline", is_flag=True, help="Keep a trailing newline read from stdin.")
@@ -64,6 +66,10 @@ def set_(ctx: click.Context, key: str, backend: str | None, keep_newline: bool,
     echo -n 'fake-token' | latchkey set shared/slack_token
     latchkey set shared/slack_token          (prompts, hidden, twice)
     """
+    if ctx.args:  # a value typed after KEY: refused, and never repeated
+        raise UsageError(f"set takes one argument, KEY; values come from stdin or a hidden "
+                         f"prompt, never from the command line ({len(ctx.args)} extra "
+                         f"argument{'s' if len(ctx.args) > 1 else ''}, not repeated here)")
     lk = _lk(ctx)
     target = lk.writable_backend(backend)
     value = _read_value(key, keep_newline)
@@ -74,17 +80,28 @@ def set_(ctx: click.Context, key: str, backend: str | None, keep_newline: bool,
 
 
 def _read_value(key: str, keep_newline: bool) -> str:
-    stdin = click.get_text_stream("stdin")
+    stdin = click.get_text_stream("stdin", encoding="utf-8", errors="strict")
     if stdin.isatty():
         value = click.prompt(f"value for {key}", hide_input=True, confirmation_prompt=True,
                              err=True)
     else:
-        value = stdin.read()
+        value = _read_utf8(stdin, key)
         if not keep_newline:
             value = value[:-2] if value.endswith("\r\n") else value.removesuffix("\n")
     if value == "":
         raise UsageError(f"empty value for {key!r}; nothing written")
     return value
+
+
+def _read_utf8(stream: IO[str], key: str) -> str:
+    """All of ``stream``; bytes that are not UTF-8 are refused by position, never shown."""
+    try:
+        return stream.read()
+    except UnicodeDecodeError as exc:
+        position = exc.start
+    # raised outside the handler, so the decode error (it holds the bytes) is not chained
+    raise UsageError(f"the value for {key!r} on stdin is not UTF-8 text (an invalid byte "
+                     f"at position {position}); nothing written")
 
 
 @cli.command()
