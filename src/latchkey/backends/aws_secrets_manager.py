@@ -63,6 +63,9 @@ class SecretsManagerBackend(AwsBackend):
     def secret_id(self, key: str) -> str:
         return f"{self.prefix}{key}"
 
+    def store_name(self, key: str) -> str:
+        return self.secret_id(key)
+
     # -- reads ----------------------------------------------------------------------------
     def _get_many(self, keys: Sequence[str]) -> dict[str, Secret]:
         wanted = list(keys)
