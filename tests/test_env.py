@@ -84,3 +84,44 @@ def test_writes_of_unmappable_keys_are_refused_naming_key_and_reason() -> None:
     assert "'Shared/Token'" in message and "picky" in message and "upper case" in message
     assert "fake-token" not in message and "\n" not in message
     assert backend.list("") == [] and backend.get("Shared/Token") is None
+
+
+def test_a_run_reaches_only_its_own_account_through_env() -> None:
+    """Scope parameters and names that fold onto acct_43's variable never read its value."""
+    from pathlib import Path
+
+    import latchkey
+    from latchkey import AccessDenied, SecretNotFound
+    from latchkey.manifest import parse_manifest
+
+    environ = {"LATCHKEY__MARKETING__FACEBOOK__ACCT_43__ACCESS_TOKEN": "fake-token-acct43",
+               "LATCHKEY__MARKETING__FACEBOOK__ACCT_42__APP_ID": "fake-app-acct42"}
+    pipelines = {"ads": {"scope": "marketing/facebook/{account}", "optional": ["access_token"]}}
+    manifest = parse_manifest({"pipelines": pipelines}, Path("latchkey.toml"), None)
+    lk = latchkey.Latchkey([EnvBackend(environ=environ)], manifest=manifest, env=manifest.env)
+    with lk.pipeline("ads", account="acct_43") as run:  # the owner reads it
+        assert run.secret("access_token") == "fake-token-acct43"
+    for account in ("ACCT-43", "acct-43", "ACCT_43", "acct.43"):
+        with lk.pipeline("ads", account=account) as run:
+            with pytest.raises(SecretNotFound) as info:
+                run.secret("access_token")
+            assert "fake-token" not in str(info.value)
+    with lk.pipeline("ads", account="acct_42") as run:
+        with pytest.raises((SecretNotFound, AccessDenied)):
+            run.secret("acct_43__access_token")
+        with pytest.raises((SecretNotFound, AccessDenied)):
+            run.get("marketing/facebook__acct_43__access_token")
+        with pytest.raises((SecretNotFound, AccessDenied)) as info:
+            run.get("marketing/facebook/acct_42/ACCT_43__ACCESS_TOKEN")
+        assert "fake-token" not in str(info.value)
+
+
+def test_explain_says_why_a_key_has_no_variable() -> None:
+    """explain's attempt for an unmappable key is 'absent' with the rule it breaks."""
+    import latchkey
+
+    lk = latchkey.Latchkey([EnvBackend(environ={"LATCHKEY__A__B": "fake-token-ab"})])
+    [attempt] = lk.explain("a__b").attempts
+    assert attempt.outcome == "absent" and attempt.path.startswith("(no variable")
+    assert "not mappable: segment 1 'a__b' contains the separator '__'" == attempt.detail
+    assert "fake-token" not in attempt.describe()
