@@ -3,12 +3,13 @@
 * TOML / JSON / YAML: nested tables become key segments, so ``[sources.facebook]``
   ``access_token = "..."`` is the key ``sources/facebook/access_token``. Numbers and booleans
   are returned as text, lists as JSON. Entries whose names are not valid key segments are
-  skipped.
-* dotenv: variable names map to keys as in the ``env`` backend (``SOURCES__FACEBOOK__TOKEN``
-  is ``sources/facebook/token``), with an optional name prefix.
+  skipped, and so are keys two entries would share (YAML's ``1`` and ``"1"``).
+* dotenv: variable names map to keys exactly as in the ``env`` backend
+  (``SOURCES__FACEBOOK__TOKEN`` is ``sources/facebook/token``), with an optional name prefix.
 * a directory (``/run/secrets``, a Kubernetes secret volume): one file per secret, sub-folders
-  as segments; hidden entries (Kubernetes' ``..data``) are skipped; one trailing newline is
-  stripped unless ``strip_newline = false``.
+  as segments; hidden entries (Kubernetes' ``..data``) are skipped and are no keys; a key
+  reads only the entry spelled exactly like it (case-insensitive file systems included); one
+  trailing newline is stripped unless ``strip_newline = false``.
 
 A missing file is an error unless ``optional = true``: a typo in a path must not look like a
 store with no secrets in it. Parse errors give the line and column, never the text.
