@@ -33,8 +33,13 @@ from typing import Any, Callable, ClassVar, Iterable, Sequence, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from .. import metrics
-from ..errors import (BackendUnavailable, InvalidKey, LatchkeyError, ReadOnlyBackend,
-                      ValueTooLarge)
+from ..errors import (
+    BackendUnavailable,
+    InvalidKey,
+    LatchkeyError,
+    ReadOnlyBackend,
+    ValueTooLarge,
+)
 from ..keys import validate_key, validate_prefix
 
 __all__ = ["Backend", "BackendConfig", "BuildContext", "Secret", "VersionInfo"]
