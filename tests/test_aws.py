@@ -14,7 +14,7 @@ import boto3
 import pytest
 
 import latchkey
-from latchkey import AccessDenied, BackendUnavailable, StoreCorrupt, ValueTooLarge
+from latchkey import AccessDenied, BackendUnavailable, InvalidKey, StoreCorrupt, ValueTooLarge
 from latchkey.backends.aws_secrets_manager import SecretsManagerBackend, SecretsManagerConfig
 from latchkey.backends.aws_ssm import SsmBackend, SsmConfig
 from latchkey.backends.dynamodb import DynamoDbBackend, DynamoDbConfig
@@ -81,6 +81,23 @@ def test_advanced_tier_takes_8kb(aws_env) -> None:
     assert len(adv.get("big").value) == 8192
     with pytest.raises(ValueTooLarge):
         adv.put("big", "y" * 8193)
+
+
+def test_chunk_parameters_are_no_other_keys(aws_env) -> None:
+    """A key naming a split value's chunk is absent and refused: one key, one parameter."""
+    prefix = f"/lk/{uid()}"
+    split = SsmBackend("ssm", SsmConfig(type="aws_ssm", prefix=prefix, split=True,
+                                        region=REGION, endpoint_url=aws_env))
+    value = "fake-token-acct43-" * 400
+    split.put("acct_43/cert", value)
+    raw = boto3.client("ssm", endpoint_url=aws_env, region_name=REGION)
+    chunks = sorted(p["Name"][len(prefix) + 1:] for p in raw.get_parameters_by_path(
+        Path=prefix, Recursive=True)["Parameters"] if "__latchkey_chunks" in p["Name"])
+    assert chunks and split.get_many(chunks) == {}
+    with pytest.raises(InvalidKey, match="'ssm' cannot hold it: a segment named "
+                                         "'__latchkey_chunks'"):
+        split.put(chunks[0], "fake-overwrite")
+    assert split.get("acct_43/cert").value == value
 
 
 def test_split_values_round_trip_hidden_and_checked(aws_env) -> None:

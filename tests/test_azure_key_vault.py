@@ -122,6 +122,8 @@ def test_too_long_name_is_refused_before_any_request(server) -> None:
     server.reset_counts()
     with pytest.raises(InvalidKey, match="Key Vault name would be"):
         backend.put("a_" * 60, "fake")
+    assert backend.get("a_" * 60) is None  # no name: absent for reads, as any unmappable key
+    assert "(no name for this key)" in backend.locate("a_" * 60)
     assert sum(server.counts.values()) == 0
 
 

@@ -8,12 +8,15 @@ over HTTP on 127.0.0.1, each test under its own prefix or table.
 from __future__ import annotations
 
 import json
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Callable
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from latchkey import InvalidKey, ReadOnlyBackend, ValueTooLarge
 from latchkey.backends import Backend
@@ -27,6 +30,7 @@ from latchkey.backends.gcp_secret_manager import GcpSecretManagerBackend, GcpSec
 from latchkey.backends.local import LocalBackend
 from latchkey.backends.vault import AppRoleAuth, VaultBackend, VaultConfig
 from latchkey.errors import BackendError
+from latchkey.keys import validate_key
 from latchkey.testing import MemoryBackend
 
 SEED = {
@@ -52,15 +56,16 @@ def _nest(data: dict[str, str]) -> dict:
 
 
 def make_env(tmp: Path, data: dict, request=None) -> Backend:
-    environ = {key_to_name(k, "LATCHKEY__"): v for k, v in data.items()}
+    environ = {name: v for k, v in data.items() if (name := key_to_name(k, "LATCHKEY__"))}
     environ["UNRELATED"] = "x"
     return EnvBackend("env", environ=environ)
 
 
 def make_toml(tmp: Path, data: dict, request=None) -> Backend:
     def dump(tree: dict, path: tuple[str, ...] = ()) -> list[str]:
-        lines = [f"[{'.'.join(path)}]"] if path else []
-        lines += [f"{k} = {json.dumps(v)}" for k, v in tree.items() if not isinstance(v, dict)]
+        lines = [f"[{'.'.join(map(json.dumps, path))}]"] if path else []
+        lines += [f"{json.dumps(k)} = {json.dumps(v)}" for k, v in tree.items()
+                  if not isinstance(v, dict)]
         for k, v in tree.items():
             if isinstance(v, dict):
                 lines += dump(v, (*path, k))
@@ -85,7 +90,8 @@ def make_yaml(tmp: Path, data: dict, request=None) -> Backend:
 
 def make_dotenv(tmp: Path, data: dict, request=None) -> Backend:
     file = tmp / ".env"
-    file.write_text("".join(f"{key_to_name(k)}={json.dumps(v)}\n" for k, v in data.items()))
+    file.write_text("".join(f"{name}={json.dumps(v)}\n" for k, v in data.items()
+                            if (name := key_to_name(k))))
     return FilesBackend("dotenv", file)
 
 
@@ -388,3 +394,112 @@ def test_errors_name_the_backend(tmp_path: Path) -> None:
         backend.get_many(["a"])
     assert "my-files" in str(info.value)
     assert "fake-unterminated" not in str(info.value)
+
+
+# -- one key, one stored item ------------------------------------------------------------------
+# Keys built to collide under a careless mapping: case variants, '-' vs '_' vs '.', the env
+# separator inside a segment, '_' at segment edges, long keys (past GCP's and Azure's limits).
+_segments = st.one_of(
+    st.from_regex(r"[a-zA-Z0-9_.-]{1,10}", fullmatch=True),
+    st.sampled_from(["acct_42", "acct_43", "ACCT-43", "acct-43", "acct.43", "a__b", "_a", "a_",
+                     "__latchkey_chunks", ".hidden", "..data", "x" * 130]),
+).filter(lambda s: s not in (".", ".."))
+_keys = st.lists(_segments, min_size=1, max_size=4).map("/".join).filter(
+    lambda k: len(k) <= 512)
+
+
+def _variants(key: str) -> set[str]:
+    """key and its look-alikes that a folding or concatenating mapping would merge with it."""
+    out = {key, key.upper(), key.lower(), key.swapcase(), key.replace("_", "-"),
+           key.replace("-", "_"), key.replace(".", "_"), key.replace("/", "__"),
+           key.replace("__", "/"), key.replace("/", "_/"), key.replace("/", "/_"),
+           key.replace("/", "___")}
+    return {k for k in out if _valid(k)}
+
+
+def _valid(key: str) -> bool:
+    try:
+        validate_key(key)
+    except InvalidKey:
+        return False
+    return True
+
+
+_key_sets = st.lists(_keys, min_size=1, max_size=3).map(
+    lambda ks: sorted(set().union(*(_variants(k) for k in ks))))
+_REMOTE = {"aws_ssm", "aws_secrets_manager", "dynamodb", "vault", "vault-document", "vault-kv1",
+           "gcp_secret_manager", "azure_key_vault"}
+
+
+def _examples(request, local: int, remote: int) -> settings:
+    remote_store = request.node.callspec.id in _REMOTE
+    return settings(max_examples=remote if remote_store else local, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                           HealthCheck.too_slow])
+
+
+def _leaves(keys: list[str]) -> list[str]:
+    """Keys no other key lies below: a file, a table or an env var cannot be both."""
+    return [k for k in keys if not any(o != k and o.startswith(k + "/") for o in keys)]
+
+
+@pytest.mark.parametrize("factory", ALL)
+def test_key_to_store_name_is_injective(factory, tmp_path: Path, request) -> None:
+    """Two distinct keys never name the same stored item; an unmappable key says why."""
+    backend = factory(tmp_path, {}, request)
+
+    @_examples(request, local=50, remote=50)
+    @given(keys=_key_sets)
+    def check(keys: list[str]) -> None:
+        names: dict[str, str] = {}
+        for key in keys:
+            name = backend.store_name(key)
+            if name is None:
+                assert backend.unmappable(key), key
+                continue
+            assert backend.unmappable(key) is None, key
+            assert name not in names, f"{key!r} and {names.get(name)!r} share {name!r}"
+            names[name] = key
+
+    check()
+
+
+@pytest.mark.parametrize("factory", ALL)
+def test_a_key_reads_only_its_own_item(factory, tmp_path: Path, request) -> None:
+    """Seeded natively with look-alike keys, every key reads its own value or nothing, and
+    listing gives back exactly the keys seeded."""
+    probe = factory(tmp_path, {}, request)
+
+    @_examples(request, local=15, remote=4)
+    @given(keys=_key_sets)
+    def check(keys: list[str]) -> None:
+        seeded = [k for k in _leaves(keys) if probe.store_name(k) is not None]
+        values = {k: f"fake-{uuid.uuid4().hex[:8]}-{i}" for i, k in enumerate(seeded)}
+        backend = factory(Path(tempfile.mkdtemp(dir=tmp_path)), values, request)
+        found = backend.get_many(keys)
+        assert {k: s.value for k, s in found.items()} == values
+        assert backend.list("") == sorted(values)
+
+    check()
+
+
+@pytest.mark.parametrize("factory", WRITABLE)
+def test_writing_one_key_never_changes_another(factory, tmp_path: Path, request) -> None:
+    """put(A) then reading A's look-alikes never returns A's value; unmappable A is refused."""
+    backend = factory(tmp_path, {}, request)
+
+    @_examples(request, local=15, remote=4)
+    @given(key=_keys)
+    def check(key: str) -> None:
+        value = f"fake-{uuid.uuid4().hex}"
+        others = sorted(_variants(key) - {key})
+        if backend.store_name(key) is None:
+            with pytest.raises(InvalidKey, match=backend.name):
+                backend.put(key, value)
+        else:
+            backend.put(key, value)
+            assert backend.get(key).value == value
+        leaked = {k for k, s in backend.get_many(others).items() if s.value == value}
+        assert not leaked, f"writing {key!r} changed {sorted(leaked)}"
+
+    check()

@@ -88,3 +88,59 @@ def test_non_utf8_file(tmp_path: Path) -> None:
     f.write_bytes(b'{"a": "\xff\xfe"}')
     with pytest.raises(StoreCorrupt, match="not UTF-8"):
         FilesBackend("f", f).get("a")
+
+
+def test_one_key_one_entry_in_structured_files(tmp_path: Path) -> None:
+    """A name holding '/' is not a segment, and names reading as the same text (YAML's 1 and
+    "1") make that key ambiguous: absent, never the other entry's value."""
+    f = tmp_path / "s.json"
+    f.write_text('{"acct_43/access_token": "fake-token-slash", "acct_42": {"t": "fake-42"}}')
+    b = FilesBackend("f", f)
+    assert b.list("") == ["acct_42/t"] and b.get("acct_43/access_token") is None
+    y = tmp_path / "s.yaml"
+    y.write_text('accounts:\n  43: {token: fake-token-int}\n  "43": {token: fake-token-str}\n'
+                 '  "44": {token: fake-token-44}\n')
+    b = FilesBackend("y", y)
+    assert b.list("") == ["accounts/44/token"] and b.get("accounts/43/token") is None
+
+
+def test_kubernetes_internal_entries_are_not_second_names(tmp_path: Path) -> None:
+    """..data/NAME is the file NAME links to: only NAME reads it."""
+    data = tmp_path / "..2026_11_21_00_00_00.000"
+    data.mkdir()
+    (data / "db_password").write_text("fake-pw\n")
+    (tmp_path / "..data").symlink_to(data.name)
+    (tmp_path / "db_password").symlink_to("..data/db_password")
+    b = FilesBackend("k8s", tmp_path)
+    assert b.get("db_password").value == "fake-pw"
+    assert b.get_many(["..data/db_password", f"{data.name}/db_password"]) == {}
+    assert "hidden" in (b.unmappable("..data/db_password") or "")
+
+
+def test_folder_keys_match_entries_exactly(tmp_path: Path, monkeypatch) -> None:
+    """On a case-insensitive file system ACCT_43/token would open acct_43/token: a key reads
+    only the entry spelled exactly like it."""
+    (tmp_path / "acct_43").mkdir()
+    (tmp_path / "acct_43" / "token").write_text("fake-token-acct43\n")
+
+    def folded(path: Path) -> Path:  # what macOS and Windows do when opening a path
+        if not str(path).startswith(str(tmp_path)):
+            return path
+        return Path(str(tmp_path) + str(path)[len(str(tmp_path)):].lower())
+
+    is_file, read_bytes = Path.is_file, Path.read_bytes
+    monkeypatch.setattr(Path, "is_file", lambda self: is_file(folded(self)))
+    monkeypatch.setattr(Path, "read_bytes", lambda self: read_bytes(folded(self)))
+    b = FilesBackend("dir", tmp_path)
+    assert b.get("acct_43/token").value == "fake-token-acct43"
+    assert b.get_many(["ACCT_43/token", "acct_43/TOKEN"]) == {}
+
+
+def test_dotenv_names_map_exactly_as_env_variables(tmp_path: Path) -> None:
+    """dotenv keeps env's one-to-one mapping: lower-case and folded names are no keys."""
+    f = tmp_path / ".env"
+    f.write_text("ACCT_43__TOKEN=fake-43\nacct_43__token=fake-lower\nACCT_42___TOKEN=fake-x\n")
+    b = FilesBackend("d", f)
+    assert b.list("") == ["acct_43/token"]
+    assert b.get_many(["acct_43__token", "ACCT_43/token", "acct_42_/token"]) == {}
+    assert b.store_name("acct_43/token") == "ACCT_43__TOKEN"

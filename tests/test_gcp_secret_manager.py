@@ -192,6 +192,8 @@ def test_too_long_name_is_an_invalid_key(server) -> None:
     server.reset_counts()
     with pytest.raises(latchkey.InvalidKey, match="255"):
         backend.put("a/" + "b." * 130, "fake")
+    assert backend.get("a/" + "b." * 130) is None  # no name: absent for reads
+    assert backend.history("a/" + "b." * 130) == []
     assert sum(server.counts.values()) == 0
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import latchkey
-from latchkey import AccessDenied, ManifestError
+from latchkey import AccessDenied, InvalidKey, ManifestError
 from latchkey.backends.vault import (AppRoleAuth, AwsIamAuth, KubernetesAuth, TokenAuth,
                                      VaultBackend, VaultConfig, VaultLogin)
 from latchkey.errors import BackendUnavailable, UsageError
@@ -237,6 +237,15 @@ def test_delete_in_document_layout_keeps_other_fields(vault_env) -> None:
     assert backend.list("") == ["doc/b"]
     assert backend.delete("doc/b") is True
     assert backend.list("") == [] and backend.get("doc/b") is None
+
+
+def test_document_layout_without_prefix_has_no_place_for_a_one_segment_key(vault_env) -> None:
+    """A one-segment key has no document to live in: absent for reads, refused for writes."""
+    backend = vault(prefix="", layout="document")
+    assert backend.get("token") is None and backend.store_name("token") is None
+    assert "no path for this key" in backend.locate("token")
+    with pytest.raises(InvalidKey, match="'token'.*needs a parent segment"):
+        backend.put("token", "fake-token-acct42")
 
 
 def test_soft_delete_keeps_history_and_version_metadata(vault_env) -> None:

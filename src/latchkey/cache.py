@@ -131,6 +131,12 @@ class CachedBackend(Backend):
     def locate(self, key: str) -> str:
         return self.inner.locate(key)
 
+    def store_name(self, key: str) -> str | None:
+        return self.inner.store_name(key)
+
+    def unmappable(self, key: str) -> str | None:
+        return self.inner.unmappable(key)
+
     def describe(self) -> str:
         limit = f", {self.bucket.rps:g} req/s" if self.bucket else ""
         return f"{self.inner.describe()} [cached {self.config.ttl:g} s{limit}]"

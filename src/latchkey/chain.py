@@ -156,7 +156,8 @@ class Chain:
             for key in pending:
                 result, secret = results[key], found.get(key)
                 outcome = "absent" if secret is None else "shadowed" if result.found else "found"
-                result.attempts.append(Attempt(backend.name, backend.locate(key), outcome, key))
+                result.attempts.append(Attempt(backend.name, backend.locate(key), outcome, key,
+                                               detail=_unmapped(backend, key, secret)))
                 if secret is None:
                     still.append(key)
                 elif not result.found:
@@ -231,5 +232,12 @@ class Chain:
                 result.attempts.append(Attempt(backend.name, where, "found", key, level.label))
                 return True
             else:
-                result.attempts.append(Attempt(backend.name, where, "absent", key, level.label))
+                result.attempts.append(Attempt(backend.name, where, "absent", key, level.label,
+                                               _unmapped(backend, key, None)))
         return bool(result.errors)
+
+
+def _unmapped(backend: Backend, key: str, secret: Secret | None) -> str | None:
+    """For an absence: why the backend cannot hold ``key`` at all, if that is the reason."""
+    reason = None if secret is not None else backend.unmappable(key)
+    return f"not mappable: {reason}" if reason else None

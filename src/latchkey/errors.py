@@ -92,7 +92,8 @@ class Attempt:
         outcome: ``"found"``, ``"absent"``, ``"error"`` or ``"denied"``.
         key: the key asked for at that place.
         level: the scope level this key came from (``"account"``, ``"shared"``...), if any.
-        detail: for errors, the error's one-line text (never a value).
+        detail: for errors, the error's one-line text (never a value); for an absence, why
+            the backend cannot hold the key at all, when that is the reason.
     """
 
     backend: str

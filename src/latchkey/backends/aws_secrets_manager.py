@@ -71,6 +71,9 @@ class SecretsManagerBackend(AwsBackend):
         """The exact secret name of ``key`` (or of a listing prefix; "" is every secret)."""
         return join_prefix(self.prefix, key, self.separator)
 
+    def store_name(self, key: str) -> str:
+        return self.secret_id(key)
+
     # -- reads ----------------------------------------------------------------------------
     def _get_many(self, keys: Sequence[str]) -> dict[str, Secret]:
         wanted = list(keys)

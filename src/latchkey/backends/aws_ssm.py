@@ -70,6 +70,14 @@ class SsmBackend(AwsBackend):
     def param(self, key: str) -> str:
         return join_prefix(self.prefix or "/", key)
 
+    def store_name(self, key: str) -> str | None:
+        return None if self.unmappable(key) is not None else self.param(key)
+
+    def unmappable(self, key: str) -> str | None:
+        if CHUNKS in key.split("/"):  # would read or overwrite a chunk of another key's value
+            return f"a segment named {CHUNKS!r} is where split values keep their chunks"
+        return None
+
     def key_of(self, name: str) -> str | None:
         key = split_prefix(self.prefix or "/", name)
         if key is None:

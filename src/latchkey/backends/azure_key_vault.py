@@ -34,7 +34,7 @@ from typing import Annotated, Any, Literal, Sequence, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..errors import AccessDenied, BackendUnavailable, LatchkeyError, MissingDependency, \
-    UsageError
+    InvalidKey, UsageError
 from ..keys import is_under
 from .base import BackendConfig, Secret, VersionInfo, prefix_head
 from .remote import RemoteBackend, describe_keys, escape_name, unescape_name
@@ -200,7 +200,19 @@ class AzureKeyVaultBackend(RemoteBackend):
         return escape_name(key, LITERAL, MAX_NAME, "Key Vault", self.prefix)
 
     def locate(self, key: str) -> str:
+        if self.unmappable(key) is not None:
+            return f"keyvault:{self.url}/secrets/(no name for this key)"
         return f"keyvault:{self.url}/secrets/{self.secret_name(key)}"
+
+    def store_name(self, key: str) -> str | None:
+        return None if self.unmappable(key) is not None else self.secret_name(key)
+
+    def unmappable(self, key: str) -> str | None:
+        try:
+            self.secret_name(key)
+        except InvalidKey as exc:
+            return exc.reason
+        return None
 
     def key_of(self, name: str) -> str | None:
         name = name.lower()

@@ -11,6 +11,9 @@ A backend is one secret store. Its contract:
 * ``put(key, value)`` and ``delete(key)`` write, when ``is_writable``; a read-only backend
   raises :class:`~latchkey.errors.ReadOnlyBackend`. A failed write leaves the store as it was.
 * ``history(key)`` lists versions when ``supports_history``.
+* One key, one stored item: ``store_name(key)`` names the item a key addresses, and two
+  distinct keys never share one (the mapping is injective). A key the store cannot map
+  reversibly (``unmappable(key)`` says why) is absent for reads and refused for writes.
 * Errors raised are :class:`~latchkey.errors.LatchkeyError` subclasses naming the backend;
   anything else escaping an implementation is wrapped in ``BackendUnavailable`` here.
 
@@ -30,7 +33,13 @@ from typing import Any, Callable, ClassVar, Iterable, Sequence, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from .. import metrics
-from ..errors import BackendUnavailable, LatchkeyError, ReadOnlyBackend, ValueTooLarge
+from ..errors import (
+    BackendUnavailable,
+    InvalidKey,
+    LatchkeyError,
+    ReadOnlyBackend,
+    ValueTooLarge,
+)
 from ..keys import validate_key, validate_prefix
 
 __all__ = ["Backend", "BackendConfig", "BuildContext", "Secret", "VersionInfo", "join_prefix",
@@ -182,7 +191,8 @@ class Backend(abc.ABC):
             InvalidKey: for a malformed key, before the store is called.
             BackendError: any failure of the store, naming this backend.
         """
-        wanted = list(dict.fromkeys(validate_key(k) for k in keys))
+        wanted = [k for k in dict.fromkeys(validate_key(k) for k in keys)
+                  if self.unmappable(k) is None]
         if not wanted:
             return {}
         return self._guard("read", lambda: self._get_many(wanted))
@@ -202,6 +212,7 @@ class Backend(abc.ABC):
         if not isinstance(value, str):
             raise TypeError(f"a secret value is a str, not {type(value).__name__}")
         self._require_writable("write")
+        self._require_mappable(key)
         limit = self.max_value_bytes
         if limit is not None and len(value.encode("utf-8")) > limit:
             raise ValueTooLarge(self.name, key, len(value.encode("utf-8")), limit, self.size_hint)
@@ -211,6 +222,7 @@ class Backend(abc.ABC):
         """Delete ``key``; True if it existed."""
         validate_key(key)
         self._require_writable("delete")
+        self._require_mappable(key)
         return self._guard("delete", lambda: self._delete(key))
 
     def history(self, key: str) -> list[VersionInfo]:
@@ -218,6 +230,8 @@ class Backend(abc.ABC):
         validate_key(key)
         if not self.supports_history:
             raise BackendUnavailable(self.name, f"a {self.type} backend keeps no history")
+        if self.unmappable(key) is not None:
+            return []
         return self._guard("history", lambda: self._history(key))
 
     def get_version(self, key: str, version: str) -> Secret | None:
@@ -225,11 +239,29 @@ class Backend(abc.ABC):
         validate_key(key)
         if not self.supports_history:
             raise BackendUnavailable(self.name, f"a {self.type} backend keeps no versions")
+        if self.unmappable(key) is not None:
+            return None
         return self._guard("read", lambda: self._get_version(key, str(version)))
 
     def locate(self, key: str) -> str:
         """Where ``key`` lives in this store, in the store's own terms (for diagnostics)."""
         return key
+
+    def store_name(self, key: str) -> str | None:
+        """The name of the one stored item ``key`` addresses, or None if it cannot have one.
+
+        Injective: two distinct keys never share a store name. Stores that name items by the
+        key itself keep this default; others return their own name (a variable, a parameter,
+        an escaped secret id).
+        """
+        return None if self.unmappable(key) is not None else key
+
+    def unmappable(self, key: str) -> str | None:
+        """Why this store cannot map ``key`` reversibly (one line, no value), or None.
+
+        Such a key is absent for reads and refused for writes.
+        """
+        return None
 
     def check(self) -> str:
         """Probe the store cheaply; return a one-line status or raise BackendError."""
@@ -268,6 +300,11 @@ class Backend(abc.ABC):
     def _secret(self, key: str, value: str, version: str | None = None, **kw: object) -> Secret:
         return Secret(key=key, value=value, backend=self.name, path=self.locate(key),
                       version=version, **kw)  # type: ignore[arg-type]
+
+    def _require_mappable(self, key: str) -> None:
+        reason = self.unmappable(key)
+        if reason is not None:
+            raise InvalidKey(key, f"backend {self.name!r} cannot hold it: {reason}")
 
     def _require_writable(self, action: str) -> None:
         if not self.is_writable:

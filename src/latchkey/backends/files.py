@@ -3,12 +3,13 @@
 * TOML / JSON / YAML: nested tables become key segments, so ``[sources.facebook]``
   ``access_token = "..."`` is the key ``sources/facebook/access_token``. Numbers and booleans
   are returned as text, lists as JSON. Entries whose names are not valid key segments are
-  skipped.
-* dotenv: variable names map to keys as in the ``env`` backend (``SOURCES__FACEBOOK__TOKEN``
-  is ``sources/facebook/token``), with an optional name prefix.
+  skipped, and so are keys two entries would share (YAML's ``1`` and ``"1"``).
+* dotenv: variable names map to keys exactly as in the ``env`` backend
+  (``SOURCES__FACEBOOK__TOKEN`` is ``sources/facebook/token``), with an optional name prefix.
 * a directory (``/run/secrets``, a Kubernetes secret volume): one file per secret, sub-folders
-  as segments; hidden entries (Kubernetes' ``..data``) are skipped; one trailing newline is
-  stripped unless ``strip_newline = false``.
+  as segments; hidden entries (Kubernetes' ``..data``) are skipped and are no keys; a key
+  reads only the entry spelled exactly like it (case-insensitive file systems included); one
+  trailing newline is stripped unless ``strip_newline = false``.
 
 A missing file is an error unless ``optional = true``: a typo in a path must not look like a
 store with no secrets in it. Parse errors give the line and column, never the text.
@@ -20,13 +21,14 @@ import json
 import os
 import re
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
 from ..errors import StoreCorrupt
 from ..keys import is_under, validate_key
 from .base import Backend, BackendConfig, BuildContext, Secret
-from .env import name_to_key
+from .env import key_to_name, mapping_problem, name_to_key
 
 __all__ = ["FilesBackend", "flatten"]
 
@@ -44,18 +46,36 @@ class FilesConfig(BackendConfig):
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
-    """Nested mappings to ``{key: text}``; invalid segment names are skipped."""
+    """Nested mappings to ``{key: text}``; invalid segment names are skipped.
+
+    One key, one entry: a name holding ``/`` is not a segment, and names that read as the same
+    text (YAML's ``1`` and ``"1"``) make that key ambiguous, so it is left out.
+    """
+    out, ambiguous = _flatten(data, prefix)
+    return {k: v for k, v in out.items() if not any(is_under(k, a) for a in ambiguous)}
+
+
+def _flatten(data: Any, prefix: str) -> tuple[dict[str, str], set[str]]:
     out: dict[str, str] = {}
+    ambiguous: set[str] = set()
     if not isinstance(data, dict):
-        return out
-    for name, value in data.items():
-        key = f"{prefix}/{name}" if prefix else str(name)
+        return out, ambiguous
+    seen = Counter(str(name) for name in data)
+    for raw, value in data.items():
+        name = str(raw)
+        key = f"{prefix}/{name}" if prefix else name
+        if seen[name] > 1:
+            ambiguous.add(key)
         try:
+            if "/" in name:
+                raise ValueError(name)
             validate_key(key)
         except ValueError:
             continue
         if isinstance(value, dict):
-            out.update(flatten(value, key))
+            below, unclear = _flatten(value, key)
+            out.update(below)
+            ambiguous |= unclear
         elif value is None:
             continue
         elif isinstance(value, bool):
@@ -66,7 +86,7 @@ def flatten(data: Any, prefix: str = "") -> dict[str, str]:
             out[key] = json.dumps(value, default=str)
         else:
             out[key] = str(value)
-    return out
+    return out, ambiguous
 
 
 class FilesBackend(Backend):
@@ -105,7 +125,25 @@ class FilesBackend(Backend):
     def locate(self, key: str) -> str:
         if self._kind() == "dir":
             return str(self.path / key)
+        if self._kind() == "dotenv":
+            return f"{self.path}#{self.store_name(key) or '(no variable for this key)'}"
         return f"{self.path}#{key}"
+
+    def store_name(self, key: str) -> str | None:
+        if self.unmappable(key) is not None:
+            return None
+        if self._kind() == "dotenv":
+            return key_to_name(key, self.env_prefix, self.separator)
+        return key
+
+    def unmappable(self, key: str) -> str | None:
+        kind = self._kind()
+        if kind == "dotenv":
+            return mapping_problem(key, self.separator)
+        if kind == "dir" and any(s.startswith(".") for s in key.split("/")):
+            # Kubernetes' ..data/NAME is the very file NAME links to: one file, two keys
+            return "a hidden entry (a segment starting with '.') is not a key in a folder"
+        return None
 
     def describe(self) -> str:
         return f"files ({self._kind()}: {self.path})"
@@ -188,7 +226,7 @@ class FilesBackend(Backend):
         if self._missing():
             return None
         file = self.path / key
-        if not file.is_file():
+        if not file.is_file() or not _spelled_exactly(self.path, key):
             return None
         text = self._read_text(file)
         if self.strip_newline and text.endswith("\n"):
@@ -211,6 +249,17 @@ class FilesBackend(Backend):
                 except ValueError:
                     continue
         return keys
+
+
+def _spelled_exactly(root: Path, key: str) -> bool:
+    """True if each segment of ``key`` is an entry of that exact spelling: on a
+    case-insensitive file system (macOS, Windows) ``ACCT_43/token`` opens ``acct_43/token``."""
+    folder = root
+    for segment in key.split("/"):
+        if segment not in os.listdir(folder):
+            return False
+        folder = folder / segment
+    return True
 
 
 def _error_position(exc: Exception) -> str:

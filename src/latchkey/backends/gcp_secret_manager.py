@@ -28,7 +28,7 @@ from typing import Any, Literal, Sequence
 from pydantic import field_validator
 
 from ..errors import AccessDenied, BackendUnavailable, LatchkeyError, MissingDependency, \
-    StoreCorrupt, UsageError
+    InvalidKey, StoreCorrupt, UsageError
 from ..keys import is_under
 from .base import BackendConfig, Secret, VersionInfo, prefix_head
 from .remote import RemoteBackend, describe_keys, escape_name, unescape_name
@@ -198,7 +198,19 @@ class GcpSecretManagerBackend(RemoteBackend):
         return f"projects/{self.project}/secrets/{self.secret_id(key)}"
 
     def locate(self, key: str) -> str:
+        if self.unmappable(key) is not None:
+            return f"gcp:projects/{self.project}/secrets/(no name for this key)"
         return f"gcp:{self.secret_path(key)}"
+
+    def store_name(self, key: str) -> str | None:
+        return None if self.unmappable(key) is not None else self.secret_id(key)
+
+    def unmappable(self, key: str) -> str | None:
+        try:
+            self.secret_id(key)
+        except InvalidKey as exc:
+            return exc.reason
+        return None
 
     def key_of(self, secret_id: str) -> str | None:
         if not secret_id.startswith(self.prefix):

@@ -217,7 +217,19 @@ class VaultBackend(RemoteBackend):
         return self.document_of(key)[1] if self.config.layout == "document" else self.config.field
 
     def locate(self, key: str) -> str:
-        return f"vault:{self.mount}/{self.path(key)}#{self.field_of(key)}"
+        return f"vault:{self.store_name(key) or self.mount + '/(no path for this key)'}"
+
+    def store_name(self, key: str) -> str | None:
+        if self.unmappable(key) is not None:
+            return None
+        return f"{self.mount}/{self.path(key)}#{self.field_of(key)}"
+
+    def unmappable(self, key: str) -> str | None:
+        try:
+            self.field_of(key)
+        except InvalidKey as exc:
+            return exc.reason
+        return None
 
     # -- reads ----------------------------------------------------------------------------
     def _read(self, path: str, keys: Sequence[str], version: int | None = None) -> dict | None:
