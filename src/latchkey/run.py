@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from .connection import Connection
     from .manifest import PipelineConfig
 
-__all__ = ["Run", "add_value_listener", "current", "pipeline_fields"]
+__all__ = ["Run", "add_value_listener", "current", "declared_names", "pipeline_fields"]
 
 _current: ContextVar["Run | None"] = ContextVar("latchkey_run", default=None)
 _CONNECTION = "connection:"
@@ -68,6 +68,13 @@ def pipeline_fields(config: "PipelineConfig") -> set[str]:
     return {f for t in templates for f in template_fields(t)} - {"env"}
 
 
+def declared_names(config: "PipelineConfig") -> list[str]:
+    """The names a pipeline declares for the scope walk: the only names read at parent
+    levels (``requires``, ``optional``, and the ``secret:`` targets of its ``dlt`` table)."""
+    mapped = [t[len("secret:"):] for t in config.dlt.values() if t.startswith("secret:")]
+    return [*config.requires, *config.optional, *mapped]
+
+
 class Run:
     """One pipeline run. Build it with ``Latchkey.pipeline``; use it as a context manager."""
 
@@ -84,7 +91,7 @@ class Run:
                                 for c, t in config.connections.items()}
         grants = tuple(fill_template(g.rstrip("/"), values, f"{what} grant") for g in config.grants)
         self.scope = Scope(fill_template(config.scope, values, f"{what} scope"), grants,
-                           tuple(self.connection_keys.values()))
+                           tuple(self.connection_keys.values()), declared_names(config))
         self._config = config
         self._chain = chain
         self._audit = auditor or Auditor()
@@ -194,6 +201,9 @@ class Run:
     def secret(self, name: str) -> str:
         """The value of ``name``, found by the scope walk (prefetched if the pipeline lists it).
 
+        The walk covers the parent levels only for a name the pipeline declares; any other
+        name is looked for at the scope itself and under ``shared/``.
+
         Raises:
             SecretNotFound: listing every place looked and its scope level.
             RunClosed: the run has ended.
@@ -207,7 +217,8 @@ class Run:
         """The value of an absolute ``key``, if the run's policy allows it.
 
         Raises:
-            AccessDenied: the key is outside the scope walk, ``shared/`` and the grants.
+            AccessDenied: the key is outside the scope, the declared names at parent
+                levels, ``shared/``, the grants and the mapped connections.
         """
         value = self._by_key.get(key)
         if value is not None:
