@@ -179,6 +179,31 @@ def test_a_sibling_document_is_not_readable_at_a_parent_level(sm, aws_env) -> No
         assert "fake-token-acct43" not in repr(run.explain("acct_43"))
 
 
+def test_a_declared_name_holding_a_document_is_refused_at_a_parent_level(sm, aws_env) -> None:
+    """A declared name at a parent level is one key: a JSON object there stands for a subtree,
+    so opening is refused naming the key (never the value); a mapped connection's document and
+    a granted one are read whole."""
+    raw = boto3.client("secretsmanager", endpoint_url=aws_env, region_name=REGION)
+    raw.create_secret(Name=f"{sm.prefix}marketing/facebook/acct_7",
+                      SecretString=json.dumps({"token": "fake-token-acct7"}))
+    raw.create_secret(Name=f"{sm.prefix}connections/wh", SecretString=json.dumps(
+        {"conn_type": "postgres", "host": "db.internal", "password": "fake-wh-pw"}))
+    raw.create_secret(Name=f"{sm.prefix}marketing/facebook/acct_8",
+                      SecretString=json.dumps({"token": "fake-token-acct8"}))
+    manifest = parse_manifest({"pipelines": {
+        "bad": {"scope": "marketing/facebook/{account}", "requires": ["acct_7"]},
+        "ok": {"scope": "marketing/facebook/{account}", "grants": ["marketing/facebook/acct_8"],
+               "connections": {"wh": "connections/wh"}}}}, Path("latchkey.toml"), None)
+    lk = latchkey.Latchkey([sm], manifest=manifest, env=manifest.env)
+    with pytest.raises(AccessDenied, match="'marketing/facebook/acct_7'.*document") as info:
+        with lk.pipeline("bad", account="acct_1"):
+            pass
+    assert "fake-token-acct7" not in str(info.value)
+    with lk.pipeline("ok", account="acct_1") as run:
+        assert run.connection("wh").password == "fake-wh-pw"
+        assert "fake-token-acct8" in run.get("marketing/facebook/acct_8")
+
+
 def test_version_stages_and_binary(sm, aws_env) -> None:
     """AWSCURRENT by default; AWSPENDING when configured; binary secrets come base64."""
     raw = boto3.client("secretsmanager", endpoint_url=aws_env, region_name=REGION)

@@ -32,6 +32,7 @@ from .keys import validate_key
 from .scope import SHARED, Level, Scope, fill_template, template_fields
 
 if TYPE_CHECKING:
+    from .backends.base import Secret
     from .connection import Connection
     from .manifest import PipelineConfig
 
@@ -159,7 +160,7 @@ class Run:
             walks[name] = [(Level(SHARED, SHARED), f"{SHARED}/{name}")]
         for conn, key in self.connection_keys.items():
             walks[_CONNECTION + conn] = [(Level(key, "connection"), key)]
-        return self._chain.resolve_walks(walks)
+        return self._screen(self._chain.resolve_walks(walks))
 
     def close(self) -> None:
         """Drop every value. Reads after this raise RunClosed."""
@@ -236,6 +237,7 @@ class Run:
             self._event("failure", key, "absent" if isinstance(exc, SecretNotFound) else "error",
                         detail=str(exc))
             raise
+        self._check_document(secret)
         self._event("read", key, "ok", secret=secret, latency=time.perf_counter() - start)
         _announce(secret.value)
         with self._lock:
@@ -355,7 +357,7 @@ class Run:
             self._check_open()
         if name in self._resolutions:
             return self._resolutions[name]
-        return self._chain.resolve_walks({name: self.scope.walk(name)})[name]
+        return self._screen(self._chain.resolve_walks({name: self.scope.walk(name)}))[name]
 
     def env(self) -> dict[str, str]:
         """Environment variables for a child process: each resolved secret under its name in
@@ -394,7 +396,7 @@ class Run:
     def _resolve_name(self, name: str) -> str:
         self._check_open()
         start = time.perf_counter()
-        resolution = self._chain.resolve_walks({name: self.scope.walk(name)})[name]
+        resolution = self._screen(self._chain.resolve_walks({name: self.scope.walk(name)}))[name]
         self._record("read", {name: resolution}, time.perf_counter() - start,
                      {} if resolution.found else {name: resolution})
         secret = resolution.require()
@@ -402,6 +404,21 @@ class Run:
             self._check_open()
             self._remember(name, resolution)
         return secret.value
+
+    def _screen(self, resolved: dict[str, Resolution]) -> dict[str, Resolution]:
+        """Refuse a hit that is a document standing for a subtree the run may not read."""
+        for resolution in resolved.values():
+            if resolution.secret is not None:
+                self._check_document(resolution.secret)
+        return resolved
+
+    def _check_document(self, secret: "Secret") -> None:
+        if secret.document and not self.scope.allows_subtree(secret.key):
+            self._event("deny", secret.key, "denied", detail="a document standing for a subtree")
+            raise AccessDenied(
+                f"run {self.name!r} of pipeline {self.pipeline!r} may not read {secret.key!r}: "
+                f"backend {secret.backend!r} holds it as a document standing for the subtree "
+                f"{secret.key + '/'!r}, outside the run's scope, shared/ and grants")
 
     def _remember(self, name: str, resolution: Resolution) -> None:
         self._resolutions[name] = resolution

@@ -18,6 +18,12 @@ documents (Secrets Manager's default, Vault's document layout) reading it would 
 sibling's whole subtree. So ``run.secret(name)`` walks the parent levels only for a declared
 name; an undeclared name is looked for at the scope itself and under ``shared/``.
 
+A value that stands for a subtree (``Secret.document``: a Secrets Manager secret holding a
+JSON object, whose fields are keys; a nested object in a Vault document) is readable only where
+that whole subtree is (:meth:`Scope.allows_subtree`): under the scope, ``shared/``, a grant, or
+a mapped connection. A declared name at a parent level that holds a document is refused; grant
+its key if the run needs it whole.
+
 A declared name must never be the root of a sibling's subtree. A scope whose own segment
 below a parent level is one of the pipeline's declared names is refused
 (``marketing/facebook/{account}`` with ``account="access_token"`` would make this run's subtree
@@ -123,6 +129,13 @@ class Scope:
         levels = self.levels if name in self.names else \
             [lvl for lvl in self.levels if lvl.prefix in (self.prefix, SHARED)]
         return [(level, level.key(name)) for level in levels]
+
+    def allows_subtree(self, key: str) -> bool:
+        """True if a run may read everything below ``key`` too: what a document standing for
+        that subtree (``Secret.document``) needs. A mapped connection's document is the
+        connection; a declared name at a parent level is one key, never a subtree."""
+        return (is_under(key, self.prefix) or is_under(key, SHARED) or key in self.mapped
+                or any(is_under(key, grant) for grant in self.grants))
 
     def allows(self, key: str) -> bool:
         """True if a run in this scope may read ``key``."""
