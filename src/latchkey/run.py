@@ -91,8 +91,11 @@ class Run:
         self.connection_keys = {c: fill_template(t, values, f"{what} connection {c!r}")
                                 for c, t in config.connections.items()}
         grants = tuple(fill_template(g.rstrip("/"), values, f"{what} grant") for g in config.grants)
-        self.scope = Scope(fill_template(config.scope, values, f"{what} scope"), grants,
-                           tuple(self.connection_keys.values()), declared_names(config))
+        try:
+            self.scope = Scope(fill_template(config.scope, values, f"{what} scope"), grants,
+                               tuple(self.connection_keys.values()), declared_names(config))
+        except UsageError as exc:
+            raise UsageError(f"{what}: {exc}") from None
         self._config = config
         self._chain = chain
         self._audit = auditor or Auditor()
