@@ -195,9 +195,9 @@ def test_a_declared_name_holding_a_document_is_refused_at_a_parent_level(sm, aws
         "ok": {"scope": "marketing/facebook/{account}", "grants": ["marketing/facebook/acct_8"],
                "connections": {"wh": "connections/wh"}}}}, Path("latchkey.toml"), None)
     lk = latchkey.Latchkey([sm], manifest=manifest, env=manifest.env)
-    with pytest.raises(AccessDenied, match="'marketing/facebook/acct_7'.*document") as info:
-        with lk.pipeline("bad", account="acct_1"):
-            pass
+    with pytest.raises(AccessDenied, match="'marketing/facebook/acct_7'.*document") as info, \
+            lk.pipeline("bad", account="acct_1"):
+        pass
     assert "fake-token-acct7" not in str(info.value)
     with lk.pipeline("ok", account="acct_1") as run:
         assert run.connection("wh").password == "fake-wh-pw"

@@ -14,9 +14,10 @@ import itertools
 import json
 import os
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -197,8 +198,6 @@ def _dlt_provider():
 
 
 def _load_airflow():
-    if os.environ.get("LATCHKEY_SKIP_AIRFLOW_PROPERTY"):
-        return None
     try:
         from airflow.sdk.exceptions import AirflowSecretsBackendAccessDenied
         from airflow.secrets import BaseSecretsBackend
