@@ -208,6 +208,54 @@ def test_documents_and_batching(sm, moto, aws_env) -> None:
     assert sm.get("connections/warehouse/nope") is None
 
 
+def test_a_sibling_document_is_not_readable_at_a_parent_level(sm, aws_env) -> None:
+    """Issue 16: with documents on, the secret marketing/facebook/acct_43 is acct_43's whole
+    subtree; the run of acct_42 can neither get it nor find it by the walk."""
+    raw = boto3.client("secretsmanager", endpoint_url=aws_env, region_name=REGION)
+    raw.create_secret(Name=f"{sm.prefix}marketing/facebook/acct_43",
+                      SecretString=json.dumps({"access_token": "fake-token-acct43"}))
+    raw.create_secret(Name=f"{sm.prefix}marketing/facebook",
+                      SecretString=json.dumps({"app_secret": "fake-app-secret",
+                                               "acct_43": {"access_token": "fake-nested-43"}}))
+    sm.put("marketing/facebook/acct_42/access_token", "fake-token-acct42")
+    manifest = parse_manifest({"pipelines": {"ads": {
+        "scope": "marketing/facebook/{account}", "requires": ["access_token", "app_secret"]}}},
+        Path("latchkey.toml"), None)
+    lk = latchkey.Latchkey([sm], manifest=manifest, env=manifest.env)
+    with lk.pipeline("ads", account="acct_42") as run:
+        assert run.secret("app_secret") == "fake-app-secret"  # a declared name, from a document
+        with pytest.raises(AccessDenied, match="marketing/facebook/acct_43"):
+            run.get("marketing/facebook/acct_43")
+        with pytest.raises(latchkey.SecretNotFound):
+            run.secret("acct_43")
+        assert "fake-token-acct43" not in repr(run.explain("acct_43"))
+
+
+def test_a_declared_name_holding_a_document_is_refused_at_a_parent_level(sm, aws_env) -> None:
+    """A declared name at a parent level is one key: a JSON object there stands for a subtree,
+    so opening is refused naming the key (never the value); a mapped connection's document and
+    a granted one are read whole."""
+    raw = boto3.client("secretsmanager", endpoint_url=aws_env, region_name=REGION)
+    raw.create_secret(Name=f"{sm.prefix}marketing/facebook/acct_7",
+                      SecretString=json.dumps({"token": "fake-token-acct7"}))
+    raw.create_secret(Name=f"{sm.prefix}connections/wh", SecretString=json.dumps(
+        {"conn_type": "postgres", "host": "db.internal", "password": "fake-wh-pw"}))
+    raw.create_secret(Name=f"{sm.prefix}marketing/facebook/acct_8",
+                      SecretString=json.dumps({"token": "fake-token-acct8"}))
+    manifest = parse_manifest({"pipelines": {
+        "bad": {"scope": "marketing/facebook/{account}", "requires": ["acct_7"]},
+        "ok": {"scope": "marketing/facebook/{account}", "grants": ["marketing/facebook/acct_8"],
+               "connections": {"wh": "connections/wh"}}}}, Path("latchkey.toml"), None)
+    lk = latchkey.Latchkey([sm], manifest=manifest, env=manifest.env)
+    with pytest.raises(AccessDenied, match="'marketing/facebook/acct_7'.*document") as info, \
+            lk.pipeline("bad", account="acct_1"):
+        pass
+    assert "fake-token-acct7" not in str(info.value)
+    with lk.pipeline("ok", account="acct_1") as run:
+        assert run.connection("wh").password == "fake-wh-pw"
+        assert "fake-token-acct8" in run.get("marketing/facebook/acct_8")
+
+
 def test_version_stages_and_binary(sm, aws_env) -> None:
     """AWSCURRENT by default; AWSPENDING when configured; binary secrets come base64."""
     raw = boto3.client("secretsmanager", endpoint_url=aws_env, region_name=REGION)

@@ -325,8 +325,7 @@ def _lk_of(manifest: str) -> Latchkey:
                                                 Path("/nonexistent/latchkey.toml")))
 
 
-_segment = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_.-", min_size=1,
-                   max_size=10).filter(lambda s: s not in (".", ".."))
+_segment = st.from_regex(r"[a-z0-9]{1,4}(_[a-z0-9]{1,4}){0,2}", fullmatch=True)  # has a variable
 _keys = st.lists(_segment, min_size=1, max_size=4).map("/".join)
 _envs = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-",
                 min_size=1, max_size=10).filter(lambda s: s not in (".", ".."))

@@ -150,17 +150,41 @@ def test_policy_denies_other_scopes() -> None:
 
 def test_lazy_names_are_resolved_once_and_missing_ones_list_the_walk() -> None:
     """A name outside requires is resolved on first use and cached; a miss lists its walk."""
-    mem = MemoryBackend("mem", {**DATA, "marketing/extra": "fake-extra"})
+    mem = MemoryBackend("mem", {**DATA, "marketing/facebook/acct_42/extra": "fake-extra"})
     with make(mem).pipeline("ads", account="acct_42") as run:
         after_open = len(mem.calls)
         assert run.secret("extra") == "fake-extra"
         assert run.secret("extra") == "fake-extra"
-        assert [c.args for c in mem.calls[after_open:]] == [
-            ("marketing/facebook/acct_42/extra",), ("marketing/facebook/extra",),
-            ("marketing/extra",)]
+        assert [c.args for c in mem.calls[after_open:]] == [("marketing/facebook/acct_42/extra",)]
         with pytest.raises(SecretNotFound) as info:
             run.secret("nope")
         assert [a.level for a in info.value.attempts][-1] == "shared"
+
+
+def test_undeclared_names_are_not_read_at_parent_levels() -> None:
+    """run.secret of an undeclared name walks the scope and shared/ only; run.get of an
+    undeclared key at a parent level (a sibling's scope, say) is denied."""
+    mem = MemoryBackend("mem", {**DATA, "marketing/extra": "fake-parent-extra",
+                                "marketing/facebook/acct_43": '{"access_token": "fake-tok-43"}'})
+    with make(mem).pipeline("ads", account="acct_42") as run:
+        with pytest.raises(SecretNotFound) as info:
+            run.secret("extra")
+        assert [a.key for a in info.value.attempts] == ["marketing/facebook/acct_42/extra",
+                                                        "shared/extra"]
+        with pytest.raises(SecretNotFound):
+            run.secret("acct_43")
+        for key in ("marketing/extra", "marketing/facebook/acct_43"):
+            with pytest.raises(AccessDenied, match=key):
+                run.get(key)
+        assert run.get("marketing/facebook/app_secret") == "fake-app"  # a declared name
+        assert "fake-tok-43" not in [v for k, v in run._by_key.items()]
+
+
+def test_a_parameter_equal_to_a_declared_name_is_refused() -> None:
+    """account="app_secret" would make the run's subtree the key its siblings read as
+    app_secret: the run is refused, naming the segment."""
+    with pytest.raises(UsageError, match="'app_secret' is also a declared name"):
+        make().pipeline("ads", account="app_secret")
 
 
 def test_values_are_dropped_on_exit() -> None:

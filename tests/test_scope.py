@@ -19,14 +19,34 @@ def test_fill_template_and_errors() -> None:
 
 
 def test_walk_most_specific_first_then_shared() -> None:
-    """The walk goes from the scope up to the root, then shared/, each level labelled."""
-    walk = Scope("marketing/facebook/acct_42").walk("access_token")
+    """A declared name is walked from the scope up to the root, then shared/, each level
+    labelled."""
+    walk = Scope("marketing/facebook/acct_42", names=["access_token"]).walk("access_token")
     assert [(lvl.label, key) for lvl, key in walk] == [
         ("marketing/facebook/acct_42", "marketing/facebook/acct_42/access_token"),
         ("marketing/facebook", "marketing/facebook/access_token"),
         ("marketing", "marketing/access_token"),
         ("shared", "shared/access_token"),
     ]
+
+
+def test_undeclared_names_skip_parent_levels() -> None:
+    """An undeclared name is looked for at the scope and under shared/ only: at a parent
+    level it could be a sibling's scope (acct_43) or its whole document."""
+    walk = Scope("marketing/facebook/acct_42", names=["access_token"]).walk("acct_43")
+    assert [key for _, key in walk] == ["marketing/facebook/acct_42/acct_43", "shared/acct_43"]
+
+
+@pytest.mark.parametrize("prefix", [
+    pytest.param("marketing/facebook/access_token", id="parameter-value"),
+    pytest.param("marketing/access_token/acct_42", id="literal-segment"),
+])
+def test_a_scope_segment_that_is_a_declared_name_is_refused(prefix: str) -> None:
+    """A scope whose segment below a parent level is a declared name is refused: siblings
+    read that key as the name, and it would be this scope's subtree."""
+    with pytest.raises(UsageError, match="'access_token' is also a declared name"):
+        Scope(prefix, names=["access_token"])
+    assert Scope("access_token/x", names=["access_token"]).prefix == "access_token/x"
 
 
 def test_names_are_one_segment() -> None:
@@ -46,7 +66,12 @@ def test_names_are_one_segment() -> None:
     ("ops/pager", True),                    # granted exact key
     ("connections/snowflake_prod", True),   # mapped connection
     ("marketing/facebook/acct_43/access_token", False),
-    ("marketing/facebook/acct_43", True),   # a key at a parent level, not acct_43's subtree
+    ("marketing/facebook/acct_43", False),  # a sibling's scope: in SM, its whole document
+    ("marketing/facebook/other_name", False),  # at a parent level, declared names only
+    ("marketing/other_name", False),
+    ("marketing/facebook/app_secret/x", False),  # a declared name's key, not its subtree
+    ("marketing/facebook/acct_42", True),   # the scope itself
+    ("shared/acct_43", True),
     ("marketing/facebook/acct_43/x", False),
     ("marketing/google/token", False),
     ("finance/stripe_other", False),
@@ -56,7 +81,8 @@ def test_names_are_one_segment() -> None:
     ("sharedx/token", False),
 ])
 def test_policy(key: str, allowed: bool) -> None:
-    """A run reads its scope, direct keys of parent levels, shared/, grants and mapped keys."""
+    """A run reads its scope, its declared names at parent levels, shared/, grants and mapped
+    keys."""
     scope = Scope("marketing/facebook/acct_42", grants=("finance/stripe", "ops/pager"),
-                  mapped=("connections/snowflake_prod",))
+                  mapped=("connections/snowflake_prod",), names=("app_secret", "region"))
     assert scope.allows(key) is allowed

@@ -32,10 +32,11 @@ from .keys import validate_key
 from .scope import SHARED, Level, Scope, fill_template, template_fields
 
 if TYPE_CHECKING:
+    from .backends.base import Secret
     from .connection import Connection
     from .manifest import PipelineConfig
 
-__all__ = ["Run", "add_value_listener", "current", "pipeline_fields"]
+__all__ = ["Run", "add_value_listener", "current", "declared_names", "pipeline_fields"]
 
 _current: ContextVar["Run | None"] = ContextVar("latchkey_run", default=None)
 _CONNECTION = "connection:"
@@ -70,6 +71,13 @@ def pipeline_fields(config: "PipelineConfig") -> set[str]:
     return {f for t in templates for f in template_fields(t)} - {"env"}
 
 
+def declared_names(config: "PipelineConfig") -> list[str]:
+    """The names a pipeline declares for the scope walk: the only names read at parent
+    levels (``requires``, ``optional``, and the ``secret:`` targets of its ``dlt`` table)."""
+    mapped = [t[len("secret:"):] for t in config.dlt.values() if t.startswith("secret:")]
+    return [*config.requires, *config.optional, *mapped]
+
+
 class Run:
     """One pipeline run. Build it with ``Latchkey.pipeline``; use it as a context manager."""
 
@@ -85,8 +93,11 @@ class Run:
         self.connection_keys = {c: fill_template(t, values, f"{what} connection {c!r}")
                                 for c, t in config.connections.items()}
         grants = tuple(fill_template(g.rstrip("/"), values, f"{what} grant") for g in config.grants)
-        self.scope = Scope(fill_template(config.scope, values, f"{what} scope"), grants,
-                           tuple(self.connection_keys.values()))
+        try:
+            self.scope = Scope(fill_template(config.scope, values, f"{what} scope"), grants,
+                               tuple(self.connection_keys.values()), declared_names(config))
+        except UsageError as exc:
+            raise UsageError(f"{what}: {exc}") from None
         self._config = config
         self._chain = chain
         self._audit = auditor or Auditor()
@@ -154,7 +165,7 @@ class Run:
             walks[name] = [(Level(SHARED, SHARED), f"{SHARED}/{name}")]
         for conn, key in self.connection_keys.items():
             walks[_CONNECTION + conn] = [(Level(key, "connection"), key)]
-        return self._chain.resolve_walks(walks)
+        return self._screen(self._chain.resolve_walks(walks))
 
     def close(self) -> None:
         """Drop every value. Reads after this raise RunClosed."""
@@ -196,6 +207,9 @@ class Run:
     def secret(self, name: str) -> str:
         """The value of ``name``, found by the scope walk (prefetched if the pipeline lists it).
 
+        The walk covers the parent levels only for a name the pipeline declares; any other
+        name is looked for at the scope itself and under ``shared/``.
+
         Raises:
             SecretNotFound: listing every place looked and its scope level.
             RunClosed: the run has ended.
@@ -209,7 +223,8 @@ class Run:
         """The value of an absolute ``key``, if the run's policy allows it.
 
         Raises:
-            AccessDenied: the key is outside the scope walk, ``shared/`` and the grants.
+            AccessDenied: the key is outside the scope, the declared names at parent
+                levels, ``shared/``, the grants and the mapped connections.
         """
         value = self._by_key.get(key)
         if value is not None:
@@ -227,6 +242,7 @@ class Run:
             self._event("failure", key, "absent" if isinstance(exc, SecretNotFound) else "error",
                         detail=str(exc))
             raise
+        self._check_document(secret)
         self._event("read", key, "ok", secret=secret, latency=time.perf_counter() - start)
         _announce(secret.value)
         with self._lock:
@@ -346,7 +362,7 @@ class Run:
             self._check_open()
         if name in self._resolutions:
             return self._resolutions[name]
-        return self._chain.resolve_walks({name: self.scope.walk(name)})[name]
+        return self._screen(self._chain.resolve_walks({name: self.scope.walk(name)}))[name]
 
     def env(self) -> dict[str, str]:
         """Environment variables for a child process: each resolved secret under its name in
@@ -385,7 +401,7 @@ class Run:
     def _resolve_name(self, name: str) -> str:
         self._check_open()
         start = time.perf_counter()
-        resolution = self._chain.resolve_walks({name: self.scope.walk(name)})[name]
+        resolution = self._screen(self._chain.resolve_walks({name: self.scope.walk(name)}))[name]
         self._record("read", {name: resolution}, time.perf_counter() - start,
                      {} if resolution.found else {name: resolution})
         secret = resolution.require()
@@ -393,6 +409,21 @@ class Run:
             self._check_open()
             self._remember(name, resolution)
         return secret.value
+
+    def _screen(self, resolved: dict[str, Resolution]) -> dict[str, Resolution]:
+        """Refuse a hit that is a document standing for a subtree the run may not read."""
+        for resolution in resolved.values():
+            if resolution.secret is not None:
+                self._check_document(resolution.secret)
+        return resolved
+
+    def _check_document(self, secret: "Secret") -> None:
+        if secret.document and not self.scope.allows_subtree(secret.key):
+            self._event("deny", secret.key, "denied", detail="a document standing for a subtree")
+            raise AccessDenied(
+                f"run {self.name!r} of pipeline {self.pipeline!r} may not read {secret.key!r}: "
+                f"backend {secret.backend!r} holds it as a document standing for the subtree "
+                f"{secret.key + '/'!r}, outside the run's scope, shared/ and grants")
 
     def _remember(self, name: str, resolution: Resolution) -> None:
         self._resolutions[name] = resolution

@@ -9,10 +9,25 @@ specific first, then under ``shared/``::
     marketing/access_token                    [marketing]
     shared/access_token                       [shared]
 
-Policy: a run may read anything under its own scope, a key directly at a parent level (the
-walk's own candidates, never a sibling's subtree: ``marketing/facebook/acct_43/...`` is
-denied), anything under ``shared/``, its grants (exact keys or prefixes) and the keys its
-connections are mapped to.
+Policy: a run may read anything under its own scope, anything under ``shared/``, its grants
+(exact keys or prefixes), the keys its connections are mapped to, and, at a parent level, only
+the keys ``<level>/<name>`` of the names its pipeline declares (``requires``, ``optional`` and
+the ``secret:`` targets of its ``dlt`` table). Nothing else at a parent level is readable:
+``marketing/facebook/acct_43`` is a sibling's scope, and in a store whose secrets are JSON
+documents (Secrets Manager's default, Vault's document layout) reading it would return that
+sibling's whole subtree. So ``run.secret(name)`` walks the parent levels only for a declared
+name; an undeclared name is looked for at the scope itself and under ``shared/``.
+
+A value that stands for a subtree (``Secret.document``: a Secrets Manager secret holding a
+JSON object, whose fields are keys; a nested object in a Vault document) is readable only where
+that whole subtree is (:meth:`Scope.allows_subtree`): under the scope, ``shared/``, a grant, or
+a mapped connection. A declared name at a parent level that holds a document is refused; grant
+its key if the run needs it whole.
+
+A declared name must never be the root of a sibling's subtree. A scope whose own segment
+below a parent level is one of the pipeline's declared names is refused
+(``marketing/facebook/{account}`` with ``account="access_token"`` would make this run's subtree
+the key every other account reads as ``access_token``).
 """
 
 from __future__ import annotations
@@ -20,7 +35,7 @@ from __future__ import annotations
 import re
 import string
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from .errors import InvalidKey, UsageError
 from .keys import is_under, validate_key
@@ -70,11 +85,28 @@ class Scope:
     """A filled scope: its walk, and the policy of a run using it."""
 
     def __init__(self, prefix: str, grants: tuple[str, ...] = (),
-                 mapped: tuple[str, ...] = ()) -> None:
+                 mapped: tuple[str, ...] = (), names: Iterable[str] = ()) -> None:
+        """Args:
+            prefix: the filled scope.
+            grants: keys or prefixes the run may read besides its scope.
+            mapped: the keys the run's connections are mapped to (exact keys).
+            names: the declared names, the only ones read at parent levels.
+
+        Raises:
+            UsageError: a segment of the scope is a declared name (see the module docstring).
+        """
         self.prefix = validate_key(prefix)
         self.grants = tuple(g.rstrip("/") for g in grants)
         self.mapped = frozenset(mapped)
+        self.names = frozenset(names)
         parts = self.prefix.split("/")
+        for depth in range(1, len(parts)):
+            if parts[depth] in self.names:
+                level = "/".join(parts[:depth])
+                raise UsageError(
+                    f"scope {self.prefix!r}: segment {parts[depth]!r} is also a declared name, "
+                    f"which runs read as {level}/{parts[depth]}; that key would be this "
+                    "scope's subtree (rename the parameter value or the name)")
         levels = [Level("/".join(parts[:i]), "/".join(parts[:i])) for i in range(len(parts), 0, -1)]
         if self.prefix != SHARED and not self.prefix.startswith(SHARED + "/"):
             levels.append(Level(SHARED, SHARED))
@@ -86,13 +118,24 @@ class Scope:
     def walk(self, name: str) -> list[tuple[Level, str]]:
         """The candidate keys for ``name``, most specific first.
 
-        A name is one segment: ``oauth/client_id`` looked up at ``marketing/facebook`` would
-        reach into the subtree of an account called ``oauth``.
+        A declared name is looked for at every level; any other name only at the scope itself
+        and under ``shared/`` (a parent level holds siblings' subtrees, see the module
+        docstring). A name is one segment: ``oauth/client_id`` looked up at
+        ``marketing/facebook`` would reach into the subtree of an account called ``oauth``.
         """
         validate_key(name)
         if "/" in name:
             raise InvalidKey(name, "a secret name is one segment; read a full key with run.get()")
-        return [(level, level.key(name)) for level in self.levels]
+        levels = self.levels if name in self.names else \
+            [lvl for lvl in self.levels if lvl.prefix in (self.prefix, SHARED)]
+        return [(level, level.key(name)) for level in levels]
+
+    def allows_subtree(self, key: str) -> bool:
+        """True if a run may read everything below ``key`` too: what a document standing for
+        that subtree (``Secret.document``) needs. A mapped connection's document is the
+        connection; a declared name at a parent level is one key, never a subtree."""
+        return (is_under(key, self.prefix) or is_under(key, SHARED) or key in self.mapped
+                or any(is_under(key, grant) for grant in self.grants))
 
     def allows(self, key: str) -> bool:
         """True if a run in this scope may read ``key``."""
@@ -101,5 +144,4 @@ class Scope:
         if any(is_under(key, grant) for grant in self.grants):
             return True
         parent, _, leaf = key.rpartition("/")
-        return bool(parent) and "/" not in leaf and any(
-            parent == level.prefix for level in self.levels[1:])
+        return leaf in self.names and any(parent == level.prefix for level in self.levels[1:])

@@ -8,7 +8,10 @@ holds one value, or a JSON document whose
 fields are keys too: the secret ``connections/warehouse`` holding ``{"host": ..., "login":
 ..., "password": ...}`` answers ``connections/warehouse`` (the whole document, which
 ``Connection.from_value`` reads as Airflow's JSON form) and ``connections/warehouse/password``.
-A secret of the key's own name wins over a document field.
+A secret of the key's own name wins over a document field. A secret read whole whose value is
+a JSON object (or a field holding an object) is marked ``Secret.document``: it stands for the
+subtree below its key, so a run reads it only where that whole subtree is allowed (a sibling
+account's secret ``marketing/facebook/acct_43`` is acct_43's whole subtree).
 
 Reads use ``BatchGetSecretValue`` (20 secrets a call, calls issued concurrently) for the
 AWSCURRENT stage; another stage (``version_stage = "AWSPENDING"``) is read with one
@@ -84,15 +87,18 @@ class SecretsManagerBackend(AwsBackend):
         for key in keys:
             own = secrets.get(self.secret_id(key))
             if own is not None:
-                out[key] = self._secret(key, _text(own), own.get("VersionId"),
-                                        created_at=own.get("CreatedDate"))
+                text = _text(own)
+                out[key] = self._secret(key, text, own.get("VersionId"),
+                                        created_at=own.get("CreatedDate"),
+                                        document=self.config.documents and _is_object(text))
             elif self.config.documents and "/" in key:
                 parent, field = key.rsplit("/", 1)
                 document = secrets.get(self.secret_id(parent))
                 value = _field(document, field) if document else None
                 if value is not None:
                     out[key] = self._secret(key, value, document.get("VersionId"),
-                                            created_at=document.get("CreatedDate"))
+                                            created_at=document.get("CreatedDate"),
+                                            document=_is_object(value))
         return out
 
     def _fetch(self, ids: list[str], keys: Sequence[str]) -> dict[str, dict]:
@@ -213,6 +219,16 @@ def _text(secret: dict) -> str:
     if secret.get("SecretString") is not None:
         return secret["SecretString"]
     return base64.b64encode(secret.get("SecretBinary") or b"").decode("ascii")
+
+
+def _is_object(text: str) -> bool:
+    """True if ``text`` is a JSON object: with documents on, it stands for a subtree."""
+    if not text.lstrip().startswith("{"):
+        return False
+    try:
+        return isinstance(json.loads(text), dict)
+    except json.JSONDecodeError:
+        return False
 
 
 def _field(document: dict, field: str) -> str | None:

@@ -93,6 +93,10 @@ class Secret:
     cached: bool = False
     #: set when the store failed and a cached value this many seconds old was served
     stale_seconds: float | None = None
+    #: the value is a JSON document standing for the subtree ``key/...`` (a Secrets Manager
+    #: secret whose fields are keys, a nested object): a run reads it only where the whole
+    #: subtree is allowed
+    document: bool = False
 
     def __repr__(self) -> str:
         stale = f", stale_seconds={self.stale_seconds}" if self.stale_seconds is not None else ""

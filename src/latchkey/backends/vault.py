@@ -269,10 +269,12 @@ class VaultBackend(RemoteBackend):
         value = document["data"].get(self.field_of(key))
         if value is None:
             return None
+        nested = isinstance(value, dict)  # a field holding an object: a subtree's worth
         if not isinstance(value, str):
             value = json.dumps(value)
         version = None if document["version"] is None else str(document["version"])
-        return self._secret(key, value, version, created_at=document["created"])
+        return self._secret(key, value, version, created_at=document["created"],
+                            document=nested)
 
     def _list_folder(self, path: str, keys: Sequence[str]) -> list[str]:
         """The names LIST gives for one folder (sub-folders end in ``/``)."""

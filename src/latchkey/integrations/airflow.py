@@ -157,7 +157,7 @@ class LatchkeySecretsBackend(BaseSecretsBackend):
         if not run.scope.allows(key):
             return self._deny_if_held(key, f"DAG {dag_id!r} (latchkey pipeline "
                                            f"{run.pipeline!r}) may not read {kind} {name!r}")
-        return self._read(self.lk.chain_for(run.environment).get, key)
+        return self._read(self.lk.chain_for(run.environment).get, key, run)
 
     def _scope(self) -> tuple[Run, str] | None:
         """The policy for this task: the active run, else the DAG's pipeline."""
@@ -179,15 +179,19 @@ class LatchkeySecretsBackend(BaseSecretsBackend):
                 f"DAG {dag_id!r}: {exc}; open a run in the task with "
                 "latchkey.integrations.airflow.task_run(...)") from None
 
-    def _read(self, get: Callable, key: str) -> str | None:
+    def _read(self, get: Callable, key: str, run: Run | None = None) -> str | None:
         try:
-            value = get(key).value
+            secret = get(key)
         except SecretNotFound:
             return None
         except AccessDenied as exc:
             raise AirflowSecretsBackendAccessDenied(str(exc)) from None
-        _mask(value)
-        return value
+        if run is not None and secret.document and not run.scope.allows_subtree(key):
+            raise AirflowSecretsBackendAccessDenied(
+                f"latchkey pipeline {run.pipeline!r} may not read {key!r}: it is a document "
+                "standing for a subtree outside the pipeline's scope, shared/ and grants")
+        _mask(secret.value)
+        return secret.value
 
     def _deny_if_held(self, key: str, why: str) -> None:
         """Refuse, authoritatively, a key latchkey holds; stay out of the way otherwise."""

@@ -1,0 +1,270 @@
+"""Policy, as a property: whatever the pipeline and the store hold, a run obtains only values
+stored under its scope subtree, its declared names at parent levels, shared/, its grants and
+its mapped connections, through run.secret, run.get, run.connection, the dlt provider and the
+Airflow backend (issue 16).
+
+The store double keeps Secrets Manager's document layout: a secret whose value is a JSON
+object is a document whose fields are keys (``K/f`` is answered from ``K`` when ``K/f`` itself
+is absent), and reading ``K`` whole returns every value below it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import latchkey
+from latchkey.backends.base import Secret
+from latchkey.errors import LatchkeyError
+from latchkey.manifest import parse_manifest
+from latchkey.testing import MemoryBackend
+
+SEGMENTS = ["a", "b", "c", "d"]
+PARAM = "{acct}"
+TOKEN = re.compile(r"fake-tok\d{4}x")
+
+
+class DocumentMemory(MemoryBackend):
+    """MemoryBackend with Secrets Manager's document layout (``documents = true``)."""
+
+    type = "memory_documents"
+
+    def _get_many(self, keys: Sequence[str]) -> dict[str, Secret]:
+        own = super()._get_many([*keys, *(k.rsplit("/", 1)[0] for k in keys if "/" in k)])
+        out = {}
+        for key in keys:
+            if key in own:
+                out[key] = _mark(own[key], _object(own[key].value))
+            elif "/" in key and key.rsplit("/", 1)[0] in own:
+                parent, field = key.rsplit("/", 1)
+                doc = _object(own[parent].value)
+                if doc is not None and doc.get(field) is not None:
+                    value = doc[field]
+                    text = value if isinstance(value, str) else json.dumps(value)
+                    out[key] = _mark(self._secret(key, text), value if isinstance(value, dict)
+                                     else None)
+        return out
+
+
+def _object(text: str) -> dict | None:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _mark(secret: Secret, document: dict | None) -> Secret:
+    if "document" not in Secret.__dataclass_fields__:  # a latchkey without the flag
+        return secret
+    return replace(secret, document=document is not None)
+
+
+# -- generated worlds ---------------------------------------------------------------------
+paths = st.lists(st.sampled_from(SEGMENTS), min_size=1, max_size=3).map("/".join)
+stored_keys = st.one_of(paths, paths.map(lambda p: f"shared/{p}"))
+leaf_or_doc = st.one_of(
+    st.just("leaf"),
+    st.dictionaries(st.sampled_from(SEGMENTS), st.one_of(
+        st.just("leaf"), st.dictionaries(st.sampled_from(SEGMENTS), st.just("leaf"),
+                                         min_size=1, max_size=2)), min_size=1, max_size=3))
+
+
+@st.composite
+def worlds(draw) -> dict[str, Any]:
+    scope = draw(st.lists(st.sampled_from([*SEGMENTS, PARAM]), min_size=1, max_size=3))
+    # mostly names that are no segment of the scope (one that is makes the run refused)
+    pool = SEGMENTS if draw(st.integers(0, 4)) == 0 else [s for s in SEGMENTS if s not in scope]
+    names = draw(st.lists(st.sampled_from(pool), max_size=3, unique=True)) if pool else []
+    pipeline = {
+        "scope": "/".join(scope),
+        "optional": names[:2],
+        "shared": draw(st.lists(st.sampled_from(SEGMENTS), max_size=2, unique=True)),
+        "grants": draw(st.lists(paths, max_size=2)),
+        "connections": draw(st.dictionaries(st.sampled_from(["wh", "lake"]), paths, max_size=2)),
+        "dlt": {"sources.src.mapped_key": "key:" + draw(stored_keys),
+                **({"sources.src.mapped_name": f"secret:{names[2]}"} if len(names) > 2 else {})},
+    }
+    acct = draw(st.sampled_from(SEGMENTS))
+    shapes = draw(st.dictionaries(stored_keys, leaf_or_doc, min_size=1, max_size=12))
+    filled = pipeline["scope"].replace(PARAM, acct).split("/")
+    for name in names:  # values, and documents, where the walk looks for declared names
+        depth = draw(st.integers(0, len(filled)))
+        shapes.setdefault("/".join([*filled[:depth], name]), draw(leaf_or_doc))
+    for key in [*(f"shared/{n}" for n in pipeline["shared"]), *pipeline["connections"].values()]:
+        shapes.setdefault(key, draw(leaf_or_doc))  # what the run requires, so it opens
+    return {"pipeline": pipeline, "acct": acct, "shapes": shapes}
+
+
+def _materialise(shapes: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """Store values: ``{key: text}``, and ``{token: the key it is stored under}``."""
+    counter = itertools.count()
+    owner: dict[str, str] = {}
+
+    def build(key: str, shape: Any) -> Any:
+        if shape == "leaf":
+            token = f"fake-tok{next(counter):04d}x"
+            owner[token] = key
+            return token
+        return {field: build(f"{key}/{field}", sub) for field, sub in shape.items()}
+
+    data = {}
+    for key, shape in shapes.items():
+        value = build(key, shape)
+        data[key] = value if isinstance(value, str) else json.dumps(value)
+    return data, owner
+
+
+# -- the reference model: DESIGN.md's sentence, written out --------------------------------
+def _under(key: str, prefix: str) -> bool:
+    return key == prefix or key.startswith(prefix + "/")
+
+
+def reference_allows(pipeline: dict, acct: str, key: str) -> bool:
+    scope = pipeline["scope"].replace(PARAM, acct)
+    declared = set(pipeline["optional"]) | {t[len("secret:"):] for t in pipeline["dlt"].values()
+                                            if t.startswith("secret:")}
+    parents = ["/".join(scope.split("/")[:i]) for i in range(1, scope.count("/") + 1)]
+    parent, _, leaf = key.rpartition("/")
+    return (_under(key, scope) or _under(key, "shared")
+            or any(_under(key, g) for g in pipeline["grants"])
+            or any(_under(key, c) for c in pipeline["connections"].values())
+            or (parent in parents and leaf in declared))
+
+
+# -- every way a run hands out a value ------------------------------------------------------
+def _airflow_backend(lk: latchkey.Latchkey):
+    if _AIRFLOW is None:
+        return None
+    backend_cls, base_cls, _ = _AIRFLOW
+    backend = backend_cls.__new__(backend_cls)
+    base_cls.__init__(backend)
+    backend.lk, backend.outside_pipelines = lk, "shared_only"
+    backend.prefixes = {"connection": None, "variable": None, "config": None}
+    return backend
+
+
+def _obtain(run, lk, probe_keys: list[str]) -> Iterator[str]:
+    """Every text the run hands out, trying every key and name through every API."""
+    provider = _dlt_provider()
+    airflow = _airflow_backend(lk)
+    denied = (LatchkeyError,) + ((_AIRFLOW[2],) if _AIRFLOW else ())
+    attempts = [(run.secret, name) for name in [*SEGMENTS, "shared"]]
+    attempts += [(run.get, key) for key in probe_keys]
+    attempts += [(lambda c: run.connection(c).to_json(), c) for c in run.connection_keys]
+    if provider is not None:
+        attempts += [(lambda f: provider.get_value(f, str, None, "sources", "src")[0], f)
+                     for f in [*SEGMENTS, "mapped_key", "mapped_name"]]
+    if airflow is not None:
+        for key in probe_keys:
+            parent, _, leaf = key.rpartition("/")
+            if parent:
+                attempts.append((lambda k: _airflow_reads(airflow, *k), (parent, leaf)))
+    for read, arg in attempts:
+        try:
+            value = read(arg)
+        except denied:
+            continue
+        if value is not None:
+            yield value if isinstance(value, str) else json.dumps(value)
+
+
+def _airflow_reads(backend, prefix: str, name: str) -> str:
+    backend.prefixes.update(connection=prefix, variable=prefix)
+    return json.dumps([backend.get_variable(name), backend.get_conn_value(name)])
+
+
+_DLT: list = []
+
+
+def _dlt_provider():
+    if not _DLT:
+        try:
+            from latchkey.integrations.dlt import LatchkeyProvider
+            _DLT.append(LatchkeyProvider())
+        except ImportError:
+            _DLT.append(None)
+    return _DLT[0]
+
+
+def _load_airflow():
+    try:
+        from airflow.sdk.exceptions import AirflowSecretsBackendAccessDenied
+        from airflow.secrets import BaseSecretsBackend
+
+        from latchkey.integrations.airflow import LatchkeySecretsBackend
+    except ImportError:
+        return None
+    return LatchkeySecretsBackend, BaseSecretsBackend, AirflowSecretsBackendAccessDenied
+
+
+_AIRFLOW = None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Airflow, when installed, is imported with its home in a temporary folder."""
+    global _AIRFLOW
+    home = os.environ.get("AIRFLOW_HOME")
+    os.environ["AIRFLOW_HOME"] = str(tmp_path_factory.mktemp("airflow_home"))
+    try:
+        _AIRFLOW = _load_airflow()
+        yield
+    finally:
+        if home is None:
+            os.environ.pop("AIRFLOW_HOME", None)
+        else:
+            os.environ["AIRFLOW_HOME"] = home
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(world=worlds())
+def test_a_run_obtains_only_what_its_policy_allows(world: dict) -> None:
+    """Through secret, get, connection, the dlt provider and the Airflow backend, every value
+    a run obtains is stored under a key the reference model allows."""
+    data, owner = _materialise(world["shapes"])
+    pipeline, acct = world["pipeline"], world["acct"]
+    manifest = parse_manifest({"pipelines": {"p": pipeline}}, Path("latchkey.toml"), None)
+    lk = latchkey.Latchkey([DocumentMemory("mem", data)], manifest=manifest, env=manifest.env)
+    probe_keys = sorted({k for key in data for k in _prefixes(key)}
+                        | {f"{k}/{s}" for k in data for s in SEGMENTS})
+    try:
+        run = lk.pipeline("p", acct=acct) if PARAM in pipeline["scope"] else lk.pipeline("p")
+        run.open()
+    except LatchkeyError:
+        return  # refused at the door (a scope segment that is a declared name, a document)
+    with run.attach():
+        try:
+            obtained = list(_obtain(run, lk, probe_keys))
+        finally:
+            run.close()
+    for text in obtained:
+        for token in TOKEN.findall(text):
+            key = owner[token]
+            assert reference_allows(pipeline, acct, key), (
+                f"run of scope {pipeline['scope']!r} (acct={acct}) obtained the value of {key!r}")
+
+
+def _prefixes(key: str) -> list[str]:
+    parts = key.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def test_the_reference_model_denies_a_sibling_document() -> None:
+    """The property's oracle itself: acct_43's document is not acct_42's to read."""
+    pipeline = {"scope": "m/f/{acct}", "optional": ["token"], "grants": [], "connections": {},
+                "dlt": {}}
+    assert reference_allows(pipeline, "a42", "m/f/token")
+    assert not reference_allows(pipeline, "a42", "m/f/a43")
+    assert not reference_allows(pipeline, "a42", "m/f/a43/token")
+
