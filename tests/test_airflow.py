@@ -174,3 +174,153 @@ def test_example_dag_on_ssm(airflow_home: Path, tmp_path: Path, aws_env: str) ->
             "AIRFLOW_VAR_ADS_API_URL": api.url,
             "AIRFLOW__CORE__DAGS_FOLDER": str(EXAMPLE / "dags")}, tmp_path)
     _check_example(output, api, tokens)
+
+
+# -- in-process: the task's context faked, everything else real ------------------------------
+
+UNIT_MANIFEST = textwrap.dedent('''
+    env = "dev"
+    environments = ["dev", "prod"]
+    [backends.local]
+    type = "local"
+    path = "{env}.db"
+    [pipelines.ads]
+    dags = ["ads*"]
+    scope = "marketing/ads/{account}"
+    requires = ["api_token"]
+    connections = { warehouse = "connections/warehouse_{account}", audit = "connections/audit_{env}" }
+    grants = ["airflow/connections/slack_default"]
+    [pipelines.other]
+    dags = ["other*"]
+    scope = "other"
+''')
+BACKEND = "latchkey.integrations.airflow.LatchkeySecretsBackend"
+
+
+@pytest.fixture
+def unit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The integration module with a fresh process state, a two-environment manifest in
+    tmp_path/conf (fake values seeded), no LATCHKEY_* or [secrets] settings, cwd elsewhere."""
+    airflow_mod = pytest.importorskip("latchkey.integrations.airflow")
+    conf_dir = tmp_path / "conf"
+    conf_dir.mkdir()
+    (conf_dir / "latchkey.toml").write_text(UNIT_MANIFEST)
+    key = generate_master_key()
+    for env in ("dev", "prod"):
+        store = LocalBackend("local", conf_dir / f"{env}.db", master_key=key)
+        store.put("marketing/ads/acct_42/api_token", f"fake-token-acct42-{env}")
+        store.put("connections/warehouse_acct_42", f"postgres://u:fake-wh-pw-{env}@wh/{env}")
+        store.put(f"connections/audit_{env}", f"postgres://u:fake-audit-pw-{env}@audit/a")
+        store.put("airflow/connections/slack_default", "http://:fake-slack-pw@hooks.example.com")
+        store.put("airflow/connections/other_db", "postgres://o:fake-other-pw@o/o")
+        store.close()
+    for name in list(os.environ):
+        if name.startswith(("LATCHKEY", "AIRFLOW__SECRETS__", "AIRFLOW__WORKERS__")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("LATCHKEY_MASTER_KEY", key)
+    monkeypatch.setattr(airflow_mod, "_instances", {})
+    monkeypatch.setattr(airflow_mod, "_default", {})
+    monkeypatch.chdir(tmp_path)  # no ./latchkey.toml here
+    monkeypatch.setattr(airflow_mod, "manifest_path", conf_dir / "latchkey.toml", raising=False)
+    return airflow_mod
+
+
+def _in_task(monkeypatch: pytest.MonkeyPatch, module, dag_id: str | None, **params) -> None:
+    from types import SimpleNamespace
+
+    context = None if dag_id is None else {
+        "dag": SimpleNamespace(dag_id=dag_id), "run_id": "manual__1", "params": params,
+        "ti": SimpleNamespace(task_id="load", map_index=0)}
+    monkeypatch.setattr(module, "_task_context", lambda: context)
+
+
+@pytest.mark.parametrize("section", [
+    pytest.param(("WORKERS", "SECRETS_BACKEND"), id="workers"),
+    pytest.param(("SECRETS", "BACKEND"), id="secrets")])
+def test_task_run_finds_the_configured_manifest(unit, monkeypatch, section) -> None:
+    """task_run() opens the run from the manifest Airflow's backend kwargs name, though no
+    backend was built in the process and neither $LATCHKEY_CONFIG nor ./latchkey.toml exist."""
+    prefix = f"AIRFLOW__{section[0]}__{section[1]}"
+    monkeypatch.setenv(prefix, BACKEND)
+    monkeypatch.setenv(f"{prefix}_KWARGS", json.dumps({"manifest": str(unit.manifest_path)}))
+    _in_task(monkeypatch, unit, "ads_report")
+    with unit.task_run(account="acct_42") as run:
+        assert run.pipeline == "ads"
+        assert run.secret("api_token") == "fake-token-acct42-dev"
+
+
+def test_task_run_honours_env(unit, monkeypatch) -> None:
+    """env= (task_run, a @latchkey_task argument) and the DAG run param latchkey_env choose the
+    environment; they are never dropped."""
+    monkeypatch.setenv("LATCHKEY_CONFIG", str(unit.manifest_path))
+    _in_task(monkeypatch, unit, "ads_report")
+    with unit.task_run(account="acct_42", env="prod") as run:
+        assert (run.environment, run.secret("api_token")) == ("prod", "fake-token-acct42-prod")
+
+    @unit.latchkey_task
+    def load(account: str, env: str | None = None) -> str:
+        return unit.current().secret("api_token")
+
+    assert load("acct_42", env="prod") == "fake-token-acct42-prod"
+    assert load(account="acct_42") == "fake-token-acct42-dev"
+    _in_task(monkeypatch, unit, "ads_report", latchkey_env="prod")
+    assert load("acct_42") == "fake-token-acct42-prod"
+    with pytest.raises(Exception, match="'staging' is not one of"):
+        with unit.task_run(account="acct_42", env="staging"):
+            pass
+
+
+def test_task_run_refuses_an_unknown_parameter(unit, monkeypatch) -> None:
+    """A misspelt scope parameter given to task_run() is an error, not silently dropped."""
+    monkeypatch.setenv("LATCHKEY_CONFIG", str(unit.manifest_path))
+    _in_task(monkeypatch, unit, "ads_report", account="acct_42")
+    with pytest.raises(Exception, match="no parameter 'acount'"):
+        with unit.task_run(acount="acct_42"):
+            pass
+
+
+def test_outside_a_run_serves_what_needs_no_parameter(unit, monkeypatch) -> None:
+    """In a task of a DAG whose scope is templated, with no run open and no params: grants,
+    shared/ and parameter-free mapped connections are served; the rest is refused with a
+    message that says to open a run."""
+    backend = unit.LatchkeySecretsBackend(manifest=str(unit.manifest_path))
+    _in_task(monkeypatch, unit, "ads_report")
+    assert "hooks.example.com" in backend.get_conn_value("slack_default")
+    assert "audit/a" in backend.get_conn_value("audit")
+    with pytest.raises(unit.AirflowSecretsBackendAccessDenied,
+                       match=r"'warehouse' depends on .*task_run\(account=\.\.\.\)"):
+        backend.get_conn_value("warehouse")
+    with pytest.raises(unit.AirflowSecretsBackendAccessDenied, match="open a run"):
+        backend.get_conn_value("other_db")
+    assert backend.get_conn_value("not_in_latchkey") is None  # Airflow's own backends answer
+
+
+def test_operator_shell_refusal_names_the_cli(unit, monkeypatch) -> None:
+    """Outside any task, a held connection is refused with the commands operators use."""
+    backend = unit.LatchkeySecretsBackend(manifest=str(unit.manifest_path))
+    _in_task(monkeypatch, unit, None)
+    with pytest.raises(unit.AirflowSecretsBackendAccessDenied) as refused:
+        backend.get_conn_value("other_db")
+    message = str(refused.value)
+    assert "`latchkey get airflow/connections/other_db`" in message
+    assert "`latchkey explain airflow/connections/other_db`" in message
+    assert "\n" not in message and "fake-other-pw" not in message
+
+
+def test_print_inside_a_run_is_masked(unit, monkeypatch) -> None:
+    """print(token) and a write to stderr inside a task run come out masked."""
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setenv("LATCHKEY_CONFIG", str(unit.manifest_path))
+    _in_task(monkeypatch, unit, "ads_report")
+    with unit.task_run(account="acct_42") as run:
+        token = run.secret("api_token")
+        print("the token is", token)
+        print("uri", run.connection("warehouse").to_uri())
+        sys.stderr.write(f"token again: {token}\n")
+    assert "fake-token-acct42" not in out.getvalue() + err.getvalue()
+    assert "fake-wh-pw" not in out.getvalue()
+    assert "the token is ***" in out.getvalue() and "token again: ***" in err.getvalue()
