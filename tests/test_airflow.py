@@ -3,9 +3,11 @@ subprocess, secrets through LatchkeySecretsBackend."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -109,11 +111,16 @@ def test_isolation_masking_and_fall_through(airflow_home: Path, tmp_path: Path) 
         assert leaked not in output
 
 
-def _seed_example(store, tmp: Path, tokens: dict[str, str]) -> None:
-    for account, token in tokens.items():
+ENVS = ("dev", "prod")
+
+
+def _seed_example(store_for, tmp: Path, tokens: dict[tuple[str, str], str]) -> None:
+    """Each (env, account)'s token and warehouse in that environment's store."""
+    for (env, account), token in tokens.items():
+        store = store_for(env)
         store.put(f"marketing/ads/{account}/api_token", token)
         store.put(f"connections/warehouse_{account}", Connection(
-            conn_type="duckdb", host=str(tmp / f"{account}.duckdb")).to_json())
+            conn_type="duckdb", host=str(tmp / f"{account}_{env}.duckdb")).to_json())
 
 
 def _api_module():
@@ -125,55 +132,79 @@ def _api_module():
     return module
 
 
-def _check_example(output: str, api, tokens: dict[str, str]) -> None:
+def _tokens(kind: str) -> dict[tuple[str, str], str]:
+    return {(e, a): f"fake-{kind}-{a}-{e}-token" for e in ENVS for a in ("acct_42", "acct_43")}
+
+
+@contextlib.contextmanager
+def _apis(tokens: dict[tuple[str, str], str]):
+    """One stand-in ads API per environment, each knowing only that environment's tokens."""
+    ads_api = _api_module()
+    with contextlib.ExitStack() as stack:
+        apis = {e: stack.enter_context(ads_api.AdsApi(
+            {a: ads_api.digest(t) for (env, a), t in tokens.items() if env == e})) for e in ENVS}
+        yield apis, {f"AIRFLOW_VAR_ADS_API_URL_{e.upper()}": api.url for e, api in apis.items()}
+
+
+def _check_example(output: str, apis, tokens: dict[tuple[str, str], str]) -> None:
+    """Every mapped task, dev and prod (env=), loaded with its own environment's token."""
     assert "DAG RUN STATE: success" in output, output[-4000:]
-    for account in tokens:
-        assert "api_token from" in output and f"marketing/ads/{account}/api_token; 5 rows" in output
-    refused = sum(n for (_, outcome), n in api.seen.items() if outcome == "refused")
-    assert refused == 0 and {a for (a, o) in api.seen if o == "ok"} == set(tokens)
+    for env, account in tokens:
+        assert re.search(rf"env={env}: api_token from local \S*\b{env}\b\S*"
+                         rf"marketing/ads/{account}/api_token; 5 rows", output), (env, account)
+    for env, api in apis.items():
+        refused = sum(n for (_, outcome), n in api.seen.items() if outcome == "refused")
+        assert refused == 0 and {a for (a, o) in api.seen if o == "ok"} == {
+            a for (e, a) in tokens if e == env}
+    assert "the token itself, masked in every log: ***" in output  # print() inside the run
     assert all(token not in output for token in tokens.values())
 
 
 def test_example_dag_on_the_local_store(airflow_home: Path, tmp_path: Path) -> None:
-    """examples/airflow: two mapped tasks, each with its own token, load into duckdb."""
-    ads_api = _api_module()
+    """examples/airflow: four mapped tasks (two accounts, dev and prod by env=), each with its
+    own token, load into duckdb; the tokens they print come out masked."""
     key = generate_master_key()
     manifest = tmp_path / "latchkey.toml"
     manifest.write_text((EXAMPLE / "latchkey.toml").read_text())
-    tokens = {a: f"fake-airflow-{a}-token" for a in ("acct_42", "acct_43")}
-    store = LocalBackend("local", tmp_path / ".latchkey" / "store.db", master_key=key)
-    _seed_example(store, tmp_path, tokens)
-    store.close()
-    with ads_api.AdsApi({a: ads_api.digest(t) for a, t in tokens.items()}) as api:
+    tokens = _tokens("airflow")
+    stores = {e: LocalBackend("local", tmp_path / ".latchkey" / f"{e}.db", master_key=key)
+              for e in ENVS}
+    _seed_example(stores.__getitem__, tmp_path, tokens)
+    for store in stores.values():
+        store.close()
+    with _apis(tokens) as (apis, urls):
         output = _run_dag(airflow_home, EXAMPLE / "dags" / "ads_report.py", {
-            **_backend_env(manifest, key), "AIRFLOW_VAR_ADS_API_URL": api.url,
+            **_backend_env(manifest, key), **urls,
             "AIRFLOW__CORE__DAGS_FOLDER": str(EXAMPLE / "dags")}, tmp_path)
-    _check_example(output, api, tokens)
+    _check_example(output, apis, tokens)
 
 
 def test_example_dag_on_ssm(airflow_home: Path, tmp_path: Path, aws_env: str) -> None:
-    """The same DAG with its secrets in SSM Parameter Store (moto)."""
+    """The same DAG with its secrets in SSM Parameter Store (moto), one prefix per env."""
     from latchkey.backends.aws_ssm import SsmBackend, SsmConfig
 
-    ads_api = _api_module()
     prefix = f"/latchkey-airflow-test/{tmp_path.name}"
     manifest = tmp_path / "latchkey.toml"
-    manifest.write_text((EXAMPLE / "latchkey.toml").read_text().replace(
-        '[backends.local]\ntype = "local"\npath = ".latchkey/store.db"',
-        f'[backends.local]\ntype = "aws_ssm"\nprefix = "{prefix}"\nregion = "eu-central-1"\n'
-        f'endpoint_url = "{aws_env}"'))
-    tokens = {a: f"fake-ssm-{a}-token" for a in ("acct_42", "acct_43")}
-    _seed_example(SsmBackend("ssm", SsmConfig(type="aws_ssm", prefix=prefix,
-                                              region="eu-central-1", endpoint_url=aws_env)),
-                  tmp_path, tokens)
+    local = '[backends.local]\ntype = "local"\npath = ".latchkey/{env}.db"'
+    text = (EXAMPLE / "latchkey.toml").read_text()
+    assert local in text
+    manifest.write_text(text.replace(local, (
+        f'[backends.local]\ntype = "aws_ssm"\nprefix = "{prefix}/{{env}}"\n'
+        f'region = "eu-central-1"\nendpoint_url = "{aws_env}"')))
+    tokens = _tokens("ssm")
+
+    def store_for(env: str) -> SsmBackend:
+        return SsmBackend("ssm", SsmConfig(type="aws_ssm", prefix=f"{prefix}/{env}",
+                                           region="eu-central-1", endpoint_url=aws_env))
+
+    _seed_example(store_for, tmp_path, tokens)
     aws = {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                                       "AWS_DEFAULT_REGION")}
-    with ads_api.AdsApi({a: ads_api.digest(t) for a, t in tokens.items()}) as api:
+    with _apis(tokens) as (apis, urls):
         output = _run_dag(airflow_home, EXAMPLE / "dags" / "ads_report.py", {
-            **_backend_env(manifest, generate_master_key()), **aws,
-            "AIRFLOW_VAR_ADS_API_URL": api.url,
+            **_backend_env(manifest, generate_master_key()), **aws, **urls,
             "AIRFLOW__CORE__DAGS_FOLDER": str(EXAMPLE / "dags")}, tmp_path)
-    _check_example(output, api, tokens)
+    _check_example(output, apis, tokens)
 
 
 # -- in-process: the task's context faked, everything else real ------------------------------
