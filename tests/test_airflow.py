@@ -1,5 +1,6 @@
 """Real Apache Airflow 3: `airflow db migrate` on SQLite, DAGs run with `dag.test()` in a
-subprocess, secrets through LatchkeySecretsBackend."""
+subprocess, secrets through LatchkeySecretsBackend; and in-process checks of task_run() and
+the backend with the task's context faked (the deployment test runs the real components)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from latchkey import Connection
 from latchkey.backends.local import LocalBackend, generate_master_key
@@ -296,18 +299,18 @@ def test_task_run_honours_env(unit, monkeypatch) -> None:
     assert load(account="acct_42") == "fake-token-acct42-dev"
     _in_task(monkeypatch, unit, "ads_report", latchkey_env="prod")
     assert load("acct_42") == "fake-token-acct42-prod"
-    with pytest.raises(Exception, match="'staging' is not one of"):
-        with unit.task_run(account="acct_42", env="staging"):
-            pass
+    with pytest.raises(Exception, match="'staging' is not one of"), \
+            unit.task_run(account="acct_42", env="staging"):
+        pass
 
 
 def test_task_run_refuses_an_unknown_parameter(unit, monkeypatch) -> None:
     """A misspelt scope parameter given to task_run() is an error, not silently dropped."""
     monkeypatch.setenv("LATCHKEY_CONFIG", str(unit.manifest_path))
     _in_task(monkeypatch, unit, "ads_report", account="acct_42")
-    with pytest.raises(Exception, match="no parameter 'acount'"):
-        with unit.task_run(acount="acct_42"):
-            pass
+    with pytest.raises(Exception, match="no parameter 'acount'"), \
+            unit.task_run(acount="acct_42"):
+        pass
 
 
 def test_outside_a_run_serves_what_needs_no_parameter(unit, monkeypatch) -> None:
@@ -355,3 +358,22 @@ def test_print_inside_a_run_is_masked(unit, monkeypatch) -> None:
     assert "fake-token-acct42" not in out.getvalue() + err.getvalue()
     assert "fake-wh-pw" not in out.getvalue()
     assert "the token is ***" in out.getvalue() and "token again: ***" in err.getvalue()
+
+
+@settings(max_examples=60, deadline=None)
+@given(before=st.text(max_size=20), after=st.text(max_size=20))
+def test_masked_stream_never_writes_a_registered_value(before: str, after: str) -> None:
+    """Whatever surrounds it, a registered value written to a masked stream comes out ***."""
+    import io
+
+    airflow_mod = pytest.importorskip("latchkey.integrations.airflow")
+    from latchkey import redact
+
+    value = "fake-token-acct42-stream"
+    redact.register(value)
+    sink = io.StringIO()
+    stream = airflow_mod._MaskedStream(sink)
+    assert stream.write(before + value + after) == len(before + value + after)
+    stream.writelines([value, "\n"])
+    assert value not in sink.getvalue()
+    assert sink.getvalue().count("***") >= 2

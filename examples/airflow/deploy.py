@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -41,7 +40,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "quickstart"))
-from ads_api import AdsApi, digest  # noqa: E402  (the quickstart's stand-in API)
+from ads_api import AdsApi, digest  # the quickstart's stand-in API
 
 ACCOUNTS = ("acct_42", "acct_43")
 ENVIRONMENTS = ("dev", "prod")
@@ -142,22 +141,22 @@ class Deployment:
 
     def _airflow(self, *args: str, timeout: float = 120) -> str:
         result = subprocess.run([sys.executable, "-m", "airflow", *args], env=self.env(),
-                                capture_output=True, text=True, timeout=timeout, cwd=self.work)
+                                capture_output=True, text=True, timeout=timeout, cwd=self.work,
+                                check=False)
         if result.returncode != 0:
             raise RuntimeError(f"airflow {' '.join(args)} failed:\n{result.stderr[-3000:]}")
         return result.stdout
 
     # -- components -----------------------------------------------------------------------
-    def start(self) -> "Deployment":
+    def start(self) -> Deployment:
         self.setup()
         for name, args in COMPONENTS.items():
             args = [a.format(port=self.port) for a in args]
             self.log(f"== airflow {' '.join(args)}  (console: {self.consoles / name}.log)")
-            console = open(self.consoles / f"{name}.log", "wb")
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "airflow", *args], env=self.env(), cwd=self.work,
-                stdout=console, stderr=subprocess.STDOUT, start_new_session=True)
-            console.close()
+            with open(self.consoles / f"{name}.log", "wb") as console:
+                self.procs[name] = subprocess.Popen(
+                    [sys.executable, "-m", "airflow", *args], env=self.env(), cwd=self.work,
+                    stdout=console, stderr=subprocess.STDOUT, start_new_session=True)
         self._wait_for("the api-server", self._api_up, 180)
         self._wait_for("the DAGs to be parsed", lambda: set(DAGS) <= self._parsed(), 240)
         return self
@@ -239,17 +238,17 @@ class Deployment:
         return [*self.tokens.values(), *self.passwords]
 
     def stop(self) -> None:
-        for name, proc in self.procs.items():
+        for proc in self.procs.values():
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + 30
-        for name, proc in self.procs.items():
+        for proc in self.procs.values():
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
-        for name, proc in self.procs.items():  # children left behind in the group
+        for proc in self.procs.values():  # children left behind in the group
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -51,7 +51,7 @@ def ads_report():
             rows = sql.execute_sql("SELECT count(*) FROM campaigns")[0][0]
         token = run.explain("api_token").secret
         print(f"run {run.name} env={run.environment}: api_token from {token.backend} "
-              f"{token.path}; {rows} rows")
+              f"{token.path}; {rows} rows; run ready in {run.ready_seconds * 1000:.0f} ms")
         print("the token itself, masked in every log:", run.secret("api_token"))
         return {"account": account, "env": run.environment, "rows": rows, "run": run.name}
 
