@@ -1,15 +1,18 @@
-"""Airflow 3 with its real components (api-server, scheduler with LocalExecutor,
-dag-processor) on 127.0.0.1, run by examples/airflow/deploy.py: one deployment, several checks.
+"""Airflow 3 with its real components (api-server, scheduler, dag-processor; LocalExecutor,
+and CeleryExecutor with Debian's redis-server and a Celery worker) on 127.0.0.1, run by
+examples/airflow/deploy.py: one deployment per executor, several checks each.
 
 What only a deployment shows: the task process builds no backend before ``task_run()`` (the
-manifest comes from ``[workers] secrets_backend_kwargs``, no ``LATCHKEY_CONFIG`` is set), and
-LocalExecutor copies each task's stdout into the scheduler's console.
+manifest comes from ``[workers] secrets_backend_kwargs``; no ``LATCHKEY_CONFIG``, and the
+components' working directory has no latchkey.toml), and LocalExecutor copies each task's
+stdout into the scheduler's console.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -31,11 +34,23 @@ def _deploy_module():
     return module
 
 
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory):
+def _celery_missing() -> str | None:
+    if shutil.which("redis-server") is None:
+        return "redis-server is not installed (scripts/setup-dev.sh installs it)"
+    if importlib.util.find_spec("airflow.providers.celery") is None:
+        return "the Celery provider is not installed (pip install 'latchkey[airflow-celery]')"
+    return None
+
+
+@pytest.fixture(scope="module", params=[
+    pytest.param("LocalExecutor", id="local"), pytest.param("CeleryExecutor", id="celery")])
+def deployment(request, tmp_path_factory):
     """The example deployment, both DAGs triggered and finished; stopped afterwards."""
+    if request.param == "CeleryExecutor" and _celery_missing():
+        pytest.skip(_celery_missing())
     deploy = _deploy_module()
-    running = deploy.Deployment(tmp_path_factory.mktemp("deployment"), log=lambda *a: None)
+    running = deploy.Deployment(tmp_path_factory.mktemp("deployment"), executor=request.param,
+                                log=lambda *a: None)
     try:
         running.start()
         running.trigger()
@@ -78,13 +93,16 @@ def test_a_dag_of_another_pipeline_is_refused(deployment) -> None:
 
 def test_no_value_in_any_task_log_or_console(deployment) -> None:
     """Tasks print() their tokens: the task logs and every component's console (the
-    scheduler's gets task output under LocalExecutor) show *** instead."""
+    scheduler's gets task output under LocalExecutor, the worker's under Celery) show ***."""
     logs, consoles = deployment.task_logs(), deployment.console_text()
-    assert len(logs) >= 5 and set(consoles) == {"api-server.log", "scheduler.log",
-                                                "dag-processor.log"}
+    expected = {"api-server.log", "scheduler.log", "dag-processor.log"}
+    if deployment.executor == "CeleryExecutor":
+        expected |= {"redis.log", "celery-worker.log"}
+    assert len(logs) >= 5 and set(consoles) == expected
     for text in [*logs.values(), *consoles.values()]:
         for value in deployment.values():
             assert value not in text
     printed = [t for t in logs.values() if "the token itself, masked in every log: ***" in t]
     assert len(printed) == 4
-    assert "the token itself, masked in every log: ***" in consoles["scheduler.log"]
+    if deployment.executor == "LocalExecutor":
+        assert "the token itself, masked in every log: ***" in consoles["scheduler.log"]

@@ -1,18 +1,20 @@
 """A complete local Airflow 3 deployment running the latchkey example, on 127.0.0.1 only.
 
-    python examples/airflow/deploy.py [--dir DIR] [--keep-running]
+    python examples/airflow/deploy.py [--executor local|celery] [--dir DIR] [--keep-running]
 
 What it does, step by step (each step prints what it runs):
 
-1. a work folder: the manifest (examples/airflow/latchkey.toml), a master key for the local
-   stores (``LATCHKEY_MASTER_KEY``), fake values seeded per environment with ``latchkey set``;
+1. a work folder: the manifest (examples/airflow/latchkey.toml, copied to DIR/config, away
+   from the components' working directory), a master key for the local stores (``LATCHKEY_MASTER_KEY``), fake values seeded per environment with ``latchkey set``;
 2. an Airflow home with a SQLite metadata DB (``airflow db migrate``) and the settings every
    component shares: LocalExecutor, the execution API on a loopback port, one JWT secret,
    ``[workers] secrets_backend = LatchkeySecretsBackend`` with ``secrets_backend_kwargs``
    naming the manifest (and no ``LATCHKEY_CONFIG``: task runs find it from the kwargs);
 3. two stand-in ads APIs (dev and prod) that accept only each account's own token;
-4. ``airflow api-server``, ``airflow scheduler``, ``airflow dag-processor``, each in its own
-   process group with its console in ``DIR/console/<name>.log``;
+4. ``airflow api-server``, ``airflow scheduler``, ``airflow dag-processor`` (and, with
+   ``--executor celery``, Debian's ``redis-server`` as broker and ``airflow celery worker``),
+   each in its own process group with its console in ``DIR/console/<name>.log``; no log
+   server is started (``--skip-serve-logs``): task logs are read from ``DIR/airflow/logs``;
 5. triggers ``ads_report`` (4 mapped tasks: 2 accounts x dev, prod) and ``billing_report``
    (another pipeline's DAG, refused ads_report's secrets), waits for both (bounded), and
    prints where each task's token came from;
@@ -46,7 +48,9 @@ ACCOUNTS = ("acct_42", "acct_43")
 ENVIRONMENTS = ("dev", "prod")
 DAGS = ("ads_report", "billing_report")
 COMPONENTS = {"api-server": ["api-server", "--host", "127.0.0.1", "--port", "{port}"],
-              "scheduler": ["scheduler"], "dag-processor": ["dag-processor"]}
+              "scheduler": ["scheduler", "--skip-serve-logs"], "dag-processor": ["dag-processor"]}
+CELERY_WORKER = ["celery", "worker", "--concurrency", "4", "--skip-serve-logs"]
+EXECUTORS = {"local": "LocalExecutor", "celery": "CeleryExecutor"}
 
 
 def free_port() -> int:
@@ -66,9 +70,13 @@ class Deployment:
         self.work = work.resolve()
         self.home = self.work / "airflow"
         self.consoles = self.work / "console"
+        # as in production, not in the components' working directory: task runs must find
+        # it from [workers] secrets_backend_kwargs
+        self.manifest = self.work / "config" / "latchkey.toml"
         self.executor = executor
         self.log = log
         self.port = free_port()
+        self.redis_port = free_port()
         self.procs: dict[str, subprocess.Popen] = {}
         self.apis: dict[str, AdsApi] = {}
         self.tokens = {(env, a): f"fake-token-{a}-{env}-{secrets.token_hex(6)}"
@@ -98,21 +106,26 @@ class Deployment:
             "AIRFLOW__WORKERS__SECRETS_BACKEND":
                 "latchkey.integrations.airflow.LatchkeySecretsBackend",
             "AIRFLOW__WORKERS__SECRETS_BACKEND_KWARGS":
-                json.dumps({"manifest": str(self.work / "latchkey.toml")}),
+                json.dumps({"manifest": str(self.manifest)}),
             "LATCHKEY_MASTER_KEY": self.master_key,
             "PROVIDERS__ENABLE_AIRFLOW_SECRETS": "false",   # dlt: leave Airflow's secrets alone
             "RUNTIME__DLTHUB_TELEMETRY": "false",
             "DLT_DATA_DIR": str(self.work / "dlt"),
             **{f"AIRFLOW_VAR_ADS_API_URL_{e.upper()}": api.url for e, api in self.apis.items()},
         })
+        if self.executor == "CeleryExecutor":
+            redis = f"redis://127.0.0.1:{self.redis_port}"
+            base.update({"AIRFLOW__CELERY__BROKER_URL": f"{redis}/0",
+                         "AIRFLOW__CELERY__RESULT_BACKEND": f"{redis}/1"})
         return base
 
     def setup(self) -> None:
         self.work.mkdir(parents=True, exist_ok=True)
         self.home.mkdir(exist_ok=True)
         self.consoles.mkdir(exist_ok=True)
+        self.manifest.parent.mkdir(exist_ok=True)
         self.jwt_secret = secrets.token_hex(16)
-        shutil.copy(HERE / "latchkey.toml", self.work / "latchkey.toml")
+        shutil.copy(HERE / "latchkey.toml", self.manifest)
         from latchkey.backends.local import generate_master_key
 
         self.master_key = generate_master_key()
@@ -134,7 +147,7 @@ class Deployment:
                                f"http://:{self.passwords[0]}@hooks.example.com")
 
     def _latchkey_set(self, env: str, key: str, value: str) -> None:
-        subprocess.run([sys.executable, "-m", "latchkey", "-c", str(self.work / "latchkey.toml"),
+        subprocess.run([sys.executable, "-m", "latchkey", "-c", str(self.manifest),
                         "--env", env, "set", key], input=value, text=True, check=True,
                        capture_output=True, timeout=60,
                        env={**os.environ, "LATCHKEY_MASTER_KEY": self.master_key})
@@ -150,16 +163,41 @@ class Deployment:
     # -- components -----------------------------------------------------------------------
     def start(self) -> Deployment:
         self.setup()
-        for name, args in COMPONENTS.items():
+        components = dict(COMPONENTS)
+        if self.executor == "CeleryExecutor":
+            self._start_redis()
+            components["celery-worker"] = CELERY_WORKER
+        for name, args in components.items():
             args = [a.format(port=self.port) for a in args]
             self.log(f"== airflow {' '.join(args)}  (console: {self.consoles / name}.log)")
-            with open(self.consoles / f"{name}.log", "wb") as console:
-                self.procs[name] = subprocess.Popen(
-                    [sys.executable, "-m", "airflow", *args], env=self.env(), cwd=self.work,
-                    stdout=console, stderr=subprocess.STDOUT, start_new_session=True)
+            self._spawn(name, [sys.executable, "-m", "airflow", *args])
         self._wait_for("the api-server", self._api_up, 180)
         self._wait_for("the DAGs to be parsed", lambda: set(DAGS) <= self._parsed(), 240)
         return self
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        with open(self.consoles / f"{name}.log", "wb") as console:
+            self.procs[name] = subprocess.Popen(
+                argv, env=self.env(), cwd=self.work, stdout=console, stderr=subprocess.STDOUT,
+                start_new_session=True)
+
+    def _start_redis(self) -> None:
+        server = shutil.which("redis-server")
+        if server is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        self.log(f"== redis-server on 127.0.0.1:{self.redis_port} (broker, no persistence)")
+        self._spawn("redis", [server, "--port", str(self.redis_port), "--bind", "127.0.0.1",
+                              "--save", "", "--appendonly", "no", "--dir", str(self.work)])
+
+        def answers() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", self.redis_port), timeout=2) as s:
+                    s.sendall(b"PING\r\n")
+                    return s.recv(16).startswith(b"+PONG")
+            except OSError:
+                return False
+
+        self._wait_for("redis-server", answers, 30)
 
     def _api_up(self) -> bool:
         try:
@@ -268,12 +306,14 @@ def _event(line: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--executor", choices=sorted(EXECUTORS), default="local",
+                        help="LocalExecutor (default) or CeleryExecutor with Redis")
     parser.add_argument("--dir", type=Path, help="work folder (default: a new temporary one)")
     parser.add_argument("--keep-running", action="store_true",
                         help="leave the components running (stop them with Ctrl-C)")
     args = parser.parse_args(argv)
     work = args.dir or Path(tempfile.mkdtemp(prefix="latchkey-airflow-"))
-    deployment = Deployment(work)
+    deployment = Deployment(work, executor=EXECUTORS[args.executor])
     print(f"== working in {work}")
     try:
         deployment.start()
