@@ -66,8 +66,14 @@ class Deployment:
     (every other fake value seeded), ``apis`` ({env: AdsApi}), ``home`` (AIRFLOW_HOME).
     """
 
-    def __init__(self, work: Path, executor: str = "LocalExecutor", log=print) -> None:
+    def __init__(self, work: Path, executor: str = "LocalExecutor", log=print, *,
+                 dags_folder: Path = HERE / "dags", dag_ids: tuple[str, ...] = DAGS,
+                 manifest_source: Path = HERE / "latchkey.toml", seed: bool = True,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.work = work.resolve()
+        self.dags_folder, self.dag_ids = dags_folder, dag_ids
+        self.manifest_source, self.seed = manifest_source, seed
+        self.extra_env = dict(extra_env or {})
         self.home = self.work / "airflow"
         self.consoles = self.work / "console"
         # as in production, not in the components' working directory: task runs must find
@@ -93,7 +99,7 @@ class Deployment:
         url = f"http://127.0.0.1:{self.port}"
         base.update({
             "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(HERE / "dags"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
             "AIRFLOW__CORE__EXECUTOR": self.executor,
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
@@ -117,6 +123,7 @@ class Deployment:
             redis = f"redis://127.0.0.1:{self.redis_port}"
             base.update({"AIRFLOW__CELERY__BROKER_URL": f"{redis}/0",
                          "AIRFLOW__CELERY__RESULT_BACKEND": f"{redis}/1"})
+        base.update(self.extra_env)
         return base
 
     def setup(self) -> None:
@@ -125,11 +132,12 @@ class Deployment:
         self.consoles.mkdir(exist_ok=True)
         self.manifest.parent.mkdir(exist_ok=True)
         self.jwt_secret = secrets.token_hex(16)
-        shutil.copy(HERE / "latchkey.toml", self.manifest)
+        shutil.copy(self.manifest_source, self.manifest)
         from latchkey.backends.local import generate_master_key
 
         self.master_key = generate_master_key()
-        self._seed()
+        if self.seed:
+            self._seed()
         for env in ENVIRONMENTS:
             api = AdsApi({a: digest(self.tokens[(env, a)]) for a in ACCOUNTS})
             self.apis[env] = api.__enter__()
@@ -172,7 +180,7 @@ class Deployment:
             self.log(f"== airflow {' '.join(args)}  (console: {self.consoles / name}.log)")
             self._spawn(name, [sys.executable, "-m", "airflow", *args])
         self._wait_for("the api-server", self._api_up, 180)
-        self._wait_for("the DAGs to be parsed", lambda: set(DAGS) <= self._parsed(), 240)
+        self._wait_for("the DAGs to be parsed", lambda: set(self.dag_ids) <= self._parsed(), 240)
         return self
 
     def _spawn(self, name: str, argv: list[str]) -> None:
@@ -232,8 +240,8 @@ class Deployment:
     def _parsed(self) -> set[str]:
         return {row[0] for row in self._query("SELECT dag_id FROM dag WHERE is_stale = 0")}
 
-    def trigger(self) -> None:
-        for dag_id in DAGS:
+    def trigger(self, dag_ids: tuple[str, ...] | None = None) -> None:
+        for dag_id in dag_ids or self.dag_ids:
             self.log(f"== airflow dags trigger {dag_id}")
             self._airflow("dags", "trigger", dag_id, timeout=180)
 
@@ -245,10 +253,11 @@ class Deployment:
         return {(d, t, m): s for d, t, m, s in self._query(
             "SELECT dag_id, task_id, map_index, state FROM task_instance")}
 
-    def wait(self, timeout: float = 420) -> dict[str, str]:
+    def wait(self, timeout: float = 420, dag_ids: tuple[str, ...] | None = None
+             ) -> dict[str, str]:
         def done() -> bool:
             states = self.runs()
-            return all(states.get(d) in ("success", "failed") for d in DAGS)
+            return all(states.get(d) in ("success", "failed") for d in dag_ids or self.dag_ids)
 
         self._wait_for("the DAG runs to finish", done, timeout)
         return self.runs()
