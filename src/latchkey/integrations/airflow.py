@@ -166,13 +166,15 @@ class LatchkeySecretsBackend(BaseSecretsBackend):
             if self.outside_pipelines == "allow" or is_under(key, SHARED):
                 return self._read(self.lk.chain.get, key)
             if dag_id is not None:
-                return self._deny_if_held(key, f"DAG {dag_id!r} matches no latchkey pipeline, "
-                                               f"so it may not read {kind} {name!r} (add it to "
-                                               "a pipeline's dags = [...] in the manifest)")
-            return self._deny_if_held(key, f"{kind} {name!r} is served only to tasks of a "
-                                           "latchkey pipeline's DAGs; on an operator's shell "
-                                           f"use `latchkey get {key}` (masked unless --reveal) "
-                                           f"or `latchkey explain {key}`")
+                self._deny_if_held(key, f"DAG {dag_id!r} matches no latchkey pipeline, so it "
+                                        f"may not read {kind} {name!r} (add it to a "
+                                        "pipeline's dags = [...] in the manifest)")
+            else:
+                self._deny_if_held(key, f"{kind} {name!r} is served only to tasks of a latchkey "
+                                        "pipeline's DAGs; on an operator's shell use "
+                                        f"`latchkey get {key}` (masked unless --reveal) or "
+                                        f"`latchkey explain {key}`")
+            return None
         if kind == "connection" and name in policy.pending:
             raise AirflowSecretsBackendAccessDenied(
                 f"{policy.who}: connection {name!r} depends on the scope's parameters "
@@ -184,7 +186,8 @@ class LatchkeySecretsBackend(BaseSecretsBackend):
             if policy.missing:
                 why += (f" outside a run (the scope needs parameters {list(policy.missing)}); "
                         f"{policy.open_a_run}")
-            return self._deny_if_held(key, why)
+            self._deny_if_held(key, why)
+            return None
         return self._read(self.lk.chain_for(policy.environment).get, key)
 
     def _policy(self) -> tuple["_Policy | None", str | None]:
@@ -232,7 +235,6 @@ class LatchkeySecretsBackend(BaseSecretsBackend):
             held = True  # cannot tell: refuse rather than let another backend answer
         if held:
             raise AirflowSecretsBackendAccessDenied(why)
-        return None
 
 
 @dataclass
@@ -336,7 +338,7 @@ def configured_kwargs() -> dict[str, Any] | None:
     try:
         from airflow.configuration import conf
     except ImportError:  # pragma: no cover - a worker with the task SDK alone
-        from airflow.sdk.configuration import conf
+        from airflow.sdk.configuration import conf  # type: ignore[no-redef]
     for section, key, kwargs_key in _BACKEND_SETTINGS:
         path = conf.get(section, key, fallback="") or ""
         if path.strip().rpartition(".")[2] != LatchkeySecretsBackend.__name__:
