@@ -109,6 +109,9 @@ class Deployment:
             "AIRFLOW__API_AUTH__JWT_SECRET": self.jwt_secret,
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+            # everything shares one small machine here: give the Execution API more than its
+            # 5 s default before a task's supervisor gives up (seen on a loaded 2-core box)
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
             "AIRFLOW__WORKERS__SECRETS_BACKEND":
                 "latchkey.integrations.airflow.LatchkeySecretsBackend",
             "AIRFLOW__WORKERS__SECRETS_BACKEND_KWARGS":
