@@ -1,17 +1,22 @@
 """Real Apache Airflow 3: `airflow db migrate` on SQLite, DAGs run with `dag.test()` in a
-subprocess, secrets through LatchkeySecretsBackend."""
+subprocess, secrets through LatchkeySecretsBackend; and in-process checks of task_run() and
+the backend with the task's context faked (the deployment test runs the real components)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from latchkey import Connection
 from latchkey.backends.local import LocalBackend, generate_master_key
@@ -109,11 +114,16 @@ def test_isolation_masking_and_fall_through(airflow_home: Path, tmp_path: Path) 
         assert leaked not in output
 
 
-def _seed_example(store, tmp: Path, tokens: dict[str, str]) -> None:
-    for account, token in tokens.items():
+ENVS = ("dev", "prod")
+
+
+def _seed_example(store_for, tmp: Path, tokens: dict[tuple[str, str], str]) -> None:
+    """Each (env, account)'s token and warehouse in that environment's store."""
+    for (env, account), token in tokens.items():
+        store = store_for(env)
         store.put(f"marketing/ads/{account}/api_token", token)
         store.put(f"connections/warehouse_{account}", Connection(
-            conn_type="duckdb", host=str(tmp / f"{account}.duckdb")).to_json())
+            conn_type="duckdb", host=str(tmp / f"{account}_{env}.duckdb")).to_json())
 
 
 def _api_module():
@@ -125,52 +135,245 @@ def _api_module():
     return module
 
 
-def _check_example(output: str, api, tokens: dict[str, str]) -> None:
+def _tokens(kind: str) -> dict[tuple[str, str], str]:
+    return {(e, a): f"fake-{kind}-{a}-{e}-token" for e in ENVS for a in ("acct_42", "acct_43")}
+
+
+@contextlib.contextmanager
+def _apis(tokens: dict[tuple[str, str], str]):
+    """One stand-in ads API per environment, each knowing only that environment's tokens."""
+    ads_api = _api_module()
+    with contextlib.ExitStack() as stack:
+        apis = {e: stack.enter_context(ads_api.AdsApi(
+            {a: ads_api.digest(t) for (env, a), t in tokens.items() if env == e})) for e in ENVS}
+        yield apis, {f"AIRFLOW_VAR_ADS_API_URL_{e.upper()}": api.url for e, api in apis.items()}
+
+
+def _check_example(output: str, apis, tokens: dict[tuple[str, str], str]) -> None:
+    """Every mapped task, dev and prod (env=), loaded with its own environment's token."""
     assert "DAG RUN STATE: success" in output, output[-4000:]
-    for account in tokens:
-        assert "api_token from" in output and f"marketing/ads/{account}/api_token; 5 rows" in output
-    refused = sum(n for (_, outcome), n in api.seen.items() if outcome == "refused")
-    assert refused == 0 and {a for (a, o) in api.seen if o == "ok"} == set(tokens)
+    for env, account in tokens:
+        assert re.search(rf"env={env}: api_token from local \S*\b{env}\b\S*"
+                         rf"marketing/ads/{account}/api_token; 5 rows", output), (env, account)
+    for env, api in apis.items():
+        refused = sum(n for (_, outcome), n in api.seen.items() if outcome == "refused")
+        assert refused == 0 and {a for (a, o) in api.seen if o == "ok"} == {
+            a for (e, a) in tokens if e == env}
+    assert "the token itself, masked in every log: ***" in output  # print() inside the run
     assert all(token not in output for token in tokens.values())
 
 
 def test_example_dag_on_the_local_store(airflow_home: Path, tmp_path: Path) -> None:
-    """examples/airflow: two mapped tasks, each with its own token, load into duckdb."""
-    ads_api = _api_module()
+    """examples/airflow: four mapped tasks (two accounts, dev and prod by env=), each with its
+    own token, load into duckdb; the tokens they print come out masked."""
     key = generate_master_key()
     manifest = tmp_path / "latchkey.toml"
     manifest.write_text((EXAMPLE / "latchkey.toml").read_text())
-    tokens = {a: f"fake-airflow-{a}-token" for a in ("acct_42", "acct_43")}
-    store = LocalBackend("local", tmp_path / ".latchkey" / "store.db", master_key=key)
-    _seed_example(store, tmp_path, tokens)
-    store.close()
-    with ads_api.AdsApi({a: ads_api.digest(t) for a, t in tokens.items()}) as api:
+    tokens = _tokens("airflow")
+    stores = {e: LocalBackend("local", tmp_path / ".latchkey" / f"{e}.db", master_key=key)
+              for e in ENVS}
+    _seed_example(stores.__getitem__, tmp_path, tokens)
+    for store in stores.values():
+        store.close()
+    with _apis(tokens) as (apis, urls):
         output = _run_dag(airflow_home, EXAMPLE / "dags" / "ads_report.py", {
-            **_backend_env(manifest, key), "AIRFLOW_VAR_ADS_API_URL": api.url,
+            **_backend_env(manifest, key), **urls,
             "AIRFLOW__CORE__DAGS_FOLDER": str(EXAMPLE / "dags")}, tmp_path)
-    _check_example(output, api, tokens)
+    _check_example(output, apis, tokens)
 
 
 def test_example_dag_on_ssm(airflow_home: Path, tmp_path: Path, aws_env: str) -> None:
-    """The same DAG with its secrets in SSM Parameter Store (moto)."""
+    """The same DAG with its secrets in SSM Parameter Store (moto), one prefix per env."""
     from latchkey.backends.aws_ssm import SsmBackend, SsmConfig
 
-    ads_api = _api_module()
     prefix = f"/latchkey-airflow-test/{tmp_path.name}"
     manifest = tmp_path / "latchkey.toml"
-    manifest.write_text((EXAMPLE / "latchkey.toml").read_text().replace(
-        '[backends.local]\ntype = "local"\npath = ".latchkey/store.db"',
-        f'[backends.local]\ntype = "aws_ssm"\nprefix = "{prefix}"\nregion = "eu-central-1"\n'
-        f'endpoint_url = "{aws_env}"'))
-    tokens = {a: f"fake-ssm-{a}-token" for a in ("acct_42", "acct_43")}
-    _seed_example(SsmBackend("ssm", SsmConfig(type="aws_ssm", prefix=prefix,
-                                              region="eu-central-1", endpoint_url=aws_env)),
-                  tmp_path, tokens)
+    local = '[backends.local]\ntype = "local"\npath = ".latchkey/{env}.db"'
+    text = (EXAMPLE / "latchkey.toml").read_text()
+    assert local in text
+    manifest.write_text(text.replace(local, (
+        f'[backends.local]\ntype = "aws_ssm"\nprefix = "{prefix}/{{env}}"\n'
+        f'region = "eu-central-1"\nendpoint_url = "{aws_env}"')))
+    tokens = _tokens("ssm")
+
+    def store_for(env: str) -> SsmBackend:
+        return SsmBackend("ssm", SsmConfig(type="aws_ssm", prefix=f"{prefix}/{env}",
+                                           region="eu-central-1", endpoint_url=aws_env))
+
+    _seed_example(store_for, tmp_path, tokens)
     aws = {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                                       "AWS_DEFAULT_REGION")}
-    with ads_api.AdsApi({a: ads_api.digest(t) for a, t in tokens.items()}) as api:
+    with _apis(tokens) as (apis, urls):
         output = _run_dag(airflow_home, EXAMPLE / "dags" / "ads_report.py", {
-            **_backend_env(manifest, generate_master_key()), **aws,
-            "AIRFLOW_VAR_ADS_API_URL": api.url,
+            **_backend_env(manifest, generate_master_key()), **aws, **urls,
             "AIRFLOW__CORE__DAGS_FOLDER": str(EXAMPLE / "dags")}, tmp_path)
-    _check_example(output, api, tokens)
+    _check_example(output, apis, tokens)
+
+
+# -- in-process: the task's context faked, everything else real ------------------------------
+
+UNIT_MANIFEST = textwrap.dedent('''
+    env = "dev"
+    environments = ["dev", "prod"]
+    [backends.local]
+    type = "local"
+    path = "{env}.db"
+    [pipelines.ads]
+    dags = ["ads*"]
+    scope = "marketing/ads/{account}"
+    requires = ["api_token"]
+    connections = { warehouse = "connections/warehouse_{account}", audit = "connections/audit_{env}" }
+    grants = ["airflow/connections/slack_default"]
+    [pipelines.other]
+    dags = ["other*"]
+    scope = "other"
+''')
+BACKEND = "latchkey.integrations.airflow.LatchkeySecretsBackend"
+
+
+@pytest.fixture
+def unit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The integration module with a fresh process state, a two-environment manifest in
+    tmp_path/conf (fake values seeded), no LATCHKEY_* or [secrets] settings, cwd elsewhere."""
+    airflow_mod = pytest.importorskip("latchkey.integrations.airflow")
+    conf_dir = tmp_path / "conf"
+    conf_dir.mkdir()
+    (conf_dir / "latchkey.toml").write_text(UNIT_MANIFEST)
+    key = generate_master_key()
+    for env in ("dev", "prod"):
+        store = LocalBackend("local", conf_dir / f"{env}.db", master_key=key)
+        store.put("marketing/ads/acct_42/api_token", f"fake-token-acct42-{env}")
+        store.put("connections/warehouse_acct_42", f"postgres://u:fake-wh-pw-{env}@wh/{env}")
+        store.put(f"connections/audit_{env}", f"postgres://u:fake-audit-pw-{env}@audit/a")
+        store.put("airflow/connections/slack_default", "http://:fake-slack-pw@hooks.example.com")
+        store.put("airflow/connections/other_db", "postgres://o:fake-other-pw@o/o")
+        store.close()
+    for name in list(os.environ):
+        if name.startswith(("LATCHKEY", "AIRFLOW__SECRETS__", "AIRFLOW__WORKERS__")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("LATCHKEY_MASTER_KEY", key)
+    monkeypatch.setattr(airflow_mod, "_instances", {})
+    monkeypatch.setattr(airflow_mod, "_default", {})
+    monkeypatch.chdir(tmp_path)  # no ./latchkey.toml here
+    monkeypatch.setattr(airflow_mod, "manifest_path", conf_dir / "latchkey.toml", raising=False)
+    return airflow_mod
+
+
+def _in_task(monkeypatch: pytest.MonkeyPatch, module, dag_id: str | None, **params) -> None:
+    from types import SimpleNamespace
+
+    context = None if dag_id is None else {
+        "dag": SimpleNamespace(dag_id=dag_id), "run_id": "manual__1", "params": params,
+        "ti": SimpleNamespace(task_id="load", map_index=0)}
+    monkeypatch.setattr(module, "_task_context", lambda: context)
+
+
+@pytest.mark.parametrize("section", [
+    pytest.param(("WORKERS", "SECRETS_BACKEND"), id="workers"),
+    pytest.param(("SECRETS", "BACKEND"), id="secrets")])
+def test_task_run_finds_the_configured_manifest(unit, monkeypatch, section) -> None:
+    """task_run() opens the run from the manifest Airflow's backend kwargs name, though no
+    backend was built in the process and neither $LATCHKEY_CONFIG nor ./latchkey.toml exist."""
+    prefix = f"AIRFLOW__{section[0]}__{section[1]}"
+    monkeypatch.setenv(prefix, BACKEND)
+    monkeypatch.setenv(f"{prefix}_KWARGS", json.dumps({"manifest": str(unit.manifest_path)}))
+    _in_task(monkeypatch, unit, "ads_report")
+    with unit.task_run(account="acct_42") as run:
+        assert run.pipeline == "ads"
+        assert run.secret("api_token") == "fake-token-acct42-dev"
+
+
+def test_task_run_honours_env(unit, monkeypatch) -> None:
+    """env= (task_run, a @latchkey_task argument) and the DAG run param latchkey_env choose the
+    environment; they are never dropped."""
+    monkeypatch.setenv("LATCHKEY_CONFIG", str(unit.manifest_path))
+    _in_task(monkeypatch, unit, "ads_report")
+    with unit.task_run(account="acct_42", env="prod") as run:
+        assert (run.environment, run.secret("api_token")) == ("prod", "fake-token-acct42-prod")
+
+    @unit.latchkey_task
+    def load(account: str, env: str | None = None) -> str:
+        return unit.current().secret("api_token")
+
+    assert load("acct_42", env="prod") == "fake-token-acct42-prod"
+    assert load(account="acct_42") == "fake-token-acct42-dev"
+    _in_task(monkeypatch, unit, "ads_report", latchkey_env="prod")
+    assert load("acct_42") == "fake-token-acct42-prod"
+    with pytest.raises(Exception, match="'staging' is not one of"), \
+            unit.task_run(account="acct_42", env="staging"):
+        pass
+
+
+def test_task_run_refuses_an_unknown_parameter(unit, monkeypatch) -> None:
+    """A misspelt scope parameter given to task_run() is an error, not silently dropped."""
+    monkeypatch.setenv("LATCHKEY_CONFIG", str(unit.manifest_path))
+    _in_task(monkeypatch, unit, "ads_report", account="acct_42")
+    with pytest.raises(Exception, match="no parameter 'acount'"), \
+            unit.task_run(acount="acct_42"):
+        pass
+
+
+def test_outside_a_run_serves_what_needs_no_parameter(unit, monkeypatch) -> None:
+    """In a task of a DAG whose scope is templated, with no run open and no params: grants,
+    shared/ and parameter-free mapped connections are served; the rest is refused with a
+    message that says to open a run."""
+    backend = unit.LatchkeySecretsBackend(manifest=str(unit.manifest_path))
+    _in_task(monkeypatch, unit, "ads_report")
+    assert "hooks.example.com" in backend.get_conn_value("slack_default")
+    assert "audit/a" in backend.get_conn_value("audit")
+    with pytest.raises(unit.AirflowSecretsBackendAccessDenied,
+                       match=r"'warehouse' depends on .*task_run\(account=\.\.\.\)"):
+        backend.get_conn_value("warehouse")
+    with pytest.raises(unit.AirflowSecretsBackendAccessDenied, match="open a run"):
+        backend.get_conn_value("other_db")
+    assert backend.get_conn_value("not_in_latchkey") is None  # Airflow's own backends answer
+
+
+def test_operator_shell_refusal_names_the_cli(unit, monkeypatch) -> None:
+    """Outside any task, a held connection is refused with the commands operators use."""
+    backend = unit.LatchkeySecretsBackend(manifest=str(unit.manifest_path))
+    _in_task(monkeypatch, unit, None)
+    with pytest.raises(unit.AirflowSecretsBackendAccessDenied) as refused:
+        backend.get_conn_value("other_db")
+    message = str(refused.value)
+    assert "`latchkey get airflow/connections/other_db`" in message
+    assert "`latchkey explain airflow/connections/other_db`" in message
+    assert "\n" not in message and "fake-other-pw" not in message
+
+
+def test_print_inside_a_run_is_masked(unit, monkeypatch) -> None:
+    """print(token) and a write to stderr inside a task run come out masked."""
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setenv("LATCHKEY_CONFIG", str(unit.manifest_path))
+    _in_task(monkeypatch, unit, "ads_report")
+    with unit.task_run(account="acct_42") as run:
+        token = run.secret("api_token")
+        print("the token is", token)
+        print("uri", run.connection("warehouse").to_uri())
+        sys.stderr.write(f"token again: {token}\n")
+    assert "fake-token-acct42" not in out.getvalue() + err.getvalue()
+    assert "fake-wh-pw" not in out.getvalue()
+    assert "the token is ***" in out.getvalue() and "token again: ***" in err.getvalue()
+
+
+@settings(max_examples=60, deadline=None)
+@given(before=st.text(max_size=20), after=st.text(max_size=20))
+def test_masked_stream_never_writes_a_registered_value(before: str, after: str) -> None:
+    """Whatever surrounds it, a registered value written to a masked stream comes out ***."""
+    import io
+
+    airflow_mod = pytest.importorskip("latchkey.integrations.airflow")
+    from latchkey import redact
+
+    value = "fake-token-acct42-stream"
+    redact.register(value)
+    sink = io.StringIO()
+    stream = airflow_mod._MaskedStream(sink)
+    assert stream.write(before + value + after) == len(before + value + after)
+    stream.writelines([value, "\n"])
+    assert value not in sink.getvalue()
+    assert sink.getvalue().count("***") >= 2

@@ -1,8 +1,10 @@
-"""One dlt pipeline for two accounts, by dynamic task mapping; each task its own token.
+"""One dlt pipeline for two accounts and two environments, by dynamic task mapping; each
+task its own token.
 
 Each mapped task runs inside a latchkey run (``@latchkey_task``): pipeline ``ads_report``
 from the manifest (its ``dags`` patterns), scope ``marketing/ads/<account>`` from the task's
-``account`` argument, run name ``<dag_id>__<run_id>__<task_id>__<map_index>``. dlt's lookups
+``account`` argument, environment from its ``env`` argument (``load_prod``) or the DAG run's
+``latchkey_env`` param, run name ``<dag_id>__<run_id>__<task_id>__<map_index>``. dlt's lookups
 for ``api_token`` and the duckdb destination are answered from that run alone.
 """
 
@@ -30,7 +32,7 @@ ACCOUNTS = ["acct_42", "acct_43"]
 def ads_report():
     @task
     @latchkey_task
-    def load(account: str) -> dict:
+    def load(account: str, env: str | None = None) -> dict:
         import dlt
 
         from ads_source import ads
@@ -39,16 +41,22 @@ def ads_report():
 
         latchkey_dlt.install()
         run = current()
-        pipeline = dlt.pipeline(pipeline_name=f"ads_report_{account}", destination="duckdb",
-                                dataset_name="ads")
-        pipeline.run(ads(account=account, base_url=Variable.get("ads_api_url")))
+        # each environment has its own API endpoint: ads_api_url (dev), ads_api_url_prod
+        url = Variable.get(f"ads_api_url_{run.environment}", default=None) \
+            or Variable.get("ads_api_url")
+        pipeline = dlt.pipeline(pipeline_name=f"ads_report_{account}_{run.environment}",
+                                destination="duckdb", dataset_name="ads")
+        pipeline.run(ads(account=account, base_url=url))
         with pipeline.sql_client() as sql:
             rows = sql.execute_sql("SELECT count(*) FROM campaigns")[0][0]
         token = run.explain("api_token").secret
-        print(f"run {run.name}: api_token from {token.backend} {token.key}; {rows} rows")
-        return {"account": account, "rows": rows, "run": run.name}
+        print(f"run {run.name} env={run.environment}: api_token from {token.backend} "
+              f"{token.path}; {rows} rows; run ready in {run.ready_seconds * 1000:.0f} ms")
+        print("the token itself, masked in every log:", run.secret("api_token"))
+        return {"account": account, "env": run.environment, "rows": rows, "run": run.name}
 
     load.expand(account=ACCOUNTS)
+    load.override(task_id="load_prod").partial(env="prod").expand(account=ACCOUNTS)
 
 
 dag_object = ads_report()

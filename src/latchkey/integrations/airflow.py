@@ -12,16 +12,23 @@ patterns): ``conn_id`` resolves to the pipeline's mapped connection of that name
 its grants). Another pipeline's connection is refused with Airflow's
 ``AirflowSecretsBackendAccessDenied``, so Airflow does not fall through to another backend; a
 key latchkey does not hold at all returns None, so Airflow's own backends still answer for
-what latchkey does not manage. Outside a task of a mapped DAG only ``shared/`` keys are served
-(``outside_pipelines = "allow"`` serves everything, without isolation).
+what latchkey does not manage. In a task of a mapped DAG but outside a run, what does not
+depend on the scope's parameters (``shared/``, grants, untemplated mapped connections) is
+served and the rest refused with a message to open a run. Outside any task only ``shared/``
+keys are served (``outside_pipelines = "allow"`` serves everything, without isolation); the
+refusal points operators at ``latchkey get`` / ``latchkey explain``.
 
 Everything returned is registered with Airflow's secrets masker and with latchkey's own
 (``latchkey.redact``), which also guards the task's log handlers under ``dag.test()``, where
-Airflow's masking is off.
+Airflow's masking is off, and, inside a task run, the process's ``sys.stdout``/``sys.stderr``
+(LocalExecutor copies a task's output into the scheduler's console).
 
 In a task, :func:`task_run` (or the :func:`latchkey_task` decorator) opens a latchkey run for
-the task: pipeline from the DAG, run name from DAG run, task and map index, parameters from
-the call. dlt pipelines inside it then get that run's secrets.
+the task: pipeline from the DAG, run name from DAG run, task and map index, parameters and
+``env`` from the call, else from the DAG run's params (``latchkey_env`` for the environment).
+The manifest is the one Airflow's secrets backend is configured with (``[workers]
+secrets_backend_kwargs``, then ``[secrets] backend_kwargs``), else ``$LATCHKEY_CONFIG``, else
+``./latchkey.toml``. dlt pipelines inside the run then get that run's secrets.
 """
 
 from __future__ import annotations
@@ -29,15 +36,20 @@ from __future__ import annotations
 import fnmatch
 import functools
 import inspect
+import json
+import os
+import sys
 import threading
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping
 
 from .. import redact
 from ..client import Latchkey, load
 from ..errors import AccessDenied, LatchkeyError, MissingDependency, SecretNotFound, UsageError
 from ..keys import is_under
 from ..run import Run, add_value_listener, current, pipeline_fields
+from ..scope import SHARED, fill_template, template_fields
 
 try:
     from airflow.sdk.exceptions import AirflowSecretsBackendAccessDenied
@@ -45,11 +57,14 @@ try:
 except ImportError:  # pragma: no cover - exercised without the extra
     raise MissingDependency("latchkey.integrations.airflow", "airflow") from None
 
-__all__ = ["LatchkeySecretsBackend", "latchkey_task", "pipeline_for_dag", "task_run"]
+__all__ = ["ENV_PARAM", "LatchkeySecretsBackend", "configured_kwargs", "latchkey_task",
+           "mask_std_streams", "pipeline_for_dag", "task_run"]
 
 _instances: dict[tuple[Any, Any], Latchkey] = {}
 _instances_lock = threading.Lock()
 _default: dict[str, Latchkey] = {}
+#: the DAG run param that chooses the environment of a task's run
+ENV_PARAM = "latchkey_env"
 
 
 def _latchkey(manifest: str | None, env: str | None) -> Latchkey:
@@ -146,49 +161,72 @@ class LatchkeySecretsBackend(BaseSecretsBackend):
         if prefix is None:
             return None
         key = f"{prefix}/{name}"
-        scope = self._scope()
-        if scope is None:  # no pipeline: shared/ only, unless told otherwise
-            if self.outside_pipelines == "allow" or is_under(key, "shared"):
+        policy, dag_id = self._policy()
+        if policy is None:
+            if self.outside_pipelines == "allow" or is_under(key, SHARED):
                 return self._read(self.lk.chain.get, key)
-            return self._deny_if_held(key, f"{kind} {name!r} outside a latchkey pipeline")
-        run, dag_id = scope
-        if kind == "connection" and name in run.connection_keys:
-            key = run.connection_keys[name]
-        if not run.scope.allows(key):
-            return self._deny_if_held(key, f"DAG {dag_id!r} (latchkey pipeline "
-                                           f"{run.pipeline!r}) may not read {kind} {name!r}")
-        return self._read(self.lk.chain_for(run.environment).get, key, run)
+            if dag_id is not None:
+                self._deny_if_held(key, f"DAG {dag_id!r} matches no latchkey pipeline, so it "
+                                        f"may not read {kind} {name!r} (add it to a "
+                                        "pipeline's dags = [...] in the manifest)")
+            else:
+                self._deny_if_held(key, f"{kind} {name!r} is served only to tasks of a latchkey "
+                                        "pipeline's DAGs; on an operator's shell use "
+                                        f"`latchkey get {key}` (masked unless --reveal) or "
+                                        f"`latchkey explain {key}`")
+            return None
+        if kind == "connection" and name in policy.pending:
+            raise AirflowSecretsBackendAccessDenied(
+                f"{policy.who}: connection {name!r} depends on the scope's parameters "
+                f"{list(policy.missing)}; {policy.open_a_run}")
+        if kind == "connection" and name in policy.connection_keys:
+            key = policy.connection_keys[name]
+        if not policy.allows(key):
+            why = f"{policy.who} may not read {kind} {name!r}"
+            if policy.missing:
+                why += (f" outside a run (the scope needs parameters {list(policy.missing)}); "
+                        f"{policy.open_a_run}")
+            self._deny_if_held(key, why)
+            return None
+        return self._read(self.lk.chain_for(policy.environment).get, key, policy)
 
-    def _scope(self) -> tuple[Run, str] | None:
-        """The policy for this task: the active run, else the DAG's pipeline."""
+    def _policy(self) -> tuple["_Policy | None", str | None]:
+        """What this task may read: the active run's policy, else the DAG's pipeline's (only
+        its parameter-free part if the DAG run's params do not fill the scope); and the
+        DAG id (None outside a task)."""
         run = current()
         context = _task_context()
         dag_id = context["dag"].dag_id if context else None
         if run is not None:
-            return run, dag_id or run.pipeline
+            return _Policy.of_run(run, dag_id or run.pipeline), dag_id
         if dag_id is None:
-            return None
+            return None, None
         pipeline = pipeline_for_dag(self.lk, dag_id)
         if pipeline is None:
-            return None
-        params = _params_from(context, self.lk.pipeline_config(pipeline), {})
+            return None, dag_id
+        config = self.lk.pipeline_config(pipeline)
+        params = _params_from(context, config, {})
+        env = _env_from(context, None)
+        missing = sorted(pipeline_fields(config) - set(params))
         try:
-            return self.lk.pipeline(pipeline, **params), dag_id
+            if missing:
+                return _Policy.partial(self.lk, pipeline, dag_id, config, env, missing), dag_id
+            return _Policy.of_run(self.lk.pipeline(pipeline, env=env, **params), dag_id), dag_id
         except UsageError as exc:
             raise AirflowSecretsBackendAccessDenied(
                 f"DAG {dag_id!r}: {exc}; open a run in the task with "
                 "latchkey.integrations.airflow.task_run(...)") from None
 
-    def _read(self, get: Callable, key: str, run: Run | None = None) -> str | None:
+    def _read(self, get: Callable, key: str, policy: "_Policy | None" = None) -> str | None:
         try:
             secret = get(key)
         except SecretNotFound:
             return None
         except AccessDenied as exc:
             raise AirflowSecretsBackendAccessDenied(str(exc)) from None
-        if run is not None and secret.document and not run.scope.allows_subtree(key):
+        if policy is not None and secret.document and not policy.allows_subtree(key):
             raise AirflowSecretsBackendAccessDenied(
-                f"latchkey pipeline {run.pipeline!r} may not read {key!r}: it is a document "
+                f"latchkey pipeline {policy.pipeline!r} may not read {key!r}: it is a document "
                 "standing for a subtree outside the pipeline's scope, shared/ and grants")
         _mask(secret.value)
         return secret.value
@@ -201,7 +239,66 @@ class LatchkeySecretsBackend(BaseSecretsBackend):
             held = True  # cannot tell: refuse rather than let another backend answer
         if held:
             raise AirflowSecretsBackendAccessDenied(why)
-        return None
+
+
+@dataclass
+class _Policy:
+    """What a task may read through the backend: a run's policy, or, outside a run, the part
+    of its pipeline's policy that needs no scope parameter (``missing`` names the others)."""
+
+    pipeline: str
+    dag_id: str
+    environment: str
+    connection_keys: Mapping[str, str]
+    allows: Callable[[str], bool]
+    #: whether a document standing for the subtree below a key may be read (Secret.document)
+    allows_subtree: Callable[[str], bool]
+    missing: tuple[str, ...] = ()
+    pending: frozenset[str] = field(default_factory=frozenset)  # connections needing params
+
+    @property
+    def who(self) -> str:
+        return f"DAG {self.dag_id!r} (latchkey pipeline {self.pipeline!r})"
+
+    @property
+    def open_a_run(self) -> str:
+        args = ", ".join(f"{m}=..." for m in self.missing)
+        return (f"open a run in the task with latchkey.integrations.airflow.task_run({args}) "
+                "or @latchkey_task")
+
+    @classmethod
+    def of_run(cls, run: Run, dag_id: str) -> "_Policy":
+        return cls(run.pipeline, dag_id, run.environment, run.connection_keys, run.scope.allows,
+                   run.scope.allows_subtree)
+
+    @classmethod
+    def partial(cls, lk: Latchkey, pipeline: str, dag_id: str, config: Any, env: str | None,
+                missing: list[str]) -> "_Policy":
+        environment = _environment(lk, config, env)
+        values = {"env": environment}
+        what = f"pipeline {pipeline!r}"
+
+        def free(template: str) -> bool:
+            return set(template_fields(template)) <= {"env"}
+
+        connections = {c: fill_template(t, values, f"{what} connection {c!r}")
+                       for c, t in config.connections.items() if free(t)}
+        grants = tuple(fill_template(g.rstrip("/"), values, f"{what} grant")
+                       for g in config.grants if free(g))
+        mapped = frozenset(connections.values())
+
+        def allows(key: str) -> bool:
+            return (is_under(key, SHARED) or key in mapped
+                    or any(is_under(key, grant) for grant in grants))
+
+        return cls(pipeline, dag_id, environment, connections, allows, allows, tuple(missing),
+                   frozenset(config.connections) - set(connections))
+
+
+def _environment(lk: Latchkey, config: Any, env: str | None) -> str:
+    """The environment ``lk.pipeline(..., env=env)`` would choose."""
+    explicit = lk.manifest.env_explicit if lk.manifest else True
+    return env or (lk.env if explicit else None) or config.env or lk.env
 
 
 def _mask_connection(value: str | None) -> None:
@@ -223,24 +320,115 @@ def _params_from(context: dict | None, config, explicit: dict[str, Any]) -> dict
     fields = pipeline_fields(config)
     params = {k: str(v) for k, v in explicit.items() if k in fields}
     dag_params = (context or {}).get("params") or {}
-    for field in fields - set(params):
-        if field in dag_params and dag_params[field] is not None:
-            params[field] = str(dag_params[field])
+    for field_name in fields - set(params):
+        if field_name in dag_params and dag_params[field_name] is not None:
+            params[field_name] = str(dag_params[field_name])
     return params
 
 
+def _env_from(context: dict | None, explicit: Any) -> str | None:
+    """The environment: the one given, else the DAG run's ``latchkey_env`` param, else None
+    (the process's default)."""
+    if explicit is not None:
+        return str(explicit)
+    chosen = ((context or {}).get("params") or {}).get(ENV_PARAM)
+    return None if chosen in (None, "") else str(chosen)
+
+
+_BACKEND_SETTINGS = (("workers", "secrets_backend", "secrets_backend_kwargs"),
+                     ("secrets", "backend", "backend_kwargs"))
+
+
+def configured_kwargs() -> dict[str, Any] | None:
+    """The kwargs Airflow was given for :class:`LatchkeySecretsBackend`: ``[workers]
+    secrets_backend_kwargs`` if ``[workers] secrets_backend`` names it, else ``[secrets]
+    backend_kwargs`` if ``[secrets] backend`` does (with Airflow's per-key
+    ``..._KWARG__NAME`` environment overrides); None if neither names it."""
+    try:
+        from airflow.configuration import conf
+    except ImportError:  # pragma: no cover - a worker with the task SDK alone
+        from airflow.sdk.configuration import conf  # type: ignore[no-redef]
+    for section, key, kwargs_key in _BACKEND_SETTINGS:
+        path = conf.get(section, key, fallback="") or ""
+        if path.strip().rpartition(".")[2] != LatchkeySecretsBackend.__name__:
+            continue
+        raw = conf.get(section, kwargs_key, fallback="") or ""
+        try:
+            kwargs = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            raise UsageError(f"[{section}] {kwargs_key} is not JSON") from None
+        if not isinstance(kwargs, dict):
+            raise UsageError(f"[{section}] {kwargs_key} is not a JSON object")
+        env_prefix = f"AIRFLOW__{section.upper()}__{kwargs_key.replace('_kwargs', '_kwarg').upper()}__"
+        kwargs.update({k[len(env_prefix):].lower(): v for k, v in os.environ.items()
+                       if k.startswith(env_prefix) and len(k) > len(env_prefix)})
+        return kwargs
+    return None
+
+
 def _default_latchkey() -> Latchkey:
+    """The Latchkey of the configured manifest: the backend's kwargs as Airflow has them,
+    else one a backend built in this process, else ``$LATCHKEY_CONFIG`` / ./latchkey.toml."""
+    kwargs = configured_kwargs()
+    if kwargs is not None:
+        return _latchkey(kwargs.get("manifest"), kwargs.get("env"))
     return _default.get("lk") or _latchkey(None, None)
 
 
+class _MaskedStream:
+    """A text stream whose writes pass through latchkey's masker first."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if isinstance(text, str):
+            self._stream.write(redact.redactor().redact(text))
+            return len(text)
+        return self._stream.write(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+_streams_lock = threading.Lock()
+
+
+def mask_std_streams() -> None:
+    """Mask registered values in everything written to ``sys.stdout``/``sys.stderr`` from
+    now on (idempotent; stays for the process, as the registered values do)."""
+    with _streams_lock:
+        for name in ("stdout", "stderr"):
+            stream = getattr(sys, name)
+            if stream is not None and not isinstance(stream, _MaskedStream):
+                setattr(sys, name, _MaskedStream(stream))
+
+
 @contextmanager
-def task_run(lk: Latchkey | None = None, **params: Any) -> Iterator[Run]:
+def task_run(lk: Latchkey | None = None, *, env: str | None = None,
+             **params: Any) -> Iterator[Run]:
     """Open a latchkey run for the running Airflow task.
 
     The pipeline is the one whose ``dags`` match the DAG; the run name is
     ``<dag_id>__<run_id>__<task_id>[__<map_index>]``; scope parameters come from ``params``,
-    else from the DAG run's params. Values the run resolves are masked in the task log.
+    else from the DAG run's params; the environment from ``env``, else the DAG run's
+    ``latchkey_env`` param, else the process's. Values the run resolves are masked in the
+    task log and in the process's stdout and stderr.
+
+    Raises:
+        UsageError: not in a task, the DAG matches no pipeline, or a parameter is unknown.
     """
+    with _task_run(lk, env, params, strict=True) as run:
+        yield run
+
+
+@contextmanager
+def _task_run(lk: Latchkey | None, env: Any, params: dict[str, Any],
+              strict: bool) -> Iterator[Run]:
     lk = lk or _default_latchkey()
     context = _task_context()
     if context is None:
@@ -248,33 +436,41 @@ def task_run(lk: Latchkey | None = None, **params: Any) -> Iterator[Run]:
     dag_id = context["dag"].dag_id
     pipeline = pipeline_for_dag(lk, dag_id)
     if pipeline is None:
-        raise UsageError(f"DAG {dag_id!r} matches no latchkey pipeline (add it to a "
-                         "pipeline's dags = [...] in the manifest)")
+        where = lk.manifest.path if lk.manifest and lk.manifest.path else "no manifest found"
+        raise UsageError(f"DAG {dag_id!r} matches no latchkey pipeline in {where} (add it to "
+                         "a pipeline's dags = [...] in the manifest)")
+    config = lk.pipeline_config(pipeline)
+    unknown = sorted(set(params) - pipeline_fields(config))
+    if strict and unknown:
+        raise UsageError(f"pipeline {pipeline!r} has no parameter {unknown[0]!r} (its "
+                         f"parameters: {sorted(pipeline_fields(config)) or 'none'})")
     ti = context["ti"]
     name = f"{dag_id}__{context['run_id']}__{ti.task_id}"
     if getattr(ti, "map_index", -1) is not None and getattr(ti, "map_index", -1) >= 0:
         name += f"__{ti.map_index}"
     add_value_listener(_mask)
     redact.install()
-    with lk.pipeline(pipeline, run_name=name,
-                     **_params_from(context, lk.pipeline_config(pipeline), params)) as run:
+    mask_std_streams()
+    with lk.pipeline(pipeline, run_name=name, env=_env_from(context, env),
+                     **_params_from(context, config, params)) as run:
         yield run
 
 
 def latchkey_task(fn: Callable) -> Callable:
     """Decorate a task function so it runs inside :func:`task_run`, with the scope parameters
-    taken from its own arguments of the same names (``account=...``)::
+    (and ``env``) taken from its own arguments of the same names (``account=...``)::
 
         @task
         @latchkey_task
-        def load(account: str): ...
+        def load(account: str, env: str | None = None): ...
     """
     signature = inspect.signature(fn)
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        bound = signature.bind_partial(*args, **kwargs)
-        with task_run(**dict(bound.arguments)):
+        arguments = dict(signature.bind_partial(*args, **kwargs).arguments)
+        env = arguments.pop("env", None)
+        with _task_run(None, env, arguments, strict=False):
             return fn(*args, **kwargs)
 
     return wrapper
