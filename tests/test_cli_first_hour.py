@@ -206,7 +206,7 @@ def test_usage_errors_of_set_never_echo_the_arguments(isolated: Path, args) -> N
     assert result.returncode == 2
     assert TOKEN not in result.stdout + result.stderr
     assert TOKEN[1:] not in result.stdout + result.stderr
-    assert len(_lines(result.stderr)) == 2 and result.stderr.startswith("latchkey: error: ")
+    assert 1 <= len(_lines(result.stderr)) <= 2 and result.stderr.startswith("latchkey: error: ")
 
 
 def test_missing_secret_is_one_short_line_ending_with_the_fix(isolated: Path) -> None:
