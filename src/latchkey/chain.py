@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from . import redact
 from .backends.base import Backend, Secret
@@ -145,7 +146,7 @@ class Chain:
         self.on_backend_error = on_backend_error
         self.lookup = lookup
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Backend]:
         return iter(self.backends)
 
     def resolve(self, keys: Iterable[str], exhaustive: bool = False) -> dict[str, Resolution]:
@@ -162,7 +163,7 @@ class Chain:
     def get(self, key: str) -> Secret:
         return self.resolve([key])[key].require()
 
-    def resolve_walks(self, walks: Mapping[str, Sequence[tuple["Level | None", str]]],
+    def resolve_walks(self, walks: Mapping[str, Sequence[tuple[Level | None, str]]],
                       exhaustive: bool = False) -> dict[str, Resolution]:
         """Resolve names by their walks: most specific level first, then chain order.
 
@@ -191,7 +192,7 @@ class Chain:
         """Raised when it is the first answer for a key, rather than fallen through."""
         return isinstance(error, AccessDenied) or self.on_backend_error == "raise"
 
-    def _ask_one(self, backend: Backend, keys: Sequence[str]) -> "dict[str, Secret] | Exception":
+    def _ask_one(self, backend: Backend, keys: Sequence[str]) -> dict[str, Secret] | Exception:
         try:
             return backend.get_many(keys)
         except (AccessDenied, BackendError) as exc:
@@ -223,7 +224,7 @@ class Chain:
             asking = asking if exhaustive else unresolved
         return answers
 
-    def _pick(self, result: Resolution, level: "Level | None", key: str,
+    def _pick(self, result: Resolution, level: Level | None, key: str,
               answers: Sequence[_Answer], exhaustive: bool) -> bool:
         """Record one level of one walk, in chain order; True when the walk ends here
         (found or failed). Nothing after the first hit changes the winner."""
@@ -253,7 +254,7 @@ class Chain:
         return result.found or bool(result.errors)
 
 
-def _answer(outcome: "dict[str, Secret] | Exception", key: str) -> "Secret | Exception | None":
+def _answer(outcome: dict[str, Secret] | Exception, key: str) -> Secret | Exception | None:
     return outcome if isinstance(outcome, Exception) else outcome.get(key)
 
 
