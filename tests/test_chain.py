@@ -164,3 +164,129 @@ def test_unique_backend_names() -> None:
     """Two backends with one name in a chain are refused."""
     with pytest.raises(ValueError, match="unique"):
         latchkey.Latchkey([MemoryBackend("m"), MemoryBackend("m")])
+
+
+# -- one resolver: first hit wins in every path, whatever the later backends do -----------
+_LOOKUPS = [pytest.param("sequential", id="sequential"), pytest.param("parallel", id="parallel")]
+_LATER = [
+    pytest.param(lambda: FailingBackend("later", error=AccessDenied("backend 'later': denied")),
+                 "fall_through", id="later-denies"),
+    pytest.param(lambda: FailingBackend("later"), "raise", id="later-fails-raise-mode"),
+    pytest.param(lambda: FailingBackend("later"), "fall_through", id="later-fails"),
+    pytest.param(lambda: MemoryBackend("later", {"team/a1/token": "fake-later-tok",
+                                                 "shared/slack": "fake-later-slack"}),
+                 "fall_through", id="later-holds-another-value"),
+]
+_HELD = {"team/a1/token": "fake-first-tok", "shared/slack": "fake-first-slack"}
+
+
+def _resolver_lk(later, on_backend_error: str, lookup: str) -> latchkey.Latchkey:
+    from pathlib import Path
+
+    from latchkey.manifest import parse_manifest
+
+    manifest = parse_manifest({"lookup": lookup, "on_backend_error": on_backend_error,
+                               "pipelines": {"ads": {"scope": "team/{account}",
+                                                     "requires": ["token"]}}},
+                              Path("latchkey.toml"))
+    return latchkey.Latchkey([MemoryBackend("first", _HELD), later], manifest=manifest,
+                             on_backend_error=on_backend_error)
+
+
+@pytest.mark.parametrize("lookup", _LOOKUPS)
+@pytest.mark.parametrize("make_later, on_backend_error", _LATER)
+def test_a_later_backend_never_sinks_an_earlier_hit(make_later, on_backend_error,
+                                                    lookup) -> None:
+    """lk.get, get_many, explain, run open, run.secret, run.get and run.explain all return
+    the first backend's hit, whatever a later backend answers, fails or denies."""
+    lk = _resolver_lk(make_later(), on_backend_error, lookup)
+    assert lk.get("shared/slack") == "fake-first-slack"
+    assert lk.get_many(["team/a1/token"]) == {"team/a1/token": "fake-first-tok"}
+    assert lk.explain("shared/slack").secret.backend == "first"
+    with lk.pipeline("ads", account="a1") as run:
+        assert run.secret("token") == "fake-first-tok"
+        assert run.get("shared/slack") == "fake-first-slack"
+        assert run.explain("token").secret.backend == "first"
+        assert run.explain("token").attempts[0].outcome == "found"
+
+
+@pytest.mark.parametrize("lookup", _LOOKUPS)
+def test_explain_names_the_same_winner_and_records_a_later_denial(lookup) -> None:
+    """explain asks every backend: the winner is the one lk.get returns; a later hit is
+    shadowed and a later denial is recorded as denied, not raised."""
+    denied = FailingBackend("vault", error=AccessDenied("backend 'vault': denied"))
+    lk = latchkey.Latchkey([MemoryBackend("env"), MemoryBackend("ssm", {"k": "fake-ssm"}),
+                            denied, MemoryBackend("local", {"k": "fake-local"})], lookup=lookup)
+    result = lk.explain("k")
+    assert result.secret.backend == lk.get_secret("k").backend == "ssm"
+    assert [(a.backend, a.outcome) for a in result.attempts] == [
+        ("env", "absent"), ("ssm", "found"), ("vault", "denied"), ("local", "shadowed")]
+    assert "fake" not in repr(result.to_dict())
+
+
+@pytest.mark.parametrize("lookup", _LOOKUPS)
+def test_a_denial_before_any_hit_is_still_authoritative(lookup) -> None:
+    """AccessDenied from a backend before the first hit is raised in every path."""
+    denied = FailingBackend("vault", error=AccessDenied("backend 'vault': denied"))
+    lk = latchkey.Latchkey([MemoryBackend("env"), denied, MemoryBackend("local", {"k": "fake"})],
+                           lookup=lookup)
+    with pytest.raises(AccessDenied, match="vault"):
+        lk.get("k")
+    with pytest.raises(AccessDenied, match="vault"):
+        lk.explain("k")
+
+
+def test_sequential_and_parallel_resolve_alike() -> None:
+    """Both lookups give the same resolution, attempts included; only the calls differ."""
+    def resolve(lookup: str) -> list[dict[str, object]]:
+        lk = latchkey.Latchkey([MemoryBackend("a", {"x": "fake-1"}), FailingBackend("down"),
+                                MemoryBackend("b", {"x": "fake-2", "y": "fake-3"}),
+                                MemoryBackend("c")], lookup=lookup)
+        resolved = lk.chain.resolve(["x", "y", "z"])
+        return [{**resolved[k].to_dict(), "created_at": None} for k in ("x", "y", "z")]
+
+    assert resolve("sequential") == resolve("parallel")
+
+
+@pytest.mark.parametrize("lookup, calls", [
+    pytest.param("sequential", {"a": [("x", "y")], "b": [("y",)], "c": []}, id="sequential"),
+    pytest.param("parallel", {"a": [("x", "y")], "b": [("x", "y")], "c": [("x", "y")]},
+                 id="parallel"),
+])
+def test_store_calls_per_lookup(lookup, calls) -> None:
+    """sequential asks a backend only for keys no earlier one holds; parallel asks every
+    backend for every key (one round trip, more calls)."""
+    a, b, c = MemoryBackend("a", {"x": "fake-1"}), MemoryBackend("b", {"y": "fake-2"}), \
+        MemoryBackend("c")
+    lk = latchkey.Latchkey([a, b, c], lookup=lookup)
+    assert lk.get_many(["x", "y"]) == {"x": "fake-1", "y": "fake-2"}
+    assert {m.name: [call.args for call in m.calls] for m in (a, b, c)} == calls
+    for m in (a, b, c):
+        m.calls.clear()
+    assert lk.get("x") == "fake-1"
+    assert sum(len(m.calls) for m in (a, b, c)) == (1 if lookup == "sequential" else 3)
+
+
+@pytest.mark.parametrize("lookup, total", [pytest.param("sequential", 1, id="sequential"),
+                                           pytest.param("parallel", 2, id="parallel")])
+def test_run_prefetch_calls_per_lookup(lookup, total) -> None:
+    """A run whose secret sits in the first backend costs one call sequentially, one per
+    backend in parallel."""
+    later = MemoryBackend("later")
+    lk = _resolver_lk(later, "fall_through", lookup)
+    with lk.pipeline("ads", account="a1") as run:
+        assert run.secret("token") == "fake-first-tok"
+    assert len(later.calls) + len(lk.backend("first").calls) == total
+
+
+def test_lookup_is_validated_with_the_manifest() -> None:
+    """lookup is "sequential" or "parallel"; anything else is a ManifestError naming it."""
+    from pathlib import Path
+
+    from latchkey.manifest import parse_manifest
+
+    assert parse_manifest({}, Path("latchkey.toml")).lookup == "sequential"
+    with pytest.raises(latchkey.ManifestError, match="lookup"):
+        parse_manifest({"lookup": "eager"}, Path("latchkey.toml"))
+    with pytest.raises(ValueError, match="lookup"):
+        latchkey.Latchkey([MemoryBackend("m")], lookup="eager")

@@ -33,8 +33,9 @@ DATA = {
 }
 
 
-def make(*backends, pipelines=PIPELINES, env=None) -> latchkey.Latchkey:
-    manifest = parse_manifest({"pipelines": pipelines}, Path("latchkey.toml"), env)
+def make(*backends, pipelines=PIPELINES, env=None, lookup="sequential") -> latchkey.Latchkey:
+    manifest = parse_manifest({"pipelines": pipelines, "lookup": lookup},
+                              Path("latchkey.toml"), env)
     return latchkey.Latchkey(list(backends) or [MemoryBackend("mem", DATA)], manifest=manifest,
                              env=manifest.env)
 
@@ -68,7 +69,8 @@ def test_secrets_at_scope_level_are_ready_in_one_round() -> None:
 
 
 def test_backends_are_asked_in_parallel() -> None:
-    """Both backends are inside get_many at the same time during the prefetch."""
+    """With lookup = "parallel", both backends are inside get_many at the same time during
+    the prefetch."""
     barrier = threading.Barrier(2, timeout=10)
 
     class Meeting(MemoryBackend):
@@ -76,7 +78,8 @@ def test_backends_are_asked_in_parallel() -> None:
             barrier.wait()  # raises BrokenBarrierError if the other backend never arrives
             return super()._get_many(keys)
 
-    with make(Meeting("a"), Meeting("b", DATA)).pipeline("ads", account="acct_42") as run:
+    lk = make(Meeting("a"), Meeting("b", DATA), lookup="parallel")
+    with lk.pipeline("ads", account="acct_42") as run:
         assert run.secret("access_token") == "fake-tok-42"
 
 

@@ -37,7 +37,7 @@ def load(path: str | os.PathLike[str] | None = None, *, env: str | None = None) 
     backends = _build_backends(manifest, manifest.env)
     return Latchkey([backends[n] for n in manifest.chain], env=manifest.env,
                     manifest=manifest, extra_backends=backends.values(),
-                    on_backend_error=manifest.on_backend_error,
+                    on_backend_error=manifest.on_backend_error, lookup=manifest.lookup,
                     chain_factory=lambda env: _build_chain(manifest, env),
                     auditor=build_auditor(manifest.audit, manifest.base_dir))
 
@@ -46,7 +46,8 @@ def _build_chain(manifest: Manifest, env: str) -> Chain:
     if manifest.environments and env not in manifest.environments:
         raise UsageError(f"environment {env!r} is not one of {manifest.environments}")
     built = _build_backends(manifest, env)
-    return Chain([built[n] for n in manifest.chain], manifest.on_backend_error)
+    return Chain([built[n] for n in manifest.chain], manifest.on_backend_error,
+                 manifest.lookup)
 
 
 def _build_backends(manifest: Manifest, env: str) -> dict[str, Backend]:
@@ -76,6 +77,8 @@ class Latchkey:
         manifest: the manifest it came from, if any.
         extra_backends: backends defined but not in the chain (writable by name).
         on_backend_error: ``"fall_through"`` (default) or ``"raise"``.
+        lookup: ``"sequential"`` or ``"parallel"`` (see :class:`~latchkey.chain.Chain`);
+            default: the manifest's ``lookup``, else ``"sequential"``.
         chain_factory: builds the chain for another environment (``load`` gives one that
             refills ``{env}`` in the manifest's backends); without it every environment
             uses ``backends``.
@@ -90,12 +93,15 @@ class Latchkey:
         manifest: Manifest | None = None,
         extra_backends: Iterable[Backend] = (),
         on_backend_error: str = "fall_through",
+        lookup: str | None = None,
         chain_factory: Callable[[str], Chain] | None = None,
         auditor: Auditor | None = None,
     ) -> None:
         self.env = env
         self.manifest = manifest
-        self.chain = Chain(backends, on_backend_error)
+        if lookup is None:
+            lookup = manifest.lookup if manifest else "sequential"
+        self.chain = Chain(backends, on_backend_error, lookup)
         self._backends = {b.name: b for b in [*extra_backends, *backends]}
         self._chains = {env: self.chain}   # one chain per environment, built on first use
         self._chain_factory = chain_factory

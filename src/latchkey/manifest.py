@@ -91,6 +91,7 @@ class _Document(BaseModel):
     environments: list[str] | None = None
     chain: list[str] | None = None
     on_backend_error: Literal["fall_through", "raise"] = "fall_through"
+    lookup: Literal["sequential", "parallel"] = "sequential"
     backends: dict[str, dict[str, Any]] = {}
     pipelines: dict[str, PipelineConfig] = {}
 
@@ -106,6 +107,7 @@ class Manifest:
     pipelines: dict[str, PipelineConfig] = field(default_factory=dict)
     environments: list[str] | None = None
     on_backend_error: str = "fall_through"
+    lookup: str = "sequential"  # how the chain asks its backends (chain.Chain)
     #: True when the environment was chosen for this process (argument, --env, LATCHKEY_ENV)
     #: rather than taken from the manifest's default: it then beats a pipeline's own env.
     env_explicit: bool = False
@@ -189,6 +191,7 @@ def parse_manifest(raw: dict[str, Any], path: Path, env: str | None = None) -> M
     return Manifest(path=path, env=chosen, chain=list(chain), backends=backends,
                     pipelines=dict(doc.pipelines), environments=doc.environments,
                     on_backend_error=doc.on_backend_error, env_explicit=bool(explicit),
+                    lookup=doc.lookup,
                     audit=doc.audit)
 
 

@@ -4,8 +4,9 @@
         run.secret("access_token")        # found by the scope walk, prefetched
         run.get("shared/slack_webhook")   # an absolute key, checked against the run's policy
 
-On entry the run resolves everything its pipeline requires in one batched pass per backend,
-the backends in parallel, and fails at once listing every missing secret. The active run is
+On entry the run resolves everything its pipeline requires in one batched pass per backend
+(through the chain's one resolver, as the manifest's ``lookup`` says), and fails at once
+listing every missing secret. The active run is
 held in a :class:`contextvars.ContextVar`: each thread and each asyncio task sees its own,
 and a nested run restores the outer one on exit. Nothing is written to ``os.environ`` or to
 disk. On exit the run drops its values and refuses further reads.

@@ -43,13 +43,15 @@ def bench(repeat: int, latency_ms: float, compare: bool, pipelines: int, out: st
 
     def text() -> None:
         table = _table("BENCHMARK", "MEDIAN", "P90", "NOTES")
-        local, remote = results["ready_local"], results["ready_remote"]
+        local = results["ready_local"]
         table.add_row(f"ready, {results['secrets']} secrets, local store (cold)",
                       _ms(local["median"]), _ms(local["p90"]), f"{local['runs']} runs")
-        notes = (f"{remote['round_trips']:.2f} round trips of {latency_ms:g} ms, "
-                 f"{remote['calls_per_run']:.0f} store calls per run")
-        table.add_row(f"ready, {results['secrets']} secrets, 2 remote stores",
-                      _ms(remote["median"]), _ms(remote["p90"]), notes)
+        for lookup in ("sequential", "parallel"):
+            remote = results["ready_remote" + ("_parallel" if lookup == "parallel" else "")]
+            notes = (f"{remote['round_trips']:.2f} round trips of {latency_ms:g} ms, "
+                     f"{remote['calls_per_run']:.0f} store calls per run")
+            table.add_row(f"ready, {results['secrets']} secrets, 2 remote stores, {lookup}",
+                          _ms(remote["median"]), _ms(remote["p90"]), notes)
         many = results["runs_200"]
         table.add_row(f"{many['runs']} concurrent runs, no cache",
                       f"{many['uncached']['seconds'] * 1000:.0f} ms", "",
