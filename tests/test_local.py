@@ -217,6 +217,8 @@ WRITER = textwrap.dedent("""
         while True:
             i += 1
             b.put("k", "fake-%d-" % i + "y" * (i * 997 % 300_000))
+            if i == 1:
+                print("writing", flush=True)
     conn = b._open(create=True)
     conn.execute("PRAGMA cache_size=8")      # spill the uncommitted insert into the WAL file
     wal = path + "-wal"
@@ -269,10 +271,13 @@ def test_kill_9_at_random_moments_never_tears_a_version(tmp_path: Path) -> None:
         if time.monotonic() > deadline:
             break
         proc = subprocess.Popen([sys.executable, str(script), "loop", str(db)],
-                                env={**os.environ, "KEY": KEY})
-        time.sleep(0.4 + rng.random() * 0.4)
+                                env={**os.environ, "KEY": KEY}, stdout=subprocess.PIPE, text=True)
+        # the random moment counts from the first write, however slow the start-up was
+        assert proc.stdout.readline().strip() == "writing"
+        time.sleep(rng.random() * 0.4)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
+        proc.stdout.close()
         b = store(db)
         history = b.history("k")
         assert [v.version for v in history] == [str(i) for i in range(1, len(history) + 1)]
