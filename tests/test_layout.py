@@ -214,3 +214,47 @@ def test_bench_compare_without_a_checkout_says_so(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "source checkout" in lines[0] and "benchmarks/compare.py" in lines[0]
+
+
+def _string_literals(tree: ast.AST) -> list[ast.Constant]:
+    """The string constants of a module, f-string parts included, docstrings left out."""
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                docstrings.add(id(body[0].value))
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Constant)
+            and isinstance(n.value, str) and id(n) not in docstrings]
+
+
+@pytest.mark.parametrize("needle, home", [
+    pytest.param("A-Za-z0-9_.-", "latchkey.keys", id="key-segment-rule"),
+    pytest.param("***", "latchkey.redact", id="mask"),
+])
+def test_one_definition(needle: str, home: str) -> None:
+    """The key-segment rule is written once (latchkey.keys.SEGMENT_PATTERN / is_segment) and
+    the mask once (latchkey.redact.MASK): no other module spells them out."""
+    offenders = []
+    for name, (path, _) in _modules().items():
+        if name == home:
+            continue
+        for node in _string_literals(ast.parse(path.read_text(encoding="utf-8"))):
+            if needle in node.value:
+                offenders.append(f"{name}:{node.lineno}")
+    assert offenders == []
+
+
+def test_one_mask_everywhere() -> None:
+    """A Secret, a Connection and `latchkey get` show a value as the log masker does."""
+    from datetime import datetime
+
+    from latchkey import Connection
+    from latchkey.backends.base import Secret
+    from latchkey.redact import MASK
+
+    secret = Secret(key="k", value="fake-value", backend="b", path="p", version="1",
+                    created_at=datetime(2026, 1, 1))
+    assert f"value={MASK!r}" in repr(secret)
+    conn = Connection(conn_type="postgres", host="https://u:fake-pw@h", password="fake-pw")
+    assert f"password={MASK!r}" in repr(conn) and f"https://{MASK}@h" in repr(conn)

@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from . import converters
 from .errors import UsageError
-from .redact import sensitive_values
+from .redact import MASK, sensitive_values
 
 __all__ = ["Connection", "InvalidConnection"]
 
@@ -70,7 +70,7 @@ class Connection:
             shown.insert(1 if self.conn_type is not None else 0,
                          f"host={mask_host_userinfo(self.host)!r}")
         if self.password is not None:
-            shown.append("password='********'")
+            shown.append(f"password={MASK!r}")
         if self.extra:
             shown.append(f"extra=<{len(self.extra)} keys: {', '.join(sorted(self.extra))}>")
         return f"Connection({', '.join(shown)})"
@@ -301,7 +301,7 @@ def mask_host_userinfo(host: str) -> str:
         return host
     protocol = _PROTOCOL.match(host)
     start = protocol.end() if protocol else 0
-    return f"{host[:start]}***@{host.rsplit('@', 1)[1]}"
+    return f"{host[:start]}{MASK}@{host.rsplit('@', 1)[1]}"
 
 
 def host_userinfo(host: str | None) -> list[str]:
@@ -315,7 +315,7 @@ def host_userinfo(host: str | None) -> list[str]:
 
 def scrub_urls(text: str) -> str:
     """``text`` with the userinfo of every URL in it (``scheme://user:pw@``) as ``***@``."""
-    return _URL_USERINFO.sub(r"\1***@", text)
+    return _URL_USERINFO.sub(lambda m: f"{m.group(1)}{MASK}@", text)
 
 
 def _split(uri: str, what: str):

@@ -18,6 +18,7 @@ from ._sdk import boto3_module
 from .connection import Connection, scrub_urls
 from .converters import AWS_TYPES, to_boto3_session_kwargs, to_dlt_credentials
 from .errors import MissingDependency
+from .redact import MASK
 
 __all__ = ["probe"]
 
@@ -104,7 +105,7 @@ def _http(conn: Connection, timeout: float) -> Result:
     if userinfo:  # sent as Basic auth, as curl does; never part of the URL shown
         token = base64.b64encode(unquote(userinfo).encode("utf-8")).decode("ascii")
         request.add_unredirected_header("Authorization", f"Basic {token}")
-    shown = url.replace("://", "://***@", 1) if userinfo else url
+    shown = url.replace("://", f"://{MASK}@", 1) if userinfo else url
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             return "ok", f"GET {shown} -> {response.status}"

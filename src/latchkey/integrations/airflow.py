@@ -37,7 +37,7 @@ from .. import redact
 from ..client import Latchkey, load
 from ..errors import AccessDenied, LatchkeyError, MissingDependency, SecretNotFound, UsageError
 from ..keys import is_under
-from ..run import Run, add_value_listener, current, pipeline_fields
+from ..run import Run, add_value_listener, current
 
 try:
     from airflow.sdk.exceptions import AirflowSecretsBackendAccessDenied
@@ -220,7 +220,7 @@ def _mask_connection(value: str | None) -> None:
 
 def _params_from(context: dict | None, config, explicit: dict[str, Any]) -> dict[str, str]:
     """Scope parameters: those given, else the DAG run's params of the same names."""
-    fields = pipeline_fields(config)
+    fields = config.parameters()
     params = {k: str(v) for k, v in explicit.items() if k in fields}
     dag_params = (context or {}).get("params") or {}
     for field in fields - set(params):
