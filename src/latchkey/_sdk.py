@@ -20,7 +20,8 @@ def boto3_module(what: str = "the AWS backends") -> ModuleType:
         import boto3
     except ImportError:
         raise MissingDependency(what, "aws") from None
-    return boto3
+    module: ModuleType = boto3  # no stubs: typed here, once
+    return module
 
 
 def hvac_module() -> ModuleType:
@@ -29,7 +30,8 @@ def hvac_module() -> ModuleType:
         import hvac
     except ImportError:
         raise MissingDependency("the vault backend", "vault") from None
-    return hvac
+    module: ModuleType = hvac  # no stubs: typed here, once
+    return module
 
 
 def secretmanager_module() -> ModuleType:
