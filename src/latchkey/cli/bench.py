@@ -78,8 +78,9 @@ def _compare(repeats: int, latency_ms: float, pipelines: int, out: str, as_json:
     compare = _benchmarks_compare()
     # Airflow and others set up logging to stdout when imported: keep stdout for the results
     with contextlib.redirect_stdout(sys.stderr):
-        results = compare.run_comparison(rtt=latency_ms / 1000, repeats=repeats, pipelines=pipelines,
-                                 out=Path(out), progress=lambda m: click.echo(m, err=True))
+        results = compare.run_comparison(rtt=latency_ms / 1000, repeats=repeats,
+                                         pipelines=pipelines, out=Path(out),
+                                         progress=lambda m: click.echo(m, err=True))
     _emit(as_json, results, lambda: click.echo(compare.markdown(results)))
     if not all(t["pass"] for t in results["targets"]):
         click.echo("some targets FAILED", err=True)
