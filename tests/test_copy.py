@@ -239,3 +239,22 @@ def test_copy_into_vault_by_ad_hoc_spec(isolated: Path, vault_env, fake_vault,
     again = run_cli("copy", f"file:{toml}", f"vault:secret/{prefix}")
     assert "copied 0, skipped 2 (2 already identical" in again.stdout
     assert "vault:MOUNT[/PREFIX]" in run_cli("copy", "vault:", "local").stderr
+
+
+def test_airflow_export_is_a_read_only_store(tmp_path: Path) -> None:
+    """An `airflow connections export` file opens as a read-only store of its own (not a test
+    double): it lists and reads connection keys, and refuses writes naming the store."""
+    from latchkey.errors import LatchkeyError
+    from latchkey.testing import MemoryBackend as Double
+
+    export = tmp_path / "connections.json"
+    export.write_text(json.dumps({"wh": {"conn_type": "postgres", "host": "db.internal",
+                                         "password": "fake-pw"}}))
+    store = open_store(f"airflow-connections:{export}")
+    assert not isinstance(store, Double)
+    assert store.list("airflow") == ["airflow/connections/wh"]
+    value = store.get("airflow/connections/wh").value
+    assert Connection.from_value(value, "wh").password == "fake-pw"
+    with pytest.raises(LatchkeyError) as info:
+        store.put("airflow/connections/other", "fake-x")
+    assert "airflow-connections:" in str(info.value) and "fake-x" not in str(info.value)

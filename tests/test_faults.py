@@ -12,7 +12,7 @@ from latchkey import BackendUnavailable
 from latchkey.backends.aws_ssm import SsmBackend, SsmConfig
 from latchkey.cache import CacheConfig, CachedBackend
 
-from latchkey.testing import LoopbackProxy
+from benchmarks.proxy import LoopbackProxy
 
 
 class Clock:

@@ -46,3 +46,34 @@ def test_prefix_and_under() -> None:
     assert is_under("a/b/c", "a/b") and is_under("a/b", "a/b") and is_under("x", "")
     assert not is_under("a/bc", "a/b")
     assert join("a/", "/b", "", "c") == "a/b/c"
+
+
+SEGMENT_CANDIDATES = ["a", "acct_42", "a.b-c_D9", "...x", "-", ".", "..", "", "a/b", "a b",
+                      "é", "a:b", "a*", "a\nb", "{x}"]
+
+
+@pytest.mark.parametrize("text", SEGMENT_CANDIDATES)
+def test_one_segment_rule(text: str, tmp_path) -> None:
+    """A key segment, a scope parameter, a secret name in `requires` and an environment name
+    follow one rule (latchkey.keys.is_segment): each accepts exactly what the others accept."""
+    from latchkey.errors import LatchkeyError
+    from latchkey.keys import is_segment
+    from latchkey.manifest import parse_manifest
+    from latchkey.scope import fill_template
+
+    def accepts(check) -> bool:
+        try:
+            check()
+        except LatchkeyError:
+            return False
+        return True
+
+    path = tmp_path / "latchkey.toml"
+    verdicts = {
+        "key segment": "/" not in text and accepts(lambda: validate_key(f"x/{text}/y")),
+        "scope parameter": accepts(lambda: fill_template("x/{p}", {"p": text}, "scope")),
+        "secret name": accepts(lambda: parse_manifest(
+            {"pipelines": {"p": {"scope": "x", "requires": [text]}}}, path)),
+        "environment": accepts(lambda: parse_manifest({"env": text}, path)),
+    }
+    assert verdicts == dict.fromkeys(verdicts, is_segment(text))

@@ -172,3 +172,14 @@ def test_doctor_validates_pipelines_as_check_does(isolated: Path, master_key: st
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], result.stderr
+
+
+def test_pipeline_parameters_belong_to_the_model() -> None:
+    """PipelineConfig.parameters() names every parameter its scope, grants and connection
+    mappings use, without env (always given)."""
+    from latchkey.manifest import parse_manifest
+
+    manifest = parse_manifest({"pipelines": {"p": {
+        "scope": "marketing/{account}/{env}", "grants": ["shared/{region}/"],
+        "connections": {"warehouse": "connections/{db}_{env}"}}}}, Path("latchkey.toml"))
+    assert manifest.pipelines["p"].parameters() == {"account", "region", "db"}

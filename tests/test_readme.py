@@ -51,14 +51,14 @@ def test_tour_and_python_example_run(isolated: Path) -> None:
     shell = subprocess.run(["bash", "-euo", "pipefail", "-c", tour], capture_output=True,
                            text=True, cwd=isolated, env=_env(isolated), timeout=120)
     assert shell.returncode == 0, shell.stderr
-    assert "shared/slack_token = ********  (local, version 1)" in shell.stdout
+    assert "shared/slack_token = ***  (local, version 1)" in shell.stdout
     assert re.search(r"env .*found", shell.stdout) and "shadowed" in shell.stdout
     assert shell.stdout.count("fake-slack-token") == 1  # only the --reveal line
 
     python = subprocess.run([sys.executable, "-c", _blocks("python")[0]], capture_output=True,
                             text=True, cwd=isolated, env=_env(isolated), timeout=60)
     assert python.returncode == 0, python.stderr
-    assert "value='********'" in python.stdout and "fake" not in python.stdout
+    assert "value='***'" in python.stdout and "fake" not in python.stdout
 
 
 @pytest.mark.slow

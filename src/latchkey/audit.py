@@ -115,7 +115,7 @@ class DynamoDbSink:
 
     def client(self):
         if self._client is None:
-            from .backends.aws_common import boto3_module
+            from ._sdk import boto3_module
 
             self._client = boto3_module().client("dynamodb", region_name=self._region,
                                                  endpoint_url=self._endpoint)

@@ -13,7 +13,7 @@ import re
 from datetime import datetime
 from typing import Any, Callable, Mapping
 
-from .backends.aws_common import boto3_module
+from ._sdk import boto3_module
 from .errors import AccessDenied, BackendUnavailable
 
 __all__ = ["assumed_role_session", "session_name"]

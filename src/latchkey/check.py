@@ -17,7 +17,8 @@ from typing import Callable, Iterable
 from .client import Latchkey
 from .connection import Connection, InvalidConnection, host_userinfo, scrub_urls
 from .errors import AccessDenied, LatchkeyError, UsageError
-from .run import Run, pipeline_fields
+from .redact import Redactor
+from .run import Run
 
 __all__ = ["Finding", "FAILING", "check_pipelines"]
 
@@ -44,19 +45,19 @@ class Finding:
 
 
 class _Scrubber:
-    """Replaces every value seen, and every URL's userinfo, with ``***`` in messages from
-    drivers and stores."""
+    """Messages from drivers and stores as the log masker would show them (every value seen,
+    its encodings and the secrets inside it, token shapes), with every URL's userinfo masked
+    too. A masker of its own: values seen by a check are not registered process-wide."""
 
     def __init__(self) -> None:
-        self.values: set[str] = set()
+        self._redactor = Redactor()
 
     def add(self, *values: str | None) -> None:
-        self.values.update(v for v in values if v and len(v) >= 3)
+        for value in values:
+            self._redactor.register(value)
 
     def __call__(self, text: str) -> str:
-        for value in sorted(self.values, key=len, reverse=True):
-            text = text.replace(value, "***")
-        return scrub_urls(text)
+        return scrub_urls(self._redactor.redact(text))
 
 
 def check_pipelines(lk: Latchkey, pipelines: Iterable[str] | None = None,
@@ -76,8 +77,8 @@ def check_pipelines(lk: Latchkey, pipelines: Iterable[str] | None = None,
         config = lk.pipeline_config(name)
         for instance in _instances(config, params):
             label = ",".join(f"{k}={v}" for k, v in sorted(instance.items())) or "-"
-            if pipeline_fields(config) - set(instance):
-                missing = ", ".join(sorted(pipeline_fields(config) - set(instance)))
+            if config.parameters() - set(instance):
+                missing = ", ".join(sorted(config.parameters() - set(instance)))
                 findings.append(Finding(name, label, "(pipeline)", "skipped",
                                         f"needs parameters: {missing} (add instances = [...] "
                                         "to the pipeline or pass --param)"))

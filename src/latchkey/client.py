@@ -14,7 +14,7 @@ from .chain import Chain, Resolution
 from .errors import LatchkeyError, ReadOnlyBackend, SecretNotFound, UsageError
 from .keys import validate_key, validate_prefix
 from .manifest import Manifest, load_manifest
-from .run import Run, pipeline_fields
+from .run import Run
 
 __all__ = ["Latchkey", "load"]
 
@@ -279,7 +279,7 @@ class Latchkey:
             UsageError: no such pipeline, or a parameter missing, unknown or malformed.
         """
         config = self.pipeline_config(name)
-        expected = pipeline_fields(config)
+        expected = config.parameters()
         unknown = sorted(set(params) - expected)
         if unknown:
             raise UsageError(f"pipeline {name!r} has no parameter {unknown[0]!r} "

@@ -22,8 +22,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
+from . import converters
 from .errors import UsageError
-from .redact import sensitive_values
+from .redact import MASK, sensitive_values
 
 __all__ = ["Connection", "InvalidConnection"]
 
@@ -69,7 +70,7 @@ class Connection:
             shown.insert(1 if self.conn_type is not None else 0,
                          f"host={mask_host_userinfo(self.host)!r}")
         if self.password is not None:
-            shown.append("password='********'")
+            shown.append(f"password={MASK!r}")
         if self.extra:
             shown.append(f"extra=<{len(self.extra)} keys: {', '.join(sorted(self.extra))}>")
         return f"Connection({', '.join(shown)})"
@@ -159,30 +160,22 @@ class Connection:
             raise UsageError("to_airflow_env needs a conn_id")
         return {ENV_PREFIX + re.sub(r"[^A-Za-z0-9]", "_", conn_id).upper(): self.to_uri()}
 
-    # -- converters (see latchkey.converters) ---------------------------------------------
+    # -- converters (latchkey.converters, which knows Connection only as a type) ----------
     def to_sqlalchemy_url(self):
         """A ``sqlalchemy.engine.URL`` (its repr masks the password)."""
-        from .converters import to_sqlalchemy_url
-
-        return to_sqlalchemy_url(self)
+        return converters.to_sqlalchemy_url(self)
 
     def to_boto3_session_kwargs(self) -> dict[str, str]:
         """Arguments for ``boto3.Session(**kwargs)``."""
-        from .converters import to_boto3_session_kwargs
-
-        return to_boto3_session_kwargs(self)
+        return converters.to_boto3_session_kwargs(self)
 
     def to_dlt_credentials(self) -> dict[str, Any]:
         """dlt credential fields for this connection's destination type."""
-        from .converters import to_dlt_credentials
-
-        return to_dlt_credentials(self)
+        return converters.to_dlt_credentials(self)
 
     def to_env_vars(self) -> dict[str, str]:
         """The variables the type's own tools read (PGHOST..., AWS_ACCESS_KEY_ID...)."""
-        from .converters import to_env_vars
-
-        return to_env_vars(self)
+        return converters.to_env_vars(self)
 
 
 def _what(conn_id: str | None) -> str:
@@ -308,7 +301,7 @@ def mask_host_userinfo(host: str) -> str:
         return host
     protocol = _PROTOCOL.match(host)
     start = protocol.end() if protocol else 0
-    return f"{host[:start]}***@{host.rsplit('@', 1)[1]}"
+    return f"{host[:start]}{MASK}@{host.rsplit('@', 1)[1]}"
 
 
 def host_userinfo(host: str | None) -> list[str]:
@@ -322,7 +315,7 @@ def host_userinfo(host: str | None) -> list[str]:
 
 def scrub_urls(text: str) -> str:
     """``text`` with the userinfo of every URL in it (``scheme://user:pw@``) as ``***@``."""
-    return _URL_USERINFO.sub(r"\1***@", text)
+    return _URL_USERINFO.sub(lambda m: f"{m.group(1)}{MASK}@", text)
 
 
 def _split(uri: str, what: str):

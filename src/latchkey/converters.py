@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from .connection import Connection
 from .errors import MissingDependency, UsageError
+
+if TYPE_CHECKING:  # annotations only: connection.py imports this module, not the reverse
+    from .connection import Connection
 
 __all__ = ["UnsupportedConnectionType", "to_boto3_session_kwargs", "to_dlt_credentials",
            "to_env_vars", "to_sqlalchemy_url"]

@@ -36,15 +36,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 from . import redact
-from .backends.base import Backend
+from .backends.base import Backend, Secret
 from .client import Latchkey
 from .connection import Connection
 from .errors import LatchkeyError, UsageError
 from .keys import is_under, validate_key, validate_prefix
-from .testing import MemoryBackend
 
 __all__ = ["CopyPlan", "CopyResult", "Item", "apply_plan", "diff", "open_store", "plan_copy"]
 
@@ -156,20 +155,26 @@ def _cloud_store(kind: str, spec: str, arg: str) -> Backend:
         type="azure_key_vault", url=f"https://{head}.vault.azure.net", prefix=prefix))
 
 
-class AirflowExport(MemoryBackend):
+class AirflowExport(Backend):
     """A read-only view of ``airflow connections export`` output, as connection keys."""
 
     type = "airflow-connections"
 
     def __init__(self, name: str, path: Path, prefix: str = "airflow/connections",
                  form: str = "json") -> None:
-        super().__init__(name, writable=False)
-        for conn_id, conn in _read_export(name, path).items():
-            value = conn.to_uri() if form == "uri" else conn.to_json()
-            self._append(validate_key(f"{prefix}/{conn_id}"), value)
+        super().__init__(name)
+        self._values = {
+            validate_key(f"{prefix}/{conn_id}"): conn.to_uri() if form == "uri" else conn.to_json()
+            for conn_id, conn in _read_export(name, path).items()}
 
     def locate(self, key: str) -> str:
         return f"{self.name}#{key}"
+
+    def _get_many(self, keys: Sequence[str]) -> dict[str, Secret]:
+        return {k: self._secret(k, self._values[k]) for k in keys if k in self._values}
+
+    def _list(self, prefix: str) -> Iterable[str]:
+        return [k for k in self._values if is_under(k, prefix)]
 
 
 def _read_export(name: str, path: Path) -> dict[str, Connection]:

@@ -10,11 +10,19 @@ import re
 
 from .errors import InvalidKey
 
-__all__ = ["MAX_KEY_LENGTH", "is_under", "join", "validate_key", "validate_prefix"]
+__all__ = ["MAX_KEY_LENGTH", "SEGMENT_PATTERN", "is_segment", "is_under", "join", "validate_key",
+           "validate_prefix"]
 
 MAX_KEY_LENGTH = 512
-_SEGMENT = re.compile(r"[A-Za-z0-9_.-]+")
+#: one key segment; the one rule for keys, scope parameters, secret names and environments
+SEGMENT_PATTERN = r"[A-Za-z0-9_.-]+"
+_SEGMENT = re.compile(SEGMENT_PATTERN)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def is_segment(text: object) -> bool:
+    """True if ``text`` is one valid key segment: ``[A-Za-z0-9_.-]+``, not ``.`` or ``..``."""
+    return isinstance(text, str) and bool(_SEGMENT.fullmatch(text)) and text not in (".", "..")
 
 
 def validate_key(key: object) -> str:

@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ._compat import tomllib
 from .backends import BACKEND_TYPES, BackendConfig, BuildContext, backend_class
 from .errors import InvalidKey, ManifestError
-from .keys import validate_key
+from .keys import is_segment, validate_key
+from .scope import template_fields
 
 __all__ = ["CONFIG_ENV", "ENV_ENV", "Manifest", "PipelineConfig", "find_manifest", "load_manifest"]
 
@@ -32,7 +33,6 @@ CONFIG_ENV = "LATCHKEY_CONFIG"
 ENV_ENV = "LATCHKEY_ENV"
 DEFAULT_NAME = "latchkey.toml"
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
-_ENV_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 class AwsRole(BaseModel):
@@ -63,6 +63,12 @@ class PipelineConfig(BaseModel):
     dlt_destination: str | None = None
     dlt: dict[str, str] = {}
     description: str | None = None
+
+    def parameters(self) -> set[str]:
+        """Every parameter the pipeline's templates use (scope, grants, connection mappings),
+        ``env`` excluded: it is always given."""
+        templates = [self.scope, *self.grants, *self.connections.values()]
+        return {f for t in templates for f in template_fields(t)} - {"env"}
 
 
 class AuditSink(BaseModel):
@@ -207,7 +213,7 @@ def _check_pipeline(path: Path, name: str, pipeline: PipelineConfig) -> None:
     for list_name, names in (("requires", pipeline.requires), ("optional", pipeline.optional),
                              ("shared", pipeline.shared)):
         for i, secret in enumerate(names):
-            if not re.fullmatch(r"[A-Za-z0-9_.-]+", secret) or secret in (".", ".."):
+            if not is_segment(secret):
                 raise ManifestError(path, f"{where}.{list_name}[{i}]",
                                     f"{secret!r} is not a secret name (one key segment; "
                                     "list a full key under grants)")
@@ -344,6 +350,6 @@ def _unwrap(annotation: Any) -> Any:
 
 
 def _check_env_name(path: Path | None, env: str) -> None:
-    if not _ENV_NAME.fullmatch(env) or env in (".", ".."):
+    if not is_segment(env):
         raise ManifestError(path or "environment", "env",
                             f"{env!r} is not a valid environment name (letters, digits, '_.-')")

@@ -14,8 +14,11 @@ import urllib.request
 from typing import Callable
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from ._sdk import boto3_module
 from .connection import Connection, scrub_urls
 from .converters import AWS_TYPES, to_boto3_session_kwargs, to_dlt_credentials
+from .errors import MissingDependency
+from .redact import MASK
 
 __all__ = ["probe"]
 
@@ -54,11 +57,12 @@ def _postgres(conn: Connection, timeout: float) -> Result:
 
 def _aws(conn: Connection, timeout: float) -> Result:
     try:
-        import boto3
-        from botocore.config import Config
-        from botocore.exceptions import BotoCoreError, ClientError
-    except ImportError:
-        return "skipped", "boto3 is not installed: pip install 'latchkey[aws]'"
+        boto3 = boto3_module("the aws probe")
+    except MissingDependency as exc:
+        return "skipped", str(exc)
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
     session = boto3.Session(**to_boto3_session_kwargs(conn))
     config = Config(connect_timeout=timeout, read_timeout=timeout,
                     retries={"max_attempts": 1, "mode": "standard"})
@@ -101,7 +105,7 @@ def _http(conn: Connection, timeout: float) -> Result:
     if userinfo:  # sent as Basic auth, as curl does; never part of the URL shown
         token = base64.b64encode(unquote(userinfo).encode("utf-8")).decode("ascii")
         request.add_unredirected_header("Authorization", f"Basic {token}")
-    shown = url.replace("://", "://***@", 1) if userinfo else url
+    shown = url.replace("://", f"://{MASK}@", 1) if userinfo else url
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             return "ok", f"GET {shown} -> {response.status}"

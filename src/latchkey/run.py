@@ -30,14 +30,14 @@ from .audit import Auditor, AuditEvent
 from .errors import (AccessDenied, LatchkeyError, MissingSecrets, RunClosed, SecretNotFound,
                      UsageError)
 from .keys import validate_key
-from .scope import SHARED, Level, Scope, fill_template, template_fields
+from .scope import SHARED, Level, Scope, fill_template
 
 if TYPE_CHECKING:
     from .backends.base import Secret
     from .connection import Connection
     from .manifest import PipelineConfig
 
-__all__ = ["Run", "add_value_listener", "current", "declared_names", "pipeline_fields"]
+__all__ = ["Run", "add_value_listener", "current", "declared_names"]
 
 _current: ContextVar["Run | None"] = ContextVar("latchkey_run", default=None)
 _CONNECTION = "connection:"
@@ -64,12 +64,6 @@ def _announce(*values: str | None) -> None:
 def current() -> "Run | None":
     """The run context active in this thread or task, or None."""
     return _current.get()
-
-
-def pipeline_fields(config: "PipelineConfig") -> set[str]:
-    """Every parameter a pipeline's templates use, ``env`` excluded (it is always given)."""
-    templates = [config.scope, *config.grants, *config.connections.values()]
-    return {f for t in templates for f in template_fields(t)} - {"env"}
 
 
 def declared_names(config: "PipelineConfig") -> list[str]:

@@ -32,18 +32,16 @@ the key every other account reads as ``access_token``).
 
 from __future__ import annotations
 
-import re
 import string
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 from .errors import InvalidKey, UsageError
-from .keys import is_under, validate_key
+from .keys import is_segment, is_under, validate_key
 
 __all__ = ["Level", "Scope", "fill_template", "template_fields"]
 
 SHARED = "shared"
-_SEGMENT = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 @dataclass(frozen=True)
@@ -75,7 +73,7 @@ def fill_template(template: str, values: Mapping[str, str], what: str) -> str:
         if field not in values:
             raise UsageError(f"{what} needs parameter {field!r} (template {template!r})")
     for field, value in values.items():
-        if not isinstance(value, str) or not _SEGMENT.fullmatch(value) or value in (".", ".."):
+        if not is_segment(value):
             raise UsageError(f"{what}: parameter {field!r} = {value!r} is not a valid key "
                              "segment (letters, digits, '_', '.', '-')")
     return validate_key(template.format_map(dict(values)))

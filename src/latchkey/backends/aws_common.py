@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Literal, Sequence
 
-from ..errors import AccessDenied, BackendUnavailable, LatchkeyError, MissingDependency
+from .._sdk import boto3_module
+from ..aws import assumed_role_session
+from ..errors import AccessDenied, BackendUnavailable, LatchkeyError
 from .base import BackendConfig
 from .remote import RemoteBackend, describe_keys
 
@@ -30,15 +32,6 @@ THROTTLING_CODES = frozenset({
 DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation",
                           "UnrecognizedClientException", "InvalidClientTokenId",
                           "ExpiredTokenException", "NotAuthorized"})
-
-
-def boto3_module():
-    """boto3, or MissingDependency naming the extra."""
-    try:
-        import boto3
-    except ImportError:
-        raise MissingDependency("the AWS backends", "aws") from None
-    return boto3
 
 
 class AwsConfig(BackendConfig):
@@ -106,8 +99,6 @@ class AwsBackend(RemoteBackend):
 
         session = boto3.Session(profile_name=self.config.profile, region_name=self.config.region)
         if self.config.role_arn:
-            from ..aws import assumed_role_session
-
             session = assumed_role_session(
                 self.config.role_arn, f"latchkey-backend-{self.name}", base_session=session,
                 external_id=self.config.role_external_id, region=self.config.region)

@@ -33,7 +33,8 @@ from typing import Annotated, Any, Literal, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..errors import AccessDenied, BackendUnavailable, LatchkeyError, MissingDependency, \
+from .._sdk import azure_modules
+from ..errors import AccessDenied, BackendUnavailable, LatchkeyError, \
     InvalidKey, UsageError
 from ..keys import is_under
 from .base import BackendConfig, Secret, VersionInfo, prefix_head
@@ -44,16 +45,6 @@ __all__ = ["AzureKeyVaultBackend", "AzureKeyVaultConfig"]
 LITERAL = string.ascii_lowercase + string.digits
 MAX_NAME = 127
 MAX_SIZE = 25 * 1024
-
-
-def azure_modules():
-    """(azure.keyvault.secrets, azure.identity), or MissingDependency naming the extra."""
-    try:
-        import azure.identity
-        import azure.keyvault.secrets
-    except ImportError:
-        raise MissingDependency("the azure_key_vault backend", "azure") from None
-    return azure.keyvault.secrets, azure.identity
 
 
 class _Auth(BaseModel):

@@ -41,6 +41,7 @@ from ..errors import (
     ValueTooLarge,
 )
 from ..keys import validate_key, validate_prefix
+from ..redact import MASK
 
 __all__ = ["Backend", "BackendConfig", "BuildContext", "Secret", "VersionInfo", "join_prefix",
            "prefix_head", "split_prefix"]
@@ -102,7 +103,7 @@ class Secret:
         stale = f", stale_seconds={self.stale_seconds}" if self.stale_seconds is not None else ""
         return (
             f"Secret(key={self.key!r}, backend={self.backend!r}, path={self.path!r}, "
-            f"version={self.version!r}{stale}, value='********')"
+            f"version={self.version!r}{stale}, value={MASK!r})"
         )
 
     __str__ = __repr__

@@ -26,14 +26,14 @@ import os
 import re
 from typing import Iterable, Mapping, Sequence
 
-from ..keys import is_under
+from ..keys import SEGMENT_PATTERN, is_under
 from .base import Backend, BackendConfig, BuildContext, Secret
 
 __all__ = ["EnvBackend", "key_to_name", "mapping_problem", "name_to_key", "prefix_pattern"]
 
 _LOWER_SEGMENT = re.compile(r"[a-z0-9_]+")
-#: what ``{env}`` can become: an environment name (the manifest's rule)
-_ENV_FILL = r"[A-Za-z0-9_.-]+"
+#: what ``{env}`` can become: an environment name, which is one key segment
+_ENV_FILL = SEGMENT_PATTERN
 
 
 def mapping_problem(key: str, separator: str = "__") -> str | None:

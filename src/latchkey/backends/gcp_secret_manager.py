@@ -27,7 +27,8 @@ from typing import Any, Literal, Sequence
 
 from pydantic import field_validator
 
-from ..errors import AccessDenied, BackendUnavailable, LatchkeyError, MissingDependency, \
+from .._sdk import secretmanager_module
+from ..errors import AccessDenied, BackendUnavailable, LatchkeyError, \
     InvalidKey, StoreCorrupt, UsageError
 from ..keys import is_under
 from .base import BackendConfig, Secret, VersionInfo, prefix_head
@@ -38,15 +39,6 @@ __all__ = ["GcpSecretManagerBackend", "GcpSecretManagerConfig"]
 LITERAL = string.ascii_letters + string.digits + "_"
 MAX_NAME = 255
 MAX_SIZE = 65536
-
-
-def secretmanager_module():
-    """google.cloud.secretmanager, or MissingDependency naming the extra."""
-    try:
-        from google.cloud import secretmanager
-    except ImportError:
-        raise MissingDependency("the gcp_secret_manager backend", "gcp") from None
-    return secretmanager
 
 
 class GcpSecretManagerConfig(BackendConfig):

@@ -15,7 +15,8 @@ from typing import Annotated, Callable, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import MissingDependency, UsageError
+from .._sdk import boto3_module, hvac_module
+from ..errors import UsageError
 
 __all__ = ["AppRoleAuth", "AwsIamAuth", "KubernetesAuth", "TokenAuth", "VaultAuth",
            "VaultLogin", "hvac_module"]
@@ -23,15 +24,6 @@ __all__ = ["AppRoleAuth", "AwsIamAuth", "KubernetesAuth", "TokenAuth", "VaultAut
 #: the share of a token's TTL after which it is renewed
 RENEW_AT = 2 / 3
 K8S_JWT = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-
-
-def hvac_module():
-    """hvac, or MissingDependency naming the extra."""
-    try:
-        import hvac
-    except ImportError:
-        raise MissingDependency("the vault backend", "vault") from None
-    return hvac
 
 
 # -- authentication, one typed object per method ----------------------------------------------
@@ -102,8 +94,6 @@ class AwsIamAuth(_Auth):
     region: str = "us-east-1"
 
     def login(self, client) -> dict:
-        from .aws_common import boto3_module
-
         creds = boto3_module().Session().get_credentials()
         if creds is None:
             raise UsageError("vault auth (aws): no AWS credentials found for the IAM login")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import sys
+from pathlib import Path
+from types import ModuleType
 
 import click
 
+from ..errors import UsageError
 from ._common import _emit, _print, _table, cli, json_option
 
 
@@ -18,7 +22,8 @@ from ._common import _emit, _print, _table, cli, json_option
 @click.option("--compare", is_flag=True,
               help="Compare with boto3, Airflow's AWS backends, dlt's provider and "
                    "aws-secretsmanager-caching on moto behind a latency proxy "
-                   "(needs latchkey[bench]); prints PASS/FAIL for the targets.")
+                   "(runs benchmarks/compare.py from a source checkout; needs "
+                   "latchkey[bench]); prints PASS/FAIL for the targets.")
 @click.option("--pipelines", default=20, show_default=True, type=click.IntRange(1, 200),
               help="With --compare: pipelines seeded and run concurrently.")
 @click.option("--out", type=click.Path(file_okay=False), default="benchmarks/results",
@@ -72,14 +77,31 @@ def _ms(seconds: float) -> str:
 
 
 def _compare(repeats: int, latency_ms: float, pipelines: int, out: str, as_json: bool) -> None:
-    from pathlib import Path
-
-    from ..bench_compare import markdown, run_comparison
-
+    compare = _benchmarks_compare()
     # Airflow and others set up logging to stdout when imported: keep stdout for the results
     with contextlib.redirect_stdout(sys.stderr):
-        results = run_comparison(rtt=latency_ms / 1000, repeats=repeats, pipelines=pipelines,
-                                 out=Path(out), progress=lambda m: click.echo(m, err=True))
-    _emit(as_json, results, lambda: click.echo(markdown(results)))
+        results = compare.run_comparison(rtt=latency_ms / 1000, repeats=repeats,
+                                         pipelines=pipelines, out=Path(out),
+                                         progress=lambda m: click.echo(m, err=True))
+    _emit(as_json, results, lambda: click.echo(compare.markdown(results)))
     if not all(t["pass"] for t in results["targets"]):
         click.echo("some targets FAILED", err=True)
+
+
+def _benchmarks_compare() -> ModuleType:
+    """``benchmarks/compare.py`` from the source checkout this package runs from.
+
+    The comparison is not part of the installed package (it imports Airflow, dlt, matplotlib
+    and aws-secretsmanager-caching and sets AWS variables in ``os.environ``), so it is found
+    beside ``src/`` or not at all.
+    """
+    root = Path(__file__).resolve().parents[3]  # src/latchkey/cli/bench.py -> the checkout
+    if not (root / "benchmarks" / "compare.py").is_file():
+        raise UsageError("latchkey bench --compare runs benchmarks/compare.py from a source "
+                         f"checkout, and there is none beside this installation ({root}): "
+                         "clone the repository and run it there")
+    sys.path.insert(0, str(root))
+    try:
+        return importlib.import_module("benchmarks.compare")
+    finally:
+        sys.path.remove(str(root))

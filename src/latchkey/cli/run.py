@@ -98,7 +98,7 @@ def withheld(lk: Latchkey) -> Callable[[str], bool]:
                    "(a store credential, say); repeatable.")
 @click.option("--no-mask", is_flag=True,
               help="Pass CMD's stdout and stderr through untouched (default: every value of the "
-                   "run, and token shapes, are replaced with ***).")
+                   f"run, and token shapes, are replaced with {redact.MASK}).")
 @json_option
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context

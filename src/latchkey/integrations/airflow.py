@@ -48,7 +48,7 @@ from .. import redact
 from ..client import Latchkey, load
 from ..errors import AccessDenied, LatchkeyError, MissingDependency, SecretNotFound, UsageError
 from ..keys import is_under
-from ..run import Run, add_value_listener, current, pipeline_fields
+from ..run import Run, add_value_listener, current
 from ..scope import SHARED, fill_template, template_fields
 
 try:
@@ -207,7 +207,7 @@ class LatchkeySecretsBackend(BaseSecretsBackend):
         config = self.lk.pipeline_config(pipeline)
         params = _params_from(context, config, {})
         env = _env_from(context, None)
-        missing = sorted(pipeline_fields(config) - set(params))
+        missing = sorted(config.parameters() - set(params))
         try:
             if missing:
                 return _Policy.partial(self.lk, pipeline, dag_id, config, env, missing), dag_id
@@ -317,7 +317,7 @@ def _mask_connection(value: str | None) -> None:
 
 def _params_from(context: dict | None, config, explicit: dict[str, Any]) -> dict[str, str]:
     """Scope parameters: those given, else the DAG run's params of the same names."""
-    fields = pipeline_fields(config)
+    fields = config.parameters()
     params = {k: str(v) for k, v in explicit.items() if k in fields}
     dag_params = (context or {}).get("params") or {}
     for field_name in fields - set(params):
@@ -440,10 +440,10 @@ def _task_run(lk: Latchkey | None, env: Any, params: dict[str, Any],
         raise UsageError(f"DAG {dag_id!r} matches no latchkey pipeline in {where} (add it to "
                          "a pipeline's dags = [...] in the manifest)")
     config = lk.pipeline_config(pipeline)
-    unknown = sorted(set(params) - pipeline_fields(config))
+    unknown = sorted(set(params) - config.parameters())
     if strict and unknown:
         raise UsageError(f"pipeline {pipeline!r} has no parameter {unknown[0]!r} (its "
-                         f"parameters: {sorted(pipeline_fields(config)) or 'none'})")
+                         f"parameters: {sorted(config.parameters()) or 'none'})")
     ti = context["ti"]
     name = f"{dag_id}__{context['run_id']}__{ti.task_id}"
     if getattr(ti, "map_index", -1) is not None and getattr(ti, "map_index", -1) >= 0:

@@ -1,0 +1,260 @@
+"""The package's shape: no import cycles, optional SDKs imported in one place, and the wheel
+holds the product only (no benchmark, no fault proxy, no production use of a test double)."""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = SRC / "latchkey"
+
+
+def _modules() -> dict[str, tuple[Path, bool]]:
+    """Every module of the package: dotted name -> (file, is a package)."""
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = list(path.relative_to(SRC).with_suffix("").parts)
+        is_package = parts[-1] == "__init__"
+        out[".".join(parts[:-1] if is_package else parts)] = (path, is_package)
+    return out
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _runtime_imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
+    """Every import that runs: module level and inside functions, not under TYPE_CHECKING."""
+    found: list[ast.Import | ast.ImportFrom] = []
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and _is_type_checking(child):
+                for other in child.orelse:
+                    visit(other)
+            elif isinstance(child, (ast.Import, ast.ImportFrom)):
+                found.append(child)
+            else:
+                visit(child)
+
+    visit(tree)
+    return found
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """latchkey module -> the latchkey modules it imports (lazily or not)."""
+    modules = _modules()
+    graph: dict[str, set[str]] = {}
+    for name, (path, is_package) in modules.items():
+        package = name if is_package else name.rpartition(".")[0]
+        deps: set[str] = set()
+
+        def add(target: str, name: str = name) -> None:
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                deps.add(target)
+
+        for node in _runtime_imports(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    add(alias.name)
+                continue
+            if node.level:
+                base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            for alias in node.names:  # `from . import x` imports the module x, not the package
+                add(f"{target}.{alias.name}" if f"{target}.{alias.name}" in modules else target)
+        graph[name] = deps
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def connect(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                connect(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            connect(v)
+    return out
+
+
+def test_graph_sees_lazy_imports() -> None:
+    """The import graph includes imports inside functions (a lazy import still makes a cycle),
+    and finds a cycle made of them."""
+    graph = _import_graph()
+    assert "latchkey.converters" in graph["latchkey.connection"]
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_import_cycles() -> None:
+    """No two latchkey modules import each other, directly or round a loop, at any level."""
+    assert _cycles(_import_graph()) == []
+
+
+# the import that brings in each optional SDK; only latchkey._sdk (and each integration, whose
+# whole module is its SDK) may write it
+SDK_ENTRIES = ("boto3", "hvac", "google.cloud.secretmanager", "google.cloud",
+               "azure.identity", "azure.keyvault.secrets", "azure.keyvault")
+
+
+def test_sdk_imports_in_one_place() -> None:
+    """boto3, hvac, google-cloud-secret-manager and the Azure SDK are imported only in
+    latchkey._sdk, which turns a missing SDK into the pip line of its extra."""
+    offenders = []
+    for name, (path, _) in _modules().items():
+        if name == "latchkey._sdk":
+            continue
+        for node in _runtime_imports(ast.parse(path.read_text(encoding="utf-8"))):
+            targets = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                       else [node.module or ""] if not node.level else [])
+            if isinstance(node, ast.ImportFrom) and node.module == "google.cloud":
+                targets = [f"google.cloud.{a.name}" for a in node.names]
+            offenders += [f"{name}:{node.lineno} {t}" for t in targets if t in SDK_ENTRIES]
+    assert offenders == []
+
+
+def test_package_holds_no_benchmark_or_proxy() -> None:
+    """src/latchkey holds no peer benchmark, no fault proxy and no benchmark-only dependency;
+    they live in benchmarks/, beside the package."""
+    assert not list(PACKAGE.rglob("bench_compare*"))
+    bench_only = {"matplotlib", "aws_secretsmanager_caching", "moto"}
+    for name, (path, _) in _modules().items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        classes = {n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
+        assert "LoopbackProxy" not in classes, name
+        for node in _runtime_imports(tree):
+            roots = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if not node.level else [])
+            assert not {r.split(".")[0] for r in roots} & bench_only, f"{name}:{node.lineno}"
+            assert not any(r.startswith("http.server") for r in roots), f"{name}:{node.lineno}"
+    root = SRC.parent
+    assert (root / "benchmarks" / "compare.py").is_file()
+    assert (root / "benchmarks" / "proxy.py").is_file()
+
+
+def test_wheel_packages_are_latchkey_only() -> None:
+    """The packages setuptools puts in the wheel (packages.find under src/) are latchkey's."""
+    setuptools = pytest.importorskip("setuptools")
+    packages = setuptools.find_packages(where=str(SRC))
+    assert packages and all(p == "latchkey" or p.startswith("latchkey.") for p in packages)
+
+
+def test_production_code_subclasses_no_test_double() -> None:
+    """No class outside latchkey.testing derives from one of its doubles (copy's Airflow
+    export view is a Backend of its own, not a MemoryBackend). Using a double as a simulated
+    store, as `latchkey bench` does, is what they are public for."""
+    import latchkey.testing
+
+    doubles = set(latchkey.testing.__all__)
+    offenders = []
+    for name, (path, _) in _modules().items():
+        if name == "latchkey.testing":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                bases = {b.id if isinstance(b, ast.Name) else getattr(b, "attr", "")
+                         for b in node.bases}
+                offenders += [f"{name}.{node.name}({b})" for b in bases & doubles]
+    assert offenders == []
+
+
+def test_testing_exports_the_doubles_only() -> None:
+    """latchkey.testing keeps MemoryBackend and FailingBackend public; the proxy left it."""
+    import latchkey.testing
+
+    assert set(latchkey.testing.__all__) == {"Call", "FailingBackend", "MemoryBackend"}
+
+
+@pytest.mark.slow
+def test_bench_compare_without_a_checkout_says_so(tmp_path: Path) -> None:
+    """From an installation with no benchmarks/ beside it, `bench --compare` exits 2 with one
+    line saying it needs a source checkout."""
+    shutil.copytree(PACKAGE, tmp_path / "src" / "latchkey",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "src")}
+    result = subprocess.run([sys.executable, "-m", "latchkey", "bench", "--compare"],
+                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "source checkout" in lines[0] and "benchmarks/compare.py" in lines[0]
+
+
+def _string_literals(tree: ast.AST) -> list[ast.Constant]:
+    """The string constants of a module, f-string parts included, docstrings left out."""
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                docstrings.add(id(body[0].value))
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Constant)
+            and isinstance(n.value, str) and id(n) not in docstrings]
+
+
+@pytest.mark.parametrize("needle, home", [
+    pytest.param("A-Za-z0-9_.-", "latchkey.keys", id="key-segment-rule"),
+    pytest.param("***", "latchkey.redact", id="mask"),
+])
+def test_one_definition(needle: str, home: str) -> None:
+    """The key-segment rule is written once (latchkey.keys.SEGMENT_PATTERN / is_segment) and
+    the mask once (latchkey.redact.MASK): no other module spells them out."""
+    offenders = []
+    for name, (path, _) in _modules().items():
+        if name == home:
+            continue
+        for node in _string_literals(ast.parse(path.read_text(encoding="utf-8"))):
+            if needle in node.value:
+                offenders.append(f"{name}:{node.lineno}")
+    assert offenders == []
+
+
+def test_one_mask_everywhere() -> None:
+    """A Secret, a Connection and `latchkey get` show a value as the log masker does."""
+    from datetime import datetime
+
+    from latchkey import Connection
+    from latchkey.backends.base import Secret
+    from latchkey.redact import MASK
+
+    secret = Secret(key="k", value="fake-value", backend="b", path="p", version="1",
+                    created_at=datetime(2026, 1, 1))
+    assert f"value={MASK!r}" in repr(secret)
+    conn = Connection(conn_type="postgres", host="https://u:fake-pw@h", password="fake-pw")
+    assert f"password={MASK!r}" in repr(conn) and f"https://{MASK}@h" in repr(conn)
