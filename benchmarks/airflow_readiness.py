@@ -135,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.tasks <= 20:
         parser.error("--tasks is 1..20 (20 pipelines are seeded)")
-    from latchkey.bench_compare import _seed, _servers
+    if str(ROOT) not in sys.path:  # benchmarks/ is a package of the source checkout
+        sys.path.insert(0, str(ROOT))
+    from benchmarks.compare import _seed, _servers
 
     deploy = _module("latchkey_airflow_deploy", ROOT / "examples" / "airflow" / "deploy.py")
     work = (args.dir or Path(tempfile.mkdtemp(prefix="latchkey-airflow-bench-"))).resolve()
