@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
@@ -22,6 +21,8 @@ from .errors import AccessDenied, Attempt, BackendError, SecretNotFound
 from .keys import validate_key
 
 if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
     from .scope import Level
 
 __all__ = ["Chain", "Resolution"]
@@ -36,6 +37,8 @@ def _executor() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
+            from concurrent.futures import ThreadPoolExecutor  # only chains of 2+ need it
+
             _pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="latchkey-fetch")
         return _pool
 
