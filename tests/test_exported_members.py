@@ -25,3 +25,18 @@ def test_error_tree() -> None:
     assert issubclass(latchkey.WrongMasterKey, latchkey.BackendError)
     assert latchkey.UsageError.exit_code == 2 and latchkey.SecretNotFound.exit_code == 1
     assert latchkey.BackendUnavailable("ssm", "x").backend == "ssm"
+
+
+def test_lazy_names_resolve_once() -> None:
+    """A name imported on first use is the defining module's object; an unknown name is an
+    AttributeError, as for any module."""
+    import latchkey.client
+
+    assert latchkey.load is latchkey.client.load
+    assert "load" in vars(latchkey)  # cached: later lookups skip __getattr__
+    try:
+        latchkey.no_such_name  # noqa: B018
+    except AttributeError as exc:
+        assert "no_such_name" in str(exc)
+    else:
+        raise AssertionError("latchkey.no_such_name resolved")
