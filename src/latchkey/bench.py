@@ -154,7 +154,8 @@ def _timed(argv: list[str], env: dict[str, str], cwd: str) -> tuple[float, float
     """Wall seconds, CPU seconds (user + system) and stdout of one fresh child."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=120,
+                          check=False)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
@@ -202,7 +203,7 @@ def startup(repeat: int = 10) -> dict[str, Any]:
                 samples[name].append(_timed(argv, env, tmp))
 
     def median_ms(name: str, index: int) -> float:
-        return statistics.median(sample[index] for sample in samples[name]) * 1000
+        return statistics.median(float(sample[index]) for sample in samples[name]) * 1000
 
     import_ms = statistics.median(float(s[2].split()[-1]) for s in samples["import"]) * 1000
     over = median_ms("run", 0) - median_ms("python", 0)

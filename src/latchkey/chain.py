@@ -37,7 +37,8 @@ def _executor() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
-            from concurrent.futures import ThreadPoolExecutor  # only chains of 2+ need it
+            # imported here: a chain of one backend (the usual `latchkey run`) needs no pool
+            from concurrent.futures import ThreadPoolExecutor
 
             _pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="latchkey-fetch")
         return _pool

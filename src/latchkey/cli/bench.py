@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from typing import Any
 
 import click
 
@@ -74,7 +75,7 @@ def bench(repeat: int, latency_ms: float, compare: bool, startup_runs: int, pipe
     _emit(as_json, results, text)
 
 
-def _startup_table(up: dict):
+def _startup_table(up: dict[str, Any]) -> Any:
     """Start-up against the targets: PASS/FAIL is printed, never asserted."""
     table = _table("START-UP", "MEDIAN", "TARGET", "RESULT", "NOTES")
     targets = up["targets_ms"]
