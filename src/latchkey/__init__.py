@@ -8,8 +8,9 @@
         run.secret("access_token")        # this run's own, found by the scope walk
 
 Importing latchkey loads no cloud SDK; each is imported when a backend of its type is built.
-The names below that need pydantic, threads or the stores are imported on first use (module
-``__getattr__``), so ``import latchkey`` stays cheap for a process that never loads a manifest.
+The names that need pydantic, threads or a store (``load``, ``Latchkey``, ``Run``, ``current``,
+``Backend``...; see ``_LAZY``) are imported on first use by a module ``__getattr__``, so
+``import latchkey`` stays cheap (no pydantic, click, rich, cryptography or asyncio).
 """
 
 from typing import TYPE_CHECKING, Any
