@@ -175,9 +175,11 @@ def test_explain_pipeline_prints_the_walk(project: Path) -> None:
 
 def test_bench_prints_numbers(isolated: Path) -> None:
     """bench --json reports readiness and warm read cost as positive numbers."""
-    result = run_cli("bench", "--json", "--repeat", "3", "--latency-ms", "5")
+    result = run_cli("bench", "--json", "--repeat", "3", "--latency-ms", "5",
+                     "--startup-runs", "0")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
+    assert "startup" not in data  # --startup-runs 0 skips the fresh interpreters
     assert data["secrets"] == 40 and data["ready_local"]["median"] > 0
     assert data["ready_remote"]["calls_per_run"] == 1  # lookup = "sequential": first store only
     assert data["ready_remote_parallel"]["calls_per_run"] == 2
@@ -185,6 +187,26 @@ def test_bench_prints_numbers(isolated: Path) -> None:
     assert 0 < data["warm_secret_ns"] < 1e6
     assert data["runs_200"]["uncached"]["store_calls"] == 200
     assert data["runs_200"]["cached"]["store_calls"] == 1
+
+
+def test_bench_startup_section(isolated: Path) -> None:
+    """bench measures start-up in fresh interpreters and prints each figure against its
+    target with PASS or FAIL (printed, not asserted: timings depend on the machine)."""
+    from latchkey.bench import STARTUP_TARGETS_MS, startup
+
+    up = startup(repeat=1)
+    assert up["runs"] == 1 and up["targets_ms"] == STARTUP_TARGETS_MS
+    assert 0 < up["import_ms"] < up["run_ms"] and up["python_ms"] > 0
+    assert up["run_over_python_ms"] == pytest.approx(up["run_ms"] - up["python_ms"])
+    assert up["import_pass"] is (up["import_ms"] <= STARTUP_TARGETS_MS["import"])
+    assert up["run_pass"] is (up["run_over_python_ms"] <= STARTUP_TARGETS_MS["run_over_python"])
+
+    result = run_cli("bench", "--repeat", "1", "--latency-ms", "1", "--startup-runs", "1")
+    assert result.returncode == 0, result.stderr
+    lines = {line.split("  ")[0]: line for line in result.stdout.splitlines()}
+    for row in ("import latchkey", "latchkey run --pipeline P -- true, over python -c pass"):
+        assert row in lines and ("PASS" in lines[row]) != ("FAIL" in lines[row])
+    assert "<= 60 ms" in lines["import latchkey"]
 
 
 ENV_TEMPLATE_MANIFEST = """

@@ -87,3 +87,41 @@ def test_cloud_backends_build_without_their_sdks(tmp_path: Path) -> None:
         '[backends.a]\ntype = "azure_key_vault"\nurl = "https://x.vault.azure.net"\n')
     assert _loaded("lk = latchkey.load(); [lk.backend(n) for n in ('v', 'g', 'a')]",
                    cwd=tmp_path) == []
+
+
+#: what `import latchkey` defers: manifest models (pydantic), the CLI (click, rich), the local
+#: store's cipher and database, asyncio and the thread pools (start-up cost, issue 19)
+HEAVY = ["pydantic", "pydantic_core", "click", "rich", "cryptography", "asyncio",
+         "concurrent.futures", "sqlite3"]
+
+HEAVY_PROBE = """
+import json, sys
+{code}
+print(json.dumps(sorted(s for s in {heavy!r} if s in sys.modules)))
+"""
+
+
+def _heavy(code: str, cwd: Path | None = None) -> list[str]:
+    out = subprocess.run([sys.executable, "-c", HEAVY_PROBE.format(code=code, heavy=HEAVY)],
+                         capture_output=True, text=True, check=True, cwd=cwd, timeout=60)
+    return json.loads(out.stdout)
+
+
+def test_import_defers_heavy_modules() -> None:
+    """`import latchkey` loads no pydantic, click, rich, cryptography, asyncio, thread pool or
+    sqlite3; nor does using Connection, the errors or validate_key."""
+    assert _heavy("import latchkey") == []
+    assert _heavy("import latchkey\nlatchkey.Connection.from_uri('postgres://h/db')\n"
+                  "latchkey.validate_key('a/b')\nlatchkey.SecretNotFound") == []
+
+
+def test_load_builds_models_but_defers_cli_cipher_and_pools(tmp_path: Path) -> None:
+    """load() of a local-store manifest brings pydantic and sqlite3, not click, rich, asyncio
+    or the thread pool; the cipher comes when the store is first used."""
+    (tmp_path / "latchkey.toml").write_text('[backends.local]\ntype = "local"\n')
+    assert _heavy("import latchkey\nlk = latchkey.load()", cwd=tmp_path) == [
+        "pydantic", "pydantic_core", "sqlite3"]
+    read = ("import os, latchkey\nfrom latchkey.backends.local import generate_master_key\n"
+            "os.environ['LATCHKEY_MASTER_KEY'] = generate_master_key()\n"
+            "latchkey.load().set('a', 'fake-value')")
+    assert _heavy(read, cwd=tmp_path) == ["cryptography", "pydantic", "pydantic_core", "sqlite3"]

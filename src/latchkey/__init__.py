@@ -8,12 +8,13 @@
         run.secret("access_token")        # this run's own, found by the scope walk
 
 Importing latchkey loads no cloud SDK; each is imported when a backend of its type is built.
+The names that need pydantic, threads or a store (``load``, ``Latchkey``, ``Run``, ``current``,
+``Backend``...; see ``_LAZY``) are imported on first use by a module ``__getattr__``, so
+``import latchkey`` stays cheap (no pydantic, click, rich, cryptography or asyncio).
 """
 
-from .backends import Backend, Secret, VersionInfo
-from .chain import Resolution
-from .client import Latchkey, load
-from .connection import Connection, InvalidConnection
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     AccessDenied,
     Attempt,
@@ -34,7 +35,13 @@ from .errors import (
     WrongMasterKey,
 )
 from .keys import validate_key
-from .run import Run, current
+
+if TYPE_CHECKING:
+    from .backends import Backend, Secret, VersionInfo
+    from .chain import Resolution
+    from .client import Latchkey, load
+    from .connection import Connection, InvalidConnection
+    from .run import Run, current
 
 __version__ = "0.1.0"
 
@@ -69,3 +76,33 @@ __all__ = [
     "load",
     "validate_key",
 ]
+
+
+#: public name -> the submodule defining it, imported on first access
+_LAZY = {
+    "Backend": "backends.base",
+    "Secret": "backends.base",
+    "VersionInfo": "backends.base",
+    "Resolution": "chain",
+    "Latchkey": "client",
+    "load": "client",
+    "Connection": "connection",
+    "InvalidConnection": "connection",
+    "Run": "run",
+    "current": "run",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'latchkey' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

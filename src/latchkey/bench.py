@@ -8,11 +8,19 @@ Numbers, not assertions: they are measured on the machine at hand and printed.
   under ``lookup = "sequential"`` (``ready_remote``) and ``"parallel"``
   (``ready_remote_parallel``).
 * ``warm_secret`` / ``warm_get``: one ``run.secret(name)`` / ``run.get(key)`` after prefetch.
+* ``startup``: fresh interpreters. ``import latchkey`` (timed inside the child), and the wall
+  time of ``latchkey run --pipeline P -- true`` on a one-secret local store over a bare
+  ``python -c pass``; medians, against :data:`STARTUP_TARGETS_MS`, PASS/FAIL printed.
 """
 
 from __future__ import annotations
 
+import os
+import resource
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -28,6 +36,21 @@ from .testing import MemoryBackend
 __all__ = ["run_benchmarks"]
 
 SECRETS = 40
+
+#: start-up targets (issue 19), milliseconds: ``import latchkey``, and ``latchkey run ... --
+#: true`` wall time over ``python -c pass``
+STARTUP_TARGETS_MS = {"import": 60.0, "run_over_python": 120.0}
+
+_TIME_IMPORT = ("import time; t = time.perf_counter(); import latchkey; "
+                "print(time.perf_counter() - t)")
+_STARTUP_MANIFEST = """chain = ["local"]
+[backends.local]
+type = "local"
+path = "store.db"
+[pipelines.startup]
+scope = "bench/startup"
+requires = ["token"]
+"""
 
 
 def _manifest(names: list[str]):
@@ -128,3 +151,81 @@ def run_benchmarks(repeat: int = 20, latency: float = 0.02) -> dict[str, Any]:
             best = min(timeit.repeat(stmt, number=number, repeat=5))
             results[label] = best / number * 1e9
     return results
+
+
+def _timed(argv: list[str], env: dict[str, str], cwd: str) -> tuple[float, float, str]:
+    """Wall seconds, CPU seconds (user + system) and stdout of one fresh child."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=120,
+                          check=False)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        # the child's stderr is latchkey's own one-line error (fake values only); show its end
+        raise RuntimeError(f"start-up benchmark: {argv[1:4]} exited {done.returncode}: "
+                           f"{done.stderr.strip()[-300:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, done.stdout
+
+
+def startup(repeat: int = 10) -> dict[str, Any]:
+    """Start-up cost in fresh interpreters (``repeat`` of each, interleaved so that a change in
+    machine load hits all three alike); milliseconds, medians.
+
+    ``import_ms`` is ``import latchkey`` timed inside the child. ``run_over_python_ms`` is the
+    wall time of ``python -m latchkey run --pipeline startup -- true`` (one fake secret on a
+    temporary local store) minus that of ``python -c pass``. CPU medians are given beside the
+    wall ones: on a busy machine they move less.
+    """
+    python = sys.executable
+    child = [shutil.which("true") or "true"]
+    with tempfile.TemporaryDirectory() as tmp:
+        key = generate_master_key()
+        store = LocalBackend("local", Path(tmp) / "store.db", master_key=key)
+        store.put("bench/startup/token", "fake-startup-token")
+        store.close()
+        (Path(tmp) / "latchkey.toml").write_text(_STARTUP_MANIFEST, encoding="utf-8")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LATCHKEY")}
+        env.update(LATCHKEY_CONFIG=str(Path(tmp) / "latchkey.toml"), LATCHKEY_MASTER_KEY=key)
+        # Measure what an installed package costs: modules load from cached bytecode (pip
+        # writes it at install). A private cache keeps the source tree untouched even where
+        # PYTHONDONTWRITEBYTECODE is set; the warm-up below fills it.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
+        commands = {
+            "python": [python, "-c", "pass"],
+            "import": [python, "-c", _TIME_IMPORT],
+            "run": [python, "-m", "latchkey", "run", "--pipeline", "startup", "--", *child],
+        }
+        for argv in commands.values():  # warm the OS file cache and the bytecode cache
+            _timed(argv, env, tmp)
+        samples: dict[str, list[tuple[float, float, str]]] = {name: [] for name in commands}
+        for _ in range(repeat):
+            for name, argv in commands.items():
+                samples[name].append(_timed(argv, env, tmp))
+
+    def median_ms(name: str, index: int) -> float:
+        return statistics.median(float(sample[index]) for sample in samples[name]) * 1000
+
+    import_ms = statistics.median(float(s[2].split()[-1]) for s in samples["import"]) * 1000
+    over = median_ms("run", 0) - median_ms("python", 0)
+    targets = STARTUP_TARGETS_MS
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {
+        "runs": repeat,
+        "python_ms": median_ms("python", 0),
+        "python_cpu_ms": median_ms("python", 1),
+        "import_ms": import_ms,
+        "import_process_ms": median_ms("import", 0) - median_ms("python", 0),
+        "run_ms": median_ms("run", 0),
+        "run_cpu_ms": median_ms("run", 1),
+        "run_over_python_ms": over,
+        "run_over_python_cpu_ms": median_ms("run", 1) - median_ms("python", 1),
+        "targets_ms": dict(targets),
+        "import_pass": import_ms <= targets["import"],
+        "run_pass": over <= targets["run_over_python"],
+        # wall numbers are only comparable on an idle CPU: the 1-minute load shows how busy
+        "load_average": load,
+        "cpus": os.cpu_count(),
+    }

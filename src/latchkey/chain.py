@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -30,6 +29,8 @@ from .errors import AccessDenied, Attempt, BackendError, SecretNotFound
 from .keys import validate_key
 
 if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
     from .scope import Level
 
 __all__ = ["LOOKUPS", "Chain", "Resolution"]
@@ -48,6 +49,9 @@ def _executor() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
+            # imported here: a chain of one backend (the usual `latchkey run`) needs no pool
+            from concurrent.futures import ThreadPoolExecutor
+
             _pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="latchkey-fetch")
         return _pool
 

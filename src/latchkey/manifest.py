@@ -35,8 +35,9 @@ DEFAULT_NAME = "latchkey.toml"
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
+# Nested models defer_build: _Document builds them into its own validator on first load.
 class AwsRole(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     arn: str
     duration: int = Field(900, ge=900, le=43200)
     session_name: str | None = None
@@ -48,7 +49,7 @@ class AwsRole(BaseModel):
 class PipelineConfig(BaseModel):
     """``[pipelines.NAME]``: what one pipeline may read. Used by run contexts."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     scope: str
     requires: list[str] = []
     optional: list[str] = []
@@ -72,7 +73,7 @@ class PipelineConfig(BaseModel):
 
 
 class AuditSink(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     type: Literal["file", "stderr", "dynamodb", "otel"]
     path: str | None = None
     max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
@@ -85,7 +86,7 @@ class AuditSink(BaseModel):
 class AuditConfig(BaseModel):
     """``[audit]``: where audit events go, and whether an access needs them recorded."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     required: bool = False
     sinks: list[AuditSink] = []
 

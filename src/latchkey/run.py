@@ -14,7 +14,6 @@ disk. On exit the run drops its values and refuses further reads.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import threading
 import time
@@ -182,6 +181,8 @@ class Run:
         self.close()
 
     async def __aenter__(self) -> "Run":
+        import asyncio  # imported here: `latchkey run` and sync code never pay for it
+
         await asyncio.to_thread(self.open)  # store calls block; keep the event loop free
         self._tokens.append(_current.set(self))
         return self

@@ -126,7 +126,9 @@ class BackendConfig(BaseModel):
     token bucket in front of the backend.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    # defer_build: a model's validator is built when it first validates, so importing a
+    # backend module (or latchkey) does not pay for every config model (start-up cost)
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     type: str
     cache: dict[str, Any] | None = None
     rate_limit: dict[str, Any] | None = None

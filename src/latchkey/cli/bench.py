@@ -7,6 +7,7 @@ import importlib
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import click
 
@@ -24,13 +25,16 @@ from ._common import _emit, _print, _table, cli, json_option
                    "aws-secretsmanager-caching on moto behind a latency proxy "
                    "(runs benchmarks/compare.py from a source checkout; needs "
                    "latchkey[bench]); prints PASS/FAIL for the targets.")
+@click.option("--startup-runs", default=10, show_default=True, type=click.IntRange(0, 1_000),
+              help="Fresh interpreters per start-up measurement (import latchkey, "
+                   "latchkey run -- true, python -c pass); 0 skips them.")
 @click.option("--pipelines", default=20, show_default=True, type=click.IntRange(1, 200),
               help="With --compare: pipelines seeded and run concurrently.")
 @click.option("--out", type=click.Path(file_okay=False), default="benchmarks/results",
               show_default=True, help="With --compare: where results.md/json and plots go.")
 @json_option
-def bench(repeat: int, latency_ms: float, compare: bool, pipelines: int, out: str,
-          as_json: bool) -> None:
+def bench(repeat: int, latency_ms: float, compare: bool, startup_runs: int, pipelines: int,
+          out: str, as_json: bool) -> None:
     """Measure run readiness (40 secrets) and warm read cost; print the numbers.
 
     Uses fake values in a temporary local store and in-memory stores that stand in for
@@ -40,11 +44,15 @@ def bench(repeat: int, latency_ms: float, compare: bool, pipelines: int, out: st
     if compare:
         _compare(min(repeat, 20), latency_ms, pipelines, out, as_json)
         return
-    from ..bench import run_benchmarks
+    from ..bench import run_benchmarks, startup
 
     click.echo(f"latchkey bench: {repeat} cold runs per scenario, {latency_ms:g} ms simulated "
                "round trips...", err=True)
     results = run_benchmarks(repeat=repeat, latency=latency_ms / 1000)
+    if startup_runs:
+        click.echo(f"latchkey bench: start-up, {startup_runs} fresh interpreters each...",
+                   err=True)
+        results["startup"] = startup(startup_runs)
 
     def text() -> None:
         table = _table("BENCHMARK", "MEDIAN", "P90", "NOTES")
@@ -68,8 +76,28 @@ def bench(repeat: int, latency_ms: float, compare: bool, pipelines: int, out: st
         table.add_row("warm run.secret(name)", f"{results['warm_secret_ns']:.0f} ns", "", "best of 5")
         table.add_row("warm run.get(key)", f"{results['warm_get_ns']:.0f} ns", "", "best of 5")
         _print(table)
+        if "startup" in results:
+            _print(_startup_table(results["startup"]))
 
     _emit(as_json, results, text)
+
+
+def _startup_table(up: dict[str, Any]) -> Any:
+    """Start-up against the targets: PASS/FAIL is printed, never asserted."""
+    table = _table("START-UP", "MEDIAN", "TARGET", "RESULT", "NOTES")
+    targets = up["targets_ms"]
+    table.add_row("import latchkey", f"{up['import_ms']:.1f} ms",
+                  f"<= {targets['import']:g} ms", "PASS" if up["import_pass"] else "FAIL",
+                  "timed inside a fresh interpreter")
+    table.add_row("latchkey run --pipeline P -- true, over python -c pass",
+                  f"{up['run_over_python_ms']:.1f} ms", f"<= {targets['run_over_python']:g} ms",
+                  "PASS" if up["run_pass"] else "FAIL",
+                  f"CPU {up['run_over_python_cpu_ms']:.0f} ms over python")
+    load = up["load_average"]
+    table.add_row("python -c pass", f"{up['python_ms']:.1f} ms", "", "",
+                  f"{up['runs']} runs each; load average {load:.2f} on {up['cpus']} CPUs"
+                  if load is not None else f"{up['runs']} runs each")
+    return table
 
 
 def _ms(seconds: float) -> str:
