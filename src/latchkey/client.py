@@ -336,6 +336,8 @@ class Latchkey:
         return report
 
     def close(self) -> None:
+        """Close every backend: connections, pools, and the refresher threads of caches (a
+        cache shared with another ``Latchkey`` of the process starts them again on use)."""
         for chain in self._chains.values():
             for b in chain:
                 b.close()

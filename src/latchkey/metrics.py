@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import bisect
 import threading
-from typing import Any, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 __all__ = ["BUCKETS", "Tally", "export_opentelemetry", "export_prometheus", "incr", "observe",
            "reset", "snapshot"]
