@@ -117,8 +117,7 @@ def _manifest(tag: str, pipelines: int, cache: bool, sm: bool = False, shared: b
 
     backend = ({"type": "aws_secrets_manager", "prefix": f"{tag}-doc/"} if sm else
                {"type": "aws_ssm", "prefix": f"/{tag}", "max_concurrency": 16})
-    if cache:
-        backend["cache"] = {"ttl": 300}
+    backend["cache"] = {"ttl": 300} if cache else False  # remote stores are cached by default
     names = [f"secret_{i:02d}" for i in range(SECRETS)]
     pipes = {f"p{p:02d}": {"scope": f"bench/p{p:02d}", "requires": names,
                            **({"shared": [f"shared_{i:02d}" for i in range(SHARED)]}

@@ -380,6 +380,8 @@ def test_throttling_is_retried_and_counted(aws_env) -> None:
     _inject(ssm, "GetParameters", 400, "ThrottlingException", times=2)
     assert ssm.get("k").value == "fake-v"
     assert ssm.stats["throttles"] == 2 and ssm.stats["retries"] == 2
+    counters = latchkey.metrics.snapshot()["counters"]  # the same counts, in the one snapshot
+    assert counters["store_throttles{backend=ssm}"] >= 2
 
 
 def test_throttling_past_the_retries_is_a_clear_error(aws_env) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -225,3 +226,137 @@ def test_retry_on_auth_failure_with_real_postgres(postgres, tmp_path: Path) -> N
     finally:
         admin.cursor().execute(f"ALTER ROLE loader PASSWORD '{postgres['password']}'")
         admin.close()
+
+
+def _counter(name: str, **labels: str) -> float:
+    inner = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    return latchkey.metrics.snapshot()["counters"].get(f"{name}{{{inner}}}", 0)
+
+
+def test_metrics_count_a_cached_read_once() -> None:
+    """Through the cache a miss is one backend call and a hit none; one snapshot reads the
+    backend's and the cache's counters."""
+    clock, mem = Clock(), MemoryBackend("counted-once", {"k": "fake-1"})
+    c = cached(mem, clock, ttl=60, refresh_ahead=0)
+    latchkey.metrics.reset()
+    c.get("k")
+    calls = _counter("backend_calls", action="read", backend="counted-once")
+    assert (calls, _counter("cache_misses", backend="counted-once")) == (1, 1)
+    c.get("k")
+    assert _counter("backend_calls", action="read", backend="counted-once") == 1
+    assert _counter("cache_hits", backend="counted-once") == 1
+    assert (c.stats["hits"], c.stats["misses"]) == (1, 1)  # the same counts, not a second count
+
+
+def test_counters_are_exact_under_threads() -> None:
+    """8 threads reading 500 times each: every hit and miss counted, none lost."""
+    clock = Clock()
+    c = cached(MemoryBackend("m", {f"k{i}": "fake" for i in range(10)}), clock, ttl=60,
+               refresh_ahead=0)
+
+    def read(n: int) -> None:
+        for i in range(500):
+            c.get(f"k{(i + n) % 10}")
+
+    threads = [threading.Thread(target=read, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert c.stats["hits"] + c.stats["misses"] == 4000
+
+
+def test_entries_are_bounded_least_recently_used_first() -> None:
+    """Past max_entries the least recently used entry goes; a recent hit keeps its entry."""
+    clock, mem = Clock(), MemoryBackend("m", {f"k{i}": "fake" for i in range(5)})
+    c = cached(mem, clock, ttl=60, refresh_ahead=0, max_entries=3)
+    c.get_many(["k0", "k1", "k2"])
+    c.get("k0")  # now the most recent
+    c.get("k3")  # evicts k1, the least recently used
+    assert list(c._entries) == ["k2", "k0", "k3"] and c.stats["evictions"] == 1
+    before = len(mem.calls)
+    assert c.get("k0").cached and len(mem.calls) == before
+    assert not c.get("k1").cached and len(mem.calls) == before + 1
+
+
+def _refresher_threads(name: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(f"latchkey-refresh-{name}")]
+
+
+def test_close_stops_the_refresher_threads() -> None:
+    """close() stops the refresh pool's threads; the cache still works and refreshes after."""
+    clock, mem = Clock(), MemoryBackend("closing", {"k": "fake-old"})
+    c = cached(mem, clock, ttl=100, refresh_ahead=0.2)
+    c.get("k")
+    clock.now += 85
+    c.get("k")  # starts a background refresh
+    deadline = time.monotonic() + 10
+    while c.stats["refreshes"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _refresher_threads("closing")
+    c.close()
+    assert _refresher_threads("closing") == []
+    mem.put("k", "fake-new")
+    clock.now += 85
+    assert c.get("k").value == "fake-old"  # a hit; refreshes again on a new pool
+    while c.stats["refreshes"] == 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert c.get("k").value == "fake-new"
+    c.close()
+
+
+def test_cache_false_with_a_rate_limit_paces_without_caching() -> None:
+    """cache = false and a rate limit: every read reaches the store, through the bucket."""
+    clock, mem = Clock(), MemoryBackend("m", {"k": "fake"})
+    c = CachedBackend(mem, CacheConfig(enabled=False), RateLimit(rps=10, burst=1), clock=clock,
+                      sleep=clock.sleep)
+    for _ in range(3):
+        assert not c.get("k").cached
+    assert len(mem.calls) == 3 and c.bucket.waited == pytest.approx(0.2)
+
+
+REMOTE = """
+[backends.ssm]
+type = "aws_ssm"
+prefix = "/lk-default-cache"
+region = "eu-central-1"
+endpoint_url = "http://127.0.0.1:9"
+{ssm_cache}
+[backends.local]
+type = "local"
+path = "store.db"
+{local_cache}
+[backends.env]
+type = "env"
+
+[backends.files]
+type = "files"
+path = "secrets.toml"
+optional = true
+"""
+
+
+@pytest.mark.parametrize("ssm_cache, local_cache, cached_names", [
+    pytest.param("", "", {"ssm"}, id="defaults"),
+    pytest.param("cache = false", "", set(), id="remote-off"),
+    pytest.param("cache = { ttl = 5 }", "cache = true", {"ssm", "local"}, id="local-asked"),
+])
+def test_remote_stores_are_cached_by_default(tmp_path: Path, master_key: str, ssm_cache: str,
+                                             local_cache: str, cached_names: set[str]) -> None:
+    """Remote backends get the cache unless cache = false; env, files and local stay
+    uncached unless asked; Latchkey.close closes the caches."""
+    pytest.importorskip("boto3")
+    path = tmp_path / "latchkey.toml"
+    path.write_text(REMOTE.format(ssm_cache=ssm_cache, local_cache=local_cache))
+    lk = latchkey.load(path)
+    wrapped = {n for n, b in lk.backends.items() if isinstance(b, CachedBackend)}
+    assert wrapped == cached_names
+    if "ssm" in cached_names:
+        ssm = lk.backend("ssm")
+        assert ssm.config.ttl == (5 if ssm_cache else 300)
+        assert ssm.config.max_entries == 1000
+        ssm._refresher = ThreadPoolExecutor(1, thread_name_prefix="latchkey-refresh-ssm-test")
+        ssm._refresher.submit(lambda: None).result()
+        lk.close()
+        assert ssm._refresher is None and _refresher_threads("ssm-test") == []
+    lk.close()

@@ -89,7 +89,7 @@ def test_outage_served_stale_then_fails_past_max_stale(proxy, seeded) -> None:
     with pytest.raises(BackendUnavailable, match="backend 'ssm': cannot reach AWS for "
                                                  "(describe|get)_parameters for 'shared/token'"):
         cache.get("shared/token")
-    assert cache.stats["calls"] == 3 and cache.stats["stale"] == 1
+    assert cache.inner.stats["calls"] == 3 and cache.stats["stale"] == 1
 
 
 def test_rotated_value_is_not_served_past_its_ttl(aws_env, seeded) -> None:

@@ -124,6 +124,16 @@ def test_latchkey_config_variable_and_cwd_lookup(isolated: Path, monkeypatch) ->
     pytest.param('env = "../prod"\n', "env", "not a valid environment name", id="env-path"),
     pytest.param('on_backend_error = "ignore"\n', "on_backend_error",
                  "must be one of 'fall_through' or 'raise'", id="bad-literal"),
+    pytest.param('[backends.ssm]\ntype = "aws_ssm"\ncache = { ttl = -1 }\n',
+                 "backends.ssm.cache.ttl", "must be more than 0 (got -1)", id="cache-ttl"),
+    pytest.param('[backends.local]\ntype = "local"\ncache = { max_entries = 0 }\n',
+                 "backends.local.cache.max_entries", "must be at least 1", id="cache-size"),
+    pytest.param('[backends.v]\ntype = "vault"\ncache = { tll = 60 }\n', "backends.v.cache.tll",
+                 "did you mean 'ttl'?", id="cache-typo"),
+    pytest.param('[backends.v]\ntype = "vault"\ncache = "no"\n', "backends.v.cache",
+                 "must be a table", id="cache-not-a-table"),
+    pytest.param('[backends.local]\ntype = "local"\nrate_limit = { rps = 0 }\n',
+                 "backends.local.rate_limit.rps", "must be more than 0", id="rate-limit-rps"),
 ])
 def test_errors_name_file_and_field(isolated: Path, text: str, field: str, problem: str) -> None:
     """Each invalid manifest raises one ManifestError naming the file and the field."""

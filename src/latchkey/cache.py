@@ -3,8 +3,13 @@
     [backends.ssm]
     type = "aws_ssm"
     prefix = "/data-platform/{env}"
-    cache = { ttl = 300, jitter = 0.1, negative_ttl = 30, refresh_ahead = 0.2, max_stale = 3600 }
+    cache = { ttl = 300, jitter = 0.1, negative_ttl = 30, refresh_ahead = 0.2, max_stale = 3600,
+              max_entries = 1000 }
     rate_limit = { rps = 20, burst = 40 }
+
+Remote backends (AWS, Vault, GCP, Azure) get this cache with its defaults unless the manifest
+says ``cache = false``; env, files and the local store are read directly unless ``cache``
+asks for one.
 
 * **TTL with jitter**: each entry lives ``ttl`` seconds, +/- ``jitter`` of it, so entries
   fetched together do not all expire together.
@@ -16,11 +21,15 @@
   is served and marked stale (``Secret.stale_seconds``); older, the failure is raised.
 * **Versions**: when the backend offers a cheap version probe, expired entries whose version
   did not change are renewed without re-reading their values.
+* **Bounded**: at most ``max_entries`` entries; past that the least recently used goes.
 * **Rate limit**: a token bucket per backend, shared by every thread of the process, keeps a
   burst of runs under the store's quota instead of being throttled.
 
 One cache per backend definition, shared by every ``Latchkey`` of the process that builds the
-same backend (``load()`` in each Airflow task, say). Clock and sleep are injectable.
+same backend (``load()`` in each Airflow task, say). ``close()`` stops its refresher threads
+(a later refresh starts them again). Counts go to :mod:`latchkey.metrics` (``cache_*``), the
+wrapped backend counts its own calls: a hit is no backend call, a miss is one. Clock and
+sleep are injectable.
 """
 
 from __future__ import annotations
@@ -28,33 +37,19 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable, Sequence
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Callable, Iterable, Sequence, TypeVar
 
 from . import metrics
-from .backends.base import Backend, Secret, VersionInfo
-from .errors import BackendError, BackendUnavailable
+from .backends.base import Backend, CacheConfig, RateLimit, Secret, VersionInfo
+from .errors import BackendError, BackendUnavailable, LatchkeyError
 
 __all__ = ["CacheConfig", "CachedBackend", "RateLimit", "TokenBucket", "shared"]
 
 
-class CacheConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    ttl: float = Field(300, gt=0)
-    jitter: float = Field(0.1, ge=0, lt=1)
-    negative_ttl: float = Field(30, ge=0)
-    refresh_ahead: float = Field(0.2, ge=0, lt=1)
-    max_stale: float = Field(0, ge=0)
-
-
-class RateLimit(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    rps: float = Field(gt=0)
-    burst: int = Field(10, ge=1)
-    max_wait: float = Field(30, gt=0)
+T = TypeVar("T")
 
 
 class TokenBucket:
@@ -115,11 +110,11 @@ class CachedBackend(Backend):
         self._clock = clock
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
-        self._entries: dict[str, _Entry] = {}
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
         self._inflight: dict[str, Future] = {}
-        self._refresher = ThreadPoolExecutor(2, thread_name_prefix=f"latchkey-refresh-{inner.name}")
-        self.stats = {"hits": 0, "misses": 0, "stale": 0, "calls": 0, "refreshes": 0,
-                      "renewed": 0}
+        self._refresher: ThreadPoolExecutor | None = None  # made on the first refresh
+        self.stats = metrics.Tally("cache_", ("hits", "misses", "stale", "refreshes", "renewed",
+                                              "evictions"))
 
     # -- capabilities follow the inner backend --------------------------------------------
     writable = property(lambda self: self.inner.is_writable)          # type: ignore[assignment]
@@ -139,13 +134,37 @@ class CachedBackend(Backend):
 
     def describe(self) -> str:
         limit = f", {self.bucket.rps:g} req/s" if self.bucket else ""
-        return f"{self.inner.describe()} [cached {self.config.ttl:g} s{limit}]"
+        if not self.config.enabled:
+            return f"{self.inner.describe()} [uncached{limit}]"
+        return (f"{self.inner.describe()} [cached {self.config.ttl:g} s, at most "
+                f"{self.config.max_entries} entries{limit}]")
 
     def check(self) -> str:
         return self.inner.check()
 
     def close(self) -> None:
+        """Stop the refresher threads (waiting for a refresh in flight) and close the inner
+        backend. The cache stays usable: a later refresh starts a new pool."""
+        with self._lock:
+            pool, self._refresher = self._refresher, None
+            for entry in self._entries.values():
+                entry.refreshing = False  # a cancelled refresh is tried again on a later hit
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         self.inner.close()
+
+    def _count(self, stat: str, n: int = 1) -> None:
+        metrics.incr(f"cache_{stat}", n, tally=self.stats, backend=self.name)
+
+    def _guard(self, action: str, call: Callable[[], T]) -> T:
+        """The inner backend counts its calls and errors; the cache does not count them again."""
+        try:
+            return call()
+        except LatchkeyError:
+            raise
+        except Exception as exc:
+            raise BackendUnavailable(self.name, f"{action} failed ({type(exc).__name__})") \
+                from exc
 
     def invalidate(self, keys: Iterable[str] | None = None) -> None:
         """Forget cached entries (all, or these keys)."""
@@ -157,6 +176,10 @@ class CachedBackend(Backend):
 
     # -- reads --------------------------------------------------------------------------------
     def _get_many(self, keys: Sequence[str]) -> dict[str, Secret]:
+        if not self.config.enabled:  # ``cache = false`` with a rate limit: pacing only
+            if self.bucket:
+                self.bucket.acquire(self.name)
+            return self.inner.get_many(keys)
         now = self._clock()
         found: dict[str, Secret] = {}
         expired: list[str] = []
@@ -164,6 +187,7 @@ class CachedBackend(Backend):
             for key in keys:
                 entry = self._entries.get(key)
                 if entry is not None and now < entry.expires:
+                    self._entries.move_to_end(key)
                     self._hit(key, entry, now, found)
                 else:
                     expired.append(key)
@@ -172,12 +196,16 @@ class CachedBackend(Backend):
         return found
 
     def _hit(self, key: str, entry: _Entry, now: float, found: dict[str, Secret]) -> None:
-        self.stats["hits"] += 1
-        metrics.incr("cache_hits", backend=self.name)
+        """Called under the lock."""
+        self._count("hits")
         if entry.secret is not None:
             found[key] = replace(entry.secret, cached=True)
         if now >= entry.refresh_at and not entry.refreshing:
             entry.refreshing = True
+            if self._refresher is None:
+                self._refresher = ThreadPoolExecutor(
+                    self.config.refresh_threads,
+                    thread_name_prefix=f"latchkey-refresh-{self.name}")
             self._refresher.submit(self._refresh, key)
 
     def _fetch(self, keys: list[str], now: float) -> dict[str, Secret]:
@@ -190,8 +218,7 @@ class CachedBackend(Backend):
                     theirs[key] = self._inflight[key]
                 else:
                     mine[key] = self._inflight[key] = Future()
-        self.stats["misses"] += len(keys)
-        metrics.incr("cache_misses", len(keys), backend=self.name)
+        self._count("misses", len(keys))
         if mine:
             self._lead(list(mine), mine, now)
         out: dict[str, Secret] = {}
@@ -228,12 +255,18 @@ class CachedBackend(Backend):
         if to_read:
             if self.bucket:
                 self.bucket.acquire(self.name)
-            self.stats["calls"] += 1
             fetched.update(self.inner.get_many(to_read))
         now = self._clock()
         with self._lock:
             for key in keys:
                 self._entries[key] = self._entry(fetched.get(key), now)
+                self._entries.move_to_end(key)
+            evicted = 0
+            while len(self._entries) > self.config.max_entries:
+                self._entries.popitem(last=False)
+                evicted += 1
+        if evicted:
+            self._count("evictions", evicted)
         return fetched
 
     def _renewable(self, keys: list[str]) -> dict[str, Secret]:
@@ -246,10 +279,10 @@ class CachedBackend(Backend):
             return {}
         if self.bucket:
             self.bucket.acquire(self.name)
-        self.stats["calls"] += 1
         current = probe(list(known))
         renewed = {k: s for k, s in known.items() if current.get(k) == s.version}
-        self.stats["renewed"] += len(renewed)
+        if renewed:
+            self._count("renewed", len(renewed))
         return renewed
 
     def _entry(self, secret: Secret | None, now: float) -> _Entry:
@@ -265,14 +298,13 @@ class CachedBackend(Backend):
         age = now - entry.fetched
         if age > self.config.max_stale:
             return None
-        self.stats["stale"] += 1
-        metrics.incr("cache_stale_serves", backend=self.name)
+        self._count("stale")
         return replace(entry.secret, cached=True, stale_seconds=round(age, 3))
 
     def _refresh(self, key: str) -> None:
         try:
             self._load([key])
-            self.stats["refreshes"] += 1
+            self._count("refreshes")
         except BackendError:
             with self._lock:  # keep serving until it expires; try again on the next hit
                 entry = self._entries.get(key)
@@ -304,12 +336,10 @@ _shared: dict[tuple, CachedBackend] = {}
 _shared_lock = threading.Lock()
 
 
-def shared(identity: tuple, build: Callable[[], Backend], cache: dict | None,
-           rate_limit: dict | None) -> CachedBackend:
+def shared(identity: tuple, build: Callable[[], Backend], cache: CacheConfig | None,
+           rate_limit: RateLimit | None) -> CachedBackend:
     """The process-wide CachedBackend for one backend definition (built on first use)."""
     with _shared_lock:
         if identity not in _shared:
-            _shared[identity] = CachedBackend(
-                build(), CacheConfig.model_validate(cache or {}),
-                RateLimit.model_validate(rate_limit) if rate_limit else None)
+            _shared[identity] = CachedBackend(build(), cache, rate_limit)
         return _shared[identity]

@@ -7,7 +7,9 @@ import threading
 import time
 from typing import Callable, Iterable, Sequence
 
-from .backends import Backend, Secret, VersionInfo, backend_class
+from .backends import Backend, BackendConfig, Secret, VersionInfo, backend_class
+from .backends.base import CacheConfig
+from .backends.remote import RemoteBackend
 from . import redact
 from .audit import Auditor, AuditEvent, build_auditor
 from .chain import Chain, Resolution
@@ -58,14 +60,24 @@ def _build_backends(manifest: Manifest, env: str) -> dict[str, Backend]:
         def build(name=name, cfg=cfg) -> Backend:
             return backend_class(cfg.type).from_config(name, cfg, ctx)
 
-        if cfg.cache is None and cfg.rate_limit is None:
+        cache = _cache_config(cfg)
+        if cache is None and cfg.rate_limit is None:
             built[name] = build()
         else:  # one cache per backend definition and environment, for the whole process
             from .cache import shared
 
             identity = (str(manifest.path), name, env, cfg.model_dump_json())
-            built[name] = shared(identity, build, cfg.cache, cfg.rate_limit)
+            built[name] = shared(identity, build, cache or CacheConfig(enabled=False),
+                                 cfg.rate_limit)
     return built
+
+
+def _cache_config(cfg: BackendConfig) -> CacheConfig | None:
+    """The cache a backend gets: what the manifest says, else the defaults for a remote store
+    (local ones are re-read on change, so they stay uncached)."""
+    if cfg.cache is not None:
+        return cfg.cache if cfg.cache.enabled else None
+    return CacheConfig() if issubclass(backend_class(cfg.type), RemoteBackend) else None
 
 
 class Latchkey:
@@ -330,6 +342,8 @@ class Latchkey:
         return report
 
     def close(self) -> None:
+        """Close every backend: connections, pools, and the refresher threads of caches (a
+        cache shared with another ``Latchkey`` of the process starts them again on use)."""
         for chain in self._chains.values():
             for b in chain:
                 b.close()

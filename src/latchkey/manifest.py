@@ -298,10 +298,14 @@ def _wording(error: Any, model: type[BaseModel]) -> str:
         return "missing"
     if kind == "literal_error":
         return f"must be one of {ctx.get('expected', '?')}"
-    if kind in ("greater_than_equal", "greater_than"):
-        return f"must be at least {ctx.get('ge', ctx.get('gt'))}"
-    if kind in ("less_than_equal", "less_than"):
-        return f"must be at most {ctx.get('le', ctx.get('lt'))}"
+    if kind == "greater_than_equal":
+        return f"must be at least {_number(ctx.get('ge'))} (got {value!r})"
+    if kind == "greater_than":
+        return f"must be more than {_number(ctx.get('gt'))} (got {value!r})"
+    if kind == "less_than_equal":
+        return f"must be at most {_number(ctx.get('le'))} (got {value!r})"
+    if kind == "less_than":
+        return f"must be less than {_number(ctx.get('lt'))} (got {value!r})"
     if kind == "value_error":
         return str(error["msg"]).removeprefix("Value error, ")
     if kind in _TYPE_WORDING:
@@ -310,6 +314,11 @@ def _wording(error: Any, model: type[BaseModel]) -> str:
             message += f", e.g. {loc[-1]} = [{_toml_string(value)}]"
         return f"{message} (got {_kind(value)})"
     return str(error["msg"])
+
+
+def _number(bound: Any) -> Any:
+    """A bound as the manifest would write it (``0``, not ``0.0``)."""
+    return f"{bound:g}" if isinstance(bound, float) else bound
 
 
 def _toml_string(text: str) -> str:

@@ -4,9 +4,15 @@
     {"counters": {"backend_calls{backend=ssm}": 4, ...},
      "histograms": {"backend_latency_seconds{backend=ssm}": {"count": 4, "sum": 0.08, ...}}}
 
-Recorded: per backend ``backend_calls``, ``backend_errors``, ``backend_retries``,
-``backend_throttles`` and ``backend_latency_seconds``; per pipeline ``run_ready_seconds`` and
-``runs_opened``; ``audit_events`` and ``audit_sink_failures``. ``export_prometheus()`` exposes
+This module is the one place that counts. Recorded, per backend: ``backend_calls``,
+``backend_errors`` and ``backend_latency_seconds`` (operations of the backend contract: one
+``get_many``, one ``list``; a cache in front of a backend does not count them again);
+``store_calls``, ``store_retries``, ``store_throttles``, ``store_errors`` and ``store_seconds``
+(requests a remote backend's SDK sent); ``cache_hits``, ``cache_misses``, ``cache_stale``,
+``cache_refreshes``, ``cache_renewed``, ``cache_evictions`` and ``rate_limit_wait_seconds``.
+Per pipeline ``run_ready_seconds`` and ``runs_opened``; ``audit_events`` and
+``audit_sink_failures``. ``backend.stats`` (a :class:`Tally`) is one object's share of the
+same counts, added by the same ``incr`` under the same lock, not a second counter. ``export_prometheus()`` exposes
 them through prometheus_client and ``export_opentelemetry()`` through the OpenTelemetry
 metrics API, when those are installed. Thread-safe; recording is a dict update under a lock.
 """
@@ -15,10 +21,11 @@ from __future__ import annotations
 
 import bisect
 import threading
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-__all__ = ["BUCKETS", "export_opentelemetry", "export_prometheus", "incr", "observe", "reset",
-           "snapshot"]
+__all__ = ["BUCKETS", "Tally", "export_opentelemetry", "export_prometheus", "incr", "observe",
+           "reset", "snapshot"]
 
 #: histogram bucket upper bounds, seconds
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -32,11 +39,38 @@ def _labels(labels: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, str(v)) for k, v in labels.items()))
 
 
-def incr(name: str, value: float = 1, **labels: Any) -> None:
-    """Add ``value`` to the counter ``name`` with these labels."""
+class Tally(Mapping[str, float]):
+    """One object's share of counters whose names start with ``prefix``, read as
+    ``tally["hits"]`` for ``cache_hits``. Only :func:`incr` adds to it, in the same step and
+    under the same lock as the process-wide counter; :func:`reset` does not clear it."""
+
+    def __init__(self, prefix: str, names: Iterable[str]) -> None:
+        self.prefix = prefix
+        self._counts: dict[str, float] = dict.fromkeys(names, 0)
+
+    def __getitem__(self, name: str) -> float:
+        with _lock:
+            return self._counts[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._counts))
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    def __repr__(self) -> str:
+        with _lock:
+            return f"Tally({self._counts!r})"
+
+
+def incr(name: str, value: float = 1, *, tally: Tally | None = None, **labels: Any) -> None:
+    """Add ``value`` to the counter ``name`` with these labels (and to ``tally``, if given)."""
     key = (name, _labels(labels))
     with _lock:
         _counters[key] = _counters.get(key, 0) + value
+        if tally is not None:
+            short = name.removeprefix(tally.prefix)
+            tally._counts[short] = tally._counts.get(short, 0) + value
 
 
 def observe(name: str, value: float, **labels: Any) -> None:

@@ -30,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Sequence, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .. import metrics
 from ..errors import (
@@ -43,8 +43,8 @@ from ..errors import (
 from ..keys import validate_key, validate_prefix
 from ..redact import MASK
 
-__all__ = ["Backend", "BackendConfig", "BuildContext", "Secret", "VersionInfo", "join_prefix",
-           "prefix_head", "split_prefix"]
+__all__ = ["Backend", "BackendConfig", "BuildContext", "CacheConfig", "RateLimit", "Secret",
+           "VersionInfo", "join_prefix", "prefix_head", "split_prefix"]
 
 T = TypeVar("T")
 
@@ -119,19 +119,49 @@ class VersionInfo:
     deleted: bool = False
 
 
+class CacheConfig(BaseModel):
+    """``cache = {...}`` of a backend (see :mod:`latchkey.cache`); ``cache = false`` turns
+    it off, ``cache = true`` is every default."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    ttl: float = Field(300, gt=0)
+    jitter: float = Field(0.1, ge=0, lt=1)
+    negative_ttl: float = Field(30, ge=0)
+    refresh_ahead: float = Field(0.2, ge=0, lt=1)
+    max_stale: float = Field(0, ge=0)
+    max_entries: int = Field(1000, ge=1)
+    refresh_threads: int = Field(2, ge=1, le=32)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_bool(cls, value: Any) -> Any:
+        return {"enabled": value} if isinstance(value, bool) else value
+
+
+class RateLimit(BaseModel):
+    """``rate_limit = {...}`` of a backend: a token bucket shared by the process."""
+
+    model_config = ConfigDict(extra="forbid")
+    rps: float = Field(gt=0)
+    burst: int = Field(10, ge=1)
+    max_wait: float = Field(30, gt=0)
+
+
 class BackendConfig(BaseModel):
     """Fields every backend accepts in ``[backends.NAME]``. Subclasses add their own.
 
     ``cache`` and ``rate_limit`` (see :mod:`latchkey.cache`) put a process-wide cache and a
-    token bucket in front of the backend.
+    token bucket in front of the backend. Remote stores are cached unless ``cache = false``;
+    local ones (env, files, the local store) only when ``cache`` says so.
     """
 
     # defer_build: a model's validator is built when it first validates, so importing a
     # backend module (or latchkey) does not pay for every config model (start-up cost)
     model_config = ConfigDict(extra="forbid", defer_build=True)
     type: str
-    cache: dict[str, Any] | None = None
-    rate_limit: dict[str, Any] | None = None
+    cache: CacheConfig | None = None
+    rate_limit: RateLimit | None = None
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """What every backend that talks to a remote store over the network shares.
 
-* ``stats``: calls, retries, throttles, errors and seconds spent, counted per backend (the
-  numbers ``latchkey bench`` and the tests read), and the same counts as metrics.
+* ``stats``: this backend's store calls, retries, throttles, errors and seconds spent: its
+  share of the ``store_*`` metrics (:class:`latchkey.metrics.Tally`), counted once, by
+  :func:`latchkey.metrics.incr`.
 * ``concurrently``: a bounded thread pool per backend for stores without a batch read (or with
   a small one), made on first use, at most ``max_concurrency`` calls in flight.
 * ``counted``: one counted store call; an SDK error meaning "no such thing" becomes None
@@ -37,7 +38,8 @@ class RemoteBackend(Backend):
         redact.guard_sdk_logs()  # the SDK logs bodies at DEBUG: values, before we see them
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
-        self.stats = {"calls": 0, "retries": 0, "throttles": 0, "errors": 0, "seconds": 0.0}
+        self.stats = metrics.Tally("store_", ("calls", "retries", "throttles", "errors",
+                                              "seconds"))
 
     @classmethod
     def from_config(cls, name: str, config: BackendConfig, ctx: BuildContext) -> "RemoteBackend":
@@ -60,12 +62,9 @@ class RemoteBackend(Backend):
     def _make_client(self) -> Any:
         raise NotImplementedError
 
-    def count(self, stat: str, n: int = 1) -> None:
-        """Add ``n`` to one of ``stats`` (``retries`` and ``throttles`` also go to metrics)."""
-        with self._lock:
-            self.stats[stat] += n
-        if stat in ("retries", "throttles"):
-            metrics.incr(f"backend_{stat}", n, backend=self.name)
+    def count(self, stat: str, n: float = 1) -> None:
+        """Add ``n`` to the metric ``store_<stat>`` of this backend (and so to ``stats``)."""
+        metrics.incr(f"store_{stat}", n, tally=self.stats, backend=self.name)
 
     def counted(self, what: str, keys: Sequence[str], fn: Callable[..., T], *args: Any,
                 absent: Callable[[Exception], bool] | None = None, **kwargs: Any) -> T | None:
@@ -85,9 +84,8 @@ class RemoteBackend(Backend):
             self.count("errors")
             raise self.translate(exc, what, keys) from exc
         finally:
-            with self._lock:
-                self.stats["calls"] += 1
-                self.stats["seconds"] += time.perf_counter() - start
+            self.count("calls")
+            self.count("seconds", time.perf_counter() - start)
 
     def translate(self, exc: Exception, what: str, keys: Sequence[str]) -> LatchkeyError:
         """The SDK's error as a latchkey error naming this backend (subclasses refine it)."""
