@@ -19,10 +19,15 @@ import tempfile
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 from urllib.parse import parse_qs
 
 import pytest
+
+if TYPE_CHECKING:  # the fakes import their SDK's helpers; fixtures import them when used
+    from .fakes.azure import FakeKeyVault
+    from .fakes.gcp import FakeSecretManager
+    from .fakes.vault import FakeVault
 
 PG_PASSWORD = "fake-pg-Pa55-word"
 
@@ -136,7 +141,8 @@ def moto_server(moto: MotoServer) -> str:
 def aws_env(monkeypatch: pytest.MonkeyPatch, moto_server: str) -> str:
     """Fake AWS credentials and region for boto3; returns moto's endpoint."""
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "eu-central-1"}.items():
+                        "AWS_SESSION_TOKEN": "testing",
+                        "AWS_DEFAULT_REGION": "eu-central-1"}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)  # every service, STS included

@@ -192,7 +192,8 @@ def _airflow_kwargs(conn: Connection) -> dict:
                 extra=json.dumps(conn.extra) if conn.extra else None)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=400, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(conn=connections)
 def test_parity_with_airflow(airflow_classes, conn: Connection) -> None:
     """latchkey renders the URI Airflow renders, and latchkey and Airflow (core and Task SDK)
@@ -212,7 +213,8 @@ def test_parity_with_airflow(airflow_classes, conn: Connection) -> None:
             assert parsed_by_us.to_uri() == core_cls(conn_id="c", uri=uri).get_uri()
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(conn=connections)
 def test_json_parity_with_airflow(airflow_classes, conn: Connection) -> None:
     """Airflow's from_json reads our JSON form to the same fields, and we read Airflow's."""

@@ -11,7 +11,6 @@ import pytest
 from latchkey import BackendUnavailable
 from latchkey.backends.aws_ssm import SsmBackend, SsmConfig
 from latchkey.cache import CacheConfig, CachedBackend
-
 from latchkey.testing import LoopbackProxy
 
 

@@ -15,8 +15,15 @@ import pytest
 
 import latchkey
 from latchkey import AccessDenied, InvalidKey, ManifestError
-from latchkey.backends.vault import (AppRoleAuth, AwsIamAuth, KubernetesAuth, TokenAuth,
-                                     VaultBackend, VaultConfig, VaultLogin)
+from latchkey.backends.vault import (
+    AppRoleAuth,
+    AwsIamAuth,
+    KubernetesAuth,
+    TokenAuth,
+    VaultBackend,
+    VaultConfig,
+    VaultLogin,
+)
 from latchkey.errors import BackendUnavailable, UsageError
 from latchkey.testing import MemoryBackend
 
