@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from latchkey import Connection, InvalidConnection
 
+from .extras import need
+
 FAKE_PW = "fake-p@ss:w/rd?#&=%"
 
 
@@ -179,6 +181,7 @@ def _as_core_sees_it(fields: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def airflow_classes():
+    need("airflow")
     from airflow.models.connection import Connection as CoreConnection
     from airflow.sdk import Connection as SdkConnection
 

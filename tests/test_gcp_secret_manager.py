@@ -17,6 +17,10 @@ from latchkey.backends.gcp_secret_manager import GcpSecretManagerBackend, GcpSec
 from latchkey.errors import BackendUnavailable, StoreCorrupt, UsageError
 from latchkey.testing import MemoryBackend
 
+from .extras import need
+
+need("gcp")
+
 
 def gcp(server, **fields) -> GcpSecretManagerBackend:
     fields.setdefault("prefix", f"lk{uuid.uuid4().hex[:10]}_")

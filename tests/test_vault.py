@@ -27,7 +27,10 @@ from latchkey.backends.vault import (
 from latchkey.errors import BackendUnavailable, UsageError
 from latchkey.testing import MemoryBackend
 
+from .extras import need
 from .fakes.vault import K8S_JWT, ROLE_ID, ROOT_TOKEN, SECRET_ID, FakeVault
+
+need("vault")
 
 APPROLE = AppRoleAuth(method="approle", role_id=ROLE_ID)
 
