@@ -84,6 +84,7 @@ class AwsBackend(RemoteBackend):
         return client
 
     def _make_client(self, service: str):
+        boto3_module()  # without the aws extra: the pip line, before botocore's ImportError
         from botocore.exceptions import BotoCoreError, NoRegionError, ProfileNotFound
 
         try:
