@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from .extras import need
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
@@ -80,6 +82,7 @@ def test_tour_and_python_example_run(isolated: Path) -> None:
 @pytest.mark.slow
 def test_quickstart_runs_and_prints_no_value(tmp_path: Path) -> None:
     """examples/quickstart/run.sh finishes and prints provenance, never a value."""
+    need("dlt")  # the README installs it first: pip install -e '.[dlt]'
     env = _env(tmp_path)
     env["QUICKSTART_DIR"] = str(tmp_path / "qs")
     result = subprocess.run(["bash", str(ROOT / "examples" / "quickstart" / "run.sh")],
