@@ -11,6 +11,7 @@ import pytest
 from latchkey import BackendUnavailable
 from latchkey.backends.aws_ssm import SsmBackend, SsmConfig
 from latchkey.cache import CacheConfig, CachedBackend
+
 from latchkey.testing import LoopbackProxy
 
 

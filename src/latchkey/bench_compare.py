@@ -129,7 +129,7 @@ def _latchkey(manifest):
 
     chain = _build_chain(manifest, manifest.env)
     for backend in chain:
-        _ = getattr(backend, "inner", backend).client  # a warm client: measure the run, not boto3
+        getattr(backend, "inner", backend).client  # a warm client: measure the run, not boto3
     return Latchkey(chain.backends, manifest=manifest)
 
 
@@ -224,8 +224,7 @@ def _airflow(add, tag: str, keys: list[str], pipelines: int) -> None:
     try:
         from airflow.providers.amazon.aws.secrets.secrets_manager import SecretsManagerBackend
         from airflow.providers.amazon.aws.secrets.systems_manager import (
-            SystemsManagerParameterStoreBackend,
-        )
+            SystemsManagerParameterStoreBackend)
     except ImportError:
         return
     ssm = lambda: SystemsManagerParameterStoreBackend(  # noqa: E731

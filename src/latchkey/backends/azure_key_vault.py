@@ -33,14 +33,8 @@ from typing import Annotated, Any, Literal, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..errors import (
-    AccessDenied,
-    BackendUnavailable,
-    InvalidKey,
-    LatchkeyError,
-    MissingDependency,
-    UsageError,
-)
+from ..errors import AccessDenied, BackendUnavailable, LatchkeyError, MissingDependency, \
+    InvalidKey, UsageError
 from ..keys import is_under
 from .base import BackendConfig, Secret, VersionInfo, prefix_head
 from .remote import RemoteBackend, describe_keys, escape_name, unescape_name

@@ -27,15 +27,8 @@ from typing import Any, Literal, Sequence
 
 from pydantic import field_validator
 
-from ..errors import (
-    AccessDenied,
-    BackendUnavailable,
-    InvalidKey,
-    LatchkeyError,
-    MissingDependency,
-    StoreCorrupt,
-    UsageError,
-)
+from ..errors import AccessDenied, BackendUnavailable, LatchkeyError, MissingDependency, \
+    InvalidKey, StoreCorrupt, UsageError
 from ..keys import is_under
 from .base import BackendConfig, Secret, VersionInfo, prefix_head
 from .remote import RemoteBackend, describe_keys, escape_name, unescape_name
