@@ -14,8 +14,17 @@ from hypothesis import settings
 from latchkey.backends.local import generate_master_key
 
 from .servers import (  # noqa: F401  (fixtures)
-    airflow_home, aws_env, azure_env, fake_azure, fake_gcp, fake_vault, moto, moto_server, postgres,
-    vault_env)
+    airflow_home,
+    aws_env,
+    azure_env,
+    fake_azure,
+    fake_gcp,
+    fake_vault,
+    moto,
+    moto_server,
+    postgres,
+    vault_env,
+)
 
 # Airflow writes its config under AIRFLOW_HOME on first import: keep it out of ~/airflow.
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="latchkey-tests-airflow-"))

@@ -19,10 +19,17 @@ import tempfile
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 from urllib.parse import parse_qs
 
 import pytest
+
+from .extras import need
+
+if TYPE_CHECKING:  # the fakes import their SDK's helpers; fixtures import them when used
+    from .fakes.azure import FakeKeyVault
+    from .fakes.gcp import FakeSecretManager
+    from .fakes.vault import FakeVault
 
 PG_PASSWORD = "fake-pg-Pa55-word"
 
@@ -46,6 +53,7 @@ def _pg_bindir() -> Path:
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[dict]:
     """A running PostgreSQL on a loopback port; yields host, port, user, password, dbname."""
+    need("postgres")  # what connects to it: latchkey check and the tests use psycopg2
     bindir = _pg_bindir()
     base = Path(tempfile.mkdtemp(prefix="latchkey-pg-"))
     as_owner: list[str] = []
@@ -136,7 +144,8 @@ def moto_server(moto: MotoServer) -> str:
 def aws_env(monkeypatch: pytest.MonkeyPatch, moto_server: str) -> str:
     """Fake AWS credentials and region for boto3; returns moto's endpoint."""
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "eu-central-1"}.items():
+                        "AWS_SESSION_TOKEN": "testing",
+                        "AWS_DEFAULT_REGION": "eu-central-1"}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)  # every service, STS included
@@ -158,6 +167,7 @@ def airflow_env(home: Path, extra: dict[str, str]) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def airflow_home(tmp_path_factory) -> Path:
     """A real Airflow 3 home, migrated on SQLite (``airflow db migrate``)."""
+    need("airflow")
     import sys
 
     home = tmp_path_factory.mktemp("airflow-home")
@@ -172,6 +182,7 @@ def airflow_home(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def fake_vault() -> Iterator["FakeVault"]:
     """A protocol-level Vault (KV v2 at ``secret``, KV v1 at ``kv``, AppRole...) on 127.0.0.1."""
+    need("vault")  # the tests talk to it through hvac
     from .fakes.vault import FakeVault
 
     server = FakeVault()
@@ -196,6 +207,7 @@ def vault_env(monkeypatch: pytest.MonkeyPatch, fake_vault) -> str:
 @pytest.fixture(scope="session")
 def fake_gcp() -> Iterator["FakeSecretManager"]:
     """A protocol-level GCP Secret Manager (REST v1) on 127.0.0.1."""
+    need("gcp")  # the tests talk to it through the SDK; the fake uses google_crc32c
     from .fakes.gcp import FakeSecretManager
 
     server = FakeSecretManager()
@@ -209,6 +221,7 @@ def fake_gcp() -> Iterator["FakeSecretManager"]:
 def fake_azure(tmp_path_factory) -> Iterator["FakeKeyVault"]:
     """A protocol-level Azure Key Vault (and token endpoint) over TLS on 127.0.0.1; its
     self-signed certificate is ``server.cert``."""
+    need("azure")
     from .fakes.azure import FakeKeyVault
     from .fakes.http import make_cert
 

@@ -21,11 +21,13 @@ from hypothesis import strategies as st
 from latchkey import Connection
 from latchkey.backends.local import LocalBackend, generate_master_key
 
+from .extras import need
 from .servers import airflow_env as _airflow_env
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "airflow"
 pytestmark = pytest.mark.slow
+need("airflow")
 
 
 def _backend_env(manifest: Path, key: str) -> dict[str, str]:

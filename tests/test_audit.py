@@ -15,6 +15,7 @@ from latchkey import AccessDenied, metrics
 from latchkey.audit import AuditFailed, Auditor, DynamoDbSink, FileSink, read_events
 
 from .conftest import run_cli
+from .extras import need
 
 MANIFEST = """
 [backends.local]
@@ -145,7 +146,7 @@ def test_dynamodb_sink(aws_env: str) -> None:
 
 def test_otel_sink() -> None:
     """Events are emitted as OpenTelemetry log records when the SDK is configured."""
-    export = pytest.importorskip("opentelemetry.sdk._logs.export")
+    export = need("metrics", "opentelemetry.sdk._logs.export")
     from opentelemetry._logs import set_logger_provider
     from opentelemetry.sdk._logs import LoggerProvider
 
@@ -175,6 +176,7 @@ def test_metrics_snapshot_and_exports(isolated: Path, master_key) -> None:
     assert snap["histograms"]["run_ready_seconds{pipeline=ads}"]["count"] == 1
     assert snap["counters"]["audit_events{event=read}"] == 2
 
+    need("metrics")
     from prometheus_client import CollectorRegistry, generate_latest
 
     registry = CollectorRegistry()
@@ -183,6 +185,7 @@ def test_metrics_snapshot_and_exports(isolated: Path, master_key) -> None:
     assert 'latchkey_runs_opened_total{pipeline="ads"} 1.0' in text
     assert "latchkey_backend_latency_seconds_bucket" in text
 
+    need("metrics", "opentelemetry.sdk.metrics")
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 

@@ -305,7 +305,8 @@ def test_batch_get_item_and_unprocessed_keys(aws_env, moto) -> None:
             return None
         first["done"] = True
         body = json.loads(request.body)
-        return _response(200, {"Responses": {ddb.table: []}, "UnprocessedKeys": body["RequestItems"]})
+        return _response(200, {"Responses": {ddb.table: []},
+                               "UnprocessedKeys": body["RequestItems"]})
 
     ddb.client.meta.events.register("before-send.dynamodb.BatchGetItem", leave_unprocessed)
     assert len(ddb.get_many(keys[:5])) == 5 and first["done"]

@@ -16,8 +16,11 @@ from latchkey.backends.azure_key_vault import AzureKeyVaultBackend, ClientSecret
 from latchkey.errors import BackendUnavailable, UsageError
 from latchkey.testing import MemoryBackend
 
+from .extras import need
 from .fakes.azure import CLIENT_ID, CLIENT_SECRET, TENANT
 from .servers import azure_config
+
+need("azure")
 
 
 @pytest.fixture

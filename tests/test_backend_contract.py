@@ -22,10 +22,10 @@ from latchkey import InvalidKey, ReadOnlyBackend, ValueTooLarge
 from latchkey.backends import Backend
 from latchkey.backends.aws_secrets_manager import SecretsManagerBackend, SecretsManagerConfig
 from latchkey.backends.aws_ssm import SsmBackend, SsmConfig
+from latchkey.backends.azure_key_vault import AzureKeyVaultBackend
 from latchkey.backends.dynamodb import DynamoDbBackend, DynamoDbConfig
 from latchkey.backends.env import EnvBackend, key_to_name
 from latchkey.backends.files import FilesBackend
-from latchkey.backends.azure_key_vault import AzureKeyVaultBackend
 from latchkey.backends.gcp_secret_manager import GcpSecretManagerBackend, GcpSecretManagerConfig
 from latchkey.backends.local import LocalBackend
 from latchkey.backends.vault import AppRoleAuth, VaultBackend, VaultConfig

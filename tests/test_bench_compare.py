@@ -8,12 +8,16 @@ from pathlib import Path
 import pytest
 
 from .conftest import run_cli
+from .extras import need
 
 
 @pytest.mark.slow
 def test_compare_small(tmp_path: Path) -> None:
     """3 pipelines, 2 ms round trips, 1 repeat: every contender measured, targets judged,
     table, JSON and plots written."""
+    for extra in ("airflow", "dlt", "bench"):
+        need(extra)
+    need("bench", "aws_secretsmanager_caching")
     out = tmp_path / "results"
     result = run_cli("bench", "--compare", "--repeat", "1", "--latency-ms", "2",
                      "--pipelines", "3", "--out", str(out), "--json")

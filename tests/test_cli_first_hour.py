@@ -219,7 +219,7 @@ def test_missing_secret_is_one_short_line_ending_with_the_fix(isolated: Path) ->
     assert line.endswith(f"latchkey set {key}") and "tried" not in line and len(line) < 200
     verbose = run_cli("get", key, "--verbose")
     assert _lines(verbose.stderr)[0] == line
-    assert any(l.startswith("  tried: local ") for l in verbose.stderr.splitlines())
+    assert any(line.startswith("  tried: local ") for line in verbose.stderr.splitlines())
     data = json.loads(run_cli("get", key, "--json").stdout)
     assert data["error"]["attempts"][0]["backend"] == "local"
 

@@ -258,7 +258,11 @@ project = "fake-project"
 [backends.kv]
 type = "azure_key_vault"
 url = "https://fake.vault.azure.net"
-auth = { method = "client_secret", tenant_id = "fake", client_id = "fake", client_secret_env = "MY_AZ_SECRET" }
+[backends.kv.auth]
+method = "client_secret"
+tenant_id = "fake"
+client_id = "fake"
+client_secret_env = "MY_AZ_SECRET"
 """
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "fake-akid-acct42", "AWS_SECRET_ACCESS_KEY": "fake-sak-acct42",
                "AWS_SESSION_TOKEN": "fake-st-acct42", "AWS_SECURITY_TOKEN": "fake-st-acct42",

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from latchkey import Connection, InvalidConnection
 
+from .extras import need
+
 FAKE_PW = "fake-p@ss:w/rd?#&=%"
 
 
@@ -179,6 +181,7 @@ def _as_core_sees_it(fields: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def airflow_classes():
+    need("airflow")
     from airflow.models.connection import Connection as CoreConnection
     from airflow.sdk import Connection as SdkConnection
 
@@ -192,7 +195,8 @@ def _airflow_kwargs(conn: Connection) -> dict:
                 extra=json.dumps(conn.extra) if conn.extra else None)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=400, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(conn=connections)
 def test_parity_with_airflow(airflow_classes, conn: Connection) -> None:
     """latchkey renders the URI Airflow renders, and latchkey and Airflow (core and Task SDK)
@@ -212,7 +216,8 @@ def test_parity_with_airflow(airflow_classes, conn: Connection) -> None:
             assert parsed_by_us.to_uri() == core_cls(conn_id="c", uri=uri).get_uri()
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(conn=connections)
 def test_json_parity_with_airflow(airflow_classes, conn: Connection) -> None:
     """Airflow's from_json reads our JSON form to the same fields, and we read Airflow's."""

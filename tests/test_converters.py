@@ -13,10 +13,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from latchkey import Connection
 from latchkey.converters import UnsupportedConnectionType
 
+from .extras import need
+
 PG = Connection.from_uri("postgres://loader:fake-pg-pw@db.internal:5433/analytics")
 
 
 def _dlt(cls_path: str, fields: dict):
+    need("dlt")
     module, _, name = cls_path.rpartition(".")
     cls = getattr(__import__(module, fromlist=[name]), name)
     creds = cls()
@@ -109,13 +112,12 @@ def test_duckdb_to_dlt(tmp_path) -> None:
 
 def test_sqlalchemy_url_masks_password(tmp_path) -> None:
     """The SQLAlchemy URL carries the password but its repr and str mask it."""
+    sqlalchemy = need("sqlalchemy")
     url = PG.replace(extra={"sslmode": "require"}).to_sqlalchemy_url()
     assert url.password == "fake-pg-pw" and url.query == {"sslmode": "require"}
     assert "fake-pg-pw" not in repr(url) and "fake-pg-pw" not in str(url)
     assert url.render_as_string(hide_password=False).startswith(
         "postgresql://loader:fake-pg-pw@db.internal:5433/analytics")
-    import sqlalchemy
-
     engine = sqlalchemy.create_engine(
         Connection(conn_type="sqlite", host=str(tmp_path / "x.db")).to_sqlalchemy_url())
     with engine.connect() as db:

@@ -16,7 +16,7 @@ import pytest
 
 os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
 
-import dlt  # noqa: E402
+dlt = pytest.importorskip("dlt", reason="the dlt extra is not installed (pip install -e '.[dlt]')")
 
 import latchkey  # noqa: E402
 from latchkey.backends.local import LocalBackend, generate_master_key  # noqa: E402
@@ -44,7 +44,8 @@ def provider():
     latchkey_dlt.uninstall()
 
 
-def _project(root: Path, accounts: list[str], extra_pipeline: str = "") -> tuple[latchkey.Latchkey, dict]:
+def _project(root: Path, accounts: list[str],
+             extra_pipeline: str = "") -> tuple[latchkey.Latchkey, dict]:
     """A manifest, a local store with a fake token and a duckdb connection per account."""
     key = generate_master_key()
     os.environ["LATCHKEY_MASTER_KEY"] = key

@@ -63,8 +63,10 @@ def test_acct_42_cannot_read_acct_43_through_the_separator() -> None:
     backend = EnvBackend(environ=environ)
     assert backend.get("marketing/facebook/acct_43/access_token").value == "fake-token-acct43"
     for key in ("marketing/facebook/acct_43__access_token",
-                "marketing/facebook__acct_43__access_token", "marketing/facebook/ACCT_43/access_token",
-                "marketing/facebook/acct-43/access_token", "MARKETING/facebook/acct_43/access_token"):
+                "marketing/facebook__acct_43__access_token",
+                "marketing/facebook/ACCT_43/access_token",
+                "marketing/facebook/acct-43/access_token",
+                "MARKETING/facebook/acct_43/access_token"):
         assert backend.get_many([key]) == {}, key
 
 

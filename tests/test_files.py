@@ -70,7 +70,8 @@ def test_kubernetes_secret_volume_layout(tmp_path: Path) -> None:
     b = FilesBackend("k8s", tmp_path)
     assert b.list("") == ["db_password"]
     assert b.get("db_password").value == "fake-pw"
-    assert FilesBackend("k8s", tmp_path, strip_newline=False).get("db_password").value == "fake-pw\n"
+    kept = FilesBackend("k8s", tmp_path, strip_newline=False)
+    assert kept.get("db_password").value == "fake-pw\n"
 
 
 def test_dotenv_with_prefix(tmp_path: Path) -> None:

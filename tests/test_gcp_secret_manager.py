@@ -17,6 +17,10 @@ from latchkey.backends.gcp_secret_manager import GcpSecretManagerBackend, GcpSec
 from latchkey.errors import BackendUnavailable, StoreCorrupt, UsageError
 from latchkey.testing import MemoryBackend
 
+from .extras import need
+
+need("gcp")
+
 
 def gcp(server, **fields) -> GcpSecretManagerBackend:
     fields.setdefault("prefix", f"lk{uuid.uuid4().hex[:10]}_")
@@ -172,7 +176,8 @@ def test_destroyed_versions(server) -> None:
     assert backend.get_version("k", "1") is None
     assert [(v.version, v.deleted) for v in backend.history("k")] == [("1", True), ("2", False)]
     backend.client.destroy_secret_version(name=f"{backend.secret_path('k')}/versions/2")
-    with pytest.raises(BackendUnavailable, match=r"read for 'k' failed \(400 FAILED_PRECONDITION\)"):
+    with pytest.raises(BackendUnavailable,
+                       match=r"read for 'k' failed \(400 FAILED_PRECONDITION\)"):
         backend.get("k")
 
 

@@ -28,7 +28,8 @@ READS_IN_PROCESS, READS_PER_SUBPROC = 500, 1_000
 
 CHILD = textwrap.dedent("""
     import json, sys, latchkey
-    account, expected_token, expected_app, reads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    account, expected_token, expected_app = sys.argv[1:4]
+    reads = int(sys.argv[4])
     import hashlib
     h = lambda v: hashlib.sha256(v.encode()).hexdigest()
     lk = latchkey.load()
@@ -36,7 +37,8 @@ CHILD = textwrap.dedent("""
     with lk.pipeline("ads", account=account) as run:
         for i in range(reads // 2):
             wrong += h(run.secret("access_token")) != expected_token
-            wrong += h(latchkey.current().get(f"marketing/ads/{account}/app_secret")) != expected_app
+            app_secret = latchkey.current().get(f"marketing/ads/{account}/app_secret")
+            wrong += h(app_secret) != expected_app
             done += 2
     print(json.dumps({"wrong": wrong, "reads": done}))
 """)
@@ -45,7 +47,8 @@ VIA_RUN = textwrap.dedent("""
     import hashlib, json, os, sys
     h = lambda v: hashlib.sha256(v.encode()).hexdigest()
     reads = int(sys.argv[3])
-    wrong = sum(h(os.environ["ACCESS_TOKEN"]) != sys.argv[1] or h(os.environ["APP_SECRET"]) != sys.argv[2]
+    wrong = sum(h(os.environ["ACCESS_TOKEN"]) != sys.argv[1]
+                or h(os.environ["APP_SECRET"]) != sys.argv[2]
                 for _ in range(reads // 2))
     print(json.dumps({"wrong": wrong, "reads": reads,
                       "master_key_visible": "LATCHKEY_MASTER_KEY" in os.environ}))
@@ -88,7 +91,7 @@ def _thread_run(lk, account, expected, barrier, results) -> None:
     wrong = reads = 0
     with lk.pipeline("ads", account=account, run_name=f"thread__{account}") as run:
         barrier.wait(timeout=120)  # every thread's run is open at once
-        for i in range(READS_IN_PROCESS // 2):
+        for _ in range(READS_IN_PROCESS // 2):
             current = latchkey.current()
             wrong += current is not run
             wrong += run.secret("access_token") != expected[0]

@@ -230,7 +230,8 @@ def test_leak_hunt(world: Path, postgres: dict, caplog, sdk_debug) -> None:
                  else r.getMessage() for r in caplog.records]
 
     hits = {i: _hits(text) for i, text in enumerate(captured) if _hits(text)}
-    assert hits == {}, f"values leaked in captured output #{list(hits)[:3]}: {list(hits.values())[:3]}"
+    assert hits == {}, (f"values leaked in captured output #{list(hits)[:3]}: "
+                        f"{list(hits.values())[:3]}")
 
     leaked_files = {}
     for path in world.rglob("*"):
@@ -281,8 +282,7 @@ def _vault_store(request):
 
 
 def _gcp_store(request):
-    from latchkey.backends.gcp_secret_manager import (GcpSecretManagerBackend,
-                                                      GcpSecretManagerConfig)
+    from latchkey.backends.gcp_secret_manager import GcpSecretManagerBackend, GcpSecretManagerConfig
 
     server = request.getfixturevalue("fake_gcp")
     return server, "access", "add_version", GcpSecretManagerBackend("gcp", GcpSecretManagerConfig(
@@ -329,8 +329,7 @@ def test_cloud_stores_leak_nothing_on_any_path(make, request, caplog, sdk_debug)
 
 
 def _aws_store(kind: str, endpoint: str):
-    from latchkey.backends.aws_secrets_manager import (SecretsManagerBackend,
-                                                       SecretsManagerConfig)
+    from latchkey.backends.aws_secrets_manager import SecretsManagerBackend, SecretsManagerConfig
     from latchkey.backends.aws_ssm import SsmBackend, SsmConfig
     from latchkey.backends.dynamodb import DynamoDbBackend, DynamoDbConfig
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from .extras import need
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
@@ -35,6 +37,22 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     _, tests = _commands(_blocks("bash")[0])
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert tests in ci_lines
+
+
+def test_ci_gates_on_ruff_and_the_extras_free_core_suite() -> None:
+    """.ci/run also fails on a ruff finding and on the core suite run in a fresh venv that
+    holds the test extra alone (no SDK extra)."""
+    ci = (ROOT / ".ci" / "run").read_text().replace("\\\n", " ")
+    lines = [" ".join(line.split()) for line in ci.splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    assert "set -euo pipefail" in lines
+    assert "python -m ruff check src tests" in lines
+    venv = lines.index('python -m venv "$core/venv"')
+    install = ('"$core/venv/bin/python" -m pip install --progress-bar off -q -e \'.[test]\' '
+               "-c scripts/constraints.txt")
+    assert lines.index(install) > venv
+    assert lines.index('"$core/venv/bin/python" -m pytest -m "not slow" -p no:cacheprovider') \
+        > lines.index(install)
 
 
 def _env(path_dir: Path) -> dict[str, str]:
@@ -64,6 +82,7 @@ def test_tour_and_python_example_run(isolated: Path) -> None:
 @pytest.mark.slow
 def test_quickstart_runs_and_prints_no_value(tmp_path: Path) -> None:
     """examples/quickstart/run.sh finishes and prints provenance, never a value."""
+    need("dlt")  # the README installs it first: pip install -e '.[dlt]'
     env = _env(tmp_path)
     env["QUICKSTART_DIR"] = str(tmp_path / "qs")
     result = subprocess.run(["bash", str(ROOT / "examples" / "quickstart" / "run.sh")],

@@ -175,7 +175,8 @@ def test_sdk_bodies_are_withheld() -> None:
                   "headers": {"X-Amz-Security-Token": secret}})),
         _record("botocore.parsers", "Response body:\n%r", (f'{{"Value": "{secret}"}}'.encode(),)),
         _record("azure.core.pipeline.policies._universal",
-                f"Response status: 200\nResponse headers:\nResponse content:\n{{\"value\": \"{secret}\"}}"),
+                "Response status: 200\nResponse headers:\nResponse content:\n"
+                f"{{\"value\": \"{secret}\"}}"),
         _record("google.cloud.secretmanager_v1.services.secret_manager_service.transports.rest",
                 "Received response", httpResponse={"payload": {"data": secret}, "status": 200},
                 httpRequest={"headers": {"Authorization": f"Bearer {secret}"}, "url": "u"}),

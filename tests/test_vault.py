@@ -15,12 +15,22 @@ import pytest
 
 import latchkey
 from latchkey import AccessDenied, InvalidKey, ManifestError
-from latchkey.backends.vault import (AppRoleAuth, AwsIamAuth, KubernetesAuth, TokenAuth,
-                                     VaultBackend, VaultConfig, VaultLogin)
+from latchkey.backends.vault import (
+    AppRoleAuth,
+    AwsIamAuth,
+    KubernetesAuth,
+    TokenAuth,
+    VaultBackend,
+    VaultConfig,
+    VaultLogin,
+)
 from latchkey.errors import BackendUnavailable, UsageError
 from latchkey.testing import MemoryBackend
 
+from .extras import need
 from .fakes.vault import K8S_JWT, ROLE_ID, ROOT_TOKEN, SECRET_ID, FakeVault
+
+need("vault")
 
 APPROLE = AppRoleAuth(method="approle", role_id=ROLE_ID)
 

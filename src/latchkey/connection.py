@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
@@ -129,7 +129,8 @@ class Connection:
                    port=_port_value(port, what), extra=extra, conn_id=conn_id, **data)
 
     @classmethod
-    def from_env(cls, conn_id: str, environ: Mapping[str, str] | None = None) -> "Connection | None":
+    def from_env(cls, conn_id: str,
+                 environ: Mapping[str, str] | None = None) -> "Connection | None":
         """The connection in ``AIRFLOW_CONN_<CONN_ID>``, or None if the variable is unset."""
         value = (os.environ if environ is None else environ).get(ENV_PREFIX + conn_id.upper())
         return None if value is None else cls.from_value(value, conn_id)

@@ -76,5 +76,6 @@ def _check_segment(key: str, segment: str, position: int) -> None:
         bad = sorted({c for c in segment if not _SEGMENT.fullmatch(c)})
         raise InvalidKey(
             key,
-            f"segment {position} has {''.join(bad)!r}; allowed are ASCII letters, digits, '_', '.', '-'",
+            f"segment {position} has {''.join(bad)!r}; "
+            "allowed are ASCII letters, digits, '_', '.', '-'",
         )

@@ -106,8 +106,7 @@ def reset() -> None:
 
 def export_prometheus(registry: Any = None) -> Any:
     """Register a collector with prometheus_client (default registry); returns it."""
-    from prometheus_client.core import (REGISTRY, CounterMetricFamily,
-                                        HistogramMetricFamily)
+    from prometheus_client.core import REGISTRY, CounterMetricFamily, HistogramMetricFamily
 
     class Collector:
         def collect(self):
@@ -119,7 +118,7 @@ def export_prometheus(registry: Any = None) -> Any:
                 family = by_name.setdefault(name, CounterMetricFamily(
                     f"latchkey_{name}", f"latchkey {name}", labels=[k for k, _ in labels]))
                 family.add_metric([v for _, v in labels], value)
-            for (name, labels), (count, total, buckets) in histograms.items():
+            for (name, labels), (_count, total, buckets) in histograms.items():
                 family = by_name.setdefault(name, HistogramMetricFamily(
                     f"latchkey_{name}", f"latchkey {name}", labels=[k for k, _ in labels]))
                 cumulative, acc = [], 0

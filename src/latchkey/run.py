@@ -24,10 +24,16 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from . import metrics, redact
+from .audit import AuditEvent, Auditor
 from .chain import Chain, Resolution
-from .audit import Auditor, AuditEvent
-from .errors import (AccessDenied, LatchkeyError, MissingSecrets, RunClosed, SecretNotFound,
-                     UsageError)
+from .errors import (
+    AccessDenied,
+    LatchkeyError,
+    MissingSecrets,
+    RunClosed,
+    SecretNotFound,
+    UsageError,
+)
 from .keys import validate_key
 from .scope import SHARED, Level, Scope, fill_template
 

@@ -126,7 +126,7 @@ class FakeService:
         split = urlsplit(raw_path)
         query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         path = unquote(split.path)
-        for route_method, pattern, name in self._compiled:
+        for route_method, pattern, name in self._compiled:  # noqa: B007 (used after break)
             match = pattern.match(path)
             if route_method == method and match:
                 break
@@ -138,7 +138,8 @@ class FakeService:
         fault = self._take_fault(name)
         if fault is not None:
             extra = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
-            return fault.status, self.error_body(fault.status, fault.message or "injected", {}), extra
+            body = self.error_body(fault.status, fault.message or "injected", {})
+            return fault.status, body, extra
         request = Request(method, path, query, headers, body, match.groupdict())
         handler: Callable[[Request], Any] = getattr(self, name)
         with self.lock:

@@ -111,7 +111,8 @@ class FakeVault(FakeService):
             raise HttpError(400, f"no handler for route \"auth/{mount}/login\"")
         if not ok:
             raise HttpError(400 if mount == "approle" else 403,
-                            "invalid role or secret ID" if mount == "approle" else "permission denied")
+                            "invalid role or secret ID" if mount == "approle"
+                            else "permission denied")
         token = f"hvs.fake-{next(self._ids)}-{uuid.uuid4().hex[:8]}"
         with self.lock:
             self.tokens[token] = {"expires": time.monotonic() + self.token_ttl,

@@ -77,6 +77,7 @@ class AwsBackend(RemoteBackend):
         return client
 
     def _make_client(self, service: str):
+        boto3_module()  # without the aws extra: the pip line, before botocore's ImportError
         from botocore.exceptions import BotoCoreError, NoRegionError, ProfileNotFound
 
         try:
@@ -102,7 +103,8 @@ class AwsBackend(RemoteBackend):
             session = assumed_role_session(
                 self.config.role_arn, f"latchkey-backend-{self.name}", base_session=session,
                 external_id=self.config.role_external_id, region=self.config.region)
-        config = Config(retries={"mode": self.config.retry_mode,  # attempts in all, as AWS_MAX_ATTEMPTS
+        # total_max_attempts counts attempts in all, as AWS_MAX_ATTEMPTS does
+        config = Config(retries={"mode": self.config.retry_mode,
                                  "total_max_attempts": self.config.max_attempts},
                         connect_timeout=self.config.connect_timeout,
                         read_timeout=self.config.read_timeout,

@@ -201,7 +201,8 @@ class SecretsManagerBackend(AwsBackend):
     def _get_version(self, key: str, version: str) -> Secret | None:
         if not 32 <= len(version) <= 64:  # not a VersionId: no such version
             return None
-        found = self.call("get_secret_value", [key], missing=(*NOT_FOUND, "InvalidRequestException"),
+        found = self.call("get_secret_value", [key],
+                          missing=(*NOT_FOUND, "InvalidRequestException"),
                           SecretId=self.secret_id(key), VersionId=version)
         if found is None:
             return None

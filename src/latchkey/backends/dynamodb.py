@@ -30,7 +30,7 @@ from typing import Iterable, Literal, Sequence
 from ..errors import BackendUnavailable, StoreCorrupt, UsageError
 from ..keys import is_under
 from .aws_common import AwsBackend, AwsConfig
-from .base import BuildContext, BackendConfig, Secret, VersionInfo
+from .base import BackendConfig, BuildContext, Secret, VersionInfo
 from .local import _actor, load_aead
 
 __all__ = ["DynamoDbBackend"]
@@ -121,8 +121,9 @@ class DynamoDbBackend(AwsBackend):
                 return items
             time.sleep(min(1.0, 0.05 * 2 ** attempt))
         left = len(request.get(self.table, {}).get("Keys", []))
-        raise BackendUnavailable(self.name, f"{left} keys still unprocessed after "
-                                            f"{self.config.unprocessed_retries} retries (throttled)")
+        raise BackendUnavailable(
+            self.name, f"{left} keys still unprocessed after "
+                       f"{self.config.unprocessed_retries} retries (throttled)")
 
     def _to_secret(self, item: dict) -> Secret:
         key, version = item["key"]["S"], int(item["v"]["N"])

@@ -140,6 +140,7 @@ class GcpSecretManagerBackend(RemoteBackend):
         Returns None for NOT_FOUND when ``absent``; with ``pages``, every item of every page
         (the pager's further pages use the same retry and timeout).
         """
+        secretmanager_module()  # without the gcp extra: the pip line, not a failed read
         from google.api_core import exceptions as gexc
 
         def call() -> Any:

@@ -475,7 +475,8 @@ def _check_key_file_mode(backend: str, path: Path) -> None:
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise NoMasterKey(
-            backend, f"key file {path} is readable by others (mode {mode:04o}); run chmod 600 {path}"
+            backend,
+            f"key file {path} is readable by others (mode {mode:04o}); run chmod 600 {path}",
         )
 
 

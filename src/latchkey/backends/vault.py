@@ -10,13 +10,13 @@ Layouts (``layout = ...``):
   pipeline whose scope is one document opens with one read.
 
 Authentication (``auth = {method = ...}``, see :mod:`.vault_auth`) is one small typed
-object per method: ``token``, ``approle``, ``kubernetes``, ``aws`` (IAM). Every backend of the process that talks to the
-same Vault with the same auth shares one login (:class:`VaultLogin`): the token is renewed
-once two thirds of its TTL have passed (logged in again when it cannot be renewed), and a
-403 triggers exactly one new login before the request is retried; a second 403 is
-:class:`~latchkey.errors.AccessDenied`. Secret material for logins (the AppRole secret id,
-the token) is read from an environment variable or a file the manifest names, never written
-in the manifest.
+object per method: ``token``, ``approle``, ``kubernetes``, ``aws`` (IAM). Every backend of
+the process that talks to the same Vault with the same auth shares one login
+(:class:`VaultLogin`): the token is renewed once two thirds of its TTL have passed (logged in
+again when it cannot be renewed), and a 403 triggers exactly one new login before the
+request is retried; a second 403 is :class:`~latchkey.errors.AccessDenied`. Secret material
+for logins (the AppRole secret id, the token) is read from an environment variable or a file
+the manifest names, never written in the manifest.
 
 Writes on KV v2 use check-and-set (``options.cas`` = the version read): a writer that lost
 the race re-reads and tries again, so concurrent writers to one document never lose an
@@ -38,13 +38,19 @@ from typing import Any, Callable, Iterable, Literal, Sequence
 
 from pydantic import Field
 
-from ..errors import AccessDenied, BackendUnavailable, InvalidKey, LatchkeyError, \
-    UsageError
+from ..errors import AccessDenied, BackendUnavailable, InvalidKey, LatchkeyError, UsageError
 from ..keys import is_under, validate_key
 from .base import BackendConfig, Secret, VersionInfo, join_prefix
 from .remote import RemoteBackend, describe_keys
-from .vault_auth import (AppRoleAuth, AwsIamAuth, KubernetesAuth, TokenAuth, VaultAuth,
-                         VaultLogin, hvac_module)
+from .vault_auth import (
+    AppRoleAuth,
+    AwsIamAuth,
+    KubernetesAuth,
+    TokenAuth,
+    VaultAuth,
+    VaultLogin,
+    hvac_module,
+)
 
 __all__ = ["AppRoleAuth", "AwsIamAuth", "KubernetesAuth", "TokenAuth", "VaultBackend",
            "VaultConfig", "VaultLogin"]
@@ -329,7 +335,8 @@ class VaultBackend(RemoteBackend):
         paths = set(self._list_paths(start, [prefix]))
         parts = prefix.split("/") if prefix else []
         # the prefix, or one of its parents, may itself be a document holding the keys
-        paths |= {"/".join(p for p in (self.prefix, *parts[:i]) if p) for i in range(len(parts) + 1)}
+        paths |= {"/".join(p for p in (self.prefix, *parts[:i]) if p)
+                  for i in range(len(parts) + 1)}
         paths.discard("")
         docs = sorted(paths)
         keys = set()
@@ -423,7 +430,7 @@ class VaultBackend(RemoteBackend):
                                absent=False)
                     return None
                 written = self.vault("write", [key], lambda c: c.secrets.kv.v2.
-                                     create_or_update_secret(path, new, cas=current,
+                                     create_or_update_secret(path, new, cas=current,  # noqa: B023
                                                              mount_point=self.mount), absent=False)
                 return str(written["data"]["version"])
             except BackendUnavailable as exc:

@@ -73,7 +73,8 @@ def bench(repeat: int, latency_ms: float, compare: bool, startup_runs: int, pipe
                       f"{many['cached']['seconds'] * 1000:.0f} ms", "",
                       f"{many['cached']['store_calls']} store calls "
                       f"({many['calls_saved']} saved)")
-        table.add_row("warm run.secret(name)", f"{results['warm_secret_ns']:.0f} ns", "", "best of 5")
+        table.add_row("warm run.secret(name)", f"{results['warm_secret_ns']:.0f} ns", "",
+                      "best of 5")
         table.add_row("warm run.get(key)", f"{results['warm_get_ns']:.0f} ns", "", "best of 5")
         _print(table)
         if "startup" in results:

@@ -105,7 +105,8 @@ def diff(ctx: click.Context, a: str, b: str, prefix: str, as_json: bool) -> None
     latchkey diff file:.dlt/secrets.toml local
     latchkey diff ssm local --prefix marketing --json
     """
-    from ..copy import diff as compare, open_store
+    from ..copy import diff as compare
+    from ..copy import open_store
 
     lk = _lk(ctx)
     rows = compare(open_store(a, lk), open_store(b, lk), prefix)
