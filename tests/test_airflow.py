@@ -224,8 +224,10 @@ UNIT_MANIFEST = textwrap.dedent('''
     dags = ["ads*"]
     scope = "marketing/ads/{account}"
     requires = ["api_token"]
-    connections = { warehouse = "connections/warehouse_{account}", audit = "connections/audit_{env}" }
     grants = ["airflow/connections/slack_default"]
+    [pipelines.ads.connections]
+    warehouse = "connections/warehouse_{account}"
+    audit = "connections/audit_{env}"
     [pipelines.other]
     dags = ["other*"]
     scope = "other"

@@ -7,12 +7,11 @@ import random
 import uuid
 
 import pytest
+from benchmarks.proxy import LoopbackProxy
 
 from latchkey import BackendUnavailable
 from latchkey.backends.aws_ssm import SsmBackend, SsmConfig
 from latchkey.cache import CacheConfig, CachedBackend
-
-from benchmarks.proxy import LoopbackProxy
 
 
 class Clock:

@@ -58,7 +58,7 @@ def _import_graph() -> dict[str, set[str]]:
         package = name if is_package else name.rpartition(".")[0]
         deps: set[str] = set()
 
-        def add(target: str, name: str = name) -> None:
+        def add(target: str, name: str = name, deps: set[str] = deps) -> None:
             while target and target not in modules:
                 target = target.rpartition(".")[0]
             if target and target != name:

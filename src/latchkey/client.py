@@ -7,11 +7,11 @@ import threading
 import time
 from typing import Callable, Iterable, Sequence
 
+from . import redact
+from .audit import AuditEvent, Auditor, build_auditor
 from .backends import Backend, BackendConfig, Secret, VersionInfo, backend_class
 from .backends.base import CacheConfig
 from .backends.remote import RemoteBackend
-from . import redact
-from .audit import Auditor, AuditEvent, build_auditor
 from .chain import Chain, Resolution
 from .errors import LatchkeyError, ReadOnlyBackend, SecretNotFound, UsageError
 from .keys import validate_key, validate_prefix

@@ -12,9 +12,10 @@ This module is the one place that counts. Recorded, per backend: ``backend_calls
 ``cache_refreshes``, ``cache_renewed``, ``cache_evictions`` and ``rate_limit_wait_seconds``.
 Per pipeline ``run_ready_seconds`` and ``runs_opened``; ``audit_events`` and
 ``audit_sink_failures``. ``backend.stats`` (a :class:`Tally`) is one object's share of the
-same counts, added by the same ``incr`` under the same lock, not a second counter. ``export_prometheus()`` exposes
-them through prometheus_client and ``export_opentelemetry()`` through the OpenTelemetry
-metrics API, when those are installed. Thread-safe; recording is a dict update under a lock.
+same counts, added by the same ``incr`` under the same lock, not a second counter.
+``export_prometheus()`` exposes them through prometheus_client and
+``export_opentelemetry()`` through the OpenTelemetry metrics API, when those are installed.
+Thread-safe; recording is a dict update under a lock.
 """
 
 from __future__ import annotations

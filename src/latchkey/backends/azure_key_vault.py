@@ -34,8 +34,7 @@ from typing import Annotated, Any, Literal, Sequence, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .._sdk import azure_modules
-from ..errors import AccessDenied, BackendUnavailable, LatchkeyError, \
-    InvalidKey, UsageError
+from ..errors import AccessDenied, BackendUnavailable, InvalidKey, LatchkeyError, UsageError
 from ..keys import is_under
 from .base import BackendConfig, Secret, VersionInfo, prefix_head
 from .remote import RemoteBackend, describe_keys, escape_name, unescape_name

@@ -28,8 +28,14 @@ from typing import Any, Literal, Sequence
 from pydantic import field_validator
 
 from .._sdk import secretmanager_module
-from ..errors import AccessDenied, BackendUnavailable, LatchkeyError, \
-    InvalidKey, StoreCorrupt, UsageError
+from ..errors import (
+    AccessDenied,
+    BackendUnavailable,
+    InvalidKey,
+    LatchkeyError,
+    StoreCorrupt,
+    UsageError,
+)
 from ..keys import is_under
 from .base import BackendConfig, Secret, VersionInfo, prefix_head
 from .remote import RemoteBackend, describe_keys, escape_name, unescape_name

@@ -24,7 +24,6 @@ import click
 from .. import __version__
 from ..client import Latchkey, load
 from ..errors import BackendError, LatchkeyError, MissingSecrets, SecretNotFound
-from ..redact import MASK
 
 EPILOG = "Docs: README.md and docs/cli.md. Exit codes: 0 ok, 1 not found or failed, 2 usage."
 

@@ -359,7 +359,8 @@ def configured_kwargs() -> dict[str, Any] | None:
             raise UsageError(f"[{section}] {kwargs_key} is not JSON") from None
         if not isinstance(kwargs, dict):
             raise UsageError(f"[{section}] {kwargs_key} is not a JSON object")
-        env_prefix = f"AIRFLOW__{section.upper()}__{kwargs_key.replace('_kwargs', '_kwarg').upper()}__"
+        kwarg = kwargs_key.replace("_kwargs", "_kwarg").upper()
+        env_prefix = f"AIRFLOW__{section.upper()}__{kwarg}__"
         kwargs.update({k[len(env_prefix):].lower(): v for k, v in os.environ.items()
                        if k.startswith(env_prefix) and len(k) > len(env_prefix)})
         return kwargs
