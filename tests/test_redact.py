@@ -189,6 +189,24 @@ def test_sdk_bodies_are_withheld() -> None:
     assert "OperationModel(name=PutParameter)" in records[0].getMessage()
 
 
+def test_sdk_bodies_are_withheld_from_records_the_masker_already_formatted() -> None:
+    """A record the masker rewrote first (a token shape or registered value in the body made
+    it format the message and drop the args) still loses its body: nothing is left to parse,
+    so everything after the operation is withheld."""
+    f = redact.SdkBodyFilter()
+    secret = "fake-sdk-body-value-unregistered"
+    records = [
+        _record("botocore.parsers",
+                f'Response body:\nb\'{{"Value": "{secret}"}}, {{"Value": "***"}}\'', None),
+        _record("botocore.endpoint", "Making request for OperationModel(name=PutParameter) "
+                f"with params: {{'body': b'{{\"Value\": \"{secret}\"}}'}}", None),
+    ]
+    for record in records:
+        assert f.filter(record)
+        assert secret not in record.getMessage() and redact.WITHHELD in record.getMessage()
+    assert "OperationModel(name=PutParameter)" in records[1].getMessage()
+
+
 def test_remote_backends_guard_sdk_loggers() -> None:
     """Building any remote backend attaches the body filter to every SDK body logger,
     whether or not the application called redact.install()."""

@@ -294,8 +294,15 @@ class SdkBodyFilter(logging.Filter):
         if msg.startswith("Making request for") and isinstance(args, tuple) and len(args) == 2:
             record.args = (args[0], _without_bodies(args[1]) if isinstance(args[1], dict)
                            else WITHHELD)
+        elif msg.startswith("Making request for"):
+            # already formatted (the masker rewrites a record whose text it changed, args and
+            # all): nothing left to parse, so keep the operation and withhold the params
+            head, sep, _ = msg.partition(" with params:")
+            record.msg, record.args = head + sep + (" " + WITHHELD if sep else ""), None
         elif msg.startswith("Response body") and args:
             record.args = (WITHHELD,)
+        elif msg.startswith("Response body"):
+            record.msg, record.args = "Response body:\n" + WITHHELD, None
         elif msg.startswith("Sending http request") and isinstance(args, tuple) and args:
             request = args[0]
             headers = _without_bodies({"headers": dict(getattr(request, "headers", {}))})
