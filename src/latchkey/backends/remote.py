@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar
 
 from .. import metrics, redact
 from ..errors import BackendUnavailable, InvalidKey, LatchkeyError
 from ..keys import validate_key
 from .base import Backend, BackendConfig, BuildContext
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["RemoteBackend", "describe_keys", "escape_name", "unescape_name"]
 
@@ -100,6 +102,8 @@ class RemoteBackend(Backend):
         if self._pool is None:
             with self._lock:
                 if self._pool is None:
+                    from concurrent.futures import ThreadPoolExecutor  # only stores that use it
+
                     self._pool = ThreadPoolExecutor(self.max_concurrency,
                                                     thread_name_prefix=f"latchkey-{self.name}")
         return [f.result() for f in [self._pool.submit(fn, i) for i in items]]

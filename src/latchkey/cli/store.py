@@ -7,7 +7,8 @@ from typing import IO
 import click
 
 from ..errors import Attempt, SecretNotFound, UsageError
-from ._common import MASK, ValueSafeCommand, _emit, _lk, _print, _table, cli, json_option
+from ..redact import MASK
+from ._common import ValueSafeCommand, _emit, _lk, _print, _table, cli, json_option
 
 
 @cli.command()
