@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from latchkey import RunClosed
-from latchkey.childenv import connection_variable, env_name, run_environment, secret_variable
+from latchkey.childenv import (
+    connection_variable,
+    env_name,
+    run_environment,
+    secret_variable,
+)
 
 from .test_run import DATA, make
 

@@ -12,8 +12,8 @@ The text is only inspected, never logged or kept.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 __all__ = ["AUTH_WORDS", "AuthFailurePolicy", "looks_like_auth_failure"]
 

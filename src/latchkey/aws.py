@@ -96,7 +96,7 @@ class RunSession:
     manifest's.
     """
 
-    def __init__(self, role: "AwsRole", pipeline: str, run: str) -> None:
+    def __init__(self, role: AwsRole, pipeline: str, run: str) -> None:
         self.role = role
         self.pipeline = pipeline
         self.run = run

@@ -11,7 +11,8 @@ decided by ``latchkey.cli.run.child_environment``.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .run import Run
@@ -35,7 +36,7 @@ def connection_variable(env_vars: Mapping[str, str], conn: str) -> str:
     return env_vars.get(conn, "AIRFLOW_CONN_" + env_name(conn))
 
 
-def run_environment(run: "Run") -> dict[str, str]:
+def run_environment(run: Run) -> dict[str, str]:
     """The variables a child process of ``run`` gets (see the module docstring).
 
     Raises:

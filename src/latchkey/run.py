@@ -26,8 +26,8 @@ from . import metrics, redact
 from .chain import Chain, Resolution
 from .audit import Auditor, AuditEvent
 from .authfailure import DEFAULT_POLICY, AuthFailurePolicy
-from .authfailure import looks_like_auth_failure as looks_like_auth_failure  # moved; kept here
-from .childenv import env_name as env_name  # moved; kept importable from here
+from .authfailure import looks_like_auth_failure  # noqa: F401 - moved; still importable here
+from .childenv import env_name  # noqa: F401 - moved; still importable here
 from .errors import (AccessDenied, LatchkeyError, MissingSecrets, RunClosed, SecretNotFound,
                      UsageError)
 from .keys import validate_key
@@ -104,7 +104,7 @@ class Run:
         self._by_name: dict[str, str] = {}   # name -> value: the warm path reads only this
         self._by_key: dict[str, str] = {}    # absolute key -> value
         self._connections: dict[str, "Connection"] = {}
-        self._aws: "RunSession | None" = None
+        self._aws: RunSession | None = None
         self._resolutions: dict[str, Resolution] = {}
         self._lock = threading.Lock()
         self._state = "new"
@@ -272,7 +272,7 @@ class Run:
             self._connections[name] = parsed
         return parsed
 
-    def aws_session(self):
+    def aws_session(self) -> Any:
         """A boto3 Session acting as the pipeline's ``aws_role``, for this run alone
         (:class:`latchkey.aws.RunSession`).
 
@@ -320,7 +320,7 @@ class Run:
         return self._resolve_name(name)
 
     def retry_on_auth_failure(self, action: Callable[[], Any], *names: str,
-                              is_auth_failure: Callable[[BaseException], bool] | None = None):
+                              is_auth_failure: Callable[[BaseException], bool] | None = None) -> Any:
         """Run ``action``; if it fails with an authentication error, re-read ``names`` once
         (past the cache: the credentials may have been rotated) and run it again.
 
@@ -378,7 +378,7 @@ class Run:
         return self._by_name.get(name)
 
     @property
-    def config(self) -> "PipelineConfig":
+    def config(self) -> PipelineConfig:
         """The pipeline's manifest entry (names and templates only, no values)."""
         return self._config
 

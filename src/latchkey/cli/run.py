@@ -16,9 +16,9 @@ import click
 from .. import redact
 from ..backends.credentials import credential_vars
 from ..backends.env import EnvBackend, EnvConfig, prefix_pattern
+from ..childenv import connection_variable, secret_variable
 from ..client import Latchkey
 from ..errors import LatchkeyError, UsageError
-from ..childenv import connection_variable, secret_variable
 from ._common import WARNINGS, _lk, cli, json_option
 
 FORWARDED = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,

@@ -95,7 +95,7 @@ class LatchkeyProvider(ConfigProvider):
 
 TOP_SECTIONS = ("sources", "destination")
 
-_mappings: "weakref.WeakKeyDictionary[Run, dict[str, str]]" = weakref.WeakKeyDictionary()
+_mappings: weakref.WeakKeyDictionary[Run, dict[str, str]] = weakref.WeakKeyDictionary()
 
 
 def dlt_mapping(run: Run) -> dict[str, str]:
