@@ -243,3 +243,12 @@ def test_dlt_mapping_lives_in_the_integration(isolated) -> None:
         assert latchkey_dlt.dlt_mapping(run) is latchkey_dlt.dlt_mapping(run)
         assert latchkey_dlt.dlt_destination(run) == "warehouse"
         assert not hasattr(run, "dlt_mapping") and not hasattr(run, "dlt_destination")
+
+
+def test_dlt_mapping_template_error_names_the_pipeline_and_parameter(isolated) -> None:
+    """A key: template the run cannot fill is a one-line UsageError at the run's first dlt lookup."""
+    lk, _ = _project(isolated, ["acct_1"], extra_pipeline=(
+        '[pipelines.ads_report.dlt]\n"sources.ads.x" = "key:shared/{region}/x"\n'))
+    with lk.pipeline("ads_report", account="acct_1") as run, pytest.raises(
+            latchkey.UsageError, match="pipeline 'ads_report' dlt mapping needs parameter 'region'"):
+        latchkey_dlt.dlt_mapping(run)
