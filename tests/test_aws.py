@@ -439,6 +439,20 @@ def test_each_run_acts_as_its_own_session(aws_env, moto) -> None:
         r1.aws_session()
 
 
+def test_run_session_assumes_once_and_clear_drops_it(aws_env, moto) -> None:
+    """aws.RunSession holds one run's session: one AssumeRole, named pipeline.run, until clear()."""
+    from latchkey.aws import RunSession
+    from latchkey.manifest import AwsRole
+
+    holder = RunSession(AwsRole(arn=ROLE, tags={"team": "marketing"}), "ads", "scheduled__7")
+    moto.reset()
+    session = holder.get()
+    assert holder.get() is session and moto.counts["AssumeRole"] == 1
+    assert session.client("sts").get_caller_identity()["Arn"].endswith("/ads.scheduled__7")
+    holder.clear()
+    assert holder.get() is not session and moto.counts["AssumeRole"] == 2
+
+
 def test_credentials_refresh_before_expiry(aws_env, moto) -> None:
     """When the clock nears expiry, the next use assumes the role again by itself."""
     from latchkey.aws import assumed_role_session

@@ -229,3 +229,27 @@ def test_filesystem_on_s3_with_the_runs_assumed_role(provider, isolated, aws_env
     keys = [o["Key"] for o in objects.get("Contents", [])]
     assert any(k.startswith("raw/ads/campaigns/") for k in keys)
     assert moto.counts["AssumeRole"] == 1 and role_key.startswith("ASIA")
+
+
+def test_dlt_mapping_lives_in_the_integration(isolated) -> None:
+    """dlt_mapping(run) fills key: templates with the run's parameters; Run holds no dlt state."""
+    lk, _ = _project(isolated, ["acct_1"], extra_pipeline=(
+        '[pipelines.ads_report.dlt]\n'
+        '"sources.ads.same_token" = "key:marketing/ads/{account}/api_token"\n'
+        '"sources.ads.renamed_token" = "secret:api_token"\n'))
+    with lk.pipeline("ads_report", account="acct_1") as run:
+        assert latchkey_dlt.dlt_mapping(run) == {
+            "sources.ads.same_token": "key:marketing/ads/acct_1/api_token",
+            "sources.ads.renamed_token": "secret:api_token"}
+        assert latchkey_dlt.dlt_mapping(run) is latchkey_dlt.dlt_mapping(run)
+        assert latchkey_dlt.dlt_destination(run) == "warehouse"
+        assert not hasattr(run, "dlt_mapping") and not hasattr(run, "dlt_destination")
+
+
+def test_dlt_mapping_template_error_names_the_pipeline_and_parameter(isolated) -> None:
+    """A key: template the run cannot fill is a one-line UsageError at the run's first dlt lookup."""
+    lk, _ = _project(isolated, ["acct_1"], extra_pipeline=(
+        '[pipelines.ads_report.dlt]\n"sources.ads.x" = "key:shared/{region}/x"\n'))
+    with lk.pipeline("ads_report", account="acct_1") as run, pytest.raises(
+            latchkey.UsageError, match="pipeline 'ads_report' dlt mapping needs parameter 'region'"):
+        latchkey_dlt.dlt_mapping(run)

@@ -10,13 +10,17 @@ is not refreshed on every call. Nothing is written to ``os.environ``.
 from __future__ import annotations
 
 import re
+import threading
 from datetime import datetime
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ._sdk import boto3_module
 from .errors import AccessDenied, BackendUnavailable
 
-__all__ = ["assumed_role_session", "session_name"]
+if TYPE_CHECKING:
+    from .manifest import AwsRole
+
+__all__ = ["RunSession", "assumed_role_session", "session_name"]
 
 
 def session_name(*parts: str) -> str:
@@ -81,6 +85,46 @@ def assumed_role_session(role_arn: str, name: str, *, base_session: Any = None,
     botocore_session._credentials = credentials
     return boto3.Session(botocore_session=botocore_session,
                          region_name=region or base.region_name)
+
+
+class RunSession:
+    """The assumed-role Session of one pipeline run: made on first use, then the same one for
+    every later call of that run, until :meth:`clear`.
+
+    The role is assumed with a session name made of the pipeline and the run name (unless the
+    role names one), and session tags ``latchkey:pipeline`` / ``latchkey:run`` plus the
+    manifest's.
+    """
+
+    def __init__(self, role: AwsRole, pipeline: str, run: str) -> None:
+        self.role = role
+        self.pipeline = pipeline
+        self.run = run
+        self._session: Any = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        """The Session, assuming the role on the first call (one AssumeRole per run).
+
+        Raises:
+            AccessDenied: STS refused the role.
+            BackendUnavailable: STS could not be reached.
+        """
+        with self._lock:
+            if self._session is None:
+                role = self.role
+                tags = {"latchkey:pipeline": self.pipeline, "latchkey:run": self.run[:256],
+                        **role.tags}
+                self._session = assumed_role_session(
+                    role.arn, role.session_name or f"{self.pipeline}.{self.run}",
+                    external_id=role.external_id, duration=role.duration, tags=tags,
+                    region=role.region)
+            return self._session
+
+    def clear(self) -> None:
+        """Drop the Session (the run has ended)."""
+        with self._lock:
+            self._session = None
 
 
 def _parse(text: str) -> datetime:

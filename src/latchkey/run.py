@@ -14,7 +14,6 @@ disk. On exit the run drops its values and refuses further reads.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 import uuid
@@ -25,7 +24,13 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from . import metrics, redact
 from .audit import AuditEvent, Auditor
+from .authfailure import (
+    DEFAULT_POLICY,
+    AuthFailurePolicy,
+    looks_like_auth_failure,  # noqa: F401 - moved; still importable here
+)
 from .chain import Chain, Resolution
+from .childenv import env_name  # noqa: F401 - moved; still importable here
 from .errors import (
     AccessDenied,
     LatchkeyError,
@@ -38,6 +43,7 @@ from .keys import validate_key
 from .scope import SHARED, Level, Scope, fill_template
 
 if TYPE_CHECKING:
+    from .aws import RunSession
     from .backends.base import Secret
     from .connection import Connection
     from .manifest import PipelineConfig
@@ -83,7 +89,8 @@ class Run:
 
     def __init__(self, pipeline: str, config: "PipelineConfig", chain: Chain, env: str,
                  params: Mapping[str, str], name: str | None = None,
-                 auditor: Auditor | None = None) -> None:
+                 auditor: Auditor | None = None,
+                 auth_policy: AuthFailurePolicy | None = None) -> None:
         self.pipeline = pipeline
         self.name = name or f"{pipeline}-{uuid.uuid4().hex[:12]}"
         self.environment = env
@@ -101,15 +108,12 @@ class Run:
         self._config = config
         self._chain = chain
         self._audit = auditor or Auditor()
-        #: dlt lookups the pipeline maps explicitly: dotted path -> secret:/key:/connection:
-        self.dlt_mapping = {path: "key:" + fill_template(target[4:], values, f"{what} dlt mapping")
-                            if target.startswith("key:") else target
-                            for path, target in config.dlt.items()}
-        self.dlt_destination = config.dlt_destination
+        #: decides which errors :meth:`retry_on_auth_failure` treats as refused credentials
+        self.auth_policy = auth_policy or DEFAULT_POLICY
         self._by_name: dict[str, str] = {}   # name -> value: the warm path reads only this
         self._by_key: dict[str, str] = {}    # absolute key -> value
         self._connections: dict[str, "Connection"] = {}
-        self._aws_session = None
+        self._aws: RunSession | None = None
         self._resolutions: dict[str, Resolution] = {}
         self._lock = threading.Lock()
         self._state = "new"
@@ -175,7 +179,8 @@ class Run:
             self._by_key.clear()
             self._connections.clear()
             self._resolutions.clear()
-            self._aws_session = None
+            if self._aws is not None:
+                self._aws.clear()
 
     def __enter__(self) -> "Run":
         self.open()
@@ -276,8 +281,9 @@ class Run:
             self._connections[name] = parsed
         return parsed
 
-    def aws_session(self):
-        """A boto3 Session acting as the pipeline's ``aws_role``, for this run alone.
+    def aws_session(self) -> Any:
+        """A boto3 Session acting as the pipeline's ``aws_role``, for this run alone
+        (:class:`latchkey.aws.RunSession`).
 
         The role is assumed on first use with a session name made of the pipeline and the
         run name, and session tags ``latchkey:pipeline`` / ``latchkey:run`` plus the
@@ -292,16 +298,12 @@ class Run:
         if role is None:
             raise UsageError(f"pipeline {self.pipeline!r} has no aws_role in the manifest")
         with self._lock:
-            if self._aws_session is None:
-                from .aws import assumed_role_session
+            if self._aws is None:
+                from .aws import RunSession  # boto3 only for runs that use a role
 
-                tags = {"latchkey:pipeline": self.pipeline, "latchkey:run": self.name[:256],
-                        **role.tags}
-                self._aws_session = assumed_role_session(
-                    role.arn, role.session_name or f"{self.pipeline}.{self.name}",
-                    external_id=role.external_id, duration=role.duration, tags=tags,
-                    region=role.region)
-            return self._aws_session
+                self._aws = RunSession(role, self.pipeline, self.name)
+            session = self._aws
+        return session.get()
 
     def refresh(self, name: str) -> str:
         """Read ``name`` again from the stores, past any cache (after a rotation, say).
@@ -327,7 +329,7 @@ class Run:
         return self._resolve_name(name)
 
     def retry_on_auth_failure(self, action: Callable[[], Any], *names: str,
-                              is_auth_failure: Callable[[BaseException], bool] | None = None):
+                              is_auth_failure: Callable[[BaseException], bool] | None = None) -> Any:
         """Run ``action``; if it fails with an authentication error, re-read ``names`` once
         (past the cache: the credentials may have been rotated) and run it again.
 
@@ -335,10 +337,11 @@ class Run:
             action: what uses the credentials (``lambda: connect(run.connection("db"))``).
             names: the secrets or connections to re-read.
             is_auth_failure: decides whether an exception is an authentication failure;
-                default: its text mentions authentication, a password, access denied, 401
-                or 403.
+                default: the run's ``auth_policy`` (:class:`latchkey.authfailure.AuthFailurePolicy`:
+                the error's text mentions authentication, a password, access denied, 401
+                or 403).
         """
-        check = is_auth_failure or looks_like_auth_failure
+        check = is_auth_failure or self.auth_policy.is_auth_failure
         try:
             return action()
         except Exception as exc:
@@ -371,24 +374,22 @@ class Run:
         ``env_vars``, else its name in upper snake case; each connection as
         ``AIRFLOW_CONN_<NAME>`` (or its ``env_vars`` name) holding its Airflow URI; and with
         an ``aws_role``, the role's temporary ``AWS_ACCESS_KEY_ID``,
-        ``AWS_SECRET_ACCESS_KEY`` and ``AWS_SESSION_TOKEN``."""
+        ``AWS_SECRET_ACCESS_KEY`` and ``AWS_SESSION_TOKEN``
+        (:func:`latchkey.childenv.run_environment`)."""
         self._check_open()
-        names = {**{n: env_name(n) for n in self._by_name}, **self._config.env_vars}
-        env = {names[n]: v for n, v in self._by_name.items() if n in names}
-        for conn in self.connection_keys:
-            uri = self.connection(conn).to_uri()
-            env[self._config.env_vars.get(conn, "AIRFLOW_CONN_" + env_name(conn))] = uri
-        if self._config.aws_role is not None:
-            creds = self.aws_session().get_credentials().get_frozen_credentials()
-            env.update({"AWS_ACCESS_KEY_ID": creds.access_key,
-                        "AWS_SECRET_ACCESS_KEY": creds.secret_key,
-                        "AWS_SESSION_TOKEN": creds.token})
-        return env
+        from .childenv import run_environment
+
+        return run_environment(self)
 
     def held(self, name: str) -> str | None:
         """The value of ``name`` if the run already holds it, else None; never calls a store
         (the dlt provider asks this for every field dlt looks up)."""
         return self._by_name.get(name)
+
+    @property
+    def config(self) -> PipelineConfig:
+        """The pipeline's manifest entry (names and templates only, no values)."""
+        return self._config
 
     @property
     def has_aws_role(self) -> bool:
@@ -477,19 +478,3 @@ class Run:
         if failed:  # a store failure, not an absence: say so, with the whole walk
             failed[0].require()
         raise MissingSecrets(self.pipeline, self.name, {n: r.attempts for n, r in missing.items()})
-
-
-_AUTH_WORDS = ("authentication", "password", "access denied", "accessdenied", "unauthorized",
-               "forbidden", "invalid credentials", "401", "403", "expiredtoken",
-               "signaturedoesnotmatch", "invalidclienttokenid")
-
-
-def looks_like_auth_failure(exc: BaseException) -> bool:
-    """A guess, from the error's text, that credentials were refused."""
-    text = f"{type(exc).__name__} {exc}".lower()
-    return any(word in text for word in _AUTH_WORDS)
-
-
-def env_name(name: str) -> str:
-    """``access_token`` -> ``ACCESS_TOKEN``: the default variable name for a secret."""
-    return re.sub(r"[^A-Za-z0-9]", "_", name).upper()

@@ -16,9 +16,9 @@ import click
 from .. import redact
 from ..backends.credentials import credential_vars
 from ..backends.env import EnvBackend, EnvConfig, prefix_pattern
+from ..childenv import connection_variable, secret_variable
 from ..client import Latchkey
 from ..errors import LatchkeyError, UsageError
-from ..run import env_name
 from ._common import WARNINGS, _lk, cli, json_option
 
 FORWARDED = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
@@ -203,15 +203,14 @@ def _describer(lk: Latchkey, active, secrets: Mapping[str, str]) -> Callable[[st
     def describe(variable: str) -> str:
         if variable not in secrets:
             return f"the variable {variable} (inherited from the parent environment)"
-        config = lk.manifest.pipelines.get(active.pipeline) if lk.manifest else None
-        env_vars = config.env_vars if config else {}
+        env_vars = active.config.env_vars
         for name in active.names:
-            if env_vars.get(name, env_name(name)) == variable:
+            if secret_variable(env_vars, name) == variable:
                 secret = active.explain(name).secret
                 key = f", key {secret.key!r}" if secret is not None else ""
                 return f"the variable {variable} (secret {name!r}{key})"
         for conn, key in active.connection_keys.items():
-            if env_vars.get(conn, "AIRFLOW_CONN_" + env_name(conn)) == variable:
+            if connection_variable(env_vars, conn) == variable:
                 return f"the variable {variable} (connection {conn!r}, key {key!r})"
         return f"the variable {variable}"
     return describe

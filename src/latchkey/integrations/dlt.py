@@ -13,7 +13,7 @@ offered to latchkey:
 
 * a source field (``sources.<section>.<name>.<field>``) whose name the run holds, e.g.
   ``api_token`` when the pipeline ``requires = ["api_token"]``, gets the run's value;
-* ``destination.<name>.credentials`` (and its fields) gets the run's ``dlt_destination``
+* ``destination.<name>.credentials`` (and its fields) gets the pipeline's ``dlt_destination``
   connection, converted with :meth:`Connection.to_dlt_credentials`, when the connection's type
   suits that destination; an ``aws`` connection without keys uses the run's assumed role,
   and its extra ``bucket_url`` answers ``destination.filesystem.bucket_url``;
@@ -35,17 +35,20 @@ uses ``register_provider`` instead.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Optional, Tuple, Type
 
 from ..errors import MissingDependency, UsageError
 from ..run import Run, current
+from ..scope import fill_template
 
 try:
     from dlt.common.configuration.providers.provider import ConfigProvider
 except ImportError:  # pragma: no cover - exercised without the extra
     raise MissingDependency("latchkey.integrations.dlt", "dlt") from None
 
-__all__ = ["LatchkeyProvider", "PROVIDER_NAME", "install", "installed", "uninstall"]
+__all__ = ["LatchkeyProvider", "PROVIDER_NAME", "dlt_destination", "dlt_mapping", "install",
+           "installed", "uninstall"]
 
 PROVIDER_NAME = "latchkey"
 
@@ -92,12 +95,38 @@ class LatchkeyProvider(ConfigProvider):
 
 TOP_SECTIONS = ("sources", "destination")
 
+_mappings: weakref.WeakKeyDictionary[Run, dict[str, str]] = weakref.WeakKeyDictionary()
+
+
+def dlt_mapping(run: Run) -> dict[str, str]:
+    """The dlt lookups ``run``'s pipeline maps explicitly (its ``dlt`` table): dotted path ->
+    ``secret:NAME``, ``key:KEY`` (its template filled with the run's parameters) or
+    ``connection:NAME``. Filled once per run.
+
+    Raises:
+        UsageError: a ``key:`` template needs a parameter the run lacks, or is no valid key.
+    """
+    mapping = _mappings.get(run)
+    if mapping is None:
+        values = {**run.params, "env": run.environment}
+        what = f"pipeline {run.pipeline!r} dlt mapping"
+        mapping = {path: "key:" + fill_template(target[4:], values, what)
+                   if target.startswith("key:") else target
+                   for path, target in run.config.dlt.items()}
+        _mappings[run] = mapping
+    return mapping
+
+
+def dlt_destination(run: Run) -> str | None:
+    """The connection ``run``'s pipeline names for dlt's destination credentials, if any."""
+    return run.config.dlt_destination
+
 
 def answer(run: Run, sections: Tuple[str, ...], key: str) -> Any:
     """What the run says for one dlt lookup, or None to let dlt look elsewhere."""
     if len(sections) > 1 and sections[0] not in TOP_SECTIONS and sections[1] in TOP_SECTIONS:
         sections = sections[1:]  # "<pipeline_name>.sources...": the run decides, not the name
-    mapping = run.dlt_mapping
+    mapping = dlt_mapping(run)
     path = ".".join((*sections, key))
     if path in mapping:
         return _target(run, mapping[path], path)
@@ -113,7 +142,7 @@ def answer(run: Run, sections: Tuple[str, ...], key: str) -> Any:
 
 
 def _destination(run: Run, sections: Tuple[str, ...], key: str) -> Any:
-    name = run.dlt_destination
+    name = dlt_destination(run)
     if not name:
         return None
     conn = run.connection(name)
