@@ -247,9 +247,10 @@ def test_dlt_mapping_lives_in_the_integration(isolated) -> None:
 
 
 def test_dlt_mapping_template_error_names_the_pipeline_and_parameter(isolated) -> None:
-    """A key: template the run cannot fill is a one-line UsageError at the run's first dlt lookup."""
+    """A key: template the run cannot fill is a one-line UsageError at its first dlt lookup."""
     lk, _ = _project(isolated, ["acct_1"], extra_pipeline=(
         '[pipelines.ads_report.dlt]\n"sources.ads.x" = "key:shared/{region}/x"\n'))
+    needs = "pipeline 'ads_report' dlt mapping needs parameter 'region'"
     with lk.pipeline("ads_report", account="acct_1") as run, pytest.raises(
-            latchkey.UsageError, match="pipeline 'ads_report' dlt mapping needs parameter 'region'"):
+            latchkey.UsageError, match=needs):
         latchkey_dlt.dlt_mapping(run)

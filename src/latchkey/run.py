@@ -328,8 +328,9 @@ class Run:
                 self._by_key.pop(key, None)
         return self._resolve_name(name)
 
-    def retry_on_auth_failure(self, action: Callable[[], Any], *names: str,
-                              is_auth_failure: Callable[[BaseException], bool] | None = None) -> Any:
+    def retry_on_auth_failure(
+            self, action: Callable[[], Any], *names: str,
+            is_auth_failure: Callable[[BaseException], bool] | None = None) -> Any:
         """Run ``action``; if it fails with an authentication error, re-read ``names`` once
         (past the cache: the credentials may have been rotated) and run it again.
 
