@@ -8,12 +8,12 @@ import time
 from typing import Callable, Iterable, Sequence
 
 from .backends import Backend, BackendConfig, Secret, VersionInfo, backend_class
-from .backends.base import CacheConfig
+from .backends.base import CacheConfig, Versioned, Writable, read_only
 from .backends.remote import RemoteBackend
 from . import redact
 from .audit import Auditor, AuditEvent, build_auditor
 from .chain import Chain, Resolution
-from .errors import LatchkeyError, ReadOnlyBackend, SecretNotFound, UsageError
+from .errors import BackendUnavailable, LatchkeyError, SecretNotFound, UsageError
 from .keys import validate_key, validate_prefix
 from .manifest import Manifest, load_manifest
 from .run import Run
@@ -209,7 +209,7 @@ class Latchkey:
         listing: dict[str, list[str]] = {}
         for b in [self.backend(backend)] if backend else self.chain:
             try:
-                keys = list(b.list(prefix))
+                keys = b.list_keys(prefix)
             except LatchkeyError as exc:
                 if on_error is None:
                     raise
@@ -224,9 +224,12 @@ class Latchkey:
         validate_key(key)
         if backend:
             b = self.backend(backend)
+            if not isinstance(b, Versioned):
+                raise BackendUnavailable(b.name, f"a {b.kind} backend keeps no history")
             return b, b.history(key)
-        keeping = [b for b in self.chain if b.supports_history]
+        keeping = [b for b in self.chain if isinstance(b, Versioned)]
         for b in keeping:
+            assert isinstance(b, Versioned)
             versions = b.history(key)
             if versions:
                 return b, versions
@@ -239,11 +242,11 @@ class Latchkey:
         """``backend`` if given and writable, else the first writable one in the chain."""
         if backend:
             b = self.backend(backend)
-            if not b.is_writable:
-                raise ReadOnlyBackend(b.name, f"a {b.type} backend is read-only")
+            if not isinstance(b, Writable):
+                raise read_only(b, "write")
             return b
         for b in self.chain:
-            if b.is_writable:
+            if isinstance(b, Writable):
                 return b
         raise UsageError("no writable backend in the chain; add one or name one with backend=")
 
@@ -252,6 +255,7 @@ class Latchkey:
         validate_key(key)
         target = self.writable_backend(backend)
         redact.register(value)  # before the write: an SDK may log the request body
+        assert isinstance(target, Writable)
         start = time.perf_counter()
         try:
             secret = target.put(key, value)
@@ -268,8 +272,9 @@ class Latchkey:
         """
         validate_key(key)
         targets = [self.writable_backend(backend)] if backend else \
-            [b for b in self.chain if b.is_writable]
+            [b for b in self.chain if isinstance(b, Writable)]
         for b in targets:
+            assert isinstance(b, Writable)
             if b.delete(key):
                 self._audit("delete", key, "ok", backend=b.name)
                 return b
@@ -332,10 +337,10 @@ class Latchkey:
                 # message may hold anything, so only its type is shown)
                 status, ok = f"backend {name!r}: check failed ({type(exc).__name__})", False
             report.append({
-                "backend": name, "type": b.type, "describe": b.describe(),
+                "backend": name, "type": b.kind, "describe": b.describe(),
                 "in_chain": name in chain_names,
                 "position": chain_names.index(name) + 1 if name in chain_names else None,
-                "writable": b.is_writable, "ok": ok, "status": status,
+                "writable": isinstance(b, Writable), "ok": ok, "status": status,
                 "latency_ms": round((time.perf_counter() - start) * 1000, 2),
             })
         report.sort(key=lambda r: (r["position"] is None, r["position"] or 0))

@@ -344,10 +344,11 @@ class Run:
             return action()
 
     def _invalidate(self, keys: list[str]) -> None:
+        from .backends.base import Invalidates  # here: this module's imports are being moved
+
         for backend in self._chain:
-            invalidate = getattr(backend, "invalidate", None)
-            if invalidate is not None:
-                invalidate(keys)
+            if isinstance(backend, Invalidates):
+                backend.invalidate(keys)
 
     def explain(self, name: str) -> Resolution:
         """The walk for ``name``: each (backend, path, scope level) looked at and the result.

@@ -37,7 +37,7 @@ from .._sdk import azure_modules
 from ..errors import AccessDenied, BackendUnavailable, LatchkeyError, \
     InvalidKey, UsageError
 from ..keys import is_under
-from .base import BackendConfig, Secret, VersionInfo, prefix_head
+from .base import BackendConfig, Secret, VersionInfo, VersionedBackend, WritableBackend, prefix_head
 from .remote import RemoteBackend, describe_keys, escape_name, unescape_name
 
 __all__ = ["AzureKeyVaultBackend", "AzureKeyVaultConfig"]
@@ -118,12 +118,11 @@ class AzureKeyVaultConfig(BackendConfig):
         return value
 
 
-class AzureKeyVaultBackend(RemoteBackend):
+class AzureKeyVaultBackend(RemoteBackend, WritableBackend, VersionedBackend):
     """Secrets of one Key Vault under a name prefix."""
 
-    type = "azure_key_vault"
+    kind = "azure_key_vault"
     Config = AzureKeyVaultConfig
-    writable = batched = versioned = True
     max_value_bytes = MAX_SIZE
     size_hint = "Key Vault's limit for one secret"
 
