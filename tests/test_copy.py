@@ -14,6 +14,7 @@ import pytest
 
 from latchkey import Connection, StoreCorrupt
 from latchkey.backends.aws_ssm import SsmBackend, SsmConfig
+from latchkey.backends.base import Writable
 from latchkey.backends.files import flatten
 from latchkey.backends.local import LocalBackend
 from latchkey.copy import apply_plan, diff, open_store, plan_copy
@@ -255,6 +256,8 @@ def test_airflow_export_is_a_read_only_store(tmp_path: Path) -> None:
     assert store.list_keys("airflow") == ["airflow/connections/wh"]
     value = store.get("airflow/connections/wh").value
     assert Connection.from_value(value, "wh").password == "fake-pw"
+    assert not isinstance(store, Writable)
+    plan, values = plan_copy(Double("src", {"airflow/connections/other": "fake-x"}), store)
     with pytest.raises(LatchkeyError) as info:
-        store.put("airflow/connections/other", "fake-x")
+        apply_plan(plan, values)
     assert "airflow-connections:" in str(info.value) and "fake-x" not in str(info.value)

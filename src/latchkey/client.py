@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 import threading
 import time
@@ -219,7 +220,9 @@ class Latchkey:
                 listing.setdefault(key, []).append(b.name)
         return dict(sorted(listing.items()))
 
-    def history(self, key: str, backend: str | None = None) -> tuple[Backend, list[VersionInfo]]:
+    # below ``list``, the builtin is spelled ``builtins.list``: the method's name shadows it
+    def history(self, key: str, backend: str | None = None,
+                ) -> tuple[Backend, builtins.list[VersionInfo]]:
         """The versions of ``key`` in ``backend``, or in the first backend with history of it."""
         validate_key(key)
         if backend:
@@ -323,7 +326,7 @@ class Latchkey:
             return self._chains[env]
 
     # -- diagnostics ----------------------------------------------------------------------
-    def doctor(self) -> list[dict[str, object]]:
+    def doctor(self) -> builtins.list[dict[str, object]]:
         """Probe every backend; one status dict each. Never raises for a backend failure."""
         report = []
         chain_names = [b.name for b in self.chain]

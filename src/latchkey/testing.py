@@ -107,7 +107,8 @@ class MemoryBackend(ReadOnlyMemoryBackend, WritableBackend):
             return super().__new__(cls)
         # not a MemoryBackend, so Python does not run __init__ on it: run it here
         read_only = ReadOnlyMemoryBackend.__new__(ReadOnlyMemoryBackend)
-        read_only.__init__(*args[:2], **kwargs, **({"latency": args[3]} if args[3:] else {}))
+        ReadOnlyMemoryBackend.__init__(read_only, *args[:2], **kwargs,
+                                       **({"latency": args[3]} if args[3:] else {}))
         return read_only  # type: ignore[return-value]
 
     def __init__(self, name: str = "memory", data: Mapping[str, str] | None = None,
