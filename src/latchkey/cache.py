@@ -45,8 +45,19 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from . import metrics
-from .backends.base import (Backend, CacheConfig, Invalidates, RateLimit, Secret, VersionedBackend,
-                            VersionInfo, VersionProbe, Versioned, Writable, WritableBackend)
+from .backends.base import (
+    Backend,
+    CacheConfig,
+    Invalidates,
+    RateLimit,
+    Secret,
+    Versioned,
+    VersionedBackend,
+    VersionInfo,
+    VersionProbe,
+    Writable,
+    WritableBackend,
+)
 from .errors import BackendError, BackendUnavailable, LatchkeyError
 
 __all__ = ["CacheConfig", "CachedBackend", "RateLimit", "TokenBucket", "shared"]
@@ -104,11 +115,12 @@ class CachedBackend(Backend):
     as it does for the backend behind it.
     """
 
-    def __new__(cls, inner: Backend, *args: Any, **kwargs: Any) -> "CachedBackend":
-        if cls is CachedBackend:
-            cls = _variant(isinstance(inner, Writable), isinstance(inner, Versioned),
-                           isinstance(inner, VersionProbe))
-        return super().__new__(cls)
+    def __new__(cls, inner: Backend, *args: Any, **kwargs: Any) -> CachedBackend:  # noqa: PYI034
+        # builds the variant with inner's capabilities; Python then runs its __init__
+        variant = cls if cls is not CachedBackend else _variant(
+            isinstance(inner, Writable), isinstance(inner, Versioned),
+            isinstance(inner, VersionProbe))
+        return super().__new__(variant)
 
     def __init__(self, inner: Backend, config: CacheConfig | None = None,
                  rate_limit: RateLimit | None = None,

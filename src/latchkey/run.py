@@ -344,7 +344,8 @@ class Run:
             return action()
 
     def _invalidate(self, keys: list[str]) -> None:
-        from .backends.base import Invalidates  # here: this module's imports are being moved
+        # imported here: this module's top-level imports are being reorganised
+        from .backends.base import Invalidates
 
         for backend in self._chain:
             if isinstance(backend, Invalidates):

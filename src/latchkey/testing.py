@@ -102,13 +102,13 @@ class MemoryBackend(ReadOnlyMemoryBackend, WritableBackend):
     ``latency`` (seconds) makes every call that slow, to stand in for a remote store.
     """
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> "MemoryBackend":
-        if cls is not MemoryBackend or kwargs.pop("writable", args[2:3] == () or args[2]):
+    def __new__(cls, name: str = "memory", data: Mapping[str, str] | None = None,  # noqa: PYI034
+                writable: bool = True, latency: float = 0.0, **kwargs: Any) -> MemoryBackend:
+        if writable or cls is not MemoryBackend:  # a subclass takes its own arguments
             return super().__new__(cls)
         # not a MemoryBackend, so Python does not run __init__ on it: run it here
         read_only = ReadOnlyMemoryBackend.__new__(ReadOnlyMemoryBackend)
-        ReadOnlyMemoryBackend.__init__(read_only, *args[:2], **kwargs,
-                                       **({"latency": args[3]} if args[3:] else {}))
+        ReadOnlyMemoryBackend.__init__(read_only, name, data, latency)
         return read_only  # type: ignore[return-value]
 
     def __init__(self, name: str = "memory", data: Mapping[str, str] | None = None,

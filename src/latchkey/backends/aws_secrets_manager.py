@@ -29,7 +29,14 @@ from typing import Iterable, Sequence
 from ..errors import AccessDenied, BackendUnavailable
 from ..keys import is_under, validate_key
 from .aws_common import DENIED_CODES, AwsBackend, AwsConfig
-from .base import Secret, VersionInfo, VersionedBackend, WritableBackend, join_prefix, split_prefix
+from .base import (
+    Secret,
+    VersionedBackend,
+    VersionInfo,
+    WritableBackend,
+    join_prefix,
+    split_prefix,
+)
 
 __all__ = ["SecretsManagerBackend"]
 

@@ -23,7 +23,14 @@ from typing import Iterable, Literal, Sequence
 from ..errors import StoreCorrupt, UsageError
 from ..keys import is_under, validate_key
 from .aws_common import AwsBackend, AwsConfig
-from .base import Secret, VersionInfo, VersionedBackend, WritableBackend, join_prefix, split_prefix
+from .base import (
+    Secret,
+    VersionedBackend,
+    VersionInfo,
+    WritableBackend,
+    join_prefix,
+    split_prefix,
+)
 
 __all__ = ["SsmBackend"]
 

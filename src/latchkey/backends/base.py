@@ -36,8 +36,16 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import (Any, Callable, ClassVar, Iterable, Protocol, Sequence, TypeVar,
-                    runtime_checkable)
+from typing import (
+    Any,
+    Callable,
+    ClassVar,
+    Iterable,
+    Protocol,
+    Sequence,
+    TypeVar,
+    runtime_checkable,
+)
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 

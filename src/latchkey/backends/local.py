@@ -36,8 +36,14 @@ from typing import Iterable, Iterator, Sequence
 
 from ..errors import BackendUnavailable, NoMasterKey, StoreCorrupt, WrongMasterKey
 from ..keys import is_under
-from .base import (BackendConfig, BuildContext, Secret, VersionedBackend, VersionInfo,
-                   WritableBackend)
+from .base import (
+    BackendConfig,
+    BuildContext,
+    Secret,
+    VersionedBackend,
+    VersionInfo,
+    WritableBackend,
+)
 
 __all__ = ["LocalBackend", "MASTER_KEY_ENV", "generate_master_key", "load_aead"]
 

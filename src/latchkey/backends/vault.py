@@ -93,10 +93,9 @@ class VaultBackend(RemoteBackend, WritableBackend):
     kind = "vault"
     Config = VaultConfig
 
-    def __new__(cls, name: str, config: VaultConfig) -> "VaultBackend":
-        if cls is VaultBackend and config.kv_version == 2:
-            cls = VaultKV2Backend
-        return super().__new__(cls)
+    def __new__(cls, name: str, config: VaultConfig) -> VaultBackend:  # noqa: PYI034
+        kv2 = cls is VaultBackend and config.kv_version == 2  # builds the Versioned subclass
+        return super().__new__(VaultKV2Backend if kv2 else cls)
 
     def __init__(self, name: str, config: VaultConfig) -> None:
         super().__init__(name)
