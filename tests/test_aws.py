@@ -109,7 +109,7 @@ def test_split_values_round_trip_hidden_and_checked(aws_env) -> None:
     value = ("fake-ü€-" * 2500)[:20_000]
     split.put("certs/bundle", value)
     assert split.get("certs/bundle").value == value
-    assert split.list("") == ["certs/bundle"]
+    assert split.list_keys("") == ["certs/bundle"]
     raw = boto3.client("ssm", endpoint_url=aws_env, region_name=REGION)
     chunk_names = [p["Name"] for p in raw.get_parameters_by_path(
         Path=prefix, Recursive=True)["Parameters"] if "__latchkey_chunks" in p["Name"]]
@@ -171,7 +171,7 @@ def test_secrets_manager_prefix_is_path_like(aws_env, prefix: str, separator: st
         endpoint_url=aws_env))
     assert sm.get("connections/warehouse").value == "fake-pw-prefix"
     assert sm.locate("connections/warehouse") == f"secretsmanager:{base}{name}"
-    assert sm.list("connections") == ["connections/warehouse"]
+    assert sm.list_keys("connections") == ["connections/warehouse"]
 
 
 def test_explain_shows_the_exact_secret_name(aws_env, isolated: Path) -> None:

@@ -56,7 +56,7 @@ def test_batch_reads_bounded_concurrency(server) -> None:
     assert server.counts["get_secret"] == 31
     assert 2 <= server.max_inflight <= 4
     server.reset_counts()
-    assert len(backend.list("ads")) == 30  # Key Vault pages by 25: nextLink followed
+    assert len(backend.list_keys("ads")) == 30  # Key Vault pages by 25: nextLink followed
     assert server.counts["list_secrets"] >= 2
 
 
@@ -103,7 +103,7 @@ def test_names_map_reversibly_and_case_safely(server) -> None:
     assert [backend.secret_name(k) for k in keys] == [
         "lkmap--41b", "lkmap-ab", "lkmap-a-5fb", "lkmap-a-2eb", "lkmap-a-2db", "lkmap-a--b"]
     backend.client.set_secret("lkmap-Foreign-Name", "fake-foreign")
-    assert backend.list("") == sorted(keys)
+    assert backend.list_keys("") == sorted(keys)
     assert {k: s.value for k, s in backend.get_many(keys).items()} == {
         k: f"fake-{k}" for k in keys}
 

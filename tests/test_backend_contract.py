@@ -18,17 +18,20 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import latchkey
 from latchkey import InvalidKey, ReadOnlyBackend, ValueTooLarge
 from latchkey.backends import Backend
 from latchkey.backends.aws_secrets_manager import SecretsManagerBackend, SecretsManagerConfig
 from latchkey.backends.aws_ssm import SsmBackend, SsmConfig
 from latchkey.backends.azure_key_vault import AzureKeyVaultBackend
+from latchkey.backends.base import Invalidates, Versioned, VersionProbe, Writable
 from latchkey.backends.dynamodb import DynamoDbBackend, DynamoDbConfig
 from latchkey.backends.env import EnvBackend, key_to_name
 from latchkey.backends.files import FilesBackend
 from latchkey.backends.gcp_secret_manager import GcpSecretManagerBackend, GcpSecretManagerConfig
 from latchkey.backends.local import LocalBackend
 from latchkey.backends.vault import AppRoleAuth, VaultBackend, VaultConfig
+from latchkey.cache import CachedBackend
 from latchkey.errors import BackendError
 from latchkey.keys import validate_key
 from latchkey.testing import MemoryBackend
@@ -206,6 +209,7 @@ READ_ONLY = [p for p in ALL if p.id not in WRITABLE_IDS]
 TOMBSTONES = [p for p in ALL if p.id in ("local", "memory")]       # deletes stay in history
 VERSIONED = [p for p in WRITABLE if p.id != "vault-kv1"]          # KV v1 keeps one version
 OLD_VALUES = [p for p in VERSIONED if p.id != "dynamodb"]          # past versions readable
+PROBES = ("local", "aws_ssm")                                      # versions without values
 
 
 @pytest.fixture(params=ALL)
@@ -248,13 +252,13 @@ def test_invalid_key_raises_before_the_store(seeded: Backend, bad: str) -> None:
 
 def test_list_on_segment_boundaries(seeded: Backend) -> None:
     """list(prefix) returns keys at or under prefix, never a sibling sharing its letters."""
-    assert seeded.list("marketing/facebook") == [
+    assert seeded.list_keys("marketing/facebook") == [
         "marketing/facebook/acct_42/access_token",
         "marketing/facebook/acct_43/access_token",
     ]
-    assert seeded.list("marketing/facebook/") == seeded.list("marketing/facebook")
-    assert seeded.list("") == sorted(SEED)
-    assert seeded.list("no/such") == []
+    assert seeded.list_keys("marketing/facebook/") == seeded.list_keys("marketing/facebook")
+    assert seeded.list_keys("") == sorted(SEED)
+    assert seeded.list_keys("no/such") == []
 
 
 def test_locate_names_a_place(seeded: Backend) -> None:
@@ -272,14 +276,34 @@ def test_repr_of_secret_hides_value(seeded: Backend) -> None:
 
 @pytest.mark.parametrize("factory", READ_ONLY)
 def test_read_only_backends_refuse_writes(factory, tmp_path: Path) -> None:
-    """put and delete on a read-only backend raise ReadOnlyBackend naming it."""
+    """A read-only backend has no put or delete; writing to it by name raises ReadOnlyBackend
+    naming it."""
     backend = factory(tmp_path, SEED, None)
-    assert not backend.is_writable
+    assert not isinstance(backend, Writable)
+    assert not hasattr(backend, "put") and not hasattr(backend, "delete")
+    lk = latchkey.Latchkey([backend])
     with pytest.raises(ReadOnlyBackend, match=backend.name):
-        backend.put("shared/new", "fake-new")
+        lk.set("shared/new", "fake-new", backend=backend.name)
     with pytest.raises(ReadOnlyBackend, match=backend.name):
-        backend.delete("shared/slack_token")
+        lk.delete("shared/slack_token", backend=backend.name)
     assert backend.get("shared/slack_token").value == "fake-slack-0001"
+
+
+@pytest.mark.parametrize("factory", ALL)
+def test_capabilities_are_protocols(factory, tmp_path: Path, request) -> None:
+    """Each backend is Writable, Versioned and a VersionProbe exactly when it supports them
+    (isinstance says so), and a cache in front of it forwards exactly those, plus
+    Invalidates."""
+    backend = factory(tmp_path, {}, request)
+    name = request.node.callspec.id
+    expected = {Writable: name in WRITABLE_IDS,
+                Versioned: name in {p.id for p in VERSIONED},
+                VersionProbe: name in PROBES,
+                Invalidates: False}
+    assert {cap: isinstance(backend, cap) for cap in expected} == expected
+    cached = CachedBackend(backend)
+    assert {cap: isinstance(cached, cap) for cap in expected} == {**expected, Invalidates: True}
+    assert isinstance(cached, CachedBackend) and cached.kind == backend.kind
 
 
 @pytest.mark.parametrize("factory", WRITABLE)
@@ -290,7 +314,7 @@ class TestWritable:
         first = backend.put("shared/new", "fake-v1")
         second = backend.put("shared/new", "fake-v2")
         assert backend.get("shared/new").value == "fake-v2"
-        if backend.supports_history:  # a store keeping one version (KV v1) has no version ids
+        if isinstance(backend, Versioned):  # a store keeping one version (KV v1) has no version ids
             assert first.version != second.version
         assert backend.get("shared/new").version == second.version
 
@@ -299,7 +323,7 @@ class TestWritable:
         backend = factory(tmp_path, SEED, request)
         assert backend.delete("db_password") is True
         assert backend.get("db_password") is None
-        assert "db_password" not in backend.list("")
+        assert "db_password" not in backend.list_keys("")
         assert backend.delete("db_password") is False
 
     def test_set_again_after_delete(self, factory, tmp_path: Path, request) -> None:
@@ -317,7 +341,7 @@ class TestWritable:
             backend.put("a//b", "fake")
         with pytest.raises(TypeError):
             backend.put("a/b", b"bytes")  # type: ignore[arg-type]
-        assert backend.list("") == []
+        assert backend.list_keys("") == []
 
     def test_unicode_and_large_values(self, factory, tmp_path: Path, request) -> None:
         """Values keep every character (unicode, newlines) up to the store's size limit."""
@@ -334,7 +358,7 @@ class TestWritable:
         the previous value stays."""
         backend = factory(tmp_path, {"k": "fake-old"}, request)
         if backend.max_value_bytes is None:
-            pytest.skip(f"{backend.type} has no size limit")
+            pytest.skip(f"{backend.kind} has no size limit")
         with pytest.raises(ValueTooLarge) as info:
             backend.put("k", "y" * (backend.max_value_bytes + 1))
         assert backend.name in str(info.value) and "'k'" in str(info.value)
@@ -478,7 +502,7 @@ def test_a_key_reads_only_its_own_item(factory, tmp_path: Path, request) -> None
         backend = factory(Path(tempfile.mkdtemp(dir=tmp_path)), values, request)
         found = backend.get_many(keys)
         assert {k: s.value for k, s in found.items()} == values
-        assert backend.list("") == sorted(values)
+        assert backend.list_keys("") == sorted(values)
 
     check()
 

@@ -13,6 +13,7 @@ import pytest
 
 import latchkey
 from latchkey import BackendUnavailable
+from latchkey.backends.base import Invalidates, Versioned, Writable
 from latchkey.backends.local import LocalBackend
 from latchkey.cache import CacheConfig, CachedBackend, RateLimit, TokenBucket
 from latchkey.manifest import parse_manifest
@@ -169,6 +170,33 @@ def test_writes_invalidate() -> None:
     c.get("k")
     c.put("k", "fake-2")
     assert c.get("k").value == "fake-2"
+
+
+def test_cache_has_exactly_the_capabilities_of_its_backend() -> None:
+    """A cache over a read-only store has no put or delete (writing by name is refused with
+    the backend's name); over a writable store it writes through. Both keep history."""
+    clock = Clock()
+    ro = cached(MemoryBackend("ro", {"k": "fake-1"}, writable=False), clock)
+    rw = cached(MemoryBackend("rw", {"k": "fake-1"}), clock)
+    assert not isinstance(ro, Writable) and not hasattr(ro, "put")
+    assert isinstance(rw, Writable) and isinstance(rw, Versioned) and isinstance(ro, Versioned)
+    with pytest.raises(latchkey.ReadOnlyBackend, match="'ro'"):
+        latchkey.Latchkey([ro, rw]).set("k", "fake-2", backend="ro")
+    assert rw.put("k", "fake-2").version == "2"
+    assert [v.version for v in ro.history("k")] == ["1"]
+
+
+def test_invalidate_reaches_a_cache_behind_the_cache() -> None:
+    """invalidate forgets the key in this cache and in a cache it wraps (Invalidates)."""
+    clock, mem = Clock(), MemoryBackend("m", {"k": "fake-1"})
+    inner = cached(mem, clock)
+    outer = cached(inner, clock)
+    assert isinstance(outer, Invalidates)
+    outer.get("k")
+    mem.put("k", "fake-2")  # behind both caches' backs
+    assert outer.get("k").value == "fake-1"
+    outer.invalidate(["k"])
+    assert outer.get("k").value == "fake-2"
 
 
 def test_rotation_during_a_run_and_refresh(tmp_path: Path) -> None:

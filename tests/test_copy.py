@@ -14,6 +14,7 @@ import pytest
 
 from latchkey import Connection, StoreCorrupt
 from latchkey.backends.aws_ssm import SsmBackend, SsmConfig
+from latchkey.backends.base import Writable
 from latchkey.backends.files import flatten
 from latchkey.backends.local import LocalBackend
 from latchkey.copy import apply_plan, diff, open_store, plan_copy
@@ -174,8 +175,9 @@ def test_failure_midway_reports_what_was_and_was_not_copied() -> None:
     assert result.copied == ["k/0", "k/1"]
     assert list(result.failed) == ["k/2"] and "disk full" in result.failed["k/2"]
     assert result.not_attempted == ["k/3", "k/4", "k/5"]
-    assert dest.list("") == ["k/0", "k/1"]
-    healthy = MemoryBackend("dst2", {k: s.value for k, s in dest.get_many(dest.list("")).items()})
+    assert dest.list_keys("") == ["k/0", "k/1"]
+    held = dest.get_many(dest.list_keys(""))
+    healthy = MemoryBackend("dst2", {k: s.value for k, s in held.items()})
     plan, values = plan_copy(source, healthy)
     assert plan.count("same") == 2 and plan.count("add") == 4
     assert apply_plan(plan, values).copied == ["k/2", "k/3", "k/4", "k/5"]
@@ -252,9 +254,11 @@ def test_airflow_export_is_a_read_only_store(tmp_path: Path) -> None:
                                          "password": "fake-pw"}}))
     store = open_store(f"airflow-connections:{export}")
     assert not isinstance(store, Double)
-    assert store.list("airflow") == ["airflow/connections/wh"]
+    assert store.list_keys("airflow") == ["airflow/connections/wh"]
     value = store.get("airflow/connections/wh").value
     assert Connection.from_value(value, "wh").password == "fake-pw"
+    assert not isinstance(store, Writable)
+    plan, values = plan_copy(Double("src", {"airflow/connections/other": "fake-x"}), store)
     with pytest.raises(LatchkeyError) as info:
-        store.put("airflow/connections/other", "fake-x")
+        apply_plan(plan, values)
     assert "airflow-connections:" in str(info.value) and "fake-x" not in str(info.value)

@@ -28,7 +28,7 @@ def test_read_at_call_time_with_custom_prefix_and_separator() -> None:
     environ["APP_DB_X_PASSWORD"] = "fake-pw"
     assert b.get("db/password").value == "fake-pw"
     assert b.locate("db/password") == "$APP_DB_X_PASSWORD"
-    assert b.list("db") == ["db/password"]
+    assert b.list_keys("db") == ["db/password"]
 
 
 @pytest.mark.parametrize("key", [
@@ -52,7 +52,7 @@ def test_names_that_do_not_read_back_exactly_stand_for_no_key() -> None:
     environ = {"LATCHKEY__ACCT_43__TOKEN": "fake-43", "LATCHKEY__acct_43__TOKEN": "fake-lower",
                "LATCHKEY__ACCT_43___TOKEN": "fake-triple"}
     backend = EnvBackend(environ=environ)
-    assert backend.list("") == ["acct_43/token"]
+    assert backend.list_keys("") == ["acct_43/token"]
     assert name_to_key("LATCHKEY__acct_43__TOKEN", "LATCHKEY__") is None
     assert name_to_key("LATCHKEY__ACCT_43___TOKEN", "LATCHKEY__") is None
 
@@ -85,7 +85,7 @@ def test_writes_of_unmappable_keys_are_refused_naming_key_and_reason() -> None:
     message = str(info.value)
     assert "'Shared/Token'" in message and "picky" in message and "upper case" in message
     assert "fake-token" not in message and "\n" not in message
-    assert backend.list("") == [] and backend.get("Shared/Token") is None
+    assert backend.list_keys("") == [] and backend.get("Shared/Token") is None
 
 
 def test_a_run_reaches_only_its_own_account_through_env() -> None:

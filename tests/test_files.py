@@ -18,9 +18,9 @@ def test_toml_nested_tables_scalars_and_lists(tmp_path: Path) -> None:
     f.write_text('[sources.facebook]\naccess_token = "fake-t"\nretries = 3\nverify = true\n'
                  'scopes = ["a", "b"]\n"bad name" = "skipped"\n')
     b = FilesBackend("f", f)
-    assert b.list("") == ["sources/facebook/access_token", "sources/facebook/retries",
+    assert b.list_keys("") == ["sources/facebook/access_token", "sources/facebook/retries",
                           "sources/facebook/scopes", "sources/facebook/verify"]
-    got = {k: s.value for k, s in b.get_many(b.list("")).items()}
+    got = {k: s.value for k, s in b.get_many(b.list_keys("")).items()}
     assert got["sources/facebook/retries"] == "3"
     assert got["sources/facebook/verify"] == "true"
     assert got["sources/facebook/scopes"] == '["a", "b"]'
@@ -68,7 +68,7 @@ def test_kubernetes_secret_volume_layout(tmp_path: Path) -> None:
     (tmp_path / "..data").symlink_to(data.name)
     (tmp_path / "db_password").symlink_to("..data/db_password")
     b = FilesBackend("k8s", tmp_path)
-    assert b.list("") == ["db_password"]
+    assert b.list_keys("") == ["db_password"]
     assert b.get("db_password").value == "fake-pw"
     kept = FilesBackend("k8s", tmp_path, strip_newline=False)
     assert kept.get("db_password").value == "fake-pw\n"
@@ -79,7 +79,7 @@ def test_dotenv_with_prefix(tmp_path: Path) -> None:
     f = tmp_path / "app.env"
     f.write_text("APP_DB__PASSWORD='fake-pw'\nOTHER=x\n# comment\n")
     b = FilesBackend("d", f, format="dotenv", env_prefix="APP_")
-    assert b.list("") == ["db/password"]
+    assert b.list_keys("") == ["db/password"]
     assert b.get("db/password").value == "fake-pw"
 
 
@@ -97,12 +97,12 @@ def test_one_key_one_entry_in_structured_files(tmp_path: Path) -> None:
     f = tmp_path / "s.json"
     f.write_text('{"acct_43/access_token": "fake-token-slash", "acct_42": {"t": "fake-42"}}')
     b = FilesBackend("f", f)
-    assert b.list("") == ["acct_42/t"] and b.get("acct_43/access_token") is None
+    assert b.list_keys("") == ["acct_42/t"] and b.get("acct_43/access_token") is None
     y = tmp_path / "s.yaml"
     y.write_text('accounts:\n  43: {token: fake-token-int}\n  "43": {token: fake-token-str}\n'
                  '  "44": {token: fake-token-44}\n')
     b = FilesBackend("y", y)
-    assert b.list("") == ["accounts/44/token"] and b.get("accounts/43/token") is None
+    assert b.list_keys("") == ["accounts/44/token"] and b.get("accounts/43/token") is None
 
 
 def test_kubernetes_internal_entries_are_not_second_names(tmp_path: Path) -> None:
@@ -142,6 +142,6 @@ def test_dotenv_names_map_exactly_as_env_variables(tmp_path: Path) -> None:
     f = tmp_path / ".env"
     f.write_text("ACCT_43__TOKEN=fake-43\nacct_43__token=fake-lower\nACCT_42___TOKEN=fake-x\n")
     b = FilesBackend("d", f)
-    assert b.list("") == ["acct_43/token"]
+    assert b.list_keys("") == ["acct_43/token"]
     assert b.get_many(["acct_43__token", "ACCT_43/token", "acct_42_/token"]) == {}
     assert b.store_name("acct_43/token") == "ACCT_43__TOKEN"

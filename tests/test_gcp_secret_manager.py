@@ -56,7 +56,7 @@ def test_listing_follows_every_page(server) -> None:
     for i in range(260):
         backend.put(f"many/k{i:03d}", "fake")
     server.reset_counts()
-    assert len(backend.list("many")) == 260
+    assert len(backend.list_keys("many")) == 260
     assert server.counts["list_secrets"] == 2
 
 
@@ -124,7 +124,7 @@ def test_names_are_mapped_reversibly(server) -> None:
                                         client_options=ClientOptions(api_endpoint=server.url))
     raw.create_secret(parent="projects/lk-test", secret_id="lkmap_Foreign-Name",
                       secret={"replication": {"automatic": {}}})
-    assert backend.list("") == sorted(keys)
+    assert backend.list_keys("") == sorted(keys)
     assert {k: s.value for k, s in backend.get_many(keys).items()} == {
         k: f"fake-{k}" for k in keys}
 
@@ -138,7 +138,7 @@ def test_prefix_is_joined_like_a_path(server) -> None:
     assert gcp(server, prefix=base + "_", separator="").secret_id("a/b") == f"{base}_a--b"
     backend = gcp(server, prefix=base)
     backend.put("a/b", "fake-joined")
-    assert backend.list("") == ["a/b"]
+    assert backend.list_keys("") == ["a/b"]
     assert gcp(server, prefix=base + "--").get("a/b").value == "fake-joined"
 
 
@@ -149,8 +149,8 @@ def test_labels_are_set_and_filter_listing(server) -> None:
     plain = gcp(server, prefix=prefix)
     labelled.put("mine", "fake-1")
     plain.put("other", "fake-2")
-    assert labelled.list("") == ["mine"]
-    assert plain.list("") == ["mine", "other"]
+    assert labelled.list_keys("") == ["mine"]
+    assert plain.list_keys("") == ["mine", "other"]
     assert server.secrets[f"lk-test/{labelled.secret_id('mine')}"]["labels"] == {"team": "data"}
 
 

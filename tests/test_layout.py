@@ -196,10 +196,12 @@ def test_production_code_subclasses_no_test_double() -> None:
 
 
 def test_testing_exports_the_doubles_only() -> None:
-    """latchkey.testing keeps MemoryBackend and FailingBackend public; the proxy left it."""
+    """latchkey.testing keeps MemoryBackend (and its read-only form) and FailingBackend public;
+    the proxy left it."""
     import latchkey.testing
 
-    assert set(latchkey.testing.__all__) == {"Call", "FailingBackend", "MemoryBackend"}
+    assert set(latchkey.testing.__all__) == {"Call", "FailingBackend", "MemoryBackend",
+                                             "ReadOnlyMemoryBackend"}
 
 
 @pytest.mark.slow
@@ -258,3 +260,32 @@ def test_one_mask_everywhere() -> None:
     assert f"value={MASK!r}" in repr(secret)
     conn = Connection(conn_type="postgres", host="https://u:fake-pw@h", password="fake-pw")
     assert f"password={MASK!r}" in repr(conn) and f"https://{MASK}@h" in repr(conn)
+
+
+#: the public client's ``Latchkey.list`` (``lk.list``, behind ``latchkey ls``) keeps its name;
+#: the annotations below it in the class spell the builtin ``builtins.list``
+BUILTIN_NAMES_KEPT = {"latchkey.client.Latchkey.list"}
+
+
+def test_no_class_body_shadows_type_or_list() -> None:
+    """No class in src/latchkey binds ``type`` (a class attribute) or defines a method named
+    ``list``: backends say ``kind`` and ``list_keys``. Pydantic fields mirroring the
+    manifest's ``type`` are annotations only and bind no name in the class body."""
+    offenders = []
+    for name, (path, _) in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    bound = [item.name] if item.name == "list" else []
+                elif isinstance(item, ast.Assign):
+                    bound = [t.id for t in item.targets
+                             if isinstance(t, ast.Name) and t.id in ("type", "list")]
+                elif isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+                    bound = [item.target.id] if (item.target.id in ("type", "list")
+                                                 and item.value is not None) else []
+                else:
+                    bound = []
+                offenders += [f"{name}.{node.name}.{b}" for b in bound]
+    assert sorted(set(offenders) - BUILTIN_NAMES_KEPT) == []

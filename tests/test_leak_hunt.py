@@ -257,7 +257,7 @@ def test_quickstart_leaks_nothing(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     os.environ.pop("LATCHKEY_MASTER_KEY", None)
     store = latchkey.backends.local.LocalBackend("local", work / ".latchkey" / "store.db")
-    values = [s.value for s in store.get_many(store.list("")).values()]
+    values = [s.value for s in store.get_many(store.list_keys("")).values()]
     store.close()
     assert len(values) == 5
     needles = {form for v in values for form in encodings(v) if len(v) >= 8}

@@ -80,8 +80,8 @@ def test_round_trip_against_the_real_service(make, monkeypatch) -> None:
         found = backend.get_many([*keys, "shared/missing"])
         assert {k: s.value for k, s in found.items()} == {**keys,
                                                           "shared/slack_token": "fake-live-3"}
-        assert backend.list("") == sorted(keys)
-        assert backend.list("ads") == ["ads/acct_42/access.token"]
+        assert backend.list_keys("") == sorted(keys)
+        assert backend.list_keys("ads") == ["ads/acct_42/access.token"]
         history = backend.history("shared/slack_token")
         assert history[-1].version == second.version and len(history) >= 2
         assert backend.get_version("shared/slack_token", history[0].version).value == "fake-live-1"

@@ -126,7 +126,7 @@ def test_no_key_reads_absent_but_write_fails_without_creating(tmp_path: Path) ->
     """Without a key, a missing store reads as empty; a write names the fix and creates nothing."""
     b = LocalBackend("local", tmp_path / "d" / "s.db")
     assert b.get_many(["k"]) == {}
-    assert b.list("") == []
+    assert b.list_keys("") == []
     with pytest.raises(NoMasterKey, match="LATCHKEY_MASTER_KEY or run `latchkey init`"):
         b.put("k", "fake")
     assert not (tmp_path / "d").exists()
@@ -304,7 +304,7 @@ def test_forged_tombstone_is_detected_not_read_as_deleted(tmp_path: Path) -> Non
     _forge_tombstone(db, "a/k", 2)
     b = store(db)
     for read in (lambda: b.get_many(["a/k"]), lambda: b.get_version("a/k", "2"),
-                 lambda: b.list("a"), lambda: b.delete("a/k")):
+                 lambda: b.list_keys("a"), lambda: b.delete("a/k")):
         with pytest.raises(StoreCorrupt, match=r"'a/k' version 2 .* deletion that failed "
                                                r"authentication") as info:
             read()
@@ -318,7 +318,7 @@ def test_tombstone_is_bound_to_its_row(tmp_path: Path) -> None:
     b.put("gone", "fake-1")
     b.delete("gone")
     b.put("kept", "fake-kept-acct42")
-    assert b.get_many(["gone"]) == {} and b.list("") == ["kept"]
+    assert b.get_many(["gone"]) == {} and b.list_keys("") == ["kept"]
     b.close()
     with raw(db) as c:
         (proof,) = c.execute("SELECT nonce FROM versions WHERE key='gone' AND version=2"

@@ -37,7 +37,7 @@ TOKEN = re.compile(r"fake-tok\d{4}x")
 class DocumentMemory(MemoryBackend):
     """MemoryBackend with Secrets Manager's document layout (``documents = true``)."""
 
-    type = "memory_documents"
+    kind = "memory_documents"
 
     def _get_many(self, keys: Sequence[str]) -> dict[str, Secret]:
         own = super()._get_many([*keys, *(k.rsplit("/", 1)[0] for k in keys if "/" in k)])

@@ -15,6 +15,7 @@ import pytest
 
 import latchkey
 from latchkey import AccessDenied, InvalidKey, ManifestError
+from latchkey.backends.base import Versioned
 from latchkey.backends.vault import (
     AppRoleAuth,
     AwsIamAuth,
@@ -177,7 +178,7 @@ def test_listing_a_tree_wider_than_the_pool(vault_env, fake_vault) -> None:
     for key in keys:
         backend.put(key, "fake")
     fake_vault.reset_counts()
-    assert backend.list("") == keys
+    assert backend.list_keys("") == keys
     assert fake_vault.counts["v2_list"] == 1 + 3 + 9
 
 
@@ -212,7 +213,7 @@ def test_document_layout_reads_documents_written_by_others(vault_env, fake_vault
     found = backend.get_many(["connections/warehouse/password", "connections/warehouse/port"])
     assert found["connections/warehouse/password"].value == "fake-pw"
     assert found["connections/warehouse/port"].value == "5432"
-    assert backend.list("connections") == ["connections/warehouse/host",
+    assert backend.list_keys("connections") == ["connections/warehouse/host",
                                            "connections/warehouse/password",
                                            "connections/warehouse/port"]
 
@@ -244,9 +245,9 @@ def test_delete_in_document_layout_keeps_other_fields(vault_env) -> None:
     backend.put("doc/a", "fake-a")
     backend.put("doc/b", "fake-b")
     assert backend.delete("doc/a") is True and backend.delete("doc/a") is False
-    assert backend.list("") == ["doc/b"]
+    assert backend.list_keys("") == ["doc/b"]
     assert backend.delete("doc/b") is True
-    assert backend.list("") == [] and backend.get("doc/b") is None
+    assert backend.list_keys("") == [] and backend.get("doc/b") is None
 
 
 def test_document_layout_without_prefix_has_no_place_for_a_one_segment_key(vault_env) -> None:
@@ -277,7 +278,7 @@ def test_kv1_refuses_document_writes(vault_env) -> None:
     backend = vault(mount="kv", kv_version=1, layout="document")
     with pytest.raises(UsageError, match="KV v1 has no check-and-set"):
         backend.put("doc/a", "fake-a")
-    assert not backend.supports_history
+    assert not isinstance(backend, Versioned)
 
 
 def test_token_auth_from_env(vault_env, monkeypatch) -> None:

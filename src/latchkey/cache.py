@@ -19,8 +19,10 @@ asks for one.
   in the background; readers never wait for that.
 * **Stale on failure**: if the store fails, a value fetched at most ``max_stale`` seconds ago
   is served and marked stale (``Secret.stale_seconds``); older, the failure is raised.
-* **Versions**: when the backend offers a cheap version probe, expired entries whose version
-  did not change are renewed without re-reading their values.
+* **Versions**: when the backend is a ``VersionProbe`` (a cheap version probe), expired
+  entries whose version did not change are renewed without re-reading their values.
+* **Same capabilities**: the cache is ``Writable``, ``Versioned`` or a ``VersionProbe``
+  exactly when the backend it wraps is (``isinstance`` says so); it is always ``Invalidates``.
 * **Bounded**: at most ``max_entries`` entries; past that the least recently used goes.
 * **Rate limit**: a token bucket per backend, shared by every thread of the process, keeps a
   burst of runs under the store's quota instead of being throttled.
@@ -40,10 +42,22 @@ import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from . import metrics
-from .backends.base import Backend, CacheConfig, RateLimit, Secret, VersionInfo
+from .backends.base import (
+    Backend,
+    CacheConfig,
+    Invalidates,
+    RateLimit,
+    Secret,
+    Versioned,
+    VersionedBackend,
+    VersionInfo,
+    VersionProbe,
+    Writable,
+    WritableBackend,
+)
 from .errors import BackendError, BackendUnavailable, LatchkeyError
 
 __all__ = ["CacheConfig", "CachedBackend", "RateLimit", "TokenBucket", "shared"]
@@ -94,7 +108,19 @@ class _Entry:
 
 
 class CachedBackend(Backend):
-    """Wraps a backend with a cache and an optional rate limit; the same contract."""
+    """Wraps a backend with a cache and an optional rate limit; the same contract.
+
+    ``CachedBackend(inner)`` builds a subclass with exactly ``inner``'s optional capabilities
+    (``Writable``, ``Versioned``, ``VersionProbe``), so ``isinstance`` answers for the cache
+    as it does for the backend behind it.
+    """
+
+    def __new__(cls, inner: Backend, *args: Any, **kwargs: Any) -> CachedBackend:  # noqa: PYI034
+        # builds the variant with inner's capabilities; Python then runs its __init__
+        variant = cls if cls is not CachedBackend else _variant(
+            isinstance(inner, Writable), isinstance(inner, Versioned),
+            isinstance(inner, VersionProbe))
+        return super().__new__(variant)
 
     def __init__(self, inner: Backend, config: CacheConfig | None = None,
                  rate_limit: RateLimit | None = None,
@@ -103,7 +129,7 @@ class CachedBackend(Backend):
                  rng: random.Random | None = None) -> None:
         super().__init__(inner.name)
         self.inner = inner
-        self.type = inner.type
+        self.kind = inner.kind  # type: ignore[misc]
         self.config = config or CacheConfig()
         self.bucket = (TokenBucket(rate_limit.rps, rate_limit.burst, rate_limit.max_wait, clock,
                                    sleep) if rate_limit else None)
@@ -116,10 +142,7 @@ class CachedBackend(Backend):
         self.stats = metrics.Tally("cache_", ("hits", "misses", "stale", "refreshes", "renewed",
                                               "evictions"))
 
-    # -- capabilities follow the inner backend --------------------------------------------
-    writable = property(lambda self: self.inner.is_writable)          # type: ignore[assignment]
-    batched = property(lambda self: self.inner.supports_batch)        # type: ignore[assignment]
-    versioned = property(lambda self: self.inner.supports_history)    # type: ignore[assignment]
+    # -- limits follow the inner backend ----------------------------------------------------
     max_value_bytes = property(lambda self: self.inner.max_value_bytes)  # type: ignore
     size_hint = property(lambda self: self.inner.size_hint)           # type: ignore[assignment]
 
@@ -167,12 +190,15 @@ class CachedBackend(Backend):
                 from exc
 
     def invalidate(self, keys: Iterable[str] | None = None) -> None:
-        """Forget cached entries (all, or these keys)."""
+        """Forget cached entries (all, or these keys), here and in an inner cache."""
+        keys = None if keys is None else list(keys)
         with self._lock:
             if keys is None:
                 self._entries.clear()
             for key in keys or ():
                 self._entries.pop(key, None)
+        if isinstance(self.inner, Invalidates):
+            self.inner.invalidate(keys)
 
     # -- reads --------------------------------------------------------------------------------
     def _get_many(self, keys: Sequence[str]) -> dict[str, Secret]:
@@ -271,7 +297,7 @@ class CachedBackend(Backend):
 
     def _renewable(self, keys: list[str]) -> dict[str, Secret]:
         """Cached secrets whose version the store confirms unchanged (cheap probe)."""
-        probe = getattr(self.inner, "versions", None)
+        probe = self.inner.versions if isinstance(self.inner, VersionProbe) else None
         with self._lock:
             known = {k: e.secret for k in keys if (e := self._entries.get(k)) is not None
                      and e.secret is not None and e.secret.version is not None}
@@ -311,25 +337,62 @@ class CachedBackend(Backend):
                 if entry is not None:
                     entry.refreshing = False
 
-    def _list(self, prefix: str):
-        return self.inner.list(prefix)
+    def _list(self, prefix: str) -> list[str]:
+        return self.inner.list_keys(prefix)
 
-    # -- writes invalidate --------------------------------------------------------------------
+
+# -- the capabilities a cache forwards, one mixin each ------------------------------------------
+class _CachedWrites(CachedBackend, WritableBackend):
+    """Writes go to the inner backend and invalidate the key."""
+
+    inner: Any
+
     def _put(self, key: str, value: str) -> Secret:
-        secret = self.inner.put(key, value)
+        secret: Secret = self.inner.put(key, value)
         self.invalidate([key])
         return secret
 
     def _delete(self, key: str) -> bool:
-        deleted = self.inner.delete(key)
+        deleted: bool = self.inner.delete(key)
         self.invalidate([key])
         return deleted
 
+
+class _CachedVersions(CachedBackend, VersionedBackend):
+    """History and past versions are read from the inner backend, uncached."""
+
+    inner: Any
+
     def _history(self, key: str) -> list[VersionInfo]:
-        return self.inner.history(key)
+        history: list[VersionInfo] = self.inner.history(key)
+        return history
 
     def _get_version(self, key: str, version: str) -> Secret | None:
-        return self.inner.get_version(key, version)
+        secret: Secret | None = self.inner.get_version(key, version)
+        return secret
+
+
+class _CachedProbe(CachedBackend):
+    """The inner backend's version probe, uncached."""
+
+    inner: Any
+
+    def versions(self, keys: Sequence[str]) -> dict[str, str]:
+        current: dict[str, str] = self.inner.versions(keys)
+        return current
+
+
+_variants: dict[tuple[bool, bool, bool], type[CachedBackend]] = {}
+
+
+def _variant(writable: bool, versioned: bool, probe: bool) -> type[CachedBackend]:
+    """The CachedBackend subclass with exactly these capabilities (made once each)."""
+    flags = (writable, versioned, probe)
+    if flags not in _variants:
+        mixins = [m for m, on in zip((_CachedWrites, _CachedVersions, _CachedProbe), flags) if on]
+        name = "Cached" + "".join(m.__name__[len("_Cached"):] for m in mixins) + "Backend"
+        _variants[flags] = type(name, (*mixins, CachedBackend), {"__module__": __name__})
+    return _variants[flags]
 
 
 _shared: dict[tuple, CachedBackend] = {}

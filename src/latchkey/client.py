@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 import threading
 import time
@@ -10,10 +11,10 @@ from typing import Callable, Iterable, Sequence
 from . import redact
 from .audit import AuditEvent, Auditor, build_auditor
 from .backends import Backend, BackendConfig, Secret, VersionInfo, backend_class
-from .backends.base import CacheConfig
+from .backends.base import CacheConfig, Versioned, Writable, read_only
 from .backends.remote import RemoteBackend
 from .chain import Chain, Resolution
-from .errors import LatchkeyError, ReadOnlyBackend, SecretNotFound, UsageError
+from .errors import BackendUnavailable, LatchkeyError, SecretNotFound, UsageError
 from .keys import validate_key, validate_prefix
 from .manifest import Manifest, load_manifest
 from .run import Run
@@ -209,7 +210,7 @@ class Latchkey:
         listing: dict[str, list[str]] = {}
         for b in [self.backend(backend)] if backend else self.chain:
             try:
-                keys = list(b.list(prefix))
+                keys = b.list_keys(prefix)
             except LatchkeyError as exc:
                 if on_error is None:
                     raise
@@ -219,14 +220,19 @@ class Latchkey:
                 listing.setdefault(key, []).append(b.name)
         return dict(sorted(listing.items()))
 
-    def history(self, key: str, backend: str | None = None) -> tuple[Backend, list[VersionInfo]]:
+    # below ``list``, the builtin is spelled ``builtins.list``: the method's name shadows it
+    def history(self, key: str, backend: str | None = None,
+                ) -> tuple[Backend, builtins.list[VersionInfo]]:
         """The versions of ``key`` in ``backend``, or in the first backend with history of it."""
         validate_key(key)
         if backend:
             b = self.backend(backend)
+            if not isinstance(b, Versioned):
+                raise BackendUnavailable(b.name, f"a {b.kind} backend keeps no history")
             return b, b.history(key)
-        keeping = [b for b in self.chain if b.supports_history]
+        keeping = [b for b in self.chain if isinstance(b, Versioned)]
         for b in keeping:
+            assert isinstance(b, Versioned)
             versions = b.history(key)
             if versions:
                 return b, versions
@@ -239,11 +245,11 @@ class Latchkey:
         """``backend`` if given and writable, else the first writable one in the chain."""
         if backend:
             b = self.backend(backend)
-            if not b.is_writable:
-                raise ReadOnlyBackend(b.name, f"a {b.type} backend is read-only")
+            if not isinstance(b, Writable):
+                raise read_only(b, "write")
             return b
         for b in self.chain:
-            if b.is_writable:
+            if isinstance(b, Writable):
                 return b
         raise UsageError("no writable backend in the chain; add one or name one with backend=")
 
@@ -252,6 +258,7 @@ class Latchkey:
         validate_key(key)
         target = self.writable_backend(backend)
         redact.register(value)  # before the write: an SDK may log the request body
+        assert isinstance(target, Writable)
         start = time.perf_counter()
         try:
             secret = target.put(key, value)
@@ -268,8 +275,9 @@ class Latchkey:
         """
         validate_key(key)
         targets = [self.writable_backend(backend)] if backend else \
-            [b for b in self.chain if b.is_writable]
+            [b for b in self.chain if isinstance(b, Writable)]
         for b in targets:
+            assert isinstance(b, Writable)
             if b.delete(key):
                 self._audit("delete", key, "ok", backend=b.name)
                 return b
@@ -318,7 +326,7 @@ class Latchkey:
             return self._chains[env]
 
     # -- diagnostics ----------------------------------------------------------------------
-    def doctor(self) -> list[dict[str, object]]:
+    def doctor(self) -> builtins.list[dict[str, object]]:
         """Probe every backend; one status dict each. Never raises for a backend failure."""
         report = []
         chain_names = [b.name for b in self.chain]
@@ -332,10 +340,10 @@ class Latchkey:
                 # message may hold anything, so only its type is shown)
                 status, ok = f"backend {name!r}: check failed ({type(exc).__name__})", False
             report.append({
-                "backend": name, "type": b.type, "describe": b.describe(),
+                "backend": name, "type": b.kind, "describe": b.describe(),
                 "in_chain": name in chain_names,
                 "position": chain_names.index(name) + 1 if name in chain_names else None,
-                "writable": b.is_writable, "ok": ok, "status": status,
+                "writable": isinstance(b, Writable), "ok": ok, "status": status,
                 "latency_ms": round((time.perf_counter() - start) * 1000, 2),
             })
         report.sort(key=lambda r: (r["position"] is None, r["position"] or 0))

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from . import redact
-from .backends.base import Backend, Secret
+from .backends.base import Backend, Secret, Writable, read_only
 from .client import Latchkey
 from .connection import Connection
 from .errors import LatchkeyError, UsageError
@@ -158,7 +158,7 @@ def _cloud_store(kind: str, spec: str, arg: str) -> Backend:
 class AirflowExport(Backend):
     """A read-only view of ``airflow connections export`` output, as connection keys."""
 
-    type = "airflow-connections"
+    kind = "airflow-connections"
 
     def __init__(self, name: str, path: Path, prefix: str = "airflow/connections",
                  form: str = "json") -> None:
@@ -209,7 +209,7 @@ def plan_copy(source: Backend, dest: Backend, prefix: str = "", dest_prefix: str
     """
     prefix = validate_prefix(prefix)
     dest_prefix = validate_prefix(dest_prefix)
-    wanted = sorted(keys) if keys is not None else source.list(prefix)
+    wanted = sorted(keys) if keys is not None else source.list_keys(prefix)
     values = {k: s.value for k, s in source.get_many(wanted).items()}
     for value in values.values():
         redact.register(value)  # masked in logs from here on, the writes' included
@@ -246,12 +246,15 @@ def _action(dest: Backend, value: str, size: int, current) -> tuple[str, str]:
 def apply_plan(plan: CopyPlan, to_write: dict[str, str], overwrite: bool = False,
                progress: Callable[[str, int, int], None] | None = None) -> CopyResult:
     """Write the plan. ``change`` needs ``overwrite``; stops at the first failed write."""
+    dest = plan.dest
+    if not isinstance(dest, Writable):
+        raise read_only(dest, "write")
     result = CopyResult()
     todo = [i for i in plan.items if i.key in to_write and (i.action != "change" or overwrite)]
     result.skipped = [i.key for i in plan.items if i.key not in {t.key for t in todo}]
     for n, item in enumerate(todo, start=1):
         try:
-            plan.dest.put(item.key, to_write[item.key])
+            dest.put(item.key, to_write[item.key])
         except LatchkeyError as exc:
             result.failed[item.key] = str(exc)
             result.not_attempted = [t.key for t in todo[n:]]
@@ -265,7 +268,7 @@ def apply_plan(plan: CopyPlan, to_write: dict[str, str], overwrite: bool = False
 def diff(a: Backend, b: Backend, prefix: str = "") -> list[dict[str, str | None]]:
     """Per key: only in a, only in b, differs or same (with versions). Never values."""
     prefix = validate_prefix(prefix)
-    keys = sorted(set(a.list(prefix)) | set(b.list(prefix)))
+    keys = sorted(set(a.list_keys(prefix)) | set(b.list_keys(prefix)))
     left, right = a.get_many(keys), b.get_many(keys)
     rows = []
     for key in keys:

@@ -354,10 +354,12 @@ class Run:
             return action()
 
     def _invalidate(self, keys: list[str]) -> None:
+        # imported here: this module's top-level imports are being reorganised
+        from .backends.base import Invalidates
+
         for backend in self._chain:
-            invalidate = getattr(backend, "invalidate", None)
-            if invalidate is not None:
-                invalidate(keys)
+            if isinstance(backend, Invalidates):
+                backend.invalidate(keys)
 
     def explain(self, name: str) -> Resolution:
         """The walk for ``name``: each (backend, path, scope level) looked at and the result.

@@ -13,13 +13,13 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
-from .backends.base import Backend, Secret, VersionInfo
+from .backends.base import Secret, VersionedBackend, VersionInfo, WritableBackend
 from .errors import BackendError, BackendUnavailable
 from .keys import is_under
 
-__all__ = ["Call", "FailingBackend", "MemoryBackend"]
+__all__ = ["Call", "FailingBackend", "MemoryBackend", "ReadOnlyMemoryBackend"]
 
 
 class Call(NamedTuple):
@@ -29,19 +29,18 @@ class Call(NamedTuple):
     args: tuple[str, ...]
 
 
-class MemoryBackend(Backend):
-    """A writable in-memory store with history, recording every call in ``calls``.
+class ReadOnlyMemoryBackend(VersionedBackend):
+    """An in-memory store with history and no ``put``/``delete``, recording every call in
+    ``calls``. ``MemoryBackend(..., writable=False)`` builds one.
 
     ``latency`` (seconds) makes every call that slow, to stand in for a remote store.
     """
 
-    type = "memory"
-    batched = versioned = True
+    kind = "memory"
 
     def __init__(self, name: str = "memory", data: Mapping[str, str] | None = None,
-                 writable: bool = True, latency: float = 0.0) -> None:
+                 latency: float = 0.0) -> None:
         super().__init__(name)
-        self.writable = writable
         self.latency = latency  # seconds each call takes, to stand in for a remote store
         self._lock = threading.Lock()
         self._versions: dict[str, list[tuple[str | None, datetime]]] = {}
@@ -50,7 +49,7 @@ class MemoryBackend(Backend):
             self._append(key, value)
 
     def locate(self, key: str) -> str:
-        return f"{self.type}:{key}"
+        return f"{self.kind}:{key}"
 
     def _append(self, key: str, value: str | None) -> int:
         versions = self._versions.setdefault(key, [])
@@ -80,21 +79,6 @@ class MemoryBackend(Backend):
             return [k for k, v in self._versions.items() if v[-1][0] is not None
                     and is_under(k, prefix)]
 
-    def _put(self, key: str, value: str) -> Secret:
-        self._record("put", [key])
-        with self._lock:
-            version = self._append(key, value)
-        return self._secret(key, value, str(version))
-
-    def _delete(self, key: str) -> bool:
-        self._record("delete", [key])
-        with self._lock:
-            versions = self._versions.get(key)
-            if not versions or versions[-1][0] is None:
-                return False
-            self._append(key, None)
-            return True
-
     def _get_version(self, key: str, version: str) -> Secret | None:
         self._record("get_version", [key, version])
         with self._lock:
@@ -111,6 +95,42 @@ class MemoryBackend(Backend):
                     for i, (value, at) in enumerate(self._versions.get(key, []), start=1)]
 
 
+class MemoryBackend(ReadOnlyMemoryBackend, WritableBackend):
+    """A writable in-memory store with history, recording every call in ``calls``.
+
+    ``writable=False`` builds a :class:`ReadOnlyMemoryBackend` instead (no ``put``/``delete``).
+    ``latency`` (seconds) makes every call that slow, to stand in for a remote store.
+    """
+
+    def __new__(cls, name: str = "memory", data: Mapping[str, str] | None = None,  # noqa: PYI034
+                writable: bool = True, latency: float = 0.0, **kwargs: Any) -> MemoryBackend:
+        if writable or cls is not MemoryBackend:  # a subclass takes its own arguments
+            return super().__new__(cls)
+        # not a MemoryBackend, so Python does not run __init__ on it: run it here
+        read_only = ReadOnlyMemoryBackend.__new__(ReadOnlyMemoryBackend)
+        ReadOnlyMemoryBackend.__init__(read_only, name, data, latency)
+        return read_only  # type: ignore[return-value]
+
+    def __init__(self, name: str = "memory", data: Mapping[str, str] | None = None,
+                 writable: bool = True, latency: float = 0.0) -> None:
+        super().__init__(name, data, latency)
+
+    def _put(self, key: str, value: str) -> Secret:
+        self._record("put", [key])
+        with self._lock:
+            version = self._append(key, value)
+        return self._secret(key, value, str(version))
+
+    def _delete(self, key: str) -> bool:
+        self._record("delete", [key])
+        with self._lock:
+            versions = self._versions.get(key)
+            if not versions or versions[-1][0] is None:
+                return False
+            self._append(key, None)
+            return True
+
+
 class FailingBackend(MemoryBackend):
     """A memory store that raises ``error`` on every call while failing.
 
@@ -119,7 +139,7 @@ class FailingBackend(MemoryBackend):
         failing: start failing (default) or healthy.
     """
 
-    type = "failing"
+    kind = "failing"
 
     def __init__(self, name: str = "failing", data: Mapping[str, str] | None = None,
                  error: type[BackendError] | Exception = BackendUnavailable,

@@ -84,7 +84,7 @@ class AwsBackend(RemoteBackend):
             return self._new_client(service)
         except NoRegionError:
             raise BackendUnavailable(
-                self.name, f"no AWS region for {self.type}: set AWS_REGION or region = "
+                self.name, f"no AWS region for {self.kind}: set AWS_REGION or region = "
                            f"\"...\" in [backends.{self.name}]") from None
         except ProfileNotFound as exc:
             raise BackendUnavailable(
@@ -122,7 +122,7 @@ class AwsBackend(RemoteBackend):
 
     def describe(self) -> str:
         where = self.config.endpoint_url or self.config.region or "default region"
-        return f"{self.type} ({where})"
+        return f"{self.kind} ({where})"
 
     def close(self) -> None:
         with self._lock:

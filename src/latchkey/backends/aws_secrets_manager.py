@@ -29,7 +29,14 @@ from typing import Iterable, Sequence
 from ..errors import AccessDenied, BackendUnavailable
 from ..keys import is_under, validate_key
 from .aws_common import DENIED_CODES, AwsBackend, AwsConfig
-from .base import Secret, VersionInfo, join_prefix, split_prefix
+from .base import (
+    Secret,
+    VersionedBackend,
+    VersionInfo,
+    WritableBackend,
+    join_prefix,
+    split_prefix,
+)
 
 __all__ = ["SecretsManagerBackend"]
 
@@ -48,13 +55,12 @@ class SecretsManagerConfig(AwsConfig):
     recovery_window_days: int = 7
 
 
-class SecretsManagerBackend(AwsBackend):
+class SecretsManagerBackend(AwsBackend, WritableBackend, VersionedBackend):
     """Secrets Manager secrets under a name prefix."""
 
-    type = "aws_secrets_manager"
+    kind = "aws_secrets_manager"
     service = "secretsmanager"
     Config = SecretsManagerConfig
-    writable = batched = versioned = True
     max_value_bytes = MAX_SIZE
     size_hint = "Secrets Manager's limit for one secret"
 

@@ -23,7 +23,14 @@ from typing import Iterable, Literal, Sequence
 from ..errors import StoreCorrupt, UsageError
 from ..keys import is_under, validate_key
 from .aws_common import AwsBackend, AwsConfig
-from .base import Secret, VersionInfo, join_prefix, split_prefix
+from .base import (
+    Secret,
+    VersionedBackend,
+    VersionInfo,
+    WritableBackend,
+    join_prefix,
+    split_prefix,
+)
 
 __all__ = ["SsmBackend"]
 
@@ -40,13 +47,12 @@ class SsmConfig(AwsConfig):
     split: bool = False
 
 
-class SsmBackend(AwsBackend):
+class SsmBackend(AwsBackend, WritableBackend, VersionedBackend):
     """Parameter Store under a path prefix."""
 
-    type = "aws_ssm"
+    kind = "aws_ssm"
     service = "ssm"
     Config = SsmConfig
-    writable = batched = versioned = True
 
     def __init__(self, name: str, config: SsmConfig) -> None:
         super().__init__(name, config)

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .._sdk import azure_modules
 from ..errors import AccessDenied, BackendUnavailable, InvalidKey, LatchkeyError, UsageError
 from ..keys import is_under
-from .base import BackendConfig, Secret, VersionInfo, prefix_head
+from .base import BackendConfig, Secret, VersionedBackend, VersionInfo, WritableBackend, prefix_head
 from .remote import RemoteBackend, describe_keys, escape_name, unescape_name
 
 __all__ = ["AzureKeyVaultBackend", "AzureKeyVaultConfig"]
@@ -117,12 +117,11 @@ class AzureKeyVaultConfig(BackendConfig):
         return value
 
 
-class AzureKeyVaultBackend(RemoteBackend):
+class AzureKeyVaultBackend(RemoteBackend, WritableBackend, VersionedBackend):
     """Secrets of one Key Vault under a name prefix."""
 
-    type = "azure_key_vault"
+    kind = "azure_key_vault"
     Config = AzureKeyVaultConfig
-    writable = batched = versioned = True
     max_value_bytes = MAX_SIZE
     size_hint = "Key Vault's limit for one secret"
 

@@ -6,19 +6,27 @@ A backend is one secret store. Its contract:
   the store holds; a key the store does not hold is simply missing from the dict ("absent").
   Every other outcome raises: a network failure, a permission error, a corrupt file, a bad
   reply. A failure is never reported as absence.
-* ``list(prefix)`` returns the keys at or below ``prefix`` (segment boundary: ``a/b`` does
-  not match ``a/bc``), sorted.
-* ``put(key, value)`` and ``delete(key)`` write, when ``is_writable``; a read-only backend
-  raises :class:`~latchkey.errors.ReadOnlyBackend`. A failed write leaves the store as it was.
-* ``history(key)`` lists versions when ``supports_history``.
+* ``list_keys(prefix)`` returns the keys at or below ``prefix`` (segment boundary: ``a/b``
+  does not match ``a/bc``), sorted.
 * One key, one stored item: ``store_name(key)`` names the item a key addresses, and two
   distinct keys never share one (the mapping is injective). A key the store cannot map
   reversibly (``unmappable(key)`` says why) is absent for reads and refused for writes.
 * Errors raised are :class:`~latchkey.errors.LatchkeyError` subclasses naming the backend;
   anything else escaping an implementation is wrapped in ``BackendUnavailable`` here.
 
+Optional capabilities are small protocols, checked with ``isinstance``; a backend has the
+methods of the capabilities it supports and no others:
+
+* :class:`Writable`: ``put(key, value)`` and ``delete(key)``. A failed write leaves the store
+  as it was. A backend without them is read-only (callers raise ``ReadOnlyBackend``).
+* :class:`Versioned`: ``history(key)`` and ``get_version(key, version)``.
+* :class:`VersionProbe`: ``versions(keys)``, the current version of each key without reading
+  a value (a cache renews unchanged entries with it).
+* :class:`Invalidates`: ``invalidate(keys)`` forgets what it holds for those keys (a cache).
+
 Subclasses implement the underscored methods; the public ones validate keys and translate
-errors so that each store does not repeat it.
+errors so that each store does not repeat it. :class:`WritableBackend` and
+:class:`VersionedBackend` are the bases that add ``Writable`` and ``Versioned``.
 """
 
 from __future__ import annotations
@@ -28,7 +36,16 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Sequence, TypeVar
+from typing import (
+    Any,
+    Callable,
+    ClassVar,
+    Iterable,
+    Protocol,
+    Sequence,
+    TypeVar,
+    runtime_checkable,
+)
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -43,8 +60,9 @@ from ..errors import (
 from ..keys import validate_key, validate_prefix
 from ..redact import MASK
 
-__all__ = ["Backend", "BackendConfig", "BuildContext", "CacheConfig", "RateLimit", "Secret",
-           "VersionInfo", "join_prefix", "prefix_head", "split_prefix"]
+__all__ = ["Backend", "BackendConfig", "BuildContext", "CacheConfig", "Invalidates", "RateLimit",
+           "Secret", "VersionInfo", "VersionProbe", "Versioned", "VersionedBackend", "Writable",
+           "WritableBackend", "join_prefix", "prefix_head", "split_prefix"]
 
 T = TypeVar("T")
 
@@ -183,8 +201,8 @@ class BuildContext:
 class Backend(abc.ABC):
     """One secret store. See the module docstring for the contract."""
 
-    #: the ``type`` written in the manifest
-    type: ClassVar[str] = ""
+    #: the backend type, as the manifest's ``type`` field names it (``"aws_ssm"``)
+    kind: ClassVar[str] = ""
     #: the pydantic model of this backend's manifest fields
     Config: ClassVar[type[BackendConfig]] = BackendConfig
 
@@ -196,29 +214,11 @@ class Backend(abc.ABC):
         """Build the backend from its validated manifest section."""
         raise NotImplementedError(f"{cls.__name__} cannot be built from a manifest")
 
-    # -- capabilities: subclasses set the flags, callers read the properties -------------
-    writable: bool = False
-    batched: bool = False
-    versioned: bool = False
+    # -- limits ---------------------------------------------------------------------------
     #: the largest value (UTF-8 bytes) the store takes, or None; larger ones are refused
     #: before the store is called, with ``size_hint`` saying what to do instead
     max_value_bytes: int | None = None
     size_hint: str = ""
-
-    @property
-    def is_writable(self) -> bool:
-        """True if ``put`` and ``delete`` work."""
-        return self.writable
-
-    @property
-    def supports_batch(self) -> bool:
-        """True if one ``get_many`` costs fewer store calls than one call per key."""
-        return self.batched
-
-    @property
-    def supports_history(self) -> bool:
-        """True if ``history`` and ``get_version`` work."""
-        return self.versioned
 
     # -- the contract ---------------------------------------------------------------------
     def get_many(self, keys: Iterable[str]) -> dict[str, Secret]:
@@ -238,47 +238,10 @@ class Backend(abc.ABC):
         """Read one key; ``None`` if absent."""
         return self.get_many([key]).get(key)
 
-    def list(self, prefix: str = "") -> list[str]:
+    def list_keys(self, prefix: str = "") -> list[str]:
         """Keys at or below ``prefix``, sorted."""
         clean = validate_prefix(prefix)
         return sorted(self._guard("list", lambda: self._list(clean)))
-
-    def put(self, key: str, value: str) -> Secret:
-        """Write ``value`` as the newest version of ``key``; returns its metadata."""
-        validate_key(key)
-        if not isinstance(value, str):
-            raise TypeError(f"a secret value is a str, not {type(value).__name__}")
-        self._require_writable("write")
-        self._require_mappable(key)
-        limit = self.max_value_bytes
-        if limit is not None and len(value.encode("utf-8")) > limit:
-            raise ValueTooLarge(self.name, key, len(value.encode("utf-8")), limit, self.size_hint)
-        return self._guard("write", lambda: self._put(key, value))
-
-    def delete(self, key: str) -> bool:
-        """Delete ``key``; True if it existed."""
-        validate_key(key)
-        self._require_writable("delete")
-        self._require_mappable(key)
-        return self._guard("delete", lambda: self._delete(key))
-
-    def history(self, key: str) -> list[VersionInfo]:
-        """Every version of ``key``, oldest first; empty if the store never held it."""
-        validate_key(key)
-        if not self.supports_history:
-            raise BackendUnavailable(self.name, f"a {self.type} backend keeps no history")
-        if self.unmappable(key) is not None:
-            return []
-        return self._guard("history", lambda: self._history(key))
-
-    def get_version(self, key: str, version: str) -> Secret | None:
-        """Read one past version of ``key`` (``supports_history`` stores); None if absent."""
-        validate_key(key)
-        if not self.supports_history:
-            raise BackendUnavailable(self.name, f"a {self.type} backend keeps no versions")
-        if self.unmappable(key) is not None:
-            return None
-        return self._guard("read", lambda: self._get_version(key, str(version)))
 
     def locate(self, key: str) -> str:
         """Where ``key`` lives in this store, in the store's own terms (for diagnostics)."""
@@ -302,7 +265,7 @@ class Backend(abc.ABC):
 
     def check(self) -> str:
         """Probe the store cheaply; return a one-line status or raise BackendError."""
-        self.list("")
+        self.list_keys("")
         return "ok"
 
     def close(self) -> None:
@@ -310,7 +273,7 @@ class Backend(abc.ABC):
 
     def describe(self) -> str:
         """One line saying what this backend is (no secrets), for ``doctor``."""
-        return self.type
+        return self.kind
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -322,18 +285,6 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def _list(self, prefix: str) -> Iterable[str]: ...
 
-    def _put(self, key: str, value: str) -> Secret:
-        raise ReadOnlyBackend(self.name, "this backend cannot write")
-
-    def _delete(self, key: str) -> bool:
-        raise ReadOnlyBackend(self.name, "this backend cannot delete")
-
-    def _history(self, key: str) -> list[VersionInfo]:
-        return []
-
-    def _get_version(self, key: str, version: str) -> Secret | None:
-        return None
-
     def _secret(self, key: str, value: str, version: str | None = None, **kw: object) -> Secret:
         return Secret(key=key, value=value, backend=self.name, path=self.locate(key),
                       version=version, **kw)  # type: ignore[arg-type]
@@ -342,10 +293,6 @@ class Backend(abc.ABC):
         reason = self.unmappable(key)
         if reason is not None:
             raise InvalidKey(key, f"backend {self.name!r} cannot hold it: {reason}")
-
-    def _require_writable(self, action: str) -> None:
-        if not self.is_writable:
-            raise ReadOnlyBackend(self.name, f"cannot {action}: a {self.type} backend is read-only")
 
     def _guard(self, action: str, call: Callable[[], T]) -> T:
         start = time.perf_counter()
@@ -362,3 +309,111 @@ class Backend(abc.ABC):
             metrics.incr("backend_calls", backend=self.name, action=action)
             metrics.observe("backend_latency_seconds", time.perf_counter() - start,
                             backend=self.name)
+
+
+# -- optional capabilities ----------------------------------------------------------------------
+@runtime_checkable
+class Writable(Protocol):
+    """A backend that writes: ``put`` and ``delete``. Without them a backend is read-only."""
+
+    def put(self, key: str, value: str) -> Secret:
+        """Write ``value`` as the newest version of ``key``; returns its metadata."""
+        ...
+
+    def delete(self, key: str) -> bool:
+        """Delete ``key``; True if it existed."""
+        ...
+
+
+@runtime_checkable
+class Versioned(Protocol):
+    """A backend that keeps earlier versions: ``history`` and ``get_version``."""
+
+    def history(self, key: str) -> list[VersionInfo]:
+        """Every version of ``key``, oldest first; empty if the store never held it."""
+        ...
+
+    def get_version(self, key: str, version: str) -> Secret | None:
+        """Read one past version of ``key``; None if absent."""
+        ...
+
+
+@runtime_checkable
+class VersionProbe(Protocol):
+    """A backend that tells the current version of keys without reading their values."""
+
+    def versions(self, keys: Sequence[str]) -> dict[str, str]:
+        """The current version of each key the store holds (absent keys are missing)."""
+        ...
+
+
+@runtime_checkable
+class Invalidates(Protocol):
+    """A backend holding copies (a cache) that can forget them."""
+
+    def invalidate(self, keys: Iterable[str] | None = None) -> None:
+        """Forget what is held for these keys (all of them if None)."""
+        ...
+
+
+class WritableBackend(Backend):
+    """A backend that is :class:`Writable`: subclasses implement ``_put`` and ``_delete``."""
+
+    def put(self, key: str, value: str) -> Secret:
+        """Write ``value`` as the newest version of ``key``; returns its metadata.
+
+        Raises:
+            InvalidKey: a malformed key, or one this store cannot map.
+            ValueTooLarge: the value is over the store's limit; nothing is written.
+            BackendError: any failure of the store, naming this backend.
+        """
+        validate_key(key)
+        if not isinstance(value, str):
+            raise TypeError(f"a secret value is a str, not {type(value).__name__}")
+        self._require_mappable(key)
+        limit = self.max_value_bytes
+        if limit is not None and len(value.encode("utf-8")) > limit:
+            raise ValueTooLarge(self.name, key, len(value.encode("utf-8")), limit, self.size_hint)
+        return self._guard("write", lambda: self._put(key, value))
+
+    def delete(self, key: str) -> bool:
+        """Delete ``key``; True if it existed."""
+        validate_key(key)
+        self._require_mappable(key)
+        return self._guard("delete", lambda: self._delete(key))
+
+    @abc.abstractmethod
+    def _put(self, key: str, value: str) -> Secret: ...
+
+    @abc.abstractmethod
+    def _delete(self, key: str) -> bool: ...
+
+
+class VersionedBackend(Backend):
+    """A backend that is :class:`Versioned`: subclasses implement ``_history`` and
+    ``_get_version``."""
+
+    def history(self, key: str) -> list[VersionInfo]:
+        """Every version of ``key``, oldest first; empty if the store never held it."""
+        validate_key(key)
+        if self.unmappable(key) is not None:
+            return []
+        return self._guard("history", lambda: self._history(key))
+
+    def get_version(self, key: str, version: str) -> Secret | None:
+        """Read one past version of ``key``; None if absent."""
+        validate_key(key)
+        if self.unmappable(key) is not None:
+            return None
+        return self._guard("read", lambda: self._get_version(key, str(version)))
+
+    @abc.abstractmethod
+    def _history(self, key: str) -> list[VersionInfo]: ...
+
+    @abc.abstractmethod
+    def _get_version(self, key: str, version: str) -> Secret | None: ...
+
+
+def read_only(backend: Backend, action: str) -> ReadOnlyBackend:
+    """The error for a write asked of a backend that is not :class:`Writable` (one line)."""
+    return ReadOnlyBackend(backend.name, f"cannot {action}: a {backend.kind} backend is read-only")

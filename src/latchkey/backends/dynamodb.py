@@ -30,7 +30,14 @@ from typing import Iterable, Literal, Sequence
 from ..errors import BackendUnavailable, StoreCorrupt, UsageError
 from ..keys import is_under
 from .aws_common import AwsBackend, AwsConfig
-from .base import BackendConfig, BuildContext, Secret, VersionInfo
+from .base import (
+    BackendConfig,
+    BuildContext,
+    Secret,
+    VersionedBackend,
+    VersionInfo,
+    WritableBackend,
+)
 from .local import _actor, load_aead
 
 __all__ = ["DynamoDbBackend"]
@@ -51,13 +58,12 @@ class DynamoDbConfig(AwsConfig):
     unprocessed_retries: int = 8
 
 
-class DynamoDbBackend(AwsBackend):
+class DynamoDbBackend(AwsBackend, WritableBackend, VersionedBackend):
     """Encrypted items in one DynamoDB table."""
 
-    type = "dynamodb"
+    kind = "dynamodb"
     service = "dynamodb"
     Config = DynamoDbConfig
-    writable = batched = versioned = True
     max_value_bytes = 350_000  # an item holds 400 KB, with room for the history
     size_hint = "a DynamoDB item holds 400 KB"
 

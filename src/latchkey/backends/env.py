@@ -100,9 +100,8 @@ class EnvConfig(BackendConfig):
 class EnvBackend(Backend):
     """Environment variables under a prefix. Read at call time, never cached."""
 
-    type = "env"
+    kind = "env"
     Config = EnvConfig
-    batched = True  # a dict lookup per key; no remote call at all
 
     def __init__(
         self,

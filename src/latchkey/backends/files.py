@@ -92,9 +92,8 @@ def _flatten(data: Any, prefix: str) -> tuple[dict[str, str], set[str]]:
 class FilesBackend(Backend):
     """A file or a folder of files on local disk."""
 
-    type = "files"
+    kind = "files"
     Config = FilesConfig
-    batched = True
 
     def __init__(
         self,

@@ -37,7 +37,7 @@ from ..errors import (
     UsageError,
 )
 from ..keys import is_under
-from .base import BackendConfig, Secret, VersionInfo, prefix_head
+from .base import BackendConfig, Secret, VersionedBackend, VersionInfo, WritableBackend, prefix_head
 from .remote import RemoteBackend, describe_keys, escape_name, unescape_name
 
 __all__ = ["GcpSecretManagerBackend", "GcpSecretManagerConfig"]
@@ -78,12 +78,11 @@ class GcpSecretManagerConfig(BackendConfig):
         return value
 
 
-class GcpSecretManagerBackend(RemoteBackend):
+class GcpSecretManagerBackend(RemoteBackend, WritableBackend, VersionedBackend):
     """Secrets of one GCP project under a name prefix."""
 
-    type = "gcp_secret_manager"
+    kind = "gcp_secret_manager"
     Config = GcpSecretManagerConfig
-    writable = batched = versioned = True
     max_value_bytes = MAX_SIZE
     size_hint = "Secret Manager's limit for one secret version"
 

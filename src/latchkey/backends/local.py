@@ -36,7 +36,14 @@ from typing import Iterable, Iterator, Sequence
 
 from ..errors import BackendUnavailable, NoMasterKey, StoreCorrupt, WrongMasterKey
 from ..keys import is_under
-from .base import Backend, BackendConfig, BuildContext, Secret, VersionInfo
+from .base import (
+    BackendConfig,
+    BuildContext,
+    Secret,
+    VersionedBackend,
+    VersionInfo,
+    WritableBackend,
+)
 
 __all__ = ["LocalBackend", "MASTER_KEY_ENV", "generate_master_key", "load_aead"]
 
@@ -70,12 +77,11 @@ def generate_master_key() -> str:
     return base64.b64encode(os.urandom(32)).decode("ascii")
 
 
-class LocalBackend(Backend):
+class LocalBackend(WritableBackend, VersionedBackend):
     """The encrypted SQLite store. Thread-safe; reopens itself after a fork."""
 
-    type = "local"
+    kind = "local"
     Config = LocalConfig
-    writable = batched = versioned = True
 
     def __init__(
         self,

@@ -40,7 +40,7 @@ from pydantic import Field
 
 from ..errors import AccessDenied, BackendUnavailable, InvalidKey, LatchkeyError, UsageError
 from ..keys import is_under, validate_key
-from .base import BackendConfig, Secret, VersionInfo, join_prefix
+from .base import BackendConfig, Secret, VersionedBackend, VersionInfo, WritableBackend, join_prefix
 from .remote import RemoteBackend, describe_keys
 from .vault_auth import (
     AppRoleAuth,
@@ -53,7 +53,7 @@ from .vault_auth import (
 )
 
 __all__ = ["AppRoleAuth", "AwsIamAuth", "KubernetesAuth", "TokenAuth", "VaultBackend",
-           "VaultConfig", "VaultLogin"]
+           "VaultConfig", "VaultKV2Backend", "VaultLogin"]
 
 class VaultConfig(BackendConfig):
     url: str | None = None              # default: $VAULT_ADDR
@@ -88,12 +88,19 @@ def _counting_retry(config: VaultConfig, on_retry: Callable[[int | None], None])
 
 
 # -- the backend ---------------------------------------------------------------------------------
-class VaultBackend(RemoteBackend):
-    """Keys in a Vault KV mount under a path prefix."""
+class VaultBackend(RemoteBackend, WritableBackend):
+    """Keys in a Vault KV mount under a path prefix.
 
-    type = "vault"
+    A KV v2 mount keeps versions: ``VaultBackend(name, config)`` then builds a
+    :class:`VaultKV2Backend`, which is also ``Versioned``; a KV v1 backend is not.
+    """
+
+    kind = "vault"
     Config = VaultConfig
-    writable = batched = True
+
+    def __new__(cls, name: str, config: VaultConfig) -> VaultBackend:  # noqa: PYI034
+        kv2 = cls is VaultBackend and config.kv_version == 2  # builds the Versioned subclass
+        return super().__new__(VaultKV2Backend if kv2 else cls)
 
     def __init__(self, name: str, config: VaultConfig) -> None:
         super().__init__(name)
@@ -104,7 +111,6 @@ class VaultBackend(RemoteBackend):
         self.namespace = config.namespace or os.environ.get("VAULT_NAMESPACE") or None
         self.prefix = config.prefix.strip("/")
         self.mount = config.mount.strip("/")
-        self.versioned = config.kv_version == 2
         self.max_concurrency = config.max_concurrency
         self._login: VaultLogin | None = None
         self._session: Any = None
@@ -483,3 +489,7 @@ def _time(text: str | None) -> datetime | None:
         return datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}+00:00")
     except ValueError:
         return None
+
+
+class VaultKV2Backend(VaultBackend, VersionedBackend):
+    """A :class:`VaultBackend` on a KV v2 mount: ``history`` and ``get_version`` work."""

@@ -40,11 +40,12 @@ def copy(ctx: click.Context, source: str, dest: str, prefix: str, dest_prefix: s
     latchkey copy file:.dlt/secrets.toml ssm:/data-platform/dev --dry-run
     latchkey copy airflow-connections:connections.json local
     """
+    from ..backends.base import Writable
     from ..copy import apply_plan, open_store, plan_copy
 
     lk = _lk(ctx)
     src, dst = open_store(source, lk), open_store(dest, lk)
-    if not dst.is_writable:
+    if not isinstance(dst, Writable):
         raise UsageError(f"{dest!r} is read-only; choose a writable destination")
     plan, values = plan_copy(src, dst, prefix, dest_prefix)
     changed = plan.count("change")

@@ -72,7 +72,7 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
     def text() -> None:
         click.echo(f"manifest: {data['manifest'] or '(none: the local store alone)'}")
         click.echo(f"env:      {lk.env}")
-        click.echo(f"chain:    {' -> '.join(data['chain'])}")
+        click.echo(f"chain:    {' -> '.join(b.name for b in lk.chain)}")
         table = _table("", "BACKEND", "WHAT", "STATUS", "MS")
         for r in report:
             mark = "[green]ok[/]" if r["ok"] else "[red]FAIL[/]"

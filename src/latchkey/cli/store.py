@@ -29,7 +29,7 @@ def init(ctx: click.Context, backend: str | None, as_json: bool) -> None:
     latchkey init --backend dynamodb
     """
     lk = _lk(ctx)
-    targets = [lk.backend(backend)] if backend else [b for b in lk.chain if b.type == "local"]
+    targets = [lk.backend(backend)] if backend else [b for b in lk.chain if b.kind == "local"]
     if not targets or not hasattr(targets[0], "init"):
         raise UsageError("nothing to initialise: name a local or dynamodb backend with "
                          "--backend, or add [backends.local] type = \"local\"")
@@ -182,11 +182,13 @@ def rm(ctx: click.Context, key: str, backend: str | None, as_json: bool) -> None
     latchkey rm shared/slack_token
     latchkey rm shared/slack_token --backend local
     """
+    from ..backends.base import Writable
+
     lk = _lk(ctx)
     removed = lk.delete(key, backend)
     if removed is None:
         looked = [lk.writable_backend(backend)] if backend else [b for b in lk.chain
-                                                                 if b.is_writable]
+                                                                 if isinstance(b, Writable)]
         raise SecretNotFound(key, [Attempt(b.name, b.locate(key), "absent", key) for b in looked])
     _emit(as_json, {"key": key, "backend": removed.name, "deleted": True},
           lambda: click.echo(f"deleted {key} from {removed.name}"))
