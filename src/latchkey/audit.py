@@ -111,9 +111,9 @@ class DynamoDbSink:
         self.name = f"dynamodb:{table}"
         self.table = table
         self._region, self._endpoint = region, endpoint_url
-        self._client = None
+        self._client: Any = None  # a boto3 DynamoDB client, made when first used
 
-    def client(self):
+    def client(self) -> Any:
         if self._client is None:
             from ._sdk import boto3_module
 

@@ -32,7 +32,7 @@ def session_name(*parts: str) -> str:
 def assumed_role_session(role_arn: str, name: str, *, base_session: Any = None,
                          external_id: str | None = None, duration: int = 900,
                          tags: Mapping[str, str] | None = None, region: str | None = None,
-                         clock: Callable[[], datetime] | None = None):
+                         clock: Callable[[], datetime] | None = None) -> Any:
     """A ``boto3.Session`` whose credentials come from ``sts:AssumeRole`` and refresh
     themselves before expiry.
 
@@ -130,4 +130,5 @@ class RunSession:
 def _parse(text: str) -> datetime:
     from botocore.utils import parse_timestamp
 
-    return parse_timestamp(text)
+    parsed: datetime = parse_timestamp(text)
+    return parsed

@@ -26,12 +26,15 @@ import threading
 import time
 import timeit
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from .backends.local import LocalBackend, generate_master_key
 from .client import Latchkey
 from .manifest import parse_manifest
 from .testing import MemoryBackend
+
+if TYPE_CHECKING:
+    from .manifest import Manifest
 
 __all__ = ["run_benchmarks"]
 
@@ -53,7 +56,7 @@ requires = ["token"]
 """
 
 
-def _manifest(names: list[str]):
+def _manifest(names: list[str]) -> Manifest:
     return parse_manifest({"pipelines": {"bench": {
         "scope": "bench/{account}", "requires": names}}}, Path("bench.toml"))
 
@@ -72,7 +75,8 @@ def _stats(samples: list[float]) -> dict[str, float]:
             "min": ordered[0], "max": ordered[-1], "runs": len(ordered)}
 
 
-def _ready(lk: Latchkey, repeat: int, fresh=None) -> list[float]:
+def _ready(lk: Latchkey, repeat: int,
+           fresh: Callable[[], Latchkey] | None = None) -> list[float]:
     samples = []
     for _ in range(repeat):
         if fresh is not None:
@@ -85,11 +89,12 @@ def _ready(lk: Latchkey, repeat: int, fresh=None) -> list[float]:
     return samples
 
 
-def _many_runs(manifest, data: dict[str, str], latency: float, runs: int = 200) -> dict:
+def _many_runs(manifest: Manifest, data: dict[str, str], latency: float,
+               runs: int = 200) -> dict[str, Any]:
     """200 runs of one pipeline starting together, without and with the cache: store calls."""
     from .cache import CacheConfig, CachedBackend
 
-    out = {}
+    out: dict[str, Any] = {}
     for label, cached in (("uncached", False), ("cached", True)):
         store = MemoryBackend("remote", data, latency=latency)
         backend = CachedBackend(store, CacheConfig(ttl=300)) if cached else store
@@ -137,7 +142,7 @@ def run_benchmarks(repeat: int = 20, latency: float = 0.02) -> dict[str, Any]:
         remote = [MemoryBackend("remote_a", data, latency=latency),
                   MemoryBackend("remote_b", {}, latency=latency)]
         lk = Latchkey(remote, manifest=manifest, lookup=lookup)
-        ready = _stats(_ready(lk, max(3, repeat // 2)))
+        ready: dict[str, Any] = _stats(_ready(lk, max(3, repeat // 2)))
         ready["round_trips"] = ready["median"] / latency if latency else None
         ready["calls_per_run"] = sum(len(b.calls) for b in remote) / ready["runs"]
         results[label] = ready

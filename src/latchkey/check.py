@@ -13,13 +13,16 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from .client import Latchkey
 from .connection import Connection, InvalidConnection, host_userinfo, scrub_urls
 from .errors import AccessDenied, LatchkeyError, UsageError
 from .redact import Redactor
 from .run import Run
+
+if TYPE_CHECKING:
+    from .manifest import PipelineConfig
 
 __all__ = ["Finding", "FAILING", "check_pipelines"]
 
@@ -98,13 +101,15 @@ def check_pipelines(lk: Latchkey, pipelines: Iterable[str] | None = None,
     return findings
 
 
-def _instances(config, params: dict[str, str] | None) -> list[dict[str, str]]:
+def _instances(config: PipelineConfig,
+               params: dict[str, str] | None) -> list[dict[str, str]]:
     if params is not None:
         return [params]
     return [dict(i) for i in config.instances] or [{}]
 
 
-def _check_run(run: Run, label: str, scrub: _Scrubber, findings: list[Finding]):
+def _check_run(run: Run, label: str, scrub: _Scrubber,
+               findings: list[Finding]) -> Iterator[tuple[Finding, Connection]]:
     """Resolve one run's needs; append findings; yield (finding, connection) to probe."""
     try:
         resolved = run.preflight()
@@ -144,7 +149,8 @@ def _check_run(run: Run, label: str, scrub: _Scrubber, findings: list[Finding]):
                                     f"{secret.backend} {secret.path}"))
 
 
-def _probe_all(probes, timeout: float, scrub: _Scrubber, progress) -> list[Finding]:
+def _probe_all(probes: list[tuple[Finding, Connection]], timeout: float, scrub: _Scrubber,
+               progress: Callable[[Finding, int], None] | None) -> list[Finding]:
     from .probes import probe
 
     results: list[Finding] = []

@@ -19,12 +19,15 @@ import json
 import os
 import re
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Mapping
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+from typing import TYPE_CHECKING, Any, Mapping
+from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlencode, urlsplit
 
 from . import converters
 from .errors import UsageError
 from .redact import MASK, sensitive_values
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 __all__ = ["Connection", "InvalidConnection"]
 
@@ -162,7 +165,7 @@ class Connection:
         return {ENV_PREFIX + re.sub(r"[^A-Za-z0-9]", "_", conn_id).upper(): self.to_uri()}
 
     # -- converters (latchkey.converters, which knows Connection only as a type) ----------
-    def to_sqlalchemy_url(self):
+    def to_sqlalchemy_url(self) -> URL:
         """A ``sqlalchemy.engine.URL`` (its repr masks the password)."""
         return converters.to_sqlalchemy_url(self)
 
@@ -225,7 +228,7 @@ def _extra_dict(extra: Any, what: str) -> dict[str, Any]:
     return extra
 
 
-def _netloc_host(parts) -> str:
+def _netloc_host(parts: SplitResult) -> str:
     # As Airflow's _parse_netloc_to_hostname: keep a path-like host whole.
     try:
         hostname = unquote(parts.hostname or "")
@@ -319,7 +322,7 @@ def scrub_urls(text: str) -> str:
     return _URL_USERINFO.sub(lambda m: f"{m.group(1)}{MASK}@", text)
 
 
-def _split(uri: str, what: str):
+def _split(uri: str, what: str) -> SplitResult:
     try:
         return urlsplit(uri)
     except ValueError:

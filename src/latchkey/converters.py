@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from .errors import MissingDependency, UsageError
 
 if TYPE_CHECKING:  # annotations only: connection.py imports this module, not the reverse
+    from sqlalchemy.engine import URL
+
     from .connection import Connection
 
 __all__ = ["UnsupportedConnectionType", "to_boto3_session_kwargs", "to_dlt_credentials",
@@ -35,7 +37,10 @@ class UnsupportedConnectionType(UsageError, ValueError):
                          f"(supported: {', '.join(sorted(supported))})")
 
 
-def _pick(table: dict[str, Callable], conn: Connection, target: str) -> Callable:
+_T = TypeVar("_T")
+
+
+def _pick(table: dict[str, _T], conn: Connection, target: str) -> _T:
     try:
         return table[conn.conn_type or ""]
     except KeyError:
@@ -63,7 +68,7 @@ def _dlt_postgres(c: Connection) -> dict[str, Any]:
 
 
 def _private_key(c: Connection) -> str | None:
-    content = _extra(c, "private_key_content")
+    content: str | None = _extra(c, "private_key_content")
     if not content or "-----BEGIN" in content:
         return content
     try:  # Airflow's Snowflake provider takes the key base64-encoded
@@ -94,7 +99,7 @@ def _dlt_aws(c: Connection) -> dict[str, Any]:
 
 
 def _endpoint(c: Connection) -> str | None:
-    url = _extra(c, "endpoint_url")
+    url: str | None = _extra(c, "endpoint_url")
     service = c.extra.get("service_config")
     if not url and isinstance(service, dict):  # Airflow's per-service form
         url = (service.get("s3") or {}).get("endpoint_url")
@@ -137,7 +142,7 @@ _SQLALCHEMY_DRIVERS = {"postgres": "postgresql", "redshift": "postgresql", "mysq
                        "snowflake": "snowflake"}
 
 
-def to_sqlalchemy_url(conn: Connection):
+def to_sqlalchemy_url(conn: Connection) -> URL:
     """A ``sqlalchemy.engine.URL``; its repr and str mask the password."""
     if conn.conn_type not in _SQLALCHEMY_DRIVERS:
         raise UnsupportedConnectionType(conn, "SQLAlchemy URL", list(_SQLALCHEMY_DRIVERS))

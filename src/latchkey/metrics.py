@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 __all__ = ["BUCKETS", "Tally", "export_opentelemetry", "export_prometheus", "incr", "observe",
@@ -33,7 +33,8 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 _lock = threading.Lock()
 _counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-_histograms: dict[tuple[str, tuple[tuple[str, str], ...]], list] = {}
+# [count, sum, per-bucket counts]: a list, so one observation updates it in place
+_histograms: dict[tuple[str, tuple[tuple[str, str], ...]], list[Any]] = {}
 
 
 def _labels(labels: dict[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -88,7 +89,7 @@ def _name(name: str, labels: tuple[tuple[str, str], ...]) -> str:
     return f"{name}{{{','.join(f'{k}={v}' for k, v in labels)}}}" if labels else name
 
 
-def snapshot() -> dict[str, dict]:
+def snapshot() -> dict[str, dict[str, Any]]:
     """Every counter and histogram, by ``name{label=value,...}``."""
     with _lock:
         counters = {_name(n, lb): v for (n, lb), v in sorted(_counters.items())}
@@ -110,7 +111,7 @@ def export_prometheus(registry: Any = None) -> Any:
     from prometheus_client.core import REGISTRY, CounterMetricFamily, HistogramMetricFamily
 
     class Collector:
-        def collect(self):
+        def collect(self) -> Iterator[Any]:
             with _lock:
                 counters = dict(_counters)
                 histograms = {k: (c, s, list(b)) for k, (c, s, b) in _histograms.items()}
@@ -122,7 +123,8 @@ def export_prometheus(registry: Any = None) -> Any:
             for (name, labels), (_count, total, buckets) in histograms.items():
                 family = by_name.setdefault(name, HistogramMetricFamily(
                     f"latchkey_{name}", f"latchkey {name}", labels=[k for k, _ in labels]))
-                cumulative, acc = [], 0
+                cumulative: list[tuple[str, float]] = []
+                acc: float = 0
                 for bound, n in zip([*map(str, BUCKETS), "+Inf"], buckets):
                     acc += n
                     cumulative.append((bound, acc))
@@ -142,8 +144,8 @@ def export_opentelemetry(meter: Any = None) -> Any:
     meter = meter or otel.get_meter("latchkey")
     names = {n for n, _ in _counters} | {"backend_calls", "backend_errors", "runs_opened"}
 
-    def callback_for(name: str):
-        def callback(_options):
+    def callback_for(name: str) -> Callable[[Any], list[Observation]]:
+        def callback(_options: Any) -> list[Observation]:
             with _lock:
                 items = [(dict(lb), v) for (n, lb), v in _counters.items() if n == name]
             return [Observation(v, lb) for lb, v in items]

@@ -231,7 +231,9 @@ class Redactor(logging.Filter):
                 record.exc_text = scrubbed
         return True
 
-    def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]):
+    def __call__(
+        self, logger: Any, method: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
         """A structlog processor."""
         for name, value in list(event.items()):
             if isinstance(value, str):
@@ -316,10 +318,10 @@ class SdkBodyFilter(logging.Filter):
                     break
 
 
-def _without_bodies(data: dict) -> dict:
+def _without_bodies(data: Mapping[Any, Any]) -> dict[Any, Any]:
     """A copy of an SDK's request or response dict: bodies withheld, and headers (or gRPC
     metadata) whose names are sensitive (``Authorization``, ``X-Amz-Security-Token``)."""
-    out: dict = {}
+    out: dict[Any, Any] = {}
     for key, item in data.items():
         if str(key).lower() in _BODY_FIELDS:
             out[key] = WITHHELD

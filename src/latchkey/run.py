@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
@@ -117,7 +117,7 @@ class Run:
         self._resolutions: dict[str, Resolution] = {}
         self._lock = threading.Lock()
         self._state = "new"
-        self._tokens: list = []
+        self._tokens: list[Token[Run | None]] = []
         self.ready_seconds: float | None = None
 
     def __repr__(self) -> str:
@@ -443,8 +443,8 @@ class Run:
         self._by_key[resolution.secret.key] = resolution.secret.value
 
     # -- audit ----------------------------------------------------------------------------
-    def _event(self, event: str, key: str, outcome: str, secret=None, latency: float | None = None,
-               detail: str | None = None) -> None:
+    def _event(self, event: str, key: str, outcome: str, secret: Secret | None = None,
+               latency: float | None = None, detail: str | None = None) -> None:
         if not self._audit.enabled:
             return
         self._audit.record(AuditEvent(

@@ -42,7 +42,7 @@ import sys
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, ParamSpec, TypeVar
 
 from .. import redact
 from ..client import Latchkey, load
@@ -50,6 +50,10 @@ from ..errors import AccessDenied, LatchkeyError, MissingDependency, SecretNotFo
 from ..keys import is_under
 from ..run import Run, add_value_listener, current
 from ..scope import SHARED, fill_template, template_fields
+
+if TYPE_CHECKING:
+    from ..backends.base import Secret
+    from ..manifest import PipelineConfig
 
 try:
     from airflow.sdk.exceptions import AirflowSecretsBackendAccessDenied
@@ -97,7 +101,7 @@ def pipeline_for_dag(lk: Latchkey, dag_id: str) -> str | None:
     return None
 
 
-def _task_context() -> dict | None:
+def _task_context() -> Mapping[str, Any] | None:
     try:
         from airflow.sdk import get_current_context
 
@@ -137,6 +141,7 @@ class LatchkeySecretsBackend(BaseSecretsBackend):
     # -- Airflow's interface ----------------------------------------------------------------
     def get_conn_value(self, conn_id: str, team_name: str | None = None) -> str | None:
         run = current()
+        value: str | None
         if run is not None and conn_id in run.connection_keys:
             value = run.get(run.connection_keys[conn_id])
             _mask_connection(value)
@@ -217,7 +222,8 @@ class LatchkeySecretsBackend(BaseSecretsBackend):
                 f"DAG {dag_id!r}: {exc}; open a run in the task with "
                 "latchkey.integrations.airflow.task_run(...)") from None
 
-    def _read(self, get: Callable, key: str, policy: "_Policy | None" = None) -> str | None:
+    def _read(self, get: Callable[[str], Secret], key: str,
+              policy: "_Policy | None" = None) -> str | None:
         try:
             secret = get(key)
         except SecretNotFound:
@@ -315,7 +321,8 @@ def _mask_connection(value: str | None) -> None:
         pass
 
 
-def _params_from(context: dict | None, config, explicit: dict[str, Any]) -> dict[str, str]:
+def _params_from(context: Mapping[str, Any] | None, config: PipelineConfig,
+                 explicit: dict[str, Any]) -> dict[str, str]:
     """Scope parameters: those given, else the DAG run's params of the same names."""
     fields = config.parameters()
     params = {k: str(v) for k, v in explicit.items() if k in fields}
@@ -326,7 +333,7 @@ def _params_from(context: dict | None, config, explicit: dict[str, Any]) -> dict
     return params
 
 
-def _env_from(context: dict | None, explicit: Any) -> str | None:
+def _env_from(context: Mapping[str, Any] | None, explicit: Any) -> str | None:
     """The environment: the one given, else the DAG run's ``latchkey_env`` param, else None
     (the process's default)."""
     if explicit is not None:
@@ -457,7 +464,11 @@ def _task_run(lk: Latchkey | None, env: Any, params: dict[str, Any],
         yield run
 
 
-def latchkey_task(fn: Callable) -> Callable:
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def latchkey_task(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """Decorate a task function so it runs inside :func:`task_run`, with the scope parameters
     (and ``env``) taken from its own arguments of the same names (``account=...``)::
 
@@ -468,7 +479,7 @@ def latchkey_task(fn: Callable) -> Callable:
     signature = inspect.signature(fn)
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         arguments = dict(signature.bind_partial(*args, **kwargs).arguments)
         env = arguments.pop("env", None)
         with _task_run(None, env, arguments, strict=False):

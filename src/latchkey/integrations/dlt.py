@@ -36,11 +36,18 @@ uses ``register_provider`` instead.
 from __future__ import annotations
 
 import weakref
-from typing import Any, Optional, Tuple, Type
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Tuple, Type
 
 from ..errors import MissingDependency, UsageError
 from ..run import Run, current
 from ..scope import fill_template
+
+if TYPE_CHECKING:
+    from dlt.common.configuration.specs.config_providers_context import (
+        ConfigProvidersContainer,
+    )
+
+    from ..connection import Connection
 
 try:
     from dlt.common.configuration.providers.provider import ConfigProvider
@@ -77,7 +84,7 @@ class LatchkeyProvider(ConfigProvider):
         return True
 
     @property
-    def locations(self):
+    def locations(self) -> Sequence[str]:
         return ["the active latchkey run"]
 
     def get_value(self, key: str, hint: Type[Any], pipeline_name: Optional[str],
@@ -158,7 +165,7 @@ def _destination(run: Run, sections: Tuple[str, ...], key: str) -> Any:
     return None
 
 
-def _credentials(run: Run, conn) -> dict:
+def _credentials(run: Run, conn: Connection) -> dict[str, Any]:
     fields = conn.to_dlt_credentials()
     if conn.conn_type in ("aws", "s3") and not conn.login and run.has_aws_role:
         frozen = run.aws_session().get_credentials().get_frozen_credentials()
@@ -179,7 +186,7 @@ def _target(run: Run, target: str, path: str) -> Any:
                      "use secret:NAME, key:KEY or connection:NAME")
 
 
-def _container():
+def _container() -> ConfigProvidersContainer:
     from dlt.common.configuration.container import Container
     from dlt.common.configuration.specs.pluggable_run_context import PluggableRunContext
 
