@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Generic, Iterable, Literal, Sequence, TypeVar, overload
 
 from .._sdk import boto3_module
 from ..aws import assumed_role_session
@@ -49,24 +49,30 @@ class AwsConfig(BackendConfig):
     max_concurrency: int = 8
 
 
-class AwsBackend(RemoteBackend):
-    """Base of the AWS backends: one boto3 client per backend, made on first use."""
+C = TypeVar("C", bound=AwsConfig)
+
+
+class AwsBackend(RemoteBackend, Generic[C]):
+    """Base of the AWS backends: one boto3 client per backend, made on first use.
+
+    Generic in its config class, so ``self.config`` of ``SsmBackend`` is an ``SsmConfig``.
+    """
 
     service: str = ""
 
-    def __init__(self, name: str, config: AwsConfig) -> None:
+    def __init__(self, name: str, config: C) -> None:
         super().__init__(name)
-        self.config = config
+        self.config: C = config
         self.max_concurrency = config.max_concurrency
         self._clients: dict[str, Any] = {}
 
     # -- the client -----------------------------------------------------------------------
     @property
-    def client(self):
+    def client(self) -> Any:
         """The boto3 client of this backend's service (made once, thread-safe)."""
         return self.client_for(self.service)
 
-    def client_for(self, service: str):
+    def client_for(self, service: str) -> Any:
         """A boto3 client for ``service`` (``kms`` for envelope encryption, say)."""
         client = self._clients.get(service)
         if client is None:
@@ -76,7 +82,8 @@ class AwsBackend(RemoteBackend):
                     client = self._clients[service] = self._make_client(service)
         return client
 
-    def _make_client(self, service: str):
+    def _make_client(self, service: str | None = None) -> Any:
+        service = service or self.service
         boto3_module()  # without the aws extra: the pip line, before botocore's ImportError
         from botocore.exceptions import BotoCoreError, NoRegionError, ProfileNotFound
 
@@ -94,7 +101,7 @@ class AwsBackend(RemoteBackend):
             raise BackendUnavailable(self.name, f"cannot make an AWS {service} client "
                                                 f"({type(exc).__name__})") from exc
 
-    def _new_client(self, service: str):
+    def _new_client(self, service: str) -> Any:
         boto3 = boto3_module()
         from botocore.config import Config
 
@@ -113,7 +120,8 @@ class AwsBackend(RemoteBackend):
         client.meta.events.register("needs-retry.*", self._on_needs_retry)
         return client
 
-    def _on_needs_retry(self, response=None, attempts=None, **_: Any) -> None:
+    def _on_needs_retry(self, response: Any = None, attempts: int | None = None,
+                        **_: Any) -> None:
         if response is None:
             return
         code = (response[1] or {}).get("Error", {}).get("Code", "")
@@ -130,17 +138,27 @@ class AwsBackend(RemoteBackend):
         super().close()
 
     # -- calls ----------------------------------------------------------------------------
+    # Without ``missing`` (typed as the empty tuple) a call never answers None.
+    @overload
+    def call(self, operation: str, keys: Sequence[str] = (), missing: tuple[()] = (),
+             service: str | None = None, **kwargs: Any) -> dict[str, Any]: ...
+
+    @overload
     def call(self, operation: str, keys: Sequence[str] = (), missing: Iterable[str] = (),
-             service: str | None = None, **kwargs: Any) -> dict | None:
+             service: str | None = None, **kwargs: Any) -> dict[str, Any] | None: ...
+
+    def call(self, operation: str, keys: Sequence[str] = (), missing: Iterable[str] = (),
+             service: str | None = None, **kwargs: Any) -> dict[str, Any] | None:
         """Call ``operation`` on the client, counting it and translating its errors.
 
         Returns None when AWS answers with one of the ``missing`` error codes (the thing
         asked for does not exist: "absent", not a failure).
         """
-        missing = frozenset(missing)
+        absent_codes = frozenset(missing)
         method = getattr(self.client_for(service or self.service), operation)
-        response = self.counted(operation, keys, method,
-                                absent=lambda exc: self.error_code(exc) in missing, **kwargs)
+        response: dict[str, Any] | None = self.counted(
+            operation, keys, method, absent=lambda exc: self.error_code(exc) in absent_codes,
+            **kwargs)
         if response is None:
             return None
         retries = response.get("ResponseMetadata", {}).get("RetryAttempts", 0)
@@ -148,9 +166,10 @@ class AwsBackend(RemoteBackend):
             self.count("retries", retries)
         return response
 
-    def error_code(self, exc: Exception) -> str:
+    def error_code(self, exc: BaseException) -> str:
         response = getattr(exc, "response", None) or {}
-        return response.get("Error", {}).get("Code", "")
+        code: str = response.get("Error", {}).get("Code", "")
+        return code
 
     def translate(self, exc: Exception, operation: str, keys: Sequence[str]) -> LatchkeyError:
         """An AWS error as a latchkey error naming this backend and the keys."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from ..errors import AccessDenied, BackendUnavailable
 from ..keys import is_under, validate_key
@@ -55,7 +55,7 @@ class SecretsManagerConfig(AwsConfig):
     recovery_window_days: int = 7
 
 
-class SecretsManagerBackend(AwsBackend, WritableBackend, VersionedBackend):
+class SecretsManagerBackend(AwsBackend[SecretsManagerConfig], WritableBackend, VersionedBackend):
     """Secrets Manager secrets under a name prefix."""
 
     kind = "aws_secrets_manager"
@@ -101,31 +101,32 @@ class SecretsManagerBackend(AwsBackend, WritableBackend, VersionedBackend):
                 parent, field = key.rsplit("/", 1)
                 document = secrets.get(self.secret_id(parent))
                 value = _field(document, field) if document else None
-                if value is not None:
+                if document is not None and value is not None:
                     out[key] = self._secret(key, value, document.get("VersionId"),
                                             created_at=document.get("CreatedDate"),
                                             document=_is_object(value))
         return out
 
-    def _fetch(self, ids: list[str], keys: Sequence[str]) -> dict[str, dict]:
+    def _fetch(self, ids: list[str], keys: Sequence[str]) -> dict[str, dict[str, Any]]:
         if self.config.version_stage != "AWSCURRENT":
-            def one_staged(secret_id: str) -> dict | None:
+            def one_staged(secret_id: str) -> dict[str, Any] | None:
                 return self.call("get_secret_value", keys, SecretId=secret_id,
                                  missing=(*NOT_FOUND, "InvalidRequestException"),
                                  VersionStage=self.config.version_stage)
             found = self.concurrently(one_staged, ids)
             return {s["Name"]: s for s in found if s is not None}
 
-        def one_batch(batch: list[str]) -> list[dict]:
+        def one_batch(batch: list[str]) -> list[dict[str, Any]]:
             response = self.call("batch_get_secret_value", keys, SecretIdList=batch)
             for error in response.get("Errors", []):
                 self._raise_batch_error(error, keys)
-            return response.get("SecretValues", [])
+            values: list[dict[str, Any]] = response.get("SecretValues", [])
+            return values
 
         chunks = [ids[i:i + BATCH] for i in range(0, len(ids), BATCH)]
         return {s["Name"]: s for batch in self.concurrently(one_batch, chunks) for s in batch}
 
-    def _raise_batch_error(self, error: dict, keys: Sequence[str]) -> None:
+    def _raise_batch_error(self, error: dict[str, Any], keys: Sequence[str]) -> None:
         code = error.get("ErrorCode", "")
         if code in NOT_FOUND or _scheduled_for_deletion(code, error.get("Message", "")):
             return
@@ -135,11 +136,12 @@ class SecretsManagerBackend(AwsBackend, WritableBackend, VersionedBackend):
         raise BackendUnavailable(self.name, f"reading {where!r} failed ({code})")
 
     def _list(self, prefix: str) -> Iterable[str]:
-        kwargs: dict = {"MaxResults": 100, "IncludePlannedDeletion": False}
+        kwargs: dict[str, Any] = {"MaxResults": 100, "IncludePlannedDeletion": False}
         name = self.secret_id(prefix)
         if name:
             kwargs["Filters"] = [{"Key": "name", "Values": [name]}]
-        keys, token = set(), None
+        keys: set[str] = set()
+        token = None
         while True:
             if token:
                 kwargs["NextToken"] = token
@@ -166,7 +168,7 @@ class SecretsManagerBackend(AwsBackend, WritableBackend, VersionedBackend):
         sid = self.secret_id(key)
         described = self.call("describe_secret", [key], missing=NOT_FOUND, SecretId=sid)
         if described is None:
-            kwargs = {"Name": sid, "SecretString": value}
+            kwargs: dict[str, Any] = {"Name": sid, "SecretString": value}
             if self.config.kms_key_id:
                 kwargs["KmsKeyId"] = self.config.kms_key_id
             response = self.call("create_secret", [key], **kwargs)
@@ -177,7 +179,7 @@ class SecretsManagerBackend(AwsBackend, WritableBackend, VersionedBackend):
         return self._secret(key, value, response.get("VersionId"))
 
     def _delete(self, key: str) -> bool:
-        kwargs = {"SecretId": self.secret_id(key)}
+        kwargs: dict[str, Any] = {"SecretId": self.secret_id(key)}
         if self.config.recovery_window_days:
             kwargs["RecoveryWindowInDays"] = self.config.recovery_window_days
         else:
@@ -222,9 +224,10 @@ def _scheduled_for_deletion(code: str, message: str) -> bool:
         and "delet" in message.lower()
 
 
-def _text(secret: dict) -> str:
+def _text(secret: dict[str, Any]) -> str:
     if secret.get("SecretString") is not None:
-        return secret["SecretString"]
+        text: str = secret["SecretString"]
+        return text
     return base64.b64encode(secret.get("SecretBinary") or b"").decode("ascii")
 
 
@@ -238,7 +241,7 @@ def _is_object(text: str) -> bool:
         return False
 
 
-def _field(document: dict, field: str) -> str | None:
+def _field(document: dict[str, Any], field: str) -> str | None:
     try:
         data = json.loads(_text(document))
     except json.JSONDecodeError:

@@ -18,7 +18,7 @@ previous value readable.
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable, Literal, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
 from ..errors import StoreCorrupt, UsageError
 from ..keys import is_under, validate_key
@@ -47,7 +47,7 @@ class SsmConfig(AwsConfig):
     split: bool = False
 
 
-class SsmBackend(AwsBackend, WritableBackend, VersionedBackend):
+class SsmBackend(AwsBackend[SsmConfig], WritableBackend, VersionedBackend):
     """Parameter Store under a path prefix."""
 
     kind = "aws_ssm"
@@ -105,17 +105,18 @@ class SsmBackend(AwsBackend, WritableBackend, VersionedBackend):
                 out[key] = self._to_secret(key, param)
         return out
 
-    def _fetch(self, names: Sequence[str], keys: Sequence[str]) -> dict[str, dict]:
+    def _fetch(self, names: Sequence[str], keys: Sequence[str]) -> dict[str, dict[str, Any]]:
         """GetParameters in calls of ten, concurrently; {name: parameter} for those found."""
         chunks = [list(names[i:i + BATCH]) for i in range(0, len(names), BATCH)]
 
-        def one(batch: list[str]) -> list[dict]:
-            return self.call("get_parameters", keys, Names=batch,
-                             WithDecryption=True)["Parameters"]
+        def one(batch: list[str]) -> list[dict[str, Any]]:
+            params: list[dict[str, Any]] = self.call("get_parameters", keys, Names=batch,
+                                                     WithDecryption=True)["Parameters"]
+            return params
 
         return {p["Name"]: p for batch in self.concurrently(one, chunks) for p in batch}
 
-    def _to_secret(self, key: str, param: dict) -> Secret:
+    def _to_secret(self, key: str, param: dict[str, Any]) -> Secret:
         value = param["Value"]
         if value.startswith(HEADER):
             value = self._reassemble(key, value)
@@ -143,11 +144,12 @@ class SsmBackend(AwsBackend, WritableBackend, VersionedBackend):
             keys.add(prefix)  # GetParametersByPath lists what is below a path, not the path
         return keys
 
-    def _by_path(self, path: str, decrypt: bool) -> list[dict]:
-        params, token = [], None
+    def _by_path(self, path: str, decrypt: bool) -> list[dict[str, Any]]:
+        params: list[dict[str, Any]] = []
+        token = None
         while True:
-            kwargs = {"Path": path, "Recursive": True, "WithDecryption": decrypt,
-                      "MaxResults": 10}
+            kwargs: dict[str, Any] = {"Path": path, "Recursive": True,
+                                      "WithDecryption": decrypt, "MaxResults": 10}
             if token:
                 kwargs["NextToken"] = token
             page = self.call("get_parameters_by_path", [path], **kwargs)
@@ -173,8 +175,9 @@ class SsmBackend(AwsBackend, WritableBackend, VersionedBackend):
         names = [self.param(k) for k in keys]
         found: dict[str, str] = {}
         for i in range(0, len(names), 50):
-            kwargs = {"ParameterFilters": [{"Key": "Name", "Option": "Equals",
-                                            "Values": names[i:i + 50]}], "MaxResults": 50}
+            kwargs: dict[str, Any] = {
+                "ParameterFilters": [{"Key": "Name", "Option": "Equals",
+                                      "Values": names[i:i + 50]}], "MaxResults": 50}
             while True:
                 page = self.call("describe_parameters", keys, **kwargs)
                 for meta in page.get("Parameters", []):
@@ -199,11 +202,12 @@ class SsmBackend(AwsBackend, WritableBackend, VersionedBackend):
         return self._secret(key, value, str(version))
 
     def _put_param(self, name: str, value: str, key: str) -> int:
-        kwargs = {"Name": name, "Value": value, "Type": "SecureString", "Overwrite": True,
-                  "Tier": self.config.tier}
+        kwargs: dict[str, Any] = {"Name": name, "Value": value, "Type": "SecureString",
+                                  "Overwrite": True, "Tier": self.config.tier}
         if self.config.kms_key_id:
             kwargs["KeyId"] = self.config.kms_key_id
-        return self.call("put_parameter", [key], **kwargs)["Version"]
+        version: int = self.call("put_parameter", [key], **kwargs)["Version"]
+        return version
 
     def _put_split(self, key: str, value: str) -> int:
         digest = hashlib.sha256(value.encode()).hexdigest()
@@ -245,9 +249,11 @@ class SsmBackend(AwsBackend, WritableBackend, VersionedBackend):
 
     # -- history --------------------------------------------------------------------------
     def _history(self, key: str) -> list[VersionInfo]:
-        versions, token = [], None
+        versions: list[VersionInfo] = []
+        token = None
         while True:
-            kwargs = {"Name": self.param(key), "WithDecryption": False, "MaxResults": 50}
+            kwargs: dict[str, Any] = {"Name": self.param(key), "WithDecryption": False,
+                                      "MaxResults": 50}
             if token:
                 kwargs["NextToken"] = token
             page = self.call("get_parameter_history", [key], missing=("ParameterNotFound",),
@@ -277,7 +283,9 @@ def _parse_header(backend: str, key: str, header: str) -> tuple[int, str, str]:
 
 def _split_utf8(value: str, limit: int) -> list[str]:
     """Pieces of at most ``limit`` bytes each, never cutting a character in two."""
-    pieces, current, size = [], [], 0
+    pieces: list[str] = []
+    current: list[str] = []
+    size = 0
     for char in value:
         width = len(char.encode("utf-8"))
         if size + width > limit:

@@ -25,7 +25,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Sequence
 
 from ..errors import BackendUnavailable, StoreCorrupt, UsageError
 from ..keys import is_under
@@ -39,6 +39,9 @@ from .base import (
     WritableBackend,
 )
 from .local import _actor, load_aead
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = ["DynamoDbBackend"]
 
@@ -58,7 +61,7 @@ class DynamoDbConfig(AwsConfig):
     unprocessed_retries: int = 8
 
 
-class DynamoDbBackend(AwsBackend, WritableBackend, VersionedBackend):
+class DynamoDbBackend(AwsBackend[DynamoDbConfig], WritableBackend, VersionedBackend):
     """Encrypted items in one DynamoDB table."""
 
     kind = "dynamodb"
@@ -75,13 +78,14 @@ class DynamoDbBackend(AwsBackend, WritableBackend, VersionedBackend):
         self.table = config.table
         self._master_key = master_key
         self._key_file = key_file or Path(config.key_file)
-        self._aead = None
+        self._aead: AESGCM | None = None
         self._data_keys: dict[bytes, bytes] = {}
         self._keys_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, name: str, config: BackendConfig, ctx: BuildContext) -> "DynamoDbBackend":
         backend = super().from_config(name, config, ctx)
+        assert isinstance(backend, DynamoDbBackend)  # built by cls
         backend._key_file = ctx.path(backend.config.key_file)
         return backend
 
@@ -115,10 +119,10 @@ class DynamoDbBackend(AwsBackend, WritableBackend, VersionedBackend):
         items = [item for batch in self.concurrently(self._batch_get, chunks) for item in batch]
         return {item["key"]["S"]: self._to_secret(item) for item in items}
 
-    def _batch_get(self, keys: list[str]) -> list[dict]:
-        request = {self.table: {"Keys": [{"key": {"S": k}} for k in keys],
+    def _batch_get(self, keys: list[str]) -> list[dict[str, Any]]:
+        request: dict[str, Any] = {self.table: {"Keys": [{"key": {"S": k}} for k in keys],
                                 "ConsistentRead": self.config.consistent_read}}
-        items: list[dict] = []
+        items: list[dict[str, Any]] = []
         for attempt in range(self.config.unprocessed_retries + 1):
             response = self.call("batch_get_item", keys, RequestItems=request)
             items += response.get("Responses", {}).get(self.table, [])
@@ -131,7 +135,7 @@ class DynamoDbBackend(AwsBackend, WritableBackend, VersionedBackend):
             self.name, f"{left} keys still unprocessed after "
                        f"{self.config.unprocessed_retries} retries (throttled)")
 
-    def _to_secret(self, item: dict) -> Secret:
+    def _to_secret(self, item: dict[str, Any]) -> Secret:
         key, version = item["key"]["S"], int(item["v"]["N"])
         blob = item["ct"]["B"]
         edk = item.get("edk", {}).get("B")
@@ -147,8 +151,8 @@ class DynamoDbBackend(AwsBackend, WritableBackend, VersionedBackend):
                             created_at=_time(item.get("at", {}).get("S")))
 
     def _list(self, prefix: str) -> Iterable[str]:
-        kwargs: dict = {"TableName": self.table, "ProjectionExpression": "#k",
-                        "ExpressionAttributeNames": {"#k": "key"}}
+        kwargs: dict[str, Any] = {"TableName": self.table, "ProjectionExpression": "#k",
+                                  "ExpressionAttributeNames": {"#k": "key"}}
         if prefix:
             kwargs["FilterExpression"] = "begins_with(#k, :p)"
             kwargs["ExpressionAttributeValues"] = {":p": {"S": prefix}}
@@ -169,8 +173,8 @@ class DynamoDbBackend(AwsBackend, WritableBackend, VersionedBackend):
                                 Key={"key": {"S": key}}, ConsistentRead=True).get("Item")
             version = int(current["v"]["N"]) + 1 if current else 1
             item = self._item(key, value, version, current)
-            condition = {"ConditionExpression": "attribute_not_exists(#k)",
-                         "ExpressionAttributeNames": {"#k": "key"}}
+            condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(#k)",
+                                         "ExpressionAttributeNames": {"#k": "key"}}
             if current:
                 condition = {"ConditionExpression": "#v = :v",
                              "ExpressionAttributeNames": {"#v": "v"},
@@ -181,7 +185,8 @@ class DynamoDbBackend(AwsBackend, WritableBackend, VersionedBackend):
         raise BackendUnavailable(self.name, f"{key!r}: {WRITE_ATTEMPTS} writes in a row lost to "
                                             "other writers; nothing was written")
 
-    def _item(self, key: str, value: str, version: int, current: dict | None) -> dict:
+    def _item(self, key: str, value: str, version: int,
+              current: dict[str, Any] | None) -> dict[str, Any]:
         edk = self._new_data_key(key) if self.config.encryption == "kms" else None
         cipher = self._cipher(key, edk)
         nonce = os.urandom(12)
@@ -221,7 +226,7 @@ class DynamoDbBackend(AwsBackend, WritableBackend, VersionedBackend):
         return b"\x00".join([b"latchkey/dynamodb/v1", self.table.encode(), key.encode(),
                              str(version).encode()])
 
-    def _cipher(self, key: str, edk: bytes | None):
+    def _cipher(self, key: str, edk: bytes | None) -> AESGCM:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         if self.config.encryption == "local":
@@ -250,8 +255,9 @@ class DynamoDbBackend(AwsBackend, WritableBackend, VersionedBackend):
         response = self.call("generate_data_key", [key], service="kms",
                              KeyId=self.config.kms_key_id, KeySpec="AES_256",
                              EncryptionContext=self._context(key))
-        self._remember_key(response["CiphertextBlob"], response["Plaintext"])
-        return response["CiphertextBlob"]
+        edk: bytes = response["CiphertextBlob"]
+        self._remember_key(edk, response["Plaintext"])
+        return edk
 
     def _context(self, key: str) -> dict[str, str]:
         return {"latchkey:table": self.table, "latchkey:key": key}

@@ -32,7 +32,7 @@ import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 from ..errors import BackendUnavailable, NoMasterKey, StoreCorrupt, WrongMasterKey
 from ..keys import is_under
@@ -44,6 +44,9 @@ from .base import (
     VersionInfo,
     WritableBackend,
 )
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = ["LocalBackend", "MASTER_KEY_ENV", "generate_master_key", "load_aead"]
 
@@ -97,7 +100,7 @@ class LocalBackend(WritableBackend, VersionedBackend):
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
-        self._aead = None
+        self._aead: AESGCM | None = None
         self._store_id = b""
 
     @classmethod
@@ -228,7 +231,8 @@ class LocalBackend(WritableBackend, VersionedBackend):
         with self._lock, self._transaction() as conn:
             version = _next_version(conn, key)
             nonce = os.urandom(12)
-            ciphertext = self._aead.encrypt(nonce, value.encode("utf-8"), self._ad(key, version))
+            ciphertext = self._opened_aead().encrypt(nonce, value.encode("utf-8"),
+                                                     self._ad(key, version))
             conn.execute(
                 "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?)",
                 (key, version, nonce, ciphertext, now.isoformat(), _actor()),
@@ -300,7 +304,7 @@ class LocalBackend(WritableBackend, VersionedBackend):
         self._conn, self._aead, self._pid = conn, aead, os.getpid()
         return conn
 
-    def _verify_or_create(self, conn: sqlite3.Connection, aead) -> bytes:
+    def _verify_or_create(self, conn: sqlite3.Connection, aead: AESGCM) -> bytes:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if tables and "meta" not in tables:
             raise StoreCorrupt(self.name, f"{self.path} is an SQLite file but not a latchkey store")
@@ -313,13 +317,13 @@ class LocalBackend(WritableBackend, VersionedBackend):
         if fmt not in (_FORMAT, _LEGACY_FORMAT) or "store_id" not in meta \
                 or "key_check" not in meta:
             raise StoreCorrupt(self.name, f"{self.path} has no valid latchkey header")
-        store_id = meta["store_id"]
+        store_id: bytes = meta["store_id"]
         self._check_key(aead, store_id, meta["key_check"], fmt)
         if fmt == _LEGACY_FORMAT:
             self._upgrade(conn, aead, store_id)
         return store_id
 
-    def _check_key(self, aead, store_id: bytes, check: bytes, fmt: bytes) -> None:
+    def _check_key(self, aead: AESGCM, store_id: bytes, check: bytes, fmt: bytes) -> None:
         """The key-check record opens under this key and format (bound in its AD)."""
         from cryptography.exceptions import InvalidTag
 
@@ -338,7 +342,7 @@ class LocalBackend(WritableBackend, VersionedBackend):
         raise StoreCorrupt(self.name, f"{self.path}: the format in its header was changed "
                                       "(tampered with)")
 
-    def _upgrade(self, conn: sqlite3.Connection, aead, store_id: bytes) -> None:
+    def _upgrade(self, conn: sqlite3.Connection, aead: AESGCM, store_id: bytes) -> None:
         """Format 1 -> 2: authenticate every tombstone, bind the key check to the format."""
         self._aead, self._store_id = aead, store_id
         try:
@@ -367,7 +371,7 @@ class LocalBackend(WritableBackend, VersionedBackend):
             raise
         conn.execute("COMMIT")
 
-    def _create(self, conn: sqlite3.Connection, aead) -> None:
+    def _create(self, conn: sqlite3.Connection, aead: AESGCM) -> None:
         store_id = os.urandom(16)
         nonce = os.urandom(12)
         check = nonce + aead.encrypt(nonce, _CHECK_PLAINTEXT, _key_check_ad(store_id, _FORMAT))
@@ -381,7 +385,7 @@ class LocalBackend(WritableBackend, VersionedBackend):
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('created_at', ?)", (_now().isoformat(),))
         conn.execute("COMMIT")
 
-    def _load_key(self):
+    def _load_key(self) -> AESGCM:
         self._refuse_lost_key()
         return load_aead(self.name, self._master_key, self.key_file, f"for {self.path}")
 
@@ -397,20 +401,26 @@ class LocalBackend(WritableBackend, VersionedBackend):
                                          f"{self.key_file} is missing: restore the key file from "
                                          f"your backup, or set {MASTER_KEY_ENV} to the key")
 
+    def _opened_aead(self) -> AESGCM:
+        """The cipher ``_open`` loaded: every caller has opened the store first."""
+        assert self._aead is not None, "the store is opened before its cipher is used"
+        return self._aead
+
     def _ad(self, key: str, version: int) -> bytes:
         return b"\x00".join([b"latchkey/v1", self._store_id, key.encode(), str(version).encode()])
 
     def _tombstone(self, key: str, version: int) -> bytes:
         """A deletion marker's proof: a nonce and the GCM tag of nothing, bound to the row."""
         nonce = os.urandom(12)
-        return nonce + self._aead.encrypt(nonce, b"", self._ad(key, version) + b"\x00deleted")
+        return nonce + self._opened_aead().encrypt(nonce, b"",
+                                                   self._ad(key, version) + b"\x00deleted")
 
     def _check_tombstone(self, key: str, version: int, proof: bytes | None) -> None:
         from cryptography.exceptions import InvalidTag
 
         if isinstance(proof, bytes) and len(proof) == 28:  # nonce + tag
             try:
-                self._aead.decrypt(proof[:12], proof[12:],
+                self._opened_aead().decrypt(proof[:12], proof[12:],
                                    self._ad(key, version) + b"\x00deleted")
                 return
             except InvalidTag:
@@ -423,7 +433,7 @@ class LocalBackend(WritableBackend, VersionedBackend):
         from cryptography.exceptions import InvalidTag
 
         try:
-            plain = self._aead.decrypt(nonce, ciphertext, self._ad(key, version))
+            plain = self._opened_aead().decrypt(nonce, ciphertext, self._ad(key, version))
         except (InvalidTag, ValueError, TypeError):
             raise StoreCorrupt(
                 self.name,
@@ -433,7 +443,7 @@ class LocalBackend(WritableBackend, VersionedBackend):
         return plain.decode("utf-8")
 
 
-def load_aead(backend: str, explicit: str | None, key_file: Path, purpose: str):
+def load_aead(backend: str, explicit: str | None, key_file: Path, purpose: str) -> AESGCM:
     """An AES-256-GCM cipher under the master key: the one given, else
     ``$LATCHKEY_MASTER_KEY``, else the key file (which must not be readable by others).
 
