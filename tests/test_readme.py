@@ -39,14 +39,15 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     assert tests in ci_lines
 
 
-def test_ci_gates_on_ruff_and_the_extras_free_core_suite() -> None:
-    """.ci/run also fails on a ruff finding and on the core suite run in a fresh venv that
-    holds the test extra alone (no SDK extra)."""
+def test_ci_gates_on_ruff_mypy_and_the_extras_free_core_suite() -> None:
+    """.ci/run also fails on a ruff finding, a strict mypy error, and on the core suite run in
+    a fresh venv that holds the test extra alone (no SDK extra)."""
     ci = (ROOT / ".ci" / "run").read_text().replace("\\\n", " ")
     lines = [" ".join(line.split()) for line in ci.splitlines()
              if line.strip() and not line.lstrip().startswith("#")]
     assert "set -euo pipefail" in lines
     assert "python -m ruff check src tests" in lines
+    assert "python -m mypy" in lines
     venv = lines.index('python -m venv "$core/venv"')
     install = ('"$core/venv/bin/python" -m pip install --progress-bar off -q -e \'.[test]\' '
                "-c scripts/constraints.txt")
