@@ -75,8 +75,7 @@ def _counting_retry(config: VaultConfig, on_retry: Callable[[int | None], None])
     from urllib3.util.retry import Retry
 
     class CountingRetry(Retry):
-        def increment(self, *args: Any, **kw: Any) -> CountingRetry:  # type: ignore[override]
-            # (*args, **kw) on purpose: forwarded unchanged whatever urllib3's signature
+        def increment(self, *args: Any, **kw: Any) -> CountingRetry:
             new = super().increment(*args, **kw)
             response = kw.get("response") or (args[2] if len(args) > 2 else None)
             on_retry(getattr(response, "status", None))
