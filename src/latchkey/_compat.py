@@ -5,6 +5,7 @@ import sys
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+    # tomli is installed on 3.10 only (mypy checks as 3.10, maybe without it)
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 __all__ = ["tomllib"]

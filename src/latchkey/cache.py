@@ -137,14 +137,14 @@ class CachedBackend(Backend):
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
-        self._inflight: dict[str, Future] = {}
+        self._inflight: dict[str, Future[Secret | None]] = {}
         self._refresher: ThreadPoolExecutor | None = None  # made on the first refresh
         self.stats = metrics.Tally("cache_", ("hits", "misses", "stale", "refreshes", "renewed",
                                               "evictions"))
 
     # -- limits follow the inner backend ----------------------------------------------------
-    max_value_bytes = property(lambda self: self.inner.max_value_bytes)  # type: ignore
-    size_hint = property(lambda self: self.inner.size_hint)           # type: ignore[assignment]
+    max_value_bytes = property(lambda self: self.inner.max_value_bytes)
+    size_hint = property(lambda self: self.inner.size_hint)
 
     def locate(self, key: str) -> str:
         return self.inner.locate(key)
@@ -236,8 +236,8 @@ class CachedBackend(Backend):
 
     def _fetch(self, keys: list[str], now: float) -> dict[str, Secret]:
         """Fetch keys, sharing one call among every thread missing the same keys."""
-        mine: dict[str, Future] = {}
-        theirs: dict[str, Future] = {}
+        mine: dict[str, Future[Secret | None]] = {}
+        theirs: dict[str, Future[Secret | None]] = {}
         with self._lock:
             for key in keys:
                 if key in self._inflight:
@@ -254,7 +254,7 @@ class CachedBackend(Backend):
                 out[key] = secret
         return out
 
-    def _lead(self, keys: list[str], futures: dict[str, Future], now: float) -> None:
+    def _lead(self, keys: list[str], futures: dict[str, Future[Secret | None]], now: float) -> None:
         try:
             fetched = self._load(keys)
         except BackendError as exc:
@@ -395,11 +395,11 @@ def _variant(writable: bool, versioned: bool, probe: bool) -> type[CachedBackend
     return _variants[flags]
 
 
-_shared: dict[tuple, CachedBackend] = {}
+_shared: dict[tuple[Any, ...], CachedBackend] = {}
 _shared_lock = threading.Lock()
 
 
-def shared(identity: tuple, build: Callable[[], Backend], cache: CacheConfig | None,
+def shared(identity: tuple[Any, ...], build: Callable[[], Backend], cache: CacheConfig | None,
            rate_limit: RateLimit | None) -> CachedBackend:
     """The process-wide CachedBackend for one backend definition (built on first use)."""
     with _shared_lock:

@@ -16,7 +16,7 @@ from .backends.remote import RemoteBackend
 from .chain import Chain, Resolution
 from .errors import BackendUnavailable, LatchkeyError, SecretNotFound, UsageError
 from .keys import validate_key, validate_prefix
-from .manifest import Manifest, load_manifest
+from .manifest import Manifest, PipelineConfig, load_manifest
 from .run import Run
 
 __all__ = ["Latchkey", "load"]
@@ -58,7 +58,7 @@ def _build_backends(manifest: Manifest, env: str) -> dict[str, Backend]:
     ctx = type(ctx)(base_dir=ctx.base_dir, env=env)
     built = {}
     for name, cfg in manifest.backends.items():
-        def build(name=name, cfg=cfg) -> Backend:
+        def build(name: str = name, cfg: BackendConfig = cfg) -> Backend:
             return backend_class(cfg.type).from_config(name, cfg, ctx)
 
         cache = _cache_config(cfg)
@@ -309,7 +309,7 @@ class Latchkey:
         return Run(name, config, self.chain_for(chosen), chosen, params, run_name,
                    auditor=self.audit)
 
-    def pipeline_config(self, name: str):
+    def pipeline_config(self, name: str) -> PipelineConfig:
         """The manifest entry of pipeline ``name``."""
         pipelines = self.manifest.pipelines if self.manifest else {}
         if name not in pipelines:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from . import redact
 from .backends.base import Backend, Secret, Writable, read_only
@@ -68,7 +68,7 @@ class CopyPlan:
     def count(self, *actions: str) -> int:
         return sum(1 for i in self.items if i.action in actions)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"source": self.source.name, "dest": self.dest.name,
                 "items": [vars(i) for i in self.items],
                 "summary": {a: self.count(a) for a in ("add", "change", "same", "too_large",
@@ -82,7 +82,7 @@ class CopyResult:
     failed: dict[str, str] = field(default_factory=dict)
     not_attempted: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"copied": self.copied, "skipped": self.skipped, "failed": self.failed,
                 "not_attempted": self.not_attempted}
 
@@ -231,7 +231,7 @@ def _retarget(key: str, prefix: str, dest_prefix: str) -> str:
     return validate_key(f"{dest_prefix}/{rest}" if dest_prefix else rest)
 
 
-def _action(dest: Backend, value: str, size: int, current) -> tuple[str, str]:
+def _action(dest: Backend, value: str, size: int, current: Secret | None) -> tuple[str, str]:
     if current is not None and current.value == value:
         return "same", ""
     limit = dest.max_value_bytes

@@ -68,8 +68,10 @@ class ReadOnlyMemoryBackend(VersionedBackend):
         with self._lock:
             for key in keys:
                 versions = self._versions.get(key)
-                if versions and versions[-1][0] is not None:
-                    value, at = versions[-1]
+                if not versions:
+                    continue
+                value, at = versions[-1]
+                if value is not None:
                     found[key] = self._secret(key, value, str(len(versions)), created_at=at)
         return found
 
@@ -84,9 +86,11 @@ class ReadOnlyMemoryBackend(VersionedBackend):
         with self._lock:
             versions = self._versions.get(key, [])
             index = int(version) - 1 if version.isdigit() else -1
-            if not 0 <= index < len(versions) or versions[index][0] is None:
+            if not 0 <= index < len(versions):
                 return None
             value, at = versions[index]
+        if value is None:
+            return None
         return self._secret(key, value, version, created_at=at)
 
     def _history(self, key: str) -> list[VersionInfo]:

@@ -33,4 +33,5 @@ def backend_class(type_name: str) -> type[Backend]:
     target = BACKEND_TYPES[type_name]
     module_name, _, attr = target.partition(":")
     module = importlib.import_module(module_name, __name__)
-    return getattr(module, attr)
+    cls: type[Backend] = getattr(module, attr)
+    return cls

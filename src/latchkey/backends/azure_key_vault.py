@@ -55,7 +55,7 @@ class DefaultAuth(_Auth):
 
     method: Literal["default"] = "default"
 
-    def credential(self, identity, **transport: Any):
+    def credential(self, identity: Any, **transport: Any) -> Any:
         return identity.DefaultAzureCredential(**transport)
 
 
@@ -65,7 +65,7 @@ class ManagedIdentityAuth(_Auth):
     method: Literal["managed_identity"]
     client_id: str | None = None
 
-    def credential(self, identity, **transport: Any):
+    def credential(self, identity: Any, **transport: Any) -> Any:
         return identity.ManagedIdentityCredential(client_id=self.client_id, **transport)
 
 
@@ -80,7 +80,7 @@ class ClientSecretAuth(_Auth):
     authority: str | None = None
     disable_instance_discovery: bool = False
 
-    def credential(self, identity, **transport: Any):
+    def credential(self, identity: Any, **transport: Any) -> Any:
         secret = os.environ.get(self.client_secret_env, "")
         if not secret:
             raise UsageError(f"azure auth: no client secret: set ${self.client_secret_env}")
@@ -136,7 +136,7 @@ class AzureKeyVaultBackend(RemoteBackend, WritableBackend, VersionedBackend):
         self.max_concurrency = config.max_concurrency
 
     # -- the client -----------------------------------------------------------------------
-    def _make_client(self):
+    def _make_client(self) -> Any:
         secrets, identity = azure_modules()
         transport: dict[str, Any] = {"connection_timeout": self.config.timeout,
                                      "read_timeout": self.config.timeout}
@@ -270,18 +270,18 @@ class AzureKeyVaultBackend(RemoteBackend, WritableBackend, VersionedBackend):
         return self._read(key, version)
 
 
-def _counting_policy(backend: RemoteBackend):
+def _counting_policy(backend: RemoteBackend) -> Any:
     """An azure-core per-retry policy counting retries and 429s into ``backend.stats``."""
     from azure.core.pipeline.policies import SansIOHTTPPolicy
 
-    class Counting(SansIOHTTPPolicy):
-        def on_request(self, request) -> None:
+    class Counting(SansIOHTTPPolicy[Any, Any]):
+        def on_request(self, request: Any) -> None:
             attempt = request.context.get("latchkey_attempt", 0) + 1
             request.context["latchkey_attempt"] = attempt
             if attempt > 1:
                 backend.count("retries")
 
-        def on_response(self, request, response) -> None:
+        def on_response(self, request: Any, response: Any) -> None:
             if response.http_response.status_code == 429:
                 backend.count("throttles")
 

@@ -97,26 +97,27 @@ class GcpSecretManagerBackend(RemoteBackend, WritableBackend, VersionedBackend):
         self.max_concurrency = config.max_concurrency
 
     # -- the client -----------------------------------------------------------------------
-    def _make_client(self):
+    def _make_client(self) -> Any:
         secretmanager = secretmanager_module()
         from google.api_core.client_options import ClientOptions
 
-        credentials = None
+        credentials: Any = None
         if self.config.credentials == "anonymous":
             from google.auth.credentials import AnonymousCredentials
 
-            credentials = AnonymousCredentials()
+            # google-auth leaves these two unannotated
+            credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
         elif self.config.credentials_file:
             from google.oauth2 import service_account
 
-            credentials = service_account.Credentials.from_service_account_file(
+            credentials = service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
                 self.config.credentials_file,
                 scopes=["https://www.googleapis.com/auth/cloud-platform"])
         options = ClientOptions(api_endpoint=self.config.endpoint) if self.config.endpoint else None
         return secretmanager.SecretManagerServiceClient(
             credentials=credentials, transport=self.config.transport, client_options=options)
 
-    def _retry(self, writes: bool = False):
+    def _retry(self, writes: bool = False) -> Any:
         """A retry policy bounded by ``max_attempts``, counting retries and throttles."""
         from google.api_core import exceptions as gexc
         from google.api_core.retry import Retry
@@ -304,7 +305,8 @@ def _status(exc: Any) -> str:
     tell a destroyed version from a bad argument)."""
     code = getattr(exc, "grpc_status_code", None)
     if code is not None:
-        return code.name
+        name: str = code.name
+        return name
     try:
         return str(exc.response.json()["error"]["status"])
     except Exception:  # no JSON answer: the exception's class says what HTTP said
@@ -314,4 +316,5 @@ def _status(exc: Any) -> str:
 def _crc32c(data: bytes) -> int:
     import google_crc32c
 
-    return google_crc32c.value(data)
+    checksum: int = google_crc32c.value(data)
+    return checksum

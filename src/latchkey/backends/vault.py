@@ -71,11 +71,11 @@ class VaultConfig(BackendConfig):
     cas_attempts: int = 8
 
 
-def _counting_retry(config: VaultConfig, on_retry: Callable[[int | None], None]):
+def _counting_retry(config: VaultConfig, on_retry: Callable[[int | None], None]) -> Any:
     from urllib3.util.retry import Retry
 
     class CountingRetry(Retry):
-        def increment(self, *args: Any, **kw: Any) -> Retry:
+        def increment(self, *args: Any, **kw: Any) -> CountingRetry:
             new = super().increment(*args, **kw)
             response = kw.get("response") or (args[2] if len(args) > 2 else None)
             on_retry(getattr(response, "status", None))
@@ -124,7 +124,7 @@ class VaultBackend(RemoteBackend, WritableBackend):
             self._login = VaultLogin.shared(key, self.config.auth)
         return self._login
 
-    def _make_client(self):
+    def _make_client(self) -> Any:
         """This thread's hvac client: its own token slot, this backend's shared session."""
         hvac = hvac_module()
         import requests
@@ -143,7 +143,7 @@ class VaultBackend(RemoteBackend, WritableBackend):
                            timeout=self.config.timeout, verify=verify)
 
     @property
-    def client(self):
+    def client(self) -> Any:
         """An hvac client for this thread (a token is per client, and threads may hold
         different ones for a moment while the token is replaced)."""
         client = getattr(self._local, "client", None)
@@ -176,7 +176,7 @@ class VaultBackend(RemoteBackend, WritableBackend):
 
         return self.counted(what, keys, attempt, absent=missing)
 
-    def _token(self, client, relogin: str | None = None) -> str:
+    def _token(self, client: Any, relogin: str | None = None) -> str:
         """The shared token (after a new login when ``relogin`` is the token that failed);
         a refused login is worded as one, not as a failure of the read that needed it."""
         hvac = hvac_module()
@@ -244,7 +244,8 @@ class VaultBackend(RemoteBackend, WritableBackend):
         return None
 
     # -- reads ----------------------------------------------------------------------------
-    def _read(self, path: str, keys: Sequence[str], version: int | None = None) -> dict | None:
+    def _read(self, path: str, keys: Sequence[str],
+              version: int | None = None) -> dict[str, Any] | None:
         """{"data": fields, "version", "created"} of one Vault secret, or None if absent."""
         if self.config.kv_version == 1:
             found = self.vault("read", keys, lambda c: c.secrets.kv.v1.read_secret(
@@ -275,7 +276,7 @@ class VaultBackend(RemoteBackend, WritableBackend):
                     out[key] = secret
         return out
 
-    def _secret_from(self, key: str, document: dict | None) -> Secret | None:
+    def _secret_from(self, key: str, document: dict[str, Any] | None) -> Secret | None:
         if document is None:
             return None
         value = document["data"].get(self.field_of(key))
@@ -290,7 +291,7 @@ class VaultBackend(RemoteBackend, WritableBackend):
 
     def _list_folder(self, path: str, keys: Sequence[str]) -> list[str]:
         """The names LIST gives for one folder (sub-folders end in ``/``)."""
-        def listing(client):
+        def listing(client: Any) -> Any:
             engine = client.secrets.kv.v2 if self.config.kv_version == 2 else client.secrets.kv.v1
             return engine.list_secrets(path, mount_point=self.mount)
 
@@ -383,7 +384,7 @@ class VaultBackend(RemoteBackend, WritableBackend):
             field = self.document_of(key)[1]
             existed = []
 
-            def drop(data: dict) -> dict | None:
+            def drop(data: dict[str, Any]) -> dict[str, Any] | None:
                 existed.append(field in data)
                 return {k: v for k, v in data.items() if k != field} if field in data else None
 
@@ -401,7 +402,8 @@ class VaultBackend(RemoteBackend, WritableBackend):
                 path, mount_point=self.mount), absent=False)
         return True
 
-    def _update(self, key: str, change: Callable[[dict], dict | None]) -> str | None:
+    def _update(self, key: str,
+                change: Callable[[dict[str, Any]], dict[str, Any] | None]) -> str | None:
         """Read-change-write one Vault secret with check-and-set; returns the new version.
 
         ``change`` returns the new fields, or None for "nothing to write". A document left
@@ -447,7 +449,7 @@ class VaultBackend(RemoteBackend, WritableBackend):
                                             f"{path!r} ({self.config.cas_attempts} attempts)")
 
     # -- versions -------------------------------------------------------------------------
-    def _metadata(self, path: str, keys: Sequence[str]) -> dict | None:
+    def _metadata(self, path: str, keys: Sequence[str]) -> dict[str, Any] | None:
         found = self.vault("metadata", keys, lambda c: c.secrets.kv.v2.read_secret_metadata(
             path, mount_point=self.mount))
         return None if found is None else found["data"]
@@ -466,7 +468,7 @@ class VaultBackend(RemoteBackend, WritableBackend):
         return self._secret_from(key, self._read(self.path(key), [key], version=int(version)))
 
 
-def _label(exc: Exception, hvac) -> str:
+def _label(exc: Exception, hvac: Any) -> str:
     """``HTTP 503`` for hvac's exception classes (they keep no status code)."""
     status = {hvac.exceptions.InvalidRequest: 400, hvac.exceptions.Unauthorized: 401,
               hvac.exceptions.Forbidden: 403, hvac.exceptions.InvalidPath: 404,
@@ -475,7 +477,7 @@ def _label(exc: Exception, hvac) -> str:
     return f"HTTP {status}" if status else type(exc).__name__
 
 
-def _cas_mismatch(exc: BackendUnavailable, hvac) -> bool:
+def _cas_mismatch(exc: BackendUnavailable, hvac: Any) -> bool:
     cause = exc.__cause__
     return isinstance(cause, hvac.exceptions.InvalidRequest) and "check-and-set" in str(cause)
 

@@ -11,7 +11,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Callable, Literal, Union
+from typing import Annotated, Any, Callable, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,6 +29,10 @@ K8S_JWT = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 # -- authentication, one typed object per method ----------------------------------------------
 class _Auth(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def login(self, client: Any) -> dict[str, Any]:
+        """Log ``client`` (an hvac client) in; returns Vault's ``auth`` block."""
+        raise NotImplementedError
 
 
 def _read_secret_input(env: str | None, file: str | None, what: str) -> str:
@@ -51,7 +55,7 @@ class TokenAuth(_Auth):
     token_env: str = "VAULT_TOKEN"
     token_file: str | None = None
 
-    def login(self, client) -> dict:
+    def login(self, client: Any) -> dict[str, Any]:
         client.token = _read_secret_input(self.token_env, self.token_file, "Vault token")
         data = client.auth.token.lookup_self()["data"]
         return {"lease_duration": data.get("ttl") or 0, "renewable": bool(data.get("renewable"))}
@@ -66,9 +70,11 @@ class AppRoleAuth(_Auth):
     secret_id_file: str | None = None
     mount: str = "approle"
 
-    def login(self, client) -> dict:
+    def login(self, client: Any) -> dict[str, Any]:
         secret_id = _read_secret_input(self.secret_id_env, self.secret_id_file, "AppRole secret id")
-        return client.auth.approle.login(self.role_id, secret_id, mount_point=self.mount)["auth"]
+        auth: dict[str, Any] = client.auth.approle.login(self.role_id, secret_id,
+                                                         mount_point=self.mount)["auth"]
+        return auth
 
 
 class KubernetesAuth(_Auth):
@@ -79,9 +85,11 @@ class KubernetesAuth(_Auth):
     jwt_file: str = K8S_JWT
     mount: str = "kubernetes"
 
-    def login(self, client) -> dict:
+    def login(self, client: Any) -> dict[str, Any]:
         jwt = _read_secret_input(None, self.jwt_file, "service-account token")
-        return client.auth.kubernetes.login(self.role, jwt, mount_point=self.mount)["auth"]
+        auth: dict[str, Any] = client.auth.kubernetes.login(self.role, jwt,
+                                                            mount_point=self.mount)["auth"]
+        return auth
 
 
 class AwsIamAuth(_Auth):
@@ -93,14 +101,15 @@ class AwsIamAuth(_Auth):
     header_value: str | None = None
     region: str = "us-east-1"
 
-    def login(self, client) -> dict:
+    def login(self, client: Any) -> dict[str, Any]:
         creds = boto3_module().Session().get_credentials()
         if creds is None:
             raise UsageError("vault auth (aws): no AWS credentials found for the IAM login")
         frozen = creds.get_frozen_credentials()
-        return client.auth.aws.iam_login(frozen.access_key, frozen.secret_key, frozen.token,
-                                         header_value=self.header_value, role=self.role,
-                                         mount_point=self.mount, region=self.region)["auth"]
+        auth: dict[str, Any] = client.auth.aws.iam_login(
+            frozen.access_key, frozen.secret_key, frozen.token, header_value=self.header_value,
+            role=self.role, mount_point=self.mount, region=self.region)["auth"]
+        return auth
 
 
 VaultAuth = Annotated[Union[TokenAuth, AppRoleAuth, KubernetesAuth, AwsIamAuth],
@@ -117,7 +126,7 @@ class VaultLogin:
     again after a 403, once for all the threads that saw that token fail.
     """
 
-    _all: dict[tuple, "VaultLogin"] = {}
+    _all: dict[tuple[Any, ...], "VaultLogin"] = {}
     _all_lock = threading.Lock()
 
     def __init__(self, auth: _Auth, clock: Callable[[], float] = time.monotonic) -> None:
@@ -130,14 +139,14 @@ class VaultLogin:
         self.logins = 0
 
     @classmethod
-    def shared(cls, key: tuple, auth: _Auth) -> "VaultLogin":
+    def shared(cls, key: tuple[Any, ...], auth: _Auth) -> "VaultLogin":
         with cls._all_lock:
             login = cls._all.get(key)
             if login is None:
                 login = cls._all[key] = cls(auth)
             return login
 
-    def token(self, client) -> str:
+    def token(self, client: Any) -> str:
         """A token valid for a while yet."""
         token = self._token
         if token is not None and self._clock() < self._renew_at:
@@ -150,19 +159,19 @@ class VaultLogin:
             assert self._token is not None
             return self._token
 
-    def relogin(self, client, failed_token: str) -> None:
+    def relogin(self, client: Any, failed_token: str) -> None:
         """Log in again, unless another thread already replaced ``failed_token``."""
         with self._lock:
             if self._token == failed_token:
                 self._login(client)
 
-    def _login(self, client) -> None:
+    def _login(self, client: Any) -> None:
         auth = self._auth.login(client)
         self._token = auth.get("client_token") or client.token
         self.logins += 1
         self._schedule(auth)
 
-    def _renew(self, client) -> None:
+    def _renew(self, client: Any) -> None:
         hvac = hvac_module()
         if not self._renewable:
             self._login(client)
@@ -173,7 +182,7 @@ class VaultLogin:
         except (hvac.exceptions.Forbidden, hvac.exceptions.InvalidRequest):
             self._login(client)  # past its max TTL, or revoked: a fresh login
 
-    def _schedule(self, auth: dict) -> None:
+    def _schedule(self, auth: dict[str, Any]) -> None:
         ttl = float(auth.get("lease_duration") or 0)
         self._renewable = bool(auth.get("renewable"))
         self._renew_at = float("inf") if ttl <= 0 else self._clock() + ttl * RENEW_AT

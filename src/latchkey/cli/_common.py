@@ -17,13 +17,16 @@ import logging
 import re
 import shlex
 import sys
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
 from .. import __version__
 from ..client import Latchkey, load
 from ..errors import BackendError, LatchkeyError, MissingSecrets, SecretNotFound
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 EPILOG = "Docs: README.md and docs/cli.md. Exit codes: 0 ok, 1 not found or failed, 2 usage."
 
@@ -273,7 +276,7 @@ def _fix_command(ctx: click.Context, key: str) -> str:
     return f"latchkey{flags} set {shlex.quote(key)}"
 
 
-def json_option(fn: Callable) -> Callable:
+def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``--json``: print machine-readable output on stdout."""
 
     @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout instead of text.")
@@ -299,7 +302,7 @@ def escape(value: object) -> str:
     return rich_escape(str(value))
 
 
-def _table(*columns: str):
+def _table(*columns: str) -> Table:
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False, header_style="bold")
@@ -342,7 +345,8 @@ def _lk(ctx: click.Context) -> Latchkey:
     if "lk" not in ctx.obj:
         ctx.obj["lk"] = load(ctx.obj["config"], env=ctx.obj["env"])
         ctx.call_on_close(ctx.obj["lk"].close)
-    return ctx.obj["lk"]
+    lk: Latchkey = ctx.obj["lk"]
+    return lk
 
 
 @cli.command("help", resolve_options=False)

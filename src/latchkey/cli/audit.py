@@ -5,11 +5,15 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import UsageError
 from ._common import _emit, _lk, _print, _table, cli, json_option, plural
+
+if TYPE_CHECKING:
+    from ..client import Latchkey
 
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -66,7 +70,7 @@ def audit(ctx: click.Context, pipeline: str | None, key: str | None, since: str 
     _emit(as_json, events, text)
 
 
-def _file_sink(lk) -> Path:
+def _file_sink(lk: Latchkey) -> Path:
     from ..audit import FileSink
 
     for sink in lk.audit.sinks:

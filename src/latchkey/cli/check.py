@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from ._common import _emit, _lk, _print, _table, cli, escape, json_option, plural
 from .run import param_option, parse_params
+
+if TYPE_CHECKING:
+    from ..check import Finding
 
 STYLE = {"ok": "green", "skipped": "yellow"}
 
@@ -42,7 +47,7 @@ def check(ctx: click.Context, pipelines: tuple[str, ...], params: tuple[str, ...
     lk = _lk(ctx)
     done = {"n": 0}
 
-    def progress(finding, total: int) -> None:
+    def progress(finding: Finding, total: int) -> None:
         done["n"] += 1
         if not as_json:
             click.echo(f"  [{done['n']}/{total}] {finding.pipeline} {finding.item}: "

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from ..errors import UsageError
 from ._common import _emit, _lk, _print, _table, cli, json_option, plural
+
+if TYPE_CHECKING:
+    from ..copy import CopyPlan
 
 STYLE = {"add": "green", "change": "yellow", "same": "dim", "too_large": "red", "split": "cyan"}
 
@@ -80,7 +85,7 @@ def copy(ctx: click.Context, source: str, dest: str, prefix: str, dest_prefix: s
         ctx.exit(1)
 
 
-def _show_plan(plan) -> None:
+def _show_plan(plan: CopyPlan) -> None:
     table = _table("KEY", "ACTION", "BYTES", "DETAIL")
     for item in plan.items:
         table.add_row(item.key, f"[{STYLE[item.action]}]{item.action}[/]", str(item.size),

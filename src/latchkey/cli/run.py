@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import Callable, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Callable, Mapping, Sequence, TextIO
 
 import click
 
@@ -20,6 +20,9 @@ from ..childenv import connection_variable, secret_variable
 from ..client import Latchkey
 from ..errors import LatchkeyError, UsageError
 from ._common import WARNINGS, _lk, cli, json_option
+
+if TYPE_CHECKING:
+    from ..run import Run
 
 FORWARDED = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
              signal.SIGUSR1, signal.SIGUSR2]
@@ -197,7 +200,7 @@ def _too_big(env: Mapping[str, str], describe: Callable[[str], str], arg_max: in
             + (f"; the largest variable is {describe(largest)}" if largest else ""))
 
 
-def _describer(lk: Latchkey, active, secrets: Mapping[str, str]) -> Callable[[str], str]:
+def _describer(lk: Latchkey, active: Run, secrets: Mapping[str, str]) -> Callable[[str], str]:
     """``VAR`` -> ``ACCESS_TOKEN (secret 'access_token', key 'marketing/...')`` for errors:
     which of the run's secrets or connections a variable holds (names and keys only)."""
     def describe(variable: str) -> str:
@@ -216,7 +219,7 @@ def _describer(lk: Latchkey, active, secrets: Mapping[str, str]) -> Callable[[st
     return describe
 
 
-def _pump(source, target) -> threading.Thread:
+def _pump(source: IO[bytes], target: TextIO) -> threading.Thread:
     """Copy a child's output line by line, masked (lines keep a value from being split)."""
     out = getattr(target, "buffer", None)
 
@@ -254,7 +257,10 @@ def _spawn(command: list[str], env: dict[str, str], mask: bool = True,
     previous = {}
     for sig in FORWARDED:
         previous[sig] = signal.signal(sig, lambda signum, _frame: child.send_signal(signum))
-    pumps = [_pump(child.stdout, sys.stdout), _pump(child.stderr, sys.stderr)] if mask else []
+    pumps = []
+    if mask:
+        assert child.stdout is not None and child.stderr is not None  # both are PIPEs
+        pumps = [_pump(child.stdout, sys.stdout), _pump(child.stderr, sys.stderr)]
     try:
         code = child.wait()
         for pump in pumps:

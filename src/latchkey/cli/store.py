@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import click
 
-from ..errors import Attempt, SecretNotFound, UsageError
+from ..errors import Attempt, LatchkeyError, SecretNotFound, UsageError
 from ..redact import MASK
 from ._common import ValueSafeCommand, _emit, _lk, _print, _table, cli, json_option
+
+if TYPE_CHECKING:
+    from ..backends import Backend
 
 
 @cli.command()
@@ -83,7 +86,7 @@ def set_(ctx: click.Context, key: str, backend: str | None, keep_newline: bool,
 def _read_value(key: str, keep_newline: bool) -> str:
     stdin = click.get_text_stream("stdin", encoding="utf-8", errors="strict")
     if stdin.isatty():
-        value = click.prompt(f"value for {key}", hide_input=True, confirmation_prompt=True,
+        value: str = click.prompt(f"value for {key}", hide_input=True, confirmation_prompt=True,
                              err=True)
     else:
         value = _read_utf8(stdin, key)
@@ -151,7 +154,7 @@ def ls(ctx: click.Context, prefix: str, backend: str | None, as_json: bool) -> N
     """
     failed: list[str] = []
 
-    def warn(b, exc) -> None:
+    def warn(b: Backend, exc: LatchkeyError) -> None:
         failed.append(b.name)
         click.echo(f"latchkey: warning: {b.name} not listed: {exc}", err=True)
 
