@@ -271,3 +271,13 @@ def _read_until(fd: int, marker: bytes, timeout: float = 20.0) -> bytes:
             data += chunk
     assert marker in data, f"never saw {marker!r} in {data!r}"
     return data
+
+
+def test_set_key_equals_value_is_refused_without_repeating_it(isolated) -> None:
+    """`latchkey set KEY=VALUE` (a habit from other tools) is refused in one line that
+    repeats neither the key nor the value, with or without stdin."""
+    for given in [None, "x"]:
+        result = run_cli("set", "shared/tok=fake-set-eq-9876", input=given)
+        assert result.returncode == 2
+        assert "fake-set-eq-9876" not in result.stdout + result.stderr
+        assert "stdin" in result.stderr and len(result.stderr.strip().splitlines()) == 1

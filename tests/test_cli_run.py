@@ -240,6 +240,23 @@ def test_env_backend_variables_of_every_environment_are_withheld(project: Path) 
     assert json.loads(names) == [] and token == FAKE + "-prod-tok"
 
 
+def test_env_backend_without_a_prefix_withholds_every_key_variable(project: Path) -> None:
+    """An env backend with prefix = "" reads any variable: a run's child gets none that
+    stands for a key (another account's token included), and keeps PATH and the like."""
+    (project / "latchkey.toml").write_text(ENV_TEMPLATE_MANIFEST.replace(
+        'prefix = "LK_{env}__"', 'prefix = ""'))
+    parent = {"MARKETING__ADS__ACCT_1__ACCESS_TOKEN": FAKE + "-bare-tok",
+              "MARKETING__ADS__ACCT_2__ACCESS_TOKEN": "fake-token-acct2-bare",
+              "KEEP_ME": "yes"}
+    script = ("import json, os; print(json.dumps(sorted(k for k in os.environ if '__' in k "
+              "or k == 'KEEP_ME'))); print(os.environ['ACCESS_TOKEN'])")
+    result = _run("--no-mask", "--", sys.executable, "-c", script, env=parent)
+    assert result.returncode == 0, result.stderr
+    names, token = result.stdout.splitlines()
+    assert json.loads(names) == ["KEEP_ME"] and token == FAKE + "-bare-tok"
+    assert "fake-token-acct2-bare" not in result.stdout + result.stderr
+
+
 STORES = """
 [backends.ssm]
 type = "aws_ssm"

@@ -244,3 +244,15 @@ def test_a_runs_connection_extras_are_masked(form) -> None:
     text = redact.redactor().redact(f"{extra} {extra['api_token']} {secrets[1]} {secrets[2]}")
     assert [s for s in secrets if s in text] == []
     assert "eu-central-1" in text
+
+
+def test_python_repr_forms_are_masked(caplog) -> None:
+    """A value with quotes or an unprintable character looks different under %r (and inside a
+    logged dict or os.environ): that form is masked too."""
+    r = redact.Redactor()
+    for value in ["fakePa'ss\"word-1234", "fake\x7fdel-secret-9", "fake-\u00e9t\u00e9-token"]:
+        r.register(value)
+        for text in [f"repr {value!r}", f"dict {({'cfg': value})}", f"ascii {ascii(value)}"]:
+            masked = r.redact(text)
+            assert value not in masked and repr(value)[1:-1] not in masked, text
+            assert ascii(value)[1:-1] not in masked, text

@@ -51,10 +51,13 @@ TOKEN_SHAPES = re.compile(
 
 
 def encodings(value: str) -> set[str]:
-    """The forms a value takes in logs: as is, URL-encoded, base64 and JSON-escaped."""
+    """The forms a value takes in logs: as is, URL-encoded, base64, JSON-escaped, and as
+    Python's ``repr``/``ascii`` show it inside quotes (``%r`` of the value, or of a dict or
+    ``os.environ`` holding it, escapes quotes and unprintable characters)."""
     raw = value.encode("utf-8")
     forms = {value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1],
-             base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()}
+             base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode(),
+             repr(value)[1:-1], ascii(value)[1:-1], repr(raw)[2:-1]}
     forms |= {f.rstrip("=") for f in forms if f.endswith("=")}
     return {f for f in forms if len(f) >= MIN_LENGTH}
 

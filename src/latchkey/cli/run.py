@@ -9,13 +9,13 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import IO, TYPE_CHECKING, Callable, Mapping, Sequence, TextIO
+from typing import IO, TYPE_CHECKING, Any, Callable, Mapping, Sequence, TextIO
 
 import click
 
 from .. import redact
 from ..backends.credentials import credential_vars
-from ..backends.env import EnvBackend, EnvConfig, prefix_pattern
+from ..backends.env import EnvBackend, EnvConfig, name_to_key, prefix_pattern
 from ..childenv import connection_variable, secret_variable
 from ..client import Latchkey
 from ..errors import LatchkeyError, UsageError
@@ -75,19 +75,28 @@ def child_environment(lk: Latchkey, secrets: dict[str, str], pristine: bool,
 def withheld(lk: Latchkey) -> Callable[[str], bool]:
     """Whether a parent variable is one a child never inherits: a store credential (by name),
     or any env backend's variable (its prefix template as a pattern: ``LK_{env}__`` matches
-    ``LK_prod__...`` and ``LK_dev__...``)."""
+    ``LK_prod__...`` and ``LK_dev__...``). An env backend without a prefix reads any
+    variable, so every variable that stands for a key of two or more segments (every key a
+    scope walk, ``shared/`` or a mapped connection reads) is withheld."""
+    envs: list[tuple[str, str]]  # (prefix template, separator) of each env backend
     if lk.manifest is not None:
-        configs = list(lk.manifest.backends.values())
-        templates = [c.prefix for c in configs if isinstance(c, EnvConfig)]
+        configs: list[Any] = list(lk.manifest.backends.values())
+        envs = [(c.prefix, c.separator) for c in configs if isinstance(c, EnvConfig)]
     else:  # built in code: only the backends as they are
         from ..cache import CachedBackend
 
         configs = []
         backends = [b.inner if isinstance(b, CachedBackend) else b for b in lk.backends.values()]
-        templates = [b.prefix for b in backends if isinstance(b, EnvBackend)]
+        envs = [(b.prefix, b.separator) for b in backends if isinstance(b, EnvBackend)]
     names = credential_vars(configs)
-    patterns = [p for p in map(prefix_pattern, templates) if p is not None]
-    return lambda name: name in names or any(p.match(name) for p in patterns)
+    patterns = [p for p in (prefix_pattern(t) for t, _ in envs) if p is not None]
+    bare = [sep for t, sep in envs if not t]
+
+    def secret(name: str) -> bool:
+        return (name in names or any(p.match(name) for p in patterns)
+                or any(sep in name and name_to_key(name, "", sep) is not None for sep in bare))
+
+    return secret
 
 
 @cli.command(context_settings={"allow_interspersed_args": False})

@@ -74,6 +74,9 @@ def set_(ctx: click.Context, key: str, backend: str | None, keep_newline: bool,
         raise UsageError(f"set takes one argument, KEY; values come from stdin or a hidden "
                          f"prompt, never from the command line ({len(ctx.args)} extra "
                          f"argument{'s' if len(ctx.args) > 1 else ''}, not repeated here)")
+    if "=" in key:  # `set KEY=VALUE` (a habit from other tools): the key would carry the value
+        raise UsageError("set takes KEY alone; KEY=VALUE is refused and not repeated here: "
+                         "values come from stdin or a hidden prompt, never from the command line")
     lk = _lk(ctx)
     target = lk.writable_backend(backend)
     value = _read_value(key, keep_newline)
