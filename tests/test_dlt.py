@@ -254,3 +254,38 @@ def test_dlt_mapping_template_error_names_the_pipeline_and_parameter(isolated) -
     with lk.pipeline("ads_report", account="acct_1") as run, pytest.raises(
             latchkey.UsageError, match=needs):
         latchkey_dlt.dlt_mapping(run)
+
+
+@dlt.source(name="leaky")
+def _leaky_source(api_token: str = dlt.config.value):
+    """A source that declares its token as plain config: dlt records config values in its
+    trace (trace.pickle), so a secret must never answer it."""
+
+    @dlt.resource(name="rows")
+    def rows():
+        yield {"token_length": len(api_token)}
+
+    return rows
+
+
+def test_a_secret_never_answers_a_config_field(provider, isolated) -> None:
+    """dlt writes resolved *config* (non-secret) values to the pipeline's trace on disk: the
+    provider refuses to answer a config field with a run's secret, naming the field."""
+    lk, tokens = _project(isolated, ["acct_1"])
+    pipelines_dir = isolated / ".dlt"
+    failure: Exception | None = None
+    with lk.pipeline("ads_report", account="acct_1"):
+        pipeline = dlt.pipeline(pipeline_name="leaky", destination="duckdb",
+                                dataset_name="leaky", pipelines_dir=str(pipelines_dir))
+        try:
+            pipeline.run(_leaky_source())
+        except Exception as exc:  # checked below, after the files
+            failure = exc
+    token = tokens["acct_1"].encode()
+    for path in [*pipelines_dir.rglob("*"), *isolated.rglob("*.log")]:
+        if path.is_file():
+            assert token not in path.read_bytes(), f"the token reached {path}"
+    assert failure is not None
+    message = str(failure)
+    assert "leaky.api_token" in message
+    assert "dlt.secrets.value" in message

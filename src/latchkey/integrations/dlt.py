@@ -38,6 +38,7 @@ from __future__ import annotations
 import weakref
 from typing import TYPE_CHECKING, Any, Optional, Sequence, Tuple, Type
 
+from .. import redact
 from ..errors import MissingDependency, UsageError
 from ..run import Run, current
 from ..scope import fill_template
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 
 try:
     from dlt.common.configuration.providers.provider import ConfigProvider
+    from dlt.common.configuration.specs.base_configuration import is_secret_hint
 except ImportError:  # pragma: no cover - exercised without the extra
     raise MissingDependency("latchkey.integrations.dlt", "dlt") from None
 
@@ -93,11 +95,28 @@ class LatchkeyProvider(ConfigProvider):
         run = current()
         if run is None:
             return None, path
-        return answer(run, sections, key), path
+        value = answer(run, sections, key)
+        if (value is not None and not is_secret_hint(hint) and "credentials" not in sections
+                and _carries_secret(value)):
+            # dlt keeps resolved config (non-secret) values in its trace, pickled on disk; in a
+            # credentials spec dlt's own typing says which fields are secret (a host, a user
+            # name or an AWS access key id are not)
+            raise UsageError(
+                f"dlt field {path!r} is declared as config, and dlt writes config values to "
+                f"its trace on disk; latchkey run {run.name!r} answers it only as a secret: "
+                "declare it dlt.secrets.value (or type it TSecretStrValue)")
+        return value, path
 
     def get_value_location(self, key: str, pipeline_name: Optional[str], *sections: str) -> str:
         run = current()
         return f"latchkey run {run.name!r} of pipeline {run.pipeline!r}" if run else ""
+
+
+def _carries_secret(value: Any) -> bool:
+    """Whether an answer holds a value the masker guards (a run's secret, a password)."""
+    texts = value.values() if isinstance(value, dict) else (value,)
+    masker = redact.redactor()
+    return any(isinstance(t, str) and t and masker.redact(t) != t for t in texts)
 
 
 TOP_SECTIONS = ("sources", "destination")
