@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import string
+from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -50,7 +51,7 @@ def test_parse_known_uris(uri: str, expected: dict) -> None:
 
 
 @pytest.mark.parametrize("uri, message", [
-    pytest.param(f"postgres://u:{FAKE_PW.replace('%', '%25').replace('#', '%23')}@h:99999/db",
+    pytest.param(f"postgres://u:{quote(FAKE_PW, safe='')}@h:99999/db",
                  "the port at character", id="port-range"),
     pytest.param("postgres://u:fake-pw-x@h:abc/db", "is not an integer", id="port-text"),
     pytest.param("a://b://c://fake-pw-y", "more than two '://'", id="three-schemes"),
@@ -164,13 +165,23 @@ def _fields(c) -> dict:
             "password": c.password, "schema": c.schema, "extra": extra}
 
 
-def _as_sdk_sees_it(fields: dict, uri: str) -> dict:
+def _decoded_like_latchkey(fields: dict, uri: str) -> dict:
     """The Task SDK keeps flat query values as strings (``?retries=3`` is "3"); latchkey, like
-    the core class, decodes JSON values (3). The second documented difference."""
+    the core class, decodes JSON values (3). The second documented difference: decoding the
+    SDK's strings the same way gives latchkey's fields (even for "0E0", which JSON reads as
+    0.0 and so cannot be compared by rendering latchkey's value back to text)."""
     if "__extra__=" in uri:
         return fields
-    return {**fields, "extra": {k: v if isinstance(v, str) else json.dumps(v)
-                                for k, v in fields["extra"].items()}}
+    return {**fields, "extra": {k: _json_or_text(v) for k, v in fields["extra"].items()}}
+
+
+def _json_or_text(value):
+    if not isinstance(value, str) or not value:
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
 
 
 def _as_core_sees_it(fields: dict) -> dict:
@@ -209,8 +220,8 @@ def test_parity_with_airflow(airflow_classes, conn: Connection) -> None:
         assert ours == core.get_uri()
     for uri in (ours, core.get_uri()):
         parsed_by_us = Connection.from_uri(uri)
-        assert _as_sdk_sees_it(_fields(parsed_by_us), uri) == _fields(
-            sdk_cls.from_uri(uri, conn_id="c"))
+        assert _fields(parsed_by_us) == _decoded_like_latchkey(
+            _fields(sdk_cls.from_uri(uri, conn_id="c")), uri)
         assert _as_core_sees_it(_fields(parsed_by_us)) == _fields(core_cls(conn_id="c", uri=uri))
         if parsed_by_us.password != "":  # see _as_core_sees_it
             assert parsed_by_us.to_uri() == core_cls(conn_id="c", uri=uri).get_uri()
@@ -318,3 +329,24 @@ def test_json_keeps_empty_strings_in_airflows_key_order() -> None:
     assert data["password"] == "" and data["host"] == "" and data["port"] == 0
     assert Connection.from_json(conn.to_json()) == conn
     assert json.loads(Connection(conn_type="http").to_json()) == {"conn_type": "http"}
+
+
+@pytest.mark.parametrize("uri", [
+    "postgres://u:12/fake-tail-pw@h/db",        # '/' in the password: the tail became schema
+    "postgres://u:fake?tail-pw@h:5432/db",      # '?': the tail became an extra's key
+    "postgres://u:fake#tail-pw@h/db",           # '#': the tail became the fragment
+])
+def test_unencoded_delimiter_in_a_password_is_refused_without_the_password(uri) -> None:
+    """urlsplit ends the userinfo at the first '/', '?' or '#': the rest of the password landed
+    in ``schema`` or ``extra`` and so in ``repr``. A raw '@' after the host is refused."""
+    with pytest.raises(InvalidConnection) as err:
+        Connection.from_uri(uri, "warehouse")
+    message = str(err.value)
+    assert "percent-encoded" in message and "'warehouse'" in message
+    assert "tail" not in message and "fake" not in message
+
+
+def test_percent_encoded_delimiters_still_parse() -> None:
+    conn = Connection.from_uri("postgres://u:fake%2Ftail%3Fpw%23x@h:5432/db?sslmode=require")
+    assert conn.password == "fake/tail?pw#x" and conn.schema == "db"
+    assert "tail" not in repr(conn)

@@ -263,6 +263,7 @@ def _parse_uri(uri: str, conn_id: str | None) -> Connection:
             raise InvalidConnection(f"{what}: a host protocol may not hold '@' or ':' "
                                     f"(characters {start}-{start + len(head)})")
     parts = _split(rest, what)
+    _check_userinfo_ends(uri, parts, what)
     host = _netloc_host(parts)
     if host and with_protocol:
         host = f"{parts.scheme}://{host}"
@@ -285,6 +286,18 @@ def _parse_uri(uri: str, conn_id: str | None) -> Connection:
         port=port, login=unquote(parts.username) if parts.username else parts.username,
         password=unquote(parts.password) if parts.password else parts.password,
         schema=unquote(schema) if schema else schema, extra=extra, conn_id=conn_id)
+
+
+def _check_userinfo_ends(uri: str, parts: SplitResult, what: str) -> None:
+    """Refuse a raw ``@`` after the host: it means a password holding an unencoded ``/``,
+    ``?`` or ``#``, whose tail would otherwise be parsed into ``schema`` or ``extra`` (and
+    shown by ``repr``). Airflow writes those characters percent-encoded."""
+    for part in (parts.path, parts.query, parts.fragment):
+        if "@" in part:
+            at = uri.rfind("@")
+            raise InvalidConnection(
+                f"{what}: an '@' after the host (character {at}): a password or login holding "
+                "'/', '?' or '#' must be percent-encoded (urllib.parse.quote(password, safe=''))")
 
 
 def _check_scheme(uri: str, what: str) -> None:
