@@ -389,3 +389,32 @@ def test_bench_credentials_prints_time_to_ready(world: latchkey.Latchkey,
     assert table.returncode == 0 and "5 runs at once: ready" in table.stdout, table.stderr
     print(table.stdout)
     assert run_roles(roles) == []
+
+
+def test_what_a_run_created_is_kept_by_the_group_role(world: latchkey.Latchkey,
+                                                      roles: dict[str, Any]) -> None:
+    """A table the run's login created is reassigned to member_of[0] at close and the login
+    dropped; the admin needs no privilege beyond CREATEROLE and pg_signal_backend for it."""
+    db = superuser(roles)
+    with db.cursor() as cur:
+        cur.execute(f"GRANT CREATE ON SCHEMA lkt TO {WRITER}")
+    try:
+        with world.pipeline("loader") as run:
+            conn = run.connection("warehouse")
+            made = connect(conn)
+            with made, made.cursor() as cur:
+                cur.execute("CREATE TABLE lkt.made_by_run (id int)")
+                cur.execute("INSERT INTO lkt.made_by_run VALUES (1)")
+            made.close()
+        with db.cursor() as cur:
+            cur.execute("SELECT tableowner FROM pg_tables WHERE schemaname = 'lkt' AND "
+                        "tablename = 'made_by_run'")
+            assert cur.fetchone() == (WRITER,)
+            cur.execute(f"SELECT pg_has_role('{ADMIN}', '{WRITER}', 'USAGE')")
+            assert cur.fetchone() == (False,)  # the admin holds no group privilege after
+    finally:
+        with db.cursor() as cur:
+            cur.execute("DROP TABLE IF EXISTS lkt.made_by_run")
+            cur.execute(f"REVOKE CREATE ON SCHEMA lkt FROM {WRITER}")
+        db.close()
+    assert run_roles(roles) == []

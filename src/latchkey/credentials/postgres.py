@@ -342,7 +342,10 @@ class PostgresRoleMinter:
                             "'pg_authid'::regclass AND refobjid = (SELECT oid FROM pg_roles "
                             "WHERE rolname = %s) AND deptype IN ('o', 'a', 'i', 'r')",
                             (login,))
-                if cur.fetchone()[0]:
+                if cur.fetchone()[0]:  # it owns or was granted something: keep, then drop
+                    # REASSIGN/DROP OWNED need the login's privileges: CREATEROLE may grant
+                    # its own role to itself (PostgreSQL 16: it holds ADMIN OPTION on it)
+                    cur.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(role))
                     cur.execute(sql.SQL("REASSIGN OWNED BY {} TO {}").format(
                         role, sql.Identifier(self.config.member_of[0])))
                     cur.execute(sql.SQL("DROP OWNED BY {}").format(role))
