@@ -418,3 +418,68 @@ def test_what_a_run_created_is_kept_by_the_group_role(world: latchkey.Latchkey,
             cur.execute(f"REVOKE CREATE ON SCHEMA lkt FROM {WRITER}")
         db.close()
     assert run_roles(roles) == []
+
+
+def test_airflow_backend_serves_the_runs_minted_login(world: latchkey.Latchkey,
+                                                      isolated: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside a run, the Airflow backend's `warehouse` connection is the run's minted login;
+    in a task with no run open it is refused, saying to open one (nothing is minted)."""
+    airflow_mod = pytest.importorskip("latchkey.integrations.airflow")
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(airflow_mod, "_instances", {})
+    monkeypatch.setattr(airflow_mod, "_default", {})
+    text = (isolated / "latchkey.toml").read_text()
+    (isolated / "latchkey.toml").write_text(text.replace('scope = "loader"',
+                                                         'scope = "loader"\ndags = ["load*"]'))
+    backend = airflow_mod.LatchkeySecretsBackend(manifest=str(isolated / "latchkey.toml"))
+    context = {"dag": SimpleNamespace(dag_id="load_nightly"), "run_id": "manual__1",
+               "params": {}, "ti": SimpleNamespace(task_id="load", map_index=0)}
+    monkeypatch.setattr(airflow_mod, "_task_context", lambda: context)
+    with pytest.raises(airflow_mod.AirflowSecretsBackendAccessDenied,
+                       match="'warehouse' is a login minted per run"):
+        backend.get_conn_value("warehouse")
+    with world.pipeline("loader") as run:
+        uri = backend.get_conn_value("warehouse")
+        assert uri == run.connection("warehouse").to_uri()
+        assert Connection.from_uri(uri).login == run.lease("warehouse").login
+
+
+def test_dlt_loads_into_postgres_with_the_runs_login(world: latchkey.Latchkey,
+                                                     isolated: Path,
+                                                     roles: dict[str, Any]) -> None:
+    """A real dlt pipeline loads into PostgreSQL as the run's minted login (dlt's
+    destination credentials come from the run); the tables it made stay, owned by
+    etl_writer, and the login is gone."""
+    dlt = need("dlt")
+    from latchkey.integrations import dlt as latchkey_dlt
+
+    db = superuser(roles)
+    with db.cursor() as cur:
+        cur.execute(f"GRANT CREATE ON DATABASE analytics TO {WRITER}")
+    text = (isolated / "latchkey.toml").read_text()
+    (isolated / "latchkey.toml").write_text(
+        text.replace('scope = "loader"', 'scope = "loader"\ndlt_destination = "warehouse"'))
+    lk = latchkey.load(isolated / "latchkey.toml")
+    latchkey_dlt.install()
+    try:
+        with lk.pipeline("loader") as run:
+            login = run.lease("warehouse").login
+            pipeline = dlt.pipeline(pipeline_name="lk_minted", destination="postgres",
+                                    dataset_name="lkt_minted", pipelines_dir=str(isolated))
+            pipeline.run([{"id": 1, "note": "minted"}], table_name="events")
+        with db.cursor() as cur:
+            cur.execute("SELECT nspowner::regrole::text FROM pg_namespace "
+                        "WHERE nspname = 'lkt_minted'")
+            assert cur.fetchone() == (WRITER,)
+            cur.execute("SELECT note FROM lkt_minted.events")
+            assert cur.fetchall() == [("minted",)]
+        assert login not in run_roles(roles)
+    finally:
+        latchkey_dlt.uninstall()
+        lk.close()
+        with db.cursor() as cur:
+            cur.execute("DROP SCHEMA IF EXISTS lkt_minted CASCADE")
+            cur.execute(f"REVOKE CREATE ON DATABASE analytics FROM {WRITER}")
+        db.close()

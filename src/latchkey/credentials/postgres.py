@@ -48,6 +48,8 @@ POOL_SIZE = 4
 #: seconds a mint or revoke waits for a pooled admin connection, and for sessions to end
 WAIT_SECONDS = 30.0
 #: libpq parameters an admin connection's ``extra`` may carry to the driver
+#: ``sweep_on_open``: the least seconds between two sweeps of one minter
+SWEEP_EVERY = 60.0
 _LIBPQ_EXTRAS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "target_session_attrs",
                  "application_name")
 _MAX_NAME = 63  # NAMEDATALEN - 1, bytes
@@ -202,6 +204,7 @@ class PostgresRoleMinter:
         self.admin_key = fill_template(config.admin, {"env": env}, f"credentials.{name}.admin")
         self._issued: dict[str, dict[str, Any]] = {}  # login -> the admin kwargs that made it
         self._lock = threading.Lock()
+        self._swept_at: float | None = None
 
     def __repr__(self) -> str:
         return f"<PostgresRoleMinter {self.name!r} admin={self.admin_key!r} env={self.env!r}>"
@@ -216,7 +219,7 @@ class PostgresRoleMinter:
         admin = self._admin(inputs)
         kwargs = connect_kwargs(admin)
         pool = _pool_for(kwargs)
-        if self.config.sweep_on_open:
+        if self.config.sweep_on_open and self._sweep_due():
             self._sweep_quietly(pool)
         start = time.perf_counter()
         login = role_name(self.config.prefix, pipeline, run_id)
@@ -388,6 +391,16 @@ class PostgresRoleMinter:
                                      detail=f"login {login}")
         metrics.incr("credentials_swept", len(dropped), definition=self.name)
         return dropped
+
+    def _sweep_due(self) -> bool:
+        """``sweep_on_open`` sweeps at most once per :data:`SWEEP_EVERY` seconds per process,
+        so fifty runs opening at once sweep once, not fifty times."""
+        now = time.monotonic()
+        with self._lock:
+            if self._swept_at is not None and now - self._swept_at < SWEEP_EVERY:
+                return False
+            self._swept_at = now
+            return True
 
     def _sweep_quietly(self, pool: _Pool) -> None:
         """``sweep_on_open``: housekeeping must not stop a run from opening."""
