@@ -483,3 +483,37 @@ def test_dlt_loads_into_postgres_with_the_runs_login(world: latchkey.Latchkey,
             cur.execute("DROP SCHEMA IF EXISTS lkt_minted CASCADE")
             cur.execute(f"REVOKE CREATE ON DATABASE analytics FROM {WRITER}")
         db.close()
+
+
+def test_renew_extends_the_login_and_is_audited(world: latchkey.Latchkey, isolated: Path,
+                                                roles: dict[str, Any]) -> None:
+    """run.renew moves VALID UNTIL to now() + ttl and records a renew event."""
+    with world.pipeline("loader") as run:
+        lease = run.lease("warehouse")
+        db = superuser(roles)
+        with db.cursor() as cur:
+            cur.execute("SELECT (now() + interval '70 s')::text")
+            cur.execute(f"ALTER ROLE \"{lease.login}\" VALID UNTIL %s", (cur.fetchone()[0],))
+        renewed = run.renew("warehouse")
+        with db.cursor() as cur:
+            cur.execute("SELECT extract(epoch FROM rolvaliduntil - now()) FROM pg_roles "
+                        "WHERE rolname = %s", (lease.login,))
+            assert 590 < cur.fetchone()[0] <= 600
+        db.close()
+        assert renewed.login == lease.login and renewed.expires_at >= lease.expires_at
+        assert run.lease("warehouse") == renewed
+    events = [json.loads(line)["event"] for line in
+              (isolated / ".latchkey" / "audit.jsonl").read_text().splitlines()]
+    assert events.count("renew") == 1 and events[-1] == "revoke"
+
+
+def test_async_runs_mint_and_drop_too(world: latchkey.Latchkey, roles: dict[str, Any]) -> None:
+    """`async with` mints at open and drops at close (off the event loop)."""
+    import asyncio
+
+    async def main() -> str:
+        async with world.pipeline("loader") as run:
+            return run.connection("warehouse").login
+
+    login = asyncio.run(main())
+    assert login.startswith("lk_loader_") and run_roles(roles) == []

@@ -269,8 +269,9 @@ class Run:
             try:
                 lease = minter.mint(self.pipeline, self.name,
                                     {k: inputs[k] for k in minter.reads})
-            except LatchkeyError as exc:
-                self._credential_event("mint", definition, "error", str(exc), start)
+            except BaseException as exc:  # an interrupt too: what was minted must go
+                detail = str(exc) if isinstance(exc, LatchkeyError) else type(exc).__name__
+                self._credential_event("mint", definition, "error", detail, start)
                 self._revoke_all()
                 raise
             _announce(*lease.connection.secret_values())
@@ -334,7 +335,13 @@ class Run:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.__exit__(*exc)
+        if not self._leases:
+            self.__exit__(*exc)
+            return
+        import asyncio
+
+        _current.reset(self._tokens.pop())
+        await asyncio.to_thread(self.close)  # dropping logins calls the database
 
     @contextmanager
     def attach(self) -> Iterator["Run"]:

@@ -250,7 +250,6 @@ class PostgresRoleMinter:
             except psycopg2.Error as exc:
                 raise CredentialError(self.name, f"PostgreSQL refused to renew login "
                                                  f"{lease.login!r}: {_said(exc)}") from None
-        audit_credential(self._lk.audit, "renew", self.name, "ok", detail=f"login {lease.login}")
         return replace(lease, expires_at=epoch)
 
     def revoke(self, lease: Lease) -> None:
