@@ -517,3 +517,27 @@ def test_async_runs_mint_and_drop_too(world: latchkey.Latchkey, roles: dict[str,
 
     login = asyncio.run(main())
     assert login.startswith("lk_loader_") and run_roles(roles) == []
+
+
+def test_a_pooled_admin_connection_the_server_closed_is_replaced(
+        world: latchkey.Latchkey, roles: dict[str, Any]) -> None:
+    """The server ends the pooled admin sessions (a restart, an idle timeout) during a run
+    and between runs: the run's login is still dropped at close, and the next run opens, each
+    on a fresh admin connection."""
+    def end_admin_sessions() -> None:
+        db = superuser(roles)
+        with db.cursor() as cur:
+            cur.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE usename = %s", (ADMIN,))
+            assert cur.fetchone()[0] >= 1
+        db.close()
+        time.sleep(0.2)
+
+    with world.pipeline("loader") as run:
+        end_admin_sessions()
+        login = run.connection("warehouse").login
+    assert login not in run_roles(roles)
+    end_admin_sessions()
+    with world.pipeline("loader") as run:
+        connect(run.connection("warehouse")).close()
+    assert run_roles(roles) == []

@@ -18,6 +18,7 @@ Many runs opening at once share a small pool of admin connections per admin DSN
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import logging
@@ -27,7 +28,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, TypeVar
 
 from .. import metrics, redact
 from ..connection import Connection
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["MARKER", "POOL_SIZE", "PostgresRoleMinter", "role_name", "scram_verifier"]
 
 log = logging.getLogger("latchkey.credentials")
+T = TypeVar("T")
 
 #: how every role latchkey makes is commented; sweep drops only roles whose comment starts so
 MARKER = "latchkey run role"
@@ -133,6 +135,19 @@ class _Pool:
                 conn.close()
             self._slots.release()
 
+    def run(self, definition: str, action: Callable[[Any], T]) -> T:
+        """``action(connection)`` on a pooled connection; once more on a fresh one if the
+        server had closed the pooled one (a restart, an idle timeout). Every action is
+        idempotent or one transaction, so the second attempt is safe."""
+        for attempt in (1, 2):
+            with self.connection(definition) as db:
+                try:
+                    return action(db)
+                except CredentialError:
+                    if attempt == 2 or not db.closed:
+                        raise
+        raise AssertionError("unreachable")
+
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
@@ -225,8 +240,8 @@ class PostgresRoleMinter:
         login = role_name(self.config.prefix, pipeline, run_id)
         password = secrets.token_urlsafe(32)
         redact.register(password)
-        with pool.connection(self.name) as db:
-            expires_at = self._create(db, login, password, pipeline, run_id)
+        expires_at = pool.run(self.name, lambda db: self._create(db, login, password,
+                                                                 pipeline, run_id))
         with self._lock:
             self._issued[login] = kwargs
         latency = time.perf_counter() - start
@@ -239,8 +254,8 @@ class PostgresRoleMinter:
     def renew(self, lease: Lease) -> Lease:
         psycopg2 = _psycopg2()
         sql = psycopg2.sql
-        pool = self._pool_of(lease.login)
-        with pool.connection(self.name) as db:
+
+        def extend(db: Any) -> float:
             try:
                 with db, db.cursor() as cur:
                     self._check_ours(cur, lease.login)
@@ -250,12 +265,12 @@ class PostgresRoleMinter:
             except psycopg2.Error as exc:
                 raise CredentialError(self.name, f"PostgreSQL refused to renew login "
                                                  f"{lease.login!r}: {_said(exc)}") from None
-        return replace(lease, expires_at=epoch)
+            return epoch
+
+        return replace(lease, expires_at=self._pool_of(lease.login).run(self.name, extend))
 
     def revoke(self, lease: Lease) -> None:
-        pool = self._pool_of(lease.login)
-        with pool.connection(self.name) as db:
-            self._drop(db, lease.login)
+        self._pool_of(lease.login).run(self.name, lambda db: self._drop(db, lease.login))
         with self._lock:
             self._issued.pop(lease.login, None)
 
@@ -372,24 +387,35 @@ class PostgresRoleMinter:
             time.sleep(0.05)
 
     def _sweep(self, pool: _Pool, dry_run: bool) -> list[str]:
-        with pool.connection(self.name) as db:
+        expired = pool.run(self.name, self._expired)
+        if dry_run:
+            return expired
+        dropped = []
+        for login in expired:
+            if pool.run(self.name, functools.partial(self._drop_login, login)):
+                dropped.append(login)
+                audit_credential(self._lk.audit, "sweep", self.name, "ok",
+                                 detail=f"login {login}")
+        metrics.incr("credentials_swept", len(dropped), definition=self.name)
+        return dropped
+
+    def _drop_login(self, login: str, db: Any) -> bool:
+        return self._drop(db, login)
+
+    def _expired(self, db: Any) -> list[str]:
+        """Expired roles latchkey made: the prefix, the marker, not a superuser."""
+        psycopg2 = _psycopg2()
+        try:
             with db, db.cursor() as cur:
                 cur.execute("SELECT rolname FROM pg_roles WHERE left(rolname, %s) = %s "
                             "AND NOT rolsuper AND rolvaliduntil < now() "
                             "AND starts_with(coalesce(shobj_description(oid, 'pg_authid'), ''),"
                             " %s) ORDER BY rolname",
                             (len(self.config.prefix), self.config.prefix, MARKER))
-                expired = [row[0] for row in cur.fetchall()]
-            if dry_run:
-                return expired
-            dropped = []
-            for login in expired:
-                if self._drop(db, login):
-                    dropped.append(login)
-                    audit_credential(self._lk.audit, "sweep", self.name, "ok",
-                                     detail=f"login {login}")
-        metrics.incr("credentials_swept", len(dropped), definition=self.name)
-        return dropped
+                return [row[0] for row in cur.fetchall()]
+        except psycopg2.Error as exc:
+            raise CredentialError(self.name, f"cannot list expired run logins: {_said(exc)}") \
+                from None
 
     def _sweep_due(self) -> bool:
         """``sweep_on_open`` sweeps at most once per :data:`SWEEP_EVERY` seconds per process,
