@@ -541,3 +541,18 @@ def test_a_pooled_admin_connection_the_server_closed_is_replaced(
     with world.pipeline("loader") as run:
         connect(run.connection("warehouse")).close()
     assert run_roles(roles) == []
+
+
+def test_sweep_errors_are_one_line(isolated: Path, master_key: str,
+                                   roles: dict[str, Any]) -> None:
+    """A sweep whose admin password is wrong fails in one line naming the definition (exit 1);
+    an unknown definition is a usage error (exit 2). No password is printed."""
+    make_world(isolated, roles, admin=admin_uri(roles, password="fake-wrong-admin-pw")).close()
+    failed = run_cli("credentials", "sweep")
+    assert failed.returncode == 1
+    lines = failed.stderr.strip().splitlines()
+    assert len(lines) == 1 and "credential 'warehouse_rw'" in lines[0], failed.stderr
+    assert "password authentication failed" in lines[0]
+    assert "fake-wrong-admin-pw" not in failed.stdout + failed.stderr
+    unknown = run_cli("credentials", "sweep", "--definition", "nope")
+    assert unknown.returncode == 2 and "no credential 'nope'" in unknown.stderr
