@@ -556,3 +556,36 @@ def test_sweep_errors_are_one_line(isolated: Path, master_key: str,
     assert "fake-wrong-admin-pw" not in failed.stdout + failed.stderr
     unknown = run_cli("credentials", "sweep", "--definition", "nope")
     assert unknown.returncode == 2 and "no credential 'nope'" in unknown.stderr
+
+
+def test_a_rotated_admin_password_replaces_the_pool(world: latchkey.Latchkey,
+                                                    roles: dict[str, Any]) -> None:
+    """After the admin's password is rotated (in PostgreSQL and in the store), runs mint with
+    the new one, and the old pool's admin sessions are closed, not kept."""
+    from latchkey.credentials.postgres import POOL_SIZE
+
+    def admin_sessions() -> int:
+        with db.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s", (ADMIN,))
+            return int(cur.fetchone()[0])
+
+    db = superuser(roles)
+    rotated = "fake-admin-pw-rotated-acct42"
+    try:
+        with world.pipeline("loader"):
+            pass
+        with db.cursor() as cur:
+            cur.execute(f"ALTER ROLE {ADMIN} PASSWORD %s", (rotated,))
+        world.set("connections/warehouse_admin", admin_uri(roles, password=rotated))
+        for _ in range(3):
+            with world.pipeline("loader") as run:
+                connect(run.connection("warehouse")).close()
+        deadline = time.monotonic() + 10
+        while admin_sessions() > 1 and time.monotonic() < deadline:  # closed ones exit
+            time.sleep(0.1)
+        assert admin_sessions() == 1 < POOL_SIZE  # runs one after another: one connection
+    finally:
+        with db.cursor() as cur:
+            cur.execute(f"ALTER ROLE {ADMIN} PASSWORD %s", (ADMIN_PASSWORD,))
+        db.close()
+    assert run_roles(roles) == []

@@ -112,6 +112,7 @@ class _Pool:
         self._slots = threading.BoundedSemaphore(size)
         self._idle: list[Any] = []
         self._lock = threading.Lock()
+        self._closed = False
 
     @contextmanager
     def connection(self, definition: str) -> Iterator[Any]:
@@ -128,8 +129,9 @@ class _Pool:
             if conn.status != _psycopg2().extensions.STATUS_READY:
                 conn.rollback()
             with self._lock:
-                self._idle.append(conn)
-            conn = None
+                if not self._closed:  # else: replaced meanwhile; the finally closes it
+                    self._idle.append(conn)
+                    conn = None
         finally:
             if conn is not None:  # failed mid-use: do not hand a broken connection on
                 conn.close()
@@ -150,6 +152,7 @@ class _Pool:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
@@ -175,19 +178,24 @@ def _said(exc: BaseException) -> str:
     return redact.redactor().redact(str(text).splitlines()[0])
 
 
-_pools: dict[str, _Pool] = {}
+_pools: dict[str, tuple[str, _Pool]] = {}  # DSN without password -> (its hash, pool)
 _pools_lock = threading.Lock()
 
 
 def _pool_for(kwargs: dict[str, Any]) -> _Pool:
-    """The process's pool for one admin DSN (the password is part of the identity, hashed:
-    a rotated admin password gets a new pool)."""
+    """The process's pool for one admin DSN. A rotated admin password replaces the pool (the
+    old one's connections close as they come back), so pools do not accumulate."""
+    where = repr(sorted((k, v) for k, v in kwargs.items() if k != "password"))
     identity = hashlib.sha256(repr(sorted(kwargs.items())).encode()).hexdigest()
     with _pools_lock:
-        pool = _pools.get(identity)
-        if pool is None:
-            pool = _pools[identity] = _Pool(kwargs, POOL_SIZE)
-        return pool
+        found = _pools.get(where)
+        if found is not None and found[0] == identity:
+            return found[1]
+        pool = _Pool(kwargs, POOL_SIZE)
+        _pools[where] = (identity, pool)
+    if found is not None:
+        found[1].close()
+    return pool
 
 
 def close_pools() -> None:
@@ -195,7 +203,7 @@ def close_pools() -> None:
     with _pools_lock:
         pools = list(_pools.values())
         _pools.clear()
-    for pool in pools:
+    for _, pool in pools:
         pool.close()
 
 
