@@ -14,7 +14,6 @@ disk. On exit the run drops its values and refuses further reads.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 import uuid
@@ -32,6 +31,7 @@ from .authfailure import (
 )
 from .chain import Chain, Resolution
 from .childenv import env_name  # noqa: F401 - moved; still importable here
+from .credentials.leases import RunLeases
 from .errors import (
     AccessDenied,
     LatchkeyError,
@@ -51,8 +51,6 @@ if TYPE_CHECKING:
     from .manifest import PipelineConfig
 
 __all__ = ["Run", "add_value_listener", "current", "declared_names"]
-
-_log = logging.getLogger("latchkey")
 
 _current: ContextVar["Run | None"] = ContextVar("latchkey_run", default=None)
 _CONNECTION = "connection:"
@@ -111,12 +109,9 @@ class Run:
         #: connection name -> the ``[credentials.NAME]`` that mints it for each run
         self.dynamic = {c: t[len(_DYNAMIC):] for c, t in config.connections.items()
                         if t.startswith(_DYNAMIC)}
-        self._minters = dict(minters or {})
-        missing_minters = sorted(set(self.dynamic.values()) - set(self._minters))
-        if missing_minters:
-            raise UsageError(f"{what}: no minter for credential {missing_minters[0]!r} "
-                             "(build runs with Latchkey.pipeline)")
-        self._leases: dict[str, "Lease"] = {}
+        self._audit = auditor or Auditor()
+        self._leases = RunLeases(pipeline, self.name, self.dynamic, minters or {}, self._audit,
+                                 _announce)
         grants = tuple(fill_template(g.rstrip("/"), values, f"{what} grant") for g in config.grants)
         try:
             self.scope = Scope(fill_template(config.scope, values, f"{what} scope"), grants,
@@ -125,7 +120,6 @@ class Run:
             raise UsageError(f"{what}: {exc}") from None
         self._config = config
         self._chain = chain
-        self._audit = auditor or Auditor()
         #: decides which errors :meth:`retry_on_auth_failure` treats as refused credentials
         self.auth_policy = auth_policy or DEFAULT_POLICY
         self._by_name: dict[str, str] = {}   # name -> value: the warm path reads only this
@@ -160,10 +154,13 @@ class Run:
         self._record("read", resolved, latency, missing)
         self._fail_on_missing(missing)
         inputs = {n: resolved.pop(n) for n in list(resolved) if n.startswith(_CREDENTIAL_INPUT)}
-        self._mint_all({n[len(_CREDENTIAL_INPUT):]: r.require().value for n, r in inputs.items()})
+        minted = self._leases.mint_all({n[len(_CREDENTIAL_INPUT):]: r.require().value
+                                        for n, r in inputs.items()})
         with self._lock:
             for name, resolution in resolved.items():
                 self._remember(name, resolution)
+            for conn, lease in minted.items():
+                self._connections[conn] = lease.connection.replace(conn_id=conn)
             self._state = "open"
         self.ready_seconds = time.perf_counter() - start
         metrics.incr("runs_opened", pipeline=self.pipeline)
@@ -176,7 +173,7 @@ class Run:
         ``connection:<name>`` for each connection."""
         return [*self._config.requires, *self._config.shared,
                 *(_CONNECTION + c for c in self.connection_keys),
-                *(_CREDENTIAL_INPUT + k for k in self._credential_inputs())]
+                *(_CREDENTIAL_INPUT + k for k in self._leases.reads)]
 
     def preflight(self) -> dict[str, Resolution]:
         """Resolve every required and optional name and every connection in one batched pass,
@@ -190,7 +187,7 @@ class Run:
             walks[name] = [(Level(SHARED, SHARED), f"{SHARED}/{name}")]
         for conn, key in self.connection_keys.items():
             walks[_CONNECTION + conn] = [(Level(key, "connection"), key)]
-        for key in self._credential_inputs():  # read for latchkey, not for the pipeline's code
+        for key in self._leases.reads:  # read for latchkey, not for the pipeline's code
             walks[_CREDENTIAL_INPUT + key] = [(Level(key, "credential"), key)]
         return self._screen(self._chain.resolve_walks(walks))
 
@@ -206,109 +203,26 @@ class Run:
             UsageError: ``name`` is not a connection minted per run.
         """
         self._check_open()
-        if name not in self._leases:
-            raise UsageError(f"pipeline {self.pipeline!r} has no minted connection {name!r} "
-                             f"(minted: {sorted(self.dynamic)})")
-        return self._leases[name]
+        return self._leases.get(name)
 
     def renew(self, name: str) -> "Lease":
         """Extend the minted connection ``name`` by its definition's ttl (for runs longer
         than it). Returns the renewed lease; the Connection stays the same."""
-        lease = self.lease(name)
-        start = time.perf_counter()
-        try:
-            renewed = self._minters[lease.definition].renew(lease)
-        except LatchkeyError as exc:
-            self._credential_event("renew", lease.definition, "error", str(exc), start)
-            raise
-        self._credential_event("renew", lease.definition, "ok", f"login {lease.login}", start)
-        with self._lock:
-            self._leases[name] = renewed
-        return renewed
+        self._check_open()
+        return self._leases.renew(name)
 
     def minter_reads(self, definition: str) -> list[str]:
         """The keys credential ``definition`` reads from the chain (names only)."""
-        return list(self._minters[definition].reads)
+        return self._leases.reads_of(definition)
 
     def mint_for_check(self, name: str) -> "tuple[Lease, Callable[[], None]]":
         """Mint the connection ``name`` without opening the run (``latchkey check --connect``);
         returns the lease and the function that revokes it. Audited like a run's mint."""
-        definition = self.dynamic[name]
-        minter = self._minters[definition]
-        start = time.perf_counter()
-        try:
-            lease = minter.mint(self.pipeline, self.name)
-        except LatchkeyError as exc:
-            self._credential_event("mint", definition, "error", str(exc), start)
-            raise
-        _announce(*lease.connection.secret_values())
-        self._credential_event("mint", definition, "ok", f"login {lease.login}", start)
-
-        def revoke() -> None:
-            begun = time.perf_counter()
-            try:
-                minter.revoke(lease)
-            except LatchkeyError as exc:
-                self._credential_event("revoke", definition, "error", str(exc), begun)
-                raise
-            self._credential_event("revoke", definition, "ok", f"login {lease.login}", begun)
-
-        return lease, revoke
-
-    def _credential_inputs(self) -> list[str]:
-        """The keys the run's credential definitions read (admin connections), once each."""
-        return list(dict.fromkeys(key for d in self.dynamic.values()
-                                  for key in self._minters[d].reads))
-
-    def _mint_all(self, inputs: dict[str, str]) -> None:
-        """Mint each dynamic connection; on a failure, revoke what was minted and raise."""
-        _announce(*inputs.values())
-        for conn, definition in self.dynamic.items():
-            minter = self._minters[definition]
-            start = time.perf_counter()
-            try:
-                lease = minter.mint(self.pipeline, self.name,
-                                    {k: inputs[k] for k in minter.reads})
-            except BaseException as exc:  # an interrupt too: what was minted must go
-                detail = str(exc) if isinstance(exc, LatchkeyError) else type(exc).__name__
-                self._credential_event("mint", definition, "error", detail, start)
-                self._revoke_all()
-                raise
-            _announce(*lease.connection.secret_values())
-            self._credential_event("mint", definition, "ok", f"login {lease.login}", start)
-            with self._lock:
-                self._leases[conn] = lease
-                self._connections[conn] = lease.connection.replace(conn_id=conn)
-
-    def _revoke_all(self) -> None:
-        """Revoke every lease; a failure is logged and audited, not raised: the run is
-        ending anyway, and the login expires by itself (``latchkey credentials sweep``)."""
-        with self._lock:
-            leases, self._leases = list(self._leases.values()), {}
-        for lease in leases:
-            start = time.perf_counter()
-            try:
-                self._minters[lease.definition].revoke(lease)
-            except Exception as exc:  # noqa: BLE001 - a close must finish
-                message = redact.redactor().redact(str(exc).splitlines()[0] if str(exc) else
-                                                   type(exc).__name__)
-                _log.warning("run %r: could not revoke %s: %s", self.name, lease.login, message)
-                metrics.incr("credential_revoke_errors", definition=lease.definition)
-                self._credential_event("revoke", lease.definition, "error", message, start)
-                continue
-            self._credential_event("revoke", lease.definition, "ok", f"login {lease.login}",
-                                   start)
-
-    def _credential_event(self, event: str, definition: str, outcome: str, detail: str,
-                          start: float) -> None:
-        from .credentials.base import audit_credential
-
-        audit_credential(self._audit, event, definition, outcome, pipeline=self.pipeline,
-                         run=self.name, detail=detail, latency=time.perf_counter() - start)
+        return self._leases.mint_detached(name)
 
     def close(self) -> None:
         """Drop every value. Reads after this raise RunClosed."""
-        self._revoke_all()  # first: a failed run's logins end too
+        self._leases.revoke_all()  # first: a failed run's logins end too
         with self._lock:
             self._state = "closed"
             self._by_name.clear()
@@ -335,7 +249,7 @@ class Run:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if not self._leases:
+        if not self._leases:  # nothing minted: nothing to drop
             self.__exit__(*exc)
             return
         import asyncio
