@@ -254,6 +254,10 @@ def test_sweep_drops_only_expired_latchkey_roles(isolated: Path, master_key: str
             assert json.loads(done.stdout)["swept"] == [
                 {"definition": "warehouse_rw", "login": "lk_expired_run", "action": "dropped"}]
             assert set(run_roles(roles)) == {"lk_handmade", live_login}
+            audit = [json.loads(line) for line in
+                     (isolated / ".latchkey" / "audit.jsonl").read_text().splitlines()]
+            assert [(e["event"], e["detail"]) for e in audit if e["event"] == "sweep"] == [
+                ("sweep", "login lk_expired_run")]
         with db.cursor() as cur:
             cur.execute("SELECT rolname FROM pg_roles WHERE rolname = 'someone_else'")
             assert cur.fetchone() is not None
