@@ -1,8 +1,10 @@
 """Audit: who read what, from where, when; never a value.
 
 Events: ``read`` (the first read of each key in each run, so warm reads cost nothing),
-``deny``, ``write``, ``delete`` and ``failure``. Each carries the time, pipeline, run name,
-key, backend, version, outcome, latency and whether it was served from a cache.
+``deny``, ``write``, ``delete``, ``failure``, and ``mint``, ``renew``, ``revoke`` and
+``sweep`` (per-run credentials: key ``dynamic:NAME``, the login in ``detail``). Each carries
+the time, pipeline, run name, key, backend, version, outcome, latency and whether it was
+served from a cache.
 
 Sinks, from the manifest's ``[audit]`` table::
 
@@ -48,7 +50,7 @@ class AuditFailed(LatchkeyError):
 class AuditEvent:
     """One audited access. Never holds a value."""
 
-    event: str                       # read | deny | write | delete | failure
+    event: str                       # read | deny | write | delete | failure | mint | ...
     key: str
     outcome: str                     # ok | denied | absent | error
     pipeline: str | None = None

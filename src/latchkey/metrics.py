@@ -10,7 +10,9 @@ This module is the one place that counts. Recorded, per backend: ``backend_calls
 ``store_calls``, ``store_retries``, ``store_throttles``, ``store_errors`` and ``store_seconds``
 (requests a remote backend's SDK sent); ``cache_hits``, ``cache_misses``, ``cache_stale``,
 ``cache_refreshes``, ``cache_renewed``, ``cache_evictions`` and ``rate_limit_wait_seconds``.
-Per pipeline ``run_ready_seconds`` and ``runs_opened``; ``audit_events`` and
+Per pipeline ``run_ready_seconds`` and ``runs_opened``; per credential definition
+``credential_mint_seconds``, ``credentials_minted``, ``credentials_swept`` and
+``credential_revoke_errors``; ``audit_events`` and
 ``audit_sink_failures``. ``backend.stats`` (a :class:`Tally`) is one object's share of the
 same counts, added by the same ``incr`` under the same lock, not a second counter.
 ``export_prometheus()`` exposes them through prometheus_client and

@@ -31,6 +31,7 @@ from .authfailure import (
 )
 from .chain import Chain, Resolution
 from .childenv import env_name  # noqa: F401 - moved; still importable here
+from .credentials.leases import RunLeases
 from .errors import (
     AccessDenied,
     LatchkeyError,
@@ -46,12 +47,16 @@ if TYPE_CHECKING:
     from .aws import RunSession
     from .backends.base import Secret
     from .connection import Connection
+    from .credentials.base import Lease, Minter
     from .manifest import PipelineConfig
 
 __all__ = ["Run", "add_value_listener", "current", "declared_names"]
 
 _current: ContextVar["Run | None"] = ContextVar("latchkey_run", default=None)
 _CONNECTION = "connection:"
+_DYNAMIC = "dynamic:"
+#: preflight's name for a key a credential definition reads (an admin connection)
+_CREDENTIAL_INPUT = "credential-input:"
 _value_listeners: list[Callable[[str], None]] = []
 
 
@@ -90,7 +95,8 @@ class Run:
     def __init__(self, pipeline: str, config: "PipelineConfig", chain: Chain, env: str,
                  params: Mapping[str, str], name: str | None = None,
                  auditor: Auditor | None = None,
-                 auth_policy: AuthFailurePolicy | None = None) -> None:
+                 auth_policy: AuthFailurePolicy | None = None,
+                 minters: Mapping[str, "Minter"] | None = None) -> None:
         self.pipeline = pipeline
         self.name = name or f"{pipeline}-{uuid.uuid4().hex[:12]}"
         self.environment = env
@@ -98,7 +104,14 @@ class Run:
         values = {**params, "env": env}
         what = f"pipeline {pipeline!r}"
         self.connection_keys = {c: fill_template(t, values, f"{what} connection {c!r}")
-                                for c, t in config.connections.items()}
+                                for c, t in config.connections.items()
+                                if not t.startswith(_DYNAMIC)}
+        #: connection name -> the ``[credentials.NAME]`` that mints it for each run
+        self.dynamic = {c: t[len(_DYNAMIC):] for c, t in config.connections.items()
+                        if t.startswith(_DYNAMIC)}
+        self._audit = auditor or Auditor()
+        self._leases = RunLeases(pipeline, self.name, self.dynamic, minters or {}, self._audit,
+                                 _announce)
         grants = tuple(fill_template(g.rstrip("/"), values, f"{what} grant") for g in config.grants)
         try:
             self.scope = Scope(fill_template(config.scope, values, f"{what} scope"), grants,
@@ -107,7 +120,6 @@ class Run:
             raise UsageError(f"{what}: {exc}") from None
         self._config = config
         self._chain = chain
-        self._audit = auditor or Auditor()
         #: decides which errors :meth:`retry_on_auth_failure` treats as refused credentials
         self.auth_policy = auth_policy or DEFAULT_POLICY
         self._by_name: dict[str, str] = {}   # name -> value: the warm path reads only this
@@ -141,9 +153,14 @@ class Run:
         latency = time.perf_counter() - start
         self._record("read", resolved, latency, missing)
         self._fail_on_missing(missing)
+        inputs = {n: resolved.pop(n) for n in list(resolved) if n.startswith(_CREDENTIAL_INPUT)}
+        minted = self._leases.mint_all({n[len(_CREDENTIAL_INPUT):]: r.require().value
+                                        for n, r in inputs.items()})
         with self._lock:
             for name, resolution in resolved.items():
                 self._remember(name, resolution)
+            for conn, lease in minted.items():
+                self._connections[conn] = lease.connection.replace(conn_id=conn)
             self._state = "open"
         self.ready_seconds = time.perf_counter() - start
         metrics.incr("runs_opened", pipeline=self.pipeline)
@@ -155,7 +172,8 @@ class Run:
         """What must resolve for the run to open: the required names, then
         ``connection:<name>`` for each connection."""
         return [*self._config.requires, *self._config.shared,
-                *(_CONNECTION + c for c in self.connection_keys)]
+                *(_CONNECTION + c for c in self.connection_keys),
+                *(_CREDENTIAL_INPUT + k for k in self._leases.reads)]
 
     def preflight(self) -> dict[str, Resolution]:
         """Resolve every required and optional name and every connection in one batched pass,
@@ -169,10 +187,42 @@ class Run:
             walks[name] = [(Level(SHARED, SHARED), f"{SHARED}/{name}")]
         for conn, key in self.connection_keys.items():
             walks[_CONNECTION + conn] = [(Level(key, "connection"), key)]
+        for key in self._leases.reads:  # read for latchkey, not for the pipeline's code
+            walks[_CREDENTIAL_INPUT + key] = [(Level(key, "credential"), key)]
         return self._screen(self._chain.resolve_walks(walks))
+
+    @property
+    def connection_names(self) -> list[str]:
+        """Every connection the run has: mapped to a key, and minted per run (``dynamic``)."""
+        return [*self.connection_keys, *self.dynamic]
+
+    def lease(self, name: str) -> "Lease":
+        """The lease behind the minted connection ``name`` (its login, its expiry).
+
+        Raises:
+            UsageError: ``name`` is not a connection minted per run.
+        """
+        self._check_open()
+        return self._leases.get(name)
+
+    def renew(self, name: str) -> "Lease":
+        """Extend the minted connection ``name`` by its definition's ttl (for runs longer
+        than it). Returns the renewed lease; the Connection stays the same."""
+        self._check_open()
+        return self._leases.renew(name)
+
+    def minter_reads(self, definition: str) -> list[str]:
+        """The keys credential ``definition`` reads from the chain (names only)."""
+        return self._leases.reads_of(definition)
+
+    def mint_for_check(self, name: str) -> "tuple[Lease, Callable[[], None]]":
+        """Mint the connection ``name`` without opening the run (``latchkey check --connect``);
+        returns the lease and the function that revokes it. Audited like a run's mint."""
+        return self._leases.mint_detached(name)
 
     def close(self) -> None:
         """Drop every value. Reads after this raise RunClosed."""
+        self._leases.revoke_all()  # first: a failed run's logins end too
         with self._lock:
             self._state = "closed"
             self._by_name.clear()
@@ -199,7 +249,13 @@ class Run:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.__exit__(*exc)
+        if not self._leases:  # nothing minted: nothing to drop
+            self.__exit__(*exc)
+            return
+        import asyncio
+
+        _current.reset(self._tokens.pop())
+        await asyncio.to_thread(self.close)  # dropping logins calls the database
 
     @contextmanager
     def attach(self) -> Iterator["Run"]:
@@ -271,7 +327,7 @@ class Run:
         key = self.connection_keys.get(name)
         if key is None:
             raise UsageError(f"pipeline {self.pipeline!r} has no connection {name!r} "
-                             f"(its connections: {sorted(self.connection_keys)})")
+                             f"(its connections: {sorted(self.connection_names)})")
         from .connection import Connection
 
         parsed = Connection.from_value(self.get(key), conn_id=name)
