@@ -1,0 +1,311 @@
+"""``type = "vault_database"``: a login per run from Vault's database secrets engine, through
+hvac against the protocol-level Vault, which runs the role's SQL on a real PostgreSQL on
+127.0.0.1: mint gives a working login with the role's grants only, renewal keeps a run alive
+past its lease, revoke drops the login, errors are one scrubbed line, nothing leaks."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+import latchkey
+from latchkey import AccessDenied
+from latchkey.backends.vault import VaultLogin
+from latchkey.credentials.vault_database import VaultDatabaseMinter, vault_said
+from latchkey.errors import BackendUnavailable
+
+from .extras import need
+from .fakes.vault import ROLE_ID, ROOT_TOKEN, SECRET_ID, FakeVault
+
+need("vault")
+psycopg2 = need("postgres")
+
+ADMIN, ADMIN_PASSWORD = "lkv_admin", "fake-vault-admin-pw-acct42"
+WRITER = "lkv_writer"          # the role whose grants a minted login gets
+CREATE = ["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' "
+          "VALID UNTIL '{{expiration}}' IN ROLE " + WRITER + ";"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The manifest fields of a vault_database definition."""
+
+    backend: str = "vault"
+    mount: str = "database"
+    role: str = "etl"
+    connection: str = "connections/warehouse_base"
+    ttl: int | None = None
+
+
+def superuser(postgres: dict) -> Any:
+    """A superuser session over the cluster's Unix socket (local connections are trusted)."""
+    found = glob.glob(f"{tempfile.gettempdir()}/latchkey-pg-*/.s.PGSQL.{postgres['port']}")
+    assert found, "the postgres fixture's socket was not found"
+    conn = psycopg2.connect(host=str(Path(found[0]).parent), port=postgres["port"],
+                            user="postgres", dbname=postgres["dbname"])
+    conn.autocommit = True
+    return conn
+
+
+@pytest.fixture(scope="module")
+def warehouse(postgres: dict) -> Iterator[dict]:
+    """An admin Vault logs in as (CREATEROLE), a writer role with grants on one table, and a
+    table only the admin's side can read."""
+    with superuser(postgres) as conn, conn.cursor() as cur:
+        for sql in (f"CREATE ROLE {ADMIN} LOGIN CREATEROLE PASSWORD '{ADMIN_PASSWORD}'",
+                    f"CREATE ROLE {WRITER} NOLOGIN",
+                    "CREATE TABLE IF NOT EXISTS lkv_events (id int)",
+                    "CREATE TABLE IF NOT EXISTS lkv_admin_only (id int)",
+                    f"GRANT SELECT, INSERT ON lkv_events TO {WRITER}",
+                    f"GRANT SELECT ON lkv_admin_only TO {ADMIN} WITH GRANT OPTION"):
+            try:
+                cur.execute(sql)
+            except psycopg2.errors.DuplicateObject:
+                pass
+    yield postgres
+
+
+@pytest.fixture
+def vault_db(warehouse: dict, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeVault]:
+    """A fake Vault of its own with the database engine configured for the warehouse: role
+    ``etl`` (lease 60 s), ``short`` (lease 3 s, max 60 s), ``capped`` (lease 3 s, max 4 s)."""
+    hvac = need("vault")
+    server = FakeVault()
+    root = hvac.Client(url=server.url, token=ROOT_TOKEN)
+    root.secrets.database.configure(
+        name="warehouse", plugin_name="postgresql-database-plugin", allowed_roles=["*"],
+        connection_url=f"postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:"
+                       f"{warehouse['port']}/{warehouse['dbname']}",
+        username=ADMIN, password=ADMIN_PASSWORD)
+    for role, ttl, max_ttl in (("etl", 60, 3600), ("short", 3, 60), ("capped", 3, 4)):
+        root.secrets.database.create_role(name=role, db_name="warehouse",
+                                          creation_statements=CREATE, default_ttl=ttl,
+                                          max_ttl=max_ttl)
+    monkeypatch.setenv("VAULT_SECRET_ID", SECRET_ID)
+    monkeypatch.setenv("LATCHKEY__CONNECTIONS__WAREHOUSE_BASE",
+                       f"postgres://127.0.0.1:{warehouse['port']}/{warehouse['dbname']}"
+                       "?sslmode=disable")
+    Path("latchkey.toml").write_text(f"""
+chain = ["env", "vault"]
+[backends.env]
+type = "env"
+[backends.vault]
+type = "vault"
+url = "{server.url}"
+prefix = "lkv"
+auth = {{ method = "approle", role_id = "{ROLE_ID}" }}
+""")
+    VaultLogin._all.clear()
+    try:
+        yield server
+    finally:
+        VaultLogin._all.clear()
+        server.stop()
+
+
+def minter(**fields: Any) -> VaultDatabaseMinter:
+    return VaultDatabaseMinter("warehouse_vault", Settings(**fields), latchkey.load())
+
+
+def connect(lease: latchkey.credentials.base.Lease) -> Any:
+    c = lease.connection
+    return psycopg2.connect(host=c.host, port=c.port, dbname=c.schema, user=c.login,
+                            password=c.password, connect_timeout=5)
+
+
+def can_connect(lease: Any) -> bool:
+    try:
+        connect(lease).close()
+    except psycopg2.OperationalError:
+        return False
+    return True
+
+
+def role_exists(postgres: dict, name: str) -> bool:
+    with superuser(postgres) as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
+        return cur.fetchone() is not None
+
+
+def test_mint_gives_a_working_login_with_the_roles_grants_only(vault_db, warehouse) -> None:
+    """The minted login connects, writes where the Vault role's grants allow, and cannot
+    read what only the admin can."""
+    m = minter()
+    lease = m.mint("loader", "run-1")
+    try:
+        assert lease.definition == "warehouse_vault" and lease.login.startswith("v-approle-etl-")
+        assert lease.connection.host == "127.0.0.1" and lease.connection.schema == "analytics"
+        assert lease.connection.extra == {"sslmode": "disable"}
+        assert lease.lease_id in vault_db.leases and lease.expires_at > time.time() + 50
+        with connect(lease) as conn, conn.cursor() as cur:
+            cur.execute("INSERT INTO lkv_events VALUES (1)")
+            cur.execute("SELECT current_user")
+            assert cur.fetchone()[0] == lease.login
+        with connect(lease) as conn, conn.cursor() as cur, \
+                pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            cur.execute("SELECT * FROM lkv_admin_only")
+    finally:
+        m.revoke(lease)
+        m.close()
+
+
+def test_two_concurrent_runs_get_two_logins(vault_db, warehouse) -> None:
+    """Runs minting at the same moment get distinct logins, each working."""
+    m = minter()
+    leases: list[Any] = []
+    threads = [threading.Thread(target=lambda i=i: leases.append(m.mint("loader", f"run-{i}")))
+               for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    try:
+        assert len(leases) == 2 and leases[0].login != leases[1].login
+        assert leases[0].lease_id != leases[1].lease_id
+        assert all(can_connect(lease) for lease in leases)
+    finally:
+        for lease in leases:
+            m.revoke(lease)
+        m.close()
+
+
+def test_revoke_drops_the_login(vault_db, warehouse) -> None:
+    """After revoke, the login cannot connect, its role is gone, and Vault saw the revoke of
+    exactly that lease; a second revoke is a success."""
+    m = minter()
+    lease = m.mint("loader", "run-1")
+    assert can_connect(lease) and role_exists(warehouse, lease.login)
+    m.revoke(lease)
+    assert not can_connect(lease)
+    assert not role_exists(warehouse, lease.login)
+    assert vault_db.revoked == [lease.lease_id]
+    m.revoke(lease)  # already gone: Vault answers 204
+    assert vault_db.revoked == [lease.lease_id]
+    m.close()
+
+
+def test_a_run_longer_than_its_lease_is_renewed(vault_db, warehouse) -> None:
+    """A 3 s lease held for 5 s is renewed by the timer: the login still works and the fake
+    saw renewals of that lease; after revoke the timer stops."""
+    m = minter(role="short", ttl=3)
+    lease = m.mint("loader", "run-long")
+    try:
+        time.sleep(5)
+        assert vault_db.renewed.count(lease.lease_id) >= 2
+        assert can_connect(lease) and role_exists(warehouse, lease.login)
+    finally:
+        m.revoke(lease)
+        m.close()
+    renewals = len(vault_db.renewed)
+    time.sleep(2.5)
+    assert len(vault_db.renewed) == renewals and not can_connect(lease)
+
+
+def test_without_renewal_the_lease_expires_and_vault_drops_the_login(vault_db,
+                                                                   warehouse) -> None:
+    """A process that stops renewing (killed): Vault revokes the lease at its TTL and the
+    login is dropped; sweep has nothing to do."""
+    m = minter(role="short")
+    lease = m.mint("loader", "run-killed")
+    m.close()  # what SIGKILL does to the timer
+    deadline = time.monotonic() + 10
+    while role_exists(warehouse, lease.login) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not role_exists(warehouse, lease.login) and not can_connect(lease)
+    assert vault_db.revoked == [lease.lease_id] and m.sweep() == []
+
+
+def test_renewal_capped_by_max_ttl_stops_with_a_warning(vault_db, caplog) -> None:
+    """When Vault caps a renewal at the role's max_ttl, the timer says so once and stops."""
+    m = minter(role="capped", ttl=3)
+    lease = m.mint("loader", "run-capped")
+    try:
+        deadline = time.monotonic() + 6
+        while "max_ttl" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "credential 'warehouse_vault': Vault capped the lease of run 'run-capped'" \
+            in caplog.text
+        assert vault_db.renewed == [lease.lease_id]
+    finally:
+        m.revoke(lease)
+        m.close()
+
+
+@pytest.mark.parametrize(("role", "denied", "error", "said"), [
+    pytest.param("nosuch", False, BackendUnavailable,
+                 "backend 'vault': credential 'warehouse_vault': mint for role 'nosuch' at "
+                 "'database' failed: unknown role: nosuch", id="unknown-role"),
+    pytest.param("locked", True, AccessDenied,
+                 "credential 'warehouse_vault': Vault denied the mint for role 'locked' at "
+                 "'database' (backend 'vault'): permission denied", id="permission-denied"),
+])
+def test_vault_errors_are_one_line_naming_the_definition(vault_db, role, denied, error,
+                                                         said) -> None:
+    """Vault's refusal is one line naming the definition, the role and what Vault said, and
+    no lease is left behind."""
+    if denied:
+        vault_db.deny(f"database/creds/{role}")
+    with pytest.raises(error) as caught:
+        minter(role=role).mint("loader", "run-1")
+    assert str(caught.value) == said
+    assert vault_db.leases == {}
+
+
+def test_a_database_error_is_scrubbed(vault_db) -> None:
+    """A creation statement PostgreSQL refuses: one line with PostgreSQL's words, no lease."""
+    hvac = need("vault")
+    root = hvac.Client(url=vault_db.url, token=ROOT_TOKEN)
+    root.secrets.database.create_role(name="broken", db_name="warehouse", creation_statements=[
+        "CREATE ROLE \"{{name}}\" LOGIN PASSWORD '{{password}}' IN ROLE lkv_nosuch_role;"])
+    with pytest.raises(BackendUnavailable) as caught:
+        minter(role="broken").mint("loader", "run-1")
+    message = str(caught.value)
+    assert "\n" not in message and 'role "lkv_nosuch_role" does not exist' in message
+    assert "credential 'warehouse_vault'" in message and "fake-dbpw-" not in message
+    assert vault_db.leases == {}
+
+
+def test_vault_said_masks_registered_values() -> None:
+    """What Vault said passes through the redactor and becomes one line."""
+    hvac = need("vault")
+    latchkey.redact.register("fake-token-acct42-said")
+    exc = hvac.exceptions.InvalidRequest(
+        errors=["1 error occurred:\n\t* bad fake-token-acct42-said\n\n"])
+    assert vault_said(exc) == "bad ***"
+
+
+def test_leak_hunt(vault_db, warehouse, caplog, capfd, tmp_path) -> None:
+    """No password, lease id or admin password in logs, errors, reprs or audit records."""
+    caplog.set_level(logging.DEBUG)
+    Path("latchkey.toml").write_text(Path("latchkey.toml").read_text().replace(
+        'chain = ["env", "vault"]', 'chain = ["env", "vault"]\n[audit]\nsinks = [{ type = "file", '
+        f'path = "{tmp_path}/audit.jsonl" }}]'))
+    m = minter(role="short", ttl=3)
+    lease = m.mint("loader", "run-leak")
+    time.sleep(2.5)  # one renewal, audited
+    logging.getLogger("test").warning("the lease: %r %s %s", lease, lease.connection,
+                                      lease.lease_id)
+    m.revoke(lease)
+    m.close()
+    with pytest.raises(BackendUnavailable) as caught:
+        minter(role="nosuch").mint("loader", "run-leak")
+    assert vault_db.renewed
+    out, err = capfd.readouterr()
+    audit = (tmp_path / "audit.jsonl").read_text()
+    assert '"event": "renew"' in audit and "dynamic:warehouse_vault" in audit
+    shown = "\n".join([out, err, caplog.text, audit, str(caught.value), repr(m),
+                       repr(lease.connection)])
+    secrets = [lease.connection.password, lease.lease_id, ADMIN_PASSWORD,
+               lease.lease_id.rpartition("/")[2]]
+    for secret in secrets:
+        assert secret and secret not in shown, "a secret leaked"
+    assert str(uuid.UUID(lease.lease_id.rpartition("/")[2]))
