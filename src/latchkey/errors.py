@@ -12,6 +12,8 @@ The tree::
     │   └── MissingSecrets        a pipeline's required secrets are missing (each, every place)
     ├── AccessDenied              a store, or a run's policy, refused the read (authoritative)
     ├── MissingDependency         an optional SDK is not installed (prints the pip line)
+    ├── CredentialError           minting, renewing, revoking or sweeping a per-run credential
+    │                             failed (names the definition and what the store said)
     └── BackendError              a store failed: names the backend, never a value
         ├── BackendUnavailable    the store could not be reached or answered with an error
         ├── ReadOnlyBackend       a write was sent to a backend that cannot write
@@ -34,6 +36,7 @@ __all__ = [
     "Attempt",
     "BackendError",
     "BackendUnavailable",
+    "CredentialError",
     "InvalidKey",
     "LatchkeyError",
     "ManifestError",
@@ -163,6 +166,16 @@ class MissingDependency(LatchkeyError, ImportError):
     def __init__(self, what: str, extra: str) -> None:
         self.extra = extra
         super().__init__(f"{what} needs an optional dependency: pip install 'latchkey[{extra}]'")
+
+
+class CredentialError(LatchkeyError):
+    """A per-run credential (``[credentials.NAME]``) could not be minted, renewed, revoked or
+    swept. The message starts with ``credential 'NAME'`` and says what the store said,
+    scrubbed of values; ``definition`` is NAME."""
+
+    def __init__(self, definition: str, message: str) -> None:
+        self.definition = definition
+        super().__init__(f"credential {definition!r}: {message}")
 
 
 class BackendError(LatchkeyError):

@@ -17,12 +17,18 @@ import string
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, Mapping, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ._compat import tomllib
 from .backends import BACKEND_TYPES, BackendConfig, BuildContext, backend_class
+from .credentials.base import (
+    DYNAMIC,
+    CredentialConfig,
+    PostgresRoleConfig,
+    VaultDatabaseConfig,
+)
 from .errors import InvalidKey, ManifestError
 from .keys import is_segment, validate_key
 from .scope import template_fields
@@ -68,7 +74,8 @@ class PipelineConfig(BaseModel):
     def parameters(self) -> set[str]:
         """Every parameter the pipeline's templates use (scope, grants, connection mappings),
         ``env`` excluded: it is always given."""
-        templates = [self.scope, *self.grants, *self.connections.values()]
+        templates = [self.scope, *self.grants,
+                     *(t for t in self.connections.values() if not t.startswith("dynamic:"))]
         return {f for t in templates for f in template_fields(t)} - {"env"}
 
 
@@ -101,6 +108,7 @@ class _Document(BaseModel):
     lookup: Literal["sequential", "parallel"] = "sequential"
     backends: dict[str, dict[str, Any]] = {}
     pipelines: dict[str, PipelineConfig] = {}
+    credentials: dict[str, dict[str, Any]] = {}
 
 
 @dataclass
@@ -119,6 +127,8 @@ class Manifest:
     #: rather than taken from the manifest's default: it then beats a pipeline's own env.
     env_explicit: bool = False
     audit: AuditConfig | None = None
+    #: ``[credentials.NAME]``: credentials minted per run (latchkey.credentials)
+    credentials: dict[str, CredentialConfig] = field(default_factory=dict)
 
     @property
     def base_dir(self) -> Path:
@@ -189,8 +199,10 @@ def parse_manifest(raw: dict[str, Any], path: Path, env: str | None = None) -> M
                                                      f"[backends] (defined: {sorted(backends)})")
     if len(set(chain)) != len(chain):
         raise ManifestError(path, "chain", "names a backend twice")
+    credentials = {name: _credential_config(path, name, body, backends)
+                   for name, body in doc.credentials.items()}
     for name, pipeline in doc.pipelines.items():
-        _check_pipeline(path, name, pipeline)
+        _check_pipeline(path, name, pipeline, credentials)
     for i, sink in enumerate(doc.audit.sinks if doc.audit else []):
         if sink.type == "dynamodb" and not sink.table:
             raise ManifestError(path, f"audit.sinks[{i}].table", "missing (a dynamodb sink "
@@ -199,10 +211,64 @@ def parse_manifest(raw: dict[str, Any], path: Path, env: str | None = None) -> M
                     pipelines=dict(doc.pipelines), environments=doc.environments,
                     on_backend_error=doc.on_backend_error, env_explicit=bool(explicit),
                     lookup=doc.lookup,
-                    audit=doc.audit)
+                    audit=doc.audit, credentials=credentials)
 
 
-def _check_pipeline(path: Path, name: str, pipeline: PipelineConfig) -> None:
+_CREDENTIAL_TYPES: dict[str, type[BaseModel]] = {"postgres_role": PostgresRoleConfig,
+                                                 "vault_database": VaultDatabaseConfig}
+
+
+def _credential_config(path: Path, name: str, body: dict[str, Any],
+                       backends: dict[str, BackendConfig]) -> CredentialConfig:
+    where = f"credentials.{name}"
+    if not _NAME.fullmatch(name):
+        raise ManifestError(path, where, "a credential name is letters, digits, '_' and '-'")
+    type_name = body.get("type")
+    known = ", ".join(sorted(_CREDENTIAL_TYPES))
+    if type_name is None:
+        raise ManifestError(path, f"{where}.type", f"missing; say what to mint (one of {known})")
+    model = _CREDENTIAL_TYPES.get(type_name) if isinstance(type_name, str) else None
+    if model is None:
+        raise ManifestError(path, f"{where}.type", f"unknown credential type {type_name!r} "
+                                                   f"(known: {known})")
+    try:
+        credential: CredentialConfig = model.model_validate(body)  # type: ignore[assignment]
+    except ValidationError as exc:
+        raise _manifest_error(path, exc, ("credentials", name), model) from None
+    _check_credential(path, where, credential, backends)
+    return credential
+
+
+def _check_credential(path: Path, where: str, credential: CredentialConfig,
+                      backends: dict[str, BackendConfig]) -> None:
+    if credential.type == "postgres_role":
+        _check_env_template(path, f"{where}.admin", credential.admin)
+        for i, role in enumerate(credential.member_of):
+            if not role or len(role.encode()) > 63 or "\x00" in role:
+                raise ManifestError(path, f"{where}.member_of[{i}]",
+                                    f"{role!r} is not a PostgreSQL role name")
+    else:
+        _check_env_template(path, f"{where}.connection", credential.connection)
+        backend = backends.get(credential.backend)
+        if backend is None or backend.type != "vault":
+            vaults = sorted(n for n, b in backends.items() if b.type == "vault")
+            raise ManifestError(path, f"{where}.backend", f"{credential.backend!r} is not a "
+                                                          f"vault backend under [backends] "
+                                                          f"(vault backends: {vaults})")
+
+
+def _check_env_template(path: Path, where: str, template: str) -> None:
+    """A definition's key: a key template whose only parameter is ``{env}`` (a definition
+    is shared by every pipeline that maps it, so no scope parameter fills it)."""
+    _check_template(path, where, template)
+    extra = sorted(set(template_fields(template)) - {"env"})
+    if extra:
+        raise ManifestError(path, where, f"{template!r}: only {{env}} may appear in a "
+                                         f"credential's key (found {{{extra[0]}}})")
+
+
+def _check_pipeline(path: Path, name: str, pipeline: PipelineConfig,
+                    credentials: Mapping[str, CredentialConfig]) -> None:
     where = f"pipelines.{name}"
     if not _NAME.fullmatch(name):
         raise ManifestError(path, where, "a pipeline name is letters, digits, '_' and '-'")
@@ -210,6 +276,12 @@ def _check_pipeline(path: Path, name: str, pipeline: PipelineConfig) -> None:
     for i, grant in enumerate(pipeline.grants):
         _check_template(path, f"{where}.grants[{i}]", grant.rstrip("/"))
     for conn, target in pipeline.connections.items():
+        if target.startswith(DYNAMIC):
+            if target[len(DYNAMIC):] not in credentials:
+                raise ManifestError(path, f"{where}.connections.{conn}",
+                                    f"{target!r} names no [credentials.*] definition "
+                                    f"(defined: {sorted(credentials)})")
+            continue
         _check_template(path, f"{where}.connections.{conn}", target)
     for list_name, names in (("requires", pipeline.requires), ("optional", pipeline.optional),
                              ("shared", pipeline.shared)):
