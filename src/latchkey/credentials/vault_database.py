@@ -45,46 +45,27 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .. import metrics, redact
 from .._sdk import hvac_module
-from ..audit import AuditEvent
 from ..connection import Connection
-from ..errors import AccessDenied, BackendError, BackendUnavailable, LatchkeyError, UsageError
-from .base import Lease
+from ..errors import AccessDenied, BackendError, CredentialError, LatchkeyError
+from ..scope import fill_template
+from .base import Lease, VaultDatabaseConfig, audit_credential
 
 if TYPE_CHECKING:
     from ..backends.vault import VaultBackend
     from ..client import Latchkey
 
-__all__ = ["VaultDatabaseMinter", "VaultDatabaseSettings"]
+__all__ = ["RENEW_AT", "VaultDatabaseMinter", "vault_said"]
 
-log = logging.getLogger("latchkey")
+log = logging.getLogger("latchkey.credentials")
 
 #: the share of a lease's duration after which it is renewed
 RENEW_AT = 2 / 3
 #: the longest wait between retries of a failed renewal, and the shortest
 RETRY_MAX, RETRY_MIN = 30.0, 0.5
-
-
-class VaultDatabaseSettings(Protocol):
-    """The manifest fields a ``vault_database`` definition has."""
-
-    @property
-    def backend(self) -> str: ...
-
-    @property
-    def mount(self) -> str: ...
-
-    @property
-    def role(self) -> str: ...
-
-    @property
-    def connection(self) -> str: ...
-
-    @property
-    def ttl(self) -> int | None: ...
 
 
 class VaultDatabaseMinter:
@@ -94,14 +75,19 @@ class VaultDatabaseMinter:
         name: the definition's name (``[credentials.NAME]``).
         config: its manifest fields.
         lk: the ``Latchkey`` whose backends and base connection it uses.
+        env: the environment that fills ``{env}`` in ``connection`` and picks the backend's
+            build for that environment (default: ``lk.env``).
         clock: wall-clock seconds (``expires_at``); tests may pass their own.
     """
 
-    def __init__(self, name: str, config: VaultDatabaseSettings, lk: Latchkey,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, name: str, config: VaultDatabaseConfig, lk: Latchkey,
+                 env: str | None = None, clock: Callable[[], float] = time.time) -> None:
         self.name = name
         self.config = config
+        self.env = env or lk.env
         self.mount = (config.mount or "database").strip("/")
+        self.connection_key = fill_template(config.connection, {"env": self.env},
+                                            f"credentials.{name}.connection")
         self._lk = lk
         self._clock = clock
         self._backend: VaultBackend | None = None
@@ -109,12 +95,22 @@ class VaultDatabaseMinter:
 
     def __repr__(self) -> str:
         return (f"<VaultDatabaseMinter {self.name!r} backend={self.config.backend!r} "
-                f"role={self.config.role!r}>")
+                f"role={self.config.role!r} env={self.env!r}>")
 
     # -- the contract ---------------------------------------------------------------------
-    def mint(self, pipeline: str, run_id: str) -> Lease:
-        """A new login for this run (see the module docstring)."""
-        base = self._base_connection()
+    @property
+    def reads(self) -> list[str]:
+        """The base connection's key (host, port, database, extras)."""
+        return [self.connection_key]
+
+    def mint(self, pipeline: str, run_id: str,
+             inputs: Mapping[str, str] | None = None) -> Lease:
+        """A new login for this run (see the module docstring).
+
+        Raises:
+            CredentialError: Vault refused or failed; nothing is left behind.
+        """
+        base = self._base_connection(inputs)
         start = time.perf_counter()
         role, mount = self.config.role, self.mount
         answer = self._call("mint", lambda c: c.secrets.database.generate_credentials(
@@ -127,15 +123,16 @@ class VaultDatabaseMinter:
                 and lease_id):
             if lease_id:  # a lease without a usable login: give it back at once
                 self._revoke_id(str(lease_id))
-            raise BackendUnavailable(self.config.backend, f"credential {self.name!r}: Vault's "
-                                     f"answer for role {role!r} at {mount!r} holds no login")
+            raise CredentialError(self.name, f"Vault's answer for role {role!r} at {mount!r} "
+                                             f"(backend {self.config.backend!r}) holds no login")
         duration = float(answer.get("lease_duration") or 0)
         lease = Lease(definition=self.name, login=str(data["username"]),
                       connection=base.replace(login=str(data["username"]),
                                               password=str(data["password"])),
                       expires_at=self._clock() + duration, lease_id=str(lease_id))
         metrics.observe("credential_mint_seconds", time.perf_counter() - start,
-                        definition=self.name, type="vault_database")
+                        definition=self.name)
+        metrics.incr("credentials_minted", definition=self.name)
         if answer.get("renewable") and duration > 0:
             self._renewer.track(lease, duration, pipeline, run_id)
         return lease
@@ -159,7 +156,7 @@ class VaultDatabaseMinter:
         self._renewer.forget(lease.lease_id)
         self._revoke_id(lease.lease_id)
 
-    def sweep(self) -> list[str]:
+    def sweep(self, dry_run: bool = False) -> list[str]:
         """Nothing to do: Vault revokes expired leases itself (see the module docstring)."""
         log.debug("latchkey: credential %r: sweep has nothing to do: Vault revokes expired "
                   "leases itself; listing leases needs sudo", self.name)
@@ -172,24 +169,30 @@ class VaultDatabaseMinter:
     # -- plumbing -------------------------------------------------------------------------
     @property
     def backend(self) -> VaultBackend:
-        """The ``vault`` backend named by ``backend`` (unwrapped from its cache)."""
+        """The ``vault`` backend named by ``backend``, as built for this environment
+        (unwrapped from its cache): its address, auth and the process's shared login."""
         if self._backend is None:
             from ..backends.vault import VaultBackend
 
-            found: Any = self._lk.backend(self.config.backend)
+            name = self.config.backend
+            built = {b.name: b for b in self._lk.chain_for(self.env)}
+            found: Any = built[name] if name in built else self._lk.backend(name)
             while not isinstance(found, VaultBackend) and hasattr(found, "inner"):
                 found = found.inner
             if not isinstance(found, VaultBackend):
-                raise UsageError(f"credential {self.name!r}: backend {self.config.backend!r} "
-                                 f"is of type {found.kind!r}; vault_database needs a vault "
-                                 "backend")
+                raise CredentialError(self.name, f"backend {name!r} is of type "
+                                                 f"{found.kind!r}, not vault")
             self._backend = found
         return self._backend
 
-    def _base_connection(self) -> Connection:
+    def _base_connection(self, inputs: Mapping[str, str] | None) -> Connection:
         """Host, port, schema and extras of the base connection, without its login."""
-        key = self.config.connection
-        base = Connection.from_value(self._lk.get(key), conn_id=key)
+        key = self.connection_key
+        if inputs is not None and key in inputs:
+            value = inputs[key]
+        else:
+            value = self._lk.chain_for(self.env).get(key).value
+        base = Connection.from_value(value, conn_id=key)
         return base.replace(login=None, password=None)
 
     def _revoke_id(self, lease_id: str) -> None:
@@ -208,23 +211,20 @@ class VaultDatabaseMinter:
             if not isinstance(cause, hvac.exceptions.VaultError) or \
                     f"credential {self.name!r}" not in str(exc):  # not the call: the login
                 said = str(exc).removeprefix(f"backend {backend.name!r}: ")
-                raise BackendUnavailable(backend.name, f"credential {self.name!r}: {said}") \
-                    from exc
-            said = vault_said(cause)
-            where = f"{what} for role {self.config.role!r} at {self.mount!r}"
-            if isinstance(exc, AccessDenied):
-                raise AccessDenied(f"credential {self.name!r}: Vault denied the {where} "
-                                   f"(backend {backend.name!r}): {said}") from cause
-            raise BackendUnavailable(backend.name, f"credential {self.name!r}: {where} "
-                                                   f"failed: {said}") from cause
+                raise CredentialError(self.name, f"{what}: backend {backend.name!r}: "
+                                                 f"{said}") from exc
+            denied = " denied (403)" if isinstance(exc, AccessDenied) else ""
+            raise CredentialError(self.name, f"{what} for role {self.config.role!r} at "
+                                             f"{self.mount!r}{denied}: Vault (backend "
+                                             f"{backend.name!r}) said: {vault_said(cause)}") \
+                from cause
 
     def audit(self, event: str, outcome: str, pipeline: str | None, run: str | None,
               detail: str | None = None) -> None:
         """One audit record (no value, no lease id) through the Latchkey's auditor."""
         try:
-            self._lk.audit.record(AuditEvent(
-                event=event, key=f"dynamic:{self.name}", outcome=outcome, pipeline=pipeline,
-                run=run, backend=self.config.backend, detail=detail))
+            audit_credential(self._lk.audit, event, self.name, outcome, pipeline=pipeline,
+                             run=run, detail=detail)
         except LatchkeyError as exc:  # a required sink failed: the renewal itself stands
             log.warning("latchkey: credential %r: %s", self.name, exc)
 
