@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import re
 import tempfile
 import threading
 import time
@@ -18,7 +19,7 @@ import pytest
 
 import latchkey
 from latchkey.backends.vault import VaultLogin
-from latchkey.credentials import Lease
+from latchkey.credentials import Lease, build_minter
 from latchkey.credentials.base import MIN_TTL_ENV, VaultDatabaseConfig
 from latchkey.credentials.vault_database import VaultDatabaseMinter, vault_said
 from latchkey.errors import CredentialError
@@ -31,8 +32,11 @@ psycopg2 = need("postgres")
 
 ADMIN, ADMIN_PASSWORD = "lkv_admin", "fake-vault-admin-pw-acct42"
 WRITER = "lkv_writer"          # the role whose grants a minted login gets
-CREATE = ["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' "
-          "VALID UNTIL '{{expiration}}' IN ROLE " + WRITER + ";"]
+DOCS = (Path(__file__).resolve().parents[1] / "docs" / "credentials.md").read_text()
+VAULT_DOCS = DOCS[DOCS.index("## The Vault variant"):]
+#: the creation statement docs/credentials.md tells operators to give Vault, for our writer
+CREATE = [re.search(r'creation_statements="(.*?)" \\', VAULT_DOCS).group(1)
+          .replace('\\"', '"').replace("etl_writer", WRITER)]
 
 
 def superuser(postgres: dict) -> Any:
@@ -295,10 +299,33 @@ def test_leak_hunt(vault_db, warehouse, caplog, capfd, tmp_path) -> None:
     out, err = capfd.readouterr()
     audit = (tmp_path / "audit.jsonl").read_text()
     assert '"event": "renew"' in audit and "dynamic:warehouse_vault" in audit
-    shown = "\n".join([out, err, caplog.text, audit, str(caught.value), repr(m),
+    shown = "\n".join([out, err, caplog.text, audit, str(caught.value), repr(m), repr(lease),
                        repr(lease.connection)])
     secrets = [lease.connection.password, lease.lease_id, ADMIN_PASSWORD,
                lease.lease_id.rpartition("/")[2]]
     for secret in secrets:
         assert secret and secret not in shown, "a secret leaked"
     assert str(uuid.UUID(lease.lease_id.rpartition("/")[2]))
+
+
+def test_the_docs_example_mints_through_the_manifest(vault_db, warehouse,
+                                                     monkeypatch) -> None:
+    """docs/credentials.md's manifest (pointed at the fake) and its role's creation statement
+    give a run a working login through build_minter; repr(lease) shows no lease id."""
+    manifest = re.search(r"```toml\n(.*?)```", VAULT_DOCS, flags=re.S).group(1)
+    fake = vault_db.url
+    Path("latchkey.toml").write_text(manifest.replace("https://vault.example.com:8200", fake)
+                                     .replace("etl-role-id", ROLE_ID)
+                                     .replace('role = "etl-writer"', 'role = "etl"'))
+    monkeypatch.setenv("LATCHKEY__CONNECTIONS__WAREHOUSE_BASE_DEV", "postgres://127.0.0.1:"
+                       f"{warehouse['port']}/{warehouse['dbname']}")
+    lk = latchkey.load()
+    m = build_minter("warehouse_vault", lk.manifest.credentials["warehouse_vault"], lk)
+    assert m.reads == ["connections/warehouse_base_dev"]
+    lease = m.mint("loader", "run-docs")
+    try:
+        assert can_connect(lease) and lease.lease_id not in repr(lease)
+    finally:
+        m.revoke(lease)
+        m.close()
+    assert not can_connect(lease)
