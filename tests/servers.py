@@ -2,7 +2,8 @@
 
 * ``postgres``: a throwaway cluster of Debian's PostgreSQL (initdb runs as the ``postgres``
   user when the tests run as root), scram-sha-256 over TCP, a role ``loader`` with a fake
-  password and a database ``analytics``.
+  password and a database ``analytics``; the superuser ``postgres`` connects through the
+  Unix socket in ``socket_dir`` (trust), for tests that set up roles.
 * ``moto``: moto's server in a thread, real HTTP, counting requests per API action; boto3
   talks to it with fake keys (``aws_env``).
 """
@@ -75,7 +76,7 @@ def postgres() -> Iterator[dict]:
             run(str(bindir / "psql"), "-h", str(base), "-p", str(port), "-U", "postgres",
                 "-v", "ON_ERROR_STOP=1", "-c", sql)
         yield {"host": "127.0.0.1", "port": port, "user": "loader", "password": PG_PASSWORD,
-               "dbname": "analytics"}
+               "dbname": "analytics", "socket_dir": str(base)}  # socket: superuser, trusted
     finally:
         subprocess.run([*as_owner, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
                         "stop"], capture_output=True, timeout=60)

@@ -19,7 +19,7 @@ from .client import Latchkey
 from .connection import Connection, InvalidConnection, host_userinfo, scrub_urls
 from .errors import AccessDenied, LatchkeyError, UsageError
 from .redact import Redactor
-from .run import Run
+from .run import _CREDENTIAL_INPUT, Run
 
 if TYPE_CHECKING:
     from .manifest import PipelineConfig
@@ -77,6 +77,7 @@ def check_pipelines(lk: Latchkey, pipelines: Iterable[str] | None = None,
     scrub = _Scrubber()
     findings: list[Finding] = []
     probes: list[tuple[Finding, Connection]] = []
+    minted: list[Callable[[], None]] = []  # revokes the logins minted to probe
     for name in names:
         config = lk.pipeline_config(name)
         for instance in _instances(config, params):
@@ -94,8 +95,17 @@ def check_pipelines(lk: Latchkey, pipelines: Iterable[str] | None = None,
                 continue
             for finding, conn in _check_run(run, label, scrub, findings):
                 probes.append((finding, conn))
-    if connect:
-        findings.extend(_probe_all(probes, timeout, scrub, progress))
+            if connect:
+                probes.extend(_mint_to_probe(run, label, scrub, findings, minted))
+    try:
+        if connect:
+            findings.extend(_probe_all(probes, timeout, scrub, progress))
+    finally:
+        for revoke in minted:
+            try:
+                revoke()
+            except LatchkeyError as exc:
+                findings.append(Finding("(check)", "-", "(revoke)", "error", str(exc)))
     for finding in findings:
         finding.detail = scrub(finding.detail)
     return findings
@@ -124,6 +134,10 @@ def _check_run(run: Run, label: str, scrub: _Scrubber,
         secret = resolution.secret
         if secret is not None:
             scrub.add(secret.value)
+        if item.startswith(_CREDENTIAL_INPUT):  # an admin connection: not the run's to read
+            item = "credential:" + ",".join(sorted(
+                d for d in set(run.dynamic.values())
+                if item[len(_CREDENTIAL_INPUT):] in run.minter_reads(d)))
         if resolution.errors:
             findings.append(Finding(run.pipeline, label, item, "error", str(resolution.errors[0])))
         elif secret is None:
@@ -143,10 +157,40 @@ def _check_run(run: Run, label: str, scrub: _Scrubber,
                               f"{secret.backend} {secret.path}")
             findings.append(finding)
             yield finding, conn
+        elif item.startswith("credential:"):
+            try:
+                conn = Connection.from_value(secret.value, conn_id=item)
+            except InvalidConnection as exc:
+                findings.append(Finding(run.pipeline, label, item, "invalid", str(exc),
+                                        f"{secret.backend} {secret.path}"))
+                continue
+            scrub.add(*conn.secret_values(), *host_userinfo(conn.host))
+            findings.append(Finding(run.pipeline, label, item, "ok",
+                                    f"admin connection {secret.key!r} found",
+                                    f"{secret.backend} {secret.path}"))
         else:
             findings.append(Finding(run.pipeline, label, item, "ok",
                                     f"version {secret.version or '-'}",
                                     f"{secret.backend} {secret.path}"))
+
+
+def _mint_to_probe(run: Run, label: str, scrub: _Scrubber, findings: list[Finding],
+                   minted: list[Callable[[], None]]) -> Iterator[tuple[Finding, Connection]]:
+    """``--connect`` with a connection minted per run: mint a login as a run would, yield it
+    to be probed, and leave its revoke in ``minted``."""
+    for conn_name in run.dynamic:
+        item = f"connection:{conn_name}"
+        try:
+            lease, revoke = run.mint_for_check(conn_name)
+        except LatchkeyError as exc:
+            findings.append(Finding(run.pipeline, label, item, "failed", str(exc)))
+            continue
+        minted.append(revoke)
+        scrub.add(*lease.connection.secret_values())
+        finding = Finding(run.pipeline, label, item, "ok", f"minted login {lease.login}",
+                          f"credentials.{lease.definition}")
+        findings.append(finding)
+        yield finding, lease.connection
 
 
 def _probe_all(probes: list[tuple[Finding, Connection]], timeout: float, scrub: _Scrubber,

@@ -48,7 +48,7 @@ def run_environment(run: Run) -> dict[str, str]:
         value = run.held(name)
         if value is not None:
             env[secret_variable(env_vars, name)] = value
-    for conn in run.connection_keys:
+    for conn in run.connection_names:  # minted per run (dynamic) included
         env[connection_variable(env_vars, conn)] = run.connection(conn).to_uri()
     if run.has_aws_role:
         creds = run.aws_session().get_credentials().get_frozen_credentials()

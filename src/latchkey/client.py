@@ -6,7 +6,7 @@ import builtins
 import os
 import threading
 import time
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from . import redact
 from .audit import AuditEvent, Auditor, build_auditor
@@ -18,6 +18,9 @@ from .errors import BackendUnavailable, LatchkeyError, SecretNotFound, UsageErro
 from .keys import validate_key, validate_prefix
 from .manifest import Manifest, PipelineConfig, load_manifest
 from .run import Run
+
+if TYPE_CHECKING:
+    from .credentials.base import Minter
 
 __all__ = ["Latchkey", "load"]
 
@@ -120,6 +123,8 @@ class Latchkey:
         self._chain_factory = chain_factory
         self.audit = auditor or Auditor()
         self._chains_lock = threading.Lock()
+        self._minters: dict[tuple[str, str], Minter] = {}
+        self._minters_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<Latchkey env={self.env!r} chain={[b.name for b in self.chain]}>"
@@ -306,8 +311,32 @@ class Latchkey:
                              f"(its parameters: {sorted(expected) or 'none'})")
         explicit = self.manifest.env_explicit if self.manifest else True
         chosen = env or (self.env if explicit else None) or config.env or self.env
+        minters = {d: self.minter(d, chosen) for d in
+                   {t[len("dynamic:"):] for t in config.connections.values()
+                    if t.startswith("dynamic:")}}
         return Run(name, config, self.chain_for(chosen), chosen, params, run_name,
-                   auditor=self.audit)
+                   auditor=self.audit, minters=minters)
+
+    def minter(self, name: str, env: str | None = None) -> "Minter":
+        """The minter of ``[credentials.NAME]`` for ``env`` (default: this one's), built once.
+
+        Raises:
+            UsageError: the manifest defines no such credential.
+            MissingDependency: its extra (psycopg2, hvac) is not installed.
+        """
+        from .credentials import build_minter
+
+        definitions = self.manifest.credentials if self.manifest else {}
+        if name not in definitions:
+            raise UsageError(f"no credential {name!r} under [credentials] (defined: "
+                             f"{sorted(definitions)})")
+        env = env or self.env
+        with self._minters_lock:
+            built = self._minters.get((name, env))
+            if built is None:
+                built = self._minters[(name, env)] = build_minter(name, definitions[name],
+                                                                  self, env)
+            return built
 
     def pipeline_config(self, name: str) -> PipelineConfig:
         """The manifest entry of pipeline ``name``."""
@@ -357,3 +386,5 @@ class Latchkey:
                 b.close()
         for b in self._backends.values():
             b.close()
+        for minter in self._minters.values():
+            minter.close()

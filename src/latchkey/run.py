@@ -14,6 +14,7 @@ disk. On exit the run drops its values and refuses further reads.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -46,12 +47,18 @@ if TYPE_CHECKING:
     from .aws import RunSession
     from .backends.base import Secret
     from .connection import Connection
+    from .credentials.base import Lease, Minter
     from .manifest import PipelineConfig
 
 __all__ = ["Run", "add_value_listener", "current", "declared_names"]
 
+_log = logging.getLogger("latchkey")
+
 _current: ContextVar["Run | None"] = ContextVar("latchkey_run", default=None)
 _CONNECTION = "connection:"
+_DYNAMIC = "dynamic:"
+#: preflight's name for a key a credential definition reads (an admin connection)
+_CREDENTIAL_INPUT = "credential-input:"
 _value_listeners: list[Callable[[str], None]] = []
 
 
@@ -90,7 +97,8 @@ class Run:
     def __init__(self, pipeline: str, config: "PipelineConfig", chain: Chain, env: str,
                  params: Mapping[str, str], name: str | None = None,
                  auditor: Auditor | None = None,
-                 auth_policy: AuthFailurePolicy | None = None) -> None:
+                 auth_policy: AuthFailurePolicy | None = None,
+                 minters: Mapping[str, "Minter"] | None = None) -> None:
         self.pipeline = pipeline
         self.name = name or f"{pipeline}-{uuid.uuid4().hex[:12]}"
         self.environment = env
@@ -98,7 +106,17 @@ class Run:
         values = {**params, "env": env}
         what = f"pipeline {pipeline!r}"
         self.connection_keys = {c: fill_template(t, values, f"{what} connection {c!r}")
-                                for c, t in config.connections.items()}
+                                for c, t in config.connections.items()
+                                if not t.startswith(_DYNAMIC)}
+        #: connection name -> the ``[credentials.NAME]`` that mints it for each run
+        self.dynamic = {c: t[len(_DYNAMIC):] for c, t in config.connections.items()
+                        if t.startswith(_DYNAMIC)}
+        self._minters = dict(minters or {})
+        missing_minters = sorted(set(self.dynamic.values()) - set(self._minters))
+        if missing_minters:
+            raise UsageError(f"{what}: no minter for credential {missing_minters[0]!r} "
+                             "(build runs with Latchkey.pipeline)")
+        self._leases: dict[str, "Lease"] = {}
         grants = tuple(fill_template(g.rstrip("/"), values, f"{what} grant") for g in config.grants)
         try:
             self.scope = Scope(fill_template(config.scope, values, f"{what} scope"), grants,
@@ -141,6 +159,8 @@ class Run:
         latency = time.perf_counter() - start
         self._record("read", resolved, latency, missing)
         self._fail_on_missing(missing)
+        inputs = {n: resolved.pop(n) for n in list(resolved) if n.startswith(_CREDENTIAL_INPUT)}
+        self._mint_all({n[len(_CREDENTIAL_INPUT):]: r.require().value for n, r in inputs.items()})
         with self._lock:
             for name, resolution in resolved.items():
                 self._remember(name, resolution)
@@ -155,7 +175,8 @@ class Run:
         """What must resolve for the run to open: the required names, then
         ``connection:<name>`` for each connection."""
         return [*self._config.requires, *self._config.shared,
-                *(_CONNECTION + c for c in self.connection_keys)]
+                *(_CONNECTION + c for c in self.connection_keys),
+                *(_CREDENTIAL_INPUT + k for k in self._credential_inputs())]
 
     def preflight(self) -> dict[str, Resolution]:
         """Resolve every required and optional name and every connection in one batched pass,
@@ -169,10 +190,124 @@ class Run:
             walks[name] = [(Level(SHARED, SHARED), f"{SHARED}/{name}")]
         for conn, key in self.connection_keys.items():
             walks[_CONNECTION + conn] = [(Level(key, "connection"), key)]
+        for key in self._credential_inputs():  # read for latchkey, not for the pipeline's code
+            walks[_CREDENTIAL_INPUT + key] = [(Level(key, "credential"), key)]
         return self._screen(self._chain.resolve_walks(walks))
+
+    @property
+    def connection_names(self) -> list[str]:
+        """Every connection the run has: mapped to a key, and minted per run (``dynamic``)."""
+        return [*self.connection_keys, *self.dynamic]
+
+    def lease(self, name: str) -> "Lease":
+        """The lease behind the minted connection ``name`` (its login, its expiry).
+
+        Raises:
+            UsageError: ``name`` is not a connection minted per run.
+        """
+        self._check_open()
+        if name not in self._leases:
+            raise UsageError(f"pipeline {self.pipeline!r} has no minted connection {name!r} "
+                             f"(minted: {sorted(self.dynamic)})")
+        return self._leases[name]
+
+    def renew(self, name: str) -> "Lease":
+        """Extend the minted connection ``name`` by its definition's ttl (for runs longer
+        than it). Returns the renewed lease; the Connection stays the same."""
+        lease = self.lease(name)
+        start = time.perf_counter()
+        try:
+            renewed = self._minters[lease.definition].renew(lease)
+        except LatchkeyError as exc:
+            self._credential_event("renew", lease.definition, "error", str(exc), start)
+            raise
+        self._credential_event("renew", lease.definition, "ok", f"login {lease.login}", start)
+        with self._lock:
+            self._leases[name] = renewed
+        return renewed
+
+    def minter_reads(self, definition: str) -> list[str]:
+        """The keys credential ``definition`` reads from the chain (names only)."""
+        return list(self._minters[definition].reads)
+
+    def mint_for_check(self, name: str) -> "tuple[Lease, Callable[[], None]]":
+        """Mint the connection ``name`` without opening the run (``latchkey check --connect``);
+        returns the lease and the function that revokes it. Audited like a run's mint."""
+        definition = self.dynamic[name]
+        minter = self._minters[definition]
+        start = time.perf_counter()
+        try:
+            lease = minter.mint(self.pipeline, self.name)
+        except LatchkeyError as exc:
+            self._credential_event("mint", definition, "error", str(exc), start)
+            raise
+        _announce(*lease.connection.secret_values())
+        self._credential_event("mint", definition, "ok", f"login {lease.login}", start)
+
+        def revoke() -> None:
+            begun = time.perf_counter()
+            try:
+                minter.revoke(lease)
+            except LatchkeyError as exc:
+                self._credential_event("revoke", definition, "error", str(exc), begun)
+                raise
+            self._credential_event("revoke", definition, "ok", f"login {lease.login}", begun)
+
+        return lease, revoke
+
+    def _credential_inputs(self) -> list[str]:
+        """The keys the run's credential definitions read (admin connections), once each."""
+        return list(dict.fromkeys(key for d in self.dynamic.values()
+                                  for key in self._minters[d].reads))
+
+    def _mint_all(self, inputs: dict[str, str]) -> None:
+        """Mint each dynamic connection; on a failure, revoke what was minted and raise."""
+        _announce(*inputs.values())
+        for conn, definition in self.dynamic.items():
+            minter = self._minters[definition]
+            start = time.perf_counter()
+            try:
+                lease = minter.mint(self.pipeline, self.name,
+                                    {k: inputs[k] for k in minter.reads})
+            except LatchkeyError as exc:
+                self._credential_event("mint", definition, "error", str(exc), start)
+                self._revoke_all()
+                raise
+            _announce(*lease.connection.secret_values())
+            self._credential_event("mint", definition, "ok", f"login {lease.login}", start)
+            with self._lock:
+                self._leases[conn] = lease
+                self._connections[conn] = lease.connection.replace(conn_id=conn)
+
+    def _revoke_all(self) -> None:
+        """Revoke every lease; a failure is logged and audited, not raised: the run is
+        ending anyway, and the login expires by itself (``latchkey credentials sweep``)."""
+        with self._lock:
+            leases, self._leases = list(self._leases.values()), {}
+        for lease in leases:
+            start = time.perf_counter()
+            try:
+                self._minters[lease.definition].revoke(lease)
+            except Exception as exc:  # noqa: BLE001 - a close must finish
+                message = redact.redactor().redact(str(exc).splitlines()[0] if str(exc) else
+                                                   type(exc).__name__)
+                _log.warning("run %r: could not revoke %s: %s", self.name, lease.login, message)
+                metrics.incr("credential_revoke_errors", definition=lease.definition)
+                self._credential_event("revoke", lease.definition, "error", message, start)
+                continue
+            self._credential_event("revoke", lease.definition, "ok", f"login {lease.login}",
+                                   start)
+
+    def _credential_event(self, event: str, definition: str, outcome: str, detail: str,
+                          start: float) -> None:
+        from .credentials.base import audit_credential
+
+        audit_credential(self._audit, event, definition, outcome, pipeline=self.pipeline,
+                         run=self.name, detail=detail, latency=time.perf_counter() - start)
 
     def close(self) -> None:
         """Drop every value. Reads after this raise RunClosed."""
+        self._revoke_all()  # first: a failed run's logins end too
         with self._lock:
             self._state = "closed"
             self._by_name.clear()
@@ -271,7 +406,7 @@ class Run:
         key = self.connection_keys.get(name)
         if key is None:
             raise UsageError(f"pipeline {self.pipeline!r} has no connection {name!r} "
-                             f"(its connections: {sorted(self.connection_keys)})")
+                             f"(its connections: {sorted(self.connection_names)})")
         from .connection import Connection
 
         parsed = Connection.from_value(self.get(key), conn_id=name)

@@ -8,7 +8,16 @@ read from stdin or a hidden prompt, never from the command line, and never print
 
 from __future__ import annotations
 
-from . import audit, bench, check, copy, inspect, run, store  # noqa: F401  (registers the commands)
+from . import (  # noqa: F401  (registers the commands)
+    audit,
+    bench,
+    check,
+    copy,
+    credentials,
+    inspect,
+    run,
+    store,
+)
 from ._common import cli
 
 __all__ = ["cli", "main"]

@@ -224,6 +224,10 @@ def _describer(lk: Latchkey, active: Run, secrets: Mapping[str, str]) -> Callabl
         for conn, key in active.connection_keys.items():
             if connection_variable(env_vars, conn) == variable:
                 return f"the variable {variable} (connection {conn!r}, key {key!r})"
+        for conn, definition in active.dynamic.items():
+            if connection_variable(env_vars, conn) == variable:
+                return (f"the variable {variable} (connection {conn!r}, minted by "
+                        f"credentials.{definition})")
         return f"the variable {variable}"
     return describe
 

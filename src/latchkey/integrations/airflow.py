@@ -146,6 +146,10 @@ class LatchkeySecretsBackend(BaseSecretsBackend):
             value = run.get(run.connection_keys[conn_id])
             _mask_connection(value)
             return value
+        if run is not None and conn_id in run.dynamic:  # the login minted for this run
+            value = run.connection(conn_id).to_uri()
+            _mask_connection(value)
+            return value
         value = self._lookup("connection", conn_id)
         _mask_connection(value)
         return value
@@ -180,6 +184,12 @@ class LatchkeySecretsBackend(BaseSecretsBackend):
                                         f"`latchkey get {key}` (masked unless --reveal) or "
                                         f"`latchkey explain {key}`")
             return None
+        if kind == "connection" and name in policy.dynamic:
+            raise AirflowSecretsBackendAccessDenied(
+                f"{policy.who}: connection {name!r} is a login minted per run "
+                f"(credentials.{policy.dynamic[name]}), which lives as long as the run: "
+                "open a run in the task with latchkey.integrations.airflow.task_run(...) "
+                "or @latchkey_task")
         if kind == "connection" and name in policy.pending:
             raise AirflowSecretsBackendAccessDenied(
                 f"{policy.who}: connection {name!r} depends on the scope's parameters "
@@ -261,6 +271,8 @@ class _Policy:
     allows_subtree: Callable[[str], bool]
     missing: tuple[str, ...] = ()
     pending: frozenset[str] = field(default_factory=frozenset)  # connections needing params
+    #: connections minted per run (name -> definition): served only inside an open run
+    dynamic: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def who(self) -> str:
@@ -275,7 +287,7 @@ class _Policy:
     @classmethod
     def of_run(cls, run: Run, dag_id: str) -> "_Policy":
         return cls(run.pipeline, dag_id, run.environment, run.connection_keys, run.scope.allows,
-                   run.scope.allows_subtree)
+                   run.scope.allows_subtree, dynamic=run.dynamic)
 
     @classmethod
     def partial(cls, lk: Latchkey, pipeline: str, dag_id: str, config: Any, env: str | None,
@@ -287,8 +299,10 @@ class _Policy:
         def free(template: str) -> bool:
             return set(template_fields(template)) <= {"env"}
 
+        dynamic = {c: t[len("dynamic:"):] for c, t in config.connections.items()
+                   if t.startswith("dynamic:")}
         connections = {c: fill_template(t, values, f"{what} connection {c!r}")
-                       for c, t in config.connections.items() if free(t)}
+                       for c, t in config.connections.items() if free(t) and c not in dynamic}
         grants = tuple(fill_template(g.rstrip("/"), values, f"{what} grant")
                        for g in config.grants if free(g))
         mapped = frozenset(connections.values())
@@ -298,7 +312,8 @@ class _Policy:
                     or any(is_under(key, grant) for grant in grants))
 
         return cls(pipeline, dag_id, environment, connections, allows, allows, tuple(missing),
-                   frozenset(config.connections) - set(connections))
+                   frozenset(config.connections) - set(connections) - set(dynamic),
+                   dynamic=dynamic)
 
 
 def _environment(lk: Latchkey, config: Any, env: str | None) -> str:

@@ -1,0 +1,371 @@
+"""``type = "postgres_role"`` against a real PostgreSQL: a login minted per run, dropped at
+close, expiring by itself when the process is killed, swept only if latchkey made it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+import latchkey
+from latchkey import Connection
+from latchkey.credentials.base import MIN_TTL_ENV
+from latchkey.credentials.postgres import MARKER, role_name
+from latchkey.errors import CredentialError
+
+from .conftest import run_cli
+from .extras import need
+
+psycopg2 = need("postgres")
+
+ADMIN_PASSWORD = "fake-admin-pw-acct42"
+WRITER = "lkt_etl_writer"
+ADMIN = "lkt_admin"
+
+MANIFEST = """
+chain = ["local"]
+[backends.local]
+type = "local"
+[audit]
+sinks = [{{ type = "file", path = ".latchkey/audit.jsonl" }}]
+
+[credentials.warehouse_rw]
+type = "postgres_role"
+admin = "connections/warehouse_admin"
+member_of = [{member_of}]
+ttl = {ttl}
+{more}
+
+[pipelines.loader]
+scope = "loader"
+connections = {{ warehouse = "dynamic:warehouse_rw" }}
+"""
+
+
+def superuser(pg: dict[str, Any]) -> Any:
+    db = psycopg2.connect(host=pg["socket_dir"], port=pg["port"], user="postgres",
+                          dbname="analytics", connect_timeout=10)
+    db.autocommit = True
+    return db
+
+
+@pytest.fixture(scope="module")
+def roles(postgres: dict[str, Any]) -> dict[str, Any]:
+    """An admin role with the least privilege it needs (CREATEROLE, pg_signal_backend), a
+    group role etl_writer with grants on one table, and a table only the admin may read."""
+    db = superuser(postgres)
+    with db.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (ADMIN,))
+        if cur.fetchone() is None:
+            cur.execute(f"CREATE ROLE {ADMIN} LOGIN CREATEROLE PASSWORD %s", (ADMIN_PASSWORD,))
+            cur.execute(f"GRANT pg_signal_backend TO {ADMIN}")
+            cur.execute(f"CREATE ROLE {WRITER} NOLOGIN")
+            cur.execute("CREATE SCHEMA lkt AUTHORIZATION postgres")
+            cur.execute("CREATE TABLE lkt.events (id serial PRIMARY KEY, note text)")
+            cur.execute("CREATE TABLE lkt.admin_only (note text)")
+            cur.execute(f"GRANT USAGE ON SCHEMA lkt TO {WRITER}, {ADMIN}")
+            cur.execute(f"GRANT SELECT, INSERT ON lkt.events TO {WRITER}")
+            cur.execute(f"GRANT USAGE ON SEQUENCE lkt.events_id_seq TO {WRITER}")
+            cur.execute(f"GRANT SELECT ON lkt.admin_only TO {ADMIN}")
+    db.close()
+    return postgres
+
+
+def run_roles(pg: dict[str, Any]) -> list[str]:
+    """Every role latchkey's runs made that still exists."""
+    db = superuser(pg)
+    with db.cursor() as cur:
+        cur.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'lk\\_%' ORDER BY 1")
+        found = [r[0] for r in cur.fetchall()]
+    db.close()
+    return found
+
+
+def admin_uri(pg: dict[str, Any], login: str = ADMIN, password: str = ADMIN_PASSWORD) -> str:
+    return Connection(conn_type="postgres", host="127.0.0.1", port=pg["port"], login=login,
+                      password=password, schema="analytics").to_uri()
+
+
+def make_world(tmp: Path, pg: dict[str, Any], *, ttl: int = 600, member_of: str = f'"{WRITER}"',
+               more: str = "", admin: str | None = None) -> latchkey.Latchkey:
+    (tmp / "latchkey.toml").write_text(MANIFEST.format(ttl=ttl, member_of=member_of, more=more))
+    lk = latchkey.load(tmp / "latchkey.toml")
+    lk.set("connections/warehouse_admin", admin or admin_uri(pg))
+    return lk
+
+
+@pytest.fixture
+def world(isolated: Path, master_key: str, roles: dict[str, Any]) -> Iterator[latchkey.Latchkey]:
+    lk = make_world(isolated, roles)
+    yield lk
+    lk.close()
+
+
+def connect(conn: Connection) -> Any:
+    return psycopg2.connect(host=conn.host, port=conn.port, user=conn.login,
+                            password=conn.password, dbname=conn.schema, connect_timeout=10)
+
+
+def test_a_runs_login_has_the_groups_grants_and_nothing_of_the_admins(
+        world: latchkey.Latchkey, roles: dict[str, Any]) -> None:
+    """The minted login writes with etl_writer's grants, cannot read the admin's table or
+    create roles; after close it cannot connect and its role is gone."""
+    with world.pipeline("loader", run_name="nightly-2026-12-01") as run:
+        conn = run.connection("warehouse")
+        assert conn.login.startswith("lk_loader_nightly_2026_12_01_")
+        assert conn.password and ADMIN_PASSWORD not in repr(conn)
+        assert (conn.host, conn.port, conn.schema) == ("127.0.0.1", roles["port"], "analytics")
+        db = connect(conn)
+        with db, db.cursor() as cur:
+            cur.execute("SELECT current_user")
+            assert cur.fetchone()[0] == conn.login
+            cur.execute("INSERT INTO lkt.events (note) VALUES ('from the run')")
+        for forbidden in ("SELECT * FROM lkt.admin_only", "CREATE ROLE lkt_not_allowed"):
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege), db, db.cursor() as cur:
+                cur.execute(forbidden)
+        db.close()
+        assert conn.login in run_roles(roles)
+        with pytest.raises(latchkey.AccessDenied):  # the admin connection is not the run's
+            run.get("connections/warehouse_admin")
+    assert conn.login not in run_roles(roles)
+    with pytest.raises(psycopg2.OperationalError):
+        connect(conn)
+
+
+def test_close_ends_the_logins_open_sessions(world: latchkey.Latchkey,
+                                             roles: dict[str, Any]) -> None:
+    """A session still open at close is terminated, then the role dropped."""
+    with world.pipeline("loader") as run:
+        db = connect(run.connection("warehouse"))
+    with pytest.raises(psycopg2.Error), db.cursor() as cur:
+        cur.execute("SELECT 1")
+    db.close()
+    assert run_roles(roles) == []
+
+
+def test_a_failed_run_still_drops_its_login(world: latchkey.Latchkey,
+                                            roles: dict[str, Any]) -> None:
+    """An exception in the run's block does not leave the login behind."""
+    with pytest.raises(RuntimeError), world.pipeline("loader") as run:
+        login = run.connection("warehouse").login
+        raise RuntimeError("the pipeline failed")
+    assert login not in run_roles(roles)
+
+
+def test_two_concurrent_runs_get_two_logins(world: latchkey.Latchkey,
+                                            roles: dict[str, Any]) -> None:
+    """Runs of one pipeline open at the same time each get their own login."""
+    with world.pipeline("loader") as a, world.pipeline("loader") as b:
+        logins = {a.connection("warehouse").login, b.connection("warehouse").login}
+        assert len(logins) == 2 and set(run_roles(roles)) == logins
+        for run in (a, b):
+            connect(run.connection("warehouse")).close()
+    assert run_roles(roles) == []
+
+
+def test_role_names_fit_postgres_and_say_pipeline_and_run() -> None:
+    """Role names stay within 63 bytes, keep the pipeline and the run id's tail, differ."""
+    long = role_name("lk_", "a_pipeline_with_a_very_long_name_indeed", "scheduled__2026-12-01T00"
+                     ":00:00+00:00__manual_" + "x" * 80 + "_tail")
+    assert len(long.encode()) <= 63 and long.startswith("lk_a_pipeline_with_a_ve_")
+    assert "_tail_" in long
+    assert role_name("lk_", "p", "r") != role_name("lk_", "p", "r")
+
+
+def test_mint_and_revoke_are_audited_without_values(world: latchkey.Latchkey,
+                                                    isolated: Path) -> None:
+    """The audit file has a mint and a revoke naming the login, never a password."""
+    with world.pipeline("loader") as run:
+        conn = run.connection("warehouse")
+    text = (isolated / ".latchkey" / "audit.jsonl").read_text()
+    events = [json.loads(line) for line in text.splitlines()]
+    mine = [e for e in events if e["key"] == "dynamic:warehouse_rw"]
+    assert [(e["event"], e["outcome"]) for e in mine] == [("mint", "ok"), ("revoke", "ok")]
+    assert all(conn.login in e["detail"] for e in mine)
+    assert conn.password not in text and ADMIN_PASSWORD not in text
+    metrics = latchkey.metrics.snapshot()
+    assert any(k.startswith("credential_mint_seconds") for k in metrics["histograms"])
+
+
+@pytest.mark.parametrize("case, says", [
+    pytest.param("not-createrole", "permission denied to create role", id="admin-cannot-create"),
+    pytest.param("no-such-role", 'role "lkt_no_such_group" does not exist', id="member-missing"),
+    pytest.param("wrong-password", "password authentication failed", id="admin-bad-password"),
+])
+def test_bad_input_is_one_line_and_leaves_nothing(isolated: Path, master_key: str,
+                                                  roles: dict[str, Any], case: str,
+                                                  says: str) -> None:
+    """An admin that cannot create roles, a member_of role that does not exist, a wrong admin
+    password: one line naming the definition and what PostgreSQL said; no run, no role."""
+    admin = {"not-createrole": admin_uri(roles, "loader", roles["password"]),
+             "wrong-password": admin_uri(roles, password="fake-wrong-admin-pw")}.get(case)
+    member_of = '"lkt_no_such_group"' if case == "no-such-role" else f'"{WRITER}"'
+    lk = make_world(isolated, roles, member_of=f'"{WRITER}", {member_of}'
+                    if case == "no-such-role" else member_of, admin=admin)
+    run = lk.pipeline("loader")
+    with pytest.raises(CredentialError) as info:
+        run.open()
+    message = str(info.value)
+    assert message.startswith("credential 'warehouse_rw': ") and says in message
+    assert "\n" not in message
+    for value in (ADMIN_PASSWORD, roles["password"], "fake-wrong-admin-pw"):
+        assert value not in message and value not in repr(info.value)
+    with pytest.raises(latchkey.UsageError):
+        run.connection("warehouse")
+    assert run_roles(roles) == []
+    lk.close()
+
+
+def test_sweep_drops_only_expired_latchkey_roles(isolated: Path, master_key: str,
+                                                 roles: dict[str, Any]) -> None:
+    """sweep drops a run's expired role; a role with the prefix but no marker, one with the
+    marker but not the prefix, and a live run's role all survive."""
+    db = superuser(roles)
+    with db.cursor() as cur:
+        cur.execute("CREATE ROLE lk_handmade LOGIN VALID UNTIL '2000-01-01'")
+        cur.execute("CREATE ROLE someone_else LOGIN VALID UNTIL '2000-01-01'")
+        cur.execute("COMMENT ON ROLE someone_else IS %s", (MARKER + "; forged",))
+        cur.execute("CREATE ROLE lk_expired_run LOGIN VALID UNTIL '2000-01-01'")
+        cur.execute("COMMENT ON ROLE lk_expired_run IS %s", (MARKER + "; definition=x",))
+    lk = make_world(isolated, roles)
+    try:
+        with lk.pipeline("loader") as live:
+            live_login = live.connection("warehouse").login
+            dry = run_cli("credentials", "sweep", "--dry-run", "--json")
+            assert dry.returncode == 0, dry.stderr
+            assert [r["login"] for r in json.loads(dry.stdout)["swept"]] == ["lk_expired_run"]
+            assert "lk_expired_run" in run_roles(roles)
+            done = run_cli("credentials", "sweep", "--json")
+            assert done.returncode == 0, done.stderr
+            assert json.loads(done.stdout)["swept"] == [
+                {"definition": "warehouse_rw", "login": "lk_expired_run", "action": "dropped"}]
+            assert set(run_roles(roles)) == {"lk_handmade", live_login}
+        with db.cursor() as cur:
+            cur.execute("SELECT rolname FROM pg_roles WHERE rolname = 'someone_else'")
+            assert cur.fetchone() is not None
+    finally:
+        with db.cursor() as cur:
+            cur.execute("DROP ROLE IF EXISTS lk_handmade, someone_else, lk_expired_run")
+        db.close()
+        lk.close()
+    assert run_roles(roles) == []
+
+
+def test_sweep_on_open_drops_expired_roles_first(isolated: Path, master_key: str,
+                                                 roles: dict[str, Any]) -> None:
+    """With sweep_on_open, opening a run drops expired latchkey roles."""
+    db = superuser(roles)
+    with db.cursor() as cur:
+        cur.execute("CREATE ROLE lk_left_behind LOGIN VALID UNTIL '2000-01-01'")
+        cur.execute("COMMENT ON ROLE lk_left_behind IS %s", (MARKER + "; definition=x",))
+    db.close()
+    lk = make_world(isolated, roles, more="sweep_on_open = true")
+    with lk.pipeline("loader") as run:
+        assert run_roles(roles) == [run.connection("warehouse").login]
+    lk.close()
+    assert run_roles(roles) == []
+
+
+CHILD = """
+import sys, time, latchkey
+lk = latchkey.load()
+with lk.pipeline("loader", run_name="killed") as run:
+    conn = run.connection("warehouse")
+    print(conn.login, flush=True)
+    sys.stdout.write(conn.password + "\\n")  # the parent needs it; written to a pipe only
+    sys.stdout.flush()
+    time.sleep(600)
+"""
+
+
+def test_a_killed_process_leaves_a_login_that_expires_and_sweep_removes_it(
+        isolated: Path, master_key: str, roles: dict[str, Any]) -> None:
+    """SIGKILL a child holding a run: its login works until ttl, then stops; sweep drops
+    the role. (ttl = 3 s through the test-only LATCHKEY_TESTING_MIN_TTL knob.)"""
+    os.environ[MIN_TTL_ENV] = "3"
+    try:
+        make_world(isolated, roles, ttl=3).close()
+        with subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True, env=dict(os.environ)) as child:
+            try:
+                assert child.stdout is not None
+                login = child.stdout.readline().strip()
+                password = child.stdout.readline().strip()
+            finally:
+                child.send_signal(signal.SIGKILL)
+                child.wait(timeout=30)
+        assert login.startswith("lk_loader_killed_"), "the child did not open its run"
+        minted = Connection(host="127.0.0.1", port=roles["port"], login=login,
+                            password=password, schema="analytics")
+        assert login in run_roles(roles)  # nobody dropped it: the process died
+        deadline = time.monotonic() + 15
+        while True:  # works until VALID UNTIL passes, then never again
+            try:
+                connect(minted).close()
+            except psycopg2.OperationalError as exc:
+                assert "password authentication failed" in str(exc)
+                break
+            assert time.monotonic() < deadline, "the login did not expire"
+            time.sleep(0.5)
+        done = run_cli("credentials", "sweep", "--json")
+        assert done.returncode == 0, done.stderr
+        assert [r["login"] for r in json.loads(done.stdout)["swept"]] == [login]
+        assert password not in done.stdout + done.stderr
+        assert run_roles(roles) == []
+    finally:
+        del os.environ[MIN_TTL_ENV]
+
+
+def test_fifty_runs_opening_at_once_each_get_a_working_login(
+        world: latchkey.Latchkey, roles: dict[str, Any]) -> None:
+    """50 runs open concurrently; each login connects; none is left after they close."""
+    barrier = threading.Barrier(50, timeout=60)
+
+    def one(i: int) -> tuple[str, float]:
+        barrier.wait()
+        start = time.perf_counter()
+        with world.pipeline("loader", run_name=f"burst-{i}") as run:
+            ready = time.perf_counter() - start
+            conn = run.connection("warehouse")
+            db = connect(conn)
+            with db, db.cursor() as cur:
+                cur.execute("SELECT current_user")
+                assert cur.fetchone()[0] == conn.login
+            db.close()
+            return conn.login, ready
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        results = list(pool.map(one, range(50), timeout=120))
+    assert len({login for login, _ in results}) == 50
+    assert run_roles(roles) == []
+    print(f"50 runs: slowest ready in {max(r for _, r in results):.2f} s")
+
+
+def test_the_minted_connection_reaches_latchkey_run_and_check_connect(
+        world: latchkey.Latchkey, roles: dict[str, Any]) -> None:
+    """`latchkey run` gives the child AIRFLOW_CONN_WAREHOUSE with the minted login (dropped
+    after); `check --connect` mints one, connects, and drops it."""
+    child = ("import os, psycopg2; from latchkey import Connection; "
+             "c = Connection.from_uri(os.environ['AIRFLOW_CONN_WAREHOUSE']); "
+             "db = psycopg2.connect(host=c.host, port=c.port, user=c.login, "
+             "password=c.password, dbname=c.schema); cur = db.cursor(); "
+             "cur.execute('SELECT current_user'); print('user', cur.fetchone()[0])")
+    done = run_cli("run", "--pipeline", "loader", "--", sys.executable, "-c", child)
+    assert done.returncode == 0, done.stderr
+    assert "user lk_loader_" in done.stdout
+    checked = run_cli("check", "--connect", "--json")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    items = {f["item"]: f for f in json.loads(checked.stdout)["findings"]}
+    assert items["connection:warehouse (connect)"]["status"] == "ok"
+    assert items["credential:warehouse_rw"]["status"] == "ok"
+    assert ADMIN_PASSWORD not in checked.stdout + checked.stderr
+    assert run_roles(roles) == []
