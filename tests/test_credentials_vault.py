@@ -329,3 +329,125 @@ def test_the_docs_example_mints_through_the_manifest(vault_db, warehouse,
         m.revoke(lease)
         m.close()
     assert not can_connect(lease)
+
+
+# -- through runs ---------------------------------------------------------------------------
+def run_manifest(server: FakeVault, tmp_path: Path, **roles: str) -> None:
+    """A manifest whose pipeline ``loader`` maps each connection to a vault_database
+    definition of the same name using the given Vault role; audit to a file."""
+    definitions = "".join(f"""
+[credentials.{name}]
+type = "vault_database"
+backend = "vault"
+role = "{role}"
+connection = "connections/warehouse_base"
+""" for name, role in roles.items())
+    mapped = ", ".join(f'{name} = "dynamic:{name}"' for name in roles)
+    Path("latchkey.toml").write_text(f"""
+chain = ["env", "vault"]
+[audit]
+sinks = [{{ type = "file", path = "{tmp_path}/audit.jsonl" }}]
+[backends.env]
+type = "env"
+[backends.vault]
+type = "vault"
+url = "{server.url}"
+prefix = "lkv"
+auth = {{ method = "approle", role_id = "{ROLE_ID}" }}
+{definitions}
+[pipelines.loader]
+scope = "etl/loader"
+connections = {{ {mapped} }}
+""")
+
+
+def test_a_run_gets_a_working_login_and_close_revokes_it(vault_db, warehouse,
+                                                        tmp_path) -> None:
+    """``dynamic:NAME`` gives the run a login of its own; when the run ends (a failed one
+    too) Vault saw the revoke of that lease, the login cannot connect and its role is gone."""
+    run_manifest(vault_db, tmp_path, warehouse="etl")
+    lk = latchkey.load()
+    with lk.pipeline("loader") as run:
+        conn = run.connection("warehouse")
+        lease = run.lease("warehouse")
+        assert conn.login == lease.login and conn.conn_id == "warehouse"
+        assert can_connect(lease)
+    assert vault_db.revoked == [lease.lease_id]
+    assert not can_connect(lease) and not role_exists(warehouse, lease.login)
+    with pytest.raises(RuntimeError), lk.pipeline("loader") as run:
+        failed = run.lease("warehouse")
+        raise RuntimeError("the pipeline failed")
+    assert vault_db.revoked == [lease.lease_id, failed.lease_id]
+    assert not role_exists(warehouse, failed.login)
+    lk.close()
+
+
+def test_two_concurrent_runs_get_two_logins_through_runs(vault_db, warehouse,
+                                                         tmp_path) -> None:
+    """Two runs open at once: two logins, both working while both are open."""
+    run_manifest(vault_db, tmp_path, warehouse="etl")
+    lk = latchkey.load()
+    both = threading.Barrier(2, timeout=30)
+    seen: dict[str, tuple[str, bool]] = {}
+
+    def one(i: int) -> None:
+        with lk.pipeline("loader", run_name=f"run-{i}") as run:
+            lease = run.lease("warehouse")
+            both.wait()
+            seen[run.name] = (lease.login, can_connect(lease))
+            both.wait()
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(seen) == 2 and len({login for login, _ in seen.values()}) == 2
+    assert all(ok for _, ok in seen.values())
+    assert len(vault_db.revoked) == 2
+    assert not any(le["state"] == "live" for le in vault_db.leases.values())
+    lk.close()
+
+
+def test_a_vault_error_keeps_the_run_closed_and_leaves_nothing(vault_db, warehouse,
+                                                               tmp_path) -> None:
+    """A run whose second definition names an unknown Vault role does not open: one line
+    naming that definition and what Vault said; the first login was revoked already."""
+    run_manifest(vault_db, tmp_path, warehouse="etl", reports="nosuch")
+    lk = latchkey.load()
+    with pytest.raises(CredentialError) as caught:
+        with lk.pipeline("loader"):
+            pytest.fail("the run opened")
+    assert str(caught.value) == ("credential 'reports': mint for role 'nosuch' at 'database': "
+                                 "Vault (backend 'vault') said: unknown role: nosuch")
+    (minted,) = vault_db.leases.values()
+    assert minted["state"] == "revoked" and not role_exists(warehouse, minted["username"])
+    lk.close()
+
+
+def test_leak_hunt_through_a_run(vault_db, warehouse, tmp_path, caplog, capfd) -> None:
+    """Through a run: mint, renew, revoke and their audit records show logins, never the
+    password, the lease id or the admin's password."""
+    caplog.set_level(logging.DEBUG)
+    run_manifest(vault_db, tmp_path, warehouse="short")
+    lk = latchkey.load()
+    with lk.pipeline("loader") as run:
+        lease = run.lease("warehouse")
+        conn = run.connection("warehouse")
+        logging.getLogger("pipeline").info("connected with %r %s %s", conn, conn.to_uri(),
+                                           lease.lease_id)
+        print(conn.password, lease.lease_id)  # a careless pipeline's output stays ours
+        run.renew("warehouse")
+        time.sleep(2.5)  # and one by the timer
+    lk.close()
+    assert vault_db.renewed.count(lease.lease_id) >= 2
+    audit = (tmp_path / "audit.jsonl").read_text()
+    for event in ("mint", "renew", "revoke"):
+        assert f'"event": "{event}"' in audit
+    assert lease.login in audit
+    out, err = capfd.readouterr()
+    logged = "\n".join([err, caplog.text, audit, repr(lease)])
+    for secret in (lease.connection.password, lease.lease_id, ADMIN_PASSWORD):
+        assert secret not in logged
+    assert (tmp_path / "audit.jsonl").read_text().count(lease.lease_id) == 0
+    assert lease.connection.password in out  # print() is the pipeline's own business

@@ -117,7 +117,7 @@ class VaultDatabaseMinter:
             name=role, mount_point=mount))
         data = answer.get("data") if isinstance(answer, dict) else None
         lease_id = answer.get("lease_id") if isinstance(answer, dict) else None
-        for value in (lease_id, *((data or {}).get(k) for k in ("password", "username"))):
+        for value in (lease_id, (data or {}).get("password")):  # the login is not secret
             redact.register(value if isinstance(value, str) else None)
         if not (isinstance(data, dict) and data.get("username") and data.get("password")
                 and lease_id):
