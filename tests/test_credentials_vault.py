@@ -451,3 +451,27 @@ def test_leak_hunt_through_a_run(vault_db, warehouse, tmp_path, caplog, capfd) -
         assert secret not in logged
     assert (tmp_path / "audit.jsonl").read_text().count(lease.lease_id) == 0
     assert lease.connection.password in out  # print() is the pipeline's own business
+
+
+def test_latchkey_run_hands_the_child_a_working_login_then_revokes(vault_db, warehouse,
+                                                                   tmp_path) -> None:
+    """``latchkey run``: the child connects with AIRFLOW_CONN_WAREHOUSE (its own login); the
+    password it prints is masked in the output; the lease is revoked when the child exits;
+    ``latchkey credentials sweep`` has nothing to drop for this type."""
+    from .conftest import run_cli
+
+    run_manifest(vault_db, tmp_path, warehouse="etl")
+    child = ("import os, psycopg2; from latchkey import Connection; "
+             "c = Connection.from_uri(os.environ['AIRFLOW_CONN_WAREHOUSE']); "
+             "db = psycopg2.connect(host=c.host, port=c.port, dbname=c.schema, user=c.login, "
+             "password=c.password); cur = db.cursor(); cur.execute('SELECT current_user'); "
+             "print('connected as', cur.fetchone()[0]); print('password', c.password)")
+    result = run_cli("run", "--pipeline", "loader", "--", "python", "-c", child)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (lease_id, lease), = vault_db.leases.items()
+    assert f"connected as {lease['username']}" in result.stdout
+    assert "password ***" in result.stdout and "fake-dbpw-" not in result.stdout + result.stderr
+    assert vault_db.revoked == [lease_id] and not role_exists(warehouse, lease["username"])
+    assert lease_id not in result.stdout + result.stderr
+    swept = run_cli("credentials", "sweep", "--json")
+    assert swept.returncode == 0 and '"swept": []' in swept.stdout
