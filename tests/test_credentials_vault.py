@@ -475,3 +475,19 @@ def test_latchkey_run_hands_the_child_a_working_login_then_revokes(vault_db, war
     assert lease_id not in result.stdout + result.stderr
     swept = run_cli("credentials", "sweep", "--json")
     assert swept.returncode == 0 and '"swept": []' in swept.stdout
+
+
+def test_without_hvac_building_the_minter_says_what_to_install(vault_db, tmp_path,
+                                                               monkeypatch) -> None:
+    """A vault_database definition without hvac installed: MissingDependency with the pip
+    line, when the minter is built (before any run mints)."""
+    import sys
+
+    from latchkey.errors import MissingDependency
+
+    run_manifest(vault_db, tmp_path, warehouse="etl")
+    lk = latchkey.load()
+    monkeypatch.setitem(sys.modules, "hvac", None)
+    with pytest.raises(MissingDependency, match=r"credentials of type vault_database needs an "
+                       r"optional dependency: pip install 'latchkey\[vault\]'"):
+        lk.minter("warehouse")

@@ -33,8 +33,10 @@ Lifecycle of one run's login:
   needs a ``sudo`` policy, which a pipeline's token should not hold. The bound on orphans is
   the lease duration, kept short because live runs renew.
 
-Errors are one line naming the definition, the backend and what Vault said (scrubbed); a 403
-is :class:`~latchkey.errors.AccessDenied`. No value and no lease id is ever in a message.
+Errors are :class:`~latchkey.errors.CredentialError`: one line naming the definition, the
+role, the backend and what Vault said (scrubbed); a 403 says ``denied (403)``. No value and
+no lease id is ever in a message. ``Run.lease(name).expires_at`` is the expiry at mint (or
+at the last ``Run.renew``): the timer's renewals extend the lease in Vault, not that copy.
 """
 
 from __future__ import annotations
@@ -71,6 +73,9 @@ RETRY_MAX, RETRY_MIN = 30.0, 0.5
 class VaultDatabaseMinter:
     """Mints, renews and revokes one definition's logins through a ``vault`` backend.
 
+    Raises:
+        MissingDependency: hvac is not installed (the ``vault`` extra).
+
     Args:
         name: the definition's name (``[credentials.NAME]``).
         config: its manifest fields.
@@ -82,6 +87,7 @@ class VaultDatabaseMinter:
 
     def __init__(self, name: str, config: VaultDatabaseConfig, lk: Latchkey,
                  env: str | None = None, clock: Callable[[], float] = time.time) -> None:
+        hvac_module("credentials of type vault_database")  # missing: say so when built
         self.name = name
         self.config = config
         self.env = env or lk.env
