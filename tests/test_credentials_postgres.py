@@ -369,3 +369,18 @@ def test_the_minted_connection_reaches_latchkey_run_and_check_connect(
     assert items["credential:warehouse_rw"]["status"] == "ok"
     assert ADMIN_PASSWORD not in checked.stdout + checked.stderr
     assert run_roles(roles) == []
+
+
+def test_bench_credentials_prints_time_to_ready(world: latchkey.Latchkey,
+                                                roles: dict[str, Any]) -> None:
+    """`latchkey bench --credentials NAME` opens 50 runs at once and prints time to ready;
+    every login is distinct and none is left."""
+    done = run_cli("bench", "--credentials", "warehouse_rw", "--runs", "50", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["logins"] == 50 and result["ready"]["runs"] == 50
+    assert 0 < result["ready"]["median"] <= result["ready"]["max"]
+    table = run_cli("bench", "--credentials", "warehouse_rw", "--runs", "5")
+    assert table.returncode == 0 and "5 runs at once: ready" in table.stdout, table.stderr
+    print(table.stdout)
+    assert run_roles(roles) == []

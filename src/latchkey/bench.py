@@ -11,6 +11,9 @@ Numbers, not assertions: they are measured on the machine at hand and printed.
 * ``startup``: fresh interpreters. ``import latchkey`` (timed inside the child), and the wall
   time of ``latchkey run --pipeline P -- true`` on a one-secret local store over a bare
   ``python -c pass``; medians, against :data:`STARTUP_TARGETS_MS`, PASS/FAIL printed.
+* ``credentials`` (``latchkey bench --credentials NAME``): ``runs`` runs opening at once, each
+  minting its own login from the manifest's ``[credentials.NAME]`` against the real database:
+  time to ready (median, p90, slowest), time to close, and the logins left (should be 0).
 """
 
 from __future__ import annotations
@@ -157,6 +160,38 @@ def run_benchmarks(repeat: int = 20, latency: float = 0.02) -> dict[str, Any]:
             best = min(timeit.repeat(stmt, number=number, repeat=5))
             results[label] = best / number * 1e9
     return results
+
+
+def credentials_burst(lk: Latchkey, definition: str, runs: int = 50) -> dict[str, Any]:
+    """``runs`` runs opening at once, each minting a login of ``definition``; seconds."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .manifest import PipelineConfig
+    from .run import Run
+
+    minter = lk.minter(definition)
+    config = PipelineConfig(scope="bench/credentials",
+                            connections={"db": f"dynamic:{definition}"})
+    barrier = threading.Barrier(runs, timeout=120)
+
+    def one(i: int) -> tuple[float, float, str]:
+        run = Run("bench-credentials", config, lk.chain_for(lk.env), lk.env, {},
+                  f"bench-{i}", auditor=lk.audit, minters={definition: minter})
+        barrier.wait()
+        start = time.perf_counter()
+        with run:
+            ready = time.perf_counter() - start
+            login = run.lease("db").login
+            closing = time.perf_counter()
+        return ready, time.perf_counter() - closing, login
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=runs, thread_name_prefix="latchkey-bench") as pool:
+        results = list(pool.map(one, range(runs), timeout=600))
+    wall = time.perf_counter() - start
+    return {"definition": definition, "runs": runs, "wall": wall,
+            "ready": _stats([r[0] for r in results]), "close": _stats([r[1] for r in results]),
+            "logins": len({r[2] for r in results})}
 
 
 def _timed(argv: list[str], env: dict[str, str], cwd: str) -> tuple[float, float, str]:

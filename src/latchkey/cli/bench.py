@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from ..errors import UsageError
-from ._common import _emit, _print, _table, cli, json_option
+from ._common import _emit, _lk, _print, _table, cli, json_option
 
 
 @cli.command()
@@ -32,9 +32,15 @@ from ._common import _emit, _print, _table, cli, json_option
               help="With --compare: pipelines seeded and run concurrently.")
 @click.option("--out", type=click.Path(file_okay=False), default="benchmarks/results",
               show_default=True, help="With --compare: where results.md/json and plots go.")
+@click.option("--credentials", "definition", metavar="NAME",
+              help="Only this: --runs runs opening at once, each minting a login from the "
+                   "manifest's [credentials.NAME] against the real database; time to ready.")
+@click.option("--runs", default=50, show_default=True, type=click.IntRange(1, 500),
+              help="With --credentials: runs opening at once.")
 @json_option
-def bench(repeat: int, latency_ms: float, compare: bool, startup_runs: int, pipelines: int,
-          out: str, as_json: bool) -> None:
+@click.pass_context
+def bench(ctx: click.Context, repeat: int, latency_ms: float, compare: bool, startup_runs: int,
+          pipelines: int, out: str, definition: str | None, runs: int, as_json: bool) -> None:
     """Measure run readiness (40 secrets) and warm read cost; print the numbers.
 
     Uses fake values in a temporary local store and in-memory stores that stand in for
@@ -43,6 +49,9 @@ def bench(repeat: int, latency_ms: float, compare: bool, startup_runs: int, pipe
     """
     if compare:
         _compare(min(repeat, 20), latency_ms, pipelines, out, as_json)
+        return
+    if definition:
+        _credentials(ctx, definition, runs, as_json)
         return
     from ..bench import run_benchmarks, startup
 
@@ -99,6 +108,27 @@ def _startup_table(up: dict[str, Any]) -> Any:
                   f"{up['runs']} runs each; load average {load:.2f} on {up['cpus']} CPUs"
                   if load is not None else f"{up['runs']} runs each")
     return table
+
+
+def _credentials(ctx: click.Context, definition: str, runs: int, as_json: bool) -> None:
+    from ..bench import credentials_burst
+
+    click.echo(f"latchkey bench: {runs} runs opening at once, each minting a login from "
+               f"credentials.{definition}...", err=True)
+    results = credentials_burst(_lk(ctx), definition, runs)
+
+    def text() -> None:
+        table = _table("BENCHMARK", "MEDIAN", "P90", "SLOWEST", "NOTES")
+        for label, key in (("ready (open, login minted)", "ready"), ("close (login dropped)",
+                                                                    "close")):
+            stats = results[key]
+            table.add_row(f"{runs} runs at once: {label}", _ms(stats["median"]),
+                          _ms(stats["p90"]), _ms(stats["max"]),
+                          f"{results['logins']} distinct logins" if key == "ready" else
+                          f"all {runs} done in {results['wall']:.2f} s")
+        _print(table)
+
+    _emit(as_json, results, text)
 
 
 def _ms(seconds: float) -> str:
