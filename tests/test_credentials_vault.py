@@ -491,3 +491,21 @@ def test_without_hvac_building_the_minter_says_what_to_install(vault_db, tmp_pat
     with pytest.raises(MissingDependency, match=r"credentials of type vault_database needs an "
                        r"optional dependency: pip install 'latchkey\[vault\]'"):
         lk.minter("warehouse")
+
+
+def test_bench_fifty_runs_opening_at_once_each_get_a_login(vault_db, warehouse,
+                                                           tmp_path) -> None:
+    """`latchkey bench --credentials NAME`: 50 runs open at once through Vault, 50 distinct
+    logins, time to ready printed, every lease revoked and every login dropped after."""
+    import json
+
+    from .conftest import run_cli
+
+    run_manifest(vault_db, tmp_path, warehouse="etl")
+    done = run_cli("bench", "--credentials", "warehouse", "--runs", "50", "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    print("vault_database, 50 runs at once:", json.dumps(result["ready"]))
+    assert result["logins"] == 50 and result["ready"]["runs"] == 50
+    assert len(vault_db.leases) == 50 and len(vault_db.revoked) == 50
+    assert not any(role_exists(warehouse, le["username"]) for le in vault_db.leases.values())
