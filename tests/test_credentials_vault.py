@@ -457,7 +457,10 @@ def test_latchkey_run_hands_the_child_a_working_login_then_revokes(vault_db, war
                                                                    tmp_path) -> None:
     """``latchkey run``: the child connects with AIRFLOW_CONN_WAREHOUSE (its own login); the
     password it prints is masked in the output; the lease is revoked when the child exits;
-    ``latchkey credentials sweep`` has nothing to drop for this type."""
+    ``latchkey credentials sweep`` has nothing to drop for this type; ``check --connect``
+    mints, connects and revokes."""
+    import json
+
     from .conftest import run_cli
 
     run_manifest(vault_db, tmp_path, warehouse="etl")
@@ -475,6 +478,13 @@ def test_latchkey_run_hands_the_child_a_working_login_then_revokes(vault_db, war
     assert lease_id not in result.stdout + result.stderr
     swept = run_cli("credentials", "sweep", "--json")
     assert swept.returncode == 0 and '"swept": []' in swept.stdout
+    checked = run_cli("check", "--connect", "--json")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    items = {f["item"]: f for f in json.loads(checked.stdout)["findings"]}
+    assert items["connection:warehouse (connect)"]["status"] == "ok"
+    assert items["credential:warehouse"]["status"] == "ok"
+    assert len(vault_db.revoked) == 2 == len(vault_db.leases)
+    assert "fake-dbpw-" not in checked.stdout + checked.stderr
 
 
 def test_without_hvac_building_the_minter_says_what_to_install(vault_db, tmp_path,
