@@ -60,8 +60,13 @@ def superuser(pg: dict[str, Any]) -> Any:
 
 @pytest.fixture(scope="module")
 def roles(postgres: dict[str, Any]) -> dict[str, Any]:
+    return setup_roles(postgres)
+
+
+def setup_roles(postgres: dict[str, Any]) -> dict[str, Any]:
     """An admin role with the least privilege it needs (CREATEROLE, pg_signal_backend), a
-    group role etl_writer with grants on one table, and a table only the admin may read."""
+    group role etl_writer with grants on one table, and a table only the admin may read
+    (once per cluster)."""
     db = superuser(postgres)
     with db.cursor() as cur:
         cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (ADMIN,))

@@ -27,6 +27,7 @@ from latchkey import Connection
 from latchkey.redact import encodings
 
 from .conftest import run_cli
+from .extras import need
 
 TOKEN = "fake-leak-Tok3n/with+odd=chars&more"
 APP = "fake-leak-app-secret-9f8e7d"
@@ -374,3 +375,68 @@ def test_aws_stores_leak_nothing_in_sdk_debug_logs(kind, aws_env, sdk_debug) -> 
              for form in encodings(part)}
     logged = "\n".join(sdk_debug.texts)
     assert [form for form in forms if form in logged] == []
+
+
+_CHILD_PRINTS_MINTED = """
+import os
+from latchkey import Connection
+c = Connection.from_uri(os.environ["AIRFLOW_CONN_WAREHOUSE"])
+print("login=" + c.login, "pw=" + c.password, "uri=" + os.environ["AIRFLOW_CONN_WAREHOUSE"])
+"""
+
+
+@pytest.mark.slow
+def test_minted_credentials_leak_nothing(isolated: Path, master_key: str, caplog,
+                                         sdk_debug, request) -> None:
+    """postgres_role: neither the admin's password nor any minted one shows in CLI output
+    (run, check --connect, sweep, bench, a refused mint), logs, the audit file, exceptions,
+    reprs or files."""
+    need("postgres")
+    from .test_credentials_postgres import (
+        ADMIN_PASSWORD,
+        admin_uri,
+        make_world,
+        run_roles,
+        setup_roles,
+    )
+
+    pg = setup_roles(request.getfixturevalue("postgres"))
+    lk = make_world(isolated, pg)
+    minted: list[str] = []
+    captured: list[str] = []
+    with caplog.at_level(logging.DEBUG):
+        with lk.pipeline("loader", run_name="leak-hunt") as run:
+            conn = run.connection("warehouse")
+            minted.append(conn.password or "")
+            captured += [repr(o) + str(o) for o in (run, conn, run.lease("warehouse"),
+                                                    lk.minter("warehouse_rw"))]
+            logging.getLogger("leak.hunt").info("minted %s uri %s", conn.password, conn.to_uri())
+        lk.set("connections/warehouse_admin", admin_uri(pg, password="fake-wrong-admin-pw"))
+        try:
+            with lk.pipeline("loader"):
+                pass
+        except Exception as exc:
+            captured.append(str(exc) + repr(exc) + "".join(traceback.format_exception(exc)))
+            logging.getLogger("leak.hunt").exception("refused")
+        lk.set("connections/warehouse_admin", admin_uri(pg))
+    lk.close()
+    runs = [run_cli("run", "--pipeline", "loader", "--", sys.executable, "-c",
+                    _CHILD_PRINTS_MINTED),
+            run_cli("check", "--connect", "--json"), run_cli("check", "--connect"),
+            run_cli("credentials", "sweep"), run_cli("credentials", "sweep", "--json"),
+            run_cli("bench", "--credentials", "warehouse_rw", "--runs", "3", "--json"),
+            run_cli("audit", "--json")]
+    child = runs[0]
+    assert child.returncode == 0 and "pw=***" in child.stdout, child.stderr[-300:]
+    captured += [r.stdout + r.stderr for r in runs]
+    captured += [caplog.text, *sdk_debug.texts]
+    secrets = [ADMIN_PASSWORD, "fake-wrong-admin-pw", *minted]
+    forms = {form: value for value in secrets for form in encodings(value)}
+    hits = [value for text in captured for form, value in forms.items() if form in text]
+    assert hits == []
+    for path in isolated.rglob("*"):
+        if path.is_file():
+            text = path.read_bytes().decode("utf-8", "replace")
+            assert not [v for f, v in forms.items() if f in text], path
+    assert "dynamic:warehouse_rw" in (isolated / ".latchkey" / "audit.jsonl").read_text()
+    assert run_roles(pg) == []
