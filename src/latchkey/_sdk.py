@@ -24,12 +24,12 @@ def boto3_module(what: str = "the AWS backends") -> ModuleType:
     return module
 
 
-def hvac_module() -> ModuleType:
-    """hvac, or MissingDependency naming the ``vault`` extra."""
+def hvac_module(what: str = "the vault backend") -> ModuleType:
+    """hvac, or MissingDependency saying that ``what`` needs the ``vault`` extra."""
     try:
         import hvac
     except ImportError:
-        raise MissingDependency("the vault backend", "vault") from None
+        raise MissingDependency(what, "vault") from None
     module: ModuleType = hvac  # no stubs: typed here, once
     return module
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Literal, Mapping, Protocol, Union, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -111,7 +111,7 @@ class Lease:
     login: str
     connection: "Connection"
     expires_at: float
-    lease_id: str | None = None
+    lease_id: str | None = field(default=None, repr=False)  # it renews the lease: no repr
 
     @property
     def remaining(self) -> float:
