@@ -8,8 +8,7 @@ read from stdin or a hidden prompt, never from the command line, and never print
 
 from __future__ import annotations
 
-from . import audit, bench, check, copy, inspect, run, store  # noqa: F401  (registers the commands)
-from ._common import cli
+from ._common import cli  # each command's module is imported when it is used
 
 __all__ = ["cli", "main"]
 
