@@ -15,6 +15,7 @@ import functools
 import importlib
 import json
 import logging
+import os
 import re
 import shlex
 import sys
@@ -126,7 +127,7 @@ class _Group(click.Group):
         if module is not None and cmd_name not in self.commands:
             importlib.import_module(f"{__package__}.{module}")
         elif module is None and cmd_name not in self.commands:
-            self.load_all()  # unknown: every name, for "did you mean"
+            self.load_all()  # a command not in COMMANDS, or every name for "did you mean"
         return self.commands.get(cmd_name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -134,9 +135,13 @@ class _Group(click.Group):
         return sorted(self.commands)
 
     def load_all(self) -> None:
-        """Import every command module (help, completion, an unknown command's hint)."""
-        for module in sorted(set(COMMANDS.values())):
-            importlib.import_module(f"{__package__}.{module}")
+        """Import every command module of this package, listed in :data:`COMMANDS` or not
+        (help, completion, a name not in it, an unknown command's hint)."""
+        import pkgutil
+
+        for info in pkgutil.iter_modules([os.path.dirname(__file__)]):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{__package__}.{info.name}")
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
