@@ -41,7 +41,8 @@ DEFAULT_NAME = "latchkey.toml"
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
-# Nested models defer_build: _Document builds them into its own validator on first load.
+# Every model defers its build (start-up cost): _Document builds the nested ones into its own
+# validator when the first manifest is validated, not when latchkey is imported.
 class AwsRole(BaseModel):
     model_config = ConfigDict(extra="forbid", defer_build=True)
     arn: str
@@ -99,7 +100,7 @@ class AuditConfig(BaseModel):
 
 
 class _Document(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     env: str = "dev"
     audit: AuditConfig | None = None
     environments: list[str] | None = None
