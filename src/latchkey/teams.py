@@ -69,6 +69,10 @@ def _matches(parts: list[str], pattern: list[re.Pattern[str]], exact: bool) -> b
     return all(p.fullmatch(part) for p, part in zip(pattern, parts))
 
 
+def _in_scope(parts: list[str], scope: list[re.Pattern[str]], names: frozenset[str]) -> bool:
+    return _matches(parts, scope, False) and not names.intersection(parts[1:len(scope)])
+
+
 class TeamPolicy:
     """What one team may read: the union of its pipelines' policies over every parameter
     value (see the module docstring)."""
@@ -77,17 +81,19 @@ class TeamPolicy:
         self.team = team
         self.env = env
         self.pipelines = pipelines
-        self._scopes = [_pattern(p.scope, env) for p in pipelines.values()]
+        # each scope with the pipeline's declared names: no run's scope has one of them as a
+        # segment below its first (latchkey.scope refuses such a run), so neither does the union
+        self._scopes = [(_pattern(p.scope, env), frozenset(declared_names(p)))
+                        for p in pipelines.values()]
         self._grants = [_pattern(g, env) for p in pipelines.values() for g in p.grants]
         self._mapped = [_pattern(t, env) for p in pipelines.values()
                         for t in p.connections.values()]
-        self._names = [(_pattern(p.scope, env), frozenset(declared_names(p)))
-                       for p in pipelines.values()]
 
     def allows_subtree(self, key: str) -> bool:
         """True if the team may read everything below ``key`` (a document standing for it)."""
         parts = key.split("/")
-        return (is_under(key, SHARED) or any(_matches(parts, s, False) for s in self._scopes)
+        return (is_under(key, SHARED)
+                or any(_in_scope(parts, scope, names) for scope, names in self._scopes)
                 or any(_matches(parts, g, False) for g in self._grants)
                 or any(_matches(parts, m, True) for m in self._mapped))
 
@@ -99,7 +105,8 @@ class TeamPolicy:
         level, leaf = parts[:-1], parts[-1]
         return any(leaf in names and 0 < len(level) < len(scope)
                    and _matches(level, scope[:len(level)], True)
-                   for scope, names in self._names)
+                   and not names.intersection(level[1:])
+                   for scope, names in self._scopes)
 
     def connection(self, conn_id: str) -> tuple[str, str] | None:
         """(pipeline, key template) of the team's mapping of ``conn_id``, if any (the
