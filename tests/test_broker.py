@@ -308,3 +308,69 @@ def test_brokered_run_behaves_like_a_direct_run(tmp_path: Path, capsys) -> None:
     with pytest.raises(AccessDenied, match="'finance' may not open"):
         brokered_run(manifest, "ads", _fetch(team_broker, "finance"),
                      params={"account": "acct_42"})
+
+
+# -- one AWS principal per team -----------------------------------------------------------
+ROLE_MANIFEST = """
+env = "prod"
+chain = ["ssm"]
+[backends.ssm]
+type = "aws_ssm"
+prefix = "/lk-teams/{env}"
+region = "eu-central-1"
+[pipelines.ads]
+scope = "marketing/ads/{account}"
+requires = ["api_token"]
+teams = ["marketing"]
+[pipelines.ledger]
+scope = "finance/ledger"
+requires = ["api_token"]
+teams = ["finance"]
+[teams.marketing]
+aws_role = { arn = "arn:aws:iam::123456789012:role/marketing-read" }
+[teams.finance]
+aws_role = { arn = "arn:aws:iam::123456789012:role/finance-read", session_name = "fin-reads" }
+"""
+
+
+def _assumed_keys() -> dict[str, str]:
+    """RoleSessionName -> the access key id moto issued for it (moto runs in this process)."""
+    from moto.sts.models import sts_backends
+
+    return {role.session_name: role.access_key_id
+            for regions in sts_backends.values() for backend in regions.values()
+            for role in backend.assumed_roles}
+
+
+def test_each_team_reads_as_its_own_role(tmp_path: Path, aws_env: str, moto) -> None:
+    """The API server assumes a team's read role (session name latchkey-team-NAME unless the
+    table names one) once, and signs that team's SSM reads with the assumed-role keys, as the
+    server sees them; the session is reused for later lookups and runs of the team."""
+    import boto3
+
+    from latchkey.client import from_manifest
+
+    boto3.client("ssm", region_name="eu-central-1").put_parameter(
+        Name="/lk-teams/prod/marketing/ads/acct_42/api_token", Value="fake-token-acct42",
+        Type="SecureString", Overwrite=True)
+    boto3.client("ssm", region_name="eu-central-1").put_parameter(
+        Name="/lk-teams/prod/finance/ledger/api_token", Value="fake-ledger-token",
+        Type="SecureString", Overwrite=True)
+    manifest = parse_manifest(tomllib.loads(ROLE_MANIFEST), tmp_path / "latchkey.toml")
+    team_broker = TeamBroker(from_manifest(manifest))
+    moto.reset()
+    key = "marketing/ads/acct_42/api_token"
+    assert team_broker.read(key, "marketing", "key") == "fake-token-acct42"
+    payload = decode_payload(team_broker.run(request_key("ads", None, {"account": "acct_42"}),
+                                             "marketing"))
+    assert payload.names["api_token"].value == "fake-token-acct42"
+    assert team_broker.read("finance/ledger/api_token", "finance", "key") == "fake-ledger-token"
+    assumed = [(a, s) for a, _, s in moto.signed if a == "AssumeRole"]
+    assert sorted(assumed) == [("AssumeRole", "fin-reads"),
+                               ("AssumeRole", "latchkey-team-marketing")]
+    keys = _assumed_keys()
+    split = next(i for i, (a, _, s) in enumerate(moto.signed) if s == "fin-reads")
+    marketing = {k for a, k, _ in moto.signed[:split] if a.startswith("GetParameter")}
+    finance = {k for a, k, _ in moto.signed[split:] if a.startswith("GetParameter")}
+    assert marketing == {keys["latchkey-team-marketing"]}
+    assert finance == {keys["fin-reads"]}
