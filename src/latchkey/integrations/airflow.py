@@ -135,6 +135,9 @@ class LatchkeySecretsBackend(BaseSecretsBackend):
             without a team may read.
     """
 
+    #: the broker of ``mode="broker"`` (None in direct mode)
+    broker: TeamBroker | None = None
+
     def __init__(self, manifest: str | None = None, env: str | None = None,
                  connections_prefix: str | None = "airflow/connections",
                  variables_prefix: str | None = "airflow/variables",
