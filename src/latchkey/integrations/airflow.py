@@ -29,6 +29,11 @@ the task: pipeline from the DAG, run name from DAG run, task and map index, para
 The manifest is the one Airflow's secrets backend is configured with (``[workers]
 secrets_backend_kwargs``, then ``[secrets] backend_kwargs``), else ``$LATCHKEY_CONFIG``, else
 ``./latchkey.toml``. dlt pipelines inside the run then get that run's secrets.
+
+Broker mode (multi-team Airflow, docs/airflow.md "Enforced isolation"): the backend with
+``mode="broker"`` on the API server answers per team (:mod:`latchkey.teams`), and task runs
+in a worker without store credentials (:func:`airflow_mode`) come from it in one Variable
+(:mod:`latchkey.broker`).
 """
 
 from __future__ import annotations
@@ -404,10 +409,7 @@ def configured_kwargs() -> dict[str, Any] | None:
     secrets_backend_kwargs`` if ``[workers] secrets_backend`` names it, else ``[secrets]
     backend_kwargs`` if ``[secrets] backend`` does (with Airflow's per-key
     ``..._KWARG__NAME`` environment overrides); None if neither names it."""
-    try:
-        from airflow.configuration import conf
-    except ImportError:  # pragma: no cover - a worker with the task SDK alone
-        from airflow.sdk.configuration import conf  # type: ignore[no-redef]
+    conf = _conf()
     for section, key, kwargs_key in _BACKEND_SETTINGS:
         path = conf.get(section, key, fallback="") or ""
         if path.strip().rpartition(".")[2] != LatchkeySecretsBackend.__name__:
