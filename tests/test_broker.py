@@ -374,3 +374,64 @@ def test_each_team_reads_as_its_own_role(tmp_path: Path, aws_env: str, moto) -> 
     finance = {k for a, k, _ in moto.signed[split:] if a.startswith("GetParameter")}
     assert marketing == {keys["latchkey-team-marketing"]}
     assert finance == {keys["fin-reads"]}
+
+
+# -- leak hunt -----------------------------------------------------------------------------
+LEAK_TOKEN = "fake-leak-Tok3n/with+odd=chars&more\"q'"
+LEAK_PEM = ("-----BEGIN PRIVATE KEY-----\n"
+            "MIIEfakeLEAKfakeNOTaREALkeyAAAAfakeLEAKfake0123456789abcdefghijklmnop\n"
+            "-----END PRIVATE KEY-----\n")
+LEAK_PW = "fake-leak-pg-p@ss:w/rd"
+
+
+def test_broker_paths_leak_nothing(tmp_path: Path, caplog) -> None:
+    """Key reads, refusals, run requests (served, refused, broken), payload decoding, the
+    brokered run's reads and refresh: no value, in any encoding, in a log record (every
+    field), an exception's text or traceback, or a repr."""
+    import traceback
+    from urllib.parse import quote
+
+    from latchkey.redact import encodings
+
+    caplog.set_level(logging.DEBUG)
+    store = {**STORE, "marketing/ads/acct_42/access_token": LEAK_TOKEN,
+             "marketing/ads/app_secret": LEAK_PEM,
+             "connections/wh_prod": f"postgres://u:{quote(LEAK_PW, safe='')}@wh:5432/db"}
+    team_broker, _ = _world(tmp_path, store)
+    log = logging.getLogger("some.sdk")
+    texts: list[str] = []
+
+    def attempt(call):
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - every failure's text is searched
+            texts.append(str(exc) + "".join(traceback.format_exception(exc)))
+            return None
+
+    key = request_key("ads", None, {"account": "acct_42"}, "ads__run__1")
+    payload = attempt(lambda: team_broker.run(key, "marketing"))
+    assert payload is not None
+    log.debug("payload %s", payload)
+    log.info("answer %r", json.loads(payload))
+    for call in (lambda: team_broker.run(key, "finance"), lambda: team_broker.run(key, None),
+                 lambda: team_broker.read("marketing/ads/app_secret", "finance", "k"),
+                 lambda: team_broker.read("connections/wh_prod", None, "k"),
+                 lambda: decode_payload(payload[:-3]),
+                 lambda: decode_payload(payload.replace('"v":1', '"v":2'))):
+        attempt(call)
+    decoded = decode_payload(payload)
+    run = brokered_run(team_broker.lk.manifest, "ads", _fetch(team_broker, "marketing"),
+                       params={"account": "acct_42"})
+    with run:
+        log.warning("token %s pem %s conn %s", run.secret("access_token"),
+                    run.secret("app_secret"), run.connection("warehouse").to_uri())
+        run.refresh("access_token")
+        attempt(lambda: run.get("marketing/ads/acct_43/access_token"))
+        texts += [repr(run), repr(decoded), repr(list(run._chain)), repr(decoded.secrets()),
+                  repr(run.explain("access_token")), str(run.explain("app_secret").to_dict())]
+    texts += [r.getMessage() + " " + repr(vars(r)) for r in caplog.records]
+    everything = "\n".join(texts)
+    pem_lines = [line for line in LEAK_PEM.splitlines() if "-----" not in line]
+    for value in (LEAK_TOKEN, LEAK_PEM, LEAK_PW, *pem_lines):
+        for form in encodings(value):
+            assert form not in everything, f"a form of a value leaked: {form[:12]}..."

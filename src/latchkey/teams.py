@@ -28,6 +28,7 @@ import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING, Callable
 
+from . import redact
 from .backends.aws_common import AwsConfig
 from .backends.base import Secret
 from .broker import encode_payload, parse_request
@@ -165,6 +166,7 @@ class TeamBroker:
         self.mask = mask
         self._teams: dict[str, Latchkey] = {}
         self._lock = threading.Lock()
+        redact.install()  # what the broker resolves is masked in this process's logs
 
     # -- per team -------------------------------------------------------------------------
     def policy(self, team: str) -> TeamPolicy:
