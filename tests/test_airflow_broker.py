@@ -263,3 +263,19 @@ def test_airflow_builds_the_broker_from_backend_kwargs(world, tmp_path: Path) ->
     assert "SERVED" not in output
     for value in STORE.values():
         assert value not in output
+
+
+def test_a_run_request_is_never_left_to_another_backend(world) -> None:
+    """A request in latchkey's reserved namespace that cannot be served (malformed, or the
+    run cannot open) is refused authoritatively, so no other backend (the metastore, where a
+    task may write Variables) answers it; the refusal names keys, never a value."""
+    from airflow.sdk.exceptions import AirflowSecretsBackendAccessDenied
+
+    server = _server(world)
+    for key in (broker.PREFIX + "ads.not-base64-json",
+                broker.request_key("ads", None, {"account": "acct_99"})):
+        with pytest.raises(AirflowSecretsBackendAccessDenied) as info:
+            server.get_variable(key, team_name="marketing")
+        assert "\n" not in str(info.value)
+        assert all(value not in str(info.value) for value in STORE.values())
+    assert "marketing/ads/acct_99" in str(info.value)

@@ -188,8 +188,8 @@ class LatchkeySecretsBackend(BaseSecretsBackend):
                 return None
             try:
                 return self.broker.run(key, team_name)
-            except AccessDenied as exc:
-                raise AirflowSecretsBackendAccessDenied(str(exc)) from None
+            except LatchkeyError as exc:  # the namespace is latchkey's: no other backend
+                raise AirflowSecretsBackendAccessDenied(str(exc)) from None  # may answer it
         if self.broker is not None:
             return self._brokered("variable", key, team_name)
         run = current()
