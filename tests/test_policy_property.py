@@ -301,9 +301,9 @@ def test_a_team_obtains_only_its_union_policy(first: dict, second: dict, other: 
     from latchkey.broker import decode_payload, request_key
     from latchkey.teams import TeamBroker
 
-    mine = [_team_pipeline(first["pipeline"], "p1", ["t"]),
-            _team_pipeline(second["pipeline"], "p2", ["t"])]
-    theirs = _team_pipeline(other["pipeline"], "p3", ["u"])
+    mine = [_team_pipeline(first["pipeline"], "p1", ["team_t"]),
+            _team_pipeline(second["pipeline"], "p2", ["team_t"])]
+    theirs = _team_pipeline(other["pipeline"], "p3", ["team_u"])
     data, owner = _materialise({**other["shapes"], **second["shapes"], **first["shapes"]})
     manifest = parse_manifest({"pipelines": {"p1": mine[0], "p2": mine[1], "p3": theirs}},
                               Path("latchkey.toml"), None)
@@ -311,14 +311,14 @@ def test_a_team_obtains_only_its_union_policy(first: dict, second: dict, other: 
     broker = TeamBroker(lk)
     probe_keys = sorted({k for key in data for k in _prefixes(key)}
                         | {f"{k}/{s}" for k in data for s in SEGMENTS})
-    attempts = [lambda k=k: broker.read(k, "t", "key") for k in probe_keys]
+    attempts = [lambda k=k: broker.read(k, "team_t", "key") for k in probe_keys]
     for conn in {c for p in (*mine, theirs) for c in p["connections"]}:
         attempts.append(lambda c=conn: broker.read(
-            broker.connection_key(c, "t", f"airflow/{c}") or "", "t", "connection"))
+            broker.connection_key(c, "team_t", f"airflow/{c}") or "", "team_t", "connection"))
     for name, pipeline in (("p1", mine[0]), ("p2", mine[1]), ("p3", theirs)):
         for acct in SEGMENTS if PARAM in pipeline["scope"] else [None]:
             params = {"acct": acct} if acct else {}
-            attempts.append(lambda n=name, p=params: broker.run(request_key(n, None, p), "t"))
+            attempts.append(lambda n=name, p=params: broker.run(request_key(n, None, p), "team_t"))
     obtained = []
     for attempt in attempts:
         try:
