@@ -502,11 +502,8 @@ def airflow_mode() -> str:
         return chosen
     if chosen:
         raise UsageError(f"{MODE_ENV} is 'broker' or 'direct', got {chosen!r}")
-    conf = _conf()
-    multi_team = str(conf.get("core", "multi_team", fallback="False")).strip().lower()
-    if multi_team in ("true", "1", "t") and not _worker_backend():
-        return "broker"
-    return "direct"
+    multi_team = _conf().getboolean("core", "multi_team", fallback=False)
+    return "broker" if multi_team and not _worker_backend() else "direct"
 
 
 def _conf() -> Any:
@@ -530,20 +527,13 @@ def _fetch_variable(key: str) -> str | None:
     """One Variable through the Task SDK (task -> supervisor -> Execution API), kept out of
     the SDK's secrets cache (the payload is held by the run alone, and a refresh is fresh)."""
     from airflow.sdk import Variable
+    from airflow.sdk.execution_time.cache import SecretCache
 
-    def forget() -> None:
-        try:
-            from airflow.sdk.execution_time.cache import SecretCache
-
-            SecretCache.invalidate_variable(key)
-        except Exception:  # noqa: BLE001 - an SDK without the cache
-            pass
-
-    forget()
+    SecretCache.invalidate_variable(key)
     try:
         value = Variable.get(key, default=None)
     finally:
-        forget()
+        SecretCache.invalidate_variable(key)
     return None if value is None else str(value)
 
 
