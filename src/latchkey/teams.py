@@ -33,7 +33,7 @@ from .backends.aws_common import AwsConfig
 from .backends.base import Secret
 from .broker import encode_payload, parse_request
 from .errors import AccessDenied, LatchkeyError, SecretNotFound, UsageError
-from .keys import is_under
+from .keys import SEGMENT_PATTERN, is_under
 from .run import Run, declared_names
 from .scope import SHARED, template_fields
 
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 __all__ = ["NO_TEAM", "TeamBroker", "TeamPolicy"]
 
 NO_TEAM = ("shared_only", "deny")
-_SEGMENT = "[A-Za-z0-9_.-]+"
 
 
 def _regex(template: str, env: str, depth: int | None = None) -> str:
@@ -59,7 +58,7 @@ def _regex(template: str, env: str, depth: int | None = None) -> str:
             if name == "env":
                 regex += re.escape(env)
             elif name is not None:
-                regex += f"(?P={name})" if name in seen else f"(?P<{name}>{_SEGMENT})"
+                regex += f"(?P={name})" if name in seen else f"(?P<{name}>{SEGMENT_PATTERN})"
                 seen.add(name)
         out.append(regex)
     return "/".join(out)
