@@ -115,8 +115,6 @@ class TeamPolicy:
         self.team = team
         self.env = env
         self.pipelines = pipelines
-        # each scope with the pipeline's declared names: no run's scope has one of them as a
-        # segment below its first (latchkey.scope refuses such a run), so neither does the union
         runnable = [p for p in pipelines.values() if _can_run(p, env)]
         # each scope with the pipeline's declared names: no run's scope has one of them as a
         # segment below its first (latchkey.scope refuses such a run), so neither does the union
@@ -164,6 +162,7 @@ class TeamBroker:
         self.no_team = no_team
         self.mask = mask
         self._teams: dict[str, Latchkey] = {}
+        self._policies: dict[str, TeamPolicy] = {}
         self._lock = threading.Lock()
         redact.install()  # what the broker resolves is masked in this process's logs
 
@@ -174,13 +173,17 @@ class TeamBroker:
         Raises:
             AccessDenied: the manifest knows no such team.
         """
+        policy = self._policies.get(team)
+        if policy is not None:
+            return policy
         manifest = self.lk.manifest
         served = {n: p for n, p in (manifest.pipelines if manifest else {}).items()
                   if team in p.teams}
         if not served:
             raise AccessDenied(f"Airflow team {team!r} is served by no latchkey pipeline "
                                f"(add it to a pipeline's teams = [...] in the manifest)")
-        return TeamPolicy(team, served, self.lk.env)
+        with self._lock:  # the manifest does not change: one policy per team
+            return self._policies.setdefault(team, TeamPolicy(team, served, self.lk.env))
 
     def latchkey(self, team: str) -> Latchkey:
         """The Latchkey a team's reads go through: with its ``[teams.NAME] aws_role``, one
