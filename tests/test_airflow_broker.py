@@ -195,6 +195,7 @@ def test_task_of_another_team_is_refused(world, monkeypatch) -> None:
 def test_mode_detection_and_worker_backend_warning(world, monkeypatch, caplog) -> None:
     """LATCHKEY_AIRFLOW_MODE decides; unset, multi_team without a worker-side latchkey backend
     means broker; broker mode with [workers] secrets_backend naming latchkey warns once."""
+    server = _server(world)  # the API server's, built where LATCHKEY_AIRFLOW_MODE is unset
     assert world.airflow_mode() == "direct"
     monkeypatch.setenv("AIRFLOW__CORE__MULTI_TEAM", "True")
     assert world.airflow_mode() == "broker"
@@ -205,7 +206,6 @@ def test_mode_detection_and_worker_backend_warning(world, monkeypatch, caplog) -
     monkeypatch.setenv(world.MODE_ENV, "broker")
     assert world.airflow_mode() == "broker"
     caplog.set_level(logging.WARNING, logger="latchkey")
-    server = _server(world)
     _in_task(monkeypatch, world, "ads_daily", _ExecutionAPI(server, "marketing"))
     for _ in range(2):
         with world.task_run(account="acct_42"):
@@ -343,14 +343,15 @@ def test_dag_test_through_the_execution_api(world, airflow_home: Path, tmp_path:
             "name": "marketing_dags", "team_name": "marketing",
             "kwargs": {"path": str(home / "dags")},
             "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle"}]),
-        # the workers' own backend, so they do not fall back to [secrets] backend (the broker)
+        # the workers' own backend: in one process they cannot be kept from [secrets] backend
+        # (the broker) otherwise; LATCHKEY_AIRFLOW_MODE unset: broker mode by detection
         "AIRFLOW__WORKERS__SECRETS_BACKEND":
             "airflow.secrets.environment_variables.EnvironmentVariablesBackend",
         "AIRFLOW__SECRETS__BACKEND": BACKEND,
         "AIRFLOW__SECRETS__BACKEND_KWARGS": json.dumps(
             {"manifest": str(world.manifest_path), "mode": "broker"}),
         "LATCHKEY_MASTER_KEY": os.environ["LATCHKEY_MASTER_KEY"],
-        "LATCHKEY_AIRFLOW_MODE": "broker", "LATCHKEY_CONFIG": str(world.manifest_path),
+        "LATCHKEY_CONFIG": str(world.manifest_path),
         "TEST_TEAM": team})
     created = subprocess.run([sys.executable, "-m", "airflow", "teams", "create", "marketing"],
                              env=env, capture_output=True, text=True, timeout=120)
@@ -369,3 +370,18 @@ def test_dag_test_through_the_execution_api(world, airflow_home: Path, tmp_path:
         assert "TOKEN" not in output
     for value in STORE.values():
         assert value not in output
+
+
+def test_a_broker_built_in_a_worker_steps_aside(world, monkeypatch, caplog) -> None:
+    """Workers use [secrets] backend when [workers] secrets_backend is unset: a broker-mode
+    backend built in a process with LATCHKEY_AIRFLOW_MODE=broker answers nothing (so the
+    lookup goes on to the Execution API instead of being refused for want of a team), builds
+    no chain, and says why once."""
+    caplog.set_level(logging.WARNING, logger="latchkey")
+    monkeypatch.setenv(world.MODE_ENV, "broker")
+    aside = _server(world)
+    key = broker.request_key("ads", None, {"account": "acct_42"})
+    assert aside.get_variable(key) is None
+    assert aside.get_conn_value("warehouse") is None and aside.get_variable("x") is None
+    assert world._instances == {}
+    assert len([r for r in caplog.records if "answers nothing here" in r.getMessage()]) == 1
