@@ -301,6 +301,8 @@ def test_brokered_run_behaves_like_a_direct_run(tmp_path: Path, capsys) -> None:
         assert run.refresh("access_token") == "fake-token-acct42-rotated"
         assert len(asked) == 2
         print("token", run.secret("access_token"), repr(run), list(run._chain))
+    source = list(run._chain)[0]
+    assert source.get_many(["marketing/ads/acct_42/access_token"]) == {}  # wiped on exit
     out = capsys.readouterr().out
     assert "fake-" not in redact.redactor().redact(out)
     with pytest.raises(UsageError, match="gave no run of pipeline 'ads'"):

@@ -217,6 +217,7 @@ def decode_payload(text: str) -> Payload:
     try:
         body = json.loads(text)
     except ValueError:
+        _announce(text)  # cut short or garbled: whatever values it holds, masked whole
         raise bad from None
     _announce(*_values(body))
     if not isinstance(body, dict) or body.get("v") != VERSION:
@@ -277,6 +278,7 @@ class BrokeredSource(Backend):
             self._load(self._refetch())
 
     def close(self) -> None:
+        """Drop the held values (the run has ended); ``invalidate`` would ask again."""
         self._held = {}
 
 
@@ -324,4 +326,4 @@ def brokered_run(manifest: Manifest, pipeline: str, fetch: Callable[[str], str |
     source = BrokeredSource(payload, ask)
     redact.install()
     return Run(pipeline, config, Chain([source]), payload.env, payload.params,
-               run_name or payload.run_name)
+               run_name or payload.run_name, owns_chain=True)
