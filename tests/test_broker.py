@@ -447,15 +447,17 @@ def test_dlt_provider_answers_from_a_brokered_run(tmp_path: Path) -> None:
     """dlt's lookups inside a brokered run answer from the held values: a name by the scope
     walk, the dlt table's key: target, and a connection's credentials."""
     pytest.importorskip("dlt")
+    from dlt.common.typing import TSecretStrValue
+
     from latchkey.integrations.dlt import LatchkeyProvider
 
     team_broker, _ = _world(tmp_path)
     provider = LatchkeyProvider()
     with brokered_run(team_broker.lk.manifest, "ads", _fetch(team_broker, "marketing"),
                       params={"account": "acct_42"}):
-        assert provider.get_value("access_token", str, None, "sources", "ads")[0] == \
-            "fake-token-acct42"
-        assert provider.get_value("extra", str, None, "sources", "ads")[0] == \
+        assert provider.get_value("access_token", TSecretStrValue, None, "sources",
+                                  "ads")[0] == "fake-token-acct42"
+        assert provider.get_value("extra", TSecretStrValue, None, "sources", "ads")[0] == \
             "fake-report-acct42"
 
 

@@ -163,7 +163,10 @@ def _obtain(run, lk, probe_keys: list[str]) -> Iterator[str]:
     attempts += [(run.get, key) for key in probe_keys]
     attempts += [(lambda c: run.connection(c).to_json(), c) for c in run.connection_keys]
     if provider is not None:
-        attempts += [(lambda f: provider.get_value(f, str, None, "sources", "src")[0], f)
+        from dlt.common.typing import TSecretStrValue  # a secret field: config ones refuse
+
+        attempts += [(lambda f: provider.get_value(f, TSecretStrValue, None, "sources",
+                                                   "src")[0], f)
                      for f in [*SEGMENTS, "mapped_key", "mapped_name"]]
     if airflow is not None:
         for key in probe_keys:
@@ -287,8 +290,9 @@ def _run_exists(pipeline: dict, acct: str) -> bool:
 
 def reference_team_allows(pipelines: list[dict], key: str) -> bool:
     """The union of the team's pipelines' run policies, over every parameter value a run of
-    this world can have."""
-    return any(reference_allows(p, acct, key) for p in pipelines for acct in SEGMENTS
+    this world can have, and ``shared/`` (served to every team the manifest knows, even one
+    whose pipelines can open no run)."""
+    return _under(key, "shared") or any(reference_allows(p, acct, key) for p in pipelines for acct in SEGMENTS
                if _run_exists(p, acct))
 
 
