@@ -23,9 +23,7 @@ import hashlib
 import importlib.util
 import json
 import shutil
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -176,15 +174,6 @@ def ads_intruder():
 ads_intruder()
 '''
 
-SEED = """
-import json, sys
-import latchkey
-lk = latchkey.load(sys.argv[1])
-for key, value in json.load(sys.stdin).items():
-    lk.set(key, value)
-"""
-
-
 def _deploy_module():
     spec = importlib.util.spec_from_file_location(
         "latchkey_airflow_deploy", ROOT / "examples" / "airflow" / "deploy.py")
@@ -251,15 +240,10 @@ def deployment(request, tmp_path_factory):
     tmp.mkdir()
     values = Values()
 
-    def seed(d) -> None:
-        subprocess.run([sys.executable, "-c", SEED, str(d.manifest)], check=True,
-                       input=json.dumps(values.store()), text=True, capture_output=True,
-                       timeout=60, env={**d.env(), "LATCHKEY_MASTER_KEY": d.master_key})
-
     running = deploy.Deployment(
         work / "deployment", executor=request.param, log=lambda *a: None,
         dag_ids=("ads_accounts", "ads_intruder"), manifest_source=work / "broker.toml",
-        seed=seed, teams=bundles, broker=True,
+        seed=lambda d: d.latchkey_set_many("dev", values.store()), teams=bundles, broker=True,
         extra_env={"LK_TEST_REPORTS": str(reports), "TMPDIR": str(tmp),
                    # a refusal on the API server is an HTTP 500 to the Task SDK, which retries
                    # it (5 times, 1-90 s apart by default) before the task sees "not found"

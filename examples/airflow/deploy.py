@@ -202,6 +202,18 @@ class Deployment:
                        capture_output=True, timeout=60,
                        env={**os.environ, "LATCHKEY_MASTER_KEY": self.master_key})
 
+    def latchkey_set_many(self, env: str, items: dict[str, str]) -> None:
+        """Write ``{key: value}`` to the store of ``env`` in one process (values on stdin)."""
+        script = ("import json, sys, latchkey\n"
+                  "lk = latchkey.load(sys.argv[1], env=sys.argv[2])\n"
+                  "for key, value in json.load(sys.stdin).items(): lk.set(key, value)\n")
+        done = subprocess.run([sys.executable, "-c", script, str(self.manifest), env],
+                              input=json.dumps(items), text=True, check=False,
+                              capture_output=True, timeout=120,
+                              env={**os.environ, "LATCHKEY_MASTER_KEY": self.master_key})
+        if done.returncode != 0:  # latchkey's errors name keys, never values
+            raise RuntimeError(f"seeding {env} failed:\n{done.stderr[-2000:]}")
+
     def _airflow(self, *args: str, timeout: float = 120) -> str:
         result = subprocess.run([sys.executable, "-m", "airflow", *args], env=self.env(),
                                 capture_output=True, text=True, timeout=timeout, cwd=self.work,
