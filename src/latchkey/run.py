@@ -389,6 +389,13 @@ class Run:
         (the dlt provider asks this for every field dlt looks up)."""
         return self._by_name.get(name)
 
+    def resolved(self) -> dict[str, "Secret"]:
+        """Every secret the run holds by name, with its provenance: the secret names, and
+        ``connection:<name>`` for connections (what the broker sends a worker)."""
+        self._check_open()
+        with self._lock:
+            return {n: r.secret for n, r in self._resolutions.items() if r.secret is not None}
+
     @property
     def config(self) -> PipelineConfig:
         """The pipeline's manifest entry (names and templates only, no values)."""

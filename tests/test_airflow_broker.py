@@ -1,0 +1,217 @@
+"""Broker mode with real Airflow classes, in one process (issue 17): the API server's
+LatchkeySecretsBackend(mode="broker") answering per team as the Execution API calls it, and a
+task's run in broker mode reaching it through the Task SDK's Variable.get path. The
+deployment test (real api-server, scheduler, dag-processor) lives in the deployment suite."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from latchkey import broker
+from latchkey.backends.local import LocalBackend, generate_master_key
+
+from .extras import need
+
+need("airflow")
+
+MANIFEST = textwrap.dedent('''
+    env = "prod"
+    [backends.local]
+    type = "local"
+    path = "store.db"
+    [pipelines.ads]
+    dags = ["ads*"]
+    scope = "marketing/ads/{account}"
+    requires = ["api_token"]
+    connections = { warehouse = "connections/wh_{env}" }
+    teams = ["marketing"]
+    [pipelines.ledger]
+    dags = ["ledger*"]
+    scope = "finance/ledger"
+    requires = ["api_token"]
+    connections = { warehouse = "connections/fin_wh" }
+    teams = ["finance"]
+''')
+STORE = {
+    "marketing/ads/acct_42/api_token": "fake-token-acct42",
+    "marketing/ads/acct_43/api_token": "fake-token-acct43",
+    "connections/wh_prod": "postgres://u:fake-wh-pw@wh:5432/db",
+    "connections/fin_wh": "postgres://f:fake-fin-pw@fin:5432/db",
+    "finance/ledger/api_token": "fake-ledger-token",
+    "airflow/variables/ads_setting": "fake-ads-setting",
+    "airflow/connections/shared_db": "postgres://s:fake-shared-pw@s/db",
+    "shared/slack": "fake-slack-hook",
+}
+BACKEND = "latchkey.integrations.airflow.LatchkeySecretsBackend"
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The integration module with fresh process state, a two-team manifest and its store."""
+    module = pytest.importorskip("latchkey.integrations.airflow")
+    (tmp_path / "latchkey.toml").write_text(MANIFEST)
+    key = generate_master_key()
+    store = LocalBackend("local", tmp_path / "store.db", master_key=key)
+    for k, v in STORE.items():
+        store.put(k, v)
+    store.close()
+    for name in list(os.environ):
+        if name.startswith(("LATCHKEY", "AIRFLOW__SECRETS__", "AIRFLOW__WORKERS__",
+                            "AIRFLOW__CORE__MULTI_TEAM")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("LATCHKEY_MASTER_KEY", key)
+    monkeypatch.setattr(module, "_instances", {})
+    monkeypatch.setattr(module, "_default", {})
+    monkeypatch.setattr(module, "_warned", [])
+    module.manifest_path = tmp_path / "latchkey.toml"
+    return module
+
+
+def _server(module, **kwargs):
+    return module.LatchkeySecretsBackend(manifest=str(module.manifest_path), mode="broker",
+                                         **kwargs)
+
+
+def test_api_server_backend_answers_per_team(world) -> None:
+    """As the Execution API calls it: each team reads its own, every other team's key is
+    refused with Airflow's authoritative AccessDenied naming the team, a run request for
+    another team's pipeline too; no team gets shared/ only; Airflow's masker knows each value
+    returned."""
+    from airflow.sdk.exceptions import AirflowSecretsBackendAccessDenied
+    from airflow.sdk.log import mask_secret  # noqa: F401 - the masker the backend feeds
+
+    server = _server(world)
+    assert server.get_conn_value("warehouse", team_name="marketing") == STORE["connections/wh_prod"]
+    assert server.get_conn_value("warehouse", team_name="finance") == STORE["connections/fin_wh"]
+    assert server.get_variable("nope", team_name="marketing") is None
+    refusals = []
+    for call in (lambda: server.get_variable("ads_setting", team_name="finance"),
+                 lambda: server.get_conn_value("shared_db", team_name="finance"),
+                 lambda: server.get_variable(broker.request_key("ads", None,
+                                                                {"account": "acct_42"}),
+                                             team_name="finance"),
+                 lambda: server.get_variable("ads_setting", team_name="unknown_team"),
+                 lambda: server.get_variable("ads_setting", team_name=None)):
+        with pytest.raises(AirflowSecretsBackendAccessDenied) as info:
+            call()
+        refusals.append(str(info.value))
+    assert "'finance'" in refusals[0] and "'ads'" in refusals[2]
+    assert "'unknown_team'" in refusals[3]
+    for value in STORE.values():
+        assert all(value not in r for r in refusals)
+    assert server.get_conn_value("slack", team_name=None) is None  # not held: None
+    payload = server.get_variable(broker.request_key("ads", None, {"account": "acct_42"}),
+                                  team_name="marketing")
+    assert payload is not None
+    decoded = broker.decode_payload(payload)
+    assert decoded.names["api_token"].value == "fake-token-acct42"
+    from airflow.sdk._shared.secrets_masker import _secrets_masker
+
+    masked = _secrets_masker().redact(f"x {payload} {STORE['connections/fin_wh']} y")
+    assert "fake-" not in str(masked)
+
+
+def test_direct_mode_ignores_run_requests(world) -> None:
+    """A backend in direct mode (a worker's) answers a run request with None, so it falls
+    through to the API server."""
+    direct = world.LatchkeySecretsBackend(manifest=str(world.manifest_path))
+    assert direct.get_variable(broker.request_key("ads", None, {"account": "acct_42"})) is None
+
+
+class _ExecutionAPI:
+    """Stands in for task -> supervisor -> Execution API: the API server calls its
+    ``[secrets] backend`` with the task's team, as routes/variables.py does."""
+
+    def __init__(self, server, team: str) -> None:
+        self.server, self.team, self.keys = server, team, []
+
+    def get_variable(self, key: str, team_name: str | None = None) -> str | None:
+        self.keys.append(key)
+        return self.server.get_variable(key, team_name=self.team)
+
+    def get_conn_value(self, conn_id: str, team_name: str | None = None) -> str | None:
+        return self.server.get_conn_value(conn_id, team_name=self.team)
+
+
+def _in_task(monkeypatch, module, dag_id: str, api: _ExecutionAPI) -> None:
+    context = {"dag": SimpleNamespace(dag_id=dag_id), "run_id": "manual__1", "params": {},
+               "ti": SimpleNamespace(task_id="load", map_index=3)}
+    monkeypatch.setattr(module, "_task_context", lambda: context)
+    import airflow.sdk.execution_time.supervisor as supervisor
+
+    monkeypatch.setattr(supervisor, "ensure_secrets_backend_loaded", lambda: [api])
+
+
+def test_task_run_in_broker_mode_end_to_end(world, monkeypatch, capsys) -> None:
+    """LATCHKEY_AIRFLOW_MODE=broker: task_run and @latchkey_task read the manifest, build no
+    backend, get the run's values in one Variable.get (the SDK's path) and behave as a direct
+    run; refresh asks again; prints of the values are masked."""
+    server = _server(world)
+    built = dict(world._instances)
+    monkeypatch.setenv(world.MODE_ENV, "broker")
+    monkeypatch.setenv("LATCHKEY_CONFIG", str(world.manifest_path))
+    api = _ExecutionAPI(server, "marketing")
+    _in_task(monkeypatch, world, "ads_daily", api)
+    with world.task_run(account="acct_42") as run:
+        assert run.secret("api_token") == "fake-token-acct42"
+        assert run.connection("warehouse").password == "fake-wh-pw"
+        assert run.name == "ads_daily__manual__1__load__3"
+        assert run.refresh("api_token") == "fake-token-acct42"
+        print("token is", run.secret("api_token"))
+    assert len(api.keys) == 2 and all(broker.is_request(k) for k in api.keys)
+    assert world._instances == built  # the worker built no Latchkey, no backend
+
+    @world.latchkey_task
+    def load(account: str) -> str:
+        return world.current().connection("warehouse").host
+
+    assert load(account="acct_42") == "wh"
+    out = capsys.readouterr()
+    assert "fake-" not in out.out + out.err
+
+
+def test_task_of_another_team_is_refused(world, monkeypatch) -> None:
+    """A finance task opening marketing's pipeline (its DAG named to match) is refused by the
+    API server, authoritatively, naming the team and the pipeline."""
+    from airflow.sdk.exceptions import AirflowSecretsBackendAccessDenied
+
+    server = _server(world)
+    monkeypatch.setenv(world.MODE_ENV, "broker")
+    monkeypatch.setenv("LATCHKEY_CONFIG", str(world.manifest_path))
+    _in_task(monkeypatch, world, "ads_posing", _ExecutionAPI(server, "finance"))
+    with pytest.raises(AirflowSecretsBackendAccessDenied, match="'finance' may not open "
+                                                                 "latchkey pipeline 'ads'"):
+        with world.task_run(account="acct_42"):
+            pass
+
+
+def test_mode_detection_and_worker_backend_warning(world, monkeypatch, caplog) -> None:
+    """LATCHKEY_AIRFLOW_MODE decides; unset, multi_team without a worker-side latchkey backend
+    means broker; broker mode with [workers] secrets_backend naming latchkey warns once."""
+    assert world.airflow_mode() == "direct"
+    monkeypatch.setenv("AIRFLOW__CORE__MULTI_TEAM", "True")
+    assert world.airflow_mode() == "broker"
+    monkeypatch.setenv("AIRFLOW__WORKERS__SECRETS_BACKEND", BACKEND)
+    monkeypatch.setenv("AIRFLOW__WORKERS__SECRETS_BACKEND_KWARGS",
+                       json.dumps({"manifest": str(world.manifest_path)}))
+    assert world.airflow_mode() == "direct"
+    monkeypatch.setenv(world.MODE_ENV, "broker")
+    assert world.airflow_mode() == "broker"
+    caplog.set_level(logging.WARNING, logger="latchkey")
+    server = _server(world)
+    _in_task(monkeypatch, world, "ads_daily", _ExecutionAPI(server, "marketing"))
+    for _ in range(2):
+        with world.task_run(account="acct_42"):
+            pass
+    warnings = [r for r in caplog.records if "[workers] secrets_backend" in r.getMessage()]
+    assert len(warnings) == 1
+    monkeypatch.setenv(world.MODE_ENV, "sideways")
+    with pytest.raises(Exception, match="'broker' or 'direct'"):
+        world.airflow_mode()
