@@ -151,6 +151,35 @@ def ads_intruder():
             # what an intruder holds: the encrypted file; the test hunts values in it
             raise PermissionError(f"{len(data)} bytes of ciphertext")
 
+        def forged_token():
+            # what a task holding the scheduler's JWT secret (LocalExecutor) can do: sign a
+            # token for a task of the other team (its id from the metadata DB) and ask the
+            # Execution API for that team's run
+            import sqlite3
+            import uuid
+
+            import httpx
+            from airflow.api_fastapi.auth.tokens import JWTGenerator, get_signing_args
+            from airflow.configuration import conf
+
+            # the task's sql_alchemy_conn is blocked, not the file of a SQLite metadata DB
+            db = Path(os.environ["AIRFLOW_HOME"]) / "airflow.db"
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+                ti = c.execute("SELECT id FROM task_instance WHERE dag_id = 'ads_accounts'"
+                               " LIMIT 1").fetchone()[0]
+            generator = JWTGenerator(
+                valid_for=600, issuer=conf.get("api_auth", "jwt_issuer", fallback=None),
+                audience=conf.get_mandatory_list_value("execution_api", "jwt_audience")[0],
+                **get_signing_args(make_secret_key_if_needed=False))
+            token = generator.generate(extras={"sub": str(uuid.UUID(str(ti)))})
+            url = conf.get("core", "execution_api_server_url").rstrip("/")
+            key = broker.request_key("ads", params={"account": "acct_42"})
+            answer = httpx.get(f"{url}/variables/{key}", timeout=60,
+                               headers={"Authorization": f"Bearer {token}"})
+            answer.raise_for_status()
+            return answer.json()["value"]
+
+        os_level = {"forged_execution_token": forged_token}
         routes = {
             "get_connection_warehouse": lambda: BaseHook.get_connection("warehouse").password,
             "variable_granted_to_ads": lambda: Variable.get("ads_campaign_key"),
@@ -166,6 +195,7 @@ def ads_intruder():
         results["own_variable"] = attempt(lambda: Variable.get("billing_note"))
         for name, outcome in sorted(results.items()):
             print(f"ROUTE {name}: {outcome.split(':')[0]}")
+        results["os_level"] = {name: attempt(fn) for name, fn in os_level.items()}
         report("intruder", results)
 
     intrude()
@@ -276,16 +306,31 @@ def test_each_mapped_task_gets_its_own_account_through_the_broker(deployment) ->
         assert got["warehouse_password"] == sha(values.passwords[account]), account
         assert got["warehouse_host"] == f"wh-{account}.example.invalid"
         assert got["granted_variable"] == "GOT:" + sha(values.campaign)
+        # BaseHook outside latchkey's run object: not answered in broker mode (the API server
+        # does not know the task's account), and never another account's connection
+        assert got["hook_warehouse"] == "DENIED:AirflowNotFoundException", account
 
 
 def test_the_other_team_gets_nothing_by_any_route(deployment) -> None:
     """Team finance's DAG, named to match ads's dags pattern, is denied every route to ads's
     values; its own team's granted Variable comes through (the broker answers it)."""
     got = _reports(deployment)["intruder"]
-    routes = {k: v for k, v in got.items() if k not in ("env_names", "own_variable")}
+    routes = {k: v for k, v in got.items() if k not in ("env_names", "own_variable", "os_level")}
     assert len(routes) == 8
     assert {k: v.split(":")[0] for k, v in routes.items()} == dict.fromkeys(routes, "DENIED")
     assert got["own_variable"] == "GOT:" + sha(deployment.values_.billing)
+
+
+def test_a_task_holding_the_jwt_secret_can_act_as_another_team(deployment) -> None:
+    """The limit of LocalExecutor, pinned so that docs/airflow.md stays true: task processes
+    are forked from the scheduler and inherit its JWT secret, so a task can sign a token as a
+    task of the other team and be answered as that team. A Celery worker holds no JWT secret
+    (deploy.py gives it none): a token signed with airflow.cfg's own secret is refused."""
+    forged = _reports(deployment)["intruder"]["os_level"]["forged_execution_token"]
+    if deployment.executor == "LocalExecutor":
+        assert forged.startswith("GOT:"), forged
+    else:
+        assert forged == "DENIED:HTTPStatusError", forged
 
 
 def test_no_task_process_holds_a_store_credential(deployment) -> None:

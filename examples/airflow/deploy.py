@@ -145,6 +145,10 @@ class Deployment:
                               "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
                               "kwargs": {"path": str(folder)}}
                              for team, folder in self.teams.items()])})
+        if self.broker and component == "celery-worker":
+            # Celery workers run tasks with the token the scheduler signed: they need no JWT
+            # secret, and a task holding it could sign a token as another team's task
+            del base["AIRFLOW__API_AUTH__JWT_SECRET"]
         base.update(self._latchkey_env(component))
         base.update(self.extra_env)
         base.update(self.component_env.get(component or "", {}))
@@ -234,7 +238,7 @@ class Deployment:
             self.log(f"== airflow {' '.join(args)}  (console: {self.consoles / name}.log)")
             self._spawn(name, [sys.executable, "-m", "airflow", *args])
         self._wait_for("the api-server", self._api_up, 180)
-        self._wait_for("the DAGs to be parsed", lambda: set(self.dag_ids) <= self._parsed(), 240)
+        self._wait_for("the DAGs to be parsed", self._all_parsed, 240)
         return self
 
     def _spawn(self, name: str, argv: list[str]) -> None:
@@ -290,6 +294,13 @@ class Deployment:
                 return conn.execute(sql, args).fetchall()
             except sqlite3.OperationalError:  # locked or not migrated yet: ask again later
                 return []
+
+    def _all_parsed(self) -> bool:
+        errors = self._query("SELECT filename FROM import_error")
+        if errors:  # fail now, not after the timeout: the DAG file will not change
+            raise RuntimeError(f"DAG files failed to import: {sorted(e[0] for e in errors)} "
+                               f"(see {self.home / 'logs' / 'dag_processor'})")
+        return set(self.dag_ids) <= self._parsed()
 
     def _parsed(self) -> set[str]:
         return {row[0] for row in self._query("SELECT dag_id FROM dag WHERE is_stale = 0")}
