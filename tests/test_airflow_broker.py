@@ -215,3 +215,67 @@ def test_mode_detection_and_worker_backend_warning(world, monkeypatch, caplog) -
     monkeypatch.setenv(world.MODE_ENV, "sideways")
     with pytest.raises(Exception, match="'broker' or 'direct'"):
         world.airflow_mode()
+
+
+SERVER_SIDE = textwrap.dedent('''
+    import json, sys
+    from airflow.models.variable import Variable
+    from airflow.models.connection import Connection
+    from latchkey import broker
+    key = broker.request_key("ads", None, {"account": "acct_42"}, "ads__manual__1__load")
+    payload = broker.decode_payload(Variable.get(key, team_name="marketing"))
+    print("TOKEN OK", payload.names["api_token"].value == "fake-token-acct42")
+    conn = Connection.get_connection_from_secrets("warehouse", team_name="finance")
+    print("FINANCE HOST", conn.host)
+    for call in (lambda: Variable.get(key, team_name="finance"),
+                 lambda: Variable.get("ads_setting", team_name="finance")):
+        try:
+            call()
+            print("SERVED")
+        except PermissionError as exc:
+            print("REFUSED", type(exc).__name__, exc)
+''')
+
+
+def test_airflow_builds_the_broker_from_backend_kwargs(world, tmp_path: Path) -> None:
+    """In a fresh process, Airflow's own server-side lookups (what routes/variables.py and
+    routes/connections.py call, with the task's team) reach the backend Airflow built from
+    [secrets] backend_kwargs with mode="broker", and a refusal is not swallowed."""
+    import subprocess
+    import sys
+
+    from .servers import airflow_env
+
+    script = tmp_path / "server_side.py"
+    script.write_text(SERVER_SIDE)
+    env = airflow_env(tmp_path / "home", {
+        "AIRFLOW__CORE__MULTI_TEAM": "True", "AIRFLOW__SECRETS__BACKEND": BACKEND,
+        "AIRFLOW__SECRETS__BACKEND_KWARGS": json.dumps(
+            {"manifest": str(world.manifest_path), "mode": "broker"}),
+        "LATCHKEY_MASTER_KEY": os.environ["LATCHKEY_MASTER_KEY"], "_AIRFLOW_PROCESS_CONTEXT":
+            "server"})
+    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                            text=True, timeout=300, cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "TOKEN OK True" in output and "FINANCE HOST fin" in output
+    assert output.count("REFUSED AirflowSecretsBackendAccessDenied") == 2, output[-3000:]
+    assert "SERVED" not in output
+    for value in STORE.values():
+        assert value not in output
+
+
+def test_a_run_request_is_never_left_to_another_backend(world) -> None:
+    """A request in latchkey's reserved namespace that cannot be served (malformed, or the
+    run cannot open) is refused authoritatively, so no other backend (the metastore, where a
+    task may write Variables) answers it; the refusal names keys, never a value."""
+    from airflow.sdk.exceptions import AirflowSecretsBackendAccessDenied
+
+    server = _server(world)
+    for key in (broker.PREFIX + "ads.not-base64-json",
+                broker.request_key("ads", None, {"account": "acct_99"})):
+        with pytest.raises(AirflowSecretsBackendAccessDenied) as info:
+            server.get_variable(key, team_name="marketing")
+        assert "\n" not in str(info.value)
+        assert all(value not in str(info.value) for value in STORE.values())
+    assert "marketing/ads/acct_99" in str(info.value)

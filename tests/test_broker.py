@@ -308,3 +308,146 @@ def test_brokered_run_behaves_like_a_direct_run(tmp_path: Path, capsys) -> None:
     with pytest.raises(AccessDenied, match="'finance' may not open"):
         brokered_run(manifest, "ads", _fetch(team_broker, "finance"),
                      params={"account": "acct_42"})
+
+
+# -- one AWS principal per team -----------------------------------------------------------
+ROLE_MANIFEST = """
+env = "prod"
+chain = ["ssm"]
+[backends.ssm]
+type = "aws_ssm"
+prefix = "/lk-teams/{env}"
+region = "eu-central-1"
+[pipelines.ads]
+scope = "marketing/ads/{account}"
+requires = ["api_token"]
+teams = ["marketing"]
+[pipelines.ledger]
+scope = "finance/ledger"
+requires = ["api_token"]
+teams = ["finance"]
+[teams.marketing]
+aws_role = { arn = "arn:aws:iam::123456789012:role/marketing-read" }
+[teams.finance]
+aws_role = { arn = "arn:aws:iam::123456789012:role/finance-read", session_name = "fin-reads" }
+"""
+
+
+def _assumed_keys() -> dict[str, str]:
+    """RoleSessionName -> the access key id moto issued for it (moto runs in this process)."""
+    from moto.sts.models import sts_backends
+
+    return {role.session_name: role.access_key_id
+            for regions in sts_backends.values() for backend in regions.values()
+            for role in backend.assumed_roles}
+
+
+def test_each_team_reads_as_its_own_role(tmp_path: Path, aws_env: str, moto) -> None:
+    """The API server assumes a team's read role (session name latchkey-team-NAME unless the
+    table names one) once, and signs that team's SSM reads with the assumed-role keys, as the
+    server sees them; the session is reused for later lookups and runs of the team."""
+    import boto3
+
+    from latchkey.client import from_manifest
+
+    boto3.client("ssm", region_name="eu-central-1").put_parameter(
+        Name="/lk-teams/prod/marketing/ads/acct_42/api_token", Value="fake-token-acct42",
+        Type="SecureString", Overwrite=True)
+    boto3.client("ssm", region_name="eu-central-1").put_parameter(
+        Name="/lk-teams/prod/finance/ledger/api_token", Value="fake-ledger-token",
+        Type="SecureString", Overwrite=True)
+    manifest = parse_manifest(tomllib.loads(ROLE_MANIFEST), tmp_path / "latchkey.toml")
+    team_broker = TeamBroker(from_manifest(manifest))
+    moto.reset()
+    key = "marketing/ads/acct_42/api_token"
+    assert team_broker.read(key, "marketing", "key") == "fake-token-acct42"
+    payload = decode_payload(team_broker.run(request_key("ads", None, {"account": "acct_42"}),
+                                             "marketing"))
+    assert payload.names["api_token"].value == "fake-token-acct42"
+    assert team_broker.read("finance/ledger/api_token", "finance", "key") == "fake-ledger-token"
+    assumed = [(a, s) for a, _, s in moto.signed if a == "AssumeRole"]
+    assert sorted(assumed) == [("AssumeRole", "fin-reads"),
+                               ("AssumeRole", "latchkey-team-marketing")]
+    keys = _assumed_keys()
+    split = next(i for i, (a, _, s) in enumerate(moto.signed) if s == "fin-reads")
+    marketing = {k for a, k, _ in moto.signed[:split] if a.startswith("GetParameter")}
+    finance = {k for a, k, _ in moto.signed[split:] if a.startswith("GetParameter")}
+    assert marketing == {keys["latchkey-team-marketing"]}
+    assert finance == {keys["fin-reads"]}
+
+
+# -- leak hunt -----------------------------------------------------------------------------
+LEAK_TOKEN = "fake-leak-Tok3n/with+odd=chars&more\"q'"
+LEAK_PEM = ("-----BEGIN PRIVATE KEY-----\n"
+            "MIIEfakeLEAKfakeNOTaREALkeyAAAAfakeLEAKfake0123456789abcdefghijklmnop\n"
+            "-----END PRIVATE KEY-----\n")
+LEAK_PW = "fake-leak-pg-p@ss:w/rd"
+
+
+def test_broker_paths_leak_nothing(tmp_path: Path, caplog) -> None:
+    """Key reads, refusals, run requests (served, refused, broken), payload decoding, the
+    brokered run's reads and refresh: no value, in any encoding, in a log record (every
+    field), an exception's text or traceback, or a repr."""
+    import traceback
+    from urllib.parse import quote
+
+    from latchkey.redact import encodings
+
+    caplog.set_level(logging.DEBUG)
+    store = {**STORE, "marketing/ads/acct_42/access_token": LEAK_TOKEN,
+             "marketing/ads/app_secret": LEAK_PEM,
+             "connections/wh_prod": f"postgres://u:{quote(LEAK_PW, safe='')}@wh:5432/db"}
+    team_broker, _ = _world(tmp_path, store)
+    log = logging.getLogger("some.sdk")
+    texts: list[str] = []
+
+    def attempt(call):
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - every failure's text is searched
+            texts.append(str(exc) + "".join(traceback.format_exception(exc)))
+            return None
+
+    key = request_key("ads", None, {"account": "acct_42"}, "ads__run__1")
+    payload = attempt(lambda: team_broker.run(key, "marketing"))
+    assert payload is not None
+    log.debug("payload %s", payload)
+    log.info("answer %r", json.loads(payload))
+    for call in (lambda: team_broker.run(key, "finance"), lambda: team_broker.run(key, None),
+                 lambda: team_broker.read("marketing/ads/app_secret", "finance", "k"),
+                 lambda: team_broker.read("connections/wh_prod", None, "k"),
+                 lambda: decode_payload(payload[:-3]),
+                 lambda: decode_payload(payload.replace('"v":1', '"v":2'))):
+        attempt(call)
+    decoded = decode_payload(payload)
+    run = brokered_run(team_broker.lk.manifest, "ads", _fetch(team_broker, "marketing"),
+                       params={"account": "acct_42"})
+    with run:
+        log.warning("token %s pem %s conn %s", run.secret("access_token"),
+                    run.secret("app_secret"), run.connection("warehouse").to_uri())
+        run.refresh("access_token")
+        attempt(lambda: run.get("marketing/ads/acct_43/access_token"))
+        texts += [repr(run), repr(decoded), repr(list(run._chain)), repr(decoded.secrets()),
+                  repr(run.explain("access_token")), str(run.explain("app_secret").to_dict())]
+    texts += [r.getMessage() + " " + repr(vars(r)) for r in caplog.records]
+    everything = "\n".join(texts)
+    pem_lines = [line for line in LEAK_PEM.splitlines() if "-----" not in line]
+    for value in (LEAK_TOKEN, LEAK_PEM, LEAK_PW, *pem_lines):
+        for form in encodings(value):
+            assert form not in everything, f"a form of a value leaked: {form[:12]}..."
+
+
+def test_dlt_provider_answers_from_a_brokered_run(tmp_path: Path) -> None:
+    """dlt's lookups inside a brokered run answer from the held values: a name by the scope
+    walk, the dlt table's key: target, and a connection's credentials."""
+    pytest.importorskip("dlt")
+    from latchkey.integrations.dlt import LatchkeyProvider
+
+    team_broker, _ = _world(tmp_path)
+    provider = LatchkeyProvider()
+    with brokered_run(team_broker.lk.manifest, "ads", _fetch(team_broker, "marketing"),
+                      params={"account": "acct_42"}):
+        assert provider.get_value("access_token", str, None, "sources", "ads")[0] == \
+            "fake-token-acct42"
+        assert provider.get_value("extra", str, None, "sources", "ads")[0] == \
+            "fake-report-acct42"

@@ -144,7 +144,9 @@ def test_latchkey_config_variable_and_cwd_lookup(isolated: Path, monkeypatch) ->
                  'aws_role = { arn = "arn:aws:iam::123456789012:role/fin" }\n', "teams.fin",
                  "no pipeline serves team 'fin'", id="team-table-unserved"),
     pytest.param('[pipelines.a]\nscope = "a"\nteams = ["mkt/x"]\n', "pipelines.a.teams[0]",
-                 "'mkt/x' is not a team name", id="team-bad-name"),
+                 "'mkt/x' is not an Airflow team name", id="team-bad-name"),
+    pytest.param('[pipelines.a]\nscope = "a"\nteams = ["ab"]\n', "pipelines.a.teams[0]",
+                 "3 to 50 letters", id="team-too-short"),
     pytest.param('[pipelines.a]\nscope = "a"\nteams = ["mkt"]\n[teams.mkt]\nrole = "x"\n',
                  "teams.mkt.role", "unknown field", id="team-table-typo"),
 ])

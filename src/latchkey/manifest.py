@@ -34,6 +34,7 @@ CONFIG_ENV = "LATCHKEY_CONFIG"
 ENV_ENV = "LATCHKEY_ENV"
 DEFAULT_NAME = "latchkey.toml"
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
+_TEAM = re.compile(r"[A-Za-z0-9_-]{3,50}")  # `airflow teams create` accepts these
 
 
 # Nested models defer_build: _Document builds them into its own validator on first load.
@@ -248,9 +249,10 @@ def _check_teams(path: Path, pipelines: dict[str, PipelineConfig],
     mapped: dict[tuple[str, str], str] = {}
     for name, pipeline in pipelines.items():
         for i, team in enumerate(pipeline.teams):
-            if not _NAME.fullmatch(team):
+            if not _TEAM.fullmatch(team):
                 raise ManifestError(path, f"pipelines.{name}.teams[{i}]",
-                                    f"{team!r} is not a team name (letters, digits, '_', '-')")
+                                    f"{team!r} is not an Airflow team name (3 to 50 letters, "
+                                    "digits, '_', '-')")
         for team in dict.fromkeys(pipeline.teams):
             for conn in pipeline.connections:
                 other = mapped.setdefault((team, conn), name)
@@ -262,9 +264,9 @@ def _check_teams(path: Path, pipelines: dict[str, PipelineConfig],
                         "ambiguous (rename one, or serve the team from one of them)")
     served = {team for p in pipelines.values() for team in p.teams}
     for team in teams:
-        if not _NAME.fullmatch(team):
-            raise ManifestError(path, f"teams.{team}",
-                                "a team name is letters, digits, '_' and '-'")
+        if not _TEAM.fullmatch(team):
+            raise ManifestError(path, f"teams.{team}", "an Airflow team name is 3 to 50 "
+                                                       "letters, digits, '_' and '-'")
         if team not in served:
             raise ManifestError(path, f"teams.{team}",
                                 f"no pipeline serves team {team!r} (add it to a pipeline's "

@@ -28,6 +28,7 @@ import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING, Callable
 
+from . import redact
 from .backends.aws_common import AwsConfig
 from .backends.base import Secret
 from .broker import encode_payload, parse_request
@@ -47,30 +48,64 @@ NO_TEAM = ("shared_only", "deny")
 _SEGMENT = "[A-Za-z0-9_.-]+"
 
 
-def _pattern(template: str, env: str) -> list[re.Pattern[str]]:
-    """One regex per segment of a key template; ``{env}`` filled, any other field any
-    segment text."""
-    out = []
-    for segment in template.rstrip("/").split("/"):
+def _regex(template: str, env: str, depth: int | None = None) -> str:
+    """A regex for the first ``depth`` segments of a key template: ``{env}`` filled, any
+    other field one segment, the same field the same text wherever it appears."""
+    out, seen = [], set()
+    for segment in template.rstrip("/").split("/")[:depth]:
         regex = ""
         for literal, name, _, _ in string.Formatter().parse(segment):
             regex += re.escape(literal)
             if name == "env":
                 regex += re.escape(env)
             elif name is not None:
-                regex += _SEGMENT
-        out.append(re.compile(regex))
-    return out
+                regex += f"(?P={name})" if name in seen else f"(?P<{name}>{_SEGMENT})"
+                seen.add(name)
+        out.append(regex)
+    return "/".join(out)
 
 
-def _matches(parts: list[str], pattern: list[re.Pattern[str]], exact: bool) -> bool:
-    if len(parts) < len(pattern) or (exact and len(parts) != len(pattern)):
+class _Template:
+    """A key template as regexes: the key itself, its subtree, and its parent levels."""
+
+    def __init__(self, template: str, env: str) -> None:
+        self.segments = template.rstrip("/").replace("{env}", env).split("/")
+        self.depth = len(self.segments)
+        self.exact = re.compile(_regex(template, env))
+        self.subtree = re.compile(_regex(template, env) + "(?:/.+)?")
+        self.levels = [re.compile(_regex(template, env, d)) for d in range(1, self.depth)]
+
+    def avoids(self, names: frozenset[str], bound: dict[str, str]) -> bool:
+        """True if, with fields ``bound`` as given and the others free, no segment below the
+        first is one of ``names`` (a segment with a free field can always avoid them)."""
+        for segment in self.segments[1:]:
+            fields = template_fields(segment)
+            if all(f in bound for f in fields) and segment.format_map(bound) in names:
+                return False
+        return True
+
+
+def _can_run(pipeline: PipelineConfig, env: str) -> bool:
+    """False if no run of the pipeline can open: a literal segment of its scope below the
+    first is one of its declared names (latchkey.scope refuses it whatever the parameters)."""
+    return _Template(pipeline.scope, env).avoids(frozenset(declared_names(pipeline)), {})
+
+
+def _in_scope(key: str, scope: _Template, names: frozenset[str]) -> bool:
+    """``key`` is in the subtree of some run of ``scope`` that can open."""
+    return bool(scope.subtree.fullmatch(key)) and \
+        not names.intersection(key.split("/")[1:scope.depth])
+
+
+def _at_level(key: str, scope: _Template, names: frozenset[str]) -> bool:
+    """``key`` is ``<level>/<name>``: a declared name at a parent level of a run of ``scope``
+    that can open (the level's fields bound, the scope's other fields free)."""
+    level, _, leaf = key.rpartition("/")
+    depth = level.count("/") + 1
+    if not level or leaf not in names or depth >= scope.depth:
         return False
-    return all(p.fullmatch(part) for p, part in zip(pattern, parts))
-
-
-def _in_scope(parts: list[str], scope: list[re.Pattern[str]], names: frozenset[str]) -> bool:
-    return _matches(parts, scope, False) and not names.intersection(parts[1:len(scope)])
+    match = scope.levels[depth - 1].fullmatch(level)
+    return match is not None and scope.avoids(names, match.groupdict())
 
 
 class TeamPolicy:
@@ -83,30 +118,26 @@ class TeamPolicy:
         self.pipelines = pipelines
         # each scope with the pipeline's declared names: no run's scope has one of them as a
         # segment below its first (latchkey.scope refuses such a run), so neither does the union
-        self._scopes = [(_pattern(p.scope, env), frozenset(declared_names(p)))
-                        for p in pipelines.values()]
-        self._grants = [_pattern(g, env) for p in pipelines.values() for g in p.grants]
-        self._mapped = [_pattern(t, env) for p in pipelines.values()
-                        for t in p.connections.values()]
+        runnable = [p for p in pipelines.values() if _can_run(p, env)]
+        # each scope with the pipeline's declared names: no run's scope has one of them as a
+        # segment below its first (latchkey.scope refuses such a run), so neither does the union
+        self._scopes = [(_Template(p.scope, env), frozenset(declared_names(p)))
+                        for p in runnable]
+        self._grants = [_Template(g, env) for p in runnable for g in p.grants]
+        self._mapped = [_Template(t, env) for p in runnable for t in p.connections.values()]
 
     def allows_subtree(self, key: str) -> bool:
         """True if the team may read everything below ``key`` (a document standing for it)."""
-        parts = key.split("/")
         return (is_under(key, SHARED)
-                or any(_in_scope(parts, scope, names) for scope, names in self._scopes)
-                or any(_matches(parts, g, False) for g in self._grants)
-                or any(_matches(parts, m, True) for m in self._mapped))
+                or any(_in_scope(key, scope, names) for scope, names in self._scopes)
+                or any(g.subtree.fullmatch(key) for g in self._grants)
+                or any(m.exact.fullmatch(key) for m in self._mapped))
 
     def allows(self, key: str) -> bool:
         """True if some run of the team's pipelines, with some parameters, may read ``key``."""
         if self.allows_subtree(key):
             return True
-        parts = key.split("/")
-        level, leaf = parts[:-1], parts[-1]
-        return any(leaf in names and 0 < len(level) < len(scope)
-                   and _matches(level, scope[:len(level)], True)
-                   and not names.intersection(level[1:])
-                   for scope, names in self._scopes)
+        return any(_at_level(key, scope, names) for scope, names in self._scopes)
 
     def connection(self, conn_id: str) -> tuple[str, str] | None:
         """(pipeline, key template) of the team's mapping of ``conn_id``, if any (the
@@ -135,6 +166,7 @@ class TeamBroker:
         self.mask = mask
         self._teams: dict[str, Latchkey] = {}
         self._lock = threading.Lock()
+        redact.install()  # what the broker resolves is masked in this process's logs
 
     # -- per team -------------------------------------------------------------------------
     def policy(self, team: str) -> TeamPolicy:

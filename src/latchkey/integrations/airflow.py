@@ -29,6 +29,11 @@ the task: pipeline from the DAG, run name from DAG run, task and map index, para
 The manifest is the one Airflow's secrets backend is configured with (``[workers]
 secrets_backend_kwargs``, then ``[secrets] backend_kwargs``), else ``$LATCHKEY_CONFIG``, else
 ``./latchkey.toml``. dlt pipelines inside the run then get that run's secrets.
+
+Broker mode (multi-team Airflow, docs/airflow.md "Enforced isolation"): the backend with
+``mode="broker"`` on the API server answers per team (:mod:`latchkey.teams`), and task runs
+in a worker without store credentials (:func:`airflow_mode`) come from it in one Variable
+(:mod:`latchkey.broker`).
 """
 
 from __future__ import annotations
@@ -135,6 +140,9 @@ class LatchkeySecretsBackend(BaseSecretsBackend):
             without a team may read.
     """
 
+    #: the broker of ``mode="broker"`` (None in direct mode)
+    broker: TeamBroker | None = None
+
     def __init__(self, manifest: str | None = None, env: str | None = None,
                  connections_prefix: str | None = "airflow/connections",
                  variables_prefix: str | None = "airflow/variables",
@@ -180,8 +188,8 @@ class LatchkeySecretsBackend(BaseSecretsBackend):
                 return None
             try:
                 return self.broker.run(key, team_name)
-            except AccessDenied as exc:
-                raise AirflowSecretsBackendAccessDenied(str(exc)) from None
+            except LatchkeyError as exc:  # the namespace is latchkey's: no other backend
+                raise AirflowSecretsBackendAccessDenied(str(exc)) from None  # may answer it
         if self.broker is not None:
             return self._brokered("variable", key, team_name)
         run = current()
@@ -401,10 +409,7 @@ def configured_kwargs() -> dict[str, Any] | None:
     secrets_backend_kwargs`` if ``[workers] secrets_backend`` names it, else ``[secrets]
     backend_kwargs`` if ``[secrets] backend`` does (with Airflow's per-key
     ``..._KWARG__NAME`` environment overrides); None if neither names it."""
-    try:
-        from airflow.configuration import conf
-    except ImportError:  # pragma: no cover - a worker with the task SDK alone
-        from airflow.sdk.configuration import conf  # type: ignore[no-redef]
+    conf = _conf()
     for section, key, kwargs_key in _BACKEND_SETTINGS:
         path = conf.get(section, key, fallback="") or ""
         if path.strip().rpartition(".")[2] != LatchkeySecretsBackend.__name__:
