@@ -20,7 +20,9 @@ What it does, step by step (each step prints what it runs):
    prints where each task's token came from;
 6. stops every process it started, by process group (unless ``--keep-running``).
 
-The test suite reuses :class:`Deployment` (tests/test_airflow_deployment.py). Values are fake.
+The test suite reuses :class:`Deployment` (tests/test_airflow_deployment.py; with
+``teams=`` and ``broker=True``, a multi-team deployment in broker mode:
+tests/test_airflow_broker_deployment.py, benchmarks/airflow_broker.py). Values are fake.
 """
 
 from __future__ import annotations
@@ -72,8 +74,7 @@ class Deployment:
                  manifest_source: Path = HERE / "latchkey.toml",
                  seed: bool | Callable[[Deployment], None] = True,
                  extra_env: dict[str, str] | None = None,
-                 teams: dict[str, Path] | None = None, broker: bool = False,
-                 component_env: dict[str, dict[str, str]] | None = None) -> None:
+                 teams: dict[str, Path] | None = None, broker: bool = False) -> None:
         self.work = work.resolve()
         self.dags_folder, self.dag_ids = dags_folder, dag_ids
         self.manifest_source, self.seed = manifest_source, seed
@@ -82,7 +83,6 @@ class Deployment:
         self.teams = dict(teams or {})
         # broker mode: only the api-server holds the store's key (see env())
         self.broker = broker
-        self.component_env = {k: dict(v) for k, v in (component_env or {}).items()}
         self.home = self.work / "airflow"
         self.consoles = self.work / "console"
         # as in production, not in the components' working directory: task runs must find
@@ -151,7 +151,6 @@ class Deployment:
             del base["AIRFLOW__API_AUTH__JWT_SECRET"]
         base.update(self._latchkey_env(component))
         base.update(self.extra_env)
-        base.update(self.component_env.get(component or "", {}))
         return base
 
     def _latchkey_env(self, component: str | None) -> dict[str, str]:
@@ -193,14 +192,14 @@ class Deployment:
     def _seed(self) -> None:
         self.log("== latchkey set: fake values, one store per environment")
         for (env, account), token in self.tokens.items():
-            self.latchkey_set(env, f"marketing/ads/{account}/api_token", token)
-            self.latchkey_set(env, f"connections/warehouse_{account}", json.dumps(
+            self._latchkey_set(env, f"marketing/ads/{account}/api_token", token)
+            self._latchkey_set(env, f"connections/warehouse_{account}", json.dumps(
                 {"conn_type": "duckdb", "host": str(self.work / f"{account}_{env}.duckdb")}))
         for env in ENVIRONMENTS:
-            self.latchkey_set(env, "airflow/connections/slack_default",
+            self._latchkey_set(env, "airflow/connections/slack_default",
                                f"http://:{self.passwords[0]}@hooks.example.com")
 
-    def latchkey_set(self, env: str, key: str, value: str) -> None:
+    def _latchkey_set(self, env: str, key: str, value: str) -> None:
         subprocess.run([sys.executable, "-m", "latchkey", "-c", str(self.manifest),
                         "--env", env, "set", key], input=value, text=True, check=True,
                        capture_output=True, timeout=60,
