@@ -195,6 +195,7 @@ def test_task_of_another_team_is_refused(world, monkeypatch) -> None:
 def test_mode_detection_and_worker_backend_warning(world, monkeypatch, caplog) -> None:
     """LATCHKEY_AIRFLOW_MODE decides; unset, multi_team without a worker-side latchkey backend
     means broker; broker mode with [workers] secrets_backend naming latchkey warns once."""
+    server = _server(world)  # the API server's, built where LATCHKEY_AIRFLOW_MODE is unset
     assert world.airflow_mode() == "direct"
     monkeypatch.setenv("AIRFLOW__CORE__MULTI_TEAM", "True")
     assert world.airflow_mode() == "broker"
@@ -205,7 +206,6 @@ def test_mode_detection_and_worker_backend_warning(world, monkeypatch, caplog) -
     monkeypatch.setenv(world.MODE_ENV, "broker")
     assert world.airflow_mode() == "broker"
     caplog.set_level(logging.WARNING, logger="latchkey")
-    server = _server(world)
     _in_task(monkeypatch, world, "ads_daily", _ExecutionAPI(server, "marketing"))
     for _ in range(2):
         with world.task_run(account="acct_42"):
@@ -279,3 +279,109 @@ def test_a_run_request_is_never_left_to_another_backend(world) -> None:
         assert "\n" not in str(info.value)
         assert all(value not in str(info.value) for value in STORE.values())
     assert "marketing/ads/acct_99" in str(info.value)
+
+
+BROKERED_DAG = textwrap.dedent('''
+    import os
+    from datetime import datetime
+    from airflow.sdk import dag, task
+    from latchkey.integrations.airflow import current, latchkey_task
+
+    @dag(dag_id="ads_daily", schedule=None, start_date=datetime(2026, 1, 1))
+    def ads_daily():
+        @task
+        @latchkey_task
+        def load(account: str):
+            run = current()
+            print("TOKEN", run.secret("api_token"))
+            print("TOKEN RIGHT", run.secret("api_token") == "fake-token-acct42")
+            print("HOST", run.connection("warehouse").host)
+        load(account="acct_42")
+
+    d = ads_daily()
+    if __name__ == "__main__":
+        import airflow.api_fastapi.execution_api.app as app_mod
+        from airflow.api_fastapi.execution_api.security import get_team_name_dep
+        create = app_mod.create_task_execution_api_app
+
+        def create_with_team(*args, **kwargs):
+            api = create(*args, **kwargs)
+            # dag.test's in-process Execution API has no task token, hence no team: stand in
+            # for Airflow's task -> DAG -> bundle -> team resolution, and nothing else
+            api.dependency_overrides[get_team_name_dep] = lambda: os.environ["TEST_TEAM"]
+            return api
+
+        app_mod.create_task_execution_api_app = create_with_team
+        print("DAG RUN STATE:", d.test().state)
+''')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("team", ["marketing", "finance"])
+def test_dag_test_through_the_execution_api(world, airflow_home: Path, tmp_path: Path,
+                                            team: str) -> None:
+    """dag.test() with multi_team: the task's @latchkey_task (LATCHKEY_AIRFLOW_MODE=broker)
+    asks the Task SDK's Variable.get, the in-process Execution API's real route calls the
+    broker Airflow built from [secrets] backend_kwargs with the team, and the task gets its
+    run (team marketing) or is refused (team finance, naming the team and the pipeline); no
+    value in the output. One process: the task's environment is the API server's here (the
+    deployment test shows a task process without credentials)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from .servers import airflow_env
+
+    home = tmp_path / "home"
+    (home / "dags").mkdir(parents=True)
+    shutil.copy(airflow_home / "airflow.db", home / "airflow.db")
+    dag_file = home / "dags" / "ads_daily.py"
+    dag_file.write_text(BROKERED_DAG)
+    env = airflow_env(home, {
+        "AIRFLOW__CORE__MULTI_TEAM": "True",
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps([{
+            "name": "marketing_dags", "team_name": "marketing",
+            "kwargs": {"path": str(home / "dags")},
+            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle"}]),
+        # the workers' own backend: in one process they cannot be kept from [secrets] backend
+        # (the broker) otherwise; LATCHKEY_AIRFLOW_MODE unset: broker mode by detection
+        "AIRFLOW__WORKERS__SECRETS_BACKEND":
+            "airflow.secrets.environment_variables.EnvironmentVariablesBackend",
+        "AIRFLOW__SECRETS__BACKEND": BACKEND,
+        "AIRFLOW__SECRETS__BACKEND_KWARGS": json.dumps(
+            {"manifest": str(world.manifest_path), "mode": "broker"}),
+        "LATCHKEY_MASTER_KEY": os.environ["LATCHKEY_MASTER_KEY"],
+        "LATCHKEY_CONFIG": str(world.manifest_path),
+        "TEST_TEAM": team})
+    created = subprocess.run([sys.executable, "-m", "airflow", "teams", "create", "marketing"],
+                             env=env, capture_output=True, text=True, timeout=120)
+    assert created.returncode == 0, created.stderr[-2000:]
+    result = subprocess.run([sys.executable, str(dag_file)], env=env, capture_output=True,
+                            text=True, timeout=300, cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    if team == "marketing":
+        assert "DAG RUN STATE: success" in output, output[-3000:]
+        assert "TOKEN RIGHT True" in output and "HOST wh" in output
+        assert "TOKEN ***" in output
+    else:
+        assert "DAG RUN STATE: failed" in output, output[-3000:]
+        assert "Airflow team 'finance' may not open latchkey pipeline 'ads'" in output
+        assert "TOKEN" not in output
+    for value in STORE.values():
+        assert value not in output
+
+
+def test_a_broker_built_in_a_worker_steps_aside(world, monkeypatch, caplog) -> None:
+    """Workers use [secrets] backend when [workers] secrets_backend is unset: a broker-mode
+    backend built in a process with LATCHKEY_AIRFLOW_MODE=broker answers nothing (so the
+    lookup goes on to the Execution API instead of being refused for want of a team), builds
+    no chain, and says why once."""
+    caplog.set_level(logging.WARNING, logger="latchkey")
+    monkeypatch.setenv(world.MODE_ENV, "broker")
+    aside = _server(world)
+    key = broker.request_key("ads", None, {"account": "acct_42"})
+    assert aside.get_variable(key) is None
+    assert aside.get_conn_value("warehouse") is None and aside.get_variable("x") is None
+    assert world._instances == {}
+    assert len([r for r in caplog.records if "answers nothing here" in r.getMessage()]) == 1

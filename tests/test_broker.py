@@ -451,3 +451,17 @@ def test_dlt_provider_answers_from_a_brokered_run(tmp_path: Path) -> None:
             "fake-token-acct42"
         assert provider.get_value("extra", str, None, "sources", "ads")[0] == \
             "fake-report-acct42"
+
+
+def test_the_docs_example_manifest_loads(tmp_path: Path) -> None:
+    """docs/airflow.md's broker-mode manifest is valid, and its two teams map the same conn_id
+    each through their own pipeline."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "airflow.md").read_text()
+    section = text[text.index("### The manifest"):]
+    block = re.search(r"```toml\n(.*?)```", section, re.S)
+    assert block is not None
+    manifest = parse_manifest(tomllib.loads(block.group(1)), tmp_path / "latchkey.toml")
+    broker = TeamBroker(Latchkey([MemoryBackend("memory")], env="prod", manifest=manifest))
+    assert broker.connection_key("warehouse", "marketing", None) == \
+        "connections/marketing_wh_prod"
+    assert broker.connection_key("warehouse", "finance", None) == "connections/finance_wh"

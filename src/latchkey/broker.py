@@ -15,8 +15,9 @@ Variable key into the Execution API's URL path unquoted (``variables/{key}``), s
 ``#``, ``%`` and spaces, all possible in a run name, must not appear in it.
 
 Every value of a payload is registered with the masker (:mod:`latchkey.redact` and the
-integrations' listeners) before :func:`decode_payload` returns or raises, and the payload
-itself too; latchkey never writes it to disk. This module imports no Airflow.
+integrations' listeners) before :func:`encode_payload` or :func:`decode_payload` returns or
+raises, so a printed payload shows none of them; latchkey never writes it to disk. This
+module imports no Airflow.
 """
 
 from __future__ import annotations
@@ -172,8 +173,9 @@ def _secret_json(secret: Secret) -> dict[str, Any]:
 def encode_payload(run: Run, keys: Mapping[str, Secret] | None = None) -> str:
     """The answer to a run request: ``run``'s resolved values (it must be open) as JSON.
 
-    The whole payload is registered with the masker before it is returned (each value
-    already is: the run registered it when it resolved it).
+    Each value is registered with the masker before this returns (the run registered its
+    own when it resolved them), and with it each value's JSON-escaped form, the form it has
+    inside the payload.
     """
     resolved = run.resolved()
     names = {n: _secret_json(s) for n, s in resolved.items() if not n.startswith("connection:")}
@@ -184,7 +186,7 @@ def encode_payload(run: Run, keys: Mapping[str, Secret] | None = None) -> str:
                        "connections": connections,
                        "keys": {k: _secret_json(s) for k, s in (keys or {}).items()}},
                       separators=(",", ":"), sort_keys=True)
-    _announce(text)
+    _announce(*(s.value for s in (keys or {}).values()))  # the run announced its own
     return text
 
 
@@ -200,15 +202,14 @@ def _values(body: Any) -> Iterable[str]:
 
 
 def decode_payload(text: str) -> Payload:
-    """The payload :func:`encode_payload` made. Every value in it, and ``text`` itself, is
-    registered with the masker first.
+    """The payload :func:`encode_payload` made. Every value in it is registered with the
+    masker (and so its JSON-escaped form) before this returns or raises.
 
     Raises:
         UsageError: ``text`` is not a payload (the message never quotes it).
     """
     if not isinstance(text, str):
         raise UsageError("the broker's answer is not text")
-    _announce(text)
     bad = UsageError("the broker's answer is not a latchkey run payload (is the API server's "
                      "LatchkeySecretsBackend in mode='broker' and of the same latchkey version?)")
     try:

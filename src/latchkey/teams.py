@@ -33,7 +33,7 @@ from .backends.aws_common import AwsConfig
 from .backends.base import Secret
 from .broker import encode_payload, parse_request
 from .errors import AccessDenied, LatchkeyError, SecretNotFound, UsageError
-from .keys import is_under
+from .keys import SEGMENT_PATTERN, is_under
 from .run import Run, declared_names
 from .scope import SHARED, template_fields
 
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 __all__ = ["NO_TEAM", "TeamBroker", "TeamPolicy"]
 
 NO_TEAM = ("shared_only", "deny")
-_SEGMENT = "[A-Za-z0-9_.-]+"
 
 
 def _regex(template: str, env: str, depth: int | None = None) -> str:
@@ -59,7 +58,7 @@ def _regex(template: str, env: str, depth: int | None = None) -> str:
             if name == "env":
                 regex += re.escape(env)
             elif name is not None:
-                regex += f"(?P={name})" if name in seen else f"(?P<{name}>{_SEGMENT})"
+                regex += f"(?P={name})" if name in seen else f"(?P<{name}>{SEGMENT_PATTERN})"
                 seen.add(name)
         out.append(regex)
     return "/".join(out)
@@ -116,8 +115,6 @@ class TeamPolicy:
         self.team = team
         self.env = env
         self.pipelines = pipelines
-        # each scope with the pipeline's declared names: no run's scope has one of them as a
-        # segment below its first (latchkey.scope refuses such a run), so neither does the union
         runnable = [p for p in pipelines.values() if _can_run(p, env)]
         # each scope with the pipeline's declared names: no run's scope has one of them as a
         # segment below its first (latchkey.scope refuses such a run), so neither does the union
@@ -165,6 +162,7 @@ class TeamBroker:
         self.no_team = no_team
         self.mask = mask
         self._teams: dict[str, Latchkey] = {}
+        self._policies: dict[str, TeamPolicy] = {}
         self._lock = threading.Lock()
         redact.install()  # what the broker resolves is masked in this process's logs
 
@@ -175,13 +173,17 @@ class TeamBroker:
         Raises:
             AccessDenied: the manifest knows no such team.
         """
+        policy = self._policies.get(team)
+        if policy is not None:
+            return policy
         manifest = self.lk.manifest
         served = {n: p for n, p in (manifest.pipelines if manifest else {}).items()
                   if team in p.teams}
         if not served:
             raise AccessDenied(f"Airflow team {team!r} is served by no latchkey pipeline "
                                f"(add it to a pipeline's teams = [...] in the manifest)")
-        return TeamPolicy(team, served, self.lk.env)
+        with self._lock:  # the manifest does not change: one policy per team
+            return self._policies.setdefault(team, TeamPolicy(team, served, self.lk.env))
 
     def latchkey(self, team: str) -> Latchkey:
         """The Latchkey a team's reads go through: with its ``[teams.NAME] aws_role``, one

@@ -142,6 +142,8 @@ class LatchkeySecretsBackend(BaseSecretsBackend):
 
     #: the broker of ``mode="broker"`` (None in direct mode)
     broker: TeamBroker | None = None
+    #: a broker-mode backend Airflow built in a worker: it answers nothing there
+    aside = False
 
     def __init__(self, manifest: str | None = None, env: str | None = None,
                  connections_prefix: str | None = "airflow/connections",
@@ -154,6 +156,16 @@ class LatchkeySecretsBackend(BaseSecretsBackend):
             raise UsageError("outside_pipelines is 'shared_only' or 'allow'")
         if mode not in ("direct", "broker"):
             raise UsageError("mode is 'direct' or 'broker'")
+        if mode == "broker" and os.environ.get(MODE_ENV) == "broker":
+            # a worker: Airflow falls back to [secrets] backend when [workers] secrets_backend
+            # is unset; answering here (with no team) would keep lookups from the API server
+            self.aside, self.mode = True, mode
+            log.warning("latchkey: the broker-mode LatchkeySecretsBackend was built in a "
+                        "process with %s=broker (a worker: Airflow uses [secrets] backend "
+                        "when [workers] secrets_backend is unset); it answers nothing here, so "
+                        "lookups go to the API server. Keep [secrets] backend to the API "
+                        "server's environment", MODE_ENV)
+            return
         self.lk = _latchkey(manifest, env)
         self.prefixes = {"connection": connections_prefix, "variable": variables_prefix,
                          "config": config_prefix}
@@ -170,6 +182,8 @@ class LatchkeySecretsBackend(BaseSecretsBackend):
 
     # -- Airflow's interface ----------------------------------------------------------------
     def get_conn_value(self, conn_id: str, team_name: str | None = None) -> str | None:
+        if self.aside:
+            return None
         if self.broker is not None:
             return self._brokered("connection", conn_id, team_name)
         run = current()
@@ -183,6 +197,8 @@ class LatchkeySecretsBackend(BaseSecretsBackend):
         return value
 
     def get_variable(self, key: str, team_name: str | None = None) -> str | None:
+        if self.aside:
+            return None
         if broker.is_request(key):  # a run request: answered in broker mode only
             if self.broker is None:
                 return None
@@ -198,6 +214,8 @@ class LatchkeySecretsBackend(BaseSecretsBackend):
         return self._lookup("variable", key)
 
     def get_config(self, key: str) -> str | None:
+        if self.aside:
+            return None
         prefix = self.prefixes["config"]
         return None if prefix is None else self._read(self.lk.chain.get, f"{prefix}/{key}")
 
@@ -502,11 +520,8 @@ def airflow_mode() -> str:
         return chosen
     if chosen:
         raise UsageError(f"{MODE_ENV} is 'broker' or 'direct', got {chosen!r}")
-    conf = _conf()
-    multi_team = str(conf.get("core", "multi_team", fallback="False")).strip().lower()
-    if multi_team in ("true", "1", "t") and not _worker_backend():
-        return "broker"
-    return "direct"
+    multi_team = _conf().getboolean("core", "multi_team", fallback=False)
+    return "broker" if multi_team and not _worker_backend() else "direct"
 
 
 def _conf() -> Any:
@@ -530,20 +545,13 @@ def _fetch_variable(key: str) -> str | None:
     """One Variable through the Task SDK (task -> supervisor -> Execution API), kept out of
     the SDK's secrets cache (the payload is held by the run alone, and a refresh is fresh)."""
     from airflow.sdk import Variable
+    from airflow.sdk.execution_time.cache import SecretCache
 
-    def forget() -> None:
-        try:
-            from airflow.sdk.execution_time.cache import SecretCache
-
-            SecretCache.invalidate_variable(key)
-        except Exception:  # noqa: BLE001 - an SDK without the cache
-            pass
-
-    forget()
+    SecretCache.invalidate_variable(key)
     try:
         value = Variable.get(key, default=None)
     finally:
-        forget()
+        SecretCache.invalidate_variable(key)
     return None if value is None else str(value)
 
 
