@@ -5,6 +5,7 @@ deployment test (real api-server, scheduler, dag-processor) lives in the deploym
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -69,7 +70,8 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("LATCHKEY_MASTER_KEY", key)
     monkeypatch.setattr(module, "_instances", {})
     monkeypatch.setattr(module, "_default", {})
-    monkeypatch.setattr(module, "_warned", [])
+    monkeypatch.setattr(importlib.import_module("latchkey.integrations._airflow_mode"),
+                        "_warned", [])
     module.manifest_path = tmp_path / "latchkey.toml"
     return module
 

@@ -301,10 +301,16 @@ def test_brokered_run_behaves_like_a_direct_run(tmp_path: Path, capsys) -> None:
         assert run.refresh("access_token") == "fake-token-acct42-rotated"
         assert len(asked) == 2
         print("token", run.secret("access_token"), repr(run), list(run._chain))
+    source = list(run._chain)[0]
+    assert source.get_many(["marketing/ads/acct_42/access_token"]) == {}  # wiped on exit
     out = capsys.readouterr().out
     assert "fake-" not in redact.redactor().redact(out)
     with pytest.raises(UsageError, match="gave no run of pipeline 'ads'"):
         brokered_run(manifest, "ads", lambda key: None, params={"account": "acct_42"})
+    long_name = "d" * 250 + "__" + "r" * 250 + "__" + "t" * 250  # Airflow's longest ids
+    with brokered_run(manifest, "ads", fetch, params={"account": "acct_42"},
+                      run_name=long_name) as run:
+        assert run.name == long_name  # the request carries a shortened label
     with pytest.raises(AccessDenied, match="'finance' may not open"):
         brokered_run(manifest, "ads", _fetch(team_broker, "finance"),
                      params={"account": "acct_42"})

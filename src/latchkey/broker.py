@@ -48,6 +48,7 @@ VERSION = 1
 _PIPELINE = re.compile(r"[A-Za-z0-9_-]+")
 _BODY = re.compile(r"[A-Za-z0-9_-]+")
 _MAX_KEY = 2000  # far below any URL limit on the way
+_MAX_NAME = 500  # Airflow's dag, run and task ids are 250 characters each
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,9 @@ def _check(pipeline: str, env: str | None, params: Mapping[str, Any],
             raise UsageError(f"pipeline {pipeline!r}: parameter {name!r} = {value!r} is not a "
                              "valid key segment (letters, digits, '_', '.', '-')")
         clean[name] = value
-    if run_name is not None and (not isinstance(run_name, str) or len(run_name) > 500):
-        raise UsageError(f"pipeline {pipeline!r}: a run name is text of at most 500 characters")
+    if run_name is not None and (not isinstance(run_name, str) or len(run_name) > _MAX_NAME):
+        raise UsageError(f"pipeline {pipeline!r}: a run name is text of at most {_MAX_NAME} "
+                         "characters")
     return clean
 
 
@@ -215,6 +217,7 @@ def decode_payload(text: str) -> Payload:
     try:
         body = json.loads(text)
     except ValueError:
+        _announce(text)  # cut short or garbled: whatever values it holds, masked whole
         raise bad from None
     _announce(*_values(body))
     if not isinstance(body, dict) or body.get("v") != VERSION:
@@ -275,6 +278,7 @@ class BrokeredSource(Backend):
             self._load(self._refetch())
 
     def close(self) -> None:
+        """Drop the held values (the run has ended); ``invalidate`` would ask again."""
         self._held = {}
 
 
@@ -303,7 +307,8 @@ def brokered_run(manifest: Manifest, pipeline: str, fetch: Callable[[str], str |
     if unknown:
         raise UsageError(f"pipeline {pipeline!r} has no parameter {unknown[0]!r} "
                          f"(its parameters: {sorted(config.parameters()) or 'none'})")
-    key = request_key(pipeline, env, {k: str(v) for k, v in (params or {}).items()}, run_name)
+    label = run_name[:_MAX_NAME] if run_name else None  # a label for the server's audit
+    key = request_key(pipeline, env, {k: str(v) for k, v in (params or {}).items()}, label)
 
     def ask() -> Payload:
         answer = fetch(key)
@@ -321,4 +326,4 @@ def brokered_run(manifest: Manifest, pipeline: str, fetch: Callable[[str], str |
     source = BrokeredSource(payload, ask)
     redact.install()
     return Run(pipeline, config, Chain([source]), payload.env, payload.params,
-               run_name or payload.run_name)
+               run_name or payload.run_name, owns_chain=True)

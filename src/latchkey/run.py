@@ -90,8 +90,10 @@ class Run:
     def __init__(self, pipeline: str, config: "PipelineConfig", chain: Chain, env: str,
                  params: Mapping[str, str], name: str | None = None,
                  auditor: Auditor | None = None,
-                 auth_policy: AuthFailurePolicy | None = None) -> None:
+                 auth_policy: AuthFailurePolicy | None = None, owns_chain: bool = False) -> None:
         self.pipeline = pipeline
+        #: close the chain's backends with the run (a brokered run's in-memory source)
+        self._owns_chain = owns_chain
         self.name = name or f"{pipeline}-{uuid.uuid4().hex[:12]}"
         self.environment = env
         self.params = MappingProxyType(dict(params))
@@ -181,6 +183,9 @@ class Run:
             self._resolutions.clear()
             if self._aws is not None:
                 self._aws.clear()
+            if self._owns_chain:
+                for backend in self._chain:
+                    backend.close()
 
     def __enter__(self) -> "Run":
         self.open()

@@ -58,6 +58,13 @@ from ..manifest import Manifest, load_manifest
 from ..run import Run, add_value_listener, current
 from ..scope import SHARED, fill_template, template_fields
 from ..teams import TeamBroker
+from ._airflow_mode import (
+    MODE_ENV,
+    airflow_conf,
+    airflow_mode,
+    fetch_variable,
+    warn_worker_backend,
+)
 
 if TYPE_CHECKING:
     from ..backends.base import Secret
@@ -78,8 +85,6 @@ _instances_lock = threading.Lock()
 _default: dict[str, Latchkey] = {}
 #: the DAG run param that chooses the environment of a task's run
 ENV_PARAM = "latchkey_env"
-#: the environment variable choosing how task runs get their values: "broker" or "direct"
-MODE_ENV = "LATCHKEY_AIRFLOW_MODE"
 log = logging.getLogger("latchkey")
 
 
@@ -427,7 +432,7 @@ def configured_kwargs() -> dict[str, Any] | None:
     secrets_backend_kwargs`` if ``[workers] secrets_backend`` names it, else ``[secrets]
     backend_kwargs`` if ``[secrets] backend`` does (with Airflow's per-key
     ``..._KWARG__NAME`` environment overrides); None if neither names it."""
-    conf = _conf()
+    conf = airflow_conf()
     for section, key, kwargs_key in _BACKEND_SETTINGS:
         path = conf.get(section, key, fallback="") or ""
         if path.strip().rpartition(".")[2] != LatchkeySecretsBackend.__name__:
@@ -507,63 +512,6 @@ def task_run(lk: Latchkey | None = None, *, env: str | None = None,
         yield run
 
 
-def airflow_mode() -> str:
-    """How task runs get their values in this process: ``"broker"`` (from the API server,
-    no backend built here) or ``"direct"`` (from the stores).
-
-    ``$LATCHKEY_AIRFLOW_MODE`` decides if set; else ``"broker"`` when ``[core] multi_team``
-    is on and no ``[workers] secrets_backend`` names LatchkeySecretsBackend; else
-    ``"direct"``.
-    """
-    chosen = os.environ.get(MODE_ENV, "").strip().lower()
-    if chosen in ("broker", "direct"):
-        return chosen
-    if chosen:
-        raise UsageError(f"{MODE_ENV} is 'broker' or 'direct', got {chosen!r}")
-    multi_team = _conf().getboolean("core", "multi_team", fallback=False)
-    return "broker" if multi_team and not _worker_backend() else "direct"
-
-
-def _conf() -> Any:
-    try:
-        from airflow.configuration import conf
-    except ImportError:  # pragma: no cover - a worker with the task SDK alone
-        from airflow.sdk.configuration import conf  # type: ignore[no-redef]
-    return conf
-
-
-def _worker_backend() -> bool:
-    """True if ``[workers] secrets_backend`` names LatchkeySecretsBackend."""
-    path = _conf().get("workers", "secrets_backend", fallback="") or ""
-    return bool(path.strip().rpartition(".")[2] == LatchkeySecretsBackend.__name__)
-
-
-_warned: list[bool] = []
-
-
-def _fetch_variable(key: str) -> str | None:
-    """One Variable through the Task SDK (task -> supervisor -> Execution API), kept out of
-    the SDK's secrets cache (the payload is held by the run alone, and a refresh is fresh)."""
-    from airflow.sdk import Variable
-    from airflow.sdk.execution_time.cache import SecretCache
-
-    SecretCache.invalidate_variable(key)
-    try:
-        value = Variable.get(key, default=None)
-    finally:
-        SecretCache.invalidate_variable(key)
-    return None if value is None else str(value)
-
-
-def _warn_worker_backend() -> None:
-    """One warning per process: broker mode with a worker-side latchkey backend."""
-    if _worker_backend() and not _warned:
-        _warned.append(True)
-        log.warning("latchkey: %s=broker, but [workers] secrets_backend names "
-                    "LatchkeySecretsBackend: a worker in broker mode should hold no store "
-                    "credentials (remove the setting)", MODE_ENV)
-
-
 @contextmanager
 def _task_run(lk: Latchkey | None, env: Any, params: dict[str, Any],
               strict: bool) -> Iterator[Run]:
@@ -575,7 +523,7 @@ def _task_run(lk: Latchkey | None, env: Any, params: dict[str, Any],
 
     manifest: Manifest | None
     if brokered:  # the manifest alone: no backend is built in this process
-        _warn_worker_backend()
+        warn_worker_backend()
         manifest = load_manifest((configured_kwargs() or {}).get("manifest"))
     else:
         lk = lk or _default_latchkey()
@@ -599,7 +547,7 @@ def _task_run(lk: Latchkey | None, env: Any, params: dict[str, Any],
     mask_std_streams()
     chosen, filled = _env_from(context, env), _params_from(context, config, params)
     if brokered:
-        opened = broker.brokered_run(manifest, pipeline, _fetch_variable, env=chosen,
+        opened = broker.brokered_run(manifest, pipeline, fetch_variable, env=chosen,
                                      params=filled, run_name=name)
     else:
         assert lk is not None
