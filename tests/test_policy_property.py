@@ -292,8 +292,8 @@ def reference_team_allows(pipelines: list[dict], key: str) -> bool:
     """The union of the team's pipelines' run policies, over every parameter value a run of
     this world can have, and ``shared/`` (served to every team the manifest knows, even one
     whose pipelines can open no run)."""
-    return _under(key, "shared") or any(reference_allows(p, acct, key) for p in pipelines for acct in SEGMENTS
-               if _run_exists(p, acct))
+    return _under(key, "shared") or any(reference_allows(p, acct, key) for p in pipelines
+                                        for acct in SEGMENTS if _run_exists(p, acct))
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
