@@ -593,3 +593,25 @@ def test_a_rotated_admin_password_replaces_the_pool(world: latchkey.Latchkey,
             cur.execute(f"ALTER ROLE {ADMIN} PASSWORD %s", (ADMIN_PASSWORD,))
         db.close()
     assert run_roles(roles) == []
+
+
+def test_the_runs_connection_carries_none_of_the_admins_identity(
+        isolated: Path, master_key: str, roles: dict[str, Any]) -> None:
+    """The admin connection's client certificate, key and other extras stay with latchkey:
+    the run's Connection keeps only how to reach the server (sslmode and the like)."""
+    admin = Connection(conn_type="postgres", host="127.0.0.1", port=roles["port"], login=ADMIN,
+                       password=ADMIN_PASSWORD, schema="analytics",
+                       extra={"sslmode": "disable", "sslcert": "/nonexistent/admin.crt",
+                              "sslkey": "/nonexistent/admin.key",
+                              "sslpassword": "fake-admin-keypass-acct42",
+                              "api_token": "fake-admin-extra-token-acct42"}).to_uri()
+    lk = make_world(isolated, roles, admin=admin)
+    try:
+        with lk.pipeline("loader") as run:
+            conn = run.connection("warehouse")
+            assert conn.extra == {"sslmode": "disable"}
+            assert "fake-admin" not in conn.to_uri() + json.dumps(run.env())
+            connect(conn).close()
+    finally:
+        lk.close()
+    assert run_roles(roles) == []

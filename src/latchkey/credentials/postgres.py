@@ -54,6 +54,10 @@ WAIT_SECONDS = 30.0
 SWEEP_EVERY = 60.0
 _LIBPQ_EXTRAS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "target_session_attrs",
                  "application_name")
+#: the admin connection's ``extra`` fields the run's Connection inherits: where and how to
+#: reach the server, never who the admin is (``sslcert``/``sslkey``/``sslpassword`` and any
+#: other field are the admin's identity and stay with latchkey)
+_RUN_EXTRAS = ("sslmode", "sslrootcert", "sslcrl", "target_session_attrs")
 _MAX_NAME = 63  # NAMEDATALEN - 1, bytes
 
 
@@ -255,8 +259,10 @@ class PostgresRoleMinter:
         latency = time.perf_counter() - start
         metrics.observe("credential_mint_seconds", latency, definition=self.name)
         metrics.incr("credentials_minted", definition=self.name)
-        minted = admin.replace(conn_type=admin.conn_type or "postgres", login=login,
-                               password=password, conn_id=None)
+        minted = Connection(conn_type=admin.conn_type or "postgres", host=admin.host,
+                            port=admin.port, schema=admin.schema, login=login,
+                            password=password,
+                            extra={k: v for k, v in admin.extra.items() if k in _RUN_EXTRAS})
         return Lease(self.name, login, minted, expires_at)
 
     def renew(self, lease: Lease) -> Lease:
