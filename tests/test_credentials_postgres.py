@@ -615,3 +615,46 @@ def test_the_runs_connection_carries_none_of_the_admins_identity(
     finally:
         lk.close()
     assert run_roles(roles) == []
+
+
+def test_an_async_run_cancelled_while_opening_leaves_no_login(
+        world: latchkey.Latchkey, roles: dict[str, Any]) -> None:
+    """A task cancelled while its run is still minting (the open goes on in a thread): the
+    login the thread then makes is dropped, not left to expire."""
+    import asyncio
+
+    db = superuser(roles)
+    db.autocommit = False
+    with db.cursor() as cur:  # CREATE ROLE waits on this lock until we let go
+        cur.execute("LOCK TABLE pg_authid IN EXCLUSIVE MODE")
+
+    def creating() -> bool:
+        probe = superuser(roles)
+        with probe.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND query LIKE 'CREATE ROLE%%'")
+            waiting = bool(cur.fetchone()[0])
+        probe.close()
+        return waiting
+
+    async def main() -> None:
+        async def run() -> None:
+            async with world.pipeline("loader"):
+                raise AssertionError("the run must not open")
+
+        task = asyncio.create_task(run())
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if creating():
+                break
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        db.rollback()  # let go: the thread's CREATE ROLE goes through now
+
+    try:
+        asyncio.run(main())  # waits for the open's thread (the default executor) to end
+    finally:
+        db.rollback()
+        db.close()
+    assert run_roles(roles) == []

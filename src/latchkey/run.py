@@ -244,7 +244,30 @@ class Run:
     async def __aenter__(self) -> "Run":
         import asyncio  # imported here: `latchkey run` and sync code never pay for it
 
-        await asyncio.to_thread(self.open)  # store calls block; keep the event loop free
+        # store calls block: open in a thread. A cancelled task cannot stop that thread, so
+        # whichever side learns last that the run opened but was abandoned closes it (a
+        # minted login must not outlive a run nobody holds).
+        lock, state = threading.Lock(), {"abandoned": False, "done": False}
+
+        def open_or_undo() -> None:
+            try:
+                self.open()
+            finally:
+                with lock:
+                    state["done"] = True
+                    abandoned = state["abandoned"]
+            if abandoned and self._state == "open":
+                self.close()
+
+        try:
+            await asyncio.to_thread(open_or_undo)
+        except asyncio.CancelledError:
+            with lock:
+                state["abandoned"] = True
+                done = state["done"]
+            if done and self._state == "open":  # it opened just as we were cancelled
+                await asyncio.shield(asyncio.to_thread(self.close))
+            raise
         self._tokens.append(_current.set(self))
         return self
 
