@@ -30,6 +30,7 @@ psycopg2 = need("postgres")
 ADMIN_PASSWORD = "fake-admin-pw-acct42"
 WRITER = "lkt_etl_writer"
 ADMIN = "lkt_admin"
+OURS = MARKER + "; definition=warehouse_rw; "  # how this definition's run logins are marked
 
 MANIFEST = """
 chain = ["local"]
@@ -240,7 +241,7 @@ def test_sweep_drops_only_expired_latchkey_roles(isolated: Path, master_key: str
         cur.execute("CREATE ROLE someone_else LOGIN VALID UNTIL '2000-01-01'")
         cur.execute("COMMENT ON ROLE someone_else IS %s", (MARKER + "; forged",))
         cur.execute("CREATE ROLE lk_expired_run LOGIN VALID UNTIL '2000-01-01'")
-        cur.execute("COMMENT ON ROLE lk_expired_run IS %s", (MARKER + "; definition=x",))
+        cur.execute("COMMENT ON ROLE lk_expired_run IS %s", (OURS + "run=x",))
     lk = make_world(isolated, roles)
     try:
         with lk.pipeline("loader") as live:
@@ -275,7 +276,7 @@ def test_sweep_on_open_drops_expired_roles_first(isolated: Path, master_key: str
     db = superuser(roles)
     with db.cursor() as cur:
         cur.execute("CREATE ROLE lk_left_behind LOGIN VALID UNTIL '2000-01-01'")
-        cur.execute("COMMENT ON ROLE lk_left_behind IS %s", (MARKER + "; definition=x",))
+        cur.execute("COMMENT ON ROLE lk_left_behind IS %s", (OURS + "run=x",))
     db.close()
     lk = make_world(isolated, roles, more="sweep_on_open = true")
     with lk.pipeline("loader") as run:
@@ -658,3 +659,91 @@ def test_an_async_run_cancelled_while_opening_leaves_no_login(
         db.rollback()
         db.close()
     assert run_roles(roles) == []
+
+
+@pytest.mark.parametrize("made", [
+    pytest.param("CREATE ROLE lk_raised LOGIN CREATEROLE VALID UNTIL '2000-01-01'",
+                 id="an-attribute-latchkey-never-gives"),
+    pytest.param("CREATE ROLE lk_raised LOGIN VALID UNTIL '2000-01-01'; "
+                 "CREATE ROLE lkt_member_of_it IN ROLE lk_raised", id="used-as-a-group"),
+    pytest.param("CREATE ROLE lk_raised LOGIN VALID UNTIL '2000-01-01'; "
+                 "COMMENT ON ROLE lk_raised IS 'latchkey run role; definition=other_rw; '",
+                 id="another-definitions-login"),
+])
+def test_sweep_leaves_marked_roles_that_are_not_this_definitions_run_logins(
+        isolated: Path, master_key: str, roles: dict[str, Any], made: str) -> None:
+    """A role with the prefix and the marker is still left alone if latchkey would never
+    have made it so (raised by hand, a group with members) or another definition made it
+    (sweeping would reassign its objects to this definition's group)."""
+    db = superuser(roles)
+    with db.cursor() as cur:
+        cur.execute(made)
+        if "COMMENT" not in made:
+            cur.execute("COMMENT ON ROLE lk_raised IS %s", (OURS + "run=forged",))
+    lk = make_world(isolated, roles)
+    try:
+        assert lk.minter("warehouse_rw").sweep() == []
+        with db.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = 'lk_raised'")
+            assert cur.fetchone() is not None
+    finally:
+        with db.cursor() as cur:
+            cur.execute("DROP ROLE IF EXISTS lkt_member_of_it, lk_raised")
+        db.close()
+        lk.close()
+
+
+def test_an_interrupt_while_revoking_one_login_still_drops_the_others(
+        isolated: Path, master_key: str, roles: dict[str, Any]) -> None:
+    """Ctrl-C while a run's first login is being dropped: the second is dropped too, the
+    run's values are wiped, then KeyboardInterrupt goes on (the first expires by itself)."""
+    two = MANIFEST.format(ttl=600, member_of=f'"{WRITER}"', more="") + """
+[credentials.warehouse_rw2]
+type = "postgres_role"
+admin = "connections/warehouse_admin"
+member_of = ["lkt_etl_writer"]
+
+[pipelines.loader2]
+scope = "loader"
+connections = { first = "dynamic:warehouse_rw", second = "dynamic:warehouse_rw2" }
+"""
+    (isolated / "latchkey.toml").write_text(two)
+    lk = latchkey.load(isolated / "latchkey.toml")
+    lk.set("connections/warehouse_admin", admin_uri(roles))
+    db = superuser(roles)
+
+    def interrupt_while_dropping() -> None:
+        probe = superuser(roles)
+        try:
+            for _ in range(200):
+                with probe.cursor() as cur:
+                    cur.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type ="
+                                " 'Lock' AND query LIKE 'ALTER ROLE%%NOLOGIN'")
+                    if cur.fetchone()[0]:
+                        break
+                time.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.3)
+        finally:
+            probe.close()
+            db.rollback()  # let the ALTER ROLE through: the interrupt is raised after it
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with lk.pipeline("loader2") as run:
+                first = run.connection("first").login
+                second = run.connection("second").login
+                db.autocommit = False
+                with db.cursor() as cur:
+                    cur.execute("LOCK TABLE pg_authid IN EXCLUSIVE MODE")
+                threading.Thread(target=interrupt_while_dropping, daemon=True).start()
+        assert second not in run_roles(roles)
+        with pytest.raises(latchkey.RunClosed):
+            run.connection("second")
+    finally:
+        db.rollback()
+        db.autocommit = True
+        with db.cursor() as cur:
+            cur.execute(f'DROP ROLE IF EXISTS "{first}"')
+        db.close()
+        lk.close()

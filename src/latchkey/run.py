@@ -222,15 +222,17 @@ class Run:
 
     def close(self) -> None:
         """Drop every value. Reads after this raise RunClosed."""
-        self._leases.revoke_all()  # first: a failed run's logins end too
-        with self._lock:
-            self._state = "closed"
-            self._by_name.clear()
-            self._by_key.clear()
-            self._connections.clear()
-            self._resolutions.clear()
-            if self._aws is not None:
-                self._aws.clear()
+        try:
+            self._leases.revoke_all()  # first: a failed run's logins end too
+        finally:  # an interrupt while revoking still drops every value
+            with self._lock:
+                self._state = "closed"
+                self._by_name.clear()
+                self._by_key.clear()
+                self._connections.clear()
+                self._resolutions.clear()
+                if self._aws is not None:
+                    self._aws.clear()
 
     def __enter__(self) -> "Run":
         self.open()

@@ -103,14 +103,19 @@ class RunLeases:
         return renewed
 
     def revoke_all(self) -> None:
-        """Revoke every lease; a failure is logged, counted and audited, not raised."""
+        """Revoke every lease; a failure is logged, counted and audited, not raised. An
+        interrupt (KeyboardInterrupt, SystemExit) while revoking one lease does not skip the
+        others: they are revoked first, then the interrupt is raised again."""
         with self._lock:
             leases, self._leases = list(self._leases.values()), {}
+        interrupt: BaseException | None = None
         for lease in leases:
             start = time.perf_counter()
             try:
                 self._minters[lease.definition].revoke(lease)
-            except Exception as exc:  # noqa: BLE001 - a close must finish
+            except BaseException as exc:  # noqa: BLE001 - a close must finish
+                if not isinstance(exc, Exception):
+                    interrupt = interrupt or exc
                 text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 message = redact.redactor().redact(text)
                 log.warning("run %r: could not revoke %s: %s", self.run, lease.login, message)
@@ -118,6 +123,8 @@ class RunLeases:
                 self._event("revoke", lease.definition, "error", message, start)
                 continue
             self._event("revoke", lease.definition, "ok", f"login {lease.login}", start)
+        if interrupt is not None:
+            raise interrupt
 
     def mint_detached(self, name: str) -> tuple[Lease, Callable[[], None]]:
         """Mint ``name`` outside the run's lifecycle (``latchkey check --connect``); returns

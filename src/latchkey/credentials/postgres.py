@@ -59,6 +59,18 @@ _LIBPQ_EXTRAS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "targe
 #: other field are the admin's identity and stay with latchkey)
 _RUN_EXTRAS = ("sslmode", "sslrootcert", "sslcrl", "target_session_attrs")
 _MAX_NAME = 63  # NAMEDATALEN - 1, bytes
+#: SQL: role ``r`` is a run login this definition made, as far as the catalog can say: the
+#: prefix; a comment starting with the marker *and this definition's name* (so sweeping one
+#: definition never reassigns another's objects to its own group); none of the attributes
+#: latchkey never gives (a role someone made or raised by hand); and no member but the
+#: admin itself (PostgreSQL 16 makes the creator one): a role used as a group is not a login
+#: of a run. Parameters: len(prefix), prefix, marker prefix.
+_OURS = ("(left(r.rolname, %s) = %s "
+         "AND starts_with(coalesce(shobj_description(r.oid, 'pg_authid'), ''), %s) "
+         "AND NOT (r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication "
+         "OR r.rolbypassrls) "
+         "AND NOT EXISTS (SELECT 1 FROM pg_auth_members m WHERE m.roleid = r.oid "
+         "AND m.member <> (SELECT oid FROM pg_roles WHERE rolname = current_user)))")
 
 
 def _psycopg2() -> Any:
@@ -347,15 +359,21 @@ class PostgresRoleMinter:
     def _check_ours(self, cur: Any, login: str) -> bool:
         """True if ``login`` exists and is latchkey's; False if it is gone; refuses (raises)
         a role latchkey did not make."""
-        cur.execute("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles "
-                    "WHERE rolname = %s", (login,))
+        cur.execute("SELECT rolname, " + _OURS + " FROM pg_roles r WHERE rolname = %s",
+                    (*self._ours_args(), login))
         row = cur.fetchone()
         if row is None:
             return False
-        if not (login.startswith(self.config.prefix) and (row[0] or "").startswith(MARKER)):
-            raise CredentialError(self.name, f"role {login!r} was not made by latchkey "
-                                             "(no marker); left alone")
+        if not row[1]:
+            raise CredentialError(self.name, f"role {login!r} is not a run login of this "
+                                             "definition (prefix, marker, attributes or "
+                                             "members differ); left alone")
         return True
+
+    def _ours_args(self) -> tuple[Any, ...]:
+        """The parameters of :data:`_OURS`, for this definition."""
+        return (len(self.config.prefix), self.config.prefix,
+                f"{MARKER}; definition={self.name}; ")
 
     def _drop(self, db: Any, login: str) -> bool:
         """End ``login``'s sessions and drop it; False if it was already gone."""
@@ -417,15 +435,12 @@ class PostgresRoleMinter:
         return self._drop(db, login)
 
     def _expired(self, db: Any) -> list[str]:
-        """Expired roles latchkey made: the prefix, the marker, not a superuser."""
+        """Expired run logins of this definition (:data:`_OURS`)."""
         psycopg2 = _psycopg2()
         try:
             with db, db.cursor() as cur:
-                cur.execute("SELECT rolname FROM pg_roles WHERE left(rolname, %s) = %s "
-                            "AND NOT rolsuper AND rolvaliduntil < now() "
-                            "AND starts_with(coalesce(shobj_description(oid, 'pg_authid'), ''),"
-                            " %s) ORDER BY rolname",
-                            (len(self.config.prefix), self.config.prefix, MARKER))
+                cur.execute("SELECT rolname FROM pg_roles r WHERE " + _OURS +
+                            " AND rolvaliduntil < now() ORDER BY rolname", self._ours_args())
                 return [row[0] for row in cur.fetchall()]
         except psycopg2.Error as exc:
             raise CredentialError(self.name, f"cannot list expired run logins: {_said(exc)}") \
