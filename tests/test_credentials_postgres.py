@@ -747,3 +747,49 @@ connections = { first = "dynamic:warehouse_rw", second = "dynamic:warehouse_rw2"
             cur.execute(f'DROP ROLE IF EXISTS "{first}"')
         db.close()
         lk.close()
+
+
+class _RefusingSink:
+    """An audit sink that cannot record the given events (a full disk, say)."""
+
+    name = "refusing"
+
+    def __init__(self, *refused: str) -> None:
+        self.refused = refused
+
+    def write(self, event: Any) -> None:
+        if event.event in self.refused:
+            raise OSError("the audit sink is full")
+
+
+@pytest.mark.parametrize("refused", [
+    pytest.param(("mint",), id="mint-record-refused"),
+    pytest.param(("revoke",), id="revoke-record-refused"),
+])
+def test_a_required_audit_sink_refusing_leaves_no_login(
+        isolated: Path, master_key: str, roles: dict[str, Any], refused: tuple[str, ...]) -> None:
+    """audit.required and a sink that cannot record the mint (the run does not open) or the
+    revoke (the run's close fails loudly): either way both of the run's logins are dropped."""
+    from latchkey.audit import Auditor
+
+    (isolated / "latchkey.toml").write_text(
+        MANIFEST.format(ttl=600, member_of=f'"{WRITER}"', more="") + """
+[credentials.warehouse_rw2]
+type = "postgres_role"
+admin = "connections/warehouse_admin"
+member_of = ["lkt_etl_writer"]
+
+[pipelines.loader2]
+scope = "loader"
+connections = { first = "dynamic:warehouse_rw", second = "dynamic:warehouse_rw2" }
+""")
+    lk = latchkey.load(isolated / "latchkey.toml")
+    lk.set("connections/warehouse_admin", admin_uri(roles))
+    lk.audit = Auditor([_RefusingSink(*refused)], required=True)
+    try:
+        with pytest.raises(latchkey.LatchkeyError, match="audit sink refusing"):
+            with lk.pipeline("loader2"):
+                assert len(run_roles(roles)) == 2
+    finally:
+        lk.close()
+    assert run_roles(roles) == []

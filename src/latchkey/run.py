@@ -156,12 +156,16 @@ class Run:
         inputs = {n: resolved.pop(n) for n in list(resolved) if n.startswith(_CREDENTIAL_INPUT)}
         minted = self._leases.mint_all({n[len(_CREDENTIAL_INPUT):]: r.require().value
                                         for n, r in inputs.items()})
-        with self._lock:
-            for name, resolution in resolved.items():
-                self._remember(name, resolution)
-            for conn, lease in minted.items():
-                self._connections[conn] = lease.connection.replace(conn_id=conn)
-            self._state = "open"
+        try:
+            with self._lock:
+                for name, resolution in resolved.items():
+                    self._remember(name, resolution)
+                for conn, lease in minted.items():
+                    self._connections[conn] = lease.connection.replace(conn_id=conn)
+                self._state = "open"
+        except BaseException:  # the run does not open: its logins must not outlive it
+            self.close()
+            raise
         self.ready_seconds = time.perf_counter() - start
         metrics.incr("runs_opened", pipeline=self.pipeline)
         metrics.observe("run_ready_seconds", self.ready_seconds, pipeline=self.pipeline)

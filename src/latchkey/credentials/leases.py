@@ -71,22 +71,30 @@ class RunLeases:
         return self._leases[name]
 
     def mint_all(self, inputs: Mapping[str, str]) -> dict[str, Lease]:
-        """Mint each dynamic connection; on any failure revoke what was minted and raise."""
+        """Mint each dynamic connection; on any failure revoke what was minted and raise.
+
+        A lease is held (so revoked on failure) the moment ``mint`` returns it: a failure
+        after that (a required audit sink refusing the mint record, an interrupt) must not
+        leave its login to expire by itself."""
         self._announce(*inputs.values())
-        for conn, definition in self.dynamic.items():
-            minter = self._minters[definition]
-            start = time.perf_counter()
-            try:
-                lease = minter.mint(self.pipeline, self.run, {k: inputs[k] for k in minter.reads})
-            except BaseException as exc:  # an interrupt too: what was minted must go
-                detail = str(exc) if isinstance(exc, LatchkeyError) else type(exc).__name__
-                self._event("mint", definition, "error", detail, start)
-                self.revoke_all()
-                raise
-            self._announce(*lease.connection.secret_values())
-            self._event("mint", definition, "ok", f"login {lease.login}", start)
-            with self._lock:
-                self._leases[conn] = lease
+        try:
+            for conn, definition in self.dynamic.items():
+                minter = self._minters[definition]
+                start = time.perf_counter()
+                try:
+                    lease = minter.mint(self.pipeline, self.run,
+                                        {k: inputs[k] for k in minter.reads})
+                except BaseException as exc:
+                    detail = str(exc) if isinstance(exc, LatchkeyError) else type(exc).__name__
+                    self._event("mint", definition, "error", detail, start)
+                    raise
+                with self._lock:
+                    self._leases[conn] = lease
+                self._announce(*lease.connection.secret_values())
+                self._event("mint", definition, "ok", f"login {lease.login}", start)
+        except BaseException:  # an interrupt too: what was minted must go
+            self.revoke_all()
+            raise
         return dict(self._leases)
 
     def renew(self, name: str) -> Lease:
@@ -113,16 +121,19 @@ class RunLeases:
             start = time.perf_counter()
             try:
                 self._minters[lease.definition].revoke(lease)
+                outcome, detail = "ok", f"login {lease.login}"
             except BaseException as exc:  # noqa: BLE001 - a close must finish
                 if not isinstance(exc, Exception):
                     interrupt = interrupt or exc
                 text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                message = redact.redactor().redact(text)
-                log.warning("run %r: could not revoke %s: %s", self.run, lease.login, message)
+                detail = redact.redactor().redact(text)
+                outcome = "error"
+                log.warning("run %r: could not revoke %s: %s", self.run, lease.login, detail)
                 metrics.incr("credential_revoke_errors", definition=lease.definition)
-                self._event("revoke", lease.definition, "error", message, start)
-                continue
-            self._event("revoke", lease.definition, "ok", f"login {lease.login}", start)
+            try:  # a required audit sink that refuses must not stop the other revokes
+                self._event("revoke", lease.definition, outcome, detail, start)
+            except BaseException as exc:  # noqa: BLE001
+                interrupt = interrupt or exc
         if interrupt is not None:
             raise interrupt
 
