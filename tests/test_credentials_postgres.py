@@ -793,3 +793,27 @@ connections = { first = "dynamic:warehouse_rw", second = "dynamic:warehouse_rw2"
     finally:
         lk.close()
     assert run_roles(roles) == []
+
+
+def test_a_run_outliving_an_admin_password_rotation_still_drops_its_login(
+        world: latchkey.Latchkey, roles: dict[str, Any]) -> None:
+    """The admin's password is rotated while a run lasts (and a newer run replaced the admin
+    pool): the old run's close connects with the admin the store holds now and drops its
+    login, rather than failing on the old password and leaving it to expire."""
+    db = superuser(roles)
+    rotated = "fake-admin-pw-rotated-again-acct42"
+    try:
+        with world.pipeline("loader") as old:
+            login = old.connection("warehouse").login
+            with db.cursor() as cur:
+                cur.execute(f"ALTER ROLE {ADMIN} PASSWORD %s", (rotated,))
+            world.set("connections/warehouse_admin", admin_uri(roles, password=rotated))
+            with world.pipeline("loader"):
+                pass
+            assert login in run_roles(roles)
+        assert login not in run_roles(roles)
+    finally:
+        with db.cursor() as cur:
+            cur.execute(f"ALTER ROLE {ADMIN} PASSWORD %s", (ADMIN_PASSWORD,))
+            cur.execute(f'DROP ROLE IF EXISTS "{login}"')
+        db.close()

@@ -174,12 +174,16 @@ class _Pool:
             conn.close()
 
 
+class _CannotConnect(CredentialError):
+    """The admin connection could not be opened (a rotated password, say)."""
+
+
 def _connect(definition: str, kwargs: dict[str, Any]) -> Any:
     psycopg2 = _psycopg2()
     try:
         return psycopg2.connect(**kwargs)
     except psycopg2.Error as exc:
-        raise CredentialError(definition, "cannot connect to PostgreSQL as the admin "
+        raise _CannotConnect(definition, "cannot connect to PostgreSQL as the admin "
                                           f"{kwargs['user']!r} at {kwargs['host']}:"
                                           f"{kwargs['port']}: {_said(exc)}") from None
 
@@ -293,10 +297,10 @@ class PostgresRoleMinter:
                                                  f"{lease.login!r}: {_said(exc)}") from None
             return epoch
 
-        return replace(lease, expires_at=self._pool_of(lease.login).run(self.name, extend))
+        return replace(lease, expires_at=self._as_admin(lease.login, extend))
 
     def revoke(self, lease: Lease) -> None:
-        self._pool_of(lease.login).run(self.name, lambda db: self._drop(db, lease.login))
+        self._as_admin(lease.login, lambda db: self._drop(db, lease.login))
         with self._lock:
             self._issued.pop(lease.login, None)
 
@@ -320,11 +324,22 @@ class PostgresRoleMinter:
             redact.register(secret)
         return admin
 
-    def _pool_of(self, login: str) -> _Pool:
+    def _as_admin(self, login: str, action: Callable[[Any], T]) -> T:
+        """``action`` as the admin that minted ``login``; if that admin can no longer connect
+        (its password was rotated while the run lasted), as the admin the store holds now,
+        so a rotation does not leave the run's login behind."""
         with self._lock:
             kwargs = self._issued.get(login)
-        return _pool_for(kwargs) if kwargs is not None else \
-            _pool_for(connect_kwargs(self._admin(None)))
+        current = None
+        if kwargs is not None:
+            try:
+                return _pool_for(kwargs).run(self.name, action)
+            except _CannotConnect:
+                current = connect_kwargs(self._admin(None))
+                if current == kwargs:
+                    raise
+        pool = _pool_for(current or connect_kwargs(self._admin(None)))
+        return pool.run(self.name, action)
 
     def _expiry(self, cur: Any) -> tuple[str, float]:
         cur.execute("SELECT to_char((now() + make_interval(secs => %s)) AT TIME ZONE 'UTC', "
