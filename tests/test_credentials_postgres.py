@@ -817,3 +817,53 @@ def test_a_run_outliving_an_admin_password_rotation_still_drops_its_login(
             cur.execute(f"ALTER ROLE {ADMIN} PASSWORD %s", (ADMIN_PASSWORD,))
             cur.execute(f'DROP ROLE IF EXISTS "{login}"')
         db.close()
+
+
+def test_check_connect_interrupted_later_still_drops_the_logins_it_minted(
+        isolated: Path, master_key: str, roles: dict[str, Any]) -> None:
+    """`check --connect` minted a login for one pipeline and is interrupted (Ctrl-C) while
+    reading the next pipeline's secrets: the minted login is dropped, not left to expire."""
+    from latchkey.check import check_pipelines
+
+    fifo = isolated / "slow.toml"
+    os.mkfifo(fifo)  # reading it blocks until someone writes: a store that hangs
+    (isolated / "latchkey.toml").write_text(
+        MANIFEST.format(ttl=600, member_of=f'"{WRITER}"', more="").replace(
+            'chain = ["local"]', 'chain = ["local", "slow"]').replace(
+            "[audit]", f'[backends.slow]\ntype = "files"\npath = "{fifo}"\n\n[audit]') + """
+[pipelines.zz_reader]
+scope = "reader"
+requires = ["token"]
+""")
+    lk = latchkey.load(isolated / "latchkey.toml")
+    lk.set("connections/warehouse_admin", admin_uri(roles))
+
+    def interrupt_once_minted() -> None:
+        for _ in range(400):
+            if run_roles(roles):
+                break
+            time.sleep(0.05)
+        time.sleep(0.3)  # the next pipeline's read is waiting on the fifo by now
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_once_minted, daemon=True).start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            check_pipelines(lk, connect=True)
+    finally:
+        lk.close()
+    assert run_roles(roles) == []
+
+
+def test_check_connect_with_a_refused_mint_record_leaves_no_login(
+        world: latchkey.Latchkey, roles: dict[str, Any]) -> None:
+    """`check --connect` under audit.required, the sink refusing the mint record: the check
+    reports it as failed and the login it minted is dropped at once."""
+    from latchkey.audit import Auditor
+    from latchkey.check import check_pipelines
+
+    world.audit = Auditor([_RefusingSink("mint")], required=True)
+    findings = check_pipelines(world, connect=True)
+    failed = [f for f in findings if f.item == "connection:warehouse"]
+    assert [f.status for f in failed] == ["failed"] and "audit sink" in failed[0].detail
+    assert run_roles(roles) == []

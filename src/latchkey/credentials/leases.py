@@ -148,8 +148,6 @@ class RunLeases:
         except LatchkeyError as exc:
             self._event("mint", definition, "error", str(exc), start)
             raise
-        self._announce(*lease.connection.secret_values())
-        self._event("mint", definition, "ok", f"login {lease.login}", start)
 
         def revoke() -> None:
             begun = time.perf_counter()
@@ -160,6 +158,12 @@ class RunLeases:
                 raise
             self._event("revoke", definition, "ok", f"login {lease.login}", begun)
 
+        try:
+            self._announce(*lease.connection.secret_values())
+            self._event("mint", definition, "ok", f"login {lease.login}", start)
+        except BaseException:  # the caller never gets the revoke: do it here
+            minter.revoke(lease)
+            raise
         return lease, revoke
 
     def _event(self, event: str, definition: str, outcome: str, detail: str,
