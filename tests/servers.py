@@ -13,6 +13,7 @@ from __future__ import annotations
 import glob
 import io
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -87,7 +88,9 @@ class MotoServer:
     """moto's WSGI app behind a counting middleware, served over HTTP on 127.0.0.1.
 
     ``counts`` holds requests per API action as the server saw them (``GetParameters``,
-    ``BatchGetSecretValue``, ``AssumeRole``...), so tests can assert what reached AWS.
+    ``BatchGetSecretValue``, ``AssumeRole``...), so tests can assert what reached AWS;
+    ``signed`` holds (action, access key id that signed it, RoleSessionName if any) per
+    request, so tests can tell which principal made a call.
     """
 
     def __init__(self) -> None:
@@ -95,6 +98,7 @@ class MotoServer:
         from werkzeug.serving import make_server
 
         self.counts: Counter[str] = Counter()
+        self.signed: list[tuple[str, str, str | None]] = []
         self._lock = threading.Lock()
         self._app = DomainDispatcherApplication(create_backend_app)
         self._server = make_server("127.0.0.1", 0, self._count, threaded=True)
@@ -104,6 +108,7 @@ class MotoServer:
 
     def _count(self, environ, start_response):
         action = (environ.get("HTTP_X_AMZ_TARGET") or "").rpartition(".")[2]
+        query: dict[str, list[str]] = {}
         if not action:
             length = int(environ.get("CONTENT_LENGTH") or 0)
             body = environ["wsgi.input"].read(length) if length else b""
@@ -111,13 +116,17 @@ class MotoServer:
             query = parse_qs(body.decode("utf-8", "replace")) or parse_qs(
                 environ.get("QUERY_STRING", ""))
             action = (query.get("Action") or [f"{environ['REQUEST_METHOD']} (REST)"])[0]
+        signer = re.search(r"Credential=([A-Z0-9]+)/", environ.get("HTTP_AUTHORIZATION", ""))
         with self._lock:
             self.counts[action] += 1
+            self.signed.append((action, signer.group(1) if signer else "",
+                                (query.get("RoleSessionName") or [None])[0]))
         return self._app(environ, start_response)
 
     def reset(self) -> None:
         with self._lock:
             self.counts.clear()
+            self.signed.clear()
 
     def stop(self) -> None:
         self._server.shutdown()

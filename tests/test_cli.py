@@ -281,3 +281,26 @@ def test_set_key_equals_value_is_refused_without_repeating_it(isolated) -> None:
         assert result.returncode == 2
         assert "fake-set-eq-9876" not in result.stdout + result.stderr
         assert "stdin" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_command_registry_names_every_command() -> None:
+    """`latchkey run` imports only its own module, so the registry of lazily imported commands
+    (name -> module) must name every command the package's modules define, and nothing else."""
+    from latchkey.cli import _common
+
+    _common.cli.load_all()  # every module of latchkey.cli, in the registry or not
+    defined = {name: cmd.callback.__module__ for name, cmd in _common.cli.commands.items()
+               if name != "help" and cmd.callback is not None}
+    assert defined == {name: f"latchkey.cli.{module}"
+                       for name, module in _common.COMMANDS.items()}
+
+
+def test_unknown_command_hint_and_help_list_every_command(isolated: Path) -> None:
+    """Commands load on demand, yet `latchkey help` lists all of them and a misspelt command
+    still gets its "did you mean" hint."""
+    listing = run_cli("help")
+    assert listing.returncode == 0
+    for name in ("audit", "bench", "check", "copy", "diff", "doctor", "run", "set"):
+        assert f"\n  {name} " in listing.stdout
+    typo = run_cli("chek")
+    assert typo.returncode == 2 and "did you mean `latchkey check`?" in typo.stderr

@@ -125,3 +125,56 @@ def test_load_builds_models_but_defers_cli_cipher_and_pools(tmp_path: Path) -> N
             "os.environ['LATCHKEY_MASTER_KEY'] = generate_master_key()\n"
             "latchkey.load().set('a', 'fake-value')")
     assert _heavy(read, cwd=tmp_path) == ["cryptography", "pydantic", "pydantic_core", "sqlite3"]
+
+
+#: what `latchkey run` does not need: the other commands' modules and what only they use,
+#: rich (tables), the audit file sink's handlers, asyncio and the thread pools (issue 19)
+NOT_ON_RUN_PATH = ["latchkey.cli.audit", "latchkey.cli.bench", "latchkey.cli.check",
+                   "latchkey.cli.copy", "latchkey.cli.inspect", "latchkey.cli.store",
+                   "latchkey.bench", "latchkey.check", "latchkey.copy", "latchkey.probes",
+                   "latchkey.testing", "rich", "logging.handlers", "asyncio",
+                   "concurrent.futures"]
+
+RUN_PROBE = """
+import json, sys
+from latchkey.cli import main
+sys.argv = ["latchkey", "run", "--pipeline", "p", "--", sys.executable, "-c", "pass"]
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+print(json.dumps([code, sorted(m for m in {names!r} if m in sys.modules)]))
+"""
+
+
+def test_run_command_loads_only_what_it_needs(tmp_path: Path, master_key: str) -> None:
+    """`latchkey run` imports its own command module, not the other commands', rich, the
+    audit file sink's handlers, asyncio or a thread pool (start-up cost, issue 19)."""
+    from latchkey.backends.local import LocalBackend
+
+    store = LocalBackend("local", tmp_path / "store.db", master_key=master_key)
+    store.put("team/p/token", "fake-token-startup")
+    store.close()
+    (tmp_path / "latchkey.toml").write_text(
+        '[backends.local]\ntype = "local"\npath = "store.db"\n'
+        '[pipelines.p]\nscope = "team/p"\nrequires = ["token"]\n')
+    out = subprocess.run([sys.executable, "-c", RUN_PROBE.format(names=NOT_ON_RUN_PATH)],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert "fake-token-startup" not in out.stdout + out.stderr
+    assert json.loads(out.stdout.splitlines()[-1]) == [0, []], out.stderr[-500:]
+
+
+def test_no_manifest_model_is_built_at_import() -> None:
+    """Importing the manifest, the backends and the client builds no pydantic validator: each
+    is built when a manifest first needs it (the models defer_build; issue 19)."""
+    code = ("import json, pydantic, latchkey.client, latchkey.cli._common, latchkey.cache\n"
+            "seen, todo = [], [pydantic.BaseModel]\n"
+            "while todo:\n"
+            "    for sub in todo.pop().__subclasses__():\n"
+            "        todo.append(sub)\n"
+            "        if sub.__module__.startswith('latchkey') and sub.__pydantic_complete__:\n"
+            "            seen.append(sub.__qualname__)\n"
+            "print(json.dumps(sorted(seen)))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert json.loads(out.stdout) == []

@@ -134,6 +134,21 @@ def test_latchkey_config_variable_and_cwd_lookup(isolated: Path, monkeypatch) ->
                  "must be a table", id="cache-not-a-table"),
     pytest.param('[backends.local]\ntype = "local"\nrate_limit = { rps = 0 }\n',
                  "backends.local.rate_limit.rps", "must be more than 0", id="rate-limit-rps"),
+
+    pytest.param('[pipelines.a]\nscope = "a"\nteams = ["mkt"]\nconnections = { wh = "c/a" }\n'
+                 '[pipelines.b]\nscope = "b"\nteams = ["fin", "mkt"]\n'
+                 'connections = { wh = "c/b" }\n', "pipelines.b.connections.wh",
+                 "team 'mkt': connection 'wh' is mapped by both pipelines 'a' and 'b'",
+                 id="team-conn-ambiguous"),
+    pytest.param('[pipelines.a]\nscope = "a"\nteams = ["mkt"]\n[teams.fin]\n'
+                 'aws_role = { arn = "arn:aws:iam::123456789012:role/fin" }\n', "teams.fin",
+                 "no pipeline serves team 'fin'", id="team-table-unserved"),
+    pytest.param('[pipelines.a]\nscope = "a"\nteams = ["mkt/x"]\n', "pipelines.a.teams[0]",
+                 "'mkt/x' is not an Airflow team name", id="team-bad-name"),
+    pytest.param('[pipelines.a]\nscope = "a"\nteams = ["ab"]\n', "pipelines.a.teams[0]",
+                 "3 to 50 letters", id="team-too-short"),
+    pytest.param('[pipelines.a]\nscope = "a"\nteams = ["mkt"]\n[teams.mkt]\nrole = "x"\n',
+                 "teams.mkt.role", "unknown field", id="team-table-typo"),
 ])
 def test_errors_name_file_and_field(isolated: Path, text: str, field: str, problem: str) -> None:
     """Each invalid manifest raises one ManifestError naming the file and the field."""
@@ -193,3 +208,20 @@ def test_pipeline_parameters_belong_to_the_model() -> None:
         "scope": "marketing/{account}/{env}", "grants": ["shared/{region}/"],
         "connections": {"warehouse": "connections/{db}_{env}"}}}}, Path("latchkey.toml"))
     assert manifest.pipelines["p"].parameters() == {"account", "region", "db"}
+
+
+def test_teams_load(isolated: Path) -> None:
+    """Pipelines name the Airflow teams they serve; [teams.NAME] gives a team's read role; two
+    teams may each map the same conn_id through their own pipelines."""
+    path = write(isolated, '[pipelines.a]\nscope = "a"\nteams = ["mkt"]\n'
+                           'connections = { wh = "c/a" }\n'
+                           '[pipelines.b]\nscope = "b"\nteams = ["fin"]\n'
+                           'connections = { wh = "c/b" }\n'
+                           '[teams.mkt]\naws_role = { arn = "arn:aws:iam::123456789012:role/m", '
+                           'session_name = "mkt-reads" }\n')
+    manifest = latchkey.load(path).manifest
+    assert manifest is not None
+    assert manifest.team_names() == {"mkt", "fin"}
+    assert manifest.pipelines["b"].teams == ["fin"]
+    role = manifest.teams["mkt"].aws_role
+    assert role is not None and role.session_name == "mkt-reads"

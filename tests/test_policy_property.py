@@ -163,7 +163,10 @@ def _obtain(run, lk, probe_keys: list[str]) -> Iterator[str]:
     attempts += [(run.get, key) for key in probe_keys]
     attempts += [(lambda c: run.connection(c).to_json(), c) for c in run.connection_keys]
     if provider is not None:
-        attempts += [(lambda f: provider.get_value(f, str, None, "sources", "src")[0], f)
+        from dlt.common.typing import TSecretStrValue  # a secret field: config ones refuse
+
+        attempts += [(lambda f: provider.get_value(f, TSecretStrValue, None, "sources",
+                                                   "src")[0], f)
                      for f in [*SEGMENTS, "mapped_key", "mapped_name"]]
     if airflow is not None:
         for key in probe_keys:
@@ -268,3 +271,71 @@ def test_the_reference_model_denies_a_sibling_document() -> None:
     assert not reference_allows(pipeline, "a42", "m/f/a43")
     assert not reference_allows(pipeline, "a42", "m/f/a43/token")
 
+
+
+# -- broker mode: a team's union policy (issue 17) ------------------------------------------
+def _team_pipeline(pipeline: dict, tag: str, teams: list[str]) -> dict:
+    """A generated pipeline serving ``teams``, its connection names made its own (a team's
+    pipelines may not map one conn_id twice)."""
+    return {**pipeline, "teams": teams,
+            "connections": {f"{tag}_{c}": t for c, t in pipeline["connections"].items()}}
+
+
+def _run_exists(pipeline: dict, acct: str) -> bool:
+    """latchkey.scope refuses a run whose scope has a declared name below its first segment."""
+    declared = set(pipeline["optional"]) | {t[len("secret:"):] for t in pipeline["dlt"].values()
+                                            if t.startswith("secret:")}
+    return not declared.intersection(pipeline["scope"].replace(PARAM, acct).split("/")[1:])
+
+
+def reference_team_allows(pipelines: list[dict], key: str) -> bool:
+    """The union of the team's pipelines' run policies, over every parameter value a run of
+    this world can have, and ``shared/`` (served to every team the manifest knows, even one
+    whose pipelines can open no run)."""
+    return _under(key, "shared") or any(reference_allows(p, acct, key) for p in pipelines
+                                        for acct in SEGMENTS if _run_exists(p, acct))
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(first=worlds(), second=worlds(), other=worlds())
+def test_a_team_obtains_only_its_union_policy(first: dict, second: dict, other: dict) -> None:
+    """Through the broker's key reads, connection lookups and run requests (its own pipelines'
+    and another team's), every value team t obtains is under a key that some run of one of
+    t's pipelines may read, with some parameter value."""
+    from latchkey.broker import decode_payload, request_key
+    from latchkey.teams import TeamBroker
+
+    mine = [_team_pipeline(first["pipeline"], "p1", ["team_t"]),
+            _team_pipeline(second["pipeline"], "p2", ["team_t"])]
+    theirs = _team_pipeline(other["pipeline"], "p3", ["team_u"])
+    data, owner = _materialise({**other["shapes"], **second["shapes"], **first["shapes"]})
+    manifest = parse_manifest({"pipelines": {"p1": mine[0], "p2": mine[1], "p3": theirs}},
+                              Path("latchkey.toml"), None)
+    lk = latchkey.Latchkey([DocumentMemory("mem", data)], manifest=manifest, env=manifest.env)
+    broker = TeamBroker(lk)
+    probe_keys = sorted({k for key in data for k in _prefixes(key)}
+                        | {f"{k}/{s}" for k in data for s in SEGMENTS})
+    attempts = [lambda k=k: broker.read(k, "team_t", "key") for k in probe_keys]
+    for conn in {c for p in (*mine, theirs) for c in p["connections"]}:
+        attempts.append(lambda c=conn: broker.read(
+            broker.connection_key(c, "team_t", f"airflow/{c}") or "", "team_t", "connection"))
+    for name, pipeline in (("p1", mine[0]), ("p2", mine[1]), ("p3", theirs)):
+        for acct in SEGMENTS if PARAM in pipeline["scope"] else [None]:
+            params = {"acct": acct} if acct else {}
+            attempts.append(lambda n=name, p=params: broker.run(request_key(n, None, p), "team_t"))
+    obtained = []
+    for attempt in attempts:
+        try:
+            text = attempt()
+        except LatchkeyError:
+            continue
+        if text is not None:
+            obtained.append(text)
+            if text.startswith('{"connections"'):
+                payload = decode_payload(text)
+                assert payload.pipeline != "p3", "team t opened team u's pipeline"
+    for text in obtained:
+        for token in TOKEN.findall(text):
+            key = owner[token]
+            assert reference_team_allows(mine, key), (
+                f"team t (scopes {[p['scope'] for p in mine]}) obtained the value of {key!r}")

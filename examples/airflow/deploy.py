@@ -20,7 +20,9 @@ What it does, step by step (each step prints what it runs):
    prints where each task's token came from;
 6. stops every process it started, by process group (unless ``--keep-running``).
 
-The test suite reuses :class:`Deployment` (tests/test_airflow_deployment.py). Values are fake.
+The test suite reuses :class:`Deployment` (tests/test_airflow_deployment.py; with
+``teams=`` and ``broker=True``, a multi-team deployment in broker mode:
+tests/test_airflow_broker_deployment.py, benchmarks/airflow_broker.py). Values are fake.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -68,12 +71,18 @@ class Deployment:
 
     def __init__(self, work: Path, executor: str = "LocalExecutor", log=print, *,
                  dags_folder: Path = HERE / "dags", dag_ids: tuple[str, ...] = DAGS,
-                 manifest_source: Path = HERE / "latchkey.toml", seed: bool = True,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 manifest_source: Path = HERE / "latchkey.toml",
+                 seed: bool | Callable[[Deployment], None] = True,
+                 extra_env: dict[str, str] | None = None,
+                 teams: dict[str, Path] | None = None, broker: bool = False) -> None:
         self.work = work.resolve()
         self.dags_folder, self.dag_ids = dags_folder, dag_ids
         self.manifest_source, self.seed = manifest_source, seed
         self.extra_env = dict(extra_env or {})
+        # multi-team: {team: its DAG folder}, one LocalDagBundle per team
+        self.teams = dict(teams or {})
+        # broker mode: only the api-server holds the store's key (see env())
+        self.broker = broker
         self.home = self.work / "airflow"
         self.consoles = self.work / "console"
         # as in production, not in the components' working directory: task runs must find
@@ -91,9 +100,17 @@ class Deployment:
         self.master_key = ""
 
     # -- set-up ---------------------------------------------------------------------------
-    def env(self) -> dict[str, str]:
-        """What every component (and so every task) gets: Airflow's settings and the
-        store's key; nothing else of latchkey's."""
+    def env(self, component: str | None = None) -> dict[str, str]:
+        """The environment of ``component`` (a key of COMPONENTS, ``celery-worker``, or None
+        for the ``airflow`` CLI).
+
+        Direct mode: every component (and so every task) gets Airflow's settings, the
+        ``[workers]`` backend and the store's key; nothing else of latchkey's. Broker mode:
+        only the api-server gets ``[secrets] backend`` (``mode: broker``) and the store's
+        key; the scheduler, dag-processor, workers and so every task process get the manifest
+        (``LATCHKEY_CONFIG``, no values) and ``LATCHKEY_AIRFLOW_MODE=broker``, no store
+        credential and no latchkey backend.
+        """
         base = {k: v for k, v in os.environ.items()
                 if not k.startswith(("AIRFLOW", "LATCHKEY", "AWS_"))}
         url = f"http://127.0.0.1:{self.port}"
@@ -112,11 +129,6 @@ class Deployment:
             # everything shares one small machine here: give the Execution API more than its
             # 5 s default before a task's supervisor gives up (seen on a loaded 2-core box)
             "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
-            "AIRFLOW__WORKERS__SECRETS_BACKEND":
-                "latchkey.integrations.airflow.LatchkeySecretsBackend",
-            "AIRFLOW__WORKERS__SECRETS_BACKEND_KWARGS":
-                json.dumps({"manifest": str(self.manifest)}),
-            "LATCHKEY_MASTER_KEY": self.master_key,
             "PROVIDERS__ENABLE_AIRFLOW_SECRETS": "false",   # dlt: leave Airflow's secrets alone
             "RUNTIME__DLTHUB_TELEMETRY": "false",
             "DLT_DATA_DIR": str(self.work / "dlt"),
@@ -126,8 +138,33 @@ class Deployment:
             redis = f"redis://127.0.0.1:{self.redis_port}"
             base.update({"AIRFLOW__CELERY__BROKER_URL": f"{redis}/0",
                          "AIRFLOW__CELERY__RESULT_BACKEND": f"{redis}/1"})
+        if self.teams:
+            base.update({"AIRFLOW__CORE__MULTI_TEAM": "True",
+                         "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps([
+                             {"name": f"{team}_dags", "team_name": team,
+                              "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+                              "kwargs": {"path": str(folder)}}
+                             for team, folder in self.teams.items()])})
+        if self.broker and component == "celery-worker":
+            # Celery workers run tasks with the token the scheduler signed: they need no JWT
+            # secret, and a task holding it could sign a token as another team's task
+            del base["AIRFLOW__API_AUTH__JWT_SECRET"]
+        base.update(self._latchkey_env(component))
         base.update(self.extra_env)
         return base
+
+    def _latchkey_env(self, component: str | None) -> dict[str, str]:
+        backend = "latchkey.integrations.airflow.LatchkeySecretsBackend"
+        if not self.broker:
+            return {"AIRFLOW__WORKERS__SECRETS_BACKEND": backend,
+                    "AIRFLOW__WORKERS__SECRETS_BACKEND_KWARGS":
+                        json.dumps({"manifest": str(self.manifest)}),
+                    "LATCHKEY_MASTER_KEY": self.master_key}
+        if component == "api-server":
+            return {"AIRFLOW__SECRETS__BACKEND": backend,
+                    "AIRFLOW__SECRETS__BACKEND_KWARGS": json.dumps({"mode": "broker"}),
+                    "LATCHKEY_CONFIG": str(self.manifest), "LATCHKEY_MASTER_KEY": self.master_key}
+        return {"LATCHKEY_CONFIG": str(self.manifest), "LATCHKEY_AIRFLOW_MODE": "broker"}
 
     def setup(self) -> None:
         self.work.mkdir(parents=True, exist_ok=True)
@@ -139,13 +176,18 @@ class Deployment:
         from latchkey.backends.local import generate_master_key
 
         self.master_key = generate_master_key()
-        if self.seed:
+        if callable(self.seed):
+            self.seed(self)
+        elif self.seed:
             self._seed()
         for env in ENVIRONMENTS:
             api = AdsApi({a: digest(self.tokens[(env, a)]) for a in ACCOUNTS})
             self.apis[env] = api.__enter__()
         self.log("== airflow db migrate (SQLite metadata DB)")
         self._airflow("db", "migrate", timeout=300)
+        for team in self.teams:
+            self.log(f"== airflow teams create {team}")
+            self._airflow("teams", "create", team)
 
     def _seed(self) -> None:
         self.log("== latchkey set: fake values, one store per environment")
@@ -162,6 +204,18 @@ class Deployment:
                         "--env", env, "set", key], input=value, text=True, check=True,
                        capture_output=True, timeout=60,
                        env={**os.environ, "LATCHKEY_MASTER_KEY": self.master_key})
+
+    def latchkey_set_many(self, env: str, items: dict[str, str]) -> None:
+        """Write ``{key: value}`` to the store of ``env`` in one process (values on stdin)."""
+        script = ("import json, sys, latchkey\n"
+                  "lk = latchkey.load(sys.argv[1], env=sys.argv[2])\n"
+                  "for key, value in json.load(sys.stdin).items(): lk.set(key, value)\n")
+        done = subprocess.run([sys.executable, "-c", script, str(self.manifest), env],
+                              input=json.dumps(items), text=True, check=False,
+                              capture_output=True, timeout=120,
+                              env={**os.environ, "LATCHKEY_MASTER_KEY": self.master_key})
+        if done.returncode != 0:  # latchkey's errors name keys, never values
+            raise RuntimeError(f"seeding {env} failed:\n{done.stderr[-2000:]}")
 
     def _airflow(self, *args: str, timeout: float = 120) -> str:
         result = subprocess.run([sys.executable, "-m", "airflow", *args], env=self.env(),
@@ -183,13 +237,13 @@ class Deployment:
             self.log(f"== airflow {' '.join(args)}  (console: {self.consoles / name}.log)")
             self._spawn(name, [sys.executable, "-m", "airflow", *args])
         self._wait_for("the api-server", self._api_up, 180)
-        self._wait_for("the DAGs to be parsed", lambda: set(self.dag_ids) <= self._parsed(), 240)
+        self._wait_for("the DAGs to be parsed", self._all_parsed, 240)
         return self
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         with open(self.consoles / f"{name}.log", "wb") as console:
             self.procs[name] = subprocess.Popen(
-                argv, env=self.env(), cwd=self.work, stdout=console, stderr=subprocess.STDOUT,
+                argv, env=self.env(name), cwd=self.work, stdout=console, stderr=subprocess.STDOUT,
                 start_new_session=True)
 
     def _start_redis(self) -> None:
@@ -239,6 +293,13 @@ class Deployment:
                 return conn.execute(sql, args).fetchall()
             except sqlite3.OperationalError:  # locked or not migrated yet: ask again later
                 return []
+
+    def _all_parsed(self) -> bool:
+        errors = self._query("SELECT filename FROM import_error")
+        if errors:  # fail now, not after the timeout: the DAG file will not change
+            raise RuntimeError(f"DAG files failed to import: {sorted(e[0] for e in errors)} "
+                               f"(see {self.home / 'logs' / 'dag_processor'})")
+        return set(self.dag_ids) <= self._parsed()
 
     def _parsed(self) -> set[str]:
         return {row[0] for row in self._query("SELECT dag_id FROM dag WHERE is_stale = 0")}

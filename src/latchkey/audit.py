@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import logging.handlers
 import sys
 import threading
 import uuid
@@ -77,6 +76,8 @@ class FileSink:
     """JSON lines, rotated by size (stdlib ``RotatingFileHandler``)."""
 
     def __init__(self, path: Path, max_bytes: int = 10 * 1024 * 1024, backups: int = 5) -> None:
+        import logging.handlers  # only with a file sink (start-up cost: it brings socket)
+
         self.name = f"file:{path}"
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)

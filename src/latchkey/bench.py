@@ -10,7 +10,10 @@ Numbers, not assertions: they are measured on the machine at hand and printed.
 * ``warm_secret`` / ``warm_get``: one ``run.secret(name)`` / ``run.get(key)`` after prefetch.
 * ``startup``: fresh interpreters. ``import latchkey`` (timed inside the child), and the wall
   time of ``latchkey run --pipeline P -- true`` on a one-secret local store over a bare
-  ``python -c pass``; medians, against :data:`STARTUP_TARGETS_MS`, PASS/FAIL printed.
+  ``python -c pass``; medians, against :data:`STARTUP_TARGETS_MS`, PASS/FAIL printed. Beside
+  them, the part of the run's figure that validating the manifest costs (pydantic's import and
+  the models' first build), timed inside a fresh interpreter: what remains while pydantic is
+  the manifest's one schema.
 * ``credentials`` (``latchkey bench --credentials NAME``): ``runs`` runs opening at once, each
   minting its own login from the manifest's ``[credentials.NAME]`` against the real database:
   time to ready (median, p90, slowest), time to close, and the logins left (should be 0).
@@ -49,6 +52,11 @@ STARTUP_TARGETS_MS = {"import": 60.0, "run_over_python": 120.0}
 
 _TIME_IMPORT = ("import time; t = time.perf_counter(); import latchkey; "
                 "print(time.perf_counter() - t)")
+#: pydantic's import, then that plus latchkey.manifest's import and a first validation (the
+#: models' validators are built on first use), in seconds
+_TIME_MANIFEST = ("import time; t = time.perf_counter(); from pydantic import BaseModel; "
+                  "p = time.perf_counter(); from latchkey.manifest import load_manifest; "
+                  "load_manifest(); print(p - t, time.perf_counter() - t)")
 _STARTUP_MANIFEST = """chain = ["local"]
 [backends.local]
 type = "local"
@@ -212,12 +220,14 @@ def _timed(argv: list[str], env: dict[str, str], cwd: str) -> tuple[float, float
 
 def startup(repeat: int = 10) -> dict[str, Any]:
     """Start-up cost in fresh interpreters (``repeat`` of each, interleaved so that a change in
-    machine load hits all three alike); milliseconds, medians.
+    machine load hits each alike); milliseconds, medians.
 
-    ``import_ms`` is ``import latchkey`` timed inside the child. ``run_over_python_ms`` is the
-    wall time of ``python -m latchkey run --pipeline startup -- true`` (one fake secret on a
-    temporary local store) minus that of ``python -c pass``. CPU medians are given beside the
-    wall ones: on a busy machine they move less.
+    ``import_ms`` is ``import latchkey`` timed inside the child; ``manifest_ms`` is pydantic's
+    import (``pydantic_import_ms``), ``latchkey.manifest``'s and a first ``load_manifest()``,
+    timed inside the child: the part of the run's figure that validating the manifest costs.
+    ``run_over_python_ms`` is the wall time of ``python -m latchkey run --pipeline startup --
+    true`` (one fake secret on a temporary local store) minus that of ``python -c pass``. CPU
+    medians are given beside the wall ones: on a busy machine they move less.
     """
     python = sys.executable
     child = [shutil.which("true") or "true"]
@@ -237,6 +247,7 @@ def startup(repeat: int = 10) -> dict[str, Any]:
         commands = {
             "python": [python, "-c", "pass"],
             "import": [python, "-c", _TIME_IMPORT],
+            "manifest": [python, "-c", _TIME_MANIFEST],
             "run": [python, "-m", "latchkey", "run", "--pipeline", "startup", "--", *child],
         }
         for argv in commands.values():  # warm the OS file cache and the bytecode cache
@@ -249,7 +260,10 @@ def startup(repeat: int = 10) -> dict[str, Any]:
     def median_ms(name: str, index: int) -> float:
         return statistics.median(float(sample[index]) for sample in samples[name]) * 1000
 
-    import_ms = statistics.median(float(s[2].split()[-1]) for s in samples["import"]) * 1000
+    def inside_ms(name: str, field: int = -1) -> float:  # timed inside the child, printed
+        return statistics.median(float(s[2].split()[field]) for s in samples[name]) * 1000
+
+    import_ms = inside_ms("import")
     over = median_ms("run", 0) - median_ms("python", 0)
     targets = STARTUP_TARGETS_MS
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -263,6 +277,8 @@ def startup(repeat: int = 10) -> dict[str, Any]:
         "run_cpu_ms": median_ms("run", 1),
         "run_over_python_ms": over,
         "run_over_python_cpu_ms": median_ms("run", 1) - median_ms("python", 1),
+        "manifest_ms": inside_ms("manifest"),
+        "pydantic_import_ms": inside_ms("manifest", 0),
         "targets_ms": dict(targets),
         "import_pass": import_ms <= targets["import"],
         "run_pass": over <= targets["run_over_python"],

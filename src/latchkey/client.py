@@ -38,7 +38,11 @@ def load(path: str | os.PathLike[str] | None = None, *, env: str | None = None) 
     Raises:
         ManifestError: the manifest is invalid; the message names the file and the field.
     """
-    manifest = load_manifest(path, env)
+    return from_manifest(load_manifest(path, env))
+
+
+def from_manifest(manifest: Manifest) -> "Latchkey":
+    """Build the chain of an already-loaded manifest (:func:`load` without the reading)."""
     redact.install()  # every value resolved from here on is masked in this process's logs
     backends = _build_backends(manifest, manifest.env)
     return Latchkey([backends[n] for n in manifest.chain], env=manifest.env,

@@ -33,15 +33,18 @@ from .errors import InvalidKey, ManifestError
 from .keys import is_segment, validate_key
 from .scope import SHARED, template_fields
 
-__all__ = ["CONFIG_ENV", "ENV_ENV", "Manifest", "PipelineConfig", "find_manifest", "load_manifest"]
+__all__ = ["CONFIG_ENV", "ENV_ENV", "Manifest", "PipelineConfig", "TeamConfig",
+           "find_manifest", "load_manifest"]
 
 CONFIG_ENV = "LATCHKEY_CONFIG"
 ENV_ENV = "LATCHKEY_ENV"
 DEFAULT_NAME = "latchkey.toml"
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
+_TEAM = re.compile(r"[A-Za-z0-9_-]{3,50}")  # `airflow teams create` accepts these
 
 
-# Nested models defer_build: _Document builds them into its own validator on first load.
+# Every model defers its build (start-up cost): _Document builds the nested ones into its own
+# validator when the first manifest is validated, not when latchkey is imported.
 class AwsRole(BaseModel):
     model_config = ConfigDict(extra="forbid", defer_build=True)
     arn: str
@@ -70,6 +73,8 @@ class PipelineConfig(BaseModel):
     dlt_destination: str | None = None
     dlt: dict[str, str] = {}
     description: str | None = None
+    #: Airflow teams (multi-team) whose tasks this pipeline serves in broker mode
+    teams: list[str] = []
 
     def parameters(self) -> set[str]:
         """Every parameter the pipeline's templates use (scope, grants, connection mappings),
@@ -77,6 +82,14 @@ class PipelineConfig(BaseModel):
         templates = [self.scope, *self.grants,
                      *(t for t in self.connections.values() if not t.startswith("dynamic:"))]
         return {f for t in templates for f in template_fields(t)} - {"env"}
+
+
+class TeamConfig(BaseModel):
+    """``[teams.NAME]``: what the API server uses for one Airflow team's reads (broker mode)."""
+
+    model_config = ConfigDict(extra="forbid", defer_build=True)
+    #: the read role the API server assumes for this team's AWS backends
+    aws_role: AwsRole | None = None
 
 
 class AuditSink(BaseModel):
@@ -99,7 +112,7 @@ class AuditConfig(BaseModel):
 
 
 class _Document(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     env: str = "dev"
     audit: AuditConfig | None = None
     environments: list[str] | None = None
@@ -109,6 +122,7 @@ class _Document(BaseModel):
     backends: dict[str, dict[str, Any]] = {}
     pipelines: dict[str, PipelineConfig] = {}
     credentials: dict[str, dict[str, Any]] = {}
+    teams: dict[str, TeamConfig] = {}
 
 
 @dataclass
@@ -129,6 +143,12 @@ class Manifest:
     audit: AuditConfig | None = None
     #: ``[credentials.NAME]``: credentials minted per run (latchkey.credentials)
     credentials: dict[str, CredentialConfig] = field(default_factory=dict)
+    #: ``[teams.NAME]`` tables (broker mode); a team named only by pipelines has none
+    teams: dict[str, TeamConfig] = field(default_factory=dict)
+
+    def team_names(self) -> set[str]:
+        """Every Airflow team some pipeline serves."""
+        return {team for p in self.pipelines.values() for team in p.teams}
 
     @property
     def base_dir(self) -> Path:
@@ -204,6 +224,7 @@ def parse_manifest(raw: dict[str, Any], path: Path, env: str | None = None) -> M
     for name, pipeline in doc.pipelines.items():
         _check_pipeline(path, name, pipeline, credentials)
     _check_admins_unreadable(path, credentials, doc.pipelines)
+    _check_teams(path, doc.pipelines, doc.teams)
     for i, sink in enumerate(doc.audit.sinks if doc.audit else []):
         if sink.type == "dynamodb" and not sink.table:
             raise ManifestError(path, f"audit.sinks[{i}].table", "missing (a dynamodb sink "
@@ -212,7 +233,7 @@ def parse_manifest(raw: dict[str, Any], path: Path, env: str | None = None) -> M
                     pipelines=dict(doc.pipelines), environments=doc.environments,
                     on_backend_error=doc.on_backend_error, env_explicit=bool(explicit),
                     lookup=doc.lookup,
-                    audit=doc.audit, credentials=credentials)
+                    audit=doc.audit, credentials=credentials, teams=dict(doc.teams))
 
 
 _CREDENTIAL_TYPES: dict[str, type[BaseModel]] = {"postgres_role": PostgresRoleConfig,
@@ -320,6 +341,37 @@ def _check_pipeline(path: Path, name: str, pipeline: PipelineConfig,
                                     "list a full key under grants)")
     if pipeline.env is not None:
         _check_env_name(path, pipeline.env)
+
+
+def _check_teams(path: Path, pipelines: dict[str, PipelineConfig],
+                 teams: dict[str, TeamConfig]) -> None:
+    """Team names are names; a ``[teams.X]`` table serves a team some pipeline names; within
+    one team a conn_id is mapped by one pipeline at most (else a lookup would be ambiguous)."""
+    mapped: dict[tuple[str, str], str] = {}
+    for name, pipeline in pipelines.items():
+        for i, team in enumerate(pipeline.teams):
+            if not _TEAM.fullmatch(team):
+                raise ManifestError(path, f"pipelines.{name}.teams[{i}]",
+                                    f"{team!r} is not an Airflow team name (3 to 50 letters, "
+                                    "digits, '_', '-')")
+        for team in dict.fromkeys(pipeline.teams):
+            for conn in pipeline.connections:
+                other = mapped.setdefault((team, conn), name)
+                if other != name:
+                    raise ManifestError(
+                        path, f"pipelines.{name}.connections.{conn}",
+                        f"team {team!r}: connection {conn!r} is mapped by both pipelines "
+                        f"{other!r} and {name!r}, so a lookup of {conn!r} by that team is "
+                        "ambiguous (rename one, or serve the team from one of them)")
+    served = {team for p in pipelines.values() for team in p.teams}
+    for team in teams:
+        if not _TEAM.fullmatch(team):
+            raise ManifestError(path, f"teams.{team}", "an Airflow team name is 3 to 50 "
+                                                       "letters, digits, '_' and '-'")
+        if team not in served:
+            raise ManifestError(path, f"teams.{team}",
+                                f"no pipeline serves team {team!r} (add it to a pipeline's "
+                                "teams = [...])")
 
 
 def _backend_config(path: Path, name: str, body: dict[str, Any]) -> BackendConfig:

@@ -96,8 +96,10 @@ class Run:
                  params: Mapping[str, str], name: str | None = None,
                  auditor: Auditor | None = None,
                  auth_policy: AuthFailurePolicy | None = None,
-                 minters: Mapping[str, "Minter"] | None = None) -> None:
+                 minters: Mapping[str, "Minter"] | None = None, owns_chain: bool = False) -> None:
         self.pipeline = pipeline
+        #: close the chain's backends with the run (a brokered run's in-memory source)
+        self._owns_chain = owns_chain
         self.name = name or f"{pipeline}-{uuid.uuid4().hex[:12]}"
         self.environment = env
         self.params = MappingProxyType(dict(params))
@@ -237,6 +239,9 @@ class Run:
                 self._resolutions.clear()
                 if self._aws is not None:
                     self._aws.clear()
+                if self._owns_chain:
+                    for backend in self._chain:
+                        backend.close()
 
     def __enter__(self) -> "Run":
         self.open()
@@ -473,6 +478,13 @@ class Run:
         """The value of ``name`` if the run already holds it, else None; never calls a store
         (the dlt provider asks this for every field dlt looks up)."""
         return self._by_name.get(name)
+
+    def resolved(self) -> dict[str, "Secret"]:
+        """Every secret the run holds by name, with its provenance: the secret names, and
+        ``connection:<name>`` for connections (what the broker sends a worker)."""
+        self._check_open()
+        with self._lock:
+            return {n: r.secret for n, r in self._resolutions.items() if r.secret is not None}
 
     @property
     def config(self) -> PipelineConfig:

@@ -42,6 +42,9 @@ class AwsConfig(BackendConfig):
     endpoint_url: str | None = None
     role_arn: str | None = None
     role_external_id: str | None = None
+    #: RoleSessionName of ``role_arn`` (default ``latchkey-backend-NAME``)
+    role_session_name: str | None = None
+    role_duration: int = 900
     retry_mode: Literal["standard", "adaptive", "legacy"] = "standard"
     max_attempts: int = 5
     connect_timeout: float = 5.0
@@ -108,8 +111,10 @@ class AwsBackend(RemoteBackend, Generic[C]):
         session = boto3.Session(profile_name=self.config.profile, region_name=self.config.region)
         if self.config.role_arn:
             session = assumed_role_session(
-                self.config.role_arn, f"latchkey-backend-{self.name}", base_session=session,
-                external_id=self.config.role_external_id, region=self.config.region)
+                self.config.role_arn,
+                self.config.role_session_name or f"latchkey-backend-{self.name}",
+                base_session=session, external_id=self.config.role_external_id,
+                duration=self.config.role_duration, region=self.config.region)
         # total_max_attempts counts attempts in all, as AWS_MAX_ATTEMPTS does
         config = Config(retries={"mode": self.config.retry_mode,
                                  "total_max_attempts": self.config.max_attempts},

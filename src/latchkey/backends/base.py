@@ -141,7 +141,7 @@ class CacheConfig(BaseModel):
     """``cache = {...}`` of a backend (see :mod:`latchkey.cache`); ``cache = false`` turns
     it off, ``cache = true`` is every default."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     enabled: bool = True
     ttl: float = Field(300, gt=0)
     jitter: float = Field(0.1, ge=0, lt=1)
@@ -160,7 +160,7 @@ class CacheConfig(BaseModel):
 class RateLimit(BaseModel):
     """``rate_limit = {...}`` of a backend: a token bucket shared by the process."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     rps: float = Field(gt=0)
     burst: int = Field(10, ge=1)
     max_wait: float = Field(30, gt=0)

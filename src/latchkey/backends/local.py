@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import getpass
 import os
-import socket
 import sqlite3
 import stat
 import threading
@@ -512,6 +510,9 @@ def _actor() -> str:
     actor = os.environ.get("LATCHKEY_ACTOR")
     if actor:
         return actor
+    import getpass  # writes only: reads (``latchkey run``) skip them (start-up cost)
+    import socket
+
     try:
         user = getpass.getuser()
     except Exception:  # no passwd entry in some containers

@@ -8,17 +8,7 @@ read from stdin or a hidden prompt, never from the command line, and never print
 
 from __future__ import annotations
 
-from . import (  # noqa: F401  (registers the commands)
-    audit,
-    bench,
-    check,
-    copy,
-    credentials,
-    inspect,
-    run,
-    store,
-)
-from ._common import cli
+from ._common import cli  # each command's module is imported when it is used
 
 __all__ = ["cli", "main"]
 

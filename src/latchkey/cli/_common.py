@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import json
 import logging
+import os
 import re
 import shlex
 import sys
@@ -103,11 +105,44 @@ class _Command(click.Command):
         return rest
 
 
+#: command name -> the module of this package defining it, imported when the command is
+#: asked for: ``latchkey run`` loads only what ``run`` needs (start-up cost, issue 19).
+#: tests/test_cli.py checks it against what the modules register.
+COMMANDS = {
+    "audit": "audit", "bench": "bench", "check": "check", "copy": "copy",
+    "credentials": "credentials", "diff": "copy",
+    "doctor": "inspect", "explain": "inspect", "get": "store", "history": "store",
+    "init": "store", "ls": "store", "rm": "store", "run": "run", "set": "store",
+}
+
+
 class _Group(click.Group):
     """Turns latchkey errors into one line on stderr and the error's exit code, and click's
-    usage errors into at most two: the error and a hint."""
+    usage errors into at most two: the error and a hint. Commands are imported on demand
+    (:data:`COMMANDS`)."""
 
     command_class = _Command
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMANDS.get(cmd_name)
+        if module is not None and cmd_name not in self.commands:
+            importlib.import_module(f"{__package__}.{module}")
+        elif module is None and cmd_name not in self.commands:
+            self.load_all()  # a command not in COMMANDS, or every name for "did you mean"
+        return self.commands.get(cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self.load_all()
+        return sorted(self.commands)
+
+    def load_all(self) -> None:
+        """Import every command module of this package, listed in :data:`COMMANDS` or not
+        (help, completion, a name not in it, an unknown command's hint)."""
+        import pkgutil
+
+        for info in pkgutil.iter_modules([os.path.dirname(__file__)]):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{__package__}.{info.name}")
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -365,6 +400,7 @@ def help_(ctx: click.Context, command: str | None) -> None:
         return
     found = cli.get_command(parent, command)
     if found is None:
-        raise click.exceptions.NoSuchCommand(command, possibilities=cli.commands, ctx=parent)
+        raise click.exceptions.NoSuchCommand(command, possibilities=cli.list_commands(parent),
+                                             ctx=parent)
     with click.Context(found, info_name=command, parent=parent) as sub:
         click.echo(found.get_help(sub))

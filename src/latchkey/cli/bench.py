@@ -27,7 +27,8 @@ from ._common import _emit, _lk, _print, _table, cli, json_option
                    "latchkey[bench]); prints PASS/FAIL for the targets.")
 @click.option("--startup-runs", default=10, show_default=True, type=click.IntRange(0, 1_000),
               help="Fresh interpreters per start-up measurement (import latchkey, "
-                   "latchkey run -- true, python -c pass); 0 skips them.")
+                   "latchkey run -- true, python -c pass, the manifest's validation); 0 "
+                   "skips them.")
 @click.option("--pipelines", default=20, show_default=True, type=click.IntRange(1, 200),
               help="With --compare: pipelines seeded and run concurrently.")
 @click.option("--out", type=click.Path(file_okay=False), default="benchmarks/results",
@@ -103,6 +104,9 @@ def _startup_table(up: dict[str, Any]) -> Any:
                   f"{up['run_over_python_ms']:.1f} ms", f"<= {targets['run_over_python']:g} ms",
                   "PASS" if up["run_pass"] else "FAIL",
                   f"CPU {up['run_over_python_cpu_ms']:.0f} ms over python")
+    table.add_row("of which: load and validate the manifest", f"{up['manifest_ms']:.1f} ms", "",
+                  "", f"pydantic (the manifest's schema): import alone "
+                      f"{up['pydantic_import_ms']:.0f} ms")
     load = up["load_average"]
     table.add_row("python -c pass", f"{up['python_ms']:.1f} ms", "", "",
                   f"{up['runs']} runs each; load average {load:.2f} on {up['cpus']} CPUs"

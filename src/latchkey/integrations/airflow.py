@@ -29,6 +29,11 @@ the task: pipeline from the DAG, run name from DAG run, task and map index, para
 The manifest is the one Airflow's secrets backend is configured with (``[workers]
 secrets_backend_kwargs``, then ``[secrets] backend_kwargs``), else ``$LATCHKEY_CONFIG``, else
 ``./latchkey.toml``. dlt pipelines inside the run then get that run's secrets.
+
+Broker mode (multi-team Airflow, docs/airflow.md "Enforced isolation"): the backend with
+``mode="broker"`` on the API server answers per team (:mod:`latchkey.teams`), and task runs
+in a worker without store credentials (:func:`airflow_mode`) come from it in one Variable
+(:mod:`latchkey.broker`).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import fnmatch
 import functools
 import inspect
 import json
+import logging
 import os
 import sys
 import threading
@@ -44,12 +50,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, ParamSpec, TypeVar
 
-from .. import redact
+from .. import broker, redact
 from ..client import Latchkey, load
 from ..errors import AccessDenied, LatchkeyError, MissingDependency, SecretNotFound, UsageError
 from ..keys import is_under
+from ..manifest import Manifest, load_manifest
 from ..run import Run, add_value_listener, current
 from ..scope import SHARED, fill_template, template_fields
+from ..teams import TeamBroker
+from ._airflow_mode import (
+    MODE_ENV,
+    airflow_conf,
+    airflow_mode,
+    fetch_variable,
+    warn_worker_backend,
+)
 
 if TYPE_CHECKING:
     from ..backends.base import Secret
@@ -61,14 +76,16 @@ try:
 except ImportError:  # pragma: no cover - exercised without the extra
     raise MissingDependency("latchkey.integrations.airflow", "airflow") from None
 
-__all__ = ["ENV_PARAM", "LatchkeySecretsBackend", "configured_kwargs", "latchkey_task",
-           "mask_std_streams", "pipeline_for_dag", "task_run"]
+__all__ = ["ENV_PARAM", "MODE_ENV", "LatchkeySecretsBackend", "airflow_mode",
+           "configured_kwargs", "latchkey_task", "mask_std_streams", "pipeline_for_dag",
+           "task_run"]
 
 _instances: dict[tuple[Any, Any], Latchkey] = {}
 _instances_lock = threading.Lock()
 _default: dict[str, Latchkey] = {}
 #: the DAG run param that chooses the environment of a task's run
 ENV_PARAM = "latchkey_env"
+log = logging.getLogger("latchkey")
 
 
 def _latchkey(manifest: str | None, env: str | None) -> Latchkey:
@@ -93,9 +110,10 @@ def _mask(value: str | None) -> None:
         pass
 
 
-def pipeline_for_dag(lk: Latchkey, dag_id: str) -> str | None:
+def pipeline_for_dag(lk: Latchkey | Manifest, dag_id: str) -> str | None:
     """The pipeline whose ``dags`` patterns match ``dag_id`` (first in manifest order)."""
-    for name, config in (lk.manifest.pipelines if lk.manifest else {}).items():
+    manifest = lk if isinstance(lk, Manifest) else lk.manifest
+    for name, config in (manifest.pipelines if manifest else {}).items():
         if any(fnmatch.fnmatchcase(dag_id, pattern) for pattern in config.dags):
             return name
     return None
@@ -120,26 +138,59 @@ class LatchkeySecretsBackend(BaseSecretsBackend):
             disables a kind (config is disabled unless a prefix is given).
         outside_pipelines: ``"shared_only"`` (default) or ``"allow"``: what is served outside
             a task of a DAG mapped to a pipeline.
+        mode: ``"direct"`` (default: per-DAG policy in the process that runs it) or
+            ``"broker"`` (on the API server: each lookup answered within the policy of the
+            task's Airflow team, and run requests answered, :mod:`latchkey.teams`).
+        no_team: broker mode: ``"shared_only"`` (default) or ``"deny"``, what a lookup
+            without a team may read.
     """
+
+    #: the broker of ``mode="broker"`` (None in direct mode)
+    broker: TeamBroker | None = None
+    #: a broker-mode backend Airflow built in a worker: it answers nothing there
+    aside = False
 
     def __init__(self, manifest: str | None = None, env: str | None = None,
                  connections_prefix: str | None = "airflow/connections",
                  variables_prefix: str | None = "airflow/variables",
                  config_prefix: str | None = None,
-                 outside_pipelines: str = "shared_only") -> None:
+                 outside_pipelines: str = "shared_only", mode: str = "direct",
+                 no_team: str = "shared_only") -> None:
         super().__init__()
         if outside_pipelines not in ("shared_only", "allow"):
             raise UsageError("outside_pipelines is 'shared_only' or 'allow'")
+        if mode not in ("direct", "broker"):
+            raise UsageError("mode is 'direct' or 'broker'")
+        if mode == "broker" and os.environ.get(MODE_ENV) == "broker":
+            # a worker: Airflow falls back to [secrets] backend when [workers] secrets_backend
+            # is unset; answering here (with no team) would keep lookups from the API server
+            self.aside, self.mode = True, mode
+            log.warning("latchkey: the broker-mode LatchkeySecretsBackend was built in a "
+                        "process with %s=broker (a worker: Airflow uses [secrets] backend "
+                        "when [workers] secrets_backend is unset); it answers nothing here, so "
+                        "lookups go to the API server. Keep [secrets] backend to the API "
+                        "server's environment", MODE_ENV)
+            return
         self.lk = _latchkey(manifest, env)
         self.prefixes = {"connection": connections_prefix, "variable": variables_prefix,
                          "config": config_prefix}
         self.outside_pipelines = outside_pipelines
+        self.mode = mode
+        self.broker = TeamBroker(self.lk, no_team, _mask) if mode == "broker" else None
+        if mode == "direct" and os.environ.get(MODE_ENV) == "broker":
+            log.warning("latchkey: %s=broker, but a LatchkeySecretsBackend in direct mode was "
+                        "built in this process (remove it from [workers] secrets_backend: a "
+                        "worker in broker mode holds no store credentials)", MODE_ENV)
         _default["lk"] = self.lk
         add_value_listener(_mask)
         redact.install()
 
     # -- Airflow's interface ----------------------------------------------------------------
     def get_conn_value(self, conn_id: str, team_name: str | None = None) -> str | None:
+        if self.aside:
+            return None
+        if self.broker is not None:
+            return self._brokered("connection", conn_id, team_name)
         run = current()
         value: str | None
         if run is not None and conn_id in run.connection_keys:
@@ -155,16 +206,46 @@ class LatchkeySecretsBackend(BaseSecretsBackend):
         return value
 
     def get_variable(self, key: str, team_name: str | None = None) -> str | None:
+        if self.aside:
+            return None
+        if broker.is_request(key):  # a run request: answered in broker mode only
+            if self.broker is None:
+                return None
+            try:
+                return self.broker.run(key, team_name)
+            except LatchkeyError as exc:  # the namespace is latchkey's: no other backend
+                raise AirflowSecretsBackendAccessDenied(str(exc)) from None  # may answer it
+        if self.broker is not None:
+            return self._brokered("variable", key, team_name)
         run = current()
         if run is not None and run.held(key) is not None:
             return run.held(key)
         return self._lookup("variable", key)
 
     def get_config(self, key: str) -> str | None:
+        if self.aside:
+            return None
         prefix = self.prefixes["config"]
         return None if prefix is None else self._read(self.lk.chain.get, f"{prefix}/{key}")
 
     # -- scoping --------------------------------------------------------------------------
+    def _brokered(self, kind: str, name: str, team: str | None) -> str | None:
+        """Broker mode: ``name`` read within the policy of ``team`` (latchkey.teams)."""
+        prefix = self.prefixes[kind]
+        assert self.broker is not None
+        if prefix is None:
+            return None
+        key: str | None = f"{prefix}/{name}"
+        try:
+            if kind == "connection":
+                key = self.broker.connection_key(name, team, key)
+            value = None if key is None else self.broker.read(key, team, f"{kind} {name!r}")
+        except AccessDenied as exc:
+            raise AirflowSecretsBackendAccessDenied(str(exc)) from None
+        if kind == "connection":
+            _mask_connection(value)
+        return value
+
     def _lookup(self, kind: str, name: str) -> str | None:
         prefix = self.prefixes[kind]
         if prefix is None:
@@ -366,10 +447,7 @@ def configured_kwargs() -> dict[str, Any] | None:
     secrets_backend_kwargs`` if ``[workers] secrets_backend`` names it, else ``[secrets]
     backend_kwargs`` if ``[secrets] backend`` does (with Airflow's per-key
     ``..._KWARG__NAME`` environment overrides); None if neither names it."""
-    try:
-        from airflow.configuration import conf
-    except ImportError:  # pragma: no cover - a worker with the task SDK alone
-        from airflow.sdk.configuration import conf  # type: ignore[no-redef]
+    conf = airflow_conf()
     for section, key, kwargs_key in _BACKEND_SETTINGS:
         path = conf.get(section, key, fallback="") or ""
         if path.strip().rpartition(".")[2] != LatchkeySecretsBackend.__name__:
@@ -452,17 +530,25 @@ def task_run(lk: Latchkey | None = None, *, env: str | None = None,
 @contextmanager
 def _task_run(lk: Latchkey | None, env: Any, params: dict[str, Any],
               strict: bool) -> Iterator[Run]:
-    lk = lk or _default_latchkey()
     context = _task_context()
     if context is None:
         raise UsageError("task_run() works inside a running Airflow task")
     dag_id = context["dag"].dag_id
-    pipeline = pipeline_for_dag(lk, dag_id)
-    if pipeline is None:
-        where = lk.manifest.path if lk.manifest and lk.manifest.path else "no manifest found"
+    brokered = lk is None and airflow_mode() == "broker"
+
+    manifest: Manifest | None
+    if brokered:  # the manifest alone: no backend is built in this process
+        warn_worker_backend()
+        manifest = load_manifest((configured_kwargs() or {}).get("manifest"))
+    else:
+        lk = lk or _default_latchkey()
+        manifest = lk.manifest
+    pipeline = pipeline_for_dag(manifest, dag_id) if manifest else None
+    if manifest is None or pipeline is None:
+        where = manifest.path if manifest and manifest.path else "no manifest found"
         raise UsageError(f"DAG {dag_id!r} matches no latchkey pipeline in {where} (add it to "
                          "a pipeline's dags = [...] in the manifest)")
-    config = lk.pipeline_config(pipeline)
+    config = manifest.pipelines[pipeline]
     unknown = sorted(set(params) - config.parameters())
     if strict and unknown:
         raise UsageError(f"pipeline {pipeline!r} has no parameter {unknown[0]!r} (its "
@@ -474,8 +560,14 @@ def _task_run(lk: Latchkey | None, env: Any, params: dict[str, Any],
     add_value_listener(_mask)
     redact.install()
     mask_std_streams()
-    with lk.pipeline(pipeline, run_name=name, env=_env_from(context, env),
-                     **_params_from(context, config, params)) as run:
+    chosen, filled = _env_from(context, env), _params_from(context, config, params)
+    if brokered:
+        opened = broker.brokered_run(manifest, pipeline, fetch_variable, env=chosen,
+                                     params=filled, run_name=name)
+    else:
+        assert lk is not None
+        opened = lk.pipeline(pipeline, run_name=name, env=chosen, **filled)
+    with opened as run:
         yield run
 
 

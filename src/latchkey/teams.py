@@ -1,0 +1,307 @@
+"""Broker mode on the API server: each Airflow team's lookups answered within its policy.
+
+A team's policy is the union of the policies of the pipelines that serve it (``teams = [...]``
+in ``[pipelines.NAME]``), over every value of their scope parameters: a templated scope
+``accounts/{account}`` allows ``accounts/<any segment>/...``. Concretely a team may read a key
+
+* under a pipeline's scope (a ``{parameter}`` matches any one segment),
+* ``<level>/<name>`` for a name the pipeline declares, at a parent level of its scope,
+* that a pipeline maps a connection to, under a pipeline's grants, or under ``shared/``.
+
+:class:`TeamBroker` answers lookups with that policy: a key latchkey holds outside it is
+refused (:class:`~latchkey.errors.AccessDenied`, naming the team and the key, never a value);
+a key it does not hold is None, so Airflow's other backends may answer. A team the manifest
+does not know is refused. A lookup with no team reads ``shared/`` only (``no_team =
+"shared_only"``) or nothing (``"deny"``). A run request (:mod:`latchkey.broker`) opens the run
+for a pipeline that serves the team and answers with its values.
+
+Reads for a team whose ``[teams.NAME]`` table names an ``aws_role`` go through a chain whose
+AWS backends act as that role (RoleSessionName ``latchkey-team-NAME`` unless the table says),
+assumed once per team and refreshed by botocore shortly before it expires.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import threading
+from dataclasses import replace
+from typing import TYPE_CHECKING, Callable
+
+from . import redact
+from .backends.aws_common import AwsConfig
+from .backends.base import Secret
+from .broker import encode_payload, parse_request
+from .errors import AccessDenied, LatchkeyError, SecretNotFound, UsageError
+from .keys import SEGMENT_PATTERN, is_under
+from .run import Run, declared_names
+from .scope import SHARED, template_fields
+
+if TYPE_CHECKING:
+    from .backends.base import BackendConfig
+    from .client import Latchkey
+    from .manifest import AwsRole, PipelineConfig
+
+__all__ = ["NO_TEAM", "TeamBroker", "TeamPolicy"]
+
+NO_TEAM = ("shared_only", "deny")
+
+
+def _regex(template: str, env: str, depth: int | None = None) -> str:
+    """A regex for the first ``depth`` segments of a key template: ``{env}`` filled, any
+    other field one segment, the same field the same text wherever it appears."""
+    out, seen = [], set()
+    for segment in template.rstrip("/").split("/")[:depth]:
+        regex = ""
+        for literal, name, _, _ in string.Formatter().parse(segment):
+            regex += re.escape(literal)
+            if name == "env":
+                regex += re.escape(env)
+            elif name is not None:
+                regex += f"(?P={name})" if name in seen else f"(?P<{name}>{SEGMENT_PATTERN})"
+                seen.add(name)
+        out.append(regex)
+    return "/".join(out)
+
+
+class _Template:
+    """A key template as regexes: the key itself, its subtree, and its parent levels."""
+
+    def __init__(self, template: str, env: str) -> None:
+        self.segments = template.rstrip("/").replace("{env}", env).split("/")
+        self.depth = len(self.segments)
+        self.exact = re.compile(_regex(template, env))
+        self.subtree = re.compile(_regex(template, env) + "(?:/.+)?")
+        self.levels = [re.compile(_regex(template, env, d)) for d in range(1, self.depth)]
+
+    def avoids(self, names: frozenset[str], bound: dict[str, str]) -> bool:
+        """True if, with fields ``bound`` as given and the others free, no segment below the
+        first is one of ``names`` (a segment with a free field can always avoid them)."""
+        for segment in self.segments[1:]:
+            fields = template_fields(segment)
+            if all(f in bound for f in fields) and segment.format_map(bound) in names:
+                return False
+        return True
+
+
+def _can_run(pipeline: PipelineConfig, env: str) -> bool:
+    """False if no run of the pipeline can open: a literal segment of its scope below the
+    first is one of its declared names (latchkey.scope refuses it whatever the parameters)."""
+    return _Template(pipeline.scope, env).avoids(frozenset(declared_names(pipeline)), {})
+
+
+def _in_scope(key: str, scope: _Template, names: frozenset[str]) -> bool:
+    """``key`` is in the subtree of some run of ``scope`` that can open."""
+    return bool(scope.subtree.fullmatch(key)) and \
+        not names.intersection(key.split("/")[1:scope.depth])
+
+
+def _at_level(key: str, scope: _Template, names: frozenset[str]) -> bool:
+    """``key`` is ``<level>/<name>``: a declared name at a parent level of a run of ``scope``
+    that can open (the level's fields bound, the scope's other fields free)."""
+    level, _, leaf = key.rpartition("/")
+    depth = level.count("/") + 1
+    if not level or leaf not in names or depth >= scope.depth:
+        return False
+    match = scope.levels[depth - 1].fullmatch(level)
+    return match is not None and scope.avoids(names, match.groupdict())
+
+
+class TeamPolicy:
+    """What one team may read: the union of its pipelines' policies over every parameter
+    value (see the module docstring)."""
+
+    def __init__(self, team: str, pipelines: dict[str, PipelineConfig], env: str) -> None:
+        self.team = team
+        self.env = env
+        self.pipelines = pipelines
+        runnable = [p for p in pipelines.values() if _can_run(p, env)]
+        # each scope with the pipeline's declared names: no run's scope has one of them as a
+        # segment below its first (latchkey.scope refuses such a run), so neither does the union
+        self._scopes = [(_Template(p.scope, env), frozenset(declared_names(p)))
+                        for p in runnable]
+        self._grants = [_Template(g, env) for p in runnable for g in p.grants]
+        self._mapped = [_Template(t, env) for p in runnable for t in p.connections.values()]
+
+    def allows_subtree(self, key: str) -> bool:
+        """True if the team may read everything below ``key`` (a document standing for it)."""
+        return (is_under(key, SHARED)
+                or any(_in_scope(key, scope, names) for scope, names in self._scopes)
+                or any(g.subtree.fullmatch(key) for g in self._grants)
+                or any(m.exact.fullmatch(key) for m in self._mapped))
+
+    def allows(self, key: str) -> bool:
+        """True if some run of the team's pipelines, with some parameters, may read ``key``."""
+        if self.allows_subtree(key):
+            return True
+        return any(_at_level(key, scope, names) for scope, names in self._scopes)
+
+    def connection(self, conn_id: str) -> tuple[str, str] | None:
+        """(pipeline, key template) of the team's mapping of ``conn_id``, if any (the
+        manifest refuses a conn_id two of a team's pipelines map)."""
+        for name, config in self.pipelines.items():
+            if conn_id in config.connections:
+                return name, config.connections[conn_id]
+        return None
+
+
+class TeamBroker:
+    """Answers the lookups of Airflow's Execution API per team (``mode="broker"``).
+
+    Args:
+        lk: the API server's Latchkey (the manifest, and the chain of teams without a role).
+        no_team: ``"shared_only"`` or ``"deny"``: what a lookup without a team may read.
+        mask: registers a value with the integration's masker before it is returned.
+    """
+
+    def __init__(self, lk: Latchkey, no_team: str = "shared_only",
+                 mask: Callable[[str], None] = lambda value: None) -> None:
+        if no_team not in NO_TEAM:
+            raise UsageError("no_team is 'shared_only' or 'deny'")
+        self.lk = lk
+        self.no_team = no_team
+        self.mask = mask
+        self._teams: dict[str, Latchkey] = {}
+        self._policies: dict[str, TeamPolicy] = {}
+        self._lock = threading.Lock()
+        redact.install()  # what the broker resolves is masked in this process's logs
+
+    # -- per team -------------------------------------------------------------------------
+    def policy(self, team: str) -> TeamPolicy:
+        """The policy of ``team``.
+
+        Raises:
+            AccessDenied: the manifest knows no such team.
+        """
+        policy = self._policies.get(team)
+        if policy is not None:
+            return policy
+        manifest = self.lk.manifest
+        served = {n: p for n, p in (manifest.pipelines if manifest else {}).items()
+                  if team in p.teams}
+        if not served:
+            raise AccessDenied(f"Airflow team {team!r} is served by no latchkey pipeline "
+                               f"(add it to a pipeline's teams = [...] in the manifest)")
+        with self._lock:  # the manifest does not change: one policy per team
+            return self._policies.setdefault(team, TeamPolicy(team, served, self.lk.env))
+
+    def latchkey(self, team: str) -> Latchkey:
+        """The Latchkey a team's reads go through: with its ``[teams.NAME] aws_role``, one
+        whose AWS backends assume that role (built once per team), else the server's own."""
+        manifest = self.lk.manifest
+        table = manifest.teams.get(team) if manifest else None
+        if manifest is None or table is None or table.aws_role is None:
+            return self.lk
+        with self._lock:
+            if team not in self._teams:
+                from .client import from_manifest
+
+                backends = {name: _with_role(cfg, table.aws_role, team)
+                            for name, cfg in manifest.backends.items()}
+                self._teams[team] = from_manifest(replace(manifest, backends=backends))
+            return self._teams[team]
+
+    # -- lookups --------------------------------------------------------------------------
+    def read(self, key: str, team: str | None, what: str) -> str | None:
+        """The value of ``key`` for ``team`` (``what``: "variable 'x'", for messages)."""
+        if team is None:
+            if self.no_team == "shared_only" and is_under(key, SHARED):
+                return self._read(self.lk, key, None)
+            self._deny_if_held(self.lk, key, f"{what} ({key!r}) is not served to a lookup "
+                                              "without an Airflow team (broker mode serves "
+                                              + ("shared/ only)" if self.no_team == "shared_only"
+                                                 else "nothing then)"))
+            return None
+        policy = self.policy(team)
+        lk = self.latchkey(team)
+        if not policy.allows(key):
+            self._deny_if_held(lk, key, f"Airflow team {team!r} may not read {what} ({key!r}): "
+                                        "outside the policy of the team's latchkey pipelines "
+                                        f"{sorted(policy.pipelines)}")
+            return None
+        return self._read(lk, key, policy)
+
+    def connection_key(self, conn_id: str, team: str | None, default: str | None) -> str | None:
+        """The key a team's ``conn_id`` reads: its pipeline's mapping if parameter-free, else
+        ``default`` (``<connections_prefix>/<conn_id>``)."""
+        if team is None:
+            return default
+        mapping = self.policy(team).connection(conn_id)
+        if mapping is None:
+            return default
+        pipeline, template = mapping
+        if set(template_fields(template)) - {"env"}:
+            raise AccessDenied(f"Airflow team {team!r}: connection {conn_id!r} of pipeline "
+                               f"{pipeline!r} depends on the scope's parameters; open a run "
+                               "in the task (task_run / @latchkey_task)")
+        return template.replace("{env}", self.lk.env)
+
+    def run(self, request_key: str, team: str | None) -> str:
+        """Open the requested run for ``team`` and return its payload.
+
+        Raises:
+            AccessDenied: no team, or the pipeline does not serve the team.
+            UsageError, MissingSecrets, BackendError: as opening the run would.
+        """
+        request = parse_request(request_key)
+        if team is None:
+            raise AccessDenied(f"a run of latchkey pipeline {request.pipeline!r} is served only "
+                               "to a task of an Airflow team (broker mode)")
+        policy = self.policy(team)
+        if request.pipeline not in policy.pipelines:
+            raise AccessDenied(f"Airflow team {team!r} may not open latchkey pipeline "
+                               f"{request.pipeline!r} (the team's pipelines: "
+                               f"{sorted(policy.pipelines)})")
+        lk = self.latchkey(team)
+        with lk.pipeline(request.pipeline, env=request.env, run_name=request.run_name,
+                         **dict(request.params)) as run:
+            return encode_payload(run, _dlt_keys(run))
+
+    # -- internals ------------------------------------------------------------------------
+    def _read(self, lk: Latchkey, key: str, policy: TeamPolicy | None) -> str | None:
+        try:
+            secret = lk.chain.get(key)
+        except SecretNotFound:
+            return None
+        if secret.document and not (policy.allows_subtree(key) if policy
+                                    else is_under(key, SHARED)):
+            who = f"Airflow team {policy.team!r}" if policy else "a lookup without a team"
+            raise AccessDenied(f"{who} may not read {key!r}: it is a document standing for a "
+                               "subtree outside the team's pipelines' policy")
+        self.mask(secret.value)
+        return secret.value
+
+    def _deny_if_held(self, lk: Latchkey, key: str, why: str) -> None:
+        try:
+            held = lk.chain.resolve([key])[key].found
+        except LatchkeyError:
+            held = True  # cannot tell: refuse rather than let another backend answer
+        if held:
+            raise AccessDenied(why)
+
+
+def _dlt_keys(run: Run) -> dict[str, Secret]:
+    """The ``key:`` targets of the run's dlt table that the store holds, read through the run
+    (so its policy applies)."""
+    values = {**run.params, "env": run.environment}
+    out = {}
+    for target in run.config.dlt.values():
+        if not target.startswith("key:"):
+            continue
+        key = target[len("key:"):].format_map(values)
+        try:
+            value = run.get(key)
+        except LatchkeyError:
+            continue  # absent or refused: the worker's run says so when dlt asks for it
+        out[key] = Secret(key=key, value=value, backend="broker", path=key)
+    return out
+
+
+def _with_role(cfg: BackendConfig, role: AwsRole, team: str) -> BackendConfig:
+    """An AWS backend's config acting as the team's read role (others unchanged)."""
+    if not isinstance(cfg, AwsConfig):
+        return cfg
+    return cfg.model_copy(update={
+        "role_arn": role.arn, "role_external_id": role.external_id,
+        "role_session_name": role.session_name or f"latchkey-team-{team}",
+        "role_duration": role.duration, "region": role.region or cfg.region})
