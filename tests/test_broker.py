@@ -3,6 +3,7 @@ run requests (latchkey.teams), and a brokered run end to end in one process (iss
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -473,3 +474,60 @@ def test_the_docs_example_manifest_loads(tmp_path: Path) -> None:
     assert broker.connection_key("warehouse", "marketing", None) == \
         "connections/marketing_wh_prod"
     assert broker.connection_key("warehouse", "finance", None) == "connections/finance_wh"
+
+
+# -- hostile run requests (red team) -------------------------------------------------------
+def _raw_request(pipeline: str, body: dict[str, object]) -> str:
+    """A request key built by hand, as a hostile DAG may send it (request_key refuses these)."""
+    encoded = base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
+    return f"{PREFIX}{pipeline}.{encoded}"
+
+
+@pytest.mark.parametrize("param", ["env", "run_name", "name", "unknown"])
+def test_a_request_parameter_that_is_no_scope_parameter_is_refused(tmp_path: Path,
+                                                                   param: str) -> None:
+    """A run request whose parameters name no scope field (``env``, ``run_name``, ``name``:
+    keywords of Latchkey.pipeline) is one UsageError naming it, not a TypeError that Airflow
+    would log and answer from its next backend."""
+    team_broker, _ = _world(tmp_path)
+    key = _raw_request("ads", {"v": 1, "env": None, "run": None,
+                               "params": {"account": "acct_42", param: "prod"}})
+    with pytest.raises(UsageError, match=f"no parameter '{param}'"):
+        team_broker.run(key, "marketing")
+
+
+def test_a_deeply_nested_request_is_a_usage_error() -> None:
+    """JSON nested deeper than Python's recursion limit, within the key's length limit, is a
+    malformed request (UsageError), not a RecursionError."""
+    key = PREFIX + "ads." + base64.urlsafe_b64encode(b"[" * 1300).decode().rstrip("=")
+    assert len(key) < 2000
+    with pytest.raises(UsageError, match="is not a latchkey run request"):
+        parse_request(key)
+
+
+def test_a_run_request_names_only_environments_the_broker_serves(tmp_path: Path) -> None:
+    """A team's run request may not fill ``{env}`` with text of its choosing: with
+    ``connections/wh_{env}`` mapped by marketing, env "finance" would read finance's
+    warehouse. Only the manifest's environments (else the server's own) are served, and no
+    chain is built for any other name asked for."""
+    store = {**STORE, "connections/wh_finance": "postgres://f:fake-fin-wh-secret@fin/db"}
+    team_broker, _ = _world(tmp_path, store)
+    for env in ("finance", "staging", "zzz1"):
+        with pytest.raises(AccessDenied, match=f"'marketing' may not open latchkey pipeline "
+                                               f"'ads' in environment '{env}'") as info:
+            team_broker.run(request_key("ads", env, {"account": "acct_42"}), "marketing")
+        assert "fake-" not in str(info.value)
+    assert set(team_broker.lk._chains) == {"prod"}
+    payload = decode_payload(team_broker.run(request_key("ads", "prod", {"account": "acct_42"}),
+                                             "marketing"))
+    assert payload.connections["warehouse"].key == "connections/wh_prod"
+    listed = MANIFEST.replace('env = "prod"', 'env = "prod"\nenvironments = ["prod", "dev"]')
+    manifest = parse_manifest(tomllib.loads(listed), tmp_path / "latchkey.toml")
+    dev_store = {**store, "connections/wh_dev": "postgres://u:fake-wh-dev-pw@wh/db"}
+    listing = TeamBroker(Latchkey([MemoryBackend("memory", data=dev_store)], env="prod",
+                                  manifest=manifest))
+    payload = decode_payload(listing.run(request_key("ads", "dev", {"account": "acct_42"}),
+                                         "marketing"))
+    assert payload.env == "dev" and payload.connections["warehouse"].key == "connections/wh_dev"
+    with pytest.raises(AccessDenied, match="in environment 'finance'"):
+        listing.run(request_key("ads", "finance", {"account": "acct_42"}), "marketing")

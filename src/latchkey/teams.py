@@ -252,10 +252,29 @@ class TeamBroker:
             raise AccessDenied(f"Airflow team {team!r} may not open latchkey pipeline "
                                f"{request.pipeline!r} (the team's pipelines: "
                                f"{sorted(policy.pipelines)})")
+        config = policy.pipelines[request.pipeline]
+        unknown = sorted(set(request.params) - config.parameters())
+        if unknown:  # before the call: a parameter named env or run_name is no keyword
+            raise UsageError(f"pipeline {request.pipeline!r} has no parameter {unknown[0]!r} "
+                             f"(its parameters: {sorted(config.parameters()) or 'none'})")
+        if request.env is not None and request.env not in self.environments(policy):
+            raise AccessDenied(f"Airflow team {team!r} may not open latchkey pipeline "
+                               f"{request.pipeline!r} in environment {request.env!r} (served: "
+                               f"{sorted(self.environments(policy))})")
         lk = self.latchkey(team)
         with lk.pipeline(request.pipeline, env=request.env, run_name=request.run_name,
                          **dict(request.params)) as run:
             return encode_payload(run, _dlt_keys(run))
+
+    def environments(self, policy: TeamPolicy) -> set[str]:
+        """The environments a team's run request may name: the manifest's ``environments``,
+        else the server's own and those its pipelines pin (``env = ...``). Any other would
+        fill ``{env}`` with text the team chose (``connections/wh_{env}`` with env
+        ``"finance"`` is another team's key) and build a chain per name asked for."""
+        manifest = self.lk.manifest
+        if manifest is not None and manifest.environments:
+            return set(manifest.environments)
+        return {self.lk.env} | {p.env for p in policy.pipelines.values() if p.env}
 
     # -- internals ------------------------------------------------------------------------
     def _read(self, lk: Latchkey, key: str, policy: TeamPolicy | None) -> str | None:
