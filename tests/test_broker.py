@@ -531,3 +531,63 @@ def test_a_run_request_names_only_environments_the_broker_serves(tmp_path: Path)
     assert payload.env == "dev" and payload.connections["warehouse"].key == "connections/wh_dev"
     with pytest.raises(AccessDenied, match="in environment 'finance'"):
         listing.run(request_key("ads", "finance", {"account": "acct_42"}), "marketing")
+
+
+WIDENING = """
+env = "prod"
+[backends.memory]
+type = "env"
+[pipelines.lakes]
+scope = "data/{dataset}"
+requires = ["token"]
+connections = { lake = "connections/lake_{dataset}" }
+teams = ["marketing"]
+[pipelines.ledger]
+scope = "data/ledger"
+requires = ["token"]
+connections = { lake = "connections/lake_finance" }
+teams = ["finance"]
+"""
+WIDENING_STORE = {
+    "data/clicks/token": "fake-clicks-token",
+    "data/finance/token": "fake-mkt-dataset-finance-token",
+    "connections/lake_clicks": "postgres://m:fake-clicks-lake-pw@lake/db",
+    "data/ledger/token": "fake-ledger-token-fin",
+    "connections/lake_finance": "postgres://f:fake-fin-lake-pw@lake/db",
+    "connections/lake_ledger": "postgres://f:fake-fin-lake2-pw@lake/db",
+}
+
+
+def test_a_parameter_value_does_not_reach_another_teams_keys(tmp_path: Path, caplog) -> None:
+    """Marketing's templates (``data/{dataset}``, ``connections/lake_{dataset}``) match keys
+    that finance's pipelines name literally: a run with dataset "ledger" or a lookup of such a
+    key is refused to marketing, naming both teams and the key, never a value; marketing's own
+    parameter values, and finance's own keys, are served."""
+    caplog.set_level(logging.DEBUG)
+    manifest = parse_manifest(tomllib.loads(WIDENING), tmp_path / "latchkey.toml")
+    team_broker = TeamBroker(Latchkey([MemoryBackend("memory", data=WIDENING_STORE)],
+                                      env="prod", manifest=manifest))
+    seen = []
+    for params in ({"dataset": "ledger"}, {"dataset": "finance"}):
+        with pytest.raises(AccessDenied, match="'marketing': the run of latchkey pipeline "
+                                               "'lakes'.* team 'finance'") as info:
+            team_broker.run(request_key("lakes", None, params), "marketing")
+        seen.append(str(info.value))
+    for key in ("data/ledger/token", "connections/lake_finance"):
+        with pytest.raises(AccessDenied, match=f"'marketing' may not read key \\('{key}'\\): "
+                                               "team 'finance'") as info:
+            team_broker.read(key, "marketing", "key")
+        seen.append(str(info.value))
+    payload = decode_payload(team_broker.run(request_key("lakes", None, {"dataset": "clicks"}),
+                                             "marketing"))
+    assert payload.names["token"].value == "fake-clicks-token"
+    assert payload.connections["lake"].value == WIDENING_STORE["connections/lake_clicks"]
+    assert team_broker.read("data/clicks/token", "marketing", "key") == "fake-clicks-token"
+    # unnamed by finance: still marketing's through its template
+    assert team_broker.read("connections/lake_ledger", "marketing", "key") is not None
+    payload = decode_payload(team_broker.run(request_key("ledger"), "finance"))
+    assert payload.connections["lake"].value == WIDENING_STORE["connections/lake_finance"]
+    assert team_broker.read("data/ledger/token", "finance", "key") == "fake-ledger-token-fin"
+    text = "\n".join(seen) + caplog.text
+    for value in ("fake-ledger-token-fin", "fake-fin-lake-pw"):
+        assert value not in text

@@ -69,6 +69,8 @@ class _Template:
 
     def __init__(self, template: str, env: str) -> None:
         self.segments = template.rstrip("/").replace("{env}", env).split("/")
+        #: no field but {env}: names its keys itself, not through a parameter's value
+        self.literal = not set(template_fields(template)) - {"env"}
         self.depth = len(self.segments)
         self.exact = re.compile(_regex(template, env))
         self.subtree = re.compile(_regex(template, env) + "(?:/.+)?")
@@ -135,6 +137,20 @@ class TeamPolicy:
         if self.allows_subtree(key):
             return True
         return any(_at_level(key, scope, names) for scope, names in self._scopes)
+
+    def claims(self, key: str) -> bool:
+        """True if the team's pipelines name ``key`` without a parameter: under a scope or
+        grant with no field but ``{env}``, a mapping with none, a declared name at a parent
+        level with none (``shared/`` is everyone's, so no team claims it)."""
+        if is_under(key, SHARED):
+            return False
+        level, _, leaf = key.rpartition("/")
+        return (any(s.literal and _in_scope(key, s, n) for s, n in self._scopes)
+                or any(g.literal and g.subtree.fullmatch(key) for g in self._grants)
+                or any(m.literal and m.exact.fullmatch(key) for m in self._mapped)
+                or any(leaf in n and level.count("/") + 1 < s.depth
+                       and "/".join(s.segments[:level.count("/") + 1]) == level
+                       and "{" not in level for s, n in self._scopes))
 
     def connection(self, conn_id: str) -> tuple[str, str] | None:
         """(pipeline, key template) of the team's mapping of ``conn_id``, if any (the
@@ -219,6 +235,12 @@ class TeamBroker:
                                         "outside the policy of the team's latchkey pipelines "
                                         f"{sorted(policy.pipelines)}")
             return None
+        other = self.claimant(team, key)
+        if other is not None:
+            self._deny_if_held(lk, key, f"Airflow team {team!r} may not read {what} ({key!r}): "
+                                        f"team {other!r}'s pipelines name it, {team!r}'s only "
+                                        "through a template parameter")
+            return None
         return self._read(lk, key, policy)
 
     def connection_key(self, conn_id: str, team: str | None, default: str | None) -> str | None:
@@ -264,7 +286,26 @@ class TeamBroker:
         lk = self.latchkey(team)
         with lk.pipeline(request.pipeline, env=request.env, run_name=request.run_name,
                          **dict(request.params)) as run:
-            return encode_payload(run, _dlt_keys(run))
+            keys = _dlt_keys(run)
+            for secret in [*run.resolved().values(), *keys.values()]:
+                other = self.claimant(team, secret.key)
+                if other is not None:
+                    raise AccessDenied(
+                        f"Airflow team {team!r}: the run of latchkey pipeline "
+                        f"{request.pipeline!r} with {dict(request.params)} reads "
+                        f"{secret.key!r}, which team {other!r}'s pipelines name (a parameter "
+                        "value may not reach another team's keys)")
+            return encode_payload(run, keys)
+
+    def claimant(self, team: str, key: str) -> str | None:
+        """Another team whose pipelines name ``key`` itself (:meth:`TeamPolicy.claims`) when
+        ``team``'s do not: ``team`` reaches it only through a parameter's value
+        (``connections/lake_{account}`` with account ``"finance"``), so it is refused."""
+        manifest = self.lk.manifest
+        if manifest is None or self.policy(team).claims(key):
+            return None
+        return next((other for other in sorted(manifest.team_names() - {team})
+                     if self.policy(other).claims(key)), None)
 
     def environments(self, policy: TeamPolicy) -> set[str]:
         """The environments a team's run request may name: the manifest's ``environments``,
