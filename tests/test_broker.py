@@ -591,3 +591,25 @@ def test_a_parameter_value_does_not_reach_another_teams_keys(tmp_path: Path, cap
     text = "\n".join(seen) + caplog.text
     for value in ("fake-ledger-token-fin", "fake-fin-lake-pw"):
         assert value not in text
+
+
+def test_a_minted_connection_is_refused_and_an_unholdable_key_left_to_airflow(
+        tmp_path: Path) -> None:
+    """A team's conn_id mapped to ``dynamic:NAME`` is refused authoritatively with "open a
+    run" (it was an InvalidKey, on which Airflow asks its next backend, the metastore); a
+    Variable name no latchkey key can spell (a space) is None, not refused: latchkey cannot
+    hold it, so Airflow's own backends answer it."""
+    dynamic = MANIFEST.replace(
+        "[pipelines.crm]", '[credentials.crm_rw]\ntype = "postgres_role"\n'
+        'admin = "connections/crm_admin"\nmember_of = ["etl"]\n[pipelines.crm]').replace(
+        'requires = ["api_key"]\nteams = ["marketing"]',
+        'requires = ["api_key"]\nconnections = { crm_db = "dynamic:crm_rw" }\n'
+        'teams = ["marketing"]')
+    manifest = parse_manifest(tomllib.loads(dynamic), tmp_path / "latchkey.toml")
+    team_broker = TeamBroker(Latchkey([MemoryBackend("memory", data=STORE)], env="prod",
+                                      manifest=manifest))
+    with pytest.raises(AccessDenied, match="'marketing': connection 'crm_db' of pipeline 'crm' "
+                                           "is a login minted per run"):
+        team_broker.connection_key("crm_db", "marketing", "airflow/connections/crm_db")
+    assert team_broker.read("airflow/variables/my setting", "marketing", "variable") is None
+    assert team_broker.read("airflow/variables/my setting", None, "variable") is None

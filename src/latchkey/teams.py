@@ -32,7 +32,7 @@ from . import redact
 from .backends.aws_common import AwsConfig
 from .backends.base import Secret
 from .broker import encode_payload, parse_request
-from .errors import AccessDenied, LatchkeyError, SecretNotFound, UsageError
+from .errors import AccessDenied, InvalidKey, LatchkeyError, SecretNotFound, UsageError
 from .keys import SEGMENT_PATTERN, is_under
 from .run import Run, declared_names
 from .scope import SHARED, template_fields
@@ -252,6 +252,11 @@ class TeamBroker:
         if mapping is None:
             return default
         pipeline, template = mapping
+        if template.startswith("dynamic:"):  # never a stored key: no other backend answers
+            raise AccessDenied(f"Airflow team {team!r}: connection {conn_id!r} of pipeline "
+                               f"{pipeline!r} is a login minted per run "
+                               f"(credentials.{template[len('dynamic:'):]}); open a run in "
+                               "the task (task_run / @latchkey_task)")
         if set(template_fields(template)) - {"env"}:
             raise AccessDenied(f"Airflow team {team!r}: connection {conn_id!r} of pipeline "
                                f"{pipeline!r} depends on the scope's parameters; open a run "
@@ -334,6 +339,8 @@ class TeamBroker:
     def _deny_if_held(self, lk: Latchkey, key: str, why: str) -> None:
         try:
             held = lk.chain.resolve([key])[key].found
+        except InvalidKey:
+            held = False  # no store of latchkey's can hold it: Airflow's backends may answer
         except LatchkeyError:
             held = True  # cannot tell: refuse rather than let another backend answer
         if held:
