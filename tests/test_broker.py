@@ -613,3 +613,25 @@ def test_a_minted_connection_is_refused_and_an_unholdable_key_left_to_airflow(
         team_broker.connection_key("crm_db", "marketing", "airflow/connections/crm_db")
     assert team_broker.read("airflow/variables/my setting", "marketing", "variable") is None
     assert team_broker.read("airflow/variables/my setting", None, "variable") is None
+
+
+def test_the_api_servers_audit_names_the_team_not_only_the_tasks_run_name(
+        tmp_path: Path) -> None:
+    """A run request's run name is whatever the task sends (another team's DAG run, say); the
+    API server's audit records of the run start with the team Airflow authenticated."""
+    from latchkey.audit import Auditor
+
+    class Sink:
+        events: list = []
+
+        def write(self, event) -> None:
+            self.events.append(event.to_dict())
+
+    manifest = parse_manifest(tomllib.loads(MANIFEST), tmp_path / "latchkey.toml")
+    team_broker = TeamBroker(Latchkey([MemoryBackend("memory", data=STORE)], env="prod",
+                                      manifest=manifest, auditor=Auditor([Sink()])))
+    team_broker.run(request_key("crm", None, {}, "ledger_daily__manual__1__load"), "marketing")
+    team_broker.run(request_key("crm"), "marketing")
+    runs = {event["run"] for event in Sink.events}
+    assert "marketing/ledger_daily__manual__1__load" in runs
+    assert runs and all(run.startswith("marketing/") for run in runs), runs

@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 import string
 import threading
+import uuid
 from dataclasses import replace
 from typing import TYPE_CHECKING, Callable
 
@@ -289,7 +290,9 @@ class TeamBroker:
                                f"{request.pipeline!r} in environment {request.env!r} (served: "
                                f"{sorted(self.environments(policy))})")
         lk = self.latchkey(team)
-        with lk.pipeline(request.pipeline, env=request.env, run_name=request.run_name,
+        # the run name is the task's word; the team is Airflow's: the audit says which is which
+        label = f"{team}/{request.run_name or uuid.uuid4().hex[:12]}"
+        with lk.pipeline(request.pipeline, env=request.env, run_name=label,
                          **dict(request.params)) as run:
             keys = _dlt_keys(run)
             for secret in [*run.resolved().values(), *keys.values()]:
