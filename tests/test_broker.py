@@ -635,3 +635,20 @@ def test_the_api_servers_audit_names_the_team_not_only_the_tasks_run_name(
     runs = {event["run"] for event in Sink.events}
     assert "marketing/ledger_daily__manual__1__load" in runs
     assert runs and all(run.startswith("marketing/") for run in runs), runs
+
+
+def test_a_refusal_in_another_teams_namespace_does_not_tell_what_exists(tmp_path: Path) -> None:
+    """Finance asking for marketing's keys is refused alike whether the store holds them or
+    not, without asking the store (a None for an absent account told finance which accounts
+    marketing has); a key no team's policy covers is still None when absent."""
+    team_broker, memory = _world(tmp_path)
+    messages = []
+    for key in ("marketing/ads/acct_42/access_token", "marketing/ads/acct_99/access_token"):
+        memory.calls.clear()
+        for team in ("finance", None):
+            with pytest.raises(AccessDenied) as info:
+                team_broker.read(key, team, "key 'x'")
+            messages.append(str(info.value).replace(key, "KEY"))
+        assert memory.calls == [], key
+    assert messages[0] == messages[2] and messages[1] == messages[3]
+    assert team_broker.read("nobody/owns/this", "finance", "key") is None

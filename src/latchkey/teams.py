@@ -227,20 +227,20 @@ class TeamBroker:
             self._deny_if_held(self.lk, key, f"{what} ({key!r}) is not served to a lookup "
                                               "without an Airflow team (broker mode serves "
                                               + ("shared/ only)" if self.no_team == "shared_only"
-                                                 else "nothing then)"))
+                                                 else "nothing then)"), self._teams_key(key))
             return None
         policy = self.policy(team)
         lk = self.latchkey(team)
         if not policy.allows(key):
             self._deny_if_held(lk, key, f"Airflow team {team!r} may not read {what} ({key!r}): "
                                         "outside the policy of the team's latchkey pipelines "
-                                        f"{sorted(policy.pipelines)}")
+                                        f"{sorted(policy.pipelines)}", self._teams_key(key))
             return None
         other = self.claimant(team, key)
         if other is not None:
             self._deny_if_held(lk, key, f"Airflow team {team!r} may not read {what} ({key!r}): "
                                         f"team {other!r}'s pipelines name it, {team!r}'s only "
-                                        "through a template parameter")
+                                        "through a template parameter", True)
             return None
         return self._read(lk, key, policy)
 
@@ -339,7 +339,17 @@ class TeamBroker:
         self.mask(secret.value)
         return secret.value
 
-    def _deny_if_held(self, lk: Latchkey, key: str, why: str) -> None:
+    def _teams_key(self, key: str) -> bool:
+        """True if some team's policy covers ``key`` (``shared/`` aside)."""
+        manifest = self.lk.manifest
+        return not is_under(key, SHARED) and manifest is not None and any(
+            self.policy(team).allows(key) for team in sorted(manifest.team_names()))
+
+    def _deny_if_held(self, lk: Latchkey, key: str, why: str, always: bool = False) -> None:
+        """Refuse ``key`` if a store holds it, or ``always``: a key in a team's namespace is
+        refused unasked, so a refusal does not tell another team which keys exist there."""
+        if always:
+            raise AccessDenied(why)
         try:
             held = lk.chain.resolve([key])[key].found
         except InvalidKey:
