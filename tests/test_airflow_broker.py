@@ -5,6 +5,7 @@ deployment test (real api-server, scheduler, dag-processor) lives in the deploym
 
 from __future__ import annotations
 
+import base64
 import importlib
 import json
 import logging
@@ -274,7 +275,15 @@ def test_a_run_request_is_never_left_to_another_backend(world) -> None:
     from airflow.sdk.exceptions import AirflowSecretsBackendAccessDenied
 
     server = _server(world)
-    for key in (broker.PREFIX + "ads.not-base64-json",
+
+    def by_hand(body: bytes) -> str:
+        return broker.PREFIX + "ads." + base64.urlsafe_b64encode(body).decode().rstrip("=")
+
+    hostile = [{"account": "acct_42", "env": "dev"}, {"account": "acct_42", "run_name": "x"}]
+    for key in (*(by_hand(json.dumps({"v": 1, "env": None, "run": None, "params": p}).encode())
+                  for p in hostile),  # keywords of Latchkey.pipeline: were a TypeError
+                by_hand(b"[" * 1300),  # deeper than the recursion limit: a RecursionError
+                broker.PREFIX + "ads.not-base64-json",
                 broker.request_key("ads", None, {"account": "acct_99"})):
         with pytest.raises(AirflowSecretsBackendAccessDenied) as info:
             server.get_variable(key, team_name="marketing")

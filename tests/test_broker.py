@@ -3,6 +3,7 @@ run requests (latchkey.teams), and a brokered run end to end in one process (iss
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -473,3 +474,181 @@ def test_the_docs_example_manifest_loads(tmp_path: Path) -> None:
     assert broker.connection_key("warehouse", "marketing", None) == \
         "connections/marketing_wh_prod"
     assert broker.connection_key("warehouse", "finance", None) == "connections/finance_wh"
+
+
+# -- hostile run requests (red team) -------------------------------------------------------
+def _raw_request(pipeline: str, body: dict[str, object]) -> str:
+    """A request key built by hand, as a hostile DAG may send it (request_key refuses these)."""
+    encoded = base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
+    return f"{PREFIX}{pipeline}.{encoded}"
+
+
+@pytest.mark.parametrize("param", ["env", "run_name", "name", "unknown"])
+def test_a_request_parameter_that_is_no_scope_parameter_is_refused(tmp_path: Path,
+                                                                   param: str) -> None:
+    """A run request whose parameters name no scope field (``env``, ``run_name``, ``name``:
+    keywords of Latchkey.pipeline) is one UsageError naming it, not a TypeError that Airflow
+    would log and answer from its next backend."""
+    team_broker, _ = _world(tmp_path)
+    key = _raw_request("ads", {"v": 1, "env": None, "run": None,
+                               "params": {"account": "acct_42", param: "prod"}})
+    with pytest.raises(UsageError, match=f"no parameter '{param}'"):
+        team_broker.run(key, "marketing")
+
+
+def test_a_deeply_nested_request_is_a_usage_error() -> None:
+    """JSON nested deeper than Python's recursion limit, within the key's length limit, is a
+    malformed request (UsageError), not a RecursionError."""
+    key = PREFIX + "ads." + base64.urlsafe_b64encode(b"[" * 1300).decode().rstrip("=")
+    assert len(key) < 2000
+    with pytest.raises(UsageError, match="is not a latchkey run request"):
+        parse_request(key)
+
+
+def test_a_run_request_names_only_environments_the_broker_serves(tmp_path: Path) -> None:
+    """A team's run request may not fill ``{env}`` with text of its choosing: with
+    ``connections/wh_{env}`` mapped by marketing, env "finance" would read finance's
+    warehouse. Only the manifest's environments (else the server's own) are served, and no
+    chain is built for any other name asked for."""
+    store = {**STORE, "connections/wh_finance": "postgres://f:fake-fin-wh-secret@fin/db"}
+    team_broker, _ = _world(tmp_path, store)
+    for env in ("finance", "staging", "zzz1"):
+        with pytest.raises(AccessDenied, match=f"'marketing' may not open latchkey pipeline "
+                                               f"'ads' in environment '{env}'") as info:
+            team_broker.run(request_key("ads", env, {"account": "acct_42"}), "marketing")
+        assert "fake-" not in str(info.value)
+    assert set(team_broker.lk._chains) == {"prod"}
+    payload = decode_payload(team_broker.run(request_key("ads", "prod", {"account": "acct_42"}),
+                                             "marketing"))
+    assert payload.connections["warehouse"].key == "connections/wh_prod"
+    listed = MANIFEST.replace('env = "prod"', 'env = "prod"\nenvironments = ["prod", "dev"]')
+    manifest = parse_manifest(tomllib.loads(listed), tmp_path / "latchkey.toml")
+    dev_store = {**store, "connections/wh_dev": "postgres://u:fake-wh-dev-pw@wh/db"}
+    listing = TeamBroker(Latchkey([MemoryBackend("memory", data=dev_store)], env="prod",
+                                  manifest=manifest))
+    payload = decode_payload(listing.run(request_key("ads", "dev", {"account": "acct_42"}),
+                                         "marketing"))
+    assert payload.env == "dev" and payload.connections["warehouse"].key == "connections/wh_dev"
+    with pytest.raises(AccessDenied, match="in environment 'finance'"):
+        listing.run(request_key("ads", "finance", {"account": "acct_42"}), "marketing")
+
+
+WIDENING = """
+env = "prod"
+[backends.memory]
+type = "env"
+[pipelines.lakes]
+scope = "data/{dataset}"
+requires = ["token"]
+connections = { lake = "connections/lake_{dataset}" }
+teams = ["marketing"]
+[pipelines.ledger]
+scope = "data/ledger"
+requires = ["token"]
+connections = { lake = "connections/lake_finance" }
+teams = ["finance"]
+"""
+WIDENING_STORE = {
+    "data/clicks/token": "fake-clicks-token",
+    "data/finance/token": "fake-mkt-dataset-finance-token",
+    "connections/lake_clicks": "postgres://m:fake-clicks-lake-pw@lake/db",
+    "data/ledger/token": "fake-ledger-token-fin",
+    "connections/lake_finance": "postgres://f:fake-fin-lake-pw@lake/db",
+    "connections/lake_ledger": "postgres://f:fake-fin-lake2-pw@lake/db",
+}
+
+
+def test_a_parameter_value_does_not_reach_another_teams_keys(tmp_path: Path, caplog) -> None:
+    """Marketing's templates (``data/{dataset}``, ``connections/lake_{dataset}``) match keys
+    that finance's pipelines name literally: a run with dataset "ledger" or a lookup of such a
+    key is refused to marketing, naming both teams and the key, never a value; marketing's own
+    parameter values, and finance's own keys, are served."""
+    caplog.set_level(logging.DEBUG)
+    manifest = parse_manifest(tomllib.loads(WIDENING), tmp_path / "latchkey.toml")
+    team_broker = TeamBroker(Latchkey([MemoryBackend("memory", data=WIDENING_STORE)],
+                                      env="prod", manifest=manifest))
+    seen = []
+    for params in ({"dataset": "ledger"}, {"dataset": "finance"}):
+        with pytest.raises(AccessDenied, match="'marketing': the run of latchkey pipeline "
+                                               "'lakes'.* team 'finance'") as info:
+            team_broker.run(request_key("lakes", None, params), "marketing")
+        seen.append(str(info.value))
+    for key in ("data/ledger/token", "connections/lake_finance"):
+        with pytest.raises(AccessDenied, match=f"'marketing' may not read key \\('{key}'\\): "
+                                               "team 'finance'") as info:
+            team_broker.read(key, "marketing", "key")
+        seen.append(str(info.value))
+    payload = decode_payload(team_broker.run(request_key("lakes", None, {"dataset": "clicks"}),
+                                             "marketing"))
+    assert payload.names["token"].value == "fake-clicks-token"
+    assert payload.connections["lake"].value == WIDENING_STORE["connections/lake_clicks"]
+    assert team_broker.read("data/clicks/token", "marketing", "key") == "fake-clicks-token"
+    # unnamed by finance: still marketing's through its template
+    assert team_broker.read("connections/lake_ledger", "marketing", "key") is not None
+    payload = decode_payload(team_broker.run(request_key("ledger"), "finance"))
+    assert payload.connections["lake"].value == WIDENING_STORE["connections/lake_finance"]
+    assert team_broker.read("data/ledger/token", "finance", "key") == "fake-ledger-token-fin"
+    text = "\n".join(seen) + caplog.text
+    for value in ("fake-ledger-token-fin", "fake-fin-lake-pw"):
+        assert value not in text
+
+
+def test_a_minted_connection_is_refused_and_an_unholdable_key_left_to_airflow(
+        tmp_path: Path) -> None:
+    """A team's conn_id mapped to ``dynamic:NAME`` is refused authoritatively with "open a
+    run" (it was an InvalidKey, on which Airflow asks its next backend, the metastore); a
+    Variable name no latchkey key can spell (a space) is None, not refused: latchkey cannot
+    hold it, so Airflow's own backends answer it."""
+    dynamic = MANIFEST.replace(
+        "[pipelines.crm]", '[credentials.crm_rw]\ntype = "postgres_role"\n'
+        'admin = "connections/crm_admin"\nmember_of = ["etl"]\n[pipelines.crm]').replace(
+        'requires = ["api_key"]\nteams = ["marketing"]',
+        'requires = ["api_key"]\nconnections = { crm_db = "dynamic:crm_rw" }\n'
+        'teams = ["marketing"]')
+    manifest = parse_manifest(tomllib.loads(dynamic), tmp_path / "latchkey.toml")
+    team_broker = TeamBroker(Latchkey([MemoryBackend("memory", data=STORE)], env="prod",
+                                      manifest=manifest))
+    with pytest.raises(AccessDenied, match="'marketing': connection 'crm_db' of pipeline 'crm' "
+                                           "is a login minted per run"):
+        team_broker.connection_key("crm_db", "marketing", "airflow/connections/crm_db")
+    assert team_broker.read("airflow/variables/my setting", "marketing", "variable") is None
+    assert team_broker.read("airflow/variables/my setting", None, "variable") is None
+
+
+def test_the_api_servers_audit_names_the_team_not_only_the_tasks_run_name(
+        tmp_path: Path) -> None:
+    """A run request's run name is whatever the task sends (another team's DAG run, say); the
+    API server's audit records of the run start with the team Airflow authenticated."""
+    from latchkey.audit import Auditor
+
+    class Sink:
+        events: list = []
+
+        def write(self, event) -> None:
+            self.events.append(event.to_dict())
+
+    manifest = parse_manifest(tomllib.loads(MANIFEST), tmp_path / "latchkey.toml")
+    team_broker = TeamBroker(Latchkey([MemoryBackend("memory", data=STORE)], env="prod",
+                                      manifest=manifest, auditor=Auditor([Sink()])))
+    team_broker.run(request_key("crm", None, {}, "ledger_daily__manual__1__load"), "marketing")
+    team_broker.run(request_key("crm"), "marketing")
+    runs = {event["run"] for event in Sink.events}
+    assert "marketing/ledger_daily__manual__1__load" in runs
+    assert runs and all(run.startswith("marketing/") for run in runs), runs
+
+
+def test_a_refusal_in_another_teams_namespace_does_not_tell_what_exists(tmp_path: Path) -> None:
+    """Finance asking for marketing's keys is refused alike whether the store holds them or
+    not, without asking the store (a None for an absent account told finance which accounts
+    marketing has); a key no team's policy covers is still None when absent."""
+    team_broker, memory = _world(tmp_path)
+    messages = []
+    for key in ("marketing/ads/acct_42/access_token", "marketing/ads/acct_99/access_token"):
+        memory.calls.clear()
+        for team in ("finance", None):
+            with pytest.raises(AccessDenied) as info:
+                team_broker.read(key, team, "key 'x'")
+            messages.append(str(info.value).replace(key, "KEY"))
+        assert memory.calls == [], key
+    assert messages[0] == messages[2] and messages[1] == messages[3]
+    assert team_broker.read("nobody/owns/this", "finance", "key") is None

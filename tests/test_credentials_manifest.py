@@ -83,6 +83,18 @@ connection = "connections/warehouse_{env}"
     pytest.param('[credentials.v]\ntype = "vault_database"\nbackend = "local"\nrole = "r"\n'
                  'connection = "c/x"\n', "credentials.v.backend", "not a vault backend",
                  id="vault-backend-not-vault"),
+    pytest.param(PG.replace("connections/warehouse_admin", "shared/warehouse_admin"),
+                 "credentials.warehouse_rw.admin", "under shared/", id="admin-in-shared"),
+    pytest.param(PG + PIPE.replace('scope = "loader"',
+                                   'scope = "loader"\ngrants = ["connections"]'),
+                 "credentials.warehouse_rw.admin", "readable by pipeline 'loader'",
+                 id="admin-granted-to-a-pipeline"),
+    pytest.param(PG + PIPE.replace("}", ', admin = "connections/warehouse_admin_{env}" }'),
+                 "credentials.warehouse_rw.admin", "readable by pipeline 'loader'",
+                 id="admin-mapped-as-a-connection"),
+    pytest.param(PG.replace("connections/warehouse_admin", "loader/admin") + PIPE,
+                 "credentials.warehouse_rw.admin", "readable by pipeline 'loader'",
+                 id="admin-in-a-pipelines-scope"),
 ])
 def test_bad_definitions_are_one_line_naming_the_field(isolated: Path, text: str, where: str,
                                                        says: str) -> None:

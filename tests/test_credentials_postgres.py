@@ -30,6 +30,7 @@ psycopg2 = need("postgres")
 ADMIN_PASSWORD = "fake-admin-pw-acct42"
 WRITER = "lkt_etl_writer"
 ADMIN = "lkt_admin"
+OURS = MARKER + "; definition=warehouse_rw; "  # how this definition's run logins are marked
 
 MANIFEST = """
 chain = ["local"]
@@ -243,7 +244,7 @@ def test_sweep_drops_only_expired_latchkey_roles(isolated: Path, master_key: str
         cur.execute("CREATE ROLE someone_else LOGIN VALID UNTIL '2000-01-01'")
         cur.execute("COMMENT ON ROLE someone_else IS %s", (MARKER + "; forged",))
         cur.execute("CREATE ROLE lk_expired_run LOGIN VALID UNTIL '2000-01-01'")
-        cur.execute("COMMENT ON ROLE lk_expired_run IS %s", (MARKER + "; definition=x",))
+        cur.execute("COMMENT ON ROLE lk_expired_run IS %s", (OURS + "run=x",))
     lk = make_world(isolated, roles)
     try:
         with lk.pipeline("loader") as live:
@@ -278,7 +279,7 @@ def test_sweep_on_open_drops_expired_roles_first(isolated: Path, master_key: str
     db = superuser(roles)
     with db.cursor() as cur:
         cur.execute("CREATE ROLE lk_left_behind LOGIN VALID UNTIL '2000-01-01'")
-        cur.execute("COMMENT ON ROLE lk_left_behind IS %s", (MARKER + "; definition=x",))
+        cur.execute("COMMENT ON ROLE lk_left_behind IS %s", (OURS + "run=x",))
     db.close()
     lk = make_world(isolated, roles, more="sweep_on_open = true")
     with lk.pipeline("loader") as run:
@@ -595,4 +596,277 @@ def test_a_rotated_admin_password_replaces_the_pool(world: latchkey.Latchkey,
         with db.cursor() as cur:
             cur.execute(f"ALTER ROLE {ADMIN} PASSWORD %s", (ADMIN_PASSWORD,))
         db.close()
+    assert run_roles(roles) == []
+
+
+def test_the_runs_connection_carries_none_of_the_admins_identity(
+        isolated: Path, master_key: str, roles: dict[str, Any]) -> None:
+    """The admin connection's client certificate, key and other extras stay with latchkey:
+    the run's Connection keeps only how to reach the server (sslmode and the like)."""
+    admin = Connection(conn_type="postgres", host="127.0.0.1", port=roles["port"], login=ADMIN,
+                       password=ADMIN_PASSWORD, schema="analytics",
+                       extra={"sslmode": "disable", "sslcert": "/nonexistent/admin.crt",
+                              "sslkey": "/nonexistent/admin.key",
+                              "sslpassword": "fake-admin-keypass-acct42",
+                              "api_token": "fake-admin-extra-token-acct42"}).to_uri()
+    lk = make_world(isolated, roles, admin=admin)
+    try:
+        with lk.pipeline("loader") as run:
+            conn = run.connection("warehouse")
+            assert conn.extra == {"sslmode": "disable"}
+            assert "fake-admin" not in conn.to_uri() + json.dumps(run.env())
+            connect(conn).close()
+    finally:
+        lk.close()
+    assert run_roles(roles) == []
+
+
+def test_an_async_run_cancelled_while_opening_leaves_no_login(
+        world: latchkey.Latchkey, roles: dict[str, Any]) -> None:
+    """A task cancelled while its run is still minting (the open goes on in a thread): the
+    login the thread then makes is dropped, not left to expire."""
+    import asyncio
+
+    db = superuser(roles)
+    db.autocommit = False
+    with db.cursor() as cur:  # CREATE ROLE waits on this lock until we let go
+        cur.execute("LOCK TABLE pg_authid IN EXCLUSIVE MODE")
+
+    def creating() -> bool:
+        probe = superuser(roles)
+        with probe.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND query LIKE 'CREATE ROLE%%'")
+            waiting = bool(cur.fetchone()[0])
+        probe.close()
+        return waiting
+
+    async def main() -> None:
+        async def run() -> None:
+            async with world.pipeline("loader"):
+                raise AssertionError("the run must not open")
+
+        task = asyncio.create_task(run())
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if creating():
+                break
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        db.rollback()  # let go: the thread's CREATE ROLE goes through now
+
+    try:
+        asyncio.run(main())  # waits for the open's thread (the default executor) to end
+    finally:
+        db.rollback()
+        db.close()
+    assert run_roles(roles) == []
+
+
+@pytest.mark.parametrize("made", [
+    pytest.param("CREATE ROLE lk_raised LOGIN CREATEROLE VALID UNTIL '2000-01-01'",
+                 id="an-attribute-latchkey-never-gives"),
+    pytest.param("CREATE ROLE lk_raised LOGIN VALID UNTIL '2000-01-01'; "
+                 "CREATE ROLE lkt_member_of_it IN ROLE lk_raised", id="used-as-a-group"),
+    pytest.param("CREATE ROLE lk_raised LOGIN VALID UNTIL '2000-01-01'; "
+                 "COMMENT ON ROLE lk_raised IS 'latchkey run role; definition=other_rw; '",
+                 id="another-definitions-login"),
+])
+def test_sweep_leaves_marked_roles_that_are_not_this_definitions_run_logins(
+        isolated: Path, master_key: str, roles: dict[str, Any], made: str) -> None:
+    """A role with the prefix and the marker is still left alone if latchkey would never
+    have made it so (raised by hand, a group with members) or another definition made it
+    (sweeping would reassign its objects to this definition's group)."""
+    db = superuser(roles)
+    with db.cursor() as cur:
+        cur.execute(made)
+        if "COMMENT" not in made:
+            cur.execute("COMMENT ON ROLE lk_raised IS %s", (OURS + "run=forged",))
+    lk = make_world(isolated, roles)
+    try:
+        assert lk.minter("warehouse_rw").sweep() == []
+        with db.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = 'lk_raised'")
+            assert cur.fetchone() is not None
+    finally:
+        with db.cursor() as cur:
+            cur.execute("DROP ROLE IF EXISTS lkt_member_of_it, lk_raised")
+        db.close()
+        lk.close()
+
+
+def test_an_interrupt_while_revoking_one_login_still_drops_the_others(
+        isolated: Path, master_key: str, roles: dict[str, Any]) -> None:
+    """Ctrl-C while a run's first login is being dropped: the second is dropped too, the
+    run's values are wiped, then KeyboardInterrupt goes on (the first expires by itself)."""
+    two = MANIFEST.format(ttl=600, member_of=f'"{WRITER}"', more="") + """
+[credentials.warehouse_rw2]
+type = "postgres_role"
+admin = "connections/warehouse_admin"
+member_of = ["lkt_etl_writer"]
+
+[pipelines.loader2]
+scope = "loader"
+connections = { first = "dynamic:warehouse_rw", second = "dynamic:warehouse_rw2" }
+"""
+    (isolated / "latchkey.toml").write_text(two)
+    lk = latchkey.load(isolated / "latchkey.toml")
+    lk.set("connections/warehouse_admin", admin_uri(roles))
+    db = superuser(roles)
+
+    def interrupt_while_dropping() -> None:
+        probe = superuser(roles)
+        try:
+            for _ in range(200):
+                with probe.cursor() as cur:
+                    cur.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type ="
+                                " 'Lock' AND query LIKE 'ALTER ROLE%%NOLOGIN'")
+                    if cur.fetchone()[0]:
+                        break
+                time.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.3)
+        finally:
+            probe.close()
+            db.rollback()  # let the ALTER ROLE through: the interrupt is raised after it
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with lk.pipeline("loader2") as run:
+                first = run.connection("first").login
+                second = run.connection("second").login
+                db.autocommit = False
+                with db.cursor() as cur:
+                    cur.execute("LOCK TABLE pg_authid IN EXCLUSIVE MODE")
+                threading.Thread(target=interrupt_while_dropping, daemon=True).start()
+        assert second not in run_roles(roles)
+        with pytest.raises(latchkey.RunClosed):
+            run.connection("second")
+    finally:
+        db.rollback()
+        db.autocommit = True
+        with db.cursor() as cur:
+            cur.execute(f'DROP ROLE IF EXISTS "{first}"')
+        db.close()
+        lk.close()
+
+
+class _RefusingSink:
+    """An audit sink that cannot record the given events (a full disk, say)."""
+
+    name = "refusing"
+
+    def __init__(self, *refused: str) -> None:
+        self.refused = refused
+
+    def write(self, event: Any) -> None:
+        if event.event in self.refused:
+            raise OSError("the audit sink is full")
+
+
+@pytest.mark.parametrize("refused", [
+    pytest.param(("mint",), id="mint-record-refused"),
+    pytest.param(("revoke",), id="revoke-record-refused"),
+])
+def test_a_required_audit_sink_refusing_leaves_no_login(
+        isolated: Path, master_key: str, roles: dict[str, Any], refused: tuple[str, ...]) -> None:
+    """audit.required and a sink that cannot record the mint (the run does not open) or the
+    revoke (the run's close fails loudly): either way both of the run's logins are dropped."""
+    from latchkey.audit import Auditor
+
+    (isolated / "latchkey.toml").write_text(
+        MANIFEST.format(ttl=600, member_of=f'"{WRITER}"', more="") + """
+[credentials.warehouse_rw2]
+type = "postgres_role"
+admin = "connections/warehouse_admin"
+member_of = ["lkt_etl_writer"]
+
+[pipelines.loader2]
+scope = "loader"
+connections = { first = "dynamic:warehouse_rw", second = "dynamic:warehouse_rw2" }
+""")
+    lk = latchkey.load(isolated / "latchkey.toml")
+    lk.set("connections/warehouse_admin", admin_uri(roles))
+    lk.audit = Auditor([_RefusingSink(*refused)], required=True)
+    try:
+        with pytest.raises(latchkey.LatchkeyError, match="audit sink refusing"):
+            with lk.pipeline("loader2"):
+                assert len(run_roles(roles)) == 2
+    finally:
+        lk.close()
+    assert run_roles(roles) == []
+
+
+def test_a_run_outliving_an_admin_password_rotation_still_drops_its_login(
+        world: latchkey.Latchkey, roles: dict[str, Any]) -> None:
+    """The admin's password is rotated while a run lasts (and a newer run replaced the admin
+    pool): the old run's close connects with the admin the store holds now and drops its
+    login, rather than failing on the old password and leaving it to expire."""
+    db = superuser(roles)
+    rotated = "fake-admin-pw-rotated-again-acct42"
+    try:
+        with world.pipeline("loader") as old:
+            login = old.connection("warehouse").login
+            with db.cursor() as cur:
+                cur.execute(f"ALTER ROLE {ADMIN} PASSWORD %s", (rotated,))
+            world.set("connections/warehouse_admin", admin_uri(roles, password=rotated))
+            with world.pipeline("loader"):
+                pass
+            assert login in run_roles(roles)
+        assert login not in run_roles(roles)
+    finally:
+        with db.cursor() as cur:
+            cur.execute(f"ALTER ROLE {ADMIN} PASSWORD %s", (ADMIN_PASSWORD,))
+            cur.execute(f'DROP ROLE IF EXISTS "{login}"')
+        db.close()
+
+
+def test_check_connect_interrupted_later_still_drops_the_logins_it_minted(
+        isolated: Path, master_key: str, roles: dict[str, Any]) -> None:
+    """`check --connect` minted a login for one pipeline and is interrupted (Ctrl-C) while
+    reading the next pipeline's secrets: the minted login is dropped, not left to expire."""
+    from latchkey.check import check_pipelines
+
+    fifo = isolated / "slow.toml"
+    os.mkfifo(fifo)  # reading it blocks until someone writes: a store that hangs
+    (isolated / "latchkey.toml").write_text(
+        MANIFEST.format(ttl=600, member_of=f'"{WRITER}"', more="").replace(
+            'chain = ["local"]', 'chain = ["local", "slow"]').replace(
+            "[audit]", f'[backends.slow]\ntype = "files"\npath = "{fifo}"\n\n[audit]') + """
+[pipelines.zz_reader]
+scope = "reader"
+requires = ["token"]
+""")
+    lk = latchkey.load(isolated / "latchkey.toml")
+    lk.set("connections/warehouse_admin", admin_uri(roles))
+
+    def interrupt_once_minted() -> None:
+        for _ in range(400):
+            if run_roles(roles):
+                break
+            time.sleep(0.05)
+        time.sleep(0.3)  # the next pipeline's read is waiting on the fifo by now
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_once_minted, daemon=True).start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            check_pipelines(lk, connect=True)
+    finally:
+        lk.close()
+    assert run_roles(roles) == []
+
+
+def test_check_connect_with_a_refused_mint_record_leaves_no_login(
+        world: latchkey.Latchkey, roles: dict[str, Any]) -> None:
+    """`check --connect` under audit.required, the sink refusing the mint record: the check
+    reports it as failed and the login it minted is dropped at once."""
+    from latchkey.audit import Auditor
+    from latchkey.check import check_pipelines
+
+    world.audit = Auditor([_RefusingSink("mint")], required=True)
+    findings = check_pipelines(world, connect=True)
+    failed = [f for f in findings if f.item == "connection:warehouse"]
+    assert [f.status for f in failed] == ["failed"] and "audit sink" in failed[0].detail
     assert run_roles(roles) == []

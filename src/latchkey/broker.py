@@ -127,7 +127,7 @@ def parse_request(key: str) -> Request:
     try:
         raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
         body = json.loads(raw.decode("utf-8"))
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):  # RecursionError: deep nesting
         raise bad from None
     if not isinstance(body, dict) or body.get("v") != VERSION \
             or not isinstance(body.get("params"), dict):

@@ -78,26 +78,27 @@ def check_pipelines(lk: Latchkey, pipelines: Iterable[str] | None = None,
     findings: list[Finding] = []
     probes: list[tuple[Finding, Connection]] = []
     minted: list[Callable[[], None]] = []  # revokes the logins minted to probe
-    for name in names:
-        config = lk.pipeline_config(name)
-        for instance in _instances(config, params):
-            label = ",".join(f"{k}={v}" for k, v in sorted(instance.items())) or "-"
-            if config.parameters() - set(instance):
-                missing = ", ".join(sorted(config.parameters() - set(instance)))
-                findings.append(Finding(name, label, "(pipeline)", "skipped",
-                                        f"needs parameters: {missing} (add instances = [...] "
-                                        "to the pipeline or pass --param)"))
-                continue
-            try:
-                run = lk.pipeline(name, env=env, **instance)
-            except UsageError as exc:
-                findings.append(Finding(name, label, "(pipeline)", "invalid", str(exc)))
-                continue
-            for finding, conn in _check_run(run, label, scrub, findings):
-                probes.append((finding, conn))
-            if connect:
-                probes.extend(_mint_to_probe(run, label, scrub, findings, minted))
-    try:
+    try:  # from the first mint on: an interrupt or error later must not leave a login
+        for name in names:
+            config = lk.pipeline_config(name)
+            for instance in _instances(config, params):
+                label = ",".join(f"{k}={v}" for k, v in sorted(instance.items())) or "-"
+                if config.parameters() - set(instance):
+                    missing = ", ".join(sorted(config.parameters() - set(instance)))
+                    findings.append(Finding(
+                        name, label, "(pipeline)", "skipped",
+                        f"needs parameters: {missing} (add instances = [...] to the pipeline "
+                        "or pass --param)"))
+                    continue
+                try:
+                    run = lk.pipeline(name, env=env, **instance)
+                except UsageError as exc:
+                    findings.append(Finding(name, label, "(pipeline)", "invalid", str(exc)))
+                    continue
+                for finding, conn in _check_run(run, label, scrub, findings):
+                    probes.append((finding, conn))
+                if connect:
+                    probes.extend(_mint_to_probe(run, label, scrub, findings, minted))
         if connect:
             findings.extend(_probe_all(probes, timeout, scrub, progress))
     finally:

@@ -31,7 +31,7 @@ from .credentials.base import (
 )
 from .errors import InvalidKey, ManifestError
 from .keys import is_segment, validate_key
-from .scope import template_fields
+from .scope import SHARED, template_fields
 
 __all__ = ["CONFIG_ENV", "ENV_ENV", "Manifest", "PipelineConfig", "TeamConfig",
            "find_manifest", "load_manifest"]
@@ -223,6 +223,7 @@ def parse_manifest(raw: dict[str, Any], path: Path, env: str | None = None) -> M
                    for name, body in doc.credentials.items()}
     for name, pipeline in doc.pipelines.items():
         _check_pipeline(path, name, pipeline, credentials)
+    _check_admins_unreadable(path, credentials, doc.pipelines)
     _check_teams(path, doc.pipelines, doc.teams)
     for i, sink in enumerate(doc.audit.sinks if doc.audit else []):
         if sink.type == "dynamodb" and not sink.table:
@@ -276,6 +277,33 @@ def _check_credential(path: Path, where: str, credential: CredentialConfig,
             raise ManifestError(path, f"{where}.backend", f"{credential.backend!r} is not a "
                                                           f"vault backend under [backends] "
                                                           f"(vault backends: {vaults})")
+
+
+def _check_admins_unreadable(path: Path, credentials: Mapping[str, CredentialConfig],
+                             pipelines: Mapping[str, PipelineConfig]) -> None:
+    """A ``postgres_role`` admin connection may create roles: no run may read it. Refuse an
+    ``admin`` key under ``shared/`` (every run reads it) or under a pipeline's scope, grant
+    or connection mapping, where those are fixed (or fixed but for ``{env}``); keys that
+    depend on a scope parameter cannot be compared here."""
+    def covers(template: str, key: str) -> bool:
+        template = template.rstrip("/")
+        return set(template_fields(template)) <= {"env"} and \
+            (key == template or key.startswith(template + "/"))
+
+    for name, credential in credentials.items():
+        if credential.type != "postgres_role":
+            continue
+        where, admin = f"credentials.{name}.admin", credential.admin
+        if covers(SHARED, admin):
+            raise ManifestError(path, where, f"{admin!r} is under shared/, which every run "
+                                             "reads: keep the admin connection elsewhere")
+        for pipe, config in pipelines.items():
+            readable = [config.scope, *config.grants,
+                        *(t for t in config.connections.values() if not t.startswith(DYNAMIC))]
+            if any(covers(t, admin) for t in readable):
+                raise ManifestError(path, where, f"{admin!r} is readable by pipeline {pipe!r} "
+                                                 "(its scope, grants or connections): keep "
+                                                 "the admin connection where no run reads")
 
 
 def _check_env_template(path: Path, where: str, template: str) -> None:

@@ -158,12 +158,16 @@ class Run:
         inputs = {n: resolved.pop(n) for n in list(resolved) if n.startswith(_CREDENTIAL_INPUT)}
         minted = self._leases.mint_all({n[len(_CREDENTIAL_INPUT):]: r.require().value
                                         for n, r in inputs.items()})
-        with self._lock:
-            for name, resolution in resolved.items():
-                self._remember(name, resolution)
-            for conn, lease in minted.items():
-                self._connections[conn] = lease.connection.replace(conn_id=conn)
-            self._state = "open"
+        try:
+            with self._lock:
+                for name, resolution in resolved.items():
+                    self._remember(name, resolution)
+                for conn, lease in minted.items():
+                    self._connections[conn] = lease.connection.replace(conn_id=conn)
+                self._state = "open"
+        except BaseException:  # the run does not open: its logins must not outlive it
+            self.close()
+            raise
         self.ready_seconds = time.perf_counter() - start
         metrics.incr("runs_opened", pipeline=self.pipeline)
         metrics.observe("run_ready_seconds", self.ready_seconds, pipeline=self.pipeline)
@@ -224,18 +228,20 @@ class Run:
 
     def close(self) -> None:
         """Drop every value. Reads after this raise RunClosed."""
-        self._leases.revoke_all()  # first: a failed run's logins end too
-        with self._lock:
-            self._state = "closed"
-            self._by_name.clear()
-            self._by_key.clear()
-            self._connections.clear()
-            self._resolutions.clear()
-            if self._aws is not None:
-                self._aws.clear()
-            if self._owns_chain:
-                for backend in self._chain:
-                    backend.close()
+        try:
+            self._leases.revoke_all()  # first: a failed run's logins end too
+        finally:  # an interrupt while revoking still drops every value
+            with self._lock:
+                self._state = "closed"
+                self._by_name.clear()
+                self._by_key.clear()
+                self._connections.clear()
+                self._resolutions.clear()
+                if self._aws is not None:
+                    self._aws.clear()
+                if self._owns_chain:
+                    for backend in self._chain:
+                        backend.close()
 
     def __enter__(self) -> "Run":
         self.open()
@@ -249,7 +255,30 @@ class Run:
     async def __aenter__(self) -> "Run":
         import asyncio  # imported here: `latchkey run` and sync code never pay for it
 
-        await asyncio.to_thread(self.open)  # store calls block; keep the event loop free
+        # store calls block: open in a thread. A cancelled task cannot stop that thread, so
+        # whichever side learns last that the run opened but was abandoned closes it (a
+        # minted login must not outlive a run nobody holds).
+        lock, state = threading.Lock(), {"abandoned": False, "done": False}
+
+        def open_or_undo() -> None:
+            try:
+                self.open()
+            finally:
+                with lock:
+                    state["done"] = True
+                    abandoned = state["abandoned"]
+            if abandoned and self._state == "open":
+                self.close()
+
+        try:
+            await asyncio.to_thread(open_or_undo)
+        except asyncio.CancelledError:
+            with lock:
+                state["abandoned"] = True
+                done = state["done"]
+            if done and self._state == "open":  # it opened just as we were cancelled
+                await asyncio.shield(asyncio.to_thread(self.close))
+            raise
         self._tokens.append(_current.set(self))
         return self
 

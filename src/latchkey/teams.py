@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 import string
 import threading
+import uuid
 from dataclasses import replace
 from typing import TYPE_CHECKING, Callable
 
@@ -32,7 +33,7 @@ from . import redact
 from .backends.aws_common import AwsConfig
 from .backends.base import Secret
 from .broker import encode_payload, parse_request
-from .errors import AccessDenied, LatchkeyError, SecretNotFound, UsageError
+from .errors import AccessDenied, InvalidKey, LatchkeyError, SecretNotFound, UsageError
 from .keys import SEGMENT_PATTERN, is_under
 from .run import Run, declared_names
 from .scope import SHARED, template_fields
@@ -69,6 +70,8 @@ class _Template:
 
     def __init__(self, template: str, env: str) -> None:
         self.segments = template.rstrip("/").replace("{env}", env).split("/")
+        #: no field but {env}: names its keys itself, not through a parameter's value
+        self.literal = not set(template_fields(template)) - {"env"}
         self.depth = len(self.segments)
         self.exact = re.compile(_regex(template, env))
         self.subtree = re.compile(_regex(template, env) + "(?:/.+)?")
@@ -135,6 +138,20 @@ class TeamPolicy:
         if self.allows_subtree(key):
             return True
         return any(_at_level(key, scope, names) for scope, names in self._scopes)
+
+    def claims(self, key: str) -> bool:
+        """True if the team's pipelines name ``key`` without a parameter: under a scope or
+        grant with no field but ``{env}``, a mapping with none, a declared name at a parent
+        level with none (``shared/`` is everyone's, so no team claims it)."""
+        if is_under(key, SHARED):
+            return False
+        level, _, leaf = key.rpartition("/")
+        return (any(s.literal and _in_scope(key, s, n) for s, n in self._scopes)
+                or any(g.literal and g.subtree.fullmatch(key) for g in self._grants)
+                or any(m.literal and m.exact.fullmatch(key) for m in self._mapped)
+                or any(leaf in n and level.count("/") + 1 < s.depth
+                       and "/".join(s.segments[:level.count("/") + 1]) == level
+                       and "{" not in level for s, n in self._scopes))
 
     def connection(self, conn_id: str) -> tuple[str, str] | None:
         """(pipeline, key template) of the team's mapping of ``conn_id``, if any (the
@@ -210,14 +227,20 @@ class TeamBroker:
             self._deny_if_held(self.lk, key, f"{what} ({key!r}) is not served to a lookup "
                                               "without an Airflow team (broker mode serves "
                                               + ("shared/ only)" if self.no_team == "shared_only"
-                                                 else "nothing then)"))
+                                                 else "nothing then)"), self._teams_key(key))
             return None
         policy = self.policy(team)
         lk = self.latchkey(team)
         if not policy.allows(key):
             self._deny_if_held(lk, key, f"Airflow team {team!r} may not read {what} ({key!r}): "
                                         "outside the policy of the team's latchkey pipelines "
-                                        f"{sorted(policy.pipelines)}")
+                                        f"{sorted(policy.pipelines)}", self._teams_key(key))
+            return None
+        other = self.claimant(team, key)
+        if other is not None:
+            self._deny_if_held(lk, key, f"Airflow team {team!r} may not read {what} ({key!r}): "
+                                        f"team {other!r}'s pipelines name it, {team!r}'s only "
+                                        "through a template parameter", True)
             return None
         return self._read(lk, key, policy)
 
@@ -230,6 +253,11 @@ class TeamBroker:
         if mapping is None:
             return default
         pipeline, template = mapping
+        if template.startswith("dynamic:"):  # never a stored key: no other backend answers
+            raise AccessDenied(f"Airflow team {team!r}: connection {conn_id!r} of pipeline "
+                               f"{pipeline!r} is a login minted per run "
+                               f"(credentials.{template[len('dynamic:'):]}); open a run in "
+                               "the task (task_run / @latchkey_task)")
         if set(template_fields(template)) - {"env"}:
             raise AccessDenied(f"Airflow team {team!r}: connection {conn_id!r} of pipeline "
                                f"{pipeline!r} depends on the scope's parameters; open a run "
@@ -252,10 +280,50 @@ class TeamBroker:
             raise AccessDenied(f"Airflow team {team!r} may not open latchkey pipeline "
                                f"{request.pipeline!r} (the team's pipelines: "
                                f"{sorted(policy.pipelines)})")
+        config = policy.pipelines[request.pipeline]
+        unknown = sorted(set(request.params) - config.parameters())
+        if unknown:  # before the call: a parameter named env or run_name is no keyword
+            raise UsageError(f"pipeline {request.pipeline!r} has no parameter {unknown[0]!r} "
+                             f"(its parameters: {sorted(config.parameters()) or 'none'})")
+        if request.env is not None and request.env not in self.environments(policy):
+            raise AccessDenied(f"Airflow team {team!r} may not open latchkey pipeline "
+                               f"{request.pipeline!r} in environment {request.env!r} (served: "
+                               f"{sorted(self.environments(policy))})")
         lk = self.latchkey(team)
-        with lk.pipeline(request.pipeline, env=request.env, run_name=request.run_name,
+        # the run name is the task's word; the team is Airflow's: the audit says which is which
+        label = f"{team}/{request.run_name or uuid.uuid4().hex[:12]}"
+        with lk.pipeline(request.pipeline, env=request.env, run_name=label,
                          **dict(request.params)) as run:
-            return encode_payload(run, _dlt_keys(run))
+            keys = _dlt_keys(run)
+            for secret in [*run.resolved().values(), *keys.values()]:
+                other = self.claimant(team, secret.key)
+                if other is not None:
+                    raise AccessDenied(
+                        f"Airflow team {team!r}: the run of latchkey pipeline "
+                        f"{request.pipeline!r} with {dict(request.params)} reads "
+                        f"{secret.key!r}, which team {other!r}'s pipelines name (a parameter "
+                        "value may not reach another team's keys)")
+            return encode_payload(run, keys)
+
+    def claimant(self, team: str, key: str) -> str | None:
+        """Another team whose pipelines name ``key`` itself (:meth:`TeamPolicy.claims`) when
+        ``team``'s do not: ``team`` reaches it only through a parameter's value
+        (``connections/lake_{account}`` with account ``"finance"``), so it is refused."""
+        manifest = self.lk.manifest
+        if manifest is None or self.policy(team).claims(key):
+            return None
+        return next((other for other in sorted(manifest.team_names() - {team})
+                     if self.policy(other).claims(key)), None)
+
+    def environments(self, policy: TeamPolicy) -> set[str]:
+        """The environments a team's run request may name: the manifest's ``environments``,
+        else the server's own and those its pipelines pin (``env = ...``). Any other would
+        fill ``{env}`` with text the team chose (``connections/wh_{env}`` with env
+        ``"finance"`` is another team's key) and build a chain per name asked for."""
+        manifest = self.lk.manifest
+        if manifest is not None and manifest.environments:
+            return set(manifest.environments)
+        return {self.lk.env} | {p.env for p in policy.pipelines.values() if p.env}
 
     # -- internals ------------------------------------------------------------------------
     def _read(self, lk: Latchkey, key: str, policy: TeamPolicy | None) -> str | None:
@@ -271,9 +339,21 @@ class TeamBroker:
         self.mask(secret.value)
         return secret.value
 
-    def _deny_if_held(self, lk: Latchkey, key: str, why: str) -> None:
+    def _teams_key(self, key: str) -> bool:
+        """True if some team's policy covers ``key`` (``shared/`` aside)."""
+        manifest = self.lk.manifest
+        return not is_under(key, SHARED) and manifest is not None and any(
+            self.policy(team).allows(key) for team in sorted(manifest.team_names()))
+
+    def _deny_if_held(self, lk: Latchkey, key: str, why: str, always: bool = False) -> None:
+        """Refuse ``key`` if a store holds it, or ``always``: a key in a team's namespace is
+        refused unasked, so a refusal does not tell another team which keys exist there."""
+        if always:
+            raise AccessDenied(why)
         try:
             held = lk.chain.resolve([key])[key].found
+        except InvalidKey:
+            held = False  # no store of latchkey's can hold it: Airflow's backends may answer
         except LatchkeyError:
             held = True  # cannot tell: refuse rather than let another backend answer
         if held:

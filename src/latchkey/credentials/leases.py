@@ -71,22 +71,30 @@ class RunLeases:
         return self._leases[name]
 
     def mint_all(self, inputs: Mapping[str, str]) -> dict[str, Lease]:
-        """Mint each dynamic connection; on any failure revoke what was minted and raise."""
+        """Mint each dynamic connection; on any failure revoke what was minted and raise.
+
+        A lease is held (so revoked on failure) the moment ``mint`` returns it: a failure
+        after that (a required audit sink refusing the mint record, an interrupt) must not
+        leave its login to expire by itself."""
         self._announce(*inputs.values())
-        for conn, definition in self.dynamic.items():
-            minter = self._minters[definition]
-            start = time.perf_counter()
-            try:
-                lease = minter.mint(self.pipeline, self.run, {k: inputs[k] for k in minter.reads})
-            except BaseException as exc:  # an interrupt too: what was minted must go
-                detail = str(exc) if isinstance(exc, LatchkeyError) else type(exc).__name__
-                self._event("mint", definition, "error", detail, start)
-                self.revoke_all()
-                raise
-            self._announce(*lease.connection.secret_values())
-            self._event("mint", definition, "ok", f"login {lease.login}", start)
-            with self._lock:
-                self._leases[conn] = lease
+        try:
+            for conn, definition in self.dynamic.items():
+                minter = self._minters[definition]
+                start = time.perf_counter()
+                try:
+                    lease = minter.mint(self.pipeline, self.run,
+                                        {k: inputs[k] for k in minter.reads})
+                except BaseException as exc:
+                    detail = str(exc) if isinstance(exc, LatchkeyError) else type(exc).__name__
+                    self._event("mint", definition, "error", detail, start)
+                    raise
+                with self._lock:
+                    self._leases[conn] = lease
+                self._announce(*lease.connection.secret_values())
+                self._event("mint", definition, "ok", f"login {lease.login}", start)
+        except BaseException:  # an interrupt too: what was minted must go
+            self.revoke_all()
+            raise
         return dict(self._leases)
 
     def renew(self, name: str) -> Lease:
@@ -103,21 +111,31 @@ class RunLeases:
         return renewed
 
     def revoke_all(self) -> None:
-        """Revoke every lease; a failure is logged, counted and audited, not raised."""
+        """Revoke every lease; a failure is logged, counted and audited, not raised. An
+        interrupt (KeyboardInterrupt, SystemExit) while revoking one lease does not skip the
+        others: they are revoked first, then the interrupt is raised again."""
         with self._lock:
             leases, self._leases = list(self._leases.values()), {}
+        interrupt: BaseException | None = None
         for lease in leases:
             start = time.perf_counter()
             try:
                 self._minters[lease.definition].revoke(lease)
-            except Exception as exc:  # noqa: BLE001 - a close must finish
+                outcome, detail = "ok", f"login {lease.login}"
+            except BaseException as exc:  # noqa: BLE001 - a close must finish
+                if not isinstance(exc, Exception):
+                    interrupt = interrupt or exc
                 text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                message = redact.redactor().redact(text)
-                log.warning("run %r: could not revoke %s: %s", self.run, lease.login, message)
+                detail = redact.redactor().redact(text)
+                outcome = "error"
+                log.warning("run %r: could not revoke %s: %s", self.run, lease.login, detail)
                 metrics.incr("credential_revoke_errors", definition=lease.definition)
-                self._event("revoke", lease.definition, "error", message, start)
-                continue
-            self._event("revoke", lease.definition, "ok", f"login {lease.login}", start)
+            try:  # a required audit sink that refuses must not stop the other revokes
+                self._event("revoke", lease.definition, outcome, detail, start)
+            except BaseException as exc:  # noqa: BLE001
+                interrupt = interrupt or exc
+        if interrupt is not None:
+            raise interrupt
 
     def mint_detached(self, name: str) -> tuple[Lease, Callable[[], None]]:
         """Mint ``name`` outside the run's lifecycle (``latchkey check --connect``); returns
@@ -130,8 +148,6 @@ class RunLeases:
         except LatchkeyError as exc:
             self._event("mint", definition, "error", str(exc), start)
             raise
-        self._announce(*lease.connection.secret_values())
-        self._event("mint", definition, "ok", f"login {lease.login}", start)
 
         def revoke() -> None:
             begun = time.perf_counter()
@@ -142,6 +158,12 @@ class RunLeases:
                 raise
             self._event("revoke", definition, "ok", f"login {lease.login}", begun)
 
+        try:
+            self._announce(*lease.connection.secret_values())
+            self._event("mint", definition, "ok", f"login {lease.login}", start)
+        except BaseException:  # the caller never gets the revoke: do it here
+            minter.revoke(lease)
+            raise
         return lease, revoke
 
     def _event(self, event: str, definition: str, outcome: str, detail: str,

@@ -54,7 +54,23 @@ WAIT_SECONDS = 30.0
 SWEEP_EVERY = 60.0
 _LIBPQ_EXTRAS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "target_session_attrs",
                  "application_name")
+#: the admin connection's ``extra`` fields the run's Connection inherits: where and how to
+#: reach the server, never who the admin is (``sslcert``/``sslkey``/``sslpassword`` and any
+#: other field are the admin's identity and stay with latchkey)
+_RUN_EXTRAS = ("sslmode", "sslrootcert", "sslcrl", "target_session_attrs")
 _MAX_NAME = 63  # NAMEDATALEN - 1, bytes
+#: SQL: role ``r`` is a run login this definition made, as far as the catalog can say: the
+#: prefix; a comment starting with the marker *and this definition's name* (so sweeping one
+#: definition never reassigns another's objects to its own group); none of the attributes
+#: latchkey never gives (a role someone made or raised by hand); and no member but the
+#: admin itself (PostgreSQL 16 makes the creator one): a role used as a group is not a login
+#: of a run. Parameters: len(prefix), prefix, marker prefix.
+_OURS = ("(left(r.rolname, %s) = %s "
+         "AND starts_with(coalesce(shobj_description(r.oid, 'pg_authid'), ''), %s) "
+         "AND NOT (r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication "
+         "OR r.rolbypassrls) "
+         "AND NOT EXISTS (SELECT 1 FROM pg_auth_members m WHERE m.roleid = r.oid "
+         "AND m.member <> (SELECT oid FROM pg_roles WHERE rolname = current_user)))")
 
 
 def _psycopg2() -> Any:
@@ -158,12 +174,16 @@ class _Pool:
             conn.close()
 
 
+class _CannotConnect(CredentialError):
+    """The admin connection could not be opened (a rotated password, say)."""
+
+
 def _connect(definition: str, kwargs: dict[str, Any]) -> Any:
     psycopg2 = _psycopg2()
     try:
         return psycopg2.connect(**kwargs)
     except psycopg2.Error as exc:
-        raise CredentialError(definition, "cannot connect to PostgreSQL as the admin "
+        raise _CannotConnect(definition, "cannot connect to PostgreSQL as the admin "
                                           f"{kwargs['user']!r} at {kwargs['host']}:"
                                           f"{kwargs['port']}: {_said(exc)}") from None
 
@@ -255,8 +275,10 @@ class PostgresRoleMinter:
         latency = time.perf_counter() - start
         metrics.observe("credential_mint_seconds", latency, definition=self.name)
         metrics.incr("credentials_minted", definition=self.name)
-        minted = admin.replace(conn_type=admin.conn_type or "postgres", login=login,
-                               password=password, conn_id=None)
+        minted = Connection(conn_type=admin.conn_type or "postgres", host=admin.host,
+                            port=admin.port, schema=admin.schema, login=login,
+                            password=password,
+                            extra={k: v for k, v in admin.extra.items() if k in _RUN_EXTRAS})
         return Lease(self.name, login, minted, expires_at)
 
     def renew(self, lease: Lease) -> Lease:
@@ -275,10 +297,10 @@ class PostgresRoleMinter:
                                                  f"{lease.login!r}: {_said(exc)}") from None
             return epoch
 
-        return replace(lease, expires_at=self._pool_of(lease.login).run(self.name, extend))
+        return replace(lease, expires_at=self._as_admin(lease.login, extend))
 
     def revoke(self, lease: Lease) -> None:
-        self._pool_of(lease.login).run(self.name, lambda db: self._drop(db, lease.login))
+        self._as_admin(lease.login, lambda db: self._drop(db, lease.login))
         with self._lock:
             self._issued.pop(lease.login, None)
 
@@ -302,11 +324,22 @@ class PostgresRoleMinter:
             redact.register(secret)
         return admin
 
-    def _pool_of(self, login: str) -> _Pool:
+    def _as_admin(self, login: str, action: Callable[[Any], T]) -> T:
+        """``action`` as the admin that minted ``login``; if that admin can no longer connect
+        (its password was rotated while the run lasted), as the admin the store holds now,
+        so a rotation does not leave the run's login behind."""
         with self._lock:
             kwargs = self._issued.get(login)
-        return _pool_for(kwargs) if kwargs is not None else \
-            _pool_for(connect_kwargs(self._admin(None)))
+        current = None
+        if kwargs is not None:
+            try:
+                return _pool_for(kwargs).run(self.name, action)
+            except _CannotConnect:
+                current = connect_kwargs(self._admin(None))
+                if current == kwargs:
+                    raise
+        pool = _pool_for(current or connect_kwargs(self._admin(None)))
+        return pool.run(self.name, action)
 
     def _expiry(self, cur: Any) -> tuple[str, float]:
         cur.execute("SELECT to_char((now() + make_interval(secs => %s)) AT TIME ZONE 'UTC', "
@@ -341,15 +374,21 @@ class PostgresRoleMinter:
     def _check_ours(self, cur: Any, login: str) -> bool:
         """True if ``login`` exists and is latchkey's; False if it is gone; refuses (raises)
         a role latchkey did not make."""
-        cur.execute("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles "
-                    "WHERE rolname = %s", (login,))
+        cur.execute("SELECT rolname, " + _OURS + " FROM pg_roles r WHERE rolname = %s",
+                    (*self._ours_args(), login))
         row = cur.fetchone()
         if row is None:
             return False
-        if not (login.startswith(self.config.prefix) and (row[0] or "").startswith(MARKER)):
-            raise CredentialError(self.name, f"role {login!r} was not made by latchkey "
-                                             "(no marker); left alone")
+        if not row[1]:
+            raise CredentialError(self.name, f"role {login!r} is not a run login of this "
+                                             "definition (prefix, marker, attributes or "
+                                             "members differ); left alone")
         return True
+
+    def _ours_args(self) -> tuple[Any, ...]:
+        """The parameters of :data:`_OURS`, for this definition."""
+        return (len(self.config.prefix), self.config.prefix,
+                f"{MARKER}; definition={self.name}; ")
 
     def _drop(self, db: Any, login: str) -> bool:
         """End ``login``'s sessions and drop it; False if it was already gone."""
@@ -411,15 +450,12 @@ class PostgresRoleMinter:
         return self._drop(db, login)
 
     def _expired(self, db: Any) -> list[str]:
-        """Expired roles latchkey made: the prefix, the marker, not a superuser."""
+        """Expired run logins of this definition (:data:`_OURS`)."""
         psycopg2 = _psycopg2()
         try:
             with db, db.cursor() as cur:
-                cur.execute("SELECT rolname FROM pg_roles WHERE left(rolname, %s) = %s "
-                            "AND NOT rolsuper AND rolvaliduntil < now() "
-                            "AND starts_with(coalesce(shobj_description(oid, 'pg_authid'), ''),"
-                            " %s) ORDER BY rolname",
-                            (len(self.config.prefix), self.config.prefix, MARKER))
+                cur.execute("SELECT rolname FROM pg_roles r WHERE " + _OURS +
+                            " AND rolvaliduntil < now() ORDER BY rolname", self._ours_args())
                 return [row[0] for row in cur.fetchall()]
         except psycopg2.Error as exc:
             raise CredentialError(self.name, f"cannot list expired run logins: {_said(exc)}") \

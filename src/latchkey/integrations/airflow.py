@@ -215,6 +215,12 @@ class LatchkeySecretsBackend(BaseSecretsBackend):
                 return self.broker.run(key, team_name)
             except LatchkeyError as exc:  # the namespace is latchkey's: no other backend
                 raise AirflowSecretsBackendAccessDenied(str(exc)) from None  # may answer it
+            except Exception as exc:  # noqa: BLE001 - Airflow would ask the next backend
+                log.error("latchkey: a run request of Airflow team %r failed: %s", team_name,
+                          type(exc).__name__)
+                raise AirflowSecretsBackendAccessDenied(
+                    f"latchkey could not answer a run request of Airflow team {team_name!r} "
+                    f"({type(exc).__name__}; see the API server's log)") from None
         if self.broker is not None:
             return self._brokered("variable", key, team_name)
         run = current()
