@@ -130,7 +130,7 @@ def test_readme_explain_sample_is_what_explain_prints(isolated: Path) -> None:
 
 def test_readme_states_the_suite_time_measured_on_two_cores() -> None:
     """The README gives the suite's duration as measured on the stated 2-core set-up."""
-    assert "about 11 minutes on a 2-core machine" in README
+    assert "about 13 minutes on a 2-core machine" in README
     assert "about three minutes" not in README
 
 
