@@ -315,9 +315,7 @@ class Latchkey:
                              f"(its parameters: {sorted(expected) or 'none'})")
         explicit = self.manifest.env_explicit if self.manifest else True
         chosen = env or (self.env if explicit else None) or config.env or self.env
-        minters = {d: self.minter(d, chosen) for d in
-                   {t[len("dynamic:"):] for t in config.connections.values()
-                    if t.startswith("dynamic:")}}
+        minters = {d: self.minter(d, chosen) for d in set(config.minted_connections().values())}
         return Run(name, config, self.chain_for(chosen), chosen, params, run_name,
                    auditor=self.audit, minters=minters)
 

@@ -79,9 +79,18 @@ class PipelineConfig(BaseModel):
     def parameters(self) -> set[str]:
         """Every parameter the pipeline's templates use (scope, grants, connection mappings),
         ``env`` excluded: it is always given."""
-        templates = [self.scope, *self.grants,
-                     *(t for t in self.connections.values() if not t.startswith("dynamic:"))]
+        templates = [self.scope, *self.grants, *self.stored_connections().values()]
         return {f for t in templates for f in template_fields(t)} - {"env"}
+
+    def stored_connections(self) -> dict[str, str]:
+        """Connection name -> key template, for the connections read from the stores."""
+        return {c: t for c, t in self.connections.items() if not t.startswith(DYNAMIC)}
+
+    def minted_connections(self) -> dict[str, str]:
+        """Connection name -> ``[credentials.NAME]``, for the connections minted per run
+        (mapped ``dynamic:NAME``)."""
+        return {c: t[len(DYNAMIC):] for c, t in self.connections.items()
+                if t.startswith(DYNAMIC)}
 
 
 class TeamConfig(BaseModel):
@@ -298,8 +307,7 @@ def _check_admins_unreadable(path: Path, credentials: Mapping[str, CredentialCon
             raise ManifestError(path, where, f"{admin!r} is under shared/, which every run "
                                              "reads: keep the admin connection elsewhere")
         for pipe, config in pipelines.items():
-            readable = [config.scope, *config.grants,
-                        *(t for t in config.connections.values() if not t.startswith(DYNAMIC))]
+            readable = [config.scope, *config.grants, *config.stored_connections().values()]
             if any(covers(t, admin) for t in readable):
                 raise ManifestError(path, where, f"{admin!r} is readable by pipeline {pipe!r} "
                                                  "(its scope, grants or connections): keep "

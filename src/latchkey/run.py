@@ -54,7 +54,6 @@ __all__ = ["Run", "add_value_listener", "current", "declared_names"]
 
 _current: ContextVar["Run | None"] = ContextVar("latchkey_run", default=None)
 _CONNECTION = "connection:"
-_DYNAMIC = "dynamic:"
 #: preflight's name for a key a credential definition reads (an admin connection)
 _CREDENTIAL_INPUT = "credential-input:"
 _value_listeners: list[Callable[[str], None]] = []
@@ -106,11 +105,9 @@ class Run:
         values = {**params, "env": env}
         what = f"pipeline {pipeline!r}"
         self.connection_keys = {c: fill_template(t, values, f"{what} connection {c!r}")
-                                for c, t in config.connections.items()
-                                if not t.startswith(_DYNAMIC)}
+                                for c, t in config.stored_connections().items()}
         #: connection name -> the ``[credentials.NAME]`` that mints it for each run
-        self.dynamic = {c: t[len(_DYNAMIC):] for c, t in config.connections.items()
-                        if t.startswith(_DYNAMIC)}
+        self.dynamic = config.minted_connections()
         self._audit = auditor or Auditor()
         self._leases = RunLeases(pipeline, self.name, self.dynamic, minters or {}, self._audit,
                                  _announce)

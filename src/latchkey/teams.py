@@ -33,6 +33,7 @@ from . import redact
 from .backends.aws_common import AwsConfig
 from .backends.base import Secret
 from .broker import encode_payload, parse_request
+from .credentials.base import DYNAMIC
 from .errors import AccessDenied, InvalidKey, LatchkeyError, SecretNotFound, UsageError
 from .keys import SEGMENT_PATTERN, is_under
 from .run import Run, declared_names
@@ -124,7 +125,8 @@ class TeamPolicy:
         self._scopes = [(_Template(p.scope, env), frozenset(declared_names(p)))
                         for p in runnable]
         self._grants = [_Template(g, env) for p in runnable for g in p.grants]
-        self._mapped = [_Template(t, env) for p in runnable for t in p.connections.values()]
+        self._mapped = [_Template(t, env) for p in runnable
+                        for t in p.stored_connections().values()]
 
     def allows_subtree(self, key: str) -> bool:
         """True if the team may read everything below ``key`` (a document standing for it)."""
@@ -253,10 +255,10 @@ class TeamBroker:
         if mapping is None:
             return default
         pipeline, template = mapping
-        if template.startswith("dynamic:"):  # never a stored key: no other backend answers
+        if template.startswith(DYNAMIC):  # never a stored key: no other backend answers
             raise AccessDenied(f"Airflow team {team!r}: connection {conn_id!r} of pipeline "
                                f"{pipeline!r} is a login minted per run "
-                               f"(credentials.{template[len('dynamic:'):]}); open a run in "
+                               f"(credentials.{template[len(DYNAMIC):]}); open a run in "
                                "the task (task_run / @latchkey_task)")
         if set(template_fields(template)) - {"env"}:
             raise AccessDenied(f"Airflow team {team!r}: connection {conn_id!r} of pipeline "

@@ -57,7 +57,6 @@ from ..keys import is_under
 from ..manifest import Manifest, load_manifest
 from ..run import Run, add_value_listener, current
 from ..scope import SHARED, fill_template, template_fields
-from ..teams import TeamBroker
 from ._airflow_mode import (
     MODE_ENV,
     airflow_conf,
@@ -69,6 +68,7 @@ from ._airflow_mode import (
 if TYPE_CHECKING:
     from ..backends.base import Secret
     from ..manifest import PipelineConfig
+    from ..teams import TeamBroker
 
 try:
     from airflow.sdk.exceptions import AirflowSecretsBackendAccessDenied
@@ -146,7 +146,7 @@ class LatchkeySecretsBackend(BaseSecretsBackend):
     """
 
     #: the broker of ``mode="broker"`` (None in direct mode)
-    broker: TeamBroker | None = None
+    broker: "TeamBroker | None" = None
     #: a broker-mode backend Airflow built in a worker: it answers nothing there
     aside = False
 
@@ -176,7 +176,10 @@ class LatchkeySecretsBackend(BaseSecretsBackend):
                          "config": config_prefix}
         self.outside_pipelines = outside_pipelines
         self.mode = mode
-        self.broker = TeamBroker(self.lk, no_team, _mask) if mode == "broker" else None
+        if mode == "broker":  # the API server only: direct-mode processes never import it
+            from ..teams import TeamBroker
+
+            self.broker = TeamBroker(self.lk, no_team, _mask)
         if mode == "direct" and os.environ.get(MODE_ENV) == "broker":
             log.warning("latchkey: %s=broker, but a LatchkeySecretsBackend in direct mode was "
                         "built in this process (remove it from [workers] secrets_backend: a "
@@ -386,10 +389,9 @@ class _Policy:
         def free(template: str) -> bool:
             return set(template_fields(template)) <= {"env"}
 
-        dynamic = {c: t[len("dynamic:"):] for c, t in config.connections.items()
-                   if t.startswith("dynamic:")}
+        dynamic = config.minted_connections()
         connections = {c: fill_template(t, values, f"{what} connection {c!r}")
-                       for c, t in config.connections.items() if free(t) and c not in dynamic}
+                       for c, t in config.stored_connections().items() if free(t)}
         grants = tuple(fill_template(g.rstrip("/"), values, f"{what} grant")
                        for g in config.grants if free(g))
         mapped = frozenset(connections.values())
