@@ -20,11 +20,7 @@ encoding a leak takes) in task logs, component consoles and every file under the
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -33,7 +29,8 @@ pytest.importorskip("dlt")  # deploy.py's stand-in APIs come with the quickstart
 
 from latchkey.redact import encodings  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+from .airflow_deploy import celery_missing, deploy_module  # noqa: E402
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 ACCOUNTS = ("acct_41", "acct_42", "acct_43")
@@ -204,23 +201,6 @@ def ads_intruder():
 ads_intruder()
 '''
 
-def _deploy_module():
-    spec = importlib.util.spec_from_file_location(
-        "latchkey_airflow_deploy", ROOT / "examples" / "airflow" / "deploy.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def _celery_missing() -> str | None:
-    if shutil.which("redis-server") is None:
-        return "redis-server is not installed (scripts/setup-dev.sh installs it)"
-    if importlib.util.find_spec("airflow.providers.celery") is None:
-        return "the Celery provider is not installed (pip install 'latchkey[airflow-celery]')"
-    return None
-
-
 def sha(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()[:12]
 
@@ -253,9 +233,9 @@ class Values:
     pytest.param("LocalExecutor", id="local"), pytest.param("CeleryExecutor", id="celery")])
 def deployment(request, tmp_path_factory):
     """Two team bundles, broker mode, both DAGs triggered and finished; stopped afterwards."""
-    if request.param == "CeleryExecutor" and _celery_missing():
-        pytest.skip(_celery_missing())
-    deploy = _deploy_module()
+    if request.param == "CeleryExecutor" and celery_missing():
+        pytest.skip(celery_missing())
+    deploy = deploy_module()
     work = tmp_path_factory.mktemp("broker")
     bundles = {team: work / f"bundle_{team}" for team in TEAMS}
     for folder in bundles.values():

@@ -10,45 +10,25 @@ stdout into the scheduler's console.
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("airflow")
 pytest.importorskip("dlt")
 
-ROOT = Path(__file__).resolve().parents[1]
+from .airflow_deploy import celery_missing, deploy_module  # noqa: E402
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-
-
-def _deploy_module():
-    spec = importlib.util.spec_from_file_location(
-        "latchkey_airflow_deploy", ROOT / "examples" / "airflow" / "deploy.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def _celery_missing() -> str | None:
-    if shutil.which("redis-server") is None:
-        return "redis-server is not installed (scripts/setup-dev.sh installs it)"
-    if importlib.util.find_spec("airflow.providers.celery") is None:
-        return "the Celery provider is not installed (pip install 'latchkey[airflow-celery]')"
-    return None
 
 
 @pytest.fixture(scope="module", params=[
     pytest.param("LocalExecutor", id="local"), pytest.param("CeleryExecutor", id="celery")])
 def deployment(request, tmp_path_factory):
     """The example deployment, both DAGs triggered and finished; stopped afterwards."""
-    if request.param == "CeleryExecutor" and _celery_missing():
-        pytest.skip(_celery_missing())
-    deploy = _deploy_module()
+    if request.param == "CeleryExecutor" and celery_missing():
+        pytest.skip(celery_missing())
+    deploy = deploy_module()
     running = deploy.Deployment(tmp_path_factory.mktemp("deployment"), executor=request.param,
                                 log=lambda *a: None)
     try:
