@@ -11,11 +11,11 @@ masking set-up, so each way gets a cold sample of its own):
 
 * ``broker``: ``task_run()`` in a task process without store credentials: one Variable
   request task -> supervisor -> Execution API -> the API server, whose
-  ``LatchkeySecretsBackend(mode="broker")`` opens the run for the task's team and answers
+  ``PipekeySecretsBackend(mode="broker")`` opens the run for the task's team and answers
   with its 40 values;
-* ``direct``: ``task_run(latchkey.load())`` in the same task, reading the store itself. Only
+* ``direct``: ``task_run(pipekey.load())`` in the same task, reading the store itself. Only
   for this measurement the task reads the store's key from a file the benchmark wrote
-  (``LATCHKEY_MASTER_KEY`` set in the task for the direct opens alone); no other process but
+  (``PIPEKEY_MASTER_KEY`` set in the task for the direct opens alone); no other process but
   the API server has it.
 
 Each sample is the wall time from before ``task_run`` (the manifest's load included) to
@@ -56,9 +56,9 @@ DAG_FILE = textwrap.dedent('''
 
 
     def measure(first):
-        import latchkey
-        from latchkey.integrations import airflow as integration
-        from latchkey.integrations.airflow import task_run
+        import pipekey
+        from pipekey.integrations import airflow as integration
+        from pipekey.integrations.airflow import task_run
 
         fetches = []
         fetch = integration._fetch_variable
@@ -79,14 +79,14 @@ DAG_FILE = textwrap.dedent('''
                 return time.perf_counter() - start
 
         def direct():
-            os.environ["LATCHKEY_MASTER_KEY"] = Path(KEY_FILE).read_text().strip()
+            os.environ["PIPEKEY_MASTER_KEY"] = Path(KEY_FILE).read_text().strip()
             try:
                 start = time.perf_counter()
-                with task_run(latchkey.load()) as run:
+                with task_run(pipekey.load()) as run:
                     assert len([run.secret(name) for name in run.names]) == SECRETS
                     return time.perf_counter() - start
             finally:
-                del os.environ["LATCHKEY_MASTER_KEY"]
+                del os.environ["PIPEKEY_MASTER_KEY"]
 
         ways = {{"broker": broker, "direct": direct}}
         order = [first, *(w for w in ways if w != first)]
@@ -120,7 +120,7 @@ MANIFEST = textwrap.dedent('''
 
     [backends.local]
     type = "local"
-    path = ".latchkey/{{env}}.db"
+    path = ".pipekey/{{env}}.db"
 
     [pipelines.bench]
     teams = ["{team}"]
@@ -151,26 +151,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.repeat <= 500:
         parser.error("--repeat is 1..500")
-    deploy = _module("latchkey_airflow_deploy", ROOT / "examples" / "airflow" / "deploy.py")
-    work = (args.dir or Path(tempfile.mkdtemp(prefix="latchkey-broker-bench-"))).resolve()
+    deploy = _module("pipekey_airflow_deploy", ROOT / "examples" / "airflow" / "deploy.py")
+    work = (args.dir or Path(tempfile.mkdtemp(prefix="pipekey-broker-bench-"))).resolve()
     bundle = work / "bundle"
     bundle.mkdir(parents=True, exist_ok=True)
     key_file = work / "bench-direct.key"
     (bundle / "broker_bench.py").write_text(DAG_FILE.format(
         repeat=args.repeat, secrets=SECRETS, key_file=str(key_file), dag_id=DAG_ID))
     names = ", ".join(f'"secret_{i:02d}"' for i in range(SECRETS))
-    (work / "bench-latchkey.toml").write_text(MANIFEST.format(team=TEAM, dag_id=DAG_ID,
+    (work / "bench-pipekey.toml").write_text(MANIFEST.format(team=TEAM, dag_id=DAG_ID,
                                                               names=names))
     values = {f"bench/p00/secret_{i:02d}": f"fake-bench-{i:02d}-value" for i in range(SECRETS)}
 
     def seed(d) -> None:
-        d.latchkey_set_many("dev", values)
+        d.pipekey_set_many("dev", values)
         key_file.write_text(d.master_key)
         key_file.chmod(0o600)
 
     print(f"== working in {work}")
     deployment = deploy.Deployment(work / "deployment", dag_ids=(DAG_ID,), seed=seed,
-                                   manifest_source=work / "bench-latchkey.toml",
+                                   manifest_source=work / "bench-pipekey.toml",
                                    teams={TEAM: bundle}, broker=True)
     try:
         deployment.start()

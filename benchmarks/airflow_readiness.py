@@ -1,19 +1,19 @@
-"""Per-task readiness in a real Airflow deployment, latchkey next to Airflow's SSM backend.
+"""Per-task readiness in a real Airflow deployment, pipekey next to Airflow's SSM backend.
 
     python benchmarks/airflow_readiness.py [--tasks 20] [--latency-ms 20] [--dir DIR]
 
 One deployment (examples/airflow/deploy.py: api-server, scheduler with LocalExecutor,
-dag-processor, on 127.0.0.1), one moto server behind the latency proxy (as ``latchkey bench
+dag-processor, on 127.0.0.1), one moto server behind the latency proxy (as ``pipekey bench
 --compare``), 40 secrets per task seeded in SSM Parameter Store. Two DAGs of ``--tasks``
 mapped tasks each, run one after the other:
 
-* ``readiness_latchkey``: each task opens a latchkey run (``task_run``) whose pipeline
+* ``readiness_pipekey``: each task opens a pipekey run (``task_run``) whose pipeline
   requires its 40 secrets: batched ``GetParameters``, 10 a call, concurrently;
 * ``readiness_airflow_ssm``: each task makes the same 40 lookups with Airflow's own
   ``SystemsManagerParameterStoreBackend`` (``get_variable``: one ``GetParameter`` each).
 
 Each task reports three times to having all 40 values: from entering its function (imports
-and boto3 client construction included), of the lookups alone (latchkey: the run's
+and boto3 client construction included), of the lookups alone (pipekey: the run's
 ``ready_seconds``; Airflow: the 40 ``get_variable`` calls, its lazy client included), and
 from Airflow's task start (``ti.start_date``, process start-up included). The script prints
 both contenders side by side, the ratios of medians and the API calls moto saw. On a small
@@ -35,7 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRETS = 40
-DAG_IDS = ("readiness_latchkey", "readiness_airflow_ssm")
+DAG_IDS = ("readiness_pipekey", "readiness_airflow_ssm")
 
 DAG_FILE = textwrap.dedent('''
     """Readiness benchmark DAGs (written by benchmarks/airflow_readiness.py)."""
@@ -58,17 +58,17 @@ DAG_FILE = textwrap.dedent('''
                                       "since_task_start_s": since_start}}))
 
 
-    @dag(dag_id="readiness_latchkey", schedule=None, start_date=datetime(2026, 1, 1),
+    @dag(dag_id="readiness_pipekey", schedule=None, start_date=datetime(2026, 1, 1),
          max_active_tasks=TASKS)
-    def readiness_latchkey():
+    def readiness_pipekey():
         @task
         def ready(p: str):
             started = time.perf_counter()
-            from latchkey.integrations.airflow import task_run
+            from pipekey.integrations.airflow import task_run
 
             with task_run(p=p) as run:
                 assert len(run.names) == SECRETS
-                report("latchkey", p, started, run.ready_seconds)
+                report("pipekey", p, started, run.ready_seconds)
 
         ready.expand(p=PIPELINES)
 
@@ -93,7 +93,7 @@ DAG_FILE = textwrap.dedent('''
         ready.expand(p=PIPELINES)
 
 
-    readiness_latchkey()
+    readiness_pipekey()
     readiness_airflow_ssm()
 ''')
 
@@ -106,7 +106,7 @@ MANIFEST = textwrap.dedent('''
     max_concurrency = 16
 
     [pipelines.readiness]
-    dags = ["readiness_latchkey"]
+    dags = ["readiness_pipekey"]
     scope = "bench/{{p}}"
     requires = [{names}]
 ''')
@@ -139,15 +139,15 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(ROOT))
     from benchmarks.compare import _seed, _servers
 
-    deploy = _module("latchkey_airflow_deploy", ROOT / "examples" / "airflow" / "deploy.py")
-    work = (args.dir or Path(tempfile.mkdtemp(prefix="latchkey-airflow-bench-"))).resolve()
+    deploy = _module("pipekey_airflow_deploy", ROOT / "examples" / "airflow" / "deploy.py")
+    work = (args.dir or Path(tempfile.mkdtemp(prefix="pipekey-airflow-bench-"))).resolve()
     tag = f"airflow-bench-{uuid.uuid4().hex[:8]}"
     dags = work / "dags"
     dags.mkdir(parents=True, exist_ok=True)
     (dags / "readiness.py").write_text(DAG_FILE.format(tag=tag, tasks=args.tasks,
                                                        secrets=SECRETS))
     names = ", ".join(f'"secret_{i:02d}"' for i in range(SECRETS))
-    (work / "bench-latchkey.toml").write_text(MANIFEST.format(tag=tag, names=names))
+    (work / "bench-pipekey.toml").write_text(MANIFEST.format(tag=tag, names=names))
     print(f"== working in {work}")
     with _servers(args.latency_ms / 1000) as (moto_url, proxy):
         _seed(moto_url, 20, tag)
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                "AWS_DEFAULT_REGION": "eu-central-1", "AWS_ENDPOINT_URL": proxy.url,
                "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(max(16, args.tasks))}
         deployment = deploy.Deployment(work, dags_folder=dags, dag_ids=DAG_IDS, seed=False,
-                                       manifest_source=work / "bench-latchkey.toml",
+                                       manifest_source=work / "bench-pipekey.toml",
                                        extra_env=aws)
         calls = {}
         try:
@@ -172,25 +172,25 @@ def main(argv: list[str] | None = None) -> int:
                        if line.startswith("READY ")]
         finally:
             deployment.stop()
-    by = {c: [r for r in reports if r["contender"] == c] for c in ("latchkey", "airflow_ssm")}
+    by = {c: [r for r in reports if r["contender"] == c] for c in ("pipekey", "airflow_ssm")}
     print(f"\n{args.tasks} concurrent mapped tasks x {SECRETS} secrets, "
           f"{args.latency_ms:.0f} ms round trip (ms: median, p95, max)")
     columns = (("in_task_s", "in the task"), ("lookups_s", "lookups alone"),
                 ("since_task_start_s", "since Airflow task start"))
     print(f"{'contender':<14}" + "".join(f"{title:>26}" for _, title in columns) + "  API calls")
-    for contender, dag_id in zip(("latchkey", "airflow_ssm"), DAG_IDS):
+    for contender, dag_id in zip(("pipekey", "airflow_ssm"), DAG_IDS):
         rows = by[contender]
         if not rows:
             print(f"{contender:<14} no reports (see the task logs in {work})")
             continue
         print(f"{contender:<14}" + "".join(f"{_summary([r[k] for r in rows]):>26}"
                                            for k, _ in columns) + f"  {calls.get(dag_id)}")
-    if by["latchkey"] and by["airflow_ssm"]:
+    if by["pipekey"] and by["airflow_ssm"]:
         for key, title in columns:
             ratio = (statistics.median(r[key] for r in by["airflow_ssm"])
-                     / statistics.median(r[key] for r in by["latchkey"]))
-            print(f"ratio of medians (Airflow SSM backend / latchkey), {title}: {ratio:.1f}x")
-    return 0 if len(by["latchkey"]) == len(by["airflow_ssm"]) == args.tasks else 1
+                     / statistics.median(r[key] for r in by["pipekey"]))
+            print(f"ratio of medians (Airflow SSM backend / pipekey), {title}: {ratio:.1f}x")
+    return 0 if len(by["pipekey"]) == len(by["airflow_ssm"]) == args.tasks else 1
 
 
 if __name__ == "__main__":

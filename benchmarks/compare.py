@@ -1,8 +1,8 @@
-"""``latchkey bench --compare``: latchkey against what teams use instead, on one moto server.
+"""``pipekey bench --compare``: pipekey against what teams use instead, on one moto server.
 
     python -m benchmarks.compare [--repeat 3] [--latency-ms 20] [--pipelines 20] [--json]
 
-Run from a source checkout (this directory is not in the wheel); ``latchkey bench --compare``
+Run from a source checkout (this directory is not in the wheel); ``pipekey bench --compare``
 loads this module from the checkout next to the installed package.
 
 moto runs on 127.0.0.1 behind a proxy that adds a round-trip time (default 20 ms) to every
@@ -11,7 +11,7 @@ secrets each at their own scope level, 10 shared secrets, in SSM; the same per k
 Secrets Manager for the Secrets Manager contenders, and one JSON document per pipeline. Then,
 each ``--repeats`` times, with a fresh client per repeat (a new process's view):
 
-* latchkey: one cold run (SSM), warm ``run.secret()``, 20 concurrent cold runs without and
+* pipekey: one cold run (SSM), warm ``run.secret()``, 20 concurrent cold runs without and
   with the cache, and one cold run on Secrets Manager documents;
 * a hand-written boto3 loop, one ``GetParameter`` per key;
 * Airflow's ``SystemsManagerParameterStoreBackend`` and ``SecretsManagerBackend``, one lookup
@@ -19,7 +19,7 @@ each ``--repeats`` times, with a fresh client per repeat (a new process's view):
 * dlt's ``AwsSecretsManagerProvider``;
 * ``aws-secretsmanager-caching``.
 
-Prints a table (median and spread of wall time, API calls by action, ratio to latchkey),
+Prints a table (median and spread of wall time, API calls by action, ratio to pipekey),
 PASS/FAIL for the targets, and writes ``results.md``, ``results.json`` and PNG plots.
 """
 
@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
-from latchkey.errors import MissingDependency
+from pipekey.errors import MissingDependency
 
 from .proxy import LoopbackProxy
 
@@ -59,7 +59,7 @@ def _servers(rtt: float):
     try:
         import moto.server  # noqa: F401
     except ImportError:
-        raise MissingDependency("latchkey bench --compare", "bench") from None
+        raise MissingDependency("pipekey bench --compare", "bench") from None
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -113,7 +113,7 @@ def _seed(moto_url: str, pipelines: int, tag: str) -> None:
 
 
 def _manifest(tag: str, pipelines: int, cache: bool, sm: bool = False, shared: bool = True):
-    from latchkey.manifest import parse_manifest
+    from pipekey.manifest import parse_manifest
 
     backend = ({"type": "aws_secrets_manager", "prefix": f"{tag}-doc/"} if sm else
                {"type": "aws_ssm", "prefix": f"/{tag}", "max_concurrency": 16})
@@ -126,16 +126,16 @@ def _manifest(tag: str, pipelines: int, cache: bool, sm: bool = False, shared: b
     if sm:  # one JSON document per pipeline: its fields are the keys
         pipes = {"p00": {"scope": "bench/p00", "requires": names}}
     return parse_manifest({"backends": {"store": backend}, "pipelines": pipes},
-                          Path(f"/tmp/latchkey-bench-{uuid.uuid4().hex}.toml"))
+                          Path(f"/tmp/pipekey-bench-{uuid.uuid4().hex}.toml"))
 
 
-def _latchkey(manifest):
-    from latchkey.client import Latchkey, _build_chain
+def _pipekey(manifest):
+    from pipekey.client import Pipekey, _build_chain
 
     chain = _build_chain(manifest, manifest.env)
     for backend in chain:
         getattr(backend, "inner", backend).client  # a warm client: measure the run, not boto3
-    return Latchkey(chain.backends, manifest=manifest)
+    return Pipekey(chain.backends, manifest=manifest)
 
 
 def _measure(name: str, proxy: LoopbackProxy, repeats: int, setup: Callable[[], Any],
@@ -186,10 +186,10 @@ def run_comparison(rtt: float = 0.02, repeats: int = 3, pipelines: int = 20,
             with lk.pipeline(pipeline):
                 pass
 
-        add("latchkey: one cold run (SSM)",
-            lambda: _latchkey(_manifest(tag, 1, cache=False, shared=False)), open_run)
-        add("latchkey: one cold run (Secrets Manager documents)",
-            lambda: _latchkey(_manifest(tag, 1, cache=False, sm=True)), open_run)
+        add("pipekey: one cold run (SSM)",
+            lambda: _pipekey(_manifest(tag, 1, cache=False, shared=False)), open_run)
+        add("pipekey: one cold run (Secrets Manager documents)",
+            lambda: _pipekey(_manifest(tag, 1, cache=False, sm=True)), open_run)
 
         def concurrent(lk):
             threads = [threading.Thread(target=open_run, args=(lk, f"p{p:02d}"))
@@ -199,10 +199,10 @@ def run_comparison(rtt: float = 0.02, repeats: int = 3, pipelines: int = 20,
             for t in threads:
                 t.join(timeout=300)
 
-        add(f"latchkey: {pipelines} concurrent cold runs",
-            lambda: _latchkey(_manifest(tag, pipelines, cache=False)), concurrent)
-        add(f"latchkey: {pipelines} concurrent cold runs, cached",
-            lambda: _latchkey(_manifest(tag, pipelines, cache=True)), concurrent)
+        add(f"pipekey: {pipelines} concurrent cold runs",
+            lambda: _pipekey(_manifest(tag, pipelines, cache=False)), concurrent)
+        add(f"pipekey: {pipelines} concurrent cold runs, cached",
+            lambda: _pipekey(_manifest(tag, pipelines, cache=True)), concurrent)
 
         add("boto3 loop: GetParameter per key",
             lambda: boto3.client("ssm", region_name=REGION), lambda c: [
@@ -293,13 +293,13 @@ def _aws_caching(add, tag: str, keys: list[str]) -> None:
 def _warm_read(tag: str) -> float:
     import timeit
 
-    from latchkey.client import Latchkey
-    from latchkey.testing import MemoryBackend
+    from pipekey.client import Pipekey
+    from pipekey.testing import MemoryBackend
 
     manifest = _manifest(tag, 1, cache=False)
     data = {f"bench/p00/secret_{i:02d}": "fake" for i in range(SECRETS)}
     data.update({f"shared/shared_{i:02d}": "fake" for i in range(SHARED)})
-    lk = Latchkey([MemoryBackend("mem", data)], manifest=manifest)
+    lk = Pipekey([MemoryBackend("mem", data)], manifest=manifest)
     with lk.pipeline("p00") as run:
         return min(timeit.repeat(lambda: run.secret("secret_07"), number=200_000,
                                  repeat=5)) / 200_000 * 1e9
@@ -309,15 +309,15 @@ def _memory_per_run(runs: int = 100) -> float:
     """Bytes held per open run of 40 secrets (tracemalloc, 100 runs open at once)."""
     from contextlib import ExitStack
 
-    from latchkey.client import Latchkey
-    from latchkey.manifest import parse_manifest
-    from latchkey.testing import MemoryBackend
+    from pipekey.client import Pipekey
+    from pipekey.manifest import parse_manifest
+    from pipekey.testing import MemoryBackend
 
     names = [f"secret_{i:02d}" for i in range(SECRETS)]
     data = {f"m/a{r}/{n}": f"fake-{r}-{n}-" + "x" * 24 for r in range(runs) for n in names}
     manifest = parse_manifest({"pipelines": {"p": {"scope": "m/{account}", "requires": names}}},
                               Path("m.toml"))
-    lk = Latchkey([MemoryBackend("mem", data)], manifest=manifest)
+    lk = Pipekey([MemoryBackend("mem", data)], manifest=manifest)
     tracemalloc.start()
     before = tracemalloc.take_snapshot()
     with ExitStack() as stack:
@@ -331,9 +331,9 @@ def _memory_per_run(runs: int = 100) -> float:
 
 def _targets(results: dict) -> list[dict]:
     rows = {r["name"]: r for r in results["rows"]}
-    cold = rows["latchkey: one cold run (SSM)"]
+    cold = rows["pipekey: one cold run (SSM)"]
     n = results["pipelines"]
-    ours = rows[f"latchkey: {n} concurrent cold runs, cached"]["total_calls"]
+    ours = rows[f"pipekey: {n} concurrent cold runs, cached"]["total_calls"]
     theirs = rows.get(f"Airflow SSM backend: {n} concurrent runs", {}).get("total_calls")
     rtt = results["rtt_s"]
     return [
@@ -361,7 +361,7 @@ def markdown(results: dict) -> str:
              "Times are wall clock; 'net' takes off the time moto spent serving (it answers "
              "one request at a time, AWS answers in parallel).", "",
              "| contender | median | spread | net of moto | API calls | by action | "
-             "time vs latchkey | calls vs latchkey |", "|---|---:|---:|---:|---:|---|---:|---:|"]
+             "time vs pipekey | calls vs pipekey |", "|---|---:|---:|---:|---:|---|---:|---:|"]
     for r in results["rows"]:
         actions = ", ".join(f"{k} {v}" for k, v in sorted(r["calls"].items()))
         lines.append(f"| {r['name']} | {r['median_s'] * 1000:.0f} ms | "
@@ -390,7 +390,7 @@ def _write(results: dict, out: Path) -> None:
                                ("total_calls", "API calls", "calls.png")):
         fig, ax = plt.subplots(figsize=(10, 0.45 * len(names) + 1.5))
         ax.barh(names[::-1], [r[field] for r in results["rows"]][::-1],
-                color=["#2b8a3e" if n.startswith("latchkey") else "#868e96" for n in names][::-1])
+                color=["#2b8a3e" if n.startswith("pipekey") else "#868e96" for n in names][::-1])
         ax.set_xlabel(label)
         ax.set_title(f"{label}, {results['rtt_s'] * 1000:g} ms round trip")
         fig.tight_layout()

@@ -1,9 +1,9 @@
-"""20 dlt pipelines at once: latchkey runs versus dlt's own process-global secrets.
+"""20 dlt pipelines at once: pipekey runs versus dlt's own process-global secrets.
 
     python benchmarks/dlt_isolation.py [--pipelines 20] [--rounds 3] [--json]
 
 Each pipeline loads one account's campaigns from a stand-in API on 127.0.0.1 that accepts
-only that account's token, into its own duckdb file. With latchkey each thread opens a run
+only that account's token, into its own duckdb file. With pipekey each thread opens a run
 and dlt's ``api_token`` lookup is answered from it; with ``dlt.secrets[...] = token`` (what
 teams do today) every thread writes the one process-wide value before its run starts. A
 refused request is a run that read another run's token. Prints numbers; asserts nothing.
@@ -27,9 +27,9 @@ os.environ.setdefault("PROVIDERS__ENABLE_AIRFLOW_SECRETS", "false")
 
 import dlt  # noqa: E402
 
-import latchkey  # noqa: E402
-from latchkey.backends.local import LocalBackend, generate_master_key  # noqa: E402
-from latchkey.integrations import dlt as latchkey_dlt  # noqa: E402
+import pipekey  # noqa: E402
+from pipekey.backends.local import LocalBackend, generate_master_key  # noqa: E402
+from pipekey.integrations import dlt as pipekey_dlt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "quickstart"))
 from ads_api import AdsApi, digest  # noqa: E402
@@ -41,21 +41,21 @@ def ads_global(account: str, base_url: str, api_token: str = dlt.secrets.value):
     return ads(account=account, base_url=base_url, api_token=api_token).resources["campaigns"]
 
 
-def _project(root: Path, tokens: dict[str, str]) -> latchkey.Latchkey:
-    (root / "latchkey.toml").write_text(
+def _project(root: Path, tokens: dict[str, str]) -> pipekey.Pipekey:
+    (root / "pipekey.toml").write_text(
         '[backends.local]\ntype = "local"\npath = "store.db"\n'
         '[pipelines.ads]\nscope = "marketing/ads/{account}"\nrequires = ["api_token"]\n')
     store = LocalBackend("local", root / "store.db")
     for account, token in tokens.items():
         store.put(f"marketing/ads/{account}/api_token", token)
     store.close()
-    return latchkey.load(root / "latchkey.toml")
+    return pipekey.load(root / "pipekey.toml")
 
 
 def _round(mode: str, n: int, root: Path) -> dict:
     accounts = [f"acct_{i:02d}" for i in range(n)]
     tokens = {a: f"fake-{mode}-{a}-{uuid.uuid4().hex[:8]}" for a in accounts}
-    lk = _project(root, tokens) if mode == "latchkey" else None
+    lk = _project(root, tokens) if mode == "pipekey" else None
     barrier = threading.Barrier(n)
     failed: list[str] = []
 
@@ -66,7 +66,7 @@ def _round(mode: str, n: int, root: Path) -> dict:
         try:
             pipeline = dlt.pipeline(pipeline_name=f"{slug}_{account}", destination="duckdb",
                                     dataset_name="ads", pipelines_dir=str(root / ".dlt"))
-            if mode == "latchkey":
+            if mode == "pipekey":
                 with lk.pipeline("ads", account=account):
                     barrier.wait(timeout=120)
                     pipeline.run(ads(account=account, base_url=url), credentials=target)
@@ -94,9 +94,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    os.environ.setdefault("LATCHKEY_MASTER_KEY", generate_master_key())
-    latchkey_dlt.install()
-    results: dict[str, list[dict]] = {"latchkey": [], "dlt.secrets": []}
+    os.environ.setdefault("PIPEKEY_MASTER_KEY", generate_master_key())
+    pipekey_dlt.install()
+    results: dict[str, list[dict]] = {"pipekey": [], "dlt.secrets": []}
     for _ in range(args.rounds):
         for mode in results:
             with tempfile.TemporaryDirectory() as tmp:

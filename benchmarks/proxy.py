@@ -26,7 +26,7 @@ class LoopbackProxy:
     each request takes the next action from ``plan`` (then ``"pass"``): ``("status", 500)``
     answers that status, ``("throttle",)`` answers AWS-style throttling, ``("delay", s)``
     waits then forwards. ``close()`` stops it: new connections are refused and kept-alive
-    ones dropped. Used by latchkey's fault tests (``tests/test_faults.py``) and
+    ones dropped. Used by pipekey's fault tests (``tests/test_faults.py``) and
     ``benchmarks/compare.py``.
     """
 

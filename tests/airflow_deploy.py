@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def deploy_module() -> ModuleType:
     spec = importlib.util.spec_from_file_location(
-        "latchkey_airflow_deploy", ROOT / "examples" / "airflow" / "deploy.py")
+        "pipekey_airflow_deploy", ROOT / "examples" / "airflow" / "deploy.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -26,5 +26,5 @@ def celery_missing() -> str | None:
     if shutil.which("redis-server") is None:
         return "redis-server is not installed (scripts/setup-dev.sh installs it)"
     if importlib.util.find_spec("airflow.providers.celery") is None:
-        return "the Celery provider is not installed (pip install 'latchkey[airflow-celery]')"
+        return "the Celery provider is not installed (pip install 'pipekey[airflow-celery]')"
     return None

@@ -1,4 +1,4 @@
-"""Shared fixtures: every test runs in its own folder with no latchkey variables inherited."""
+"""Shared fixtures: every test runs in its own folder with no pipekey variables inherited."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from latchkey.backends.local import generate_master_key
+from pipekey.backends.local import generate_master_key
 
 from .servers import (  # noqa: F401  (fixtures)
     airflow_home,
@@ -27,7 +27,7 @@ from .servers import (  # noqa: F401  (fixtures)
 )
 
 # Airflow writes its config under AIRFLOW_HOME on first import: keep it out of ~/airflow.
-os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="latchkey-tests-airflow-"))
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="pipekey-tests-airflow-"))
 # dlt: no telemetry (no network here), and no probing of Airflow's variables from dlt's own
 # Airflow provider (it is on by default whenever Airflow is installed).
 os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
@@ -45,9 +45,9 @@ FAKE = "fake-s3cr3t-Zq9x-DO-NOT-USE"
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Run in an empty folder with no LATCHKEY_* variables from the outside."""
+    """Run in an empty folder with no PIPEKEY_* variables from the outside."""
     for name in list(os.environ):
-        if name.startswith("LATCHKEY"):
+        if name.startswith("PIPEKEY"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -55,18 +55,18 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def master_key(monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh master key in LATCHKEY_MASTER_KEY."""
+    """A fresh master key in PIPEKEY_MASTER_KEY."""
     key = generate_master_key()
-    monkeypatch.setenv("LATCHKEY_MASTER_KEY", key)
+    monkeypatch.setenv("PIPEKEY_MASTER_KEY", key)
     return key
 
 
 def run_cli(*args: str, input: str | None = None, env: dict[str, str] | None = None,
             cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real `latchkey` command in a subprocess, capturing everything it prints."""
+    """Run the real `pipekey` command in a subprocess, capturing everything it prints."""
     full_env = {k: v for k, v in os.environ.items()}
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "latchkey", *args], input=input, capture_output=True,
+        [sys.executable, "-m", "pipekey", *args], input=input, capture_output=True,
         text=True, env=full_env, cwd=cwd, timeout=60,
     )

@@ -55,9 +55,9 @@ def _pg_bindir() -> Path:
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[dict]:
     """A running PostgreSQL on a loopback port; yields host, port, user, password, dbname."""
-    need("postgres")  # what connects to it: latchkey check and the tests use psycopg2
+    need("postgres")  # what connects to it: pipekey check and the tests use psycopg2
     bindir = _pg_bindir()
-    base = Path(tempfile.mkdtemp(prefix="latchkey-pg-"))
+    base = Path(tempfile.mkdtemp(prefix="pipekey-pg-"))
     as_owner: list[str] = []
     if os.geteuid() == 0:
         shutil.chown(base, "postgres", "postgres")
@@ -165,7 +165,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, moto_server: str) -> str:
 def airflow_env(home: Path, extra: dict[str, str]) -> dict[str, str]:
     """The environment for a subprocess using Airflow with its own home."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AIRFLOW", "LATCHKEY", "AWS_"))}
+           if not k.startswith(("AIRFLOW", "PIPEKEY", "AWS_"))}
     env.update({"AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
                 "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
                 "RUNTIME__DLTHUB_TELEMETRY": "false", "DLT_DATA_DIR": str(home / "dlt-data"),
@@ -256,7 +256,7 @@ def azure_env(monkeypatch: pytest.MonkeyPatch, fake_azure):
 def azure_config(server, **fields):
     """An ``azure_key_vault`` configuration for the fake: client-secret auth against its
     token endpoint, its certificate trusted, the challenge's resource check off (an IP)."""
-    from latchkey.backends.azure_key_vault import AzureKeyVaultConfig, ClientSecretAuth
+    from pipekey.backends.azure_key_vault import AzureKeyVaultConfig, ClientSecretAuth
 
     from .fakes.azure import CLIENT_ID, TENANT
 

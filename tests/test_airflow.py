@@ -1,5 +1,5 @@
 """Real Apache Airflow 3: `airflow db migrate` on SQLite, DAGs run with `dag.test()` in a
-subprocess, secrets through LatchkeySecretsBackend; and in-process checks of task_run() and
+subprocess, secrets through PipekeySecretsBackend; and in-process checks of task_run() and
 the backend with the task's context faked (the deployment test runs the real components)."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from latchkey import Connection
-from latchkey.backends.local import LocalBackend, generate_master_key
+from pipekey import Connection
+from pipekey.backends.local import LocalBackend, generate_master_key
 
 from .extras import need
 from .servers import airflow_env as _airflow_env
@@ -31,9 +31,9 @@ need("airflow")
 
 
 def _backend_env(manifest: Path, key: str) -> dict[str, str]:
-    return {"AIRFLOW__SECRETS__BACKEND": "latchkey.integrations.airflow.LatchkeySecretsBackend",
+    return {"AIRFLOW__SECRETS__BACKEND": "pipekey.integrations.airflow.PipekeySecretsBackend",
             "AIRFLOW__SECRETS__BACKEND_KWARGS": json.dumps({"manifest": str(manifest)}),
-            "LATCHKEY_MASTER_KEY": key}
+            "PIPEKEY_MASTER_KEY": key}
 
 
 def _run_dag(home: Path, dag_file: Path, extra: dict[str, str], cwd: Path) -> str:
@@ -65,7 +65,7 @@ ISOLATION_DAG = textwrap.dedent('''
                 print("CROSS READ ALLOWED")
             except Exception as exc:
                 print("CROSS READ REFUSED", type(exc).__name__)
-            print("FALLBACK HOST", BaseHook.get_connection("not_in_latchkey").host)
+            print("FALLBACK HOST", BaseHook.get_connection("not_in_pipekey").host)
         read()
 
     d = team_a_load()
@@ -76,9 +76,9 @@ ISOLATION_DAG = textwrap.dedent('''
 
 def test_isolation_masking_and_fall_through(airflow_home: Path, tmp_path: Path) -> None:
     """A task reads its own and a granted shared connection, is refused another DAG's by id,
-    falls through to Airflow for what latchkey does not hold, and its log shows no password."""
+    falls through to Airflow for what pipekey does not hold, and its log shows no password."""
     key = generate_master_key()
-    manifest = tmp_path / "latchkey.toml"
+    manifest = tmp_path / "pipekey.toml"
     manifest.write_text(textwrap.dedent('''
         [backends.local]
         type = "local"
@@ -104,7 +104,7 @@ def test_isolation_masking_and_fall_through(airflow_home: Path, tmp_path: Path) 
     dag_file.write_text(ISOLATION_DAG)
     output = _run_dag(airflow_home, dag_file, {
         **_backend_env(manifest, key),
-        "AIRFLOW_CONN_NOT_IN_LATCHKEY": "http://fallback.example.com"}, tmp_path)
+        "AIRFLOW_CONN_NOT_IN_PIPEKEY": "http://fallback.example.com"}, tmp_path)
     assert "DAG RUN STATE: success" in output
     assert "OWN HOST a-db.internal" in output
     assert "SHARED HOST hooks.example.com" in output
@@ -169,10 +169,10 @@ def test_example_dag_on_the_local_store(airflow_home: Path, tmp_path: Path) -> N
     """examples/airflow: four mapped tasks (two accounts, dev and prod by env=), each with its
     own token, load into duckdb; the tokens they print come out masked."""
     key = generate_master_key()
-    manifest = tmp_path / "latchkey.toml"
-    manifest.write_text((EXAMPLE / "latchkey.toml").read_text())
+    manifest = tmp_path / "pipekey.toml"
+    manifest.write_text((EXAMPLE / "pipekey.toml").read_text())
     tokens = _tokens("airflow")
-    stores = {e: LocalBackend("local", tmp_path / ".latchkey" / f"{e}.db", master_key=key)
+    stores = {e: LocalBackend("local", tmp_path / ".pipekey" / f"{e}.db", master_key=key)
               for e in ENVS}
     _seed_example(stores.__getitem__, tmp_path, tokens)
     for store in stores.values():
@@ -186,12 +186,12 @@ def test_example_dag_on_the_local_store(airflow_home: Path, tmp_path: Path) -> N
 
 def test_example_dag_on_ssm(airflow_home: Path, tmp_path: Path, aws_env: str) -> None:
     """The same DAG with its secrets in SSM Parameter Store (moto), one prefix per env."""
-    from latchkey.backends.aws_ssm import SsmBackend, SsmConfig
+    from pipekey.backends.aws_ssm import SsmBackend, SsmConfig
 
-    prefix = f"/latchkey-airflow-test/{tmp_path.name}"
-    manifest = tmp_path / "latchkey.toml"
-    local = '[backends.local]\ntype = "local"\npath = ".latchkey/{env}.db"'
-    text = (EXAMPLE / "latchkey.toml").read_text()
+    prefix = f"/pipekey-airflow-test/{tmp_path.name}"
+    manifest = tmp_path / "pipekey.toml"
+    local = '[backends.local]\ntype = "local"\npath = ".pipekey/{env}.db"'
+    text = (EXAMPLE / "pipekey.toml").read_text()
     assert local in text
     manifest.write_text(text.replace(local, (
         f'[backends.local]\ntype = "aws_ssm"\nprefix = "{prefix}/{{env}}"\n'
@@ -232,17 +232,17 @@ UNIT_MANIFEST = textwrap.dedent('''
     dags = ["other*"]
     scope = "other"
 ''')
-BACKEND = "latchkey.integrations.airflow.LatchkeySecretsBackend"
+BACKEND = "pipekey.integrations.airflow.PipekeySecretsBackend"
 
 
 @pytest.fixture
 def unit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The integration module with a fresh process state, a two-environment manifest in
-    tmp_path/conf (fake values seeded), no LATCHKEY_* or [secrets] settings, cwd elsewhere."""
-    airflow_mod = pytest.importorskip("latchkey.integrations.airflow")
+    tmp_path/conf (fake values seeded), no PIPEKEY_* or [secrets] settings, cwd elsewhere."""
+    airflow_mod = pytest.importorskip("pipekey.integrations.airflow")
     conf_dir = tmp_path / "conf"
     conf_dir.mkdir()
-    (conf_dir / "latchkey.toml").write_text(UNIT_MANIFEST)
+    (conf_dir / "pipekey.toml").write_text(UNIT_MANIFEST)
     key = generate_master_key()
     for env in ("dev", "prod"):
         store = LocalBackend("local", conf_dir / f"{env}.db", master_key=key)
@@ -253,13 +253,13 @@ def unit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         store.put("airflow/connections/other_db", "postgres://o:fake-other-pw@o/o")
         store.close()
     for name in list(os.environ):
-        if name.startswith(("LATCHKEY", "AIRFLOW__SECRETS__", "AIRFLOW__WORKERS__")):
+        if name.startswith(("PIPEKEY", "AIRFLOW__SECRETS__", "AIRFLOW__WORKERS__")):
             monkeypatch.delenv(name)
-    monkeypatch.setenv("LATCHKEY_MASTER_KEY", key)
+    monkeypatch.setenv("PIPEKEY_MASTER_KEY", key)
     monkeypatch.setattr(airflow_mod, "_instances", {})
     monkeypatch.setattr(airflow_mod, "_default", {})
-    monkeypatch.chdir(tmp_path)  # no ./latchkey.toml here
-    monkeypatch.setattr(airflow_mod, "manifest_path", conf_dir / "latchkey.toml", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ./pipekey.toml here
+    monkeypatch.setattr(airflow_mod, "manifest_path", conf_dir / "pipekey.toml", raising=False)
     return airflow_mod
 
 
@@ -277,7 +277,7 @@ def _in_task(monkeypatch: pytest.MonkeyPatch, module, dag_id: str | None, **para
     pytest.param(("SECRETS", "BACKEND"), id="secrets")])
 def test_task_run_finds_the_configured_manifest(unit, monkeypatch, section) -> None:
     """task_run() opens the run from the manifest Airflow's backend kwargs name, though no
-    backend was built in the process and neither $LATCHKEY_CONFIG nor ./latchkey.toml exist."""
+    backend was built in the process and neither $PIPEKEY_CONFIG nor ./pipekey.toml exist."""
     prefix = f"AIRFLOW__{section[0]}__{section[1]}"
     monkeypatch.setenv(prefix, BACKEND)
     monkeypatch.setenv(f"{prefix}_KWARGS", json.dumps({"manifest": str(unit.manifest_path)}))
@@ -288,20 +288,20 @@ def test_task_run_finds_the_configured_manifest(unit, monkeypatch, section) -> N
 
 
 def test_task_run_honours_env(unit, monkeypatch) -> None:
-    """env= (task_run, a @latchkey_task argument) and the DAG run param latchkey_env choose the
+    """env= (task_run, a @pipekey_task argument) and the DAG run param pipekey_env choose the
     environment; they are never dropped."""
-    monkeypatch.setenv("LATCHKEY_CONFIG", str(unit.manifest_path))
+    monkeypatch.setenv("PIPEKEY_CONFIG", str(unit.manifest_path))
     _in_task(monkeypatch, unit, "ads_report")
     with unit.task_run(account="acct_42", env="prod") as run:
         assert (run.environment, run.secret("api_token")) == ("prod", "fake-token-acct42-prod")
 
-    @unit.latchkey_task
+    @unit.pipekey_task
     def load(account: str, env: str | None = None) -> str:
         return unit.current().secret("api_token")
 
     assert load("acct_42", env="prod") == "fake-token-acct42-prod"
     assert load(account="acct_42") == "fake-token-acct42-dev"
-    _in_task(monkeypatch, unit, "ads_report", latchkey_env="prod")
+    _in_task(monkeypatch, unit, "ads_report", pipekey_env="prod")
     assert load("acct_42") == "fake-token-acct42-prod"
     with pytest.raises(Exception, match="'staging' is not one of"), \
             unit.task_run(account="acct_42", env="staging"):
@@ -310,7 +310,7 @@ def test_task_run_honours_env(unit, monkeypatch) -> None:
 
 def test_task_run_refuses_an_unknown_parameter(unit, monkeypatch) -> None:
     """A misspelt scope parameter given to task_run() is an error, not silently dropped."""
-    monkeypatch.setenv("LATCHKEY_CONFIG", str(unit.manifest_path))
+    monkeypatch.setenv("PIPEKEY_CONFIG", str(unit.manifest_path))
     _in_task(monkeypatch, unit, "ads_report", account="acct_42")
     with pytest.raises(Exception, match="no parameter 'acount'"), \
             unit.task_run(acount="acct_42"):
@@ -321,7 +321,7 @@ def test_outside_a_run_serves_what_needs_no_parameter(unit, monkeypatch) -> None
     """In a task of a DAG whose scope is templated, with no run open and no params: grants,
     shared/ and parameter-free mapped connections are served; the rest is refused with a
     message that says to open a run."""
-    backend = unit.LatchkeySecretsBackend(manifest=str(unit.manifest_path))
+    backend = unit.PipekeySecretsBackend(manifest=str(unit.manifest_path))
     _in_task(monkeypatch, unit, "ads_report")
     assert "hooks.example.com" in backend.get_conn_value("slack_default")
     assert "audit/a" in backend.get_conn_value("audit")
@@ -330,18 +330,18 @@ def test_outside_a_run_serves_what_needs_no_parameter(unit, monkeypatch) -> None
         backend.get_conn_value("warehouse")
     with pytest.raises(unit.AirflowSecretsBackendAccessDenied, match="open a run"):
         backend.get_conn_value("other_db")
-    assert backend.get_conn_value("not_in_latchkey") is None  # Airflow's own backends answer
+    assert backend.get_conn_value("not_in_pipekey") is None  # Airflow's own backends answer
 
 
 def test_operator_shell_refusal_names_the_cli(unit, monkeypatch) -> None:
     """Outside any task, a held connection is refused with the commands operators use."""
-    backend = unit.LatchkeySecretsBackend(manifest=str(unit.manifest_path))
+    backend = unit.PipekeySecretsBackend(manifest=str(unit.manifest_path))
     _in_task(monkeypatch, unit, None)
     with pytest.raises(unit.AirflowSecretsBackendAccessDenied) as refused:
         backend.get_conn_value("other_db")
     message = str(refused.value)
-    assert "`latchkey get airflow/connections/other_db`" in message
-    assert "`latchkey explain airflow/connections/other_db`" in message
+    assert "`pipekey get airflow/connections/other_db`" in message
+    assert "`pipekey explain airflow/connections/other_db`" in message
     assert "\n" not in message and "fake-other-pw" not in message
 
 
@@ -352,7 +352,7 @@ def test_print_inside_a_run_is_masked(unit, monkeypatch) -> None:
     out, err = io.StringIO(), io.StringIO()
     monkeypatch.setattr(sys, "stdout", out)
     monkeypatch.setattr(sys, "stderr", err)
-    monkeypatch.setenv("LATCHKEY_CONFIG", str(unit.manifest_path))
+    monkeypatch.setenv("PIPEKEY_CONFIG", str(unit.manifest_path))
     _in_task(monkeypatch, unit, "ads_report")
     with unit.task_run(account="acct_42") as run:
         token = run.secret("api_token")
@@ -370,8 +370,8 @@ def test_masked_stream_never_writes_a_registered_value(before: str, after: str) 
     """Whatever surrounds it, a registered value written to a masked stream comes out ***."""
     import io
 
-    airflow_mod = pytest.importorskip("latchkey.integrations.airflow")
-    from latchkey import redact
+    airflow_mod = pytest.importorskip("pipekey.integrations.airflow")
+    from pipekey import redact
 
     value = "fake-token-acct42-stream"
     redact.register(value)

@@ -1,5 +1,5 @@
 """Broker mode with real Airflow classes, in one process (issue 17): the API server's
-LatchkeySecretsBackend(mode="broker") answering per team as the Execution API calls it, and a
+PipekeySecretsBackend(mode="broker") answering per team as the Execution API calls it, and a
 task's run in broker mode reaching it through the Task SDK's Variable.get path. The
 deployment test (real api-server, scheduler, dag-processor) lives in the deployment suite."""
 
@@ -16,8 +16,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from latchkey import broker
-from latchkey.backends.local import LocalBackend, generate_master_key
+from pipekey import broker
+from pipekey.backends.local import LocalBackend, generate_master_key
 
 from .extras import need
 
@@ -51,34 +51,34 @@ STORE = {
     "airflow/connections/shared_db": "postgres://s:fake-shared-pw@s/db",
     "shared/slack": "fake-slack-hook",
 }
-BACKEND = "latchkey.integrations.airflow.LatchkeySecretsBackend"
+BACKEND = "pipekey.integrations.airflow.PipekeySecretsBackend"
 
 
 @pytest.fixture
 def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The integration module with fresh process state, a two-team manifest and its store."""
-    module = pytest.importorskip("latchkey.integrations.airflow")
-    (tmp_path / "latchkey.toml").write_text(MANIFEST)
+    module = pytest.importorskip("pipekey.integrations.airflow")
+    (tmp_path / "pipekey.toml").write_text(MANIFEST)
     key = generate_master_key()
     store = LocalBackend("local", tmp_path / "store.db", master_key=key)
     for k, v in STORE.items():
         store.put(k, v)
     store.close()
     for name in list(os.environ):
-        if name.startswith(("LATCHKEY", "AIRFLOW__SECRETS__", "AIRFLOW__WORKERS__",
+        if name.startswith(("PIPEKEY", "AIRFLOW__SECRETS__", "AIRFLOW__WORKERS__",
                             "AIRFLOW__CORE__MULTI_TEAM")):
             monkeypatch.delenv(name)
-    monkeypatch.setenv("LATCHKEY_MASTER_KEY", key)
+    monkeypatch.setenv("PIPEKEY_MASTER_KEY", key)
     monkeypatch.setattr(module, "_instances", {})
     monkeypatch.setattr(module, "_default", {})
-    monkeypatch.setattr(importlib.import_module("latchkey.integrations._airflow_mode"),
+    monkeypatch.setattr(importlib.import_module("pipekey.integrations._airflow_mode"),
                         "_warned", [])
-    module.manifest_path = tmp_path / "latchkey.toml"
+    module.manifest_path = tmp_path / "pipekey.toml"
     return module
 
 
 def _server(module, **kwargs):
-    return module.LatchkeySecretsBackend(manifest=str(module.manifest_path), mode="broker",
+    return module.PipekeySecretsBackend(manifest=str(module.manifest_path), mode="broker",
                                          **kwargs)
 
 
@@ -124,7 +124,7 @@ def test_api_server_backend_answers_per_team(world) -> None:
 def test_direct_mode_ignores_run_requests(world) -> None:
     """A backend in direct mode (a worker's) answers a run request with None, so it falls
     through to the API server."""
-    direct = world.LatchkeySecretsBackend(manifest=str(world.manifest_path))
+    direct = world.PipekeySecretsBackend(manifest=str(world.manifest_path))
     assert direct.get_variable(broker.request_key("ads", None, {"account": "acct_42"})) is None
 
 
@@ -153,13 +153,13 @@ def _in_task(monkeypatch, module, dag_id: str, api: _ExecutionAPI) -> None:
 
 
 def test_task_run_in_broker_mode_end_to_end(world, monkeypatch, capsys) -> None:
-    """LATCHKEY_AIRFLOW_MODE=broker: task_run and @latchkey_task read the manifest, build no
+    """PIPEKEY_AIRFLOW_MODE=broker: task_run and @pipekey_task read the manifest, build no
     backend, get the run's values in one Variable.get (the SDK's path) and behave as a direct
     run; refresh asks again; prints of the values are masked."""
     server = _server(world)
     built = dict(world._instances)
     monkeypatch.setenv(world.MODE_ENV, "broker")
-    monkeypatch.setenv("LATCHKEY_CONFIG", str(world.manifest_path))
+    monkeypatch.setenv("PIPEKEY_CONFIG", str(world.manifest_path))
     api = _ExecutionAPI(server, "marketing")
     _in_task(monkeypatch, world, "ads_daily", api)
     with world.task_run(account="acct_42") as run:
@@ -169,9 +169,9 @@ def test_task_run_in_broker_mode_end_to_end(world, monkeypatch, capsys) -> None:
         assert run.refresh("api_token") == "fake-token-acct42"
         print("token is", run.secret("api_token"))
     assert len(api.keys) == 2 and all(broker.is_request(k) for k in api.keys)
-    assert world._instances == built  # the worker built no Latchkey, no backend
+    assert world._instances == built  # the worker built no Pipekey, no backend
 
-    @world.latchkey_task
+    @world.pipekey_task
     def load(account: str) -> str:
         return world.current().connection("warehouse").host
 
@@ -187,18 +187,18 @@ def test_task_of_another_team_is_refused(world, monkeypatch) -> None:
 
     server = _server(world)
     monkeypatch.setenv(world.MODE_ENV, "broker")
-    monkeypatch.setenv("LATCHKEY_CONFIG", str(world.manifest_path))
+    monkeypatch.setenv("PIPEKEY_CONFIG", str(world.manifest_path))
     _in_task(monkeypatch, world, "ads_posing", _ExecutionAPI(server, "finance"))
     with pytest.raises(AirflowSecretsBackendAccessDenied, match="'finance' may not open "
-                                                                 "latchkey pipeline 'ads'"):
+                                                                 "pipekey pipeline 'ads'"):
         with world.task_run(account="acct_42"):
             pass
 
 
 def test_mode_detection_and_worker_backend_warning(world, monkeypatch, caplog) -> None:
-    """LATCHKEY_AIRFLOW_MODE decides; unset, multi_team without a worker-side latchkey backend
-    means broker; broker mode with [workers] secrets_backend naming latchkey warns once."""
-    server = _server(world)  # the API server's, built where LATCHKEY_AIRFLOW_MODE is unset
+    """PIPEKEY_AIRFLOW_MODE decides; unset, multi_team without a worker-side pipekey backend
+    means broker; broker mode with [workers] secrets_backend naming pipekey warns once."""
+    server = _server(world)  # the API server's, built where PIPEKEY_AIRFLOW_MODE is unset
     assert world.airflow_mode() == "direct"
     monkeypatch.setenv("AIRFLOW__CORE__MULTI_TEAM", "True")
     assert world.airflow_mode() == "broker"
@@ -208,7 +208,7 @@ def test_mode_detection_and_worker_backend_warning(world, monkeypatch, caplog) -
     assert world.airflow_mode() == "direct"
     monkeypatch.setenv(world.MODE_ENV, "broker")
     assert world.airflow_mode() == "broker"
-    caplog.set_level(logging.WARNING, logger="latchkey")
+    caplog.set_level(logging.WARNING, logger="pipekey")
     _in_task(monkeypatch, world, "ads_daily", _ExecutionAPI(server, "marketing"))
     for _ in range(2):
         with world.task_run(account="acct_42"):
@@ -224,7 +224,7 @@ SERVER_SIDE = textwrap.dedent('''
     import json, sys
     from airflow.models.variable import Variable
     from airflow.models.connection import Connection
-    from latchkey import broker
+    from pipekey import broker
     key = broker.request_key("ads", None, {"account": "acct_42"}, "ads__manual__1__load")
     payload = broker.decode_payload(Variable.get(key, team_name="marketing"))
     print("TOKEN OK", payload.names["api_token"].value == "fake-token-acct42")
@@ -255,7 +255,7 @@ def test_airflow_builds_the_broker_from_backend_kwargs(world, tmp_path: Path) ->
         "AIRFLOW__CORE__MULTI_TEAM": "True", "AIRFLOW__SECRETS__BACKEND": BACKEND,
         "AIRFLOW__SECRETS__BACKEND_KWARGS": json.dumps(
             {"manifest": str(world.manifest_path), "mode": "broker"}),
-        "LATCHKEY_MASTER_KEY": os.environ["LATCHKEY_MASTER_KEY"], "_AIRFLOW_PROCESS_CONTEXT":
+        "PIPEKEY_MASTER_KEY": os.environ["PIPEKEY_MASTER_KEY"], "_AIRFLOW_PROCESS_CONTEXT":
             "server"})
     result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
                             text=True, timeout=300, cwd=tmp_path)
@@ -269,7 +269,7 @@ def test_airflow_builds_the_broker_from_backend_kwargs(world, tmp_path: Path) ->
 
 
 def test_a_run_request_is_never_left_to_another_backend(world) -> None:
-    """A request in latchkey's reserved namespace that cannot be served (malformed, or the
+    """A request in pipekey's reserved namespace that cannot be served (malformed, or the
     run cannot open) is refused authoritatively, so no other backend (the metastore, where a
     task may write Variables) answers it; the refusal names keys, never a value."""
     from airflow.sdk.exceptions import AirflowSecretsBackendAccessDenied
@@ -281,7 +281,7 @@ def test_a_run_request_is_never_left_to_another_backend(world) -> None:
 
     hostile = [{"account": "acct_42", "env": "dev"}, {"account": "acct_42", "run_name": "x"}]
     for key in (*(by_hand(json.dumps({"v": 1, "env": None, "run": None, "params": p}).encode())
-                  for p in hostile),  # keywords of Latchkey.pipeline: were a TypeError
+                  for p in hostile),  # keywords of Pipekey.pipeline: were a TypeError
                 by_hand(b"[" * 1300),  # deeper than the recursion limit: a RecursionError
                 broker.PREFIX + "ads.not-base64-json",
                 broker.request_key("ads", None, {"account": "acct_99"})):
@@ -296,12 +296,12 @@ BROKERED_DAG = textwrap.dedent('''
     import os
     from datetime import datetime
     from airflow.sdk import dag, task
-    from latchkey.integrations.airflow import current, latchkey_task
+    from pipekey.integrations.airflow import current, pipekey_task
 
     @dag(dag_id="ads_daily", schedule=None, start_date=datetime(2026, 1, 1))
     def ads_daily():
         @task
-        @latchkey_task
+        @pipekey_task
         def load(account: str):
             run = current()
             print("TOKEN", run.secret("api_token"))
@@ -331,7 +331,7 @@ BROKERED_DAG = textwrap.dedent('''
 @pytest.mark.parametrize("team", ["marketing", "finance"])
 def test_dag_test_through_the_execution_api(world, airflow_home: Path, tmp_path: Path,
                                             team: str) -> None:
-    """dag.test() with multi_team: the task's @latchkey_task (LATCHKEY_AIRFLOW_MODE=broker)
+    """dag.test() with multi_team: the task's @pipekey_task (PIPEKEY_AIRFLOW_MODE=broker)
     asks the Task SDK's Variable.get, the in-process Execution API's real route calls the
     broker Airflow built from [secrets] backend_kwargs with the team, and the task gets its
     run (team marketing) or is refused (team finance, naming the team and the pipeline); no
@@ -355,14 +355,14 @@ def test_dag_test_through_the_execution_api(world, airflow_home: Path, tmp_path:
             "kwargs": {"path": str(home / "dags")},
             "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle"}]),
         # the workers' own backend: in one process they cannot be kept from [secrets] backend
-        # (the broker) otherwise; LATCHKEY_AIRFLOW_MODE unset: broker mode by detection
+        # (the broker) otherwise; PIPEKEY_AIRFLOW_MODE unset: broker mode by detection
         "AIRFLOW__WORKERS__SECRETS_BACKEND":
             "airflow.secrets.environment_variables.EnvironmentVariablesBackend",
         "AIRFLOW__SECRETS__BACKEND": BACKEND,
         "AIRFLOW__SECRETS__BACKEND_KWARGS": json.dumps(
             {"manifest": str(world.manifest_path), "mode": "broker"}),
-        "LATCHKEY_MASTER_KEY": os.environ["LATCHKEY_MASTER_KEY"],
-        "LATCHKEY_CONFIG": str(world.manifest_path),
+        "PIPEKEY_MASTER_KEY": os.environ["PIPEKEY_MASTER_KEY"],
+        "PIPEKEY_CONFIG": str(world.manifest_path),
         "TEST_TEAM": team})
     created = subprocess.run([sys.executable, "-m", "airflow", "teams", "create", "marketing"],
                              env=env, capture_output=True, text=True, timeout=120)
@@ -377,7 +377,7 @@ def test_dag_test_through_the_execution_api(world, airflow_home: Path, tmp_path:
         assert "TOKEN ***" in output
     else:
         assert "DAG RUN STATE: failed" in output, output[-3000:]
-        assert "Airflow team 'finance' may not open latchkey pipeline 'ads'" in output
+        assert "Airflow team 'finance' may not open pipekey pipeline 'ads'" in output
         assert "TOKEN" not in output
     for value in STORE.values():
         assert value not in output
@@ -385,10 +385,10 @@ def test_dag_test_through_the_execution_api(world, airflow_home: Path, tmp_path:
 
 def test_a_broker_built_in_a_worker_steps_aside(world, monkeypatch, caplog) -> None:
     """Workers use [secrets] backend when [workers] secrets_backend is unset: a broker-mode
-    backend built in a process with LATCHKEY_AIRFLOW_MODE=broker answers nothing (so the
+    backend built in a process with PIPEKEY_AIRFLOW_MODE=broker answers nothing (so the
     lookup goes on to the Execution API instead of being refused for want of a team), builds
     no chain, and says why once."""
-    caplog.set_level(logging.WARNING, logger="latchkey")
+    caplog.set_level(logging.WARNING, logger="pipekey")
     monkeypatch.setenv(world.MODE_ENV, "broker")
     aside = _server(world)
     key = broker.request_key("ads", None, {"account": "acct_42"})

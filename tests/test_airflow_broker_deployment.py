@@ -5,14 +5,14 @@ api-server, scheduler, dag-processor; LocalExecutor, and CeleryExecutor with Deb
 redis-server), two team bundles, several checks each:
 
 * team ``marketing`` (pipeline ``ads``, scope ``accounts/{account}``): three mapped
-  ``@latchkey_task`` tasks, one per account, each get their own account's token and their
+  ``@pipekey_task`` tasks, one per account, each get their own account's token and their
   mapped connection ``warehouse`` through the broker, and the pipeline's granted Variable;
 * team ``finance``: a DAG named to match ``ads``'s ``dags`` pattern tries every route to
   ``ads``'s values (``BaseHook.get_connection``, ``Variable.get``, ``task_run()``, a raw run
-  request, ``latchkey.load().pipeline(...)`` / ``.get(...)``, the store file) and records
+  request, ``pipekey.load().pipeline(...)`` / ``.get(...)``, the store file) and records
   what it got as GOT/DENIED, never a value; its own granted Variable comes through.
 
-Only the api-server holds the store's key (``LATCHKEY_MASTER_KEY``); every task reports the
+Only the api-server holds the store's key (``PIPEKEY_MASTER_KEY``); every task reports the
 sorted NAMES of its environment variables, and the test hunts every fake value (in every
 encoding a leak takes) in task logs, component consoles and every file under the work folder.
 """
@@ -27,7 +27,7 @@ import pytest
 pytest.importorskip("airflow")
 pytest.importorskip("dlt")  # deploy.py's stand-in APIs come with the quickstart's extras
 
-from latchkey.redact import encodings  # noqa: E402
+from pipekey.redact import encodings  # noqa: E402
 
 from .airflow_deploy import celery_missing, deploy_module  # noqa: E402
 
@@ -36,7 +36,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 ACCOUNTS = ("acct_41", "acct_42", "acct_43")
 TEAMS = ("marketing", "finance")
 #: credentials a task process must not hold (names; the values are hunted separately)
-STORE_CREDENTIALS = ("LATCHKEY_MASTER_KEY", "AIRFLOW__SECRETS__BACKEND",
+STORE_CREDENTIALS = ("PIPEKEY_MASTER_KEY", "AIRFLOW__SECRETS__BACKEND",
                      "AIRFLOW__SECRETS__BACKEND_KWARGS", "AIRFLOW__WORKERS__SECRETS_BACKEND",
                      "AIRFLOW__WORKERS__SECRETS_BACKEND_KWARGS")
 
@@ -46,7 +46,7 @@ chain = ["local"]
 
 [backends.local]
 type = "local"
-path = ".latchkey/{env}.db"
+path = ".pipekey/{env}.db"
 
 [pipelines.ads]
 teams = ["marketing"]
@@ -96,16 +96,16 @@ TEAM_A_DAG = COMMON + '''
 
 @dag(dag_id="ads_accounts", schedule=None, start_date=datetime(2026, 1, 1))
 def ads_accounts():
-    from latchkey.integrations.airflow import latchkey_task
+    from pipekey.integrations.airflow import pipekey_task
 
     @task
-    @latchkey_task
+    @pipekey_task
     def load(account: str):
-        import latchkey
+        import pipekey
         from airflow.sdk import Variable
         from airflow.sdk.bases.hook import BaseHook
 
-        run = latchkey.current()
+        run = pipekey.current()
         token = run.secret("api_token")
         warehouse = run.connection("warehouse")
         print(f"token of {account}, masked in every log: {token}")
@@ -128,22 +128,22 @@ TEAM_B_DAG = COMMON + '''
 def ads_intruder():
     @task
     def intrude():
-        import latchkey
+        import pipekey
         from airflow.sdk import Variable
         from airflow.sdk.bases.hook import BaseHook
-        from latchkey import broker
-        from latchkey.integrations.airflow import task_run
+        from pipekey import broker
+        from pipekey.integrations.airflow import task_run
 
         def open_run():
             with task_run(account="acct_42") as run:  # ads_* : names pipeline ads
                 return run.secret("api_token")
 
         def open_pipeline():
-            with latchkey.load().pipeline("ads", account="acct_42") as run:
+            with pipekey.load().pipeline("ads", account="acct_42") as run:
                 return run.secret("api_token")
 
         def store_file():
-            folder = Path(os.environ["LATCHKEY_CONFIG"]).parent / ".latchkey"
+            folder = Path(os.environ["PIPEKEY_CONFIG"]).parent / ".pipekey"
             data = b"".join(p.read_bytes() for p in sorted(folder.glob("*.db")))
             # what an intruder holds: the encrypted file; the test hunts values in it
             raise PermissionError(f"{len(data)} bytes of ciphertext")
@@ -185,7 +185,7 @@ def ads_intruder():
             "raw_run_request": lambda: Variable.get(
                 broker.request_key("ads", params={"account": "acct_42"})),
             "load_pipeline_ads": open_pipeline,
-            "load_get": lambda: latchkey.load().get("accounts/acct_42/api_token"),
+            "load_get": lambda: pipekey.load().get("accounts/acct_42/api_token"),
             "store_file": store_file,
         }
         results = {name: attempt(fn) for name, fn in routes.items()}
@@ -253,7 +253,7 @@ def deployment(request, tmp_path_factory):
     running = deploy.Deployment(
         work / "deployment", executor=request.param, log=lambda *a: None,
         dag_ids=("ads_accounts", "ads_intruder"), manifest_source=work / "broker.toml",
-        seed=lambda d: d.latchkey_set_many("dev", values.store()), teams=bundles, broker=True,
+        seed=lambda d: d.pipekey_set_many("dev", values.store()), teams=bundles, broker=True,
         extra_env={"LK_TEST_REPORTS": str(reports), "TMPDIR": str(tmp),
                    # a refusal on the API server is an HTTP 500 to the Task SDK, which retries
                    # it (5 times, 1-90 s apart by default) before the task sees "not found"
@@ -275,7 +275,7 @@ def _reports(deployment) -> dict[str, dict]:
 
 
 def test_each_mapped_task_gets_its_own_account_through_the_broker(deployment) -> None:
-    """Three mapped @latchkey_task tasks of team marketing succeed, each with its own
+    """Three mapped @pipekey_task tasks of team marketing succeed, each with its own
     account's token and mapped warehouse connection, and the pipeline's granted Variable."""
     assert deployment.runs() == {"ads_accounts": "success", "ads_intruder": "success"}
     reports = _reports(deployment)
@@ -286,7 +286,7 @@ def test_each_mapped_task_gets_its_own_account_through_the_broker(deployment) ->
         assert got["warehouse_password"] == sha(values.passwords[account]), account
         assert got["warehouse_host"] == f"wh-{account}.example.invalid"
         assert got["granted_variable"] == "GOT:" + sha(values.campaign)
-        # BaseHook outside latchkey's run object: not answered in broker mode (the API server
+        # BaseHook outside pipekey's run object: not answered in broker mode (the API server
         # does not know the task's account), and never another account's connection
         assert got["hook_warehouse"] == "DENIED:AirflowNotFoundException", account
 
@@ -314,15 +314,15 @@ def test_a_task_holding_the_jwt_secret_can_act_as_another_team(deployment) -> No
 
 
 def test_no_task_process_holds_a_store_credential(deployment) -> None:
-    """Every task reported its environment's names: no store key, no latchkey backend, no
-    AWS credential; the manifest and broker mode are all latchkey gave them."""
+    """Every task reported its environment's names: no store key, no pipekey backend, no
+    AWS credential; the manifest and broker mode are all pipekey gave them."""
     reports = _reports(deployment)
     assert len(reports) == len(ACCOUNTS) + 1
     for name, report in reports.items():
         names = set(report["env_names"])
         assert not names & set(STORE_CREDENTIALS), name
         assert not [n for n in names if n.startswith("AWS_")], name
-        assert {"LATCHKEY_CONFIG", "LATCHKEY_AIRFLOW_MODE"} <= names, name
+        assert {"PIPEKEY_CONFIG", "PIPEKEY_AIRFLOW_MODE"} <= names, name
 
 
 def _hunt(text: str, needles: dict[str, str]) -> list[str]:
@@ -344,7 +344,7 @@ def test_no_value_in_any_log_console_or_file(deployment) -> None:
     for where, text in [*logs.items(), *consoles.items()]:
         assert not _hunt(text, needles), where
     files = [p for p in deployment.scanned.rglob("*") if p.is_file()]
-    assert any(p.suffix == ".db" and ".latchkey" in p.parts for p in files)
+    assert any(p.suffix == ".db" and ".pipekey" in p.parts for p in files)
     for path in files:
         text = path.read_bytes().decode("latin-1")
         assert not _hunt(text, needles), path

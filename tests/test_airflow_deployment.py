@@ -3,8 +3,8 @@ and CeleryExecutor with Debian's redis-server and a Celery worker) on 127.0.0.1,
 examples/airflow/deploy.py: one deployment per executor, several checks each.
 
 What only a deployment shows: the task process builds no backend before ``task_run()`` (the
-manifest comes from ``[workers] secrets_backend_kwargs``; no ``LATCHKEY_CONFIG``, and the
-components' working directory has no latchkey.toml), and LocalExecutor copies each task's
+manifest comes from ``[workers] secrets_backend_kwargs``; no ``PIPEKEY_CONFIG``, and the
+components' working directory has no pipekey.toml), and LocalExecutor copies each task's
 stdout into the scheduler's console.
 """
 
@@ -57,7 +57,7 @@ def test_second_environment_comes_from_env(deployment) -> None:
     for task, env in (("load", "dev"), ("load_prod", "prod")):
         for index, account in enumerate(("acct_42", "acct_43")):
             pattern = (rf"__{task}__{index} env={env}: api_token from local "
-                       rf"\S*/\.latchkey/{env}\.db#marketing/ads/{account}/api_token; 5 rows")
+                       rf"\S*/\.pipekey/{env}\.db#marketing/ads/{account}/api_token; 5 rows")
             assert any(re.search(pattern, line) for line in lines), (task, index, lines)
 
 

@@ -1,4 +1,4 @@
-"""Audit events and sinks, `latchkey audit`, and metrics."""
+"""Audit events and sinks, `pipekey audit`, and metrics."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import boto3
 import pytest
 
-import latchkey
-from latchkey import AccessDenied, metrics
-from latchkey.audit import AuditFailed, Auditor, DynamoDbSink, FileSink, read_events
+import pipekey
+from pipekey import AccessDenied, metrics
+from pipekey.audit import AuditFailed, Auditor, DynamoDbSink, FileSink, read_events
 
 from .conftest import run_cli
 from .extras import need
@@ -33,10 +33,10 @@ requires = ["token", "app_secret"]
 
 
 def _project(root: Path, required: bool = False, path: str = "audit/audit.jsonl",
-             max_bytes: int = 1_000_000) -> latchkey.Latchkey:
-    (root / "latchkey.toml").write_text(MANIFEST.format(required=str(required).lower(),
+             max_bytes: int = 1_000_000) -> pipekey.Pipekey:
+    (root / "pipekey.toml").write_text(MANIFEST.format(required=str(required).lower(),
                                                         path=path, max_bytes=max_bytes))
-    lk = latchkey.load(root / "latchkey.toml")
+    lk = pipekey.load(root / "pipekey.toml")
     lk.set("ads/a1/token", "fake-audit-token")
     lk.set("ads/app_secret", "fake-audit-app")
     return lk
@@ -68,7 +68,7 @@ def test_first_reads_denials_and_writes_are_recorded_once(isolated: Path, master
 def test_missing_requirement_is_a_failure_event(isolated: Path, master_key) -> None:
     """A run that cannot open records a failure for what is missing."""
     lk = _project(isolated)
-    with pytest.raises(latchkey.MissingSecrets):
+    with pytest.raises(pipekey.MissingSecrets):
         lk.pipeline("ads", account="a9").open()
     failures = [e for e in read_events(isolated / "audit" / "audit.jsonl")
                 if e["event"] == "failure"]
@@ -76,7 +76,7 @@ def test_missing_requirement_is_a_failure_event(isolated: Path, master_key) -> N
 
 
 def test_cli_audit_filters(isolated: Path, master_key) -> None:
-    """`latchkey audit` filters by pipeline, key and time, as JSON or a table."""
+    """`pipekey audit` filters by pipeline, key and time, as JSON or a table."""
     lk = _project(isolated)
     with lk.pipeline("ads", account="a1"):
         pass
@@ -98,7 +98,7 @@ def test_file_sink_rotates(isolated: Path, master_key) -> None:
     """The JSON-lines file rotates by size; reading follows the rotated files."""
     sink = FileSink(isolated / "a" / "audit.jsonl", max_bytes=2048, backups=3)
     auditor = Auditor([sink])
-    from latchkey.audit import AuditEvent
+    from pipekey.audit import AuditEvent
 
     for i in range(40):
         auditor.record(AuditEvent("read", f"k/{i:02d}", "ok", pipeline="p"))
@@ -116,7 +116,7 @@ def test_failing_sink_is_reported_or_refuses_access(isolated: Path, master_key, 
 
     lk = _project(isolated)
     shutil.rmtree(isolated / "audit")
-    with caplog.at_level(logging.WARNING, logger="latchkey"):
+    with caplog.at_level(logging.WARNING, logger="pipekey"):
         with lk.pipeline("ads", account="a1") as run:
             assert run.secret("token") == "fake-audit-token"
     assert "audit sink file:" in caplog.text and lk.audit.failures >= 2
@@ -134,7 +134,7 @@ def test_dynamodb_sink(aws_env: str) -> None:
     client.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
                         KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
                         AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
-    from latchkey.audit import AuditEvent
+    from pipekey.audit import AuditEvent
 
     auditor = Auditor([DynamoDbSink(table, endpoint_url=aws_env)])
     auditor.record(AuditEvent("read", "ads/a1/token", "ok", pipeline="ads", run="r1",
@@ -154,13 +154,13 @@ def test_otel_sink() -> None:
     provider = LoggerProvider()
     provider.add_log_record_processor(export.SimpleLogRecordProcessor(exporter))
     set_logger_provider(provider)
-    from latchkey.audit import AuditEvent, OtelSink
+    from pipekey.audit import AuditEvent, OtelSink
 
     Auditor([OtelSink()]).record(AuditEvent("deny", "ads/a2/token", "denied", pipeline="ads"))
     records = exporter.get_finished_logs()
     assert len(records) == 1
     attributes = records[0].log_record.attributes
-    assert attributes["latchkey.event"] == "deny" and attributes["latchkey.key"] == "ads/a2/token"
+    assert attributes["pipekey.event"] == "deny" and attributes["pipekey.key"] == "ads/a2/token"
 
 
 def test_metrics_snapshot_and_exports(isolated: Path, master_key) -> None:
@@ -182,8 +182,8 @@ def test_metrics_snapshot_and_exports(isolated: Path, master_key) -> None:
     registry = CollectorRegistry()
     metrics.export_prometheus(registry)
     text = generate_latest(registry).decode()
-    assert 'latchkey_runs_opened_total{pipeline="ads"} 1.0' in text
-    assert "latchkey_backend_latency_seconds_bucket" in text
+    assert 'pipekey_runs_opened_total{pipeline="ads"} 1.0' in text
+    assert "pipekey_backend_latency_seconds_bucket" in text
 
     need("metrics", "opentelemetry.sdk.metrics")
     from opentelemetry.sdk.metrics import MeterProvider
@@ -193,4 +193,4 @@ def test_metrics_snapshot_and_exports(isolated: Path, master_key) -> None:
     metrics.export_opentelemetry(MeterProvider(metric_readers=[reader]).get_meter("t"))
     data = reader.get_metrics_data()
     names = {m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
-    assert "latchkey.runs_opened" in names and "latchkey.backend_calls" in names
+    assert "pipekey.runs_opened" in names and "pipekey.backend_calls" in names

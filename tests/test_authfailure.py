@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-import latchkey
-from latchkey.authfailure import AUTH_WORDS, AuthFailurePolicy, looks_like_auth_failure
-from latchkey.manifest import parse_manifest
-from latchkey.run import Run
-from latchkey.testing import MemoryBackend
+import pipekey
+from pipekey.authfailure import AUTH_WORDS, AuthFailurePolicy, looks_like_auth_failure
+from pipekey.manifest import parse_manifest
+from pipekey.run import Run
+from pipekey.testing import MemoryBackend
 
 
 class DriverError(Exception):
@@ -45,17 +45,17 @@ def test_custom_predicate_decides_alone() -> None:
 
 
 def test_looks_like_auth_failure_still_importable_from_run() -> None:
-    """The function moved to latchkey.authfailure and stays importable from latchkey.run."""
-    from latchkey.run import looks_like_auth_failure as moved
+    """The function moved to pipekey.authfailure and stays importable from pipekey.run."""
+    from pipekey.run import looks_like_auth_failure as moved
 
     assert moved is looks_like_auth_failure
 
 
 def _run(policy: AuthFailurePolicy | None = None) -> tuple[Run, MemoryBackend]:
     manifest = parse_manifest({"pipelines": {"p": {"scope": "p", "requires": ["pw"]}}},
-                              Path("latchkey.toml"))
+                              Path("pipekey.toml"))
     backend = MemoryBackend("mem", {"p/pw": "fake-old"})
-    lk = latchkey.Latchkey([backend], manifest=manifest)
+    lk = pipekey.Pipekey([backend], manifest=manifest)
     config = lk.pipeline_config("p")
     return Run("p", config, lk.chain_for("dev"), "dev", {}, auth_policy=policy), backend
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import boto3
 import pytest
 
-import latchkey
-from latchkey import AccessDenied, BackendUnavailable, InvalidKey, StoreCorrupt, ValueTooLarge
-from latchkey.backends.aws_secrets_manager import SecretsManagerBackend, SecretsManagerConfig
-from latchkey.backends.aws_ssm import SsmBackend, SsmConfig
-from latchkey.backends.dynamodb import DynamoDbBackend, DynamoDbConfig
-from latchkey.manifest import parse_manifest
+import pipekey
+from pipekey import AccessDenied, BackendUnavailable, InvalidKey, StoreCorrupt, ValueTooLarge
+from pipekey.backends.aws_secrets_manager import SecretsManagerBackend, SecretsManagerConfig
+from pipekey.backends.aws_ssm import SsmBackend, SsmConfig
+from pipekey.backends.dynamodb import DynamoDbBackend, DynamoDbConfig
+from pipekey.manifest import parse_manifest
 
 REGION = "eu-central-1"
 KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
@@ -57,7 +57,7 @@ def test_40_secrets_at_scope_level_ready_in_at_most_4_get_parameters(ssm, moto) 
         ssm.put(f"marketing/ads/acct_1/{name}", f"fake-{name}")
     manifest = parse_manifest({"pipelines": {"ads": {"scope": "marketing/ads/{account}",
                                                      "requires": names}}}, Path("m.toml"))
-    lk = latchkey.Latchkey([ssm], manifest=manifest)
+    lk = pipekey.Pipekey([ssm], manifest=manifest)
     moto.reset()
     with lk.pipeline("ads", account="acct_1") as run:
         assert run.secret("secret_39") == "fake-secret_39"
@@ -92,10 +92,10 @@ def test_chunk_parameters_are_no_other_keys(aws_env) -> None:
     split.put("acct_43/cert", value)
     raw = boto3.client("ssm", endpoint_url=aws_env, region_name=REGION)
     chunks = sorted(p["Name"][len(prefix) + 1:] for p in raw.get_parameters_by_path(
-        Path=prefix, Recursive=True)["Parameters"] if "__latchkey_chunks" in p["Name"])
+        Path=prefix, Recursive=True)["Parameters"] if "__pipekey_chunks" in p["Name"])
     assert chunks and split.get_many(chunks) == {}
     with pytest.raises(InvalidKey, match="'ssm' cannot hold it: a segment named "
-                                         "'__latchkey_chunks'"):
+                                         "'__pipekey_chunks'"):
         split.put(chunks[0], "fake-overwrite")
     assert split.get("acct_43/cert").value == value
 
@@ -112,8 +112,8 @@ def test_split_values_round_trip_hidden_and_checked(aws_env) -> None:
     assert split.list_keys("") == ["certs/bundle"]
     raw = boto3.client("ssm", endpoint_url=aws_env, region_name=REGION)
     chunk_names = [p["Name"] for p in raw.get_parameters_by_path(
-        Path=prefix, Recursive=True)["Parameters"] if "__latchkey_chunks" in p["Name"]]
-    from latchkey.backends.aws_ssm import _split_utf8
+        Path=prefix, Recursive=True)["Parameters"] if "__pipekey_chunks" in p["Name"]]
+    from pipekey.backends.aws_ssm import _split_utf8
 
     assert len(chunk_names) == len(_split_utf8(value, 4096)) >= 6
     raw.put_parameter(Name=chunk_names[0], Value="fake-tampered", Type="SecureString",
@@ -123,7 +123,7 @@ def test_split_values_round_trip_hidden_and_checked(aws_env) -> None:
     split.put("certs/bundle", "fake-small-now")
     assert split.get("certs/bundle").value == "fake-small-now"
     left = [p for p in raw.get_parameters_by_path(Path=prefix, Recursive=True)["Parameters"]
-            if "__latchkey_chunks" in p["Name"]]
+            if "__pipekey_chunks" in p["Name"]]
     assert left == []
 
 
@@ -139,10 +139,10 @@ def test_get_tree_pages_through_get_parameters_by_path(ssm, moto) -> None:
 
 
 def test_history_through_the_cli(aws_env, isolated: Path) -> None:
-    """`latchkey history` lists SSM's versions of a parameter."""
+    """`pipekey history` lists SSM's versions of a parameter."""
     from .conftest import run_cli
 
-    (isolated / "latchkey.toml").write_text(
+    (isolated / "pipekey.toml").write_text(
         f'[backends.ssm]\ntype = "aws_ssm"\nprefix = "/lk/{uid()}/{{env}}"\n'
         f'region = "{REGION}"\nendpoint_url = "{aws_env}"\n')
     for value in ("fake-1", "fake-2", "fake-3"):
@@ -175,11 +175,11 @@ def test_secrets_manager_prefix_is_path_like(aws_env, prefix: str, separator: st
 
 
 def test_explain_shows_the_exact_secret_name(aws_env, isolated: Path) -> None:
-    """`latchkey explain` names the exact Secrets Manager secret it tried."""
+    """`pipekey explain` names the exact Secrets Manager secret it tried."""
     from .conftest import run_cli
 
     base = f"lk-{uid()}"
-    (isolated / "latchkey.toml").write_text(
+    (isolated / "pipekey.toml").write_text(
         f'[backends.sm]\ntype = "aws_secrets_manager"\nprefix = "{base}/bar/prod"\n'
         f'region = "{REGION}"\nendpoint_url = "{aws_env}"\n')
     result = run_cli("explain", "connections/warehouse", "--json")
@@ -203,7 +203,7 @@ def test_documents_and_batching(sm, moto, aws_env) -> None:
     assert found["app/k43"].value == "fake-43"
     assert moto.counts["BatchGetSecretValue"] == 3
     whole = sm.get("connections/warehouse").value
-    assert latchkey.Connection.from_value(whole).port == 5432
+    assert pipekey.Connection.from_value(whole).port == 5432
     assert sm.get("connections/warehouse/port").value == "5432"
     assert sm.get("connections/warehouse/nope") is None
 
@@ -220,13 +220,13 @@ def test_a_sibling_document_is_not_readable_at_a_parent_level(sm, aws_env) -> No
     sm.put("marketing/facebook/acct_42/access_token", "fake-token-acct42")
     manifest = parse_manifest({"pipelines": {"ads": {
         "scope": "marketing/facebook/{account}", "requires": ["access_token", "app_secret"]}}},
-        Path("latchkey.toml"), None)
-    lk = latchkey.Latchkey([sm], manifest=manifest, env=manifest.env)
+        Path("pipekey.toml"), None)
+    lk = pipekey.Pipekey([sm], manifest=manifest, env=manifest.env)
     with lk.pipeline("ads", account="acct_42") as run:
         assert run.secret("app_secret") == "fake-app-secret"  # a declared name, from a document
         with pytest.raises(AccessDenied, match="marketing/facebook/acct_43"):
             run.get("marketing/facebook/acct_43")
-        with pytest.raises(latchkey.SecretNotFound):
+        with pytest.raises(pipekey.SecretNotFound):
             run.secret("acct_43")
         assert "fake-token-acct43" not in repr(run.explain("acct_43"))
 
@@ -245,8 +245,8 @@ def test_a_declared_name_holding_a_document_is_refused_at_a_parent_level(sm, aws
     manifest = parse_manifest({"pipelines": {
         "bad": {"scope": "marketing/facebook/{account}", "requires": ["acct_7"]},
         "ok": {"scope": "marketing/facebook/{account}", "grants": ["marketing/facebook/acct_8"],
-               "connections": {"wh": "connections/wh"}}}}, Path("latchkey.toml"), None)
-    lk = latchkey.Latchkey([sm], manifest=manifest, env=manifest.env)
+               "connections": {"wh": "connections/wh"}}}}, Path("pipekey.toml"), None)
+    lk = pipekey.Pipekey([sm], manifest=manifest, env=manifest.env)
     with pytest.raises(AccessDenied, match="'marketing/facebook/acct_7'.*document") as info, \
             lk.pipeline("bad", account="acct_1"):
         pass
@@ -381,7 +381,7 @@ def test_throttling_is_retried_and_counted(aws_env) -> None:
     _inject(ssm, "GetParameters", 400, "ThrottlingException", times=2)
     assert ssm.get("k").value == "fake-v"
     assert ssm.stats["throttles"] == 2 and ssm.stats["retries"] == 2
-    counters = latchkey.metrics.snapshot()["counters"]  # the same counts, in the one snapshot
+    counters = pipekey.metrics.snapshot()["counters"]  # the same counts, in the one snapshot
     assert counters["store_throttles{backend=ssm}"] >= 2
 
 
@@ -397,15 +397,15 @@ def test_throttling_past_the_retries_is_a_clear_error(aws_env) -> None:
 
 
 def test_access_denied_is_authoritative(aws_env) -> None:
-    """AWS AccessDenied becomes latchkey AccessDenied; the chain does not fall through."""
+    """AWS AccessDenied becomes pipekey AccessDenied; the chain does not fall through."""
     ssm = SsmBackend("ssm", SsmConfig(type="aws_ssm", prefix=f"/lk/{uid()}", region=REGION,
                                       endpoint_url=aws_env))
     _inject(ssm, "GetParameters", 400, "AccessDeniedException", times=100)
-    from latchkey.testing import MemoryBackend
+    from pipekey.testing import MemoryBackend
 
     later = MemoryBackend("later", {"k": "fake-later"})
     with pytest.raises(AccessDenied, match="backend 'ssm': AWS denied get_parameters for 'k'"):
-        latchkey.Latchkey([ssm, later]).get("k")
+        pipekey.Pipekey([ssm, later]).get("k")
     assert later.calls == []
 
 
@@ -413,11 +413,11 @@ def test_access_denied_is_authoritative(aws_env) -> None:
 ROLE = "arn:aws:iam::123456789012:role/facebook-ads"
 
 
-def _role_lk() -> latchkey.Latchkey:
+def _role_lk() -> pipekey.Pipekey:
     manifest = parse_manifest({"pipelines": {"ads": {
         "scope": "ads/{account}", "aws_role": {"arn": ROLE, "duration": 900,
                                                "tags": {"team": "marketing"}}}}}, Path("m.toml"))
-    return latchkey.Latchkey([], manifest=manifest)
+    return pipekey.Pipekey([], manifest=manifest)
 
 
 def test_each_run_acts_as_its_own_session(aws_env, moto) -> None:
@@ -435,14 +435,14 @@ def test_each_run_acts_as_its_own_session(aws_env, moto) -> None:
     assert arn2.endswith("/ads.scheduled__2")
     assert env["AWS_SESSION_TOKEN"] and env["AWS_ACCESS_KEY_ID"].startswith("ASIA")
     assert moto.counts["AssumeRole"] == 2
-    with pytest.raises(latchkey.RunClosed):
+    with pytest.raises(pipekey.RunClosed):
         r1.aws_session()
 
 
 def test_run_session_assumes_once_and_clear_drops_it(aws_env, moto) -> None:
     """aws.RunSession holds one run's session: one AssumeRole, named pipeline.run, until clear()."""
-    from latchkey.aws import RunSession
-    from latchkey.manifest import AwsRole
+    from pipekey.aws import RunSession
+    from pipekey.manifest import AwsRole
 
     holder = RunSession(AwsRole(arn=ROLE, tags={"team": "marketing"}), "ads", "scheduled__7")
     moto.reset()
@@ -455,7 +455,7 @@ def test_run_session_assumes_once_and_clear_drops_it(aws_env, moto) -> None:
 
 def test_credentials_refresh_before_expiry(aws_env, moto) -> None:
     """When the clock nears expiry, the next use assumes the role again by itself."""
-    from latchkey.aws import assumed_role_session
+    from pipekey.aws import assumed_role_session
 
     now = {"t": datetime.now(timezone.utc)}
     session = assumed_role_session(ROLE, "refresh-test", duration=900, clock=lambda: now["t"])
@@ -482,6 +482,6 @@ def test_a_backend_can_authenticate_with_a_role(aws_env, moto) -> None:
 def test_no_aws_role_is_a_usage_error() -> None:
     """aws_session() on a pipeline without aws_role says so."""
     manifest = parse_manifest({"pipelines": {"p": {"scope": "p"}}}, Path("m.toml"))
-    with latchkey.Latchkey([], manifest=manifest).pipeline("p") as run:
-        with pytest.raises(latchkey.UsageError, match="has no aws_role"):
+    with pipekey.Pipekey([], manifest=manifest).pipeline("p") as run:
+        with pytest.raises(pipekey.UsageError, match="has no aws_role"):
             run.aws_session()

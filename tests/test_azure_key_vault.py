@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-import latchkey
-from latchkey import AccessDenied, InvalidKey
-from latchkey.backends.azure_key_vault import AzureKeyVaultBackend, ClientSecretAuth
-from latchkey.errors import BackendUnavailable, UsageError
-from latchkey.testing import MemoryBackend
+import pipekey
+from pipekey import AccessDenied, InvalidKey
+from pipekey.backends.azure_key_vault import AzureKeyVaultBackend, ClientSecretAuth
+from pipekey.errors import BackendUnavailable, UsageError
+from pipekey.testing import MemoryBackend
 
 from .extras import need
 from .fakes.azure import CLIENT_ID, CLIENT_SECRET, TENANT
@@ -89,13 +89,13 @@ def test_forbidden_is_authoritative(server) -> None:
     later = MemoryBackend("later", {"locked": "fake-later"})
     with pytest.raises(AccessDenied, match=r"backend 'azure': Key Vault denied read for "
                                            r"'locked' \(403 Forbidden\)"):
-        latchkey.Latchkey([backend, later]).get("locked")
+        pipekey.Pipekey([backend, later]).get("locked")
     assert later.calls == []
 
 
 def test_names_map_reversibly_and_case_safely(server) -> None:
     """Keys differing only in case, '_', '.', '-' get distinct names (Key Vault compares
-    names without case) and list back; names latchkey did not write are skipped."""
+    names without case) and list back; names pipekey did not write are skipped."""
     backend = azure(server, prefix="lkmap-", separator="")  # raw: names as written
     keys = ["Ab", "ab", "a_b", "a.b", "a-b", "a/b"]
     for key in keys:
@@ -150,7 +150,7 @@ def test_manifest_and_cli(server, isolated: Path) -> None:
     reads; no secret (the client secret included) shows in any output."""
     from .conftest import run_cli
 
-    (isolated / "latchkey.toml").write_text(
+    (isolated / "pipekey.toml").write_text(
         f'chain = ["kv"]\n[backends.kv]\ntype = "azure_key_vault"\nurl = "{server.url}"\n'
         f'prefix = "lk{uuid.uuid4().hex[:8]}-{{env}}-"\nca_bundle = "{server.cert}"\n'
         'verify_challenge_resource = false\n'

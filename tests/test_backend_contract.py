@@ -18,23 +18,23 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import latchkey
-from latchkey import InvalidKey, ReadOnlyBackend, ValueTooLarge
-from latchkey.backends import Backend
-from latchkey.backends.aws_secrets_manager import SecretsManagerBackend, SecretsManagerConfig
-from latchkey.backends.aws_ssm import SsmBackend, SsmConfig
-from latchkey.backends.azure_key_vault import AzureKeyVaultBackend
-from latchkey.backends.base import Invalidates, Versioned, VersionProbe, Writable
-from latchkey.backends.dynamodb import DynamoDbBackend, DynamoDbConfig
-from latchkey.backends.env import EnvBackend, key_to_name
-from latchkey.backends.files import FilesBackend
-from latchkey.backends.gcp_secret_manager import GcpSecretManagerBackend, GcpSecretManagerConfig
-from latchkey.backends.local import LocalBackend
-from latchkey.backends.vault import AppRoleAuth, VaultBackend, VaultConfig
-from latchkey.cache import CachedBackend
-from latchkey.errors import BackendError
-from latchkey.keys import validate_key
-from latchkey.testing import MemoryBackend
+import pipekey
+from pipekey import InvalidKey, ReadOnlyBackend, ValueTooLarge
+from pipekey.backends import Backend
+from pipekey.backends.aws_secrets_manager import SecretsManagerBackend, SecretsManagerConfig
+from pipekey.backends.aws_ssm import SsmBackend, SsmConfig
+from pipekey.backends.azure_key_vault import AzureKeyVaultBackend
+from pipekey.backends.base import Invalidates, Versioned, VersionProbe, Writable
+from pipekey.backends.dynamodb import DynamoDbBackend, DynamoDbConfig
+from pipekey.backends.env import EnvBackend, key_to_name
+from pipekey.backends.files import FilesBackend
+from pipekey.backends.gcp_secret_manager import GcpSecretManagerBackend, GcpSecretManagerConfig
+from pipekey.backends.local import LocalBackend
+from pipekey.backends.vault import AppRoleAuth, VaultBackend, VaultConfig
+from pipekey.cache import CachedBackend
+from pipekey.errors import BackendError
+from pipekey.keys import validate_key
+from pipekey.testing import MemoryBackend
 
 SEED = {
     "shared/slack_token": "fake-slack-0001",
@@ -59,7 +59,7 @@ def _nest(data: dict[str, str]) -> dict:
 
 
 def make_env(tmp: Path, data: dict, request=None) -> Backend:
-    environ = {name: v for k, v in data.items() if (name := key_to_name(k, "LATCHKEY__"))}
+    environ = {name: v for k, v in data.items() if (name := key_to_name(k, "PIPEKEY__"))}
     environ["UNRELATED"] = "x"
     return EnvBackend("env", environ=environ)
 
@@ -281,7 +281,7 @@ def test_read_only_backends_refuse_writes(factory, tmp_path: Path) -> None:
     backend = factory(tmp_path, SEED, None)
     assert not isinstance(backend, Writable)
     assert not hasattr(backend, "put") and not hasattr(backend, "delete")
-    lk = latchkey.Latchkey([backend])
+    lk = pipekey.Pipekey([backend])
     with pytest.raises(ReadOnlyBackend, match=backend.name):
         lk.set("shared/new", "fake-new", backend=backend.name)
     with pytest.raises(ReadOnlyBackend, match=backend.name):
@@ -426,7 +426,7 @@ def test_errors_name_the_backend(tmp_path: Path) -> None:
 _segments = st.one_of(
     st.from_regex(r"[a-zA-Z0-9_.-]{1,10}", fullmatch=True),
     st.sampled_from(["acct_42", "acct_43", "ACCT-43", "acct-43", "acct.43", "a__b", "_a", "a_",
-                     "__latchkey_chunks", ".hidden", "..data", "x" * 130]),
+                     "__pipekey_chunks", ".hidden", "..data", "x" * 130]),
 ).filter(lambda s: s not in (".", ".."))
 _keys = st.lists(_segments, min_size=1, max_size=4).map("/".join).filter(
     lambda k: len(k) <= 512)

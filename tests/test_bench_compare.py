@@ -24,7 +24,7 @@ def test_compare_small(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(result.stdout)
     rows = {r["name"]: r for r in data["rows"]}
-    assert rows["latchkey: one cold run (SSM)"]["calls"] == {"GetParameters": 4}
+    assert rows["pipekey: one cold run (SSM)"]["calls"] == {"GetParameters": 4}
     assert rows["boto3 loop: GetParameter per key"]["total_calls"] == 40
     assert rows["Airflow SSM backend: 3 concurrent runs"]["total_calls"] == 150
     assert rows["aws-secretsmanager-caching (cold)"]["total_calls"] == 80

@@ -1,5 +1,5 @@
-"""Broker mode without Airflow: the wire protocol (latchkey.broker), the per-team policy and
-run requests (latchkey.teams), and a brokered run end to end in one process (issue 17)."""
+"""Broker mode without Airflow: the wire protocol (pipekey.broker), the per-team policy and
+run requests (pipekey.teams), and a brokered run end to end in one process (issue 17)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from latchkey import redact
-from latchkey._compat import tomllib
-from latchkey.broker import (
+from pipekey import redact
+from pipekey._compat import tomllib
+from pipekey.broker import (
     PREFIX,
     BrokeredSource,
     brokered_run,
@@ -25,11 +25,11 @@ from latchkey.broker import (
     parse_request,
     request_key,
 )
-from latchkey.client import Latchkey
-from latchkey.errors import AccessDenied, SecretNotFound, UsageError
-from latchkey.manifest import parse_manifest
-from latchkey.teams import TeamBroker, TeamPolicy
-from latchkey.testing import MemoryBackend
+from pipekey.client import Pipekey
+from pipekey.errors import AccessDenied, SecretNotFound, UsageError
+from pipekey.manifest import parse_manifest
+from pipekey.teams import TeamBroker, TeamPolicy
+from pipekey.testing import MemoryBackend
 
 MANIFEST = """
 env = "prod"
@@ -80,9 +80,9 @@ FINANCE_ONLY = {k: v for k, v in STORE.items() if "fin" in k or k.startswith("op
 
 def _world(tmp_path: Path, store: dict[str, str] | None = None,
            **broker_kwargs: str) -> tuple[TeamBroker, MemoryBackend]:
-    manifest = parse_manifest(tomllib.loads(MANIFEST), tmp_path / "latchkey.toml")
+    manifest = parse_manifest(tomllib.loads(MANIFEST), tmp_path / "pipekey.toml")
     memory = MemoryBackend("memory", data=store if store is not None else STORE)
-    lk = Latchkey([memory], env="prod", manifest=manifest)
+    lk = Pipekey([memory], env="prod", manifest=manifest)
     return TeamBroker(lk, **broker_kwargs), memory
 
 
@@ -91,7 +91,7 @@ def _fetch(team_broker: TeamBroker, team: str):
 
 
 # -- the request key ----------------------------------------------------------------------
-URL_SAFE = re.compile(r"latchkey\.run\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+URL_SAFE = re.compile(r"pipekey\.run\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 segments = st.from_regex(r"[A-Za-z0-9_.-]{1,20}", fullmatch=True).filter(
     lambda s: s not in (".", ".."))
 
@@ -131,8 +131,8 @@ def test_malformed_requests_are_refused(key: str) -> None:
 def test_reserved_prefix_detection() -> None:
     """Only keys starting with the reserved prefix are run requests."""
     assert is_request(request_key("ads", params={"account": "acct_42"}))
-    assert not is_request("latchkey_run.ads")
-    assert not is_request("marketing/latchkey.run.x")
+    assert not is_request("pipekey_run.ads")
+    assert not is_request("marketing/pipekey.run.x")
     with pytest.raises(UsageError, match="parameter 'account'"):
         request_key("ads", params={"account": "acct/42"})
 
@@ -152,7 +152,7 @@ def test_payload_round_trip_registers_every_value(tmp_path_factory, token, secre
     store = {**STORE, "marketing/ads/acct_42/access_token": token,
              "marketing/ads/app_secret": secret}
     team_broker, _ = _world(tmp, store)
-    with team_broker.latchkey("marketing").pipeline("ads", account="acct_42") as run:
+    with team_broker.pipekey("marketing").pipeline("ads", account="acct_42") as run:
         text = encode_payload(run)
     payload = decode_payload(text)
     assert payload.names["access_token"].value == token
@@ -201,7 +201,7 @@ def test_other_team_gets_nothing_of_marketing(tmp_path: Path, caplog) -> None:
         seen.append(str(info.value))
         assert "'finance'" in str(info.value) and key in str(info.value)
     for pipeline, params in (("ads", {"account": "acct_42"}), ("crm", {})):
-        with pytest.raises(AccessDenied, match=f"'finance' may not open latchkey pipeline "
+        with pytest.raises(AccessDenied, match=f"'finance' may not open pipekey pipeline "
                                                f"'{pipeline}'") as info:
             team_broker.run(request_key(pipeline, None, params), "finance")
         seen.append(str(info.value))
@@ -217,7 +217,7 @@ def test_unknown_team_and_no_team(tmp_path: Path) -> None:
     """A team no pipeline serves is refused by name; no team reads shared/ only, or nothing
     with no_team='deny'; a run is never served without a team."""
     team_broker, _ = _world(tmp_path)
-    with pytest.raises(AccessDenied, match="team 'nobody' is served by no latchkey pipeline"):
+    with pytest.raises(AccessDenied, match="team 'nobody' is served by no pipekey pipeline"):
         team_broker.read("shared/slack", "nobody", "key")
     with pytest.raises(AccessDenied, match="'nobody'"):
         team_broker.run(request_key("ads", None, {"account": "acct_42"}), "nobody")
@@ -350,12 +350,12 @@ def _assumed_keys() -> dict[str, str]:
 
 
 def test_each_team_reads_as_its_own_role(tmp_path: Path, aws_env: str, moto) -> None:
-    """The API server assumes a team's read role (session name latchkey-team-NAME unless the
+    """The API server assumes a team's read role (session name pipekey-team-NAME unless the
     table names one) once, and signs that team's SSM reads with the assumed-role keys, as the
     server sees them; the session is reused for later lookups and runs of the team."""
     import boto3
 
-    from latchkey.client import from_manifest
+    from pipekey.client import from_manifest
 
     boto3.client("ssm", region_name="eu-central-1").put_parameter(
         Name="/lk-teams/prod/marketing/ads/acct_42/api_token", Value="fake-token-acct42",
@@ -363,7 +363,7 @@ def test_each_team_reads_as_its_own_role(tmp_path: Path, aws_env: str, moto) -> 
     boto3.client("ssm", region_name="eu-central-1").put_parameter(
         Name="/lk-teams/prod/finance/ledger/api_token", Value="fake-ledger-token",
         Type="SecureString", Overwrite=True)
-    manifest = parse_manifest(tomllib.loads(ROLE_MANIFEST), tmp_path / "latchkey.toml")
+    manifest = parse_manifest(tomllib.loads(ROLE_MANIFEST), tmp_path / "pipekey.toml")
     team_broker = TeamBroker(from_manifest(manifest))
     moto.reset()
     key = "marketing/ads/acct_42/api_token"
@@ -374,12 +374,12 @@ def test_each_team_reads_as_its_own_role(tmp_path: Path, aws_env: str, moto) -> 
     assert team_broker.read("finance/ledger/api_token", "finance", "key") == "fake-ledger-token"
     assumed = [(a, s) for a, _, s in moto.signed if a == "AssumeRole"]
     assert sorted(assumed) == [("AssumeRole", "fin-reads"),
-                               ("AssumeRole", "latchkey-team-marketing")]
+                               ("AssumeRole", "pipekey-team-marketing")]
     keys = _assumed_keys()
     split = next(i for i, (a, _, s) in enumerate(moto.signed) if s == "fin-reads")
     marketing = {k for a, k, _ in moto.signed[:split] if a.startswith("GetParameter")}
     finance = {k for a, k, _ in moto.signed[split:] if a.startswith("GetParameter")}
-    assert marketing == {keys["latchkey-team-marketing"]}
+    assert marketing == {keys["pipekey-team-marketing"]}
     assert finance == {keys["fin-reads"]}
 
 
@@ -398,7 +398,7 @@ def test_broker_paths_leak_nothing(tmp_path: Path, caplog) -> None:
     import traceback
     from urllib.parse import quote
 
-    from latchkey.redact import encodings
+    from pipekey.redact import encodings
 
     caplog.set_level(logging.DEBUG)
     store = {**STORE, "marketing/ads/acct_42/access_token": LEAK_TOKEN,
@@ -450,10 +450,10 @@ def test_dlt_provider_answers_from_a_brokered_run(tmp_path: Path) -> None:
     pytest.importorskip("dlt")
     from dlt.common.typing import TSecretStrValue
 
-    from latchkey.integrations.dlt import LatchkeyProvider
+    from pipekey.integrations.dlt import PipekeyProvider
 
     team_broker, _ = _world(tmp_path)
-    provider = LatchkeyProvider()
+    provider = PipekeyProvider()
     with brokered_run(team_broker.lk.manifest, "ads", _fetch(team_broker, "marketing"),
                       params={"account": "acct_42"}):
         assert provider.get_value("access_token", TSecretStrValue, None, "sources",
@@ -469,8 +469,8 @@ def test_the_docs_example_manifest_loads(tmp_path: Path) -> None:
     section = text[text.index("### The manifest"):]
     block = re.search(r"```toml\n(.*?)```", section, re.S)
     assert block is not None
-    manifest = parse_manifest(tomllib.loads(block.group(1)), tmp_path / "latchkey.toml")
-    broker = TeamBroker(Latchkey([MemoryBackend("memory")], env="prod", manifest=manifest))
+    manifest = parse_manifest(tomllib.loads(block.group(1)), tmp_path / "pipekey.toml")
+    broker = TeamBroker(Pipekey([MemoryBackend("memory")], env="prod", manifest=manifest))
     assert broker.connection_key("warehouse", "marketing", None) == \
         "connections/marketing_wh_prod"
     assert broker.connection_key("warehouse", "finance", None) == "connections/finance_wh"
@@ -487,7 +487,7 @@ def _raw_request(pipeline: str, body: dict[str, object]) -> str:
 def test_a_request_parameter_that_is_no_scope_parameter_is_refused(tmp_path: Path,
                                                                    param: str) -> None:
     """A run request whose parameters name no scope field (``env``, ``run_name``, ``name``:
-    keywords of Latchkey.pipeline) is one UsageError naming it, not a TypeError that Airflow
+    keywords of Pipekey.pipeline) is one UsageError naming it, not a TypeError that Airflow
     would log and answer from its next backend."""
     team_broker, _ = _world(tmp_path)
     key = _raw_request("ads", {"v": 1, "env": None, "run": None,
@@ -501,7 +501,7 @@ def test_a_deeply_nested_request_is_a_usage_error() -> None:
     malformed request (UsageError), not a RecursionError."""
     key = PREFIX + "ads." + base64.urlsafe_b64encode(b"[" * 1300).decode().rstrip("=")
     assert len(key) < 2000
-    with pytest.raises(UsageError, match="is not a latchkey run request"):
+    with pytest.raises(UsageError, match="is not a pipekey run request"):
         parse_request(key)
 
 
@@ -513,7 +513,7 @@ def test_a_run_request_names_only_environments_the_broker_serves(tmp_path: Path)
     store = {**STORE, "connections/wh_finance": "postgres://f:fake-fin-wh-secret@fin/db"}
     team_broker, _ = _world(tmp_path, store)
     for env in ("finance", "staging", "zzz1"):
-        with pytest.raises(AccessDenied, match=f"'marketing' may not open latchkey pipeline "
+        with pytest.raises(AccessDenied, match=f"'marketing' may not open pipekey pipeline "
                                                f"'ads' in environment '{env}'") as info:
             team_broker.run(request_key("ads", env, {"account": "acct_42"}), "marketing")
         assert "fake-" not in str(info.value)
@@ -522,9 +522,9 @@ def test_a_run_request_names_only_environments_the_broker_serves(tmp_path: Path)
                                              "marketing"))
     assert payload.connections["warehouse"].key == "connections/wh_prod"
     listed = MANIFEST.replace('env = "prod"', 'env = "prod"\nenvironments = ["prod", "dev"]')
-    manifest = parse_manifest(tomllib.loads(listed), tmp_path / "latchkey.toml")
+    manifest = parse_manifest(tomllib.loads(listed), tmp_path / "pipekey.toml")
     dev_store = {**store, "connections/wh_dev": "postgres://u:fake-wh-dev-pw@wh/db"}
-    listing = TeamBroker(Latchkey([MemoryBackend("memory", data=dev_store)], env="prod",
+    listing = TeamBroker(Pipekey([MemoryBackend("memory", data=dev_store)], env="prod",
                                   manifest=manifest))
     payload = decode_payload(listing.run(request_key("ads", "dev", {"account": "acct_42"}),
                                          "marketing"))
@@ -564,12 +564,12 @@ def test_a_parameter_value_does_not_reach_another_teams_keys(tmp_path: Path, cap
     key is refused to marketing, naming both teams and the key, never a value; marketing's own
     parameter values, and finance's own keys, are served."""
     caplog.set_level(logging.DEBUG)
-    manifest = parse_manifest(tomllib.loads(WIDENING), tmp_path / "latchkey.toml")
-    team_broker = TeamBroker(Latchkey([MemoryBackend("memory", data=WIDENING_STORE)],
+    manifest = parse_manifest(tomllib.loads(WIDENING), tmp_path / "pipekey.toml")
+    team_broker = TeamBroker(Pipekey([MemoryBackend("memory", data=WIDENING_STORE)],
                                       env="prod", manifest=manifest))
     seen = []
     for params in ({"dataset": "ledger"}, {"dataset": "finance"}):
-        with pytest.raises(AccessDenied, match="'marketing': the run of latchkey pipeline "
+        with pytest.raises(AccessDenied, match="'marketing': the run of pipekey pipeline "
                                                "'lakes'.* team 'finance'") as info:
             team_broker.run(request_key("lakes", None, params), "marketing")
         seen.append(str(info.value))
@@ -597,7 +597,7 @@ def test_a_minted_connection_is_refused_and_an_unholdable_key_left_to_airflow(
         tmp_path: Path) -> None:
     """A team's conn_id mapped to ``dynamic:NAME`` is refused authoritatively with "open a
     run" (it was an InvalidKey, on which Airflow asks its next backend, the metastore); a
-    Variable name no latchkey key can spell (a space) is None, not refused: latchkey cannot
+    Variable name no pipekey key can spell (a space) is None, not refused: pipekey cannot
     hold it, so Airflow's own backends answer it."""
     dynamic = MANIFEST.replace(
         "[pipelines.crm]", '[credentials.crm_rw]\ntype = "postgres_role"\n'
@@ -605,8 +605,8 @@ def test_a_minted_connection_is_refused_and_an_unholdable_key_left_to_airflow(
         'requires = ["api_key"]\nteams = ["marketing"]',
         'requires = ["api_key"]\nconnections = { crm_db = "dynamic:crm_rw" }\n'
         'teams = ["marketing"]')
-    manifest = parse_manifest(tomllib.loads(dynamic), tmp_path / "latchkey.toml")
-    team_broker = TeamBroker(Latchkey([MemoryBackend("memory", data=STORE)], env="prod",
+    manifest = parse_manifest(tomllib.loads(dynamic), tmp_path / "pipekey.toml")
+    team_broker = TeamBroker(Pipekey([MemoryBackend("memory", data=STORE)], env="prod",
                                       manifest=manifest))
     with pytest.raises(AccessDenied, match="'marketing': connection 'crm_db' of pipeline 'crm' "
                                            "is a login minted per run"):
@@ -619,7 +619,7 @@ def test_the_api_servers_audit_names_the_team_not_only_the_tasks_run_name(
         tmp_path: Path) -> None:
     """A run request's run name is whatever the task sends (another team's DAG run, say); the
     API server's audit records of the run start with the team Airflow authenticated."""
-    from latchkey.audit import Auditor
+    from pipekey.audit import Auditor
 
     class Sink:
         events: list = []
@@ -627,8 +627,8 @@ def test_the_api_servers_audit_names_the_team_not_only_the_tasks_run_name(
         def write(self, event) -> None:
             self.events.append(event.to_dict())
 
-    manifest = parse_manifest(tomllib.loads(MANIFEST), tmp_path / "latchkey.toml")
-    team_broker = TeamBroker(Latchkey([MemoryBackend("memory", data=STORE)], env="prod",
+    manifest = parse_manifest(tomllib.loads(MANIFEST), tmp_path / "pipekey.toml")
+    team_broker = TeamBroker(Pipekey([MemoryBackend("memory", data=STORE)], env="prod",
                                       manifest=manifest, auditor=Auditor([Sink()])))
     team_broker.run(request_key("crm", None, {}, "ledger_daily__manual__1__load"), "marketing")
     team_broker.run(request_key("crm"), "marketing")

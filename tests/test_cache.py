@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-import latchkey
-from latchkey import BackendUnavailable
-from latchkey.backends.base import Invalidates, Versioned, Writable
-from latchkey.backends.local import LocalBackend
-from latchkey.cache import CacheConfig, CachedBackend, RateLimit, TokenBucket
-from latchkey.manifest import parse_manifest
-from latchkey.testing import FailingBackend, MemoryBackend
+import pipekey
+from pipekey import BackendUnavailable
+from pipekey.backends.base import Invalidates, Versioned, Writable
+from pipekey.backends.local import LocalBackend
+from pipekey.cache import CacheConfig, CachedBackend, RateLimit, TokenBucket
+from pipekey.manifest import parse_manifest
+from pipekey.testing import FailingBackend, MemoryBackend
 
 
 class Clock:
@@ -180,8 +180,8 @@ def test_cache_has_exactly_the_capabilities_of_its_backend() -> None:
     rw = cached(MemoryBackend("rw", {"k": "fake-1"}), clock)
     assert not isinstance(ro, Writable) and not hasattr(ro, "put")
     assert isinstance(rw, Writable) and isinstance(rw, Versioned) and isinstance(ro, Versioned)
-    with pytest.raises(latchkey.ReadOnlyBackend, match="'ro'"):
-        latchkey.Latchkey([ro, rw]).set("k", "fake-2", backend="ro")
+    with pytest.raises(pipekey.ReadOnlyBackend, match="'ro'"):
+        pipekey.Pipekey([ro, rw]).set("k", "fake-2", backend="ro")
     assert rw.put("k", "fake-2").version == "2"
     assert [v.version for v in ro.history("k")] == ["1"]
 
@@ -205,7 +205,7 @@ def test_rotation_during_a_run_and_refresh(tmp_path: Path) -> None:
     c = cached(mem, clock, ttl=3600)
     manifest = parse_manifest({"pipelines": {"ads": {"scope": "ads/{account}",
                                                      "requires": ["token"]}}}, Path("m.toml"))
-    lk = latchkey.Latchkey([c], manifest=manifest)
+    lk = pipekey.Pipekey([c], manifest=manifest)
     with lk.pipeline("ads", account="a1") as run:
         mem.put("ads/a1/token", "fake-v2")  # rotated while the run is open
         assert run.secret("token") == "fake-v1"
@@ -220,7 +220,7 @@ def test_retry_on_auth_failure_with_real_postgres(postgres, tmp_path: Path) -> N
     once and connects with the new one."""
     import psycopg2
 
-    from latchkey import Connection
+    from pipekey import Connection
 
     def uri(password: str) -> str:
         return Connection(conn_type="postgres", host=postgres["host"], port=postgres["port"],
@@ -230,7 +230,7 @@ def test_retry_on_auth_failure_with_real_postgres(postgres, tmp_path: Path) -> N
     mem = MemoryBackend("m", {"connections/pg": uri(postgres["password"])})
     manifest = parse_manifest({"pipelines": {"load": {
         "scope": "load", "connections": {"db": "connections/pg"}}}}, Path("m.toml"))
-    lk = latchkey.Latchkey([cached(mem, clock, ttl=3600)], manifest=manifest)
+    lk = pipekey.Pipekey([cached(mem, clock, ttl=3600)], manifest=manifest)
     new = "fake-rotated-pw-2"
     admin = psycopg2.connect(host=postgres["host"], port=postgres["port"], user="loader",
                              password=postgres["password"], dbname="analytics")
@@ -258,7 +258,7 @@ def test_retry_on_auth_failure_with_real_postgres(postgres, tmp_path: Path) -> N
 
 def _counter(name: str, **labels: str) -> float:
     inner = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-    return latchkey.metrics.snapshot()["counters"].get(f"{name}{{{inner}}}", 0)
+    return pipekey.metrics.snapshot()["counters"].get(f"{name}{{{inner}}}", 0)
 
 
 def test_metrics_count_a_cached_read_once() -> None:
@@ -266,7 +266,7 @@ def test_metrics_count_a_cached_read_once() -> None:
     backend's and the cache's counters."""
     clock, mem = Clock(), MemoryBackend("counted-once", {"k": "fake-1"})
     c = cached(mem, clock, ttl=60, refresh_ahead=0)
-    latchkey.metrics.reset()
+    pipekey.metrics.reset()
     c.get("k")
     calls = _counter("backend_calls", action="read", backend="counted-once")
     assert (calls, _counter("cache_misses", backend="counted-once")) == (1, 1)
@@ -308,7 +308,7 @@ def test_entries_are_bounded_least_recently_used_first() -> None:
 
 
 def _refresher_threads(name: str) -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith(f"latchkey-refresh-{name}")]
+    return [t for t in threading.enumerate() if t.name.startswith(f"pipekey-refresh-{name}")]
 
 
 def test_close_stops_the_refresher_threads() -> None:
@@ -372,18 +372,18 @@ optional = true
 def test_remote_stores_are_cached_by_default(tmp_path: Path, master_key: str, ssm_cache: str,
                                              local_cache: str, cached_names: set[str]) -> None:
     """Remote backends get the cache unless cache = false; env, files and local stay
-    uncached unless asked; Latchkey.close closes the caches."""
+    uncached unless asked; Pipekey.close closes the caches."""
     pytest.importorskip("boto3")
-    path = tmp_path / "latchkey.toml"
+    path = tmp_path / "pipekey.toml"
     path.write_text(REMOTE.format(ssm_cache=ssm_cache, local_cache=local_cache))
-    lk = latchkey.load(path)
+    lk = pipekey.load(path)
     wrapped = {n for n, b in lk.backends.items() if isinstance(b, CachedBackend)}
     assert wrapped == cached_names
     if "ssm" in cached_names:
         ssm = lk.backend("ssm")
         assert ssm.config.ttl == (5 if ssm_cache else 300)
         assert ssm.config.max_entries == 1000
-        ssm._refresher = ThreadPoolExecutor(1, thread_name_prefix="latchkey-refresh-ssm-test")
+        ssm._refresher = ThreadPoolExecutor(1, thread_name_prefix="pipekey-refresh-ssm-test")
         ssm._refresher.submit(lambda: None).result()
         lk.close()
         assert ssm._refresher is None and _refresher_threads("ssm-test") == []

@@ -1,4 +1,4 @@
-"""`latchkey check`: resolution findings, and --connect against real PostgreSQL, moto S3
+"""`pipekey check`: resolution findings, and --connect against real PostgreSQL, moto S3
 and DynamoDB, and a loopback HTTP server."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from pathlib import Path
 import boto3
 import pytest
 
-import latchkey
-from latchkey import AccessDenied, Connection
-from latchkey.check import check_pipelines
-from latchkey.manifest import parse_manifest
-from latchkey.testing import FailingBackend, MemoryBackend
+import pipekey
+from pipekey import AccessDenied, Connection
+from pipekey.check import check_pipelines
+from pipekey.manifest import parse_manifest
+from pipekey.testing import FailingBackend, MemoryBackend
 
 from .conftest import run_cli
 
@@ -30,9 +30,9 @@ PIPELINES = {
 }
 
 
-def _lk(*backends) -> latchkey.Latchkey:
-    manifest = parse_manifest({"pipelines": PIPELINES}, Path("latchkey.toml"))
-    return latchkey.Latchkey(list(backends), manifest=manifest)
+def _lk(*backends) -> pipekey.Pipekey:
+    manifest = parse_manifest({"pipelines": PIPELINES}, Path("pipekey.toml"))
+    return pipekey.Pipekey(list(backends), manifest=manifest)
 
 
 def _by_item(findings, params="account=a1"):
@@ -63,7 +63,7 @@ def test_forbidden_and_store_errors() -> None:
     assert {f.item: f.status for f in findings}["token"] == "error"
 
 
-def _conn_lk(conn: Connection) -> latchkey.Latchkey:
+def _conn_lk(conn: Connection) -> pipekey.Pipekey:
     return _lk(MemoryBackend("mem", {"ads/a1/token": "fake-t", "connections/wh": conn.to_uri()}))
 
 
@@ -160,7 +160,7 @@ def test_snowflake_without_driver_is_skipped_with_reason() -> None:
 
 def test_cli_check_table_json_and_exit_code(isolated: Path, postgres) -> None:
     """The CLI reports per pipeline, exits 1 on a failure, and prints no value."""
-    (isolated / "latchkey.toml").write_text(
+    (isolated / "pipekey.toml").write_text(
         '[backends.local]\ntype = "local"\n'
         '[pipelines.loader]\nscope = "loader"\nrequires = ["token"]\n'
         'connections = { db = "connections/pg" }\n')
@@ -190,7 +190,7 @@ def _closed_port() -> int:
 def test_cli_connect_hides_userinfo_in_host(isolated: Path, master_key: str) -> None:
     """`check --connect` on an HTTP host that carries user:password@ shows the URL with
     ``***@`` in the report, the progress line and the JSON, never the credentials."""
-    (isolated / "latchkey.toml").write_text(
+    (isolated / "pipekey.toml").write_text(
         '[backends.local]\ntype = "local"\n'
         '[pipelines.api]\nscope = "api"\nconnections = { site = "connections/site" }\n')
     port = _closed_port()
@@ -207,7 +207,7 @@ def test_cli_connect_hides_userinfo_in_host(isolated: Path, master_key: str) -> 
 
 def test_http_probe_sends_userinfo_as_basic_auth_and_scrubs_urls() -> None:
     """A probe's URL and any URL in a driver's text lose their userinfo."""
-    from latchkey.probes import _without_userinfo
+    from pipekey.probes import _without_userinfo
 
     assert _without_userinfo("http://u:fake-pw%40x@h:1/p") == ("http://h:1/p", "u:fake-pw%40x")
     result = _connect(Connection(conn_type="http", host="fake-user:fake-pw-acct42@127.0.0.1",

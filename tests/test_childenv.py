@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from latchkey import RunClosed
-from latchkey.childenv import (
+from pipekey import RunClosed
+from pipekey.childenv import (
     connection_variable,
     env_name,
     run_environment,
@@ -35,7 +35,7 @@ def test_run_env_is_run_environment() -> None:
 
 
 def test_env_name_still_importable_from_run() -> None:
-    """env_name moved to latchkey.childenv and stays importable from latchkey.run."""
-    from latchkey.run import env_name as moved
+    """env_name moved to pipekey.childenv and stays importable from pipekey.run."""
+    from pipekey.run import env_name as moved
 
     assert moved is env_name

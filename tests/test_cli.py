@@ -1,4 +1,4 @@
-"""The latchkey command, run as a real subprocess: output, --json, exit codes, no leaks."""
+"""The pipekey command, run as a real subprocess: output, --json, exit codes, no leaks."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from latchkey.backends.local import generate_master_key
+from pipekey.backends.local import generate_master_key
 
 from .conftest import FAKE, run_cli
 
@@ -75,7 +75,7 @@ def test_set_strips_one_newline_and_versions(initialised: Path) -> None:
 
 
 def test_value_is_never_taken_from_argv(initialised: Path) -> None:
-    """`latchkey set KEY VALUE` is a usage error and writes nothing."""
+    """`pipekey set KEY VALUE` is a usage error and writes nothing."""
     result = run_cli("set", "k", "fake-on-argv")
     assert result.returncode == 2
     assert run_cli("get", "k").returncode == 1
@@ -108,11 +108,11 @@ def test_set_refuses_non_utf8_stdin_in_one_line(initialised: Path) -> None:
     """Bytes that are not UTF-8 on stdin: one line naming the key and the position, exit 2,
     no traceback, no byte values; nothing is written."""
     raw = b"fake-\xff\xfe-acct42\n"
-    result = subprocess.run([sys.executable, "-m", "latchkey", "set", "k"], input=raw,
+    result = subprocess.run([sys.executable, "-m", "pipekey", "set", "k"], input=raw,
                             capture_output=True, timeout=60, check=False)
     stderr = result.stderr.decode("utf-8", "replace")
     assert result.returncode == 2, stderr
-    assert stderr.strip() == ("latchkey: error: the value for 'k' on stdin is not UTF-8 text "
+    assert stderr.strip() == ("pipekey: error: the value for 'k' on stdin is not UTF-8 text "
                               "(an invalid byte at position 5); nothing written")
     assert result.stdout == b"" and b"\xff" not in result.stderr
     assert run_cli("get", "k").returncode == 1
@@ -122,13 +122,13 @@ def test_empty_value_is_refused(initialised: Path) -> None:
     """An empty stdin writes nothing and exits 2 with one line."""
     result = run_cli("set", "k", input="")
     assert result.returncode == 2
-    assert result.stderr.strip() == "latchkey: error: empty value for 'k'; nothing written"
+    assert result.stderr.strip() == "pipekey: error: empty value for 'k'; nothing written"
     assert run_cli("get", "k").returncode == 1
 
 
 @pytest.mark.parametrize("args, code, message", [
     pytest.param(["get", "missing/key"], 1, "secret 'missing/key' not found in local; set it: "
-                                            "latchkey set missing/key",
+                                            "pipekey set missing/key",
                  id="not-found"),
     pytest.param(["get", "a/../b"], 2, "invalid key 'a/../b': segment 2 is '..'", id="bad-key"),
     pytest.param(["get", "k", "--bogus"], 2, "no such option '--bogus'", id="bad-flag"),
@@ -158,10 +158,10 @@ def test_json_error_shape(initialised: Path) -> None:
 
 def test_invalid_manifest_is_a_usage_error(isolated: Path) -> None:
     """A broken manifest exits 2 with the file and field named."""
-    (isolated / "latchkey.toml").write_text('[backends.x]\ntype = "nope"\n')
+    (isolated / "pipekey.toml").write_text('[backends.x]\ntype = "nope"\n')
     result = run_cli("doctor")
     assert result.returncode == 2
-    assert "latchkey.toml: backends.x.type: unknown backend type 'nope'" in result.stderr
+    assert "pipekey.toml: backends.x.type: unknown backend type 'nope'" in result.stderr
 
 
 def test_json_output_shapes(initialised: Path) -> None:
@@ -184,7 +184,7 @@ def test_json_output_shapes(initialised: Path) -> None:
 
 def test_doctor_fails_when_a_backend_fails(isolated: Path) -> None:
     """doctor exits 1 and says FAIL when a backend cannot answer."""
-    (isolated / "latchkey.toml").write_text(
+    (isolated / "pipekey.toml").write_text(
         '[backends.files]\ntype = "files"\npath = "missing.toml"\n')
     result = run_cli("doctor")
     assert result.returncode == 1
@@ -193,16 +193,16 @@ def test_doctor_fails_when_a_backend_fails(isolated: Path) -> None:
 
 def test_manifest_env_and_explain_walk(isolated: Path) -> None:
     """--env fills {env}; explain lists the env backend before the local store."""
-    (isolated / "latchkey.toml").write_text(
+    (isolated / "pipekey.toml").write_text(
         'chain = ["env", "local"]\n[backends.env]\ntype = "env"\n'
         '[backends.local]\ntype = "local"\npath = "{env}.db"\n')
     assert run_cli("--env", "prod", "init").returncode == 0
     assert (isolated / "prod.db").exists()
     assert run_cli("--env", "prod", "set", "db/pw", input="fake-local").returncode == 0
     result = run_cli("--env", "prod", "explain", "db/pw", "--json",
-                     env={"LATCHKEY__DB__PW": "fake-env"})
+                     env={"PIPEKEY__DB__PW": "fake-env"})
     data = json.loads(result.stdout)
-    assert data["backend"] == "env" and data["path"] == "$LATCHKEY__DB__PW"
+    assert data["backend"] == "env" and data["path"] == "$PIPEKEY__DB__PW"
     assert "fake-env" not in result.stdout
 
 
@@ -210,7 +210,7 @@ def test_explain_says_the_backend_failed(initialised: Path) -> None:
     """explain with a store that cannot be opened (another master key) says the backend
     failed and why, in text and JSON, never "not found"; exit 1."""
     assert run_cli("set", "k", input="fake-secret-acct42").returncode == 0
-    other = {"LATCHKEY_MASTER_KEY": generate_master_key()}
+    other = {"PIPEKEY_MASTER_KEY": generate_master_key()}
     text = run_cli("explain", "k", env=other)
     assert text.returncode == 1, text.stderr
     assert "k could not be resolved: every backend failed: local (WrongMasterKey)" in text.stdout
@@ -226,7 +226,7 @@ def test_help_explains_each_command(command: str) -> None:
     """Every command has --help with --json documented."""
     result = run_cli(command, "--help")
     assert result.returncode == 0
-    assert "--json" in result.stdout and "Usage: latchkey " + command in result.stdout
+    assert "--json" in result.stdout and "Usage: pipekey " + command in result.stdout
 
 
 def test_hidden_prompt_on_a_terminal(initialised: Path) -> None:
@@ -237,7 +237,7 @@ def test_hidden_prompt_on_a_terminal(initialised: Path) -> None:
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "latchkey", "set", "tty/key"], stdin=slave, stdout=slave,
+        [sys.executable, "-m", "pipekey", "set", "tty/key"], stdin=slave, stdout=slave,
         stderr=slave, start_new_session=True, preexec_fn=make_controlling_tty, close_fds=True)
     os.close(slave)
     screen = b""
@@ -274,7 +274,7 @@ def _read_until(fd: int, marker: bytes, timeout: float = 20.0) -> bytes:
 
 
 def test_set_key_equals_value_is_refused_without_repeating_it(isolated) -> None:
-    """`latchkey set KEY=VALUE` (a habit from other tools) is refused in one line that
+    """`pipekey set KEY=VALUE` (a habit from other tools) is refused in one line that
     repeats neither the key nor the value, with or without stdin."""
     for given in [None, "x"]:
         result = run_cli("set", "shared/tok=fake-set-eq-9876", input=given)
@@ -284,23 +284,23 @@ def test_set_key_equals_value_is_refused_without_repeating_it(isolated) -> None:
 
 
 def test_command_registry_names_every_command() -> None:
-    """`latchkey run` imports only its own module, so the registry of lazily imported commands
+    """`pipekey run` imports only its own module, so the registry of lazily imported commands
     (name -> module) must name every command the package's modules define, and nothing else."""
-    from latchkey.cli import _common
+    from pipekey.cli import _common
 
-    _common.cli.load_all()  # every module of latchkey.cli, in the registry or not
+    _common.cli.load_all()  # every module of pipekey.cli, in the registry or not
     defined = {name: cmd.callback.__module__ for name, cmd in _common.cli.commands.items()
                if name != "help" and cmd.callback is not None}
-    assert defined == {name: f"latchkey.cli.{module}"
+    assert defined == {name: f"pipekey.cli.{module}"
                        for name, module in _common.COMMANDS.items()}
 
 
 def test_unknown_command_hint_and_help_list_every_command(isolated: Path) -> None:
-    """Commands load on demand, yet `latchkey help` lists all of them and a misspelt command
+    """Commands load on demand, yet `pipekey help` lists all of them and a misspelt command
     still gets its "did you mean" hint."""
     listing = run_cli("help")
     assert listing.returncode == 0
     for name in ("audit", "bench", "check", "copy", "diff", "doctor", "run", "set"):
         assert f"\n  {name} " in listing.stdout
     typo = run_cli("chek")
-    assert typo.returncode == 2 and "did you mean `latchkey check`?" in typo.stderr
+    assert typo.returncode == 2 and "did you mean `pipekey check`?" in typo.stderr

@@ -1,4 +1,4 @@
-"""`latchkey run`, `explain --pipeline` and `bench`, as real subprocesses."""
+"""`pipekey run`, `explain --pipeline` and `bench`, as real subprocesses."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from latchkey.backends import BACKEND_TYPES
-from latchkey.backends.credentials import BY_TYPE
-from latchkey.backends.env import key_to_name
-from latchkey.cli.run import child_environment, withheld
-from latchkey.client import Latchkey
-from latchkey.manifest import parse_manifest
+from pipekey.backends import BACKEND_TYPES
+from pipekey.backends.credentials import BY_TYPE
+from pipekey.backends.env import key_to_name
+from pipekey.cli.run import child_environment, withheld
+from pipekey.client import Pipekey
+from pipekey.manifest import parse_manifest
 
 from .conftest import FAKE, run_cli
 
@@ -33,13 +33,13 @@ requires = ["access_token", "app_secret"]
 env_vars = { app_secret = "ADS_APP_SECRET" }
 """
 PRINT_ENV = ("import json, os; print(json.dumps({k: os.environ.get(k) for k in "
-             "['ACCESS_TOKEN', 'ADS_APP_SECRET', 'LATCHKEY_MASTER_KEY', 'LATCHKEY__OTHER', "
+             "['ACCESS_TOKEN', 'ADS_APP_SECRET', 'PIPEKEY_MASTER_KEY', 'PIPEKEY__OTHER', "
              "'KEEP_ME']}))")
 
 
 @pytest.fixture
 def project(isolated: Path) -> Path:
-    (isolated / "latchkey.toml").write_text(MANIFEST)
+    (isolated / "pipekey.toml").write_text(MANIFEST)
     assert run_cli("init").returncode == 0
     for key, value in [("marketing/ads/acct_1/access_token", FAKE + "-tok"),
                        ("marketing/ads/app_secret", FAKE + "-app")]:
@@ -54,12 +54,12 @@ def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 def test_child_gets_only_this_runs_secrets(project: Path) -> None:
     """The child sees its secrets under their names, not the master key nor env-backend vars."""
     result = _run("--no-mask", "--", sys.executable, "-c", PRINT_ENV,
-                  env={"LATCHKEY__OTHER": "fake-other-pipeline", "KEEP_ME": "yes",
-                       "LATCHKEY_MASTER_KEY": ""})
+                  env={"PIPEKEY__OTHER": "fake-other-pipeline", "KEEP_ME": "yes",
+                       "PIPEKEY_MASTER_KEY": ""})
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout)
     assert seen == {"ACCESS_TOKEN": FAKE + "-tok", "ADS_APP_SECRET": FAKE + "-app",
-                    "LATCHKEY_MASTER_KEY": None, "LATCHKEY__OTHER": None, "KEEP_ME": "yes"}
+                    "PIPEKEY_MASTER_KEY": None, "PIPEKEY__OTHER": None, "KEEP_ME": "yes"}
     assert FAKE not in result.stderr
 
 
@@ -110,7 +110,7 @@ def test_pristine_environment(project: Path) -> None:
 
 
 def test_exit_code_and_json_summary(project: Path) -> None:
-    """latchkey exits with the child's code; --json summarises on stderr without values."""
+    """pipekey exits with the child's code; --json summarises on stderr without values."""
     result = _run("--json", "--", sys.executable, "-c", "raise SystemExit(7)")
     assert result.returncode == 7
     summary = json.loads(result.stderr.strip().splitlines()[-1])
@@ -141,13 +141,13 @@ def test_no_pipeline_is_a_usage_error(project: Path) -> None:
 
 @pytest.mark.slow
 def test_signals_are_forwarded(project: Path) -> None:
-    """SIGTERM to latchkey reaches the child, which exits its own way; latchkey passes it on."""
+    """SIGTERM to pipekey reaches the child, which exits its own way; pipekey passes it on."""
     child = ("import signal, sys, time\n"
              "signal.signal(signal.SIGTERM, lambda *a: sys.exit(42))\n"
              "print('ready', flush=True)\n"
              "time.sleep(30)\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "latchkey", "run", "--pipeline", "ads", "--param",
+        [sys.executable, "-m", "pipekey", "run", "--pipeline", "ads", "--param",
          "account=acct_1", "--", sys.executable, "-c", child],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -192,7 +192,7 @@ def test_bench_prints_numbers(isolated: Path) -> None:
 def test_bench_startup_section(isolated: Path) -> None:
     """bench measures start-up in fresh interpreters and prints each figure against its
     target with PASS or FAIL (printed, not asserted: timings depend on the machine)."""
-    from latchkey.bench import STARTUP_TARGETS_MS, startup
+    from pipekey.bench import STARTUP_TARGETS_MS, startup
 
     up = startup(repeat=1)
     assert up["runs"] == 1 and up["targets_ms"] == STARTUP_TARGETS_MS
@@ -207,9 +207,9 @@ def test_bench_startup_section(isolated: Path) -> None:
     result = run_cli("bench", "--repeat", "1", "--latency-ms", "1", "--startup-runs", "1")
     assert result.returncode == 0, result.stderr
     lines = {line.split("  ")[0]: line for line in result.stdout.splitlines()}
-    for row in ("import latchkey", "latchkey run --pipeline P -- true, over python -c pass"):
+    for row in ("import pipekey", "pipekey run --pipeline P -- true, over python -c pass"):
         assert row in lines and ("PASS" in lines[row]) != ("FAIL" in lines[row])
-    assert "<= 60 ms" in lines["import latchkey"]
+    assert "<= 60 ms" in lines["import pipekey"]
     assert "pydantic" in lines["of which: load and validate the manifest"]
 
 
@@ -232,7 +232,7 @@ PRINT_LK = ("import json, os; print(json.dumps(sorted(k for k in os.environ "
 def test_env_backend_variables_of_every_environment_are_withheld(project: Path) -> None:
     """With prefix LK_{env}__, a prod run's child sees no LK_*__ variable of any environment,
     not only the default environment's; its own secret arrives under its own name."""
-    (project / "latchkey.toml").write_text(ENV_TEMPLATE_MANIFEST)
+    (project / "pipekey.toml").write_text(ENV_TEMPLATE_MANIFEST)
     parent = {"LK_prod__MARKETING__ADS__ACCT_1__ACCESS_TOKEN": FAKE + "-prod-tok",
               "LK_prod__OTHER__PIPELINE__TOKEN": "fake-token-other-prod",
               "LK_staging__OTHER__PIPELINE__TOKEN": "fake-token-other-staging",
@@ -247,7 +247,7 @@ def test_env_backend_variables_of_every_environment_are_withheld(project: Path) 
 def test_env_backend_without_a_prefix_withholds_every_key_variable(project: Path) -> None:
     """An env backend with prefix = "" reads any variable: a run's child gets none that
     stands for a key (another account's token included), and keeps PATH and the like."""
-    (project / "latchkey.toml").write_text(ENV_TEMPLATE_MANIFEST.replace(
+    (project / "pipekey.toml").write_text(ENV_TEMPLATE_MANIFEST.replace(
         'prefix = "LK_{env}__"', 'prefix = ""'))
     parent = {"MARKETING__ADS__ACCT_1__ACCESS_TOKEN": FAKE + "-bare-tok",
               "MARKETING__ADS__ACCT_2__ACCESS_TOKEN": "fake-token-acct2-bare",
@@ -298,7 +298,7 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "fake-akid-acct42", "AWS_SECRET_ACCESS_KEY":
 def test_store_credentials_are_withheld(project: Path, mode: list) -> None:
     """The credentials of the manifest's stores (SDK defaults and the auth's configured
     variables) do not reach the child; the parent's other variables do (unless --pristine)."""
-    (project / "latchkey.toml").write_text(MANIFEST + STORES)
+    (project / "pipekey.toml").write_text(MANIFEST + STORES)
     script = "import json, os; print(json.dumps(sorted(os.environ)))"
     result = _run(*mode, "--no-mask", "--", sys.executable, "-c", script,
                   env={**CREDENTIALS, "KEEP_ME": "yes"})
@@ -311,7 +311,7 @@ def test_store_credentials_are_withheld(project: Path, mode: list) -> None:
 
 def test_preserve_env_passes_a_named_variable(project: Path) -> None:
     """--preserve-env NAME hands one withheld variable to the child, on purpose."""
-    (project / "latchkey.toml").write_text(MANIFEST + STORES)
+    (project / "pipekey.toml").write_text(MANIFEST + STORES)
     script = "import os; print(os.environ.get('VAULT_TOKEN'), os.environ.get('MY_AZ_SECRET'))"
     result = _run("--pristine", "--preserve-env", "VAULT_TOKEN", "--no-mask", "--",
                   sys.executable, "-c", script, env=CREDENTIALS)
@@ -347,7 +347,7 @@ def test_environment_too_large_in_all(project: Path) -> None:
     assert run_cli("set", "marketing/ads/acct_1/access_token",
                    input=FAKE + "x" * 120_000).returncode == 0
     used = sum(len(k) + len(v) + 2 + 8 for k, v in os.environ.items()) + 4096
-    room = arg_max - used - 60_000   # latchkey itself still starts; its child would not
+    room = arg_max - used - 60_000   # pipekey itself still starts; its child would not
     parent = {f"FILLER_{i}": "y" * 100_000 for i in range(room // 100_020)}
     parent["FILLER_LAST"] = "y" * (room % 100_020)
     result = _run("--", sys.executable, "-c", "pass", env=parent)
@@ -366,11 +366,11 @@ def test_unknown_option_before_the_command_is_refused(project: Path) -> None:
     assert not marker.exists()
 
 
-def _lk_of(manifest: str) -> Latchkey:
-    from latchkey._compat import tomllib
+def _lk_of(manifest: str) -> Pipekey:
+    from pipekey._compat import tomllib
 
-    return Latchkey([], manifest=parse_manifest(tomllib.loads(manifest),
-                                                Path("/nonexistent/latchkey.toml")))
+    return Pipekey([], manifest=parse_manifest(tomllib.loads(manifest),
+                                                Path("/nonexistent/pipekey.toml")))
 
 
 _segment = st.from_regex(r"[a-z0-9]{1,4}(_[a-z0-9]{1,4}){0,2}", fullmatch=True)  # has a variable

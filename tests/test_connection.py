@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from latchkey import Connection, InvalidConnection
+from pipekey import Connection, InvalidConnection
 
 from .extras import need
 
@@ -165,11 +165,11 @@ def _fields(c) -> dict:
             "password": c.password, "schema": c.schema, "extra": extra}
 
 
-def _decoded_like_latchkey(fields: dict, uri: str) -> dict:
-    """The Task SDK keeps flat query values as strings (``?retries=3`` is "3"); latchkey, like
+def _decoded_like_pipekey(fields: dict, uri: str) -> dict:
+    """The Task SDK keeps flat query values as strings (``?retries=3`` is "3"); pipekey, like
     the core class, decodes JSON values (3). The second documented difference: decoding the
-    SDK's strings the same way gives latchkey's fields (even for "0E0", which JSON reads as
-    0.0 and so cannot be compared by rendering latchkey's value back to text)."""
+    SDK's strings the same way gives pipekey's fields (even for "0E0", which JSON reads as
+    0.0 and so cannot be compared by rendering pipekey's value back to text)."""
     if "__extra__=" in uri:
         return fields
     return {**fields, "extra": {k: _json_or_text(v) for k, v in fields["extra"].items()}}
@@ -186,7 +186,7 @@ def _json_or_text(value):
 
 def _as_core_sees_it(fields: dict) -> dict:
     """Airflow's core Connection stores an empty password as None (its Fernet setter skips
-    falsy values); the Task SDK and latchkey keep ''. The one documented difference."""
+    falsy values); the Task SDK and pipekey keep ''. The one documented difference."""
     return {**fields, "password": fields["password"] or None}
 
 
@@ -210,7 +210,7 @@ def _airflow_kwargs(conn: Connection) -> dict:
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(conn=connections)
 def test_parity_with_airflow(airflow_classes, conn: Connection) -> None:
-    """latchkey renders the URI Airflow renders, and latchkey and Airflow (core and Task SDK)
+    """pipekey renders the URI Airflow renders, and pipekey and Airflow (core and Task SDK)
     parse each other's output to the same fields."""
     core_cls, sdk_cls = airflow_classes
     ours = conn.to_uri()
@@ -220,7 +220,7 @@ def test_parity_with_airflow(airflow_classes, conn: Connection) -> None:
         assert ours == core.get_uri()
     for uri in (ours, core.get_uri()):
         parsed_by_us = Connection.from_uri(uri)
-        assert _fields(parsed_by_us) == _decoded_like_latchkey(
+        assert _fields(parsed_by_us) == _decoded_like_pipekey(
             _fields(sdk_cls.from_uri(uri, conn_id="c")), uri)
         assert _as_core_sees_it(_fields(parsed_by_us)) == _fields(core_cls(conn_id="c", uri=uri))
         if parsed_by_us.password != "":  # see _as_core_sees_it

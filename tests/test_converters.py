@@ -10,8 +10,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from latchkey import Connection
-from latchkey.converters import UnsupportedConnectionType
+from pipekey import Connection
+from pipekey.converters import UnsupportedConnectionType
 
 from .extras import need
 

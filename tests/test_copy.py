@@ -1,4 +1,4 @@
-"""`latchkey copy` and `latchkey diff`: a real dlt secrets.toml and a real `airflow
+"""`pipekey copy` and `pipekey diff`: a real dlt secrets.toml and a real `airflow
 connections export` file into SSM on moto and the local store, read back equal."""
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from latchkey import Connection, StoreCorrupt
-from latchkey.backends.aws_ssm import SsmBackend, SsmConfig
-from latchkey.backends.base import Writable
-from latchkey.backends.files import flatten
-from latchkey.backends.local import LocalBackend
-from latchkey.copy import apply_plan, diff, open_store, plan_copy
-from latchkey.testing import MemoryBackend
+from pipekey import Connection, StoreCorrupt
+from pipekey.backends.aws_ssm import SsmBackend, SsmConfig
+from pipekey.backends.base import Writable
+from pipekey.backends.files import flatten
+from pipekey.backends.local import LocalBackend
+from pipekey.copy import apply_plan, diff, open_store, plan_copy
+from pipekey.testing import MemoryBackend
 
 from .conftest import run_cli
 from .servers import airflow_env
@@ -227,7 +227,7 @@ def test_unknown_store_and_bare_env(isolated: Path) -> None:
 
 def test_copy_into_vault_by_ad_hoc_spec(isolated: Path, vault_env, fake_vault,
                                         monkeypatch) -> None:
-    """`latchkey copy file:... vault:secret/PREFIX` writes into Vault KV v2 (token from
+    """`pipekey copy file:... vault:secret/PREFIX` writes into Vault KV v2 (token from
     $VAULT_TOKEN); a second run finds everything the same."""
     from .fakes.vault import ROOT_TOKEN
 
@@ -246,8 +246,8 @@ def test_copy_into_vault_by_ad_hoc_spec(isolated: Path, vault_env, fake_vault,
 def test_airflow_export_is_a_read_only_store(tmp_path: Path) -> None:
     """An `airflow connections export` file opens as a read-only store of its own (not a test
     double): it lists and reads connection keys, and refuses writes naming the store."""
-    from latchkey.errors import LatchkeyError
-    from latchkey.testing import MemoryBackend as Double
+    from pipekey.errors import PipekeyError
+    from pipekey.testing import MemoryBackend as Double
 
     export = tmp_path / "connections.json"
     export.write_text(json.dumps({"wh": {"conn_type": "postgres", "host": "db.internal",
@@ -259,6 +259,6 @@ def test_airflow_export_is_a_read_only_store(tmp_path: Path) -> None:
     assert Connection.from_value(value, "wh").password == "fake-pw"
     assert not isinstance(store, Writable)
     plan, values = plan_copy(Double("src", {"airflow/connections/other": "fake-x"}), store)
-    with pytest.raises(LatchkeyError) as info:
+    with pytest.raises(PipekeyError) as info:
         apply_plan(plan, values)
     assert "airflow-connections:" in str(info.value) and "fake-x" not in str(info.value)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from latchkey import Connection, ManifestError
-from latchkey.credentials import Lease
-from latchkey.credentials.base import MIN_TTL_ENV, PostgresRoleConfig, VaultDatabaseConfig
-from latchkey.manifest import load_manifest
+from pipekey import Connection, ManifestError
+from pipekey.credentials import Lease
+from pipekey.credentials.base import MIN_TTL_ENV, PostgresRoleConfig, VaultDatabaseConfig
+from pipekey.manifest import load_manifest
 
 HEAD = """
 [backends.local]
@@ -36,7 +36,7 @@ connections = { warehouse = "dynamic:warehouse_rw" }
 
 
 def load(tmp: Path, text: str) -> object:
-    path = tmp / "latchkey.toml"
+    path = tmp / "pipekey.toml"
     path.write_text(HEAD + text)
     return load_manifest(path)
 
@@ -108,7 +108,7 @@ def test_bad_definitions_are_one_line_naming_the_field(isolated: Path, text: str
 
 def test_the_test_only_knob_lowers_the_minimum_ttl(isolated: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """LATCHKEY_TESTING_MIN_TTL lowers the minimum so a test can watch a login expire."""
+    """PIPEKEY_TESTING_MIN_TTL lowers the minimum so a test can watch a login expire."""
     monkeypatch.setenv(MIN_TTL_ENV, "2")
     manifest = load(isolated, PG.replace("ttl = 600", "ttl = 2"))
     assert manifest.credentials["warehouse_rw"].ttl == 2  # type: ignore[attr-defined]

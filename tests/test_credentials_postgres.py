@@ -1,5 +1,5 @@
 """``type = "postgres_role"`` against a real PostgreSQL: a login minted per run, dropped at
-close, expiring by itself when the process is killed, swept only if latchkey made it."""
+close, expiring by itself when the process is killed, swept only if pipekey made it."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ from typing import Any, Iterator
 
 import pytest
 
-import latchkey
-from latchkey import Connection
-from latchkey.credentials.base import MIN_TTL_ENV
-from latchkey.credentials.postgres import MARKER, role_name
-from latchkey.errors import CredentialError
+import pipekey
+from pipekey import Connection
+from pipekey.credentials.base import MIN_TTL_ENV
+from pipekey.credentials.postgres import MARKER, role_name
+from pipekey.errors import CredentialError
 
 from .conftest import run_cli
 from .extras import need
@@ -37,7 +37,7 @@ chain = ["local"]
 [backends.local]
 type = "local"
 [audit]
-sinks = [{{ type = "file", path = ".latchkey/audit.jsonl" }}]
+sinks = [{{ type = "file", path = ".pipekey/audit.jsonl" }}]
 
 [credentials.warehouse_rw]
 type = "postgres_role"
@@ -87,7 +87,7 @@ def setup_roles(postgres: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_roles(pg: dict[str, Any]) -> list[str]:
-    """Every role latchkey's runs made that still exists."""
+    """Every role pipekey's runs made that still exists."""
     db = superuser(pg)
     with db.cursor() as cur:
         cur.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'lk\\_%' ORDER BY 1")
@@ -102,15 +102,15 @@ def admin_uri(pg: dict[str, Any], login: str = ADMIN, password: str = ADMIN_PASS
 
 
 def make_world(tmp: Path, pg: dict[str, Any], *, ttl: int = 600, member_of: str = f'"{WRITER}"',
-               more: str = "", admin: str | None = None) -> latchkey.Latchkey:
-    (tmp / "latchkey.toml").write_text(MANIFEST.format(ttl=ttl, member_of=member_of, more=more))
-    lk = latchkey.load(tmp / "latchkey.toml")
+               more: str = "", admin: str | None = None) -> pipekey.Pipekey:
+    (tmp / "pipekey.toml").write_text(MANIFEST.format(ttl=ttl, member_of=member_of, more=more))
+    lk = pipekey.load(tmp / "pipekey.toml")
     lk.set("connections/warehouse_admin", admin or admin_uri(pg))
     return lk
 
 
 @pytest.fixture
-def world(isolated: Path, master_key: str, roles: dict[str, Any]) -> Iterator[latchkey.Latchkey]:
+def world(isolated: Path, master_key: str, roles: dict[str, Any]) -> Iterator[pipekey.Pipekey]:
     lk = make_world(isolated, roles)
     yield lk
     lk.close()
@@ -122,7 +122,7 @@ def connect(conn: Connection) -> Any:
 
 
 def test_a_runs_login_has_the_groups_grants_and_nothing_of_the_admins(
-        world: latchkey.Latchkey, roles: dict[str, Any]) -> None:
+        world: pipekey.Pipekey, roles: dict[str, Any]) -> None:
     """The minted login writes with etl_writer's grants, cannot read the admin's table or
     create roles; after close it cannot connect and its role is gone."""
     with world.pipeline("loader", run_name="nightly-2026-12-01") as run:
@@ -140,14 +140,14 @@ def test_a_runs_login_has_the_groups_grants_and_nothing_of_the_admins(
                 cur.execute(forbidden)
         db.close()
         assert conn.login in run_roles(roles)
-        with pytest.raises(latchkey.AccessDenied):  # the admin connection is not the run's
+        with pytest.raises(pipekey.AccessDenied):  # the admin connection is not the run's
             run.get("connections/warehouse_admin")
     assert conn.login not in run_roles(roles)
     with pytest.raises(psycopg2.OperationalError):
         connect(conn)
 
 
-def test_close_ends_the_logins_open_sessions(world: latchkey.Latchkey,
+def test_close_ends_the_logins_open_sessions(world: pipekey.Pipekey,
                                              roles: dict[str, Any]) -> None:
     """A session still open at close is terminated, then the role dropped."""
     with world.pipeline("loader") as run:
@@ -158,7 +158,7 @@ def test_close_ends_the_logins_open_sessions(world: latchkey.Latchkey,
     assert run_roles(roles) == []
 
 
-def test_a_failed_run_still_drops_its_login(world: latchkey.Latchkey,
+def test_a_failed_run_still_drops_its_login(world: pipekey.Pipekey,
                                             roles: dict[str, Any]) -> None:
     """An exception in the run's block does not leave the login behind."""
     with pytest.raises(RuntimeError), world.pipeline("loader") as run:
@@ -167,7 +167,7 @@ def test_a_failed_run_still_drops_its_login(world: latchkey.Latchkey,
     assert login not in run_roles(roles)
 
 
-def test_two_concurrent_runs_get_two_logins(world: latchkey.Latchkey,
+def test_two_concurrent_runs_get_two_logins(world: pipekey.Pipekey,
                                             roles: dict[str, Any]) -> None:
     """Runs of one pipeline open at the same time each get their own login."""
     with world.pipeline("loader") as a, world.pipeline("loader") as b:
@@ -187,21 +187,21 @@ def test_role_names_fit_postgres_and_say_pipeline_and_run() -> None:
     assert role_name("lk_", "p", "r") != role_name("lk_", "p", "r")
 
 
-def test_mint_and_revoke_are_audited_without_values(world: latchkey.Latchkey,
+def test_mint_and_revoke_are_audited_without_values(world: pipekey.Pipekey,
                                                     isolated: Path) -> None:
     """The audit file has a mint and a revoke naming the login, never a password."""
     with world.pipeline("loader") as run:
         conn = run.connection("warehouse")
-    text = (isolated / ".latchkey" / "audit.jsonl").read_text()
+    text = (isolated / ".pipekey" / "audit.jsonl").read_text()
     events = [json.loads(line) for line in text.splitlines()]
     mine = [e for e in events if e["key"] == "dynamic:warehouse_rw"]
     assert [(e["event"], e["outcome"]) for e in mine] == [("mint", "ok"), ("revoke", "ok")]
     # the audit file goes through the process's masker: a value an earlier test registered
     # (test_copy's "loader@..." e-mail) may mask part of the login, never the other way round
-    shown = latchkey.redact.redactor().redact(conn.login)
+    shown = pipekey.redact.redactor().redact(conn.login)
     assert all(shown in e["detail"] for e in mine)
     assert conn.password not in text and ADMIN_PASSWORD not in text
-    metrics = latchkey.metrics.snapshot()
+    metrics = pipekey.metrics.snapshot()
     assert any(k.startswith("credential_mint_seconds") for k in metrics["histograms"])
 
 
@@ -228,13 +228,13 @@ def test_bad_input_is_one_line_and_leaves_nothing(isolated: Path, master_key: st
     assert "\n" not in message
     for value in (ADMIN_PASSWORD, roles["password"], "fake-wrong-admin-pw"):
         assert value not in message and value not in repr(info.value)
-    with pytest.raises(latchkey.UsageError):
+    with pytest.raises(pipekey.UsageError):
         run.connection("warehouse")
     assert run_roles(roles) == []
     lk.close()
 
 
-def test_sweep_drops_only_expired_latchkey_roles(isolated: Path, master_key: str,
+def test_sweep_drops_only_expired_pipekey_roles(isolated: Path, master_key: str,
                                                  roles: dict[str, Any]) -> None:
     """sweep drops a run's expired role; a role with the prefix but no marker, one with the
     marker but not the prefix, and a live run's role all survive."""
@@ -259,7 +259,7 @@ def test_sweep_drops_only_expired_latchkey_roles(isolated: Path, master_key: str
                 {"definition": "warehouse_rw", "login": "lk_expired_run", "action": "dropped"}]
             assert set(run_roles(roles)) == {"lk_handmade", live_login}
             audit = [json.loads(line) for line in
-                     (isolated / ".latchkey" / "audit.jsonl").read_text().splitlines()]
+                     (isolated / ".pipekey" / "audit.jsonl").read_text().splitlines()]
             assert [(e["event"], e["detail"]) for e in audit if e["event"] == "sweep"] == [
                 ("sweep", "login lk_expired_run")]
         with db.cursor() as cur:
@@ -275,7 +275,7 @@ def test_sweep_drops_only_expired_latchkey_roles(isolated: Path, master_key: str
 
 def test_sweep_on_open_drops_expired_roles_first(isolated: Path, master_key: str,
                                                  roles: dict[str, Any]) -> None:
-    """With sweep_on_open, opening a run drops expired latchkey roles."""
+    """With sweep_on_open, opening a run drops expired pipekey roles."""
     db = superuser(roles)
     with db.cursor() as cur:
         cur.execute("CREATE ROLE lk_left_behind LOGIN VALID UNTIL '2000-01-01'")
@@ -289,8 +289,8 @@ def test_sweep_on_open_drops_expired_roles_first(isolated: Path, master_key: str
 
 
 CHILD = """
-import sys, time, latchkey
-lk = latchkey.load()
+import sys, time, pipekey
+lk = pipekey.load()
 with lk.pipeline("loader", run_name="killed") as run:
     conn = run.connection("warehouse")
     print(conn.login, flush=True)
@@ -303,7 +303,7 @@ with lk.pipeline("loader", run_name="killed") as run:
 def test_a_killed_process_leaves_a_login_that_expires_and_sweep_removes_it(
         isolated: Path, master_key: str, roles: dict[str, Any]) -> None:
     """SIGKILL a child holding a run: its login works until ttl, then stops; sweep drops
-    the role. (ttl = 3 s through the test-only LATCHKEY_TESTING_MIN_TTL knob.)"""
+    the role. (ttl = 3 s through the test-only PIPEKEY_TESTING_MIN_TTL knob.)"""
     os.environ[MIN_TTL_ENV] = "3"
     try:
         make_world(isolated, roles, ttl=3).close()
@@ -339,7 +339,7 @@ def test_a_killed_process_leaves_a_login_that_expires_and_sweep_removes_it(
 
 
 def test_fifty_runs_opening_at_once_each_get_a_working_login(
-        world: latchkey.Latchkey, roles: dict[str, Any]) -> None:
+        world: pipekey.Pipekey, roles: dict[str, Any]) -> None:
     """50 runs open concurrently; each login connects; none is left after they close."""
     barrier = threading.Barrier(50, timeout=60)
 
@@ -363,11 +363,11 @@ def test_fifty_runs_opening_at_once_each_get_a_working_login(
     print(f"50 runs: slowest ready in {max(r for _, r in results):.2f} s")
 
 
-def test_the_minted_connection_reaches_latchkey_run_and_check_connect(
-        world: latchkey.Latchkey, roles: dict[str, Any]) -> None:
-    """`latchkey run` gives the child AIRFLOW_CONN_WAREHOUSE with the minted login (dropped
+def test_the_minted_connection_reaches_pipekey_run_and_check_connect(
+        world: pipekey.Pipekey, roles: dict[str, Any]) -> None:
+    """`pipekey run` gives the child AIRFLOW_CONN_WAREHOUSE with the minted login (dropped
     after); `check --connect` mints one, connects, and drops it."""
-    child = ("import os, psycopg2; from latchkey import Connection; "
+    child = ("import os, psycopg2; from pipekey import Connection; "
              "c = Connection.from_uri(os.environ['AIRFLOW_CONN_WAREHOUSE']); "
              "db = psycopg2.connect(host=c.host, port=c.port, user=c.login, "
              "password=c.password, dbname=c.schema); cur = db.cursor(); "
@@ -384,9 +384,9 @@ def test_the_minted_connection_reaches_latchkey_run_and_check_connect(
     assert run_roles(roles) == []
 
 
-def test_bench_credentials_prints_time_to_ready(world: latchkey.Latchkey,
+def test_bench_credentials_prints_time_to_ready(world: pipekey.Pipekey,
                                                 roles: dict[str, Any]) -> None:
-    """`latchkey bench --credentials NAME` opens 50 runs at once and prints time to ready;
+    """`pipekey bench --credentials NAME` opens 50 runs at once and prints time to ready;
     every login is distinct and none is left."""
     done = run_cli("bench", "--credentials", "warehouse_rw", "--runs", "50", "--json")
     assert done.returncode == 0, done.stderr
@@ -399,7 +399,7 @@ def test_bench_credentials_prints_time_to_ready(world: latchkey.Latchkey,
     assert run_roles(roles) == []
 
 
-def test_what_a_run_created_is_kept_by_the_group_role(world: latchkey.Latchkey,
+def test_what_a_run_created_is_kept_by_the_group_role(world: pipekey.Pipekey,
                                                       roles: dict[str, Any]) -> None:
     """A table the run's login created is reassigned to member_of[0] at close and the login
     dropped; the admin needs no privilege beyond CREATEROLE and pg_signal_backend for it."""
@@ -428,20 +428,20 @@ def test_what_a_run_created_is_kept_by_the_group_role(world: latchkey.Latchkey,
     assert run_roles(roles) == []
 
 
-def test_airflow_backend_serves_the_runs_minted_login(world: latchkey.Latchkey,
+def test_airflow_backend_serves_the_runs_minted_login(world: pipekey.Pipekey,
                                                       isolated: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Inside a run, the Airflow backend's `warehouse` connection is the run's minted login;
     in a task with no run open it is refused, saying to open one (nothing is minted)."""
-    airflow_mod = pytest.importorskip("latchkey.integrations.airflow")
+    airflow_mod = pytest.importorskip("pipekey.integrations.airflow")
     from types import SimpleNamespace
 
     monkeypatch.setattr(airflow_mod, "_instances", {})
     monkeypatch.setattr(airflow_mod, "_default", {})
-    text = (isolated / "latchkey.toml").read_text()
-    (isolated / "latchkey.toml").write_text(text.replace('scope = "loader"',
+    text = (isolated / "pipekey.toml").read_text()
+    (isolated / "pipekey.toml").write_text(text.replace('scope = "loader"',
                                                          'scope = "loader"\ndags = ["load*"]'))
-    backend = airflow_mod.LatchkeySecretsBackend(manifest=str(isolated / "latchkey.toml"))
+    backend = airflow_mod.PipekeySecretsBackend(manifest=str(isolated / "pipekey.toml"))
     context = {"dag": SimpleNamespace(dag_id="load_nightly"), "run_id": "manual__1",
                "params": {}, "ti": SimpleNamespace(task_id="load", map_index=0)}
     monkeypatch.setattr(airflow_mod, "_task_context", lambda: context)
@@ -454,23 +454,23 @@ def test_airflow_backend_serves_the_runs_minted_login(world: latchkey.Latchkey,
         assert Connection.from_uri(uri).login == run.lease("warehouse").login
 
 
-def test_dlt_loads_into_postgres_with_the_runs_login(world: latchkey.Latchkey,
+def test_dlt_loads_into_postgres_with_the_runs_login(world: pipekey.Pipekey,
                                                      isolated: Path,
                                                      roles: dict[str, Any]) -> None:
     """A real dlt pipeline loads into PostgreSQL as the run's minted login (dlt's
     destination credentials come from the run); the tables it made stay, owned by
     etl_writer, and the login is gone."""
     dlt = need("dlt")
-    from latchkey.integrations import dlt as latchkey_dlt
+    from pipekey.integrations import dlt as pipekey_dlt
 
     db = superuser(roles)
     with db.cursor() as cur:
         cur.execute(f"GRANT CREATE ON DATABASE analytics TO {WRITER}")
-    text = (isolated / "latchkey.toml").read_text()
-    (isolated / "latchkey.toml").write_text(
+    text = (isolated / "pipekey.toml").read_text()
+    (isolated / "pipekey.toml").write_text(
         text.replace('scope = "loader"', 'scope = "loader"\ndlt_destination = "warehouse"'))
-    lk = latchkey.load(isolated / "latchkey.toml")
-    latchkey_dlt.install()
+    lk = pipekey.load(isolated / "pipekey.toml")
+    pipekey_dlt.install()
     try:
         with lk.pipeline("loader") as run:
             login = run.lease("warehouse").login
@@ -485,7 +485,7 @@ def test_dlt_loads_into_postgres_with_the_runs_login(world: latchkey.Latchkey,
             assert cur.fetchall() == [("minted",)]
         assert login not in run_roles(roles)
     finally:
-        latchkey_dlt.uninstall()
+        pipekey_dlt.uninstall()
         lk.close()
         with db.cursor() as cur:
             cur.execute("DROP SCHEMA IF EXISTS lkt_minted CASCADE")
@@ -493,7 +493,7 @@ def test_dlt_loads_into_postgres_with_the_runs_login(world: latchkey.Latchkey,
         db.close()
 
 
-def test_renew_extends_the_login_and_is_audited(world: latchkey.Latchkey, isolated: Path,
+def test_renew_extends_the_login_and_is_audited(world: pipekey.Pipekey, isolated: Path,
                                                 roles: dict[str, Any]) -> None:
     """run.renew moves VALID UNTIL to now() + ttl and records a renew event."""
     with world.pipeline("loader") as run:
@@ -511,11 +511,11 @@ def test_renew_extends_the_login_and_is_audited(world: latchkey.Latchkey, isolat
         assert renewed.login == lease.login and renewed.expires_at >= lease.expires_at
         assert run.lease("warehouse") == renewed
     events = [json.loads(line)["event"] for line in
-              (isolated / ".latchkey" / "audit.jsonl").read_text().splitlines()]
+              (isolated / ".pipekey" / "audit.jsonl").read_text().splitlines()]
     assert events.count("renew") == 1 and events[-1] == "revoke"
 
 
-def test_async_runs_mint_and_drop_too(world: latchkey.Latchkey, roles: dict[str, Any]) -> None:
+def test_async_runs_mint_and_drop_too(world: pipekey.Pipekey, roles: dict[str, Any]) -> None:
     """`async with` mints at open and drops at close (off the event loop)."""
     import asyncio
 
@@ -528,7 +528,7 @@ def test_async_runs_mint_and_drop_too(world: latchkey.Latchkey, roles: dict[str,
 
 
 def test_a_pooled_admin_connection_the_server_closed_is_replaced(
-        world: latchkey.Latchkey, roles: dict[str, Any]) -> None:
+        world: pipekey.Pipekey, roles: dict[str, Any]) -> None:
     """The server ends the pooled admin sessions (a restart, an idle timeout) during a run
     and between runs: the run's login is still dropped at close, and the next run opens, each
     on a fresh admin connection."""
@@ -566,11 +566,11 @@ def test_sweep_errors_are_one_line(isolated: Path, master_key: str,
     assert unknown.returncode == 2 and "no credential 'nope'" in unknown.stderr
 
 
-def test_a_rotated_admin_password_replaces_the_pool(world: latchkey.Latchkey,
+def test_a_rotated_admin_password_replaces_the_pool(world: pipekey.Pipekey,
                                                     roles: dict[str, Any]) -> None:
     """After the admin's password is rotated (in PostgreSQL and in the store), runs mint with
     the new one, and the old pool's admin sessions are closed, not kept."""
-    from latchkey.credentials.postgres import POOL_SIZE
+    from pipekey.credentials.postgres import POOL_SIZE
 
     def admin_sessions() -> int:
         with db.cursor() as cur:
@@ -601,7 +601,7 @@ def test_a_rotated_admin_password_replaces_the_pool(world: latchkey.Latchkey,
 
 def test_the_runs_connection_carries_none_of_the_admins_identity(
         isolated: Path, master_key: str, roles: dict[str, Any]) -> None:
-    """The admin connection's client certificate, key and other extras stay with latchkey:
+    """The admin connection's client certificate, key and other extras stay with pipekey:
     the run's Connection keeps only how to reach the server (sslmode and the like)."""
     admin = Connection(conn_type="postgres", host="127.0.0.1", port=roles["port"], login=ADMIN,
                        password=ADMIN_PASSWORD, schema="analytics",
@@ -622,7 +622,7 @@ def test_the_runs_connection_carries_none_of_the_admins_identity(
 
 
 def test_an_async_run_cancelled_while_opening_leaves_no_login(
-        world: latchkey.Latchkey, roles: dict[str, Any]) -> None:
+        world: pipekey.Pipekey, roles: dict[str, Any]) -> None:
     """A task cancelled while its run is still minting (the open goes on in a thread): the
     login the thread then makes is dropped, not left to expire."""
     import asyncio
@@ -666,16 +666,16 @@ def test_an_async_run_cancelled_while_opening_leaves_no_login(
 
 @pytest.mark.parametrize("made", [
     pytest.param("CREATE ROLE lk_raised LOGIN CREATEROLE VALID UNTIL '2000-01-01'",
-                 id="an-attribute-latchkey-never-gives"),
+                 id="an-attribute-pipekey-never-gives"),
     pytest.param("CREATE ROLE lk_raised LOGIN VALID UNTIL '2000-01-01'; "
                  "CREATE ROLE lkt_member_of_it IN ROLE lk_raised", id="used-as-a-group"),
     pytest.param("CREATE ROLE lk_raised LOGIN VALID UNTIL '2000-01-01'; "
-                 "COMMENT ON ROLE lk_raised IS 'latchkey run role; definition=other_rw; '",
+                 "COMMENT ON ROLE lk_raised IS 'pipekey run role; definition=other_rw; '",
                  id="another-definitions-login"),
 ])
 def test_sweep_leaves_marked_roles_that_are_not_this_definitions_run_logins(
         isolated: Path, master_key: str, roles: dict[str, Any], made: str) -> None:
-    """A role with the prefix and the marker is still left alone if latchkey would never
+    """A role with the prefix and the marker is still left alone if pipekey would never
     have made it so (raised by hand, a group with members) or another definition made it
     (sweeping would reassign its objects to this definition's group)."""
     db = superuser(roles)
@@ -710,8 +710,8 @@ member_of = ["lkt_etl_writer"]
 scope = "loader"
 connections = { first = "dynamic:warehouse_rw", second = "dynamic:warehouse_rw2" }
 """
-    (isolated / "latchkey.toml").write_text(two)
-    lk = latchkey.load(isolated / "latchkey.toml")
+    (isolated / "pipekey.toml").write_text(two)
+    lk = pipekey.load(isolated / "pipekey.toml")
     lk.set("connections/warehouse_admin", admin_uri(roles))
     db = superuser(roles)
 
@@ -741,7 +741,7 @@ connections = { first = "dynamic:warehouse_rw", second = "dynamic:warehouse_rw2"
                     cur.execute("LOCK TABLE pg_authid IN EXCLUSIVE MODE")
                 threading.Thread(target=interrupt_while_dropping, daemon=True).start()
         assert second not in run_roles(roles)
-        with pytest.raises(latchkey.RunClosed):
+        with pytest.raises(pipekey.RunClosed):
             run.connection("second")
     finally:
         db.rollback()
@@ -773,9 +773,9 @@ def test_a_required_audit_sink_refusing_leaves_no_login(
         isolated: Path, master_key: str, roles: dict[str, Any], refused: tuple[str, ...]) -> None:
     """audit.required and a sink that cannot record the mint (the run does not open) or the
     revoke (the run's close fails loudly): either way both of the run's logins are dropped."""
-    from latchkey.audit import Auditor
+    from pipekey.audit import Auditor
 
-    (isolated / "latchkey.toml").write_text(
+    (isolated / "pipekey.toml").write_text(
         MANIFEST.format(ttl=600, member_of=f'"{WRITER}"', more="") + """
 [credentials.warehouse_rw2]
 type = "postgres_role"
@@ -786,11 +786,11 @@ member_of = ["lkt_etl_writer"]
 scope = "loader"
 connections = { first = "dynamic:warehouse_rw", second = "dynamic:warehouse_rw2" }
 """)
-    lk = latchkey.load(isolated / "latchkey.toml")
+    lk = pipekey.load(isolated / "pipekey.toml")
     lk.set("connections/warehouse_admin", admin_uri(roles))
     lk.audit = Auditor([_RefusingSink(*refused)], required=True)
     try:
-        with pytest.raises(latchkey.LatchkeyError, match="audit sink refusing"):
+        with pytest.raises(pipekey.PipekeyError, match="audit sink refusing"):
             with lk.pipeline("loader2"):
                 assert len(run_roles(roles)) == 2
     finally:
@@ -799,7 +799,7 @@ connections = { first = "dynamic:warehouse_rw", second = "dynamic:warehouse_rw2"
 
 
 def test_a_run_outliving_an_admin_password_rotation_still_drops_its_login(
-        world: latchkey.Latchkey, roles: dict[str, Any]) -> None:
+        world: pipekey.Pipekey, roles: dict[str, Any]) -> None:
     """The admin's password is rotated while a run lasts (and a newer run replaced the admin
     pool): the old run's close connects with the admin the store holds now and drops its
     login, rather than failing on the old password and leaving it to expire."""
@@ -826,11 +826,11 @@ def test_check_connect_interrupted_later_still_drops_the_logins_it_minted(
         isolated: Path, master_key: str, roles: dict[str, Any]) -> None:
     """`check --connect` minted a login for one pipeline and is interrupted (Ctrl-C) while
     reading the next pipeline's secrets: the minted login is dropped, not left to expire."""
-    from latchkey.check import check_pipelines
+    from pipekey.check import check_pipelines
 
     fifo = isolated / "slow.toml"
     os.mkfifo(fifo)  # reading it blocks until someone writes: a store that hangs
-    (isolated / "latchkey.toml").write_text(
+    (isolated / "pipekey.toml").write_text(
         MANIFEST.format(ttl=600, member_of=f'"{WRITER}"', more="").replace(
             'chain = ["local"]', 'chain = ["local", "slow"]').replace(
             "[audit]", f'[backends.slow]\ntype = "files"\npath = "{fifo}"\n\n[audit]') + """
@@ -838,7 +838,7 @@ def test_check_connect_interrupted_later_still_drops_the_logins_it_minted(
 scope = "reader"
 requires = ["token"]
 """)
-    lk = latchkey.load(isolated / "latchkey.toml")
+    lk = pipekey.load(isolated / "pipekey.toml")
     lk.set("connections/warehouse_admin", admin_uri(roles))
 
     def interrupt_once_minted() -> None:
@@ -859,11 +859,11 @@ requires = ["token"]
 
 
 def test_check_connect_with_a_refused_mint_record_leaves_no_login(
-        world: latchkey.Latchkey, roles: dict[str, Any]) -> None:
+        world: pipekey.Pipekey, roles: dict[str, Any]) -> None:
     """`check --connect` under audit.required, the sink refusing the mint record: the check
     reports it as failed and the login it minted is dropped at once."""
-    from latchkey.audit import Auditor
-    from latchkey.check import check_pipelines
+    from pipekey.audit import Auditor
+    from pipekey.check import check_pipelines
 
     world.audit = Auditor([_RefusingSink("mint")], required=True)
     findings = check_pipelines(world, connect=True)

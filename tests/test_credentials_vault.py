@@ -17,12 +17,12 @@ from typing import Any, Iterator
 
 import pytest
 
-import latchkey
-from latchkey.backends.vault import VaultLogin
-from latchkey.credentials import Lease, build_minter
-from latchkey.credentials.base import MIN_TTL_ENV, VaultDatabaseConfig
-from latchkey.credentials.vault_database import VaultDatabaseMinter, vault_said
-from latchkey.errors import CredentialError
+import pipekey
+from pipekey.backends.vault import VaultLogin
+from pipekey.credentials import Lease, build_minter
+from pipekey.credentials.base import MIN_TTL_ENV, VaultDatabaseConfig
+from pipekey.credentials.vault_database import VaultDatabaseMinter, vault_said
+from pipekey.errors import CredentialError
 
 from .extras import need
 from .fakes.vault import ROLE_ID, ROOT_TOKEN, SECRET_ID, FakeVault
@@ -41,7 +41,7 @@ CREATE = [re.search(r'creation_statements="(.*?)" \\', VAULT_DOCS).group(1)
 
 def superuser(postgres: dict) -> Any:
     """A superuser session over the cluster's Unix socket (local connections are trusted)."""
-    found = glob.glob(f"{tempfile.gettempdir()}/latchkey-pg-*/.s.PGSQL.{postgres['port']}")
+    found = glob.glob(f"{tempfile.gettempdir()}/pipekey-pg-*/.s.PGSQL.{postgres['port']}")
     assert found, "the postgres fixture's socket was not found"
     conn = psycopg2.connect(host=str(Path(found[0]).parent), port=postgres["port"],
                             user="postgres", dbname=postgres["dbname"])
@@ -85,10 +85,10 @@ def vault_db(warehouse: dict, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeV
                                           max_ttl=max_ttl)
     monkeypatch.setenv("VAULT_SECRET_ID", SECRET_ID)
     monkeypatch.setenv(MIN_TTL_ENV, "1")  # leases of seconds, so renewal shows in a test
-    monkeypatch.setenv("LATCHKEY__CONNECTIONS__WAREHOUSE_BASE",
+    monkeypatch.setenv("PIPEKEY__CONNECTIONS__WAREHOUSE_BASE",
                        f"postgres://127.0.0.1:{warehouse['port']}/{warehouse['dbname']}"
                        "?sslmode=disable")
-    Path("latchkey.toml").write_text(f"""
+    Path("pipekey.toml").write_text(f"""
 chain = ["env", "vault"]
 [backends.env]
 type = "env"
@@ -110,7 +110,7 @@ def minter(**fields: Any) -> VaultDatabaseMinter:
     fields = {"type": "vault_database", "backend": "vault", "role": "etl",
               "connection": "connections/warehouse_base", **fields}
     return VaultDatabaseMinter("warehouse_vault", VaultDatabaseConfig(**fields),
-                               latchkey.load())
+                               pipekey.load())
 
 
 def connect(lease: Lease) -> Any:
@@ -274,7 +274,7 @@ def test_a_database_error_is_scrubbed(vault_db) -> None:
 def test_vault_said_masks_registered_values() -> None:
     """What Vault said passes through the redactor and becomes one line."""
     hvac = need("vault")
-    latchkey.redact.register("fake-token-acct42-said")
+    pipekey.redact.register("fake-token-acct42-said")
     exc = hvac.exceptions.InvalidRequest(
         errors=["1 error occurred:\n\t* bad fake-token-acct42-said\n\n"])
     assert vault_said(exc) == "bad ***"
@@ -283,7 +283,7 @@ def test_vault_said_masks_registered_values() -> None:
 def test_leak_hunt(vault_db, warehouse, caplog, capfd, tmp_path) -> None:
     """No password, lease id or admin password in logs, errors, reprs or audit records."""
     caplog.set_level(logging.DEBUG)
-    Path("latchkey.toml").write_text(Path("latchkey.toml").read_text().replace(
+    Path("pipekey.toml").write_text(Path("pipekey.toml").read_text().replace(
         'chain = ["env", "vault"]', 'chain = ["env", "vault"]\n[audit]\nsinks = [{ type = "file", '
         f'path = "{tmp_path}/audit.jsonl" }}]'))
     m = minter(role="short", ttl=3)
@@ -314,12 +314,12 @@ def test_the_docs_example_mints_through_the_manifest(vault_db, warehouse,
     give a run a working login through build_minter; repr(lease) shows no lease id."""
     manifest = re.search(r"```toml\n(.*?)```", VAULT_DOCS, flags=re.S).group(1)
     fake = vault_db.url
-    Path("latchkey.toml").write_text(manifest.replace("https://vault.example.com:8200", fake)
+    Path("pipekey.toml").write_text(manifest.replace("https://vault.example.com:8200", fake)
                                      .replace("etl-role-id", ROLE_ID)
                                      .replace('role = "etl-writer"', 'role = "etl"'))
-    monkeypatch.setenv("LATCHKEY__CONNECTIONS__WAREHOUSE_BASE_DEV", "postgres://127.0.0.1:"
+    monkeypatch.setenv("PIPEKEY__CONNECTIONS__WAREHOUSE_BASE_DEV", "postgres://127.0.0.1:"
                        f"{warehouse['port']}/{warehouse['dbname']}")
-    lk = latchkey.load()
+    lk = pipekey.load()
     m = build_minter("warehouse_vault", lk.manifest.credentials["warehouse_vault"], lk)
     assert m.reads == ["connections/warehouse_base_dev"]
     lease = m.mint("loader", "run-docs")
@@ -343,7 +343,7 @@ role = "{role}"
 connection = "connections/warehouse_base"
 """ for name, role in roles.items())
     mapped = ", ".join(f'{name} = "dynamic:{name}"' for name in roles)
-    Path("latchkey.toml").write_text(f"""
+    Path("pipekey.toml").write_text(f"""
 chain = ["env", "vault"]
 [audit]
 sinks = [{{ type = "file", path = "{tmp_path}/audit.jsonl" }}]
@@ -366,7 +366,7 @@ def test_a_run_gets_a_working_login_and_close_revokes_it(vault_db, warehouse,
     """``dynamic:NAME`` gives the run a login of its own; when the run ends (a failed one
     too) Vault saw the revoke of that lease, the login cannot connect and its role is gone."""
     run_manifest(vault_db, tmp_path, warehouse="etl")
-    lk = latchkey.load()
+    lk = pipekey.load()
     with lk.pipeline("loader") as run:
         conn = run.connection("warehouse")
         lease = run.lease("warehouse")
@@ -386,7 +386,7 @@ def test_two_concurrent_runs_get_two_logins_through_runs(vault_db, warehouse,
                                                          tmp_path) -> None:
     """Two runs open at once: two logins, both working while both are open."""
     run_manifest(vault_db, tmp_path, warehouse="etl")
-    lk = latchkey.load()
+    lk = pipekey.load()
     both = threading.Barrier(2, timeout=30)
     seen: dict[str, tuple[str, bool]] = {}
 
@@ -414,7 +414,7 @@ def test_a_vault_error_keeps_the_run_closed_and_leaves_nothing(vault_db, warehou
     """A run whose second definition names an unknown Vault role does not open: one line
     naming that definition and what Vault said; the first login was revoked already."""
     run_manifest(vault_db, tmp_path, warehouse="etl", reports="nosuch")
-    lk = latchkey.load()
+    lk = pipekey.load()
     with pytest.raises(CredentialError) as caught:
         with lk.pipeline("loader"):
             pytest.fail("the run opened")
@@ -430,7 +430,7 @@ def test_leak_hunt_through_a_run(vault_db, warehouse, tmp_path, caplog, capfd) -
     password, the lease id or the admin's password."""
     caplog.set_level(logging.DEBUG)
     run_manifest(vault_db, tmp_path, warehouse="short")
-    lk = latchkey.load()
+    lk = pipekey.load()
     with lk.pipeline("loader") as run:
         lease = run.lease("warehouse")
         conn = run.connection("warehouse")
@@ -453,18 +453,18 @@ def test_leak_hunt_through_a_run(vault_db, warehouse, tmp_path, caplog, capfd) -
     assert lease.connection.password in out  # print() is the pipeline's own business
 
 
-def test_latchkey_run_hands_the_child_a_working_login_then_revokes(vault_db, warehouse,
+def test_pipekey_run_hands_the_child_a_working_login_then_revokes(vault_db, warehouse,
                                                                    tmp_path) -> None:
-    """``latchkey run``: the child connects with AIRFLOW_CONN_WAREHOUSE (its own login); the
+    """``pipekey run``: the child connects with AIRFLOW_CONN_WAREHOUSE (its own login); the
     password it prints is masked in the output; the lease is revoked when the child exits;
-    ``latchkey credentials sweep`` has nothing to drop for this type; ``check --connect``
+    ``pipekey credentials sweep`` has nothing to drop for this type; ``check --connect``
     mints, connects and revokes."""
     import json
 
     from .conftest import run_cli
 
     run_manifest(vault_db, tmp_path, warehouse="etl")
-    child = ("import os, psycopg2; from latchkey import Connection; "
+    child = ("import os, psycopg2; from pipekey import Connection; "
              "c = Connection.from_uri(os.environ['AIRFLOW_CONN_WAREHOUSE']); "
              "db = psycopg2.connect(host=c.host, port=c.port, dbname=c.schema, user=c.login, "
              "password=c.password); cur = db.cursor(); cur.execute('SELECT current_user'); "
@@ -493,19 +493,19 @@ def test_without_hvac_building_the_minter_says_what_to_install(vault_db, tmp_pat
     line, when the minter is built (before any run mints)."""
     import sys
 
-    from latchkey.errors import MissingDependency
+    from pipekey.errors import MissingDependency
 
     run_manifest(vault_db, tmp_path, warehouse="etl")
-    lk = latchkey.load()
+    lk = pipekey.load()
     monkeypatch.setitem(sys.modules, "hvac", None)
     with pytest.raises(MissingDependency, match=r"credentials of type vault_database needs an "
-                       r"optional dependency: pip install 'latchkey\[vault\]'"):
+                       r"optional dependency: pip install 'pipekey\[vault\]'"):
         lk.minter("warehouse")
 
 
 def test_bench_fifty_runs_opening_at_once_each_get_a_login(vault_db, warehouse,
                                                            tmp_path) -> None:
-    """`latchkey bench --credentials NAME`: 50 runs open at once through Vault, 50 distinct
+    """`pipekey bench --credentials NAME`: 50 runs open at once through Vault, 50 distinct
     logins, time to ready printed, every lease revoked and every login dropped after."""
     import json
 

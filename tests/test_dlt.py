@@ -18,9 +18,9 @@ os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
 
 dlt = pytest.importorskip("dlt", reason="the dlt extra is not installed (pip install -e '.[dlt]')")
 
-import latchkey  # noqa: E402
-from latchkey.backends.local import LocalBackend, generate_master_key  # noqa: E402
-from latchkey.integrations import dlt as latchkey_dlt  # noqa: E402
+import pipekey  # noqa: E402
+from pipekey.backends.local import LocalBackend, generate_master_key  # noqa: E402
+from pipekey.integrations import dlt as pipekey_dlt  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "quickstart"
 
@@ -39,17 +39,17 @@ ads_source = _module("ads_source")
 
 @pytest.fixture
 def provider():
-    installed = latchkey_dlt.install()
+    installed = pipekey_dlt.install()
     yield installed
-    latchkey_dlt.uninstall()
+    pipekey_dlt.uninstall()
 
 
 def _project(root: Path, accounts: list[str],
-             extra_pipeline: str = "") -> tuple[latchkey.Latchkey, dict]:
+             extra_pipeline: str = "") -> tuple[pipekey.Pipekey, dict]:
     """A manifest, a local store with a fake token and a duckdb connection per account."""
     key = generate_master_key()
-    os.environ["LATCHKEY_MASTER_KEY"] = key
-    (root / "latchkey.toml").write_text(
+    os.environ["PIPEKEY_MASTER_KEY"] = key
+    (root / "pipekey.toml").write_text(
         '[backends.local]\ntype = "local"\npath = "store.db"\n'
         '[pipelines.ads_report]\nscope = "marketing/ads/{account}"\nrequires = ["api_token"]\n'
         'connections = { warehouse = "connections/warehouse_{account}" }\n'
@@ -62,19 +62,19 @@ def _project(root: Path, accounts: list[str],
         store.put(f"connections/warehouse_{account}", json.dumps(
             {"conn_type": "duckdb", "host": str(root / f"{account}.duckdb")}))
     store.close()
-    return latchkey.load(root / "latchkey.toml"), tokens
+    return pipekey.load(root / "pipekey.toml"), tokens
 
 
-def test_install_puts_latchkey_first_and_is_idempotent(provider) -> None:
-    """After install(), latchkey is first in dlt's lookup order, once."""
+def test_install_puts_pipekey_first_and_is_idempotent(provider) -> None:
+    """After install(), pipekey is first in dlt's lookup order, once."""
     names = [p.name for p in dlt.config.config_providers]
-    assert names[0] == "latchkey" and names.count("latchkey") == 1
-    latchkey_dlt.install()
-    assert [p.name for p in dlt.config.config_providers].count("latchkey") == 1
-    latchkey_dlt.uninstall()
-    assert not latchkey_dlt.installed()
-    latchkey_dlt.install(first=False)
-    assert [p.name for p in dlt.config.config_providers][-1] == "latchkey"
+    assert names[0] == "pipekey" and names.count("pipekey") == 1
+    pipekey_dlt.install()
+    assert [p.name for p in dlt.config.config_providers].count("pipekey") == 1
+    pipekey_dlt.uninstall()
+    assert not pipekey_dlt.installed()
+    pipekey_dlt.install(first=False)
+    assert [p.name for p in dlt.config.config_providers][-1] == "pipekey"
 
 
 def test_run_wins_over_environment_and_falls_through_without_a_run(provider, isolated,
@@ -238,11 +238,11 @@ def test_dlt_mapping_lives_in_the_integration(isolated) -> None:
         '"sources.ads.same_token" = "key:marketing/ads/{account}/api_token"\n'
         '"sources.ads.renamed_token" = "secret:api_token"\n'))
     with lk.pipeline("ads_report", account="acct_1") as run:
-        assert latchkey_dlt.dlt_mapping(run) == {
+        assert pipekey_dlt.dlt_mapping(run) == {
             "sources.ads.same_token": "key:marketing/ads/acct_1/api_token",
             "sources.ads.renamed_token": "secret:api_token"}
-        assert latchkey_dlt.dlt_mapping(run) is latchkey_dlt.dlt_mapping(run)
-        assert latchkey_dlt.dlt_destination(run) == "warehouse"
+        assert pipekey_dlt.dlt_mapping(run) is pipekey_dlt.dlt_mapping(run)
+        assert pipekey_dlt.dlt_destination(run) == "warehouse"
         assert not hasattr(run, "dlt_mapping") and not hasattr(run, "dlt_destination")
 
 
@@ -252,8 +252,8 @@ def test_dlt_mapping_template_error_names_the_pipeline_and_parameter(isolated) -
         '[pipelines.ads_report.dlt]\n"sources.ads.x" = "key:shared/{region}/x"\n'))
     needs = "pipeline 'ads_report' dlt mapping needs parameter 'region'"
     with lk.pipeline("ads_report", account="acct_1") as run, pytest.raises(
-            latchkey.UsageError, match=needs):
-        latchkey_dlt.dlt_mapping(run)
+            pipekey.UsageError, match=needs):
+        pipekey_dlt.dlt_mapping(run)
 
 
 @dlt.source(name="leaky")

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from latchkey.backends.env import EnvBackend, key_to_name, name_to_key
+from pipekey.backends.env import EnvBackend, key_to_name, name_to_key
 
 
 def test_documented_mapping() -> None:
-    """marketing/facebook/access_token <-> LATCHKEY__MARKETING__FACEBOOK__ACCESS_TOKEN."""
-    name = "LATCHKEY__MARKETING__FACEBOOK__ACCESS_TOKEN"
-    assert key_to_name("marketing/facebook/access_token", "LATCHKEY__") == name
-    assert name_to_key(name, "LATCHKEY__") == "marketing/facebook/access_token"
+    """marketing/facebook/access_token <-> PIPEKEY__MARKETING__FACEBOOK__ACCESS_TOKEN."""
+    name = "PIPEKEY__MARKETING__FACEBOOK__ACCESS_TOKEN"
+    assert key_to_name("marketing/facebook/access_token", "PIPEKEY__") == name
+    assert name_to_key(name, "PIPEKEY__") == "marketing/facebook/access_token"
 
 
-@pytest.mark.parametrize("name", ["OTHER__X", "LATCHKEY__", "LATCHKEY__A____B", "LATCHKEY__A__"])
+@pytest.mark.parametrize("name", ["OTHER__X", "PIPEKEY__", "PIPEKEY__A____B", "PIPEKEY__A__"])
 def test_foreign_or_malformed_names_are_ignored(name: str) -> None:
     """Variables outside the prefix or with empty segments are not keys."""
-    assert name_to_key(name, "LATCHKEY__") is None
+    assert name_to_key(name, "PIPEKEY__") is None
 
 
 def test_read_at_call_time_with_custom_prefix_and_separator() -> None:
@@ -41,25 +41,25 @@ def test_read_at_call_time_with_custom_prefix_and_separator() -> None:
 ])
 def test_keys_a_variable_cannot_tell_apart_have_no_variable(key: str) -> None:
     """Case, '-', '.', the separator and edge '_' fold into other keys' names: no variable."""
-    assert key_to_name(key, "LATCHKEY__") is None
-    backend = EnvBackend(environ={"LATCHKEY__" + key.upper().replace("/", "__"): "fake-x"})
+    assert key_to_name(key, "PIPEKEY__") is None
+    backend = EnvBackend(environ={"PIPEKEY__" + key.upper().replace("/", "__"): "fake-x"})
     assert backend.get(key) is None and backend.store_name(key) is None
     assert "segment" in (backend.unmappable(key) or "")
 
 
 def test_names_that_do_not_read_back_exactly_stand_for_no_key() -> None:
     """Listing is the exact inverse: lower-case or doubled-underscore names are not keys."""
-    environ = {"LATCHKEY__ACCT_43__TOKEN": "fake-43", "LATCHKEY__acct_43__TOKEN": "fake-lower",
-               "LATCHKEY__ACCT_43___TOKEN": "fake-triple"}
+    environ = {"PIPEKEY__ACCT_43__TOKEN": "fake-43", "PIPEKEY__acct_43__TOKEN": "fake-lower",
+               "PIPEKEY__ACCT_43___TOKEN": "fake-triple"}
     backend = EnvBackend(environ=environ)
     assert backend.list_keys("") == ["acct_43/token"]
-    assert name_to_key("LATCHKEY__acct_43__TOKEN", "LATCHKEY__") is None
-    assert name_to_key("LATCHKEY__ACCT_43___TOKEN", "LATCHKEY__") is None
+    assert name_to_key("PIPEKEY__acct_43__TOKEN", "PIPEKEY__") is None
+    assert name_to_key("PIPEKEY__ACCT_43___TOKEN", "PIPEKEY__") is None
 
 
 def test_acct_42_cannot_read_acct_43_through_the_separator() -> None:
     """The issue's case: a name holding '__' reads nothing, and says why in the walk."""
-    environ = {"LATCHKEY__MARKETING__FACEBOOK__ACCT_43__ACCESS_TOKEN": "fake-token-acct43"}
+    environ = {"PIPEKEY__MARKETING__FACEBOOK__ACCT_43__ACCESS_TOKEN": "fake-token-acct43"}
     backend = EnvBackend(environ=environ)
     assert backend.get("marketing/facebook/acct_43/access_token").value == "fake-token-acct43"
     for key in ("marketing/facebook/acct_43__access_token",
@@ -72,8 +72,8 @@ def test_acct_42_cannot_read_acct_43_through_the_separator() -> None:
 
 def test_writes_of_unmappable_keys_are_refused_naming_key_and_reason() -> None:
     """A writable backend that cannot map a key refuses it with one line: key and reason."""
-    from latchkey import InvalidKey
-    from latchkey.testing import MemoryBackend
+    from pipekey import InvalidKey
+    from pipekey.testing import MemoryBackend
 
     class Picky(MemoryBackend):
         def unmappable(self, key: str) -> str | None:
@@ -92,15 +92,15 @@ def test_a_run_reaches_only_its_own_account_through_env() -> None:
     """Scope parameters and names that fold onto acct_43's variable never read its value."""
     from pathlib import Path
 
-    import latchkey
-    from latchkey import AccessDenied, SecretNotFound
-    from latchkey.manifest import parse_manifest
+    import pipekey
+    from pipekey import AccessDenied, SecretNotFound
+    from pipekey.manifest import parse_manifest
 
-    environ = {"LATCHKEY__MARKETING__FACEBOOK__ACCT_43__ACCESS_TOKEN": "fake-token-acct43",
-               "LATCHKEY__MARKETING__FACEBOOK__ACCT_42__APP_ID": "fake-app-acct42"}
+    environ = {"PIPEKEY__MARKETING__FACEBOOK__ACCT_43__ACCESS_TOKEN": "fake-token-acct43",
+               "PIPEKEY__MARKETING__FACEBOOK__ACCT_42__APP_ID": "fake-app-acct42"}
     pipelines = {"ads": {"scope": "marketing/facebook/{account}", "optional": ["access_token"]}}
-    manifest = parse_manifest({"pipelines": pipelines}, Path("latchkey.toml"), None)
-    lk = latchkey.Latchkey([EnvBackend(environ=environ)], manifest=manifest, env=manifest.env)
+    manifest = parse_manifest({"pipelines": pipelines}, Path("pipekey.toml"), None)
+    lk = pipekey.Pipekey([EnvBackend(environ=environ)], manifest=manifest, env=manifest.env)
     with lk.pipeline("ads", account="acct_43") as run:  # the owner reads it
         assert run.secret("access_token") == "fake-token-acct43"
     for account in ("ACCT-43", "acct-43", "ACCT_43", "acct.43"):
@@ -120,9 +120,9 @@ def test_a_run_reaches_only_its_own_account_through_env() -> None:
 
 def test_explain_says_why_a_key_has_no_variable() -> None:
     """explain's attempt for an unmappable key is 'absent' with the rule it breaks."""
-    import latchkey
+    import pipekey
 
-    lk = latchkey.Latchkey([EnvBackend(environ={"LATCHKEY__A__B": "fake-token-ab"})])
+    lk = pipekey.Pipekey([EnvBackend(environ={"PIPEKEY__A__B": "fake-token-ab"})])
     [attempt] = lk.explain("a__b").attempts
     assert attempt.outcome == "absent" and attempt.path.startswith("(no variable")
     assert "not mappable: segment 1 'a__b' contains the separator '__'" == attempt.detail

@@ -44,7 +44,7 @@ def test_test_extra_pulls_no_sdk_and_brings_ruff() -> None:
     assert "ruff" in names
     sdk_extras = {"aws", "vault", "gcp", "azure", "airflow", "dlt", "postgres", "metrics",
                   "bench", "all"}
-    assert not names & sdk_extras and not any(n.startswith("latchkey") for n in names)
+    assert not names & sdk_extras and not any(n.startswith("pipekey") for n in names)
     assert not any("airflow" in n or "dlt" in n for n in names)
 
 

@@ -9,9 +9,9 @@ import uuid
 import pytest
 from benchmarks.proxy import LoopbackProxy
 
-from latchkey import BackendUnavailable
-from latchkey.backends.aws_ssm import SsmBackend, SsmConfig
-from latchkey.cache import CacheConfig, CachedBackend
+from pipekey import BackendUnavailable
+from pipekey.backends.aws_ssm import SsmBackend, SsmConfig
+from pipekey.cache import CacheConfig, CachedBackend
 
 
 class Clock:

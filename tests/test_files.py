@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from latchkey import StoreCorrupt
-from latchkey.backends.files import FilesBackend
+from pipekey import StoreCorrupt
+from pipekey.backends.files import FilesBackend
 
 
 def test_toml_nested_tables_scalars_and_lists(tmp_path: Path) -> None:

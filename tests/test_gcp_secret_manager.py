@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-import latchkey
-from latchkey import AccessDenied
-from latchkey.backends.gcp_secret_manager import GcpSecretManagerBackend, GcpSecretManagerConfig
-from latchkey.errors import BackendUnavailable, StoreCorrupt, UsageError
-from latchkey.testing import MemoryBackend
+import pipekey
+from pipekey import AccessDenied
+from pipekey.backends.gcp_secret_manager import GcpSecretManagerBackend, GcpSecretManagerConfig
+from pipekey.errors import BackendUnavailable, StoreCorrupt, UsageError
+from pipekey.testing import MemoryBackend
 
 from .extras import need
 
@@ -104,13 +104,13 @@ def test_permission_denied_is_authoritative(server) -> None:
     server.deny(backend.secret_id("locked"))
     later = MemoryBackend("later", {"locked": "fake-later"})
     with pytest.raises(AccessDenied, match=r"backend 'gcp': GCP denied read for 'locked' \(403"):
-        latchkey.Latchkey([backend, later]).get("locked")
+        pipekey.Pipekey([backend, later]).get("locked")
     assert later.calls == []
 
 
 def test_names_are_mapped_reversibly(server) -> None:
     """Keys with '/', '.' and '-' become valid secret ids and list back as the same keys;
-    secrets with ids latchkey did not write are skipped."""
+    secrets with ids pipekey did not write are skipped."""
     backend = gcp(server, prefix="lkmap_", separator="")  # raw: names as written
     keys = ["a/b.c-d", "a/b_c/d", "a/b-c/d", "x"]
     for key in keys:
@@ -195,7 +195,7 @@ def test_too_long_name_is_an_invalid_key(server) -> None:
     """A key whose secret id would pass 255 characters is refused before any request."""
     backend = gcp(server)
     server.reset_counts()
-    with pytest.raises(latchkey.InvalidKey, match="255"):
+    with pytest.raises(pipekey.InvalidKey, match="255"):
         backend.put("a/" + "b." * 130, "fake")
     assert backend.get("a/" + "b." * 130) is None  # no name: absent for reads
     assert backend.history("a/" + "b." * 130) == []
@@ -214,7 +214,7 @@ def test_manifest_and_cli(server, isolated: Path) -> None:
     from .conftest import run_cli
 
     prefix = f"lk{uuid.uuid4().hex[:8]}_{{env}}_"
-    (isolated / "latchkey.toml").write_text(
+    (isolated / "pipekey.toml").write_text(
         f'chain = ["gcp"]\n[backends.gcp]\ntype = "gcp_secret_manager"\nproject = "lk-test"\n'
         f'prefix = "{prefix}"\nendpoint = "{server.url}"\ncredentials = "anonymous"\n')
     for value in ("fake-gcp-1", "fake-gcp-2"):

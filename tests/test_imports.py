@@ -1,4 +1,4 @@
-"""Importing latchkey, and loading a manifest of core backends, loads no cloud SDK."""
+"""Importing pipekey, and loading a manifest of core backends, loads no cloud SDK."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ SDKS = ["boto3", "botocore", "hvac", "google.cloud", "google.api_core", "azure",
 
 PROBE = """
 import json, sys
-import latchkey
+import pipekey
 {extra}
 print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {roots!r}
                         or any(m == s or m.startswith(s + '.') for s in {sdks!r}))))
@@ -30,26 +30,26 @@ def _loaded(extra: str = "", cwd: Path | None = None) -> list[str]:
 
 
 def test_import_loads_no_sdk() -> None:
-    """`import latchkey` in a fresh interpreter loads no cloud SDK, no Airflow, no dlt, no rich."""
+    """`import pipekey` in a fresh interpreter loads no cloud SDK, no Airflow, no dlt, no rich."""
     assert _loaded() == []
 
 
 def test_loading_core_backends_loads_no_sdk(tmp_path: Path) -> None:
     """load() with env, files and local backends, and a read, still load no SDK."""
-    (tmp_path / "latchkey.toml").write_text(
+    (tmp_path / "pipekey.toml").write_text(
         '[backends.env]\ntype = "env"\n[backends.files]\ntype = "files"\npath = "s.json"\n'
         '[backends.local]\ntype = "local"\n')
     (tmp_path / "s.json").write_text('{"a": "fake"}')
-    assert _loaded("latchkey.load().get('a')", cwd=tmp_path) == []
+    assert _loaded("pipekey.load().get('a')", cwd=tmp_path) == []
 
 
 def test_aws_backends_load_boto3_only_when_used(tmp_path: Path) -> None:
     """A manifest naming the AWS backends validates and builds without importing boto3."""
-    (tmp_path / "latchkey.toml").write_text(
+    (tmp_path / "pipekey.toml").write_text(
         '[backends.ssm]\ntype = "aws_ssm"\nprefix = "/x/{env}"\n'
         '[backends.sm]\ntype = "aws_secrets_manager"\n'
         '[backends.ddb]\ntype = "dynamodb"\ntable = "t"\n')
-    assert _loaded("latchkey.load()", cwd=tmp_path) == []
+    assert _loaded("pipekey.load()", cwd=tmp_path) == []
 
 
 @pytest.mark.parametrize("blocked, module, build, extra", [
@@ -68,28 +68,28 @@ def test_missing_sdk_names_the_extra(blocked: str, module: str, build: str, extr
     """Without its SDK a backend's first call raises MissingDependency with the pip line."""
     names = [build.split("(")[0], build.split("(")[1].split(", ")[-1]]
     code = (f"import sys; sys.modules[{blocked!r}] = None\n"
-            f"from latchkey.backends.{module} import {', '.join(names)}\n"
+            f"from pipekey.backends.{module} import {', '.join(names)}\n"
             f"b = {build}\n"
             "try:\n    b.get('k')\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60)
     assert "MissingDependency" in out.stdout, out.stderr[-500:]
-    assert f"pip install 'latchkey[{extra}]'" in out.stdout
+    assert f"pip install 'pipekey[{extra}]'" in out.stdout
 
 
 def test_cloud_backends_build_without_their_sdks(tmp_path: Path) -> None:
     """A manifest naming vault, gcp_secret_manager and azure_key_vault validates and builds
     without importing hvac, Google or Azure libraries."""
-    (tmp_path / "latchkey.toml").write_text(
+    (tmp_path / "pipekey.toml").write_text(
         '[backends.v]\ntype = "vault"\nurl = "http://127.0.0.1:1"\n'
         'auth = { method = "approle", role_id = "r" }\n'
         '[backends.g]\ntype = "gcp_secret_manager"\nproject = "p"\n'
         '[backends.a]\ntype = "azure_key_vault"\nurl = "https://x.vault.azure.net"\n')
-    assert _loaded("lk = latchkey.load(); [lk.backend(n) for n in ('v', 'g', 'a')]",
+    assert _loaded("lk = pipekey.load(); [lk.backend(n) for n in ('v', 'g', 'a')]",
                    cwd=tmp_path) == []
 
 
-#: what `import latchkey` defers: manifest models (pydantic), the CLI (click, rich), the local
+#: what `import pipekey` defers: manifest models (pydantic), the CLI (click, rich), the local
 #: store's cipher and database, asyncio and the thread pools (start-up cost, issue 19)
 HEAVY = ["pydantic", "pydantic_core", "click", "rich", "cryptography", "asyncio",
          "concurrent.futures", "sqlite3"]
@@ -108,37 +108,37 @@ def _heavy(code: str, cwd: Path | None = None) -> list[str]:
 
 
 def test_import_defers_heavy_modules() -> None:
-    """`import latchkey` loads no pydantic, click, rich, cryptography, asyncio, thread pool or
+    """`import pipekey` loads no pydantic, click, rich, cryptography, asyncio, thread pool or
     sqlite3; nor does using Connection, the errors or validate_key."""
-    assert _heavy("import latchkey") == []
-    assert _heavy("import latchkey\nlatchkey.Connection.from_uri('postgres://h/db')\n"
-                  "latchkey.validate_key('a/b')\nlatchkey.SecretNotFound") == []
+    assert _heavy("import pipekey") == []
+    assert _heavy("import pipekey\npipekey.Connection.from_uri('postgres://h/db')\n"
+                  "pipekey.validate_key('a/b')\npipekey.SecretNotFound") == []
 
 
 def test_load_builds_models_but_defers_cli_cipher_and_pools(tmp_path: Path) -> None:
     """load() of a local-store manifest brings pydantic and sqlite3, not click, rich, asyncio
     or the thread pool; the cipher comes when the store is first used."""
-    (tmp_path / "latchkey.toml").write_text('[backends.local]\ntype = "local"\n')
-    assert _heavy("import latchkey\nlk = latchkey.load()", cwd=tmp_path) == [
+    (tmp_path / "pipekey.toml").write_text('[backends.local]\ntype = "local"\n')
+    assert _heavy("import pipekey\nlk = pipekey.load()", cwd=tmp_path) == [
         "pydantic", "pydantic_core", "sqlite3"]
-    read = ("import os, latchkey\nfrom latchkey.backends.local import generate_master_key\n"
-            "os.environ['LATCHKEY_MASTER_KEY'] = generate_master_key()\n"
-            "latchkey.load().set('a', 'fake-value')")
+    read = ("import os, pipekey\nfrom pipekey.backends.local import generate_master_key\n"
+            "os.environ['PIPEKEY_MASTER_KEY'] = generate_master_key()\n"
+            "pipekey.load().set('a', 'fake-value')")
     assert _heavy(read, cwd=tmp_path) == ["cryptography", "pydantic", "pydantic_core", "sqlite3"]
 
 
-#: what `latchkey run` does not need: the other commands' modules and what only they use,
+#: what `pipekey run` does not need: the other commands' modules and what only they use,
 #: rich (tables), the audit file sink's handlers, asyncio and the thread pools (issue 19)
-NOT_ON_RUN_PATH = ["latchkey.cli.audit", "latchkey.cli.bench", "latchkey.cli.check",
-                   "latchkey.cli.copy", "latchkey.cli.inspect", "latchkey.cli.store",
-                   "latchkey.bench", "latchkey.check", "latchkey.copy", "latchkey.probes",
-                   "latchkey.testing", "rich", "logging.handlers", "asyncio",
+NOT_ON_RUN_PATH = ["pipekey.cli.audit", "pipekey.cli.bench", "pipekey.cli.check",
+                   "pipekey.cli.copy", "pipekey.cli.inspect", "pipekey.cli.store",
+                   "pipekey.bench", "pipekey.check", "pipekey.copy", "pipekey.probes",
+                   "pipekey.testing", "rich", "logging.handlers", "asyncio",
                    "concurrent.futures"]
 
 RUN_PROBE = """
 import json, sys
-from latchkey.cli import main
-sys.argv = ["latchkey", "run", "--pipeline", "p", "--", sys.executable, "-c", "pass"]
+from pipekey.cli import main
+sys.argv = ["pipekey", "run", "--pipeline", "p", "--", sys.executable, "-c", "pass"]
 try:
     main()
 except SystemExit as exc:
@@ -148,14 +148,14 @@ print(json.dumps([code, sorted(m for m in {names!r} if m in sys.modules)]))
 
 
 def test_run_command_loads_only_what_it_needs(tmp_path: Path, master_key: str) -> None:
-    """`latchkey run` imports its own command module, not the other commands', rich, the
+    """`pipekey run` imports its own command module, not the other commands', rich, the
     audit file sink's handlers, asyncio or a thread pool (start-up cost, issue 19)."""
-    from latchkey.backends.local import LocalBackend
+    from pipekey.backends.local import LocalBackend
 
     store = LocalBackend("local", tmp_path / "store.db", master_key=master_key)
     store.put("team/p/token", "fake-token-startup")
     store.close()
-    (tmp_path / "latchkey.toml").write_text(
+    (tmp_path / "pipekey.toml").write_text(
         '[backends.local]\ntype = "local"\npath = "store.db"\n'
         '[pipelines.p]\nscope = "team/p"\nrequires = ["token"]\n')
     out = subprocess.run([sys.executable, "-c", RUN_PROBE.format(names=NOT_ON_RUN_PATH)],
@@ -167,12 +167,12 @@ def test_run_command_loads_only_what_it_needs(tmp_path: Path, master_key: str) -
 def test_no_manifest_model_is_built_at_import() -> None:
     """Importing the manifest, the backends and the client builds no pydantic validator: each
     is built when a manifest first needs it (the models defer_build; issue 19)."""
-    code = ("import json, pydantic, latchkey.client, latchkey.cli._common, latchkey.cache\n"
+    code = ("import json, pydantic, pipekey.client, pipekey.cli._common, pipekey.cache\n"
             "seen, todo = [], [pydantic.BaseModel]\n"
             "while todo:\n"
             "    for sub in todo.pop().__subclasses__():\n"
             "        todo.append(sub)\n"
-            "        if sub.__module__.startswith('latchkey') and sub.__pydantic_complete__:\n"
+            "        if sub.__module__.startswith('pipekey') and sub.__pydantic_complete__:\n"
             "            seen.append(sub.__qualname__)\n"
             "print(json.dumps(sorted(seen)))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -1,6 +1,6 @@
 """200 concurrent runs of one pipeline definition never see each other's credentials.
 
-Threads, asyncio tasks and subprocesses (the Python API and `latchkey run`) at once, on the
+Threads, asyncio tasks and subprocesses (the Python API and `pipekey run`) at once, on the
 real local encrypted store, 100,000 reads in all.
 """
 
@@ -20,24 +20,24 @@ from pathlib import Path
 
 import pytest
 
-import latchkey
-from latchkey.backends.local import LocalBackend, generate_master_key
+import pipekey
+from pipekey.backends.local import LocalBackend, generate_master_key
 
 THREADS, TASKS, SUBPROCS = 120, 60, 20
 READS_IN_PROCESS, READS_PER_SUBPROC = 500, 1_000
 
 CHILD = textwrap.dedent("""
-    import json, sys, latchkey
+    import json, sys, pipekey
     account, expected_token, expected_app = sys.argv[1:4]
     reads = int(sys.argv[4])
     import hashlib
     h = lambda v: hashlib.sha256(v.encode()).hexdigest()
-    lk = latchkey.load()
+    lk = pipekey.load()
     wrong = done = 0
     with lk.pipeline("ads", account=account) as run:
         for i in range(reads // 2):
             wrong += h(run.secret("access_token")) != expected_token
-            app_secret = latchkey.current().get(f"marketing/ads/{account}/app_secret")
+            app_secret = pipekey.current().get(f"marketing/ads/{account}/app_secret")
             wrong += h(app_secret) != expected_app
             done += 2
     print(json.dumps({"wrong": wrong, "reads": done}))
@@ -51,7 +51,7 @@ VIA_RUN = textwrap.dedent("""
                 or h(os.environ["APP_SECRET"]) != sys.argv[2]
                 for _ in range(reads // 2))
     print(json.dumps({"wrong": wrong, "reads": reads,
-                      "master_key_visible": "LATCHKEY_MASTER_KEY" in os.environ}))
+                      "master_key_visible": "PIPEKEY_MASTER_KEY" in os.environ}))
 """)
 
 
@@ -68,12 +68,12 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("TMPDIR", str(tmp))
     monkeypatch.setattr(tempfile, "tempdir", None)
-    monkeypatch.setenv("LATCHKEY_MASTER_KEY", generate_master_key())
-    (project / "latchkey.toml").write_text(
+    monkeypatch.setenv("PIPEKEY_MASTER_KEY", generate_master_key())
+    (project / "pipekey.toml").write_text(
         '[backends.local]\ntype = "local"\npath = "store.db"\n'
         '[pipelines.ads]\nscope = "marketing/ads/{account}"\n'
         'requires = ["access_token", "app_secret"]\n')
-    monkeypatch.setenv("LATCHKEY_CONFIG", str(project / "latchkey.toml"))
+    monkeypatch.setenv("PIPEKEY_CONFIG", str(project / "pipekey.toml"))
     store = LocalBackend("local", project / "store.db")
     values = {}
     for i in range(THREADS + TASKS + SUBPROCS):
@@ -92,7 +92,7 @@ def _thread_run(lk, account, expected, barrier, results) -> None:
     with lk.pipeline("ads", account=account, run_name=f"thread__{account}") as run:
         barrier.wait(timeout=120)  # every thread's run is open at once
         for _ in range(READS_IN_PROCESS // 2):
-            current = latchkey.current()
+            current = pipekey.current()
             wrong += current is not run
             wrong += run.secret("access_token") != expected[0]
             wrong += current.get(f"marketing/ads/{account}/app_secret") != expected[1]
@@ -106,7 +106,7 @@ async def _task_run(lk, account, expected) -> tuple[int, int]:
         for i in range(READS_IN_PROCESS // 2):
             if i % 10 == 0:
                 await asyncio.sleep(0)  # let the other tasks interleave
-            current = latchkey.current()
+            current = pipekey.current()
             wrong += current is not run
             wrong += current.secret("access_token") != expected[0]
             wrong += run.get(f"marketing/ads/{account}/app_secret") != expected[1]
@@ -119,7 +119,7 @@ def _start_subprocess(account: str, expected: tuple[str, str], via_run: bool, tm
     another child starts reading it would hand that child an empty file)."""
     hashes = [_sha(expected[0]), _sha(expected[1]), str(READS_PER_SUBPROC)]
     if via_run:
-        cmd = [sys.executable, "-m", "latchkey", "run", "--pipeline", "ads", "--param",
+        cmd = [sys.executable, "-m", "pipekey", "run", "--pipeline", "ads", "--param",
                f"account={account}", "--", sys.executable, str(tmp / "via_run.py"), *hashes]
     else:
         cmd = [sys.executable, str(tmp / "child.py"), account, *hashes]
@@ -133,7 +133,7 @@ def test_200_concurrent_runs_never_cross(world) -> None:
     tmp_path, values = world
     accounts = sorted(values)
     env_before = dict(os.environ)
-    lk = latchkey.load()
+    lk = pipekey.load()
 
     (tmp_path / "tmp" / "via_run.py").write_text(VIA_RUN)
     (tmp_path / "tmp" / "child.py").write_text(CHILD)
@@ -176,7 +176,7 @@ def test_200_concurrent_runs_never_cross(world) -> None:
     assert reads >= 100_000
     assert wrong == 0
     assert not any(r.get("master_key_visible") for r in proc_results)
-    assert latchkey.current() is None
+    assert pipekey.current() is None
     assert dict(os.environ) == env_before
 
     lk.close()

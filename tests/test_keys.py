@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from latchkey import InvalidKey, validate_key
-from latchkey.keys import is_under, join, validate_prefix
+from pipekey import InvalidKey, validate_key
+from pipekey.keys import is_under, join, validate_prefix
 
 
 @pytest.mark.parametrize("key", ["a", "shared/slack_token", "marketing/facebook/acct_42/token",
@@ -55,20 +55,20 @@ SEGMENT_CANDIDATES = ["a", "acct_42", "a.b-c_D9", "...x", "-", ".", "..", "", "a
 @pytest.mark.parametrize("text", SEGMENT_CANDIDATES)
 def test_one_segment_rule(text: str, tmp_path) -> None:
     """A key segment, a scope parameter, a secret name in `requires` and an environment name
-    follow one rule (latchkey.keys.is_segment): each accepts exactly what the others accept."""
-    from latchkey.errors import LatchkeyError
-    from latchkey.keys import is_segment
-    from latchkey.manifest import parse_manifest
-    from latchkey.scope import fill_template
+    follow one rule (pipekey.keys.is_segment): each accepts exactly what the others accept."""
+    from pipekey.errors import PipekeyError
+    from pipekey.keys import is_segment
+    from pipekey.manifest import parse_manifest
+    from pipekey.scope import fill_template
 
     def accepts(check) -> bool:
         try:
             check()
-        except LatchkeyError:
+        except PipekeyError:
             return False
         return True
 
-    path = tmp_path / "latchkey.toml"
+    path = tmp_path / "pipekey.toml"
     verdicts = {
         "key segment": "/" not in text and accepts(lambda: validate_key(f"x/{text}/y")),
         "scope parameter": accepts(lambda: fill_template("x/{p}", {"p": text}, "scope")),

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-PACKAGE = SRC / "latchkey"
+PACKAGE = SRC / "pipekey"
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:
@@ -51,7 +51,7 @@ def _runtime_imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
 
 
 def _import_graph() -> dict[str, set[str]]:
-    """latchkey module -> the latchkey modules it imports (lazily or not)."""
+    """pipekey module -> the pipekey modules it imports (lazily or not)."""
     modules = _modules()
     graph: dict[str, set[str]] = {}
     for name, (path, is_package) in modules.items():
@@ -119,16 +119,16 @@ def test_graph_sees_lazy_imports() -> None:
     """The import graph includes imports inside functions (a lazy import still makes a cycle),
     and finds a cycle made of them."""
     graph = _import_graph()
-    assert "latchkey.converters" in graph["latchkey.connection"]
+    assert "pipekey.converters" in graph["pipekey.connection"]
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
 def test_no_import_cycles() -> None:
-    """No two latchkey modules import each other, directly or round a loop, at any level."""
+    """No two pipekey modules import each other, directly or round a loop, at any level."""
     assert _cycles(_import_graph()) == []
 
 
-# the import that brings in each optional SDK; only latchkey._sdk (and each integration, whose
+# the import that brings in each optional SDK; only pipekey._sdk (and each integration, whose
 # whole module is its SDK) may write it
 SDK_ENTRIES = ("boto3", "hvac", "google.cloud.secretmanager", "google.cloud",
                "azure.identity", "azure.keyvault.secrets", "azure.keyvault")
@@ -136,10 +136,10 @@ SDK_ENTRIES = ("boto3", "hvac", "google.cloud.secretmanager", "google.cloud",
 
 def test_sdk_imports_in_one_place() -> None:
     """boto3, hvac, google-cloud-secret-manager and the Azure SDK are imported only in
-    latchkey._sdk, which turns a missing SDK into the pip line of its extra."""
+    pipekey._sdk, which turns a missing SDK into the pip line of its extra."""
     offenders = []
     for name, (path, _) in _modules().items():
-        if name == "latchkey._sdk":
+        if name == "pipekey._sdk":
             continue
         for node in _runtime_imports(ast.parse(path.read_text(encoding="utf-8"))):
             targets = ([a.name for a in node.names] if isinstance(node, ast.Import)
@@ -151,7 +151,7 @@ def test_sdk_imports_in_one_place() -> None:
 
 
 def test_package_holds_no_benchmark_or_proxy() -> None:
-    """src/latchkey holds no peer benchmark, no fault proxy and no benchmark-only dependency;
+    """src/pipekey holds no peer benchmark, no fault proxy and no benchmark-only dependency;
     they live in benchmarks/, beside the package."""
     assert not list(PACKAGE.rglob("bench_compare*"))
     bench_only = {"matplotlib", "aws_secretsmanager_caching", "moto"}
@@ -169,23 +169,23 @@ def test_package_holds_no_benchmark_or_proxy() -> None:
     assert (root / "benchmarks" / "proxy.py").is_file()
 
 
-def test_wheel_packages_are_latchkey_only() -> None:
-    """The packages setuptools puts in the wheel (packages.find under src/) are latchkey's."""
+def test_wheel_packages_are_pipekey_only() -> None:
+    """The packages setuptools puts in the wheel (packages.find under src/) are pipekey's."""
     setuptools = pytest.importorskip("setuptools")
     packages = setuptools.find_packages(where=str(SRC))
-    assert packages and all(p == "latchkey" or p.startswith("latchkey.") for p in packages)
+    assert packages and all(p == "pipekey" or p.startswith("pipekey.") for p in packages)
 
 
 def test_production_code_subclasses_no_test_double() -> None:
-    """No class outside latchkey.testing derives from one of its doubles (copy's Airflow
+    """No class outside pipekey.testing derives from one of its doubles (copy's Airflow
     export view is a Backend of its own, not a MemoryBackend). Using a double as a simulated
-    store, as `latchkey bench` does, is what they are public for."""
-    import latchkey.testing
+    store, as `pipekey bench` does, is what they are public for."""
+    import pipekey.testing
 
-    doubles = set(latchkey.testing.__all__)
+    doubles = set(pipekey.testing.__all__)
     offenders = []
     for name, (path, _) in _modules().items():
-        if name == "latchkey.testing":
+        if name == "pipekey.testing":
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ClassDef):
@@ -196,11 +196,11 @@ def test_production_code_subclasses_no_test_double() -> None:
 
 
 def test_testing_exports_the_doubles_only() -> None:
-    """latchkey.testing keeps MemoryBackend (and its read-only form) and FailingBackend public;
+    """pipekey.testing keeps MemoryBackend (and its read-only form) and FailingBackend public;
     the proxy left it."""
-    import latchkey.testing
+    import pipekey.testing
 
-    assert set(latchkey.testing.__all__) == {"Call", "FailingBackend", "MemoryBackend",
+    assert set(pipekey.testing.__all__) == {"Call", "FailingBackend", "MemoryBackend",
                                              "ReadOnlyMemoryBackend"}
 
 
@@ -208,10 +208,10 @@ def test_testing_exports_the_doubles_only() -> None:
 def test_bench_compare_without_a_checkout_says_so(tmp_path: Path) -> None:
     """From an installation with no benchmarks/ beside it, `bench --compare` exits 2 with one
     line saying it needs a source checkout."""
-    shutil.copytree(PACKAGE, tmp_path / "src" / "latchkey",
+    shutil.copytree(PACKAGE, tmp_path / "src" / "pipekey",
                     ignore=shutil.ignore_patterns("__pycache__"))
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "src")}
-    result = subprocess.run([sys.executable, "-m", "latchkey", "bench", "--compare"],
+    result = subprocess.run([sys.executable, "-m", "pipekey", "bench", "--compare"],
                             capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
@@ -231,12 +231,12 @@ def _string_literals(tree: ast.AST) -> list[ast.Constant]:
 
 
 @pytest.mark.parametrize("needle, home", [
-    pytest.param("A-Za-z0-9_.-", "latchkey.keys", id="key-segment-rule"),
-    pytest.param("***", "latchkey.redact", id="mask"),
+    pytest.param("A-Za-z0-9_.-", "pipekey.keys", id="key-segment-rule"),
+    pytest.param("***", "pipekey.redact", id="mask"),
 ])
 def test_one_definition(needle: str, home: str) -> None:
-    """The key-segment rule is written once (latchkey.keys.SEGMENT_PATTERN / is_segment) and
-    the mask once (latchkey.redact.MASK): no other module spells them out."""
+    """The key-segment rule is written once (pipekey.keys.SEGMENT_PATTERN / is_segment) and
+    the mask once (pipekey.redact.MASK): no other module spells them out."""
     offenders = []
     for name, (path, _) in _modules().items():
         if name == home:
@@ -248,12 +248,12 @@ def test_one_definition(needle: str, home: str) -> None:
 
 
 def test_one_mask_everywhere() -> None:
-    """A Secret, a Connection and `latchkey get` show a value as the log masker does."""
+    """A Secret, a Connection and `pipekey get` show a value as the log masker does."""
     from datetime import datetime
 
-    from latchkey import Connection
-    from latchkey.backends.base import Secret
-    from latchkey.redact import MASK
+    from pipekey import Connection
+    from pipekey.backends.base import Secret
+    from pipekey.redact import MASK
 
     secret = Secret(key="k", value="fake-value", backend="b", path="p", version="1",
                     created_at=datetime(2026, 1, 1))
@@ -262,13 +262,13 @@ def test_one_mask_everywhere() -> None:
     assert f"password={MASK!r}" in repr(conn) and f"https://{MASK}@h" in repr(conn)
 
 
-#: the public client's ``Latchkey.list`` (``lk.list``, behind ``latchkey ls``) keeps its name;
+#: the public client's ``Pipekey.list`` (``lk.list``, behind ``pipekey ls``) keeps its name;
 #: the annotations below it in the class spell the builtin ``builtins.list``
-BUILTIN_NAMES_KEPT = {"latchkey.client.Latchkey.list"}
+BUILTIN_NAMES_KEPT = {"pipekey.client.Pipekey.list"}
 
 
 def test_no_class_body_shadows_type_or_list() -> None:
-    """No class in src/latchkey binds ``type`` (a class attribute) or defines a method named
+    """No class in src/pipekey binds ``type`` (a class attribute) or defines a method named
     ``list``: backends say ``kind`` and ``list_keys``. Pydantic fields mirroring the
     manifest's ``type`` are annotations only and bind no name in the class body."""
     offenders = []

@@ -22,9 +22,9 @@ from urllib.parse import quote, unquote, urlsplit
 
 import pytest
 
-import latchkey
-from latchkey import Connection
-from latchkey.redact import encodings
+import pipekey
+from pipekey import Connection
+from pipekey.redact import encodings
 
 from .conftest import run_cli
 from .extras import need
@@ -55,9 +55,9 @@ chain = ["env", "local"]
 type = "env"
 [backends.local]
 type = "local"
-path = ".latchkey/store.db"
+path = ".pipekey/store.db"
 [audit]
-sinks = [{ type = "file", path = ".latchkey/audit.jsonl" }]
+sinks = [{ type = "file", path = ".pipekey/audit.jsonl" }]
 [pipelines.ads]
 scope = "marketing/ads/{account}"
 requires = ["api_token", "app_secret"]
@@ -79,7 +79,7 @@ def _hits(text: str) -> list[str]:
     return sorted({value for form, value in _needles().items() if form in text})
 
 
-#: The loggers of every SDK latchkey's backends use, and of their HTTP stacks.
+#: The loggers of every SDK pipekey's backends use, and of their HTTP stacks.
 SDK_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "requests", "hvac", "google",
                "grpc", "azure", "msal")
 
@@ -123,7 +123,7 @@ def world(isolated: Path, monkeypatch: pytest.MonkeyPatch, master_key: str) -> P
     tmp.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("TMPDIR", str(tmp))
-    (isolated / "latchkey.toml").write_text(MANIFEST)
+    (isolated / "pipekey.toml").write_text(MANIFEST)
     return isolated
 
 
@@ -164,8 +164,8 @@ def _cli_transcript(postgres: dict) -> list[subprocess.CompletedProcess]:
                 "-c", _CHILD_PRINTS_PARTS),
         run_cli("rm", "shared/slack_token"),
         run_cli("set", "connections/bad", input="postgres://u:" + PG_PASSWORD + "@h:99999/x"),
-        run_cli("get", "x", env={"LATCHKEY_MASTER_KEY": "not-a-valid-key"}),   # store outage
-        run_cli("get", "x", env={"LATCHKEY_CONFIG": "missing.toml"}),        # invalid manifest
+        run_cli("get", "x", env={"PIPEKEY_MASTER_KEY": "not-a-valid-key"}),   # store outage
+        run_cli("get", "x", env={"PIPEKEY_CONFIG": "missing.toml"}),        # invalid manifest
     ]
     return runs
 
@@ -173,7 +173,7 @@ def _cli_transcript(postgres: dict) -> list[subprocess.CompletedProcess]:
 _CHILD_PRINTS_PARTS = """
 import json, os, sys
 from urllib.parse import unquote, urlsplit
-from latchkey import Connection
+from pipekey import Connection
 print(os.environ["SIGNING_KEY"])
 print(unquote(urlsplit(os.environ["DB_URL"]).password))
 api = Connection.from_uri(os.environ["AIRFLOW_CONN_API"])
@@ -195,7 +195,7 @@ def test_leak_hunt(world: Path, postgres: dict, caplog, sdk_debug) -> None:
     captured += [r.stdout + r.stderr for r in runs]
 
     # the library, its exceptions and tracebacks, its logs, its objects
-    lk = latchkey.load(world / "latchkey.toml")
+    lk = pipekey.load(world / "pipekey.toml")
     logger = logging.getLogger("leak.hunt")
     with caplog.at_level(logging.DEBUG):
         with lk.pipeline("ads", account="acct_1", run_name="leak-hunt") as run:
@@ -241,7 +241,7 @@ def test_leak_hunt(world: Path, postgres: dict, caplog, sdk_debug) -> None:
             if found:
                 leaked_files[str(path.relative_to(world))] = found
     assert leaked_files == {}
-    audit = (world / ".latchkey" / "audit.jsonl").read_text()
+    audit = (world / ".pipekey" / "audit.jsonl").read_text()
     assert "marketing/ads/acct_1/api_token" in audit  # the hunt did audit something
 
 
@@ -250,14 +250,14 @@ def test_quickstart_leaks_nothing(tmp_path: Path) -> None:
     """The quickstart: its output and every file it leaves hold none of its store's values."""
     root = Path(__file__).resolve().parents[1]
     work = tmp_path / "qs"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LATCHKEY")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPEKEY")}
     env.update(QUICKSTART_DIR=str(work), HOME=str(tmp_path / "home"), TMPDIR=str(tmp_path))
     (tmp_path / "home").mkdir()
     result = subprocess.run(["bash", str(root / "examples" / "quickstart" / "run.sh")],
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    os.environ.pop("LATCHKEY_MASTER_KEY", None)
-    store = latchkey.backends.local.LocalBackend("local", work / ".latchkey" / "store.db")
+    os.environ.pop("PIPEKEY_MASTER_KEY", None)
+    store = pipekey.backends.local.LocalBackend("local", work / ".pipekey" / "store.db")
     values = [s.value for s in store.get_many(store.list_keys("")).values()]
     store.close()
     assert len(values) == 5
@@ -271,7 +271,7 @@ def test_quickstart_leaks_nothing(tmp_path: Path) -> None:
 
 
 def _vault_store(request):
-    from latchkey.backends.vault import AppRoleAuth, VaultBackend, VaultConfig
+    from pipekey.backends.vault import AppRoleAuth, VaultBackend, VaultConfig
 
     from .fakes.vault import ROLE_ID
 
@@ -283,7 +283,7 @@ def _vault_store(request):
 
 
 def _gcp_store(request):
-    from latchkey.backends.gcp_secret_manager import GcpSecretManagerBackend, GcpSecretManagerConfig
+    from pipekey.backends.gcp_secret_manager import GcpSecretManagerBackend, GcpSecretManagerConfig
 
     server = request.getfixturevalue("fake_gcp")
     return server, "access", "add_version", GcpSecretManagerBackend("gcp", GcpSecretManagerConfig(
@@ -292,7 +292,7 @@ def _gcp_store(request):
 
 
 def _azure_store(request):
-    from latchkey.backends.azure_key_vault import AzureKeyVaultBackend
+    from pipekey.backends.azure_key_vault import AzureKeyVaultBackend
 
     from .servers import azure_config
 
@@ -320,7 +320,7 @@ def test_cloud_stores_leak_nothing_on_any_path(make, request, caplog, sdk_debug)
         for route, action in ((read_route, lambda: backend.get_many(["leak/k0", "leak/k1"])),
                               (write_route, lambda: backend.put("leak/k0", TOKEN))):
             server.fail(status, times=4, route=route, retry_after=0 if status == 429 else None)
-            with pytest.raises(latchkey.LatchkeyError) as info:
+            with pytest.raises(pipekey.PipekeyError) as info:
                 action()
             captured.append(str(info.value))
             captured += traceback.format_exception(info.value)
@@ -330,9 +330,9 @@ def test_cloud_stores_leak_nothing_on_any_path(make, request, caplog, sdk_debug)
 
 
 def _aws_store(kind: str, endpoint: str):
-    from latchkey.backends.aws_secrets_manager import SecretsManagerBackend, SecretsManagerConfig
-    from latchkey.backends.aws_ssm import SsmBackend, SsmConfig
-    from latchkey.backends.dynamodb import DynamoDbBackend, DynamoDbConfig
+    from pipekey.backends.aws_secrets_manager import SecretsManagerBackend, SecretsManagerConfig
+    from pipekey.backends.aws_ssm import SsmBackend, SsmConfig
+    from pipekey.backends.dynamodb import DynamoDbBackend, DynamoDbConfig
 
     uid, region = os.urandom(4).hex(), "eu-central-1"
     if kind == "aws_ssm":
@@ -362,7 +362,7 @@ def test_aws_stores_leak_nothing_in_sdk_debug_logs(kind, aws_env, sdk_debug) -> 
     suffix = os.urandom(4).hex()  # values no earlier test registered
     values = [f"{TOKEN}-{suffix}", PEM.replace("AAAA", suffix), f"{DB_URL}?x={suffix}"]
     backend = _aws_store(kind, aws_env)
-    lk = latchkey.Latchkey([backend])
+    lk = pipekey.Pipekey([backend])
     lk.set("leak/via_client", values[0])
     assert lk.get("leak/via_client") == values[0]
     for i, value in enumerate(values[1:]):
@@ -379,7 +379,7 @@ def test_aws_stores_leak_nothing_in_sdk_debug_logs(kind, aws_env, sdk_debug) -> 
 
 _CHILD_PRINTS_MINTED = """
 import os
-from latchkey import Connection
+from pipekey import Connection
 c = Connection.from_uri(os.environ["AIRFLOW_CONN_WAREHOUSE"])
 print("login=" + c.login, "pw=" + c.password, "uri=" + os.environ["AIRFLOW_CONN_WAREHOUSE"])
 """
@@ -438,5 +438,5 @@ def test_minted_credentials_leak_nothing(isolated: Path, master_key: str, caplog
         if path.is_file():
             text = path.read_bytes().decode("utf-8", "replace")
             assert not [v for f, v in forms.items() if f in text], path
-    assert "dynamic:warehouse_rw" in (isolated / ".latchkey" / "audit.jsonl").read_text()
+    assert "dynamic:warehouse_rw" in (isolated / ".pipekey" / "audit.jsonl").read_text()
     assert run_roles(pg) == []

@@ -19,7 +19,7 @@ import uuid
 
 import pytest
 
-from latchkey.backends import Backend
+from pipekey.backends import Backend
 
 # read at import, before any fixture changes the environment
 LIVE = {name: os.environ.get(name, "") for name in
@@ -28,23 +28,23 @@ LIVE = {name: os.environ.get(name, "") for name in
 
 
 def _vault() -> Backend:
-    from latchkey.backends.vault import VaultBackend, VaultConfig
+    from pipekey.backends.vault import VaultBackend, VaultConfig
 
     return VaultBackend("live-vault", VaultConfig(
         type="vault", url=LIVE["VAULT_ADDR"], mount=LIVE["VAULT_KV_MOUNT"] or "secret",
-        prefix=f"latchkey-live/{uuid.uuid4().hex[:10]}"))
+        prefix=f"pipekey-live/{uuid.uuid4().hex[:10]}"))
 
 
 def _gcp() -> Backend:
-    from latchkey.backends.gcp_secret_manager import GcpSecretManagerBackend, GcpSecretManagerConfig
+    from pipekey.backends.gcp_secret_manager import GcpSecretManagerBackend, GcpSecretManagerConfig
 
     return GcpSecretManagerBackend("live-gcp", GcpSecretManagerConfig(
         type="gcp_secret_manager", project=LIVE["GOOGLE_CLOUD_PROJECT"],
-        prefix=f"latchkey_live_{uuid.uuid4().hex[:10]}_", labels={"latchkey-live": "1"}))
+        prefix=f"pipekey_live_{uuid.uuid4().hex[:10]}_", labels={"pipekey-live": "1"}))
 
 
 def _azure() -> Backend:
-    from latchkey.backends.azure_key_vault import AzureKeyVaultBackend, AzureKeyVaultConfig
+    from pipekey.backends.azure_key_vault import AzureKeyVaultBackend, AzureKeyVaultConfig
 
     return AzureKeyVaultBackend("live-azure", AzureKeyVaultConfig(
         type="azure_key_vault", url=LIVE["AZURE_KEYVAULT_URL"],

@@ -18,8 +18,8 @@ from typing import Iterator
 
 import pytest
 
-from latchkey import NoMasterKey, StoreCorrupt, WrongMasterKey
-from latchkey.backends.local import LocalBackend, generate_master_key
+from pipekey import NoMasterKey, StoreCorrupt, WrongMasterKey
+from pipekey.backends.local import LocalBackend, generate_master_key
 
 from .conftest import FAKE
 
@@ -111,11 +111,11 @@ def test_corrupt_file_is_reported_and_never_overwritten(tmp_path: Path, content:
 
 
 def test_foreign_sqlite_file_is_not_taken_over(tmp_path: Path) -> None:
-    """An SQLite file of another program is refused, and gains no latchkey tables."""
+    """An SQLite file of another program is refused, and gains no pipekey tables."""
     db = tmp_path / "other.db"
     with raw(db) as c:
         c.execute("CREATE TABLE customers (id INTEGER)")
-    with pytest.raises(StoreCorrupt, match="not a latchkey store"):
+    with pytest.raises(StoreCorrupt, match="not a pipekey store"):
         store(db).put("k", "fake")
     with raw(db) as c:
         tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master")}
@@ -127,32 +127,32 @@ def test_no_key_reads_absent_but_write_fails_without_creating(tmp_path: Path) ->
     b = LocalBackend("local", tmp_path / "d" / "s.db")
     assert b.get_many(["k"]) == {}
     assert b.list_keys("") == []
-    with pytest.raises(NoMasterKey, match="LATCHKEY_MASTER_KEY or run `latchkey init`"):
+    with pytest.raises(NoMasterKey, match="PIPEKEY_MASTER_KEY or run `pipekey init`"):
         b.put("k", "fake")
     assert not (tmp_path / "d").exists()
 
 
 def test_invalid_env_key_error_does_not_echo_it(tmp_path: Path, monkeypatch) -> None:
-    """A malformed LATCHKEY_MASTER_KEY is named by variable, never quoted."""
-    monkeypatch.setenv("LATCHKEY_MASTER_KEY", "fake-not-base64-key-material")
+    """A malformed PIPEKEY_MASTER_KEY is named by variable, never quoted."""
+    monkeypatch.setenv("PIPEKEY_MASTER_KEY", "fake-not-base64-key-material")
     with pytest.raises(NoMasterKey) as info:
         LocalBackend("local", tmp_path / "s.db").put("k", "fake")
-    assert "LATCHKEY_MASTER_KEY" in str(info.value)
+    assert "PIPEKEY_MASTER_KEY" in str(info.value)
     assert "fake-not-base64" not in str(info.value)
 
 
 def test_init_makes_private_files_and_never_overwrites(tmp_path: Path) -> None:
     """init writes a 0600 key file and a 0600 store; a second init keeps both as they are."""
-    b = LocalBackend("local", tmp_path / ".latchkey" / "store.db")
+    b = LocalBackend("local", tmp_path / ".pipekey" / "store.db")
     first = b.init()
     assert first["key_created"] and first["store_created"]
-    key_file = tmp_path / ".latchkey" / "master.key"
+    key_file = tmp_path / ".pipekey" / "master.key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-    assert stat.S_IMODE((tmp_path / ".latchkey" / "store.db").stat().st_mode) == 0o600
-    assert (tmp_path / ".latchkey" / ".gitignore").read_text().strip().endswith("*")
+    assert stat.S_IMODE((tmp_path / ".pipekey" / "store.db").stat().st_mode) == 0o600
+    assert (tmp_path / ".pipekey" / ".gitignore").read_text().strip().endswith("*")
     before = key_file.read_bytes()
     b.put("k", "fake")
-    again = LocalBackend("local", tmp_path / ".latchkey" / "store.db").init()
+    again = LocalBackend("local", tmp_path / ".pipekey" / "store.db").init()
     assert not again["key_created"] and not again["store_created"]
     assert key_file.read_bytes() == before
 
@@ -181,8 +181,8 @@ def test_values_are_not_on_disk_in_clear(tmp_path: Path) -> None:
 
 
 def test_history_records_who(tmp_path: Path, monkeypatch) -> None:
-    """Each version records when and by whom (LATCHKEY_ACTOR overrides user@host)."""
-    monkeypatch.setenv("LATCHKEY_ACTOR", "ci-bot")
+    """Each version records when and by whom (PIPEKEY_ACTOR overrides user@host)."""
+    monkeypatch.setenv("PIPEKEY_ACTOR", "ci-bot")
     b = store(tmp_path / "s.db")
     b.put("k", "fake")
     (v,) = b.history("k")
@@ -209,7 +209,7 @@ def test_threads_writing_one_key_lose_no_update(tmp_path: Path) -> None:
 
 WRITER = textwrap.dedent("""
     import os, sys, time
-    from latchkey.backends.local import LocalBackend
+    from pipekey.backends.local import LocalBackend
     mode, path = sys.argv[1], sys.argv[2]
     b = LocalBackend("local", path, master_key=os.environ["KEY"])
     if mode == "loop":
@@ -329,7 +329,7 @@ def test_tombstone_is_bound_to_its_row(tmp_path: Path) -> None:
 
 
 def _format_1_store(db: Path) -> None:
-    """Rewrite a store as latchkey's format 1 made it: bare tombstones, key check unbound."""
+    """Rewrite a store as pipekey's format 1 made it: bare tombstones, key check unbound."""
     import base64
 
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -338,7 +338,7 @@ def _format_1_store(db: Path) -> None:
         (store_id,) = c.execute("SELECT value FROM meta WHERE name='store_id'").fetchone()
         nonce = os.urandom(12)
         check = nonce + AESGCM(base64.b64decode(KEY)).encrypt(
-            nonce, b"latchkey key check", b"key-check\x00" + store_id)
+            nonce, b"pipekey key check", b"key-check\x00" + store_id)
         c.execute("UPDATE meta SET value=? WHERE name='key_check'", (check,))
         c.execute("UPDATE meta SET value=? WHERE name='format'", (b"1",))
         c.execute("UPDATE versions SET nonce=NULL WHERE ciphertext IS NULL")

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-import latchkey
-from latchkey import ManifestError
-from latchkey.backends.env import EnvBackend
-from latchkey.backends.files import FilesBackend
-from latchkey.backends.local import LocalBackend
+import pipekey
+from pipekey import ManifestError
+from pipekey.backends.env import EnvBackend
+from pipekey.backends.files import FilesBackend
+from pipekey.backends.local import LocalBackend
 
 FULL = """
 env = "dev"
@@ -23,7 +23,7 @@ path = "state/{env}/store.db"
 
 [backends.env]
 type = "env"
-prefix = "LATCHKEY__"
+prefix = "PIPEKEY__"
 
 [backends.files]
 type = "files"
@@ -41,25 +41,25 @@ aws_role = { arn = "arn:aws:iam::123456789012:role/facebook-ads", duration = 900
 
 
 def write(tmp: Path, text: str) -> Path:
-    path = tmp / "latchkey.toml"
+    path = tmp / "pipekey.toml"
     path.write_text(text)
     return path
 
 
 def test_no_manifest_means_the_local_store_alone(isolated: Path) -> None:
-    """With no manifest anywhere the chain is one local store under ./.latchkey."""
-    lk = latchkey.load()
+    """With no manifest anywhere the chain is one local store under ./.pipekey."""
+    lk = pipekey.load()
     assert [b.name for b in lk.chain] == ["local"]
     (local,) = lk.chain
     assert isinstance(local, LocalBackend)
-    assert local.path == isolated / ".latchkey" / "store.db"
+    assert local.path == isolated / ".pipekey" / "store.db"
     assert lk.env == "dev" and lk.manifest.path is None
 
 
 def test_full_manifest_builds_the_chain_in_order(isolated: Path) -> None:
     """Backends are built in chain order, with paths relative to the manifest and {env} filled."""
     path = write(isolated, FULL)
-    lk = latchkey.load(path, env="prod")
+    lk = pipekey.load(path, env="prod")
     assert [type(b) for b in lk.chain] == [EnvBackend, LocalBackend, FilesBackend]
     assert lk.backend("local").path == isolated / "state" / "prod" / "store.db"
     assert lk.backend("files").path == isolated / "secrets.prod.toml"
@@ -67,23 +67,23 @@ def test_full_manifest_builds_the_chain_in_order(isolated: Path) -> None:
 
 
 def test_env_precedence(isolated: Path, monkeypatch) -> None:
-    """The env argument beats $LATCHKEY_ENV, which beats the manifest's env."""
+    """The env argument beats $PIPEKEY_ENV, which beats the manifest's env."""
     path = write(isolated, FULL)
-    assert latchkey.load(path).env == "dev"
-    monkeypatch.setenv("LATCHKEY_ENV", "prod")
-    assert latchkey.load(path).env == "prod"
-    assert latchkey.load(path, env="dev").env == "dev"
+    assert pipekey.load(path).env == "dev"
+    monkeypatch.setenv("PIPEKEY_ENV", "prod")
+    assert pipekey.load(path).env == "prod"
+    assert pipekey.load(path, env="dev").env == "dev"
 
 
-def test_latchkey_config_variable_and_cwd_lookup(isolated: Path, monkeypatch) -> None:
-    """$LATCHKEY_CONFIG names the manifest; else ./latchkey.toml is used."""
+def test_pipekey_config_variable_and_cwd_lookup(isolated: Path, monkeypatch) -> None:
+    """$PIPEKEY_CONFIG names the manifest; else ./pipekey.toml is used."""
     other = isolated / "elsewhere.toml"
     other.write_text('[backends.only_env]\ntype = "env"\n')
-    monkeypatch.setenv("LATCHKEY_CONFIG", str(other))
-    assert [b.name for b in latchkey.load().chain] == ["only_env"]
-    monkeypatch.delenv("LATCHKEY_CONFIG")
+    monkeypatch.setenv("PIPEKEY_CONFIG", str(other))
+    assert [b.name for b in pipekey.load().chain] == ["only_env"]
+    monkeypatch.delenv("PIPEKEY_CONFIG")
     write(isolated, '[backends.here]\ntype = "env"\n')
-    assert [b.name for b in latchkey.load().chain] == ["here"]
+    assert [b.name for b in pipekey.load().chain] == ["here"]
 
 
 @pytest.mark.parametrize("text, field, problem", [
@@ -154,7 +154,7 @@ def test_errors_name_file_and_field(isolated: Path, text: str, field: str, probl
     """Each invalid manifest raises one ManifestError naming the file and the field."""
     path = write(isolated, text)
     with pytest.raises(ManifestError) as info:
-        latchkey.load(path)
+        pipekey.load(path)
     message = str(info.value)
     assert message.startswith(f"{path}: {field}: "), message
     assert problem in message
@@ -164,10 +164,10 @@ def test_errors_name_file_and_field(isolated: Path, text: str, field: str, probl
 def test_invalid_toml_and_missing_file(isolated: Path) -> None:
     """Broken TOML and a missing manifest are ManifestErrors naming the file."""
     path = write(isolated, "chain = [\n")
-    with pytest.raises(ManifestError, match=r"latchkey.toml: not valid TOML"):
-        latchkey.load(path)
+    with pytest.raises(ManifestError, match=r"pipekey.toml: not valid TOML"):
+        pipekey.load(path)
     with pytest.raises(ManifestError, match=r"nope.toml: no such file"):
-        latchkey.load(isolated / "nope.toml")
+        pipekey.load(isolated / "nope.toml")
 
 
 def test_manifest_error_exit_code_is_usage() -> None:
@@ -188,7 +188,7 @@ def test_manifest_error_exit_code_is_usage() -> None:
 @pytest.mark.parametrize("command", ["doctor", "check"])
 def test_doctor_validates_pipelines_as_check_does(isolated: Path, master_key: str, command: str,
                                                   text: str, expected: str) -> None:
-    """`latchkey doctor` and `latchkey check` both refuse a broken pipeline template (even one
+    """`pipekey doctor` and `pipekey check` both refuse a broken pipeline template (even one
     needing parameters) with one line naming the field."""
     from .conftest import run_cli
 
@@ -202,11 +202,11 @@ def test_doctor_validates_pipelines_as_check_does(isolated: Path, master_key: st
 def test_pipeline_parameters_belong_to_the_model() -> None:
     """PipelineConfig.parameters() names every parameter its scope, grants and connection
     mappings use, without env (always given)."""
-    from latchkey.manifest import parse_manifest
+    from pipekey.manifest import parse_manifest
 
     manifest = parse_manifest({"pipelines": {"p": {
         "scope": "marketing/{account}/{env}", "grants": ["shared/{region}/"],
-        "connections": {"warehouse": "connections/{db}_{env}"}}}}, Path("latchkey.toml"))
+        "connections": {"warehouse": "connections/{db}_{env}"}}}}, Path("pipekey.toml"))
     assert manifest.pipelines["p"].parameters() == {"account", "region", "db"}
 
 
@@ -219,7 +219,7 @@ def test_teams_load(isolated: Path) -> None:
                            'connections = { wh = "c/b" }\n'
                            '[teams.mkt]\naws_role = { arn = "arn:aws:iam::123456789012:role/m", '
                            'session_name = "mkt-reads" }\n')
-    manifest = latchkey.load(path).manifest
+    manifest = pipekey.load(path).manifest
     assert manifest is not None
     assert manifest.team_names() == {"mkt", "fin"}
     assert manifest.pipelines["b"].teams == ["fin"]

@@ -23,11 +23,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import latchkey
-from latchkey.backends.base import Secret
-from latchkey.errors import LatchkeyError
-from latchkey.manifest import parse_manifest
-from latchkey.testing import MemoryBackend
+import pipekey
+from pipekey.backends.base import Secret
+from pipekey.errors import PipekeyError
+from pipekey.manifest import parse_manifest
+from pipekey.testing import MemoryBackend
 
 SEGMENTS = ["a", "b", "c", "d"]
 PARAM = "{acct}"
@@ -65,7 +65,7 @@ def _object(text: str) -> dict | None:
 
 
 def _mark(secret: Secret, document: dict | None) -> Secret:
-    if "document" not in Secret.__dataclass_fields__:  # a latchkey without the flag
+    if "document" not in Secret.__dataclass_fields__:  # a pipekey without the flag
         return secret
     return replace(secret, document=document is not None)
 
@@ -143,7 +143,7 @@ def reference_allows(pipeline: dict, acct: str, key: str) -> bool:
 
 
 # -- every way a run hands out a value ------------------------------------------------------
-def _airflow_backend(lk: latchkey.Latchkey):
+def _airflow_backend(lk: pipekey.Pipekey):
     if _AIRFLOW is None:
         return None
     backend_cls, base_cls, _ = _AIRFLOW
@@ -158,7 +158,7 @@ def _obtain(run, lk, probe_keys: list[str]) -> Iterator[str]:
     """Every text the run hands out, trying every key and name through every API."""
     provider = _dlt_provider()
     airflow = _airflow_backend(lk)
-    denied = (LatchkeyError,) + ((_AIRFLOW[2],) if _AIRFLOW else ())
+    denied = (PipekeyError,) + ((_AIRFLOW[2],) if _AIRFLOW else ())
     attempts = [(run.secret, name) for name in [*SEGMENTS, "shared"]]
     attempts += [(run.get, key) for key in probe_keys]
     attempts += [(lambda c: run.connection(c).to_json(), c) for c in run.connection_keys]
@@ -193,8 +193,8 @@ _DLT: list = []
 def _dlt_provider():
     if not _DLT:
         try:
-            from latchkey.integrations.dlt import LatchkeyProvider
-            _DLT.append(LatchkeyProvider())
+            from pipekey.integrations.dlt import PipekeyProvider
+            _DLT.append(PipekeyProvider())
         except ImportError:
             _DLT.append(None)
     return _DLT[0]
@@ -205,10 +205,10 @@ def _load_airflow():
         from airflow.sdk.exceptions import AirflowSecretsBackendAccessDenied
         from airflow.secrets import BaseSecretsBackend
 
-        from latchkey.integrations.airflow import LatchkeySecretsBackend
+        from pipekey.integrations.airflow import PipekeySecretsBackend
     except ImportError:
         return None
-    return LatchkeySecretsBackend, BaseSecretsBackend, AirflowSecretsBackendAccessDenied
+    return PipekeySecretsBackend, BaseSecretsBackend, AirflowSecretsBackendAccessDenied
 
 
 _AIRFLOW = None
@@ -237,14 +237,14 @@ def test_a_run_obtains_only_what_its_policy_allows(world: dict) -> None:
     a run obtains is stored under a key the reference model allows."""
     data, owner = _materialise(world["shapes"])
     pipeline, acct = world["pipeline"], world["acct"]
-    manifest = parse_manifest({"pipelines": {"p": pipeline}}, Path("latchkey.toml"), None)
-    lk = latchkey.Latchkey([DocumentMemory("mem", data)], manifest=manifest, env=manifest.env)
+    manifest = parse_manifest({"pipelines": {"p": pipeline}}, Path("pipekey.toml"), None)
+    lk = pipekey.Pipekey([DocumentMemory("mem", data)], manifest=manifest, env=manifest.env)
     probe_keys = sorted({k for key in data for k in _prefixes(key)}
                         | {f"{k}/{s}" for k in data for s in SEGMENTS})
     try:
         run = lk.pipeline("p", acct=acct) if PARAM in pipeline["scope"] else lk.pipeline("p")
         run.open()
-    except LatchkeyError:
+    except PipekeyError:
         return  # refused at the door (a scope segment that is a declared name, a document)
     with run.attach():
         try:
@@ -282,7 +282,7 @@ def _team_pipeline(pipeline: dict, tag: str, teams: list[str]) -> dict:
 
 
 def _run_exists(pipeline: dict, acct: str) -> bool:
-    """latchkey.scope refuses a run whose scope has a declared name below its first segment."""
+    """pipekey.scope refuses a run whose scope has a declared name below its first segment."""
     declared = set(pipeline["optional"]) | {t[len("secret:"):] for t in pipeline["dlt"].values()
                                             if t.startswith("secret:")}
     return not declared.intersection(pipeline["scope"].replace(PARAM, acct).split("/")[1:])
@@ -302,16 +302,16 @@ def test_a_team_obtains_only_its_union_policy(first: dict, second: dict, other: 
     """Through the broker's key reads, connection lookups and run requests (its own pipelines'
     and another team's), every value team t obtains is under a key that some run of one of
     t's pipelines may read, with some parameter value."""
-    from latchkey.broker import decode_payload, request_key
-    from latchkey.teams import TeamBroker
+    from pipekey.broker import decode_payload, request_key
+    from pipekey.teams import TeamBroker
 
     mine = [_team_pipeline(first["pipeline"], "p1", ["team_t"]),
             _team_pipeline(second["pipeline"], "p2", ["team_t"])]
     theirs = _team_pipeline(other["pipeline"], "p3", ["team_u"])
     data, owner = _materialise({**other["shapes"], **second["shapes"], **first["shapes"]})
     manifest = parse_manifest({"pipelines": {"p1": mine[0], "p2": mine[1], "p3": theirs}},
-                              Path("latchkey.toml"), None)
-    lk = latchkey.Latchkey([DocumentMemory("mem", data)], manifest=manifest, env=manifest.env)
+                              Path("pipekey.toml"), None)
+    lk = pipekey.Pipekey([DocumentMemory("mem", data)], manifest=manifest, env=manifest.env)
     broker = TeamBroker(lk)
     probe_keys = sorted({k for key in data for k in _prefixes(key)}
                         | {f"{k}/{s}" for k in data for s in SEGMENTS})
@@ -327,7 +327,7 @@ def test_a_team_obtains_only_its_union_policy(first: dict, second: dict, other: 
     for attempt in attempts:
         try:
             text = attempt()
-        except LatchkeyError:
+        except PipekeyError:
             continue
         if text is not None:
             obtained.append(text)

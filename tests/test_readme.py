@@ -57,15 +57,15 @@ def test_ci_gates_on_ruff_mypy_and_the_extras_free_core_suite() -> None:
 
 
 def _env(path_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LATCHKEY")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPEKEY")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
 
 
 def test_tour_and_python_example_run(isolated: Path) -> None:
     """The tour's shell block and the Python block run in an empty folder, as written."""
-    if shutil.which("latchkey", path=_env(isolated)["PATH"]) is None:
-        pytest.skip("the latchkey command is not installed (pip install -e .)")
+    if shutil.which("pipekey", path=_env(isolated)["PATH"]) is None:
+        pytest.skip("the pipekey command is not installed (pip install -e .)")
     tour = _blocks("bash")[1]
     shell = subprocess.run(["bash", "-euo", "pipefail", "-c", tour], capture_output=True,
                            text=True, cwd=isolated, env=_env(isolated), timeout=120)
@@ -99,9 +99,9 @@ def test_quickstart_runs_and_prints_no_value(tmp_path: Path) -> None:
 
 
 def _explain_sample() -> list[str]:
-    """The output lines the README's tour shows under its `latchkey explain` line."""
+    """The output lines the README's tour shows under its `pipekey explain` line."""
     lines = _blocks("bash")[1].splitlines()
-    start = next(i for i, line in enumerate(lines) if "latchkey explain" in line) + 1
+    start = next(i for i, line in enumerate(lines) if "pipekey explain" in line) + 1
     sample = []
     for line in lines[start:]:
         if not line.startswith("#   "):
@@ -111,16 +111,16 @@ def _explain_sample() -> list[str]:
 
 
 def test_readme_explain_sample_is_what_explain_prints(isolated: Path) -> None:
-    """The tour's `latchkey explain` sample matches the real command's output, line by line
+    """The tour's `pipekey explain` sample matches the real command's output, line by line
     (whitespace aside; $PWD is the folder it runs in)."""
     from .conftest import run_cli
 
     assert run_cli("init").returncode == 0
     assert run_cli("set", "shared/slack_token", input="fake-slack-token").returncode == 0
-    (isolated / "latchkey.toml").write_text(
+    (isolated / "pipekey.toml").write_text(
         '[backends.env]\ntype = "env"\n[backends.local]\ntype = "local"\n')
     result = run_cli("explain", "shared/slack_token",
-                     env={"LATCHKEY__SHARED__SLACK_TOKEN": "fake-env", "COLUMNS": "250"})
+                     env={"PIPEKEY__SHARED__SLACK_TOKEN": "fake-env", "COLUMNS": "250"})
     assert result.returncode == 0, result.stderr
     expected = [line.replace("$PWD", str(isolated)).split() for line in _explain_sample()]
     assert len(expected) == 4
@@ -135,17 +135,17 @@ def test_readme_states_the_suite_time_measured_on_two_cores() -> None:
 
 
 def test_cli_docs_list_every_command() -> None:
-    """docs/cli.md and the README's command table name every command `latchkey --help`
+    """docs/cli.md and the README's command table name every command `pipekey --help`
     lists."""
-    help_text = subprocess.run([sys.executable, "-m", "latchkey", "--help"], capture_output=True,
+    help_text = subprocess.run([sys.executable, "-m", "pipekey", "--help"], capture_output=True,
                                text=True, timeout=60, check=True).stdout
     listing = help_text.split("Commands:", 1)[1]
     commands = re.findall(r"^  ([a-z][a-z-]*)\s", listing, flags=re.M)
     assert {"check", "copy", "diff", "audit", "doctor"} <= set(commands)
     cli_md = (ROOT / "docs" / "cli.md").read_text()
     for command in commands:
-        assert f"`latchkey {command}" in cli_md, command
-        assert f"| `latchkey {command}" in README, command
+        assert f"`pipekey {command}" in cli_md, command
+        assert f"| `pipekey {command}" in README, command
 
 
 def test_docs_index_lists_every_page_with_a_summary() -> None:

@@ -1,4 +1,4 @@
-"""latchkey's own masker: logging records and structlog events lose registered values."""
+"""pipekey's own masker: logging records and structlog events lose registered values."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from latchkey import Connection, redact
-from latchkey.redact import Redactor
+from pipekey import Connection, redact
+from pipekey.redact import Redactor
 
 
 @pytest.fixture
 def logger_with_redactor():
     r = Redactor()
-    logger = logging.getLogger("latchkey.test.redact")
+    logger = logging.getLogger("pipekey.test.redact")
     logger.propagate = False
     records: list[str] = []
 
@@ -71,12 +71,12 @@ def test_structlog_processor() -> None:
 
 def test_install_is_idempotent() -> None:
     """install() adds the process redactor once to a logger and its handlers."""
-    logger = logging.getLogger("latchkey.test.install")
+    logger = logging.getLogger("pipekey.test.install")
     handler = logging.NullHandler()
     logger.addHandler(handler)
     try:
-        redact.install(["latchkey.test.install"])
-        redact.install(["latchkey.test.install"])
+        redact.install(["pipekey.test.install"])
+        redact.install(["pipekey.test.install"])
         assert handler.filters.count(redact.redactor()) == 1
         assert logger.filters.count(redact.redactor()) == 1
     finally:
@@ -94,7 +94,7 @@ FAKE_PEM = ("-----BEGIN PRIVATE KEY-----\n"
 
 
 def test_each_line_of_a_multi_line_value_is_masked() -> None:
-    """A PEM key printed line by line (as ``latchkey run`` pumps output) loses every line."""
+    """A PEM key printed line by line (as ``pipekey run`` pumps output) loses every line."""
     r = Redactor()
     r.register(FAKE_PEM)
     for line in FAKE_PEM.splitlines():
@@ -210,7 +210,7 @@ def test_sdk_bodies_are_withheld_from_records_the_masker_already_formatted() -> 
 def test_remote_backends_guard_sdk_loggers() -> None:
     """Building any remote backend attaches the body filter to every SDK body logger,
     whether or not the application called redact.install()."""
-    from latchkey.backends.aws_ssm import SsmBackend, SsmConfig
+    from pipekey.backends.aws_ssm import SsmBackend, SsmConfig
 
     for name in redact.SDK_BODY_LOGGERS:
         logging.getLogger(name).removeFilter(redact._sdk_filter)
@@ -225,9 +225,9 @@ def test_a_runs_connection_extras_are_masked(form) -> None:
     this process's logs once a run has it, whichever form it is stored in."""
     from pathlib import Path
 
-    import latchkey
-    from latchkey.manifest import parse_manifest
-    from latchkey.testing import MemoryBackend
+    import pipekey
+    from pipekey.manifest import parse_manifest
+    from pipekey.testing import MemoryBackend
 
     secrets = [f"fake-extra-tok-{form}-acct42", f"fake-extra-key-{form}-acct42",
                f"ghp_fakeEXTRAfake{form}000000000000000"]
@@ -237,7 +237,7 @@ def test_a_runs_connection_extras_are_masked(form) -> None:
     stored = conn.to_uri() if form == "uri" else conn.to_json()
     manifest = parse_manifest({"pipelines": {"p": {
         "scope": "teams/p", "connections": {"api": "connections/api"}}}}, Path("m.toml"))
-    lk = latchkey.Latchkey([MemoryBackend("mem", {"connections/api": stored})],
+    lk = pipekey.Pipekey([MemoryBackend("mem", {"connections/api": stored})],
                            manifest=manifest)
     with lk.pipeline("p") as run:
         extra = run.connection("api").extra

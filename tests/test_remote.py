@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from latchkey.backends.azure_key_vault import LITERAL as AZURE
-from latchkey.backends.gcp_secret_manager import LITERAL as GCP
-from latchkey.backends.remote import escape_name, unescape_name
+from pipekey.backends.azure_key_vault import LITERAL as AZURE
+from pipekey.backends.gcp_secret_manager import LITERAL as GCP
+from pipekey.backends.remote import escape_name, unescape_name
 
 segment = st.text(alphabet=string.ascii_letters + string.digits + "_.-", min_size=1,
                   max_size=12).filter(lambda s: s not in (".", ".."))
@@ -32,7 +32,7 @@ def test_mapping_is_reversible_and_injective(literal: str, allowed: str, a: str,
 
 
 @pytest.mark.parametrize("name", ["Foreign-Name", "a-", "a-2", "a-zz", "-61", "a---b", ""])
-def test_names_latchkey_did_not_write_map_to_none(name: str) -> None:
+def test_names_pipekey_did_not_write_map_to_none(name: str) -> None:
     """Names that are not the canonical form of a key are not read as keys."""
     assert unescape_name(name, GCP) is None
 

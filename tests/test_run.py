@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-import latchkey
-from latchkey import AccessDenied, MissingSecrets, RunClosed, SecretNotFound, UsageError
-from latchkey.manifest import parse_manifest
-from latchkey.testing import Call, FailingBackend, MemoryBackend
+import pipekey
+from pipekey import AccessDenied, MissingSecrets, RunClosed, SecretNotFound, UsageError
+from pipekey.manifest import parse_manifest
+from pipekey.testing import Call, FailingBackend, MemoryBackend
 
 PIPELINES = {
     "ads": {"scope": "marketing/facebook/{account}", "requires": ["access_token", "app_secret"],
@@ -33,10 +33,10 @@ DATA = {
 }
 
 
-def make(*backends, pipelines=PIPELINES, env=None, lookup="sequential") -> latchkey.Latchkey:
+def make(*backends, pipelines=PIPELINES, env=None, lookup="sequential") -> pipekey.Pipekey:
     manifest = parse_manifest({"pipelines": pipelines, "lookup": lookup},
-                              Path("latchkey.toml"), env)
-    return latchkey.Latchkey(list(backends) or [MemoryBackend("mem", DATA)], manifest=manifest,
+                              Path("pipekey.toml"), env)
+    return pipekey.Pipekey(list(backends) or [MemoryBackend("mem", DATA)], manifest=manifest,
                              env=manifest.env)
 
 
@@ -126,7 +126,7 @@ def test_a_failing_backend_stops_the_walk_instead_of_falling_to_shared() -> None
     up = MemoryBackend("up", {**DATA, "shared/access_token": "fake-shared-wrong"})
     del_key = "marketing/facebook/acct_42/access_token"
     up.delete(del_key)
-    with pytest.raises(latchkey.BackendUnavailable) as info:
+    with pytest.raises(pipekey.BackendUnavailable) as info:
         make(down, up).pipeline("ads", account="acct_42").open()
     assert "down" in str(info.value) and "fake" not in str(info.value)
 
@@ -212,17 +212,17 @@ def test_repr_shows_no_value() -> None:
 def test_current_is_per_thread_task_and_nested() -> None:
     """current() is the innermost open run; other threads see none; nesting restores."""
     lk = make()
-    assert latchkey.current() is None
+    assert pipekey.current() is None
     with lk.pipeline("ads", account="acct_42") as outer:
-        assert latchkey.current() is outer
+        assert pipekey.current() is outer
         with ThreadPoolExecutor(1) as pool:
-            assert pool.submit(latchkey.current).result() is None
+            assert pool.submit(pipekey.current).result() is None
             assert pool.submit(lambda: outer.attach().__enter__() is outer).result()
         with lk.pipeline("ads", account="acct_43") as inner:
-            assert latchkey.current() is inner
+            assert pipekey.current() is inner
             assert inner.secret("access_token") == "fake-tok-43"
-        assert latchkey.current() is outer
-    assert latchkey.current() is None
+        assert pipekey.current() is outer
+    assert pipekey.current() is None
 
 
 def test_asyncio_tasks_each_see_their_own_run() -> None:
@@ -234,8 +234,8 @@ def test_asyncio_tasks_each_see_their_own_run() -> None:
         async with lk.pipeline("ads", account=account) as run:
             for _ in range(50):
                 await asyncio.sleep(0)
-                seen.append(latchkey.current().secret("access_token"))
-                assert latchkey.current() is run
+                seen.append(pipekey.current().secret("access_token"))
+                assert pipekey.current() is run
         return seen
 
     async def main():
@@ -282,16 +282,16 @@ def test_environment_precedence(monkeypatch) -> None:
     assert lk.pipeline("pinned").environment == "prod"
     assert lk.pipeline("pinned", env="dev").environment == "dev"
     assert lk.pipeline("ads", account="a").environment == "dev"
-    monkeypatch.setenv("LATCHKEY_ENV", "staging")
+    monkeypatch.setenv("PIPEKEY_ENV", "staging")
     assert make(prod).pipeline("pinned").environment == "staging"
 
 
 def test_environment_selects_backend_paths(isolated: Path, master_key: str) -> None:
     """{env} in a backend path picks another store per run; nothing is renamed."""
-    (isolated / "latchkey.toml").write_text(
+    (isolated / "pipekey.toml").write_text(
         '[backends.local]\ntype = "local"\npath = "{env}.db"\n'
         '[pipelines.ads]\nscope = "ads/{account}"\nrequires = ["token"]\n')
-    lk = latchkey.load()
+    lk = pipekey.load()
     lk.chain_for("dev").backends[0].put("ads/a1/token", "fake-dev")
     lk.chain_for("prod").backends[0].put("ads/a1/token", "fake-prod")
     with lk.pipeline("ads", account="a1") as dev_run, \
@@ -302,9 +302,9 @@ def test_environment_selects_backend_paths(isolated: Path, master_key: str) -> N
 
 def test_manifest_rejects_names_with_slashes(isolated: Path) -> None:
     """requires entries are names (one segment); the error names the field."""
-    with pytest.raises(latchkey.ManifestError, match=r"pipelines.ads.requires\[0\]"):
+    with pytest.raises(pipekey.ManifestError, match=r"pipelines.ads.requires\[0\]"):
         parse_manifest({"pipelines": {"ads": {"scope": "a", "requires": ["x/y"]}}},
-                       Path("latchkey.toml"))
+                       Path("pipekey.toml"))
 
 
 def test_open_twice_is_refused() -> None:
@@ -342,7 +342,7 @@ def test_invalid_connection_names_it_without_the_value() -> None:
     """A stored connection that does not parse raises InvalidConnection naming it."""
     mem = MemoryBackend("mem", {**DATA, "connections/wh_dev": "postgres://u:fake-bad-pw@h:99999/d"})
     with make(mem).pipeline("ads", account="acct_42") as run:
-        with pytest.raises(latchkey.InvalidConnection) as info:
+        with pytest.raises(pipekey.InvalidConnection) as info:
             run.connection("warehouse")
     assert "connection 'warehouse'" in str(info.value) and "fake-bad-pw" not in str(info.value)
 

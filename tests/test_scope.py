@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from latchkey import InvalidKey, UsageError
-from latchkey.scope import Scope, fill_template
+from pipekey import InvalidKey, UsageError
+from pipekey.scope import Scope, fill_template
 
 
 def test_fill_template_and_errors() -> None:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-import latchkey
-from latchkey import AccessDenied, InvalidKey, ManifestError
-from latchkey.backends.base import Versioned
-from latchkey.backends.vault import (
+import pipekey
+from pipekey import AccessDenied, InvalidKey, ManifestError
+from pipekey.backends.base import Versioned
+from pipekey.backends.vault import (
     AppRoleAuth,
     AwsIamAuth,
     KubernetesAuth,
@@ -25,8 +25,8 @@ from latchkey.backends.vault import (
     VaultConfig,
     VaultLogin,
 )
-from latchkey.errors import BackendUnavailable, UsageError
-from latchkey.testing import MemoryBackend
+from pipekey.errors import BackendUnavailable, UsageError
+from pipekey.testing import MemoryBackend
 
 from .extras import need
 from .fakes.vault import K8S_JWT, ROLE_ID, ROOT_TOKEN, SECRET_ID, FakeVault
@@ -130,7 +130,7 @@ def test_denied_path_is_access_denied_after_one_relogin(own_vault) -> None:
     own_vault.deny("secret/data/team/locked/*")
     later = MemoryBackend("later", {"locked/k": "fake-later"})
     with pytest.raises(AccessDenied, match="backend 'vault': Vault denied read for 'locked/k'"):
-        latchkey.Latchkey([backend, later]).get("locked/k")
+        pipekey.Pipekey([backend, later]).get("locked/k")
     assert later.calls == [] and own_vault.logins == ["approle", "approle"]
 
 
@@ -330,7 +330,7 @@ def test_manifest_and_cli(vault_env, fake_vault, isolated: Path) -> None:
     """A manifest with a typed auth table builds the backend; the CLI reads and writes."""
     from .conftest import run_cli
 
-    (isolated / "latchkey.toml").write_text(
+    (isolated / "pipekey.toml").write_text(
         f'chain = ["vault"]\n[backends.vault]\ntype = "vault"\nprefix = "lk/{uid()}/{{env}}"\n'
         f'layout = "document"\nauth = {{ method = "approle", role_id = "{ROLE_ID}" }}\n')
     assert run_cli("set", "shared/slack_token", input="fake-slack-cli").returncode == 0
@@ -344,12 +344,12 @@ def test_manifest_and_cli(vault_env, fake_vault, isolated: Path) -> None:
 
 def test_manifest_errors_name_the_field(isolated: Path) -> None:
     """An unknown auth method or a missing role_id is a ManifestError naming the field."""
-    (isolated / "latchkey.toml").write_text(
+    (isolated / "pipekey.toml").write_text(
         '[backends.v]\ntype = "vault"\nurl = "http://127.0.0.1:1"\nauth = { method = "ldap" }\n')
     with pytest.raises(ManifestError, match="auth"):
-        latchkey.load()
-    (isolated / "latchkey.toml").write_text(
+        pipekey.load()
+    (isolated / "pipekey.toml").write_text(
         '[backends.v]\ntype = "vault"\nurl = "http://127.0.0.1:1"\n'
         'auth = { method = "approle" }\n')
     with pytest.raises(ManifestError, match="role_id"):
-        latchkey.load()
+        pipekey.load()

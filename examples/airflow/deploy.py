@@ -1,15 +1,15 @@
-"""A complete local Airflow 3 deployment running the latchkey example, on 127.0.0.1 only.
+"""A complete local Airflow 3 deployment running the pipekey example, on 127.0.0.1 only.
 
     python examples/airflow/deploy.py [--executor local|celery] [--dir DIR] [--keep-running]
 
 What it does, step by step (each step prints what it runs):
 
-1. a work folder: the manifest (examples/airflow/latchkey.toml, copied to DIR/config, away
-   from the components' working directory), a master key for the local stores (``LATCHKEY_MASTER_KEY``), fake values seeded per environment with ``latchkey set``;
+1. a work folder: the manifest (examples/airflow/pipekey.toml, copied to DIR/config, away
+   from the components' working directory), a master key for the local stores (``PIPEKEY_MASTER_KEY``), fake values seeded per environment with ``pipekey set``;
 2. an Airflow home with a SQLite metadata DB (``airflow db migrate``) and the settings every
    component shares: LocalExecutor, the execution API on a loopback port, one JWT secret,
-   ``[workers] secrets_backend = LatchkeySecretsBackend`` with ``secrets_backend_kwargs``
-   naming the manifest (and no ``LATCHKEY_CONFIG``: task runs find it from the kwargs);
+   ``[workers] secrets_backend = PipekeySecretsBackend`` with ``secrets_backend_kwargs``
+   naming the manifest (and no ``PIPEKEY_CONFIG``: task runs find it from the kwargs);
 3. two stand-in ads APIs (dev and prod) that accept only each account's own token;
 4. ``airflow api-server``, ``airflow scheduler``, ``airflow dag-processor`` (and, with
    ``--executor celery``, Debian's ``redis-server`` as broker and ``airflow celery worker``),
@@ -71,7 +71,7 @@ class Deployment:
 
     def __init__(self, work: Path, executor: str = "LocalExecutor", log=print, *,
                  dags_folder: Path = HERE / "dags", dag_ids: tuple[str, ...] = DAGS,
-                 manifest_source: Path = HERE / "latchkey.toml",
+                 manifest_source: Path = HERE / "pipekey.toml",
                  seed: bool | Callable[[Deployment], None] = True,
                  extra_env: dict[str, str] | None = None,
                  teams: dict[str, Path] | None = None, broker: bool = False) -> None:
@@ -87,7 +87,7 @@ class Deployment:
         self.consoles = self.work / "console"
         # as in production, not in the components' working directory: task runs must find
         # it from [workers] secrets_backend_kwargs
-        self.manifest = self.work / "config" / "latchkey.toml"
+        self.manifest = self.work / "config" / "pipekey.toml"
         self.executor = executor
         self.log = log
         self.port = free_port()
@@ -105,14 +105,14 @@ class Deployment:
         for the ``airflow`` CLI).
 
         Direct mode: every component (and so every task) gets Airflow's settings, the
-        ``[workers]`` backend and the store's key; nothing else of latchkey's. Broker mode:
+        ``[workers]`` backend and the store's key; nothing else of pipekey's. Broker mode:
         only the api-server gets ``[secrets] backend`` (``mode: broker``) and the store's
         key; the scheduler, dag-processor, workers and so every task process get the manifest
-        (``LATCHKEY_CONFIG``, no values) and ``LATCHKEY_AIRFLOW_MODE=broker``, no store
-        credential and no latchkey backend.
+        (``PIPEKEY_CONFIG``, no values) and ``PIPEKEY_AIRFLOW_MODE=broker``, no store
+        credential and no pipekey backend.
         """
         base = {k: v for k, v in os.environ.items()
-                if not k.startswith(("AIRFLOW", "LATCHKEY", "AWS_"))}
+                if not k.startswith(("AIRFLOW", "PIPEKEY", "AWS_"))}
         url = f"http://127.0.0.1:{self.port}"
         base.update({
             "AIRFLOW_HOME": str(self.home),
@@ -149,22 +149,22 @@ class Deployment:
             # Celery workers run tasks with the token the scheduler signed: they need no JWT
             # secret, and a task holding it could sign a token as another team's task
             del base["AIRFLOW__API_AUTH__JWT_SECRET"]
-        base.update(self._latchkey_env(component))
+        base.update(self._pipekey_env(component))
         base.update(self.extra_env)
         return base
 
-    def _latchkey_env(self, component: str | None) -> dict[str, str]:
-        backend = "latchkey.integrations.airflow.LatchkeySecretsBackend"
+    def _pipekey_env(self, component: str | None) -> dict[str, str]:
+        backend = "pipekey.integrations.airflow.PipekeySecretsBackend"
         if not self.broker:
             return {"AIRFLOW__WORKERS__SECRETS_BACKEND": backend,
                     "AIRFLOW__WORKERS__SECRETS_BACKEND_KWARGS":
                         json.dumps({"manifest": str(self.manifest)}),
-                    "LATCHKEY_MASTER_KEY": self.master_key}
+                    "PIPEKEY_MASTER_KEY": self.master_key}
         if component == "api-server":
             return {"AIRFLOW__SECRETS__BACKEND": backend,
                     "AIRFLOW__SECRETS__BACKEND_KWARGS": json.dumps({"mode": "broker"}),
-                    "LATCHKEY_CONFIG": str(self.manifest), "LATCHKEY_MASTER_KEY": self.master_key}
-        return {"LATCHKEY_CONFIG": str(self.manifest), "LATCHKEY_AIRFLOW_MODE": "broker"}
+                    "PIPEKEY_CONFIG": str(self.manifest), "PIPEKEY_MASTER_KEY": self.master_key}
+        return {"PIPEKEY_CONFIG": str(self.manifest), "PIPEKEY_AIRFLOW_MODE": "broker"}
 
     def setup(self) -> None:
         self.work.mkdir(parents=True, exist_ok=True)
@@ -173,7 +173,7 @@ class Deployment:
         self.manifest.parent.mkdir(exist_ok=True)
         self.jwt_secret = secrets.token_hex(16)
         shutil.copy(self.manifest_source, self.manifest)
-        from latchkey.backends.local import generate_master_key
+        from pipekey.backends.local import generate_master_key
 
         self.master_key = generate_master_key()
         if callable(self.seed):
@@ -190,31 +190,31 @@ class Deployment:
             self._airflow("teams", "create", team)
 
     def _seed(self) -> None:
-        self.log("== latchkey set: fake values, one store per environment")
+        self.log("== pipekey set: fake values, one store per environment")
         for (env, account), token in self.tokens.items():
-            self._latchkey_set(env, f"marketing/ads/{account}/api_token", token)
-            self._latchkey_set(env, f"connections/warehouse_{account}", json.dumps(
+            self._pipekey_set(env, f"marketing/ads/{account}/api_token", token)
+            self._pipekey_set(env, f"connections/warehouse_{account}", json.dumps(
                 {"conn_type": "duckdb", "host": str(self.work / f"{account}_{env}.duckdb")}))
         for env in ENVIRONMENTS:
-            self._latchkey_set(env, "airflow/connections/slack_default",
+            self._pipekey_set(env, "airflow/connections/slack_default",
                                f"http://:{self.passwords[0]}@hooks.example.com")
 
-    def _latchkey_set(self, env: str, key: str, value: str) -> None:
-        subprocess.run([sys.executable, "-m", "latchkey", "-c", str(self.manifest),
+    def _pipekey_set(self, env: str, key: str, value: str) -> None:
+        subprocess.run([sys.executable, "-m", "pipekey", "-c", str(self.manifest),
                         "--env", env, "set", key], input=value, text=True, check=True,
                        capture_output=True, timeout=60,
-                       env={**os.environ, "LATCHKEY_MASTER_KEY": self.master_key})
+                       env={**os.environ, "PIPEKEY_MASTER_KEY": self.master_key})
 
-    def latchkey_set_many(self, env: str, items: dict[str, str]) -> None:
+    def pipekey_set_many(self, env: str, items: dict[str, str]) -> None:
         """Write ``{key: value}`` to the store of ``env`` in one process (values on stdin)."""
-        script = ("import json, sys, latchkey\n"
-                  "lk = latchkey.load(sys.argv[1], env=sys.argv[2])\n"
+        script = ("import json, sys, pipekey\n"
+                  "lk = pipekey.load(sys.argv[1], env=sys.argv[2])\n"
                   "for key, value in json.load(sys.stdin).items(): lk.set(key, value)\n")
         done = subprocess.run([sys.executable, "-c", script, str(self.manifest), env],
                               input=json.dumps(items), text=True, check=False,
                               capture_output=True, timeout=120,
-                              env={**os.environ, "LATCHKEY_MASTER_KEY": self.master_key})
-        if done.returncode != 0:  # latchkey's errors name keys, never values
+                              env={**os.environ, "PIPEKEY_MASTER_KEY": self.master_key})
+        if done.returncode != 0:  # pipekey's errors name keys, never values
             raise RuntimeError(f"seeding {env} failed:\n{done.stderr[-2000:]}")
 
     def _airflow(self, *args: str, timeout: float = 120) -> str:
@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-running", action="store_true",
                         help="leave the components running (stop them with Ctrl-C)")
     args = parser.parse_args(argv)
-    work = args.dir or Path(tempfile.mkdtemp(prefix="latchkey-airflow-"))
+    work = args.dir or Path(tempfile.mkdtemp(prefix="pipekey-airflow-"))
     deployment = Deployment(work, executor=EXECUTORS[args.executor])
     print(f"== working in {work}")
     try:

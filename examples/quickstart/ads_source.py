@@ -1,7 +1,7 @@
 """The dlt source of the quickstart: an account's campaigns from the ads API.
 
 ``api_token = dlt.secrets.value`` is an ordinary dlt secret: dlt looks it up, and inside a
-latchkey run the latchkey provider answers with that run's own token.
+pipekey run the pipekey provider answers with that run's own token.
 """
 
 from __future__ import annotations

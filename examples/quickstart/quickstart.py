@@ -1,6 +1,6 @@
 """The quickstart: one pipeline definition, two accounts, two dlt pipelines at once.
 
-Each thread opens its own latchkey run; dlt's lookup of ``api_token`` and of the duckdb
+Each thread opens its own pipekey run; dlt's lookup of ``api_token`` and of the duckdb
 destination's credentials is answered from that run alone. The stand-in ads API checks each
 account's token, so a run that got another run's token fails loudly. Prints names and
 provenance, never a value.
@@ -18,13 +18,13 @@ from pathlib import Path
 os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")  # no network calls from dlt
 # dlt's Airflow secrets provider (on whenever Airflow is installed) redirects stdout and stderr
 # process-wide on every lookup, which is not thread-safe: with pipelines in threads the
-# process can end up writing into a StringIO. latchkey answers dlt's lookups instead.
+# process can end up writing into a StringIO. pipekey answers dlt's lookups instead.
 os.environ.setdefault("PROVIDERS__ENABLE_AIRFLOW_SECRETS", "false")
 
 import dlt  # noqa: E402
 
-import latchkey  # noqa: E402
-from latchkey.integrations import dlt as latchkey_dlt  # noqa: E402
+import pipekey  # noqa: E402
+from pipekey.integrations import dlt as pipekey_dlt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ads_api import AdsApi, digest  # noqa: E402
@@ -33,8 +33,8 @@ from ads_source import ads  # noqa: E402
 ACCOUNTS = ["acct_42", "acct_43"]
 
 
-def load_account(lk: latchkey.Latchkey, account: str, api_url: str, report: dict) -> None:
-    """One pipeline run: a latchkey run around a dlt pipeline, in this thread."""
+def load_account(lk: pipekey.Pipekey, account: str, api_url: str, report: dict) -> None:
+    """One pipeline run: a pipekey run around a dlt pipeline, in this thread."""
     with lk.pipeline("ads_report", account=account, run_name=f"quickstart__{account}") as run:
         pipeline = dlt.pipeline(pipeline_name=f"ads_report_{account}", destination="duckdb",
                                 dataset_name="ads", pipelines_dir=str(Path.cwd() / ".dlt"))
@@ -54,8 +54,8 @@ def load_account(lk: latchkey.Latchkey, account: str, api_url: str, report: dict
 
 
 def main() -> int:
-    lk = latchkey.load()
-    latchkey_dlt.install()
+    lk = pipekey.load()
+    pipekey_dlt.install()
     # The stand-in API learns each account's token digest (an admin read; a real API would
     # have issued the token).
     digests = {a: digest(lk.get(f"marketing/ads/{a}/api_token")) for a in ACCOUNTS}
@@ -67,7 +67,7 @@ def main() -> int:
             t.start()
         for t in threads:
             t.join(timeout=300)
-    print(f"latchkey {latchkey.__version__}, env {lk.env}, chain {[b.name for b in lk.chain]}")
+    print(f"pipekey {pipekey.__version__}, env {lk.env}, chain {[b.name for b in lk.chain]}")
     for account in ACCOUNTS:
         r = report.get(account)
         if r is None:

@@ -3,36 +3,36 @@
 # Runs in a fresh folder each time (or $QUICKSTART_DIR) so it can be re-run safely.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-work="${QUICKSTART_DIR:-$(mktemp -d -t latchkey-quickstart.XXXXXX)}"
+work="${QUICKSTART_DIR:-$(mktemp -d -t pipekey-quickstart.XXXXXX)}"
 mkdir -p "$work" && cd "$work"
-cp "$here/latchkey.toml" .
+cp "$here/pipekey.toml" .
 export RUNTIME__DLTHUB_TELEMETRY=false          # dlt: no telemetry calls
 export PROVIDERS__ENABLE_AIRFLOW_SECRETS=false  # dlt: see quickstart.py for why
 echo "== working in $work"
 
-echo "== latchkey init: a 0600 master key file and an encrypted store"
-latchkey init
+echo "== pipekey init: a 0600 master key file and an encrypted store"
+pipekey init
 
-echo "== latchkey set: values from stdin (or a hidden prompt), never from argv"
+echo "== pipekey set: values from stdin (or a hidden prompt), never from argv"
 for account in acct_42 acct_43; do
     # a fake token per account; only the store ever holds it
     printf '%s' "fake-token-$account-$(python -c 'import secrets; print(secrets.token_hex(8))')" \
-        | latchkey set "marketing/ads/$account/api_token"
+        | pipekey set "marketing/ads/$account/api_token"
     printf '{"conn_type": "duckdb", "host": "%s/warehouse_%s.duckdb"}' "$work" "$account" \
-        | latchkey set "connections/warehouse_$account"
+        | pipekey set "connections/warehouse_$account"
 done
-printf '%s' 'fake-slack-token' | latchkey set shared/slack_token
+printf '%s' 'fake-slack-token' | pipekey set shared/slack_token
 
-echo "== latchkey check: every requirement of every instance of every pipeline"
-latchkey check
+echo "== pipekey check: every requirement of every instance of every pipeline"
+pipekey check
 
-echo "== latchkey explain --pipeline: the scope walk for one name"
-latchkey explain --pipeline ads_report --param account=acct_42 slack_token
+echo "== pipekey explain --pipeline: the scope walk for one name"
+pipekey explain --pipeline ads_report --param account=acct_42 slack_token
 
 echo "== two dlt pipelines at once, one pipeline definition, each run with its own token"
 python "$here/quickstart.py"
 
-echo "== latchkey run: a command gets one run's secrets in its environment"
-latchkey run --pipeline ads_report --param account=acct_43 -- \
+echo "== pipekey run: a command gets one run's secrets in its environment"
+pipekey run --pipeline ads_report --param account=acct_43 -- \
     sh -c 'echo "  the child sees API_TOKEN (${#API_TOKEN} characters) and AIRFLOW_CONN_WAREHOUSE: ${AIRFLOW_CONN_WAREHOUSE:+set}"'
 echo "== quickstart done"

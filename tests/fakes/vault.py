@@ -1,4 +1,4 @@
-"""A Vault server speaking the HTTP API latchkey's ``vault`` backend uses.
+"""A Vault server speaking the HTTP API pipekey's ``vault`` backend uses.
 
 Written from Vault's API docs: KV v2 (``/v1/<mount>/data``, ``/metadata``: read, write with
 ``options.cas``, soft delete, version metadata, LIST), KV v1 (``/v1/<mount>/<path>``), token
@@ -168,13 +168,13 @@ class FakeVault(FakeService):
         token = f"hvs.fake-{next(self._ids)}-{uuid.uuid4().hex[:8]}"
         with self.lock:
             self.tokens[token] = {"expires": time.monotonic() + self.token_ttl,
-                                  "policies": ["default", "latchkey"], "display": mount}
+                                  "policies": ["default", "pipekey"], "display": mount}
             self.logins.append(mount)
         return 200, self._answer(auth=self._auth(token))
 
     def _auth(self, token: str) -> dict:
         return {"client_token": token, "accessor": uuid.uuid4().hex, "policies": ["default",
-                "latchkey"], "token_policies": ["default", "latchkey"], "metadata": {},
+                "pipekey"], "token_policies": ["default", "pipekey"], "metadata": {},
                 "lease_duration": self.token_ttl, "renewable": self.renewable,
                 "entity_id": "", "token_type": "service", "orphan": True}
 

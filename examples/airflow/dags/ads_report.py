@@ -1,10 +1,10 @@
 """One dlt pipeline for two accounts and two environments, by dynamic task mapping; each
 task its own token.
 
-Each mapped task runs inside a latchkey run (``@latchkey_task``): pipeline ``ads_report``
+Each mapped task runs inside a pipekey run (``@pipekey_task``): pipeline ``ads_report``
 from the manifest (its ``dags`` patterns), scope ``marketing/ads/<account>`` from the task's
 ``account`` argument, environment from its ``env`` argument (``load_prod``) or the DAG run's
-``latchkey_env`` param, run name ``<dag_id>__<run_id>__<task_id>__<map_index>``. dlt's lookups
+``pipekey_env`` param, run name ``<dag_id>__<run_id>__<task_id>__<map_index>``. dlt's lookups
 for ``api_token`` and the duckdb destination are answered from that run alone.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from airflow.sdk import Variable, dag, task
 
-from latchkey.integrations.airflow import latchkey_task
+from pipekey.integrations.airflow import pipekey_task
 
 # the dlt source and the stand-in API are shared with the quickstart
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "quickstart"))
@@ -28,18 +28,18 @@ ACCOUNTS = ["acct_42", "acct_43"]
 
 
 @dag(dag_id="ads_report", schedule=None, start_date=datetime(2026, 1, 1), catchup=False,
-     tags=["latchkey", "dlt"])
+     tags=["pipekey", "dlt"])
 def ads_report():
     @task
-    @latchkey_task
+    @pipekey_task
     def load(account: str, env: str | None = None) -> dict:
         import dlt
 
         from ads_source import ads
-        from latchkey import current
-        from latchkey.integrations import dlt as latchkey_dlt
+        from pipekey import current
+        from pipekey.integrations import dlt as pipekey_dlt
 
-        latchkey_dlt.install()
+        pipekey_dlt.install()
         run = current()
         # each environment has its own API endpoint: ads_api_url (dev), ads_api_url_prod
         url = Variable.get(f"ads_api_url_{run.environment}", default=None) \

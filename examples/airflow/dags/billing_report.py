@@ -10,11 +10,11 @@ from datetime import datetime
 
 from airflow.sdk import dag, task
 
-from latchkey.integrations.airflow import task_run
+from pipekey.integrations.airflow import task_run
 
 
 @dag(dag_id="billing_report", schedule=None, start_date=datetime(2026, 1, 1), catchup=False,
-     tags=["latchkey"])
+     tags=["pipekey"])
 def billing_report():
     @task
     def read_other_teams_secrets() -> None:

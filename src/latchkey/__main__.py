@@ -1,5 +1,0 @@
-"""``python -m latchkey`` is the ``latchkey`` command."""
-
-from .cli import main
-
-main()

@@ -1,0 +1,5 @@
+"""``python -m pipekey`` is the ``pipekey`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,288 @@
+"""``azure_key_vault``: Azure Key Vault secrets, through azure-keyvault-secrets and
+azure-identity.
+
+Key Vault names allow only ``[0-9a-zA-Z-]``, at most 127 characters, compared without case.
+A key is the secret ``<prefix>--<name>`` (the prefix is path-like, joined by one
+``separator``, ``--``, as ``/`` is written; ``separator = ""`` joins raw), where ``<name>`` is
+the key by this reversible
+mapping: lowercase letters and digits stay; ``/`` becomes ``--``; every other character
+(``_``, ``.``, ``-``, capitals) becomes ``-`` and two hex digits of its code (``_`` is
+``-5f``, ``.`` is ``-2e``, ``-`` is ``-2d``, ``A`` is ``-41``). So
+``marketing/facebook/acct_42/access_token`` is ``marketing--facebook--acct-5f42--access-5ftoken``,
+two keys never share a name (not even without case), and ``list`` maps names back, skipping
+secrets whose names are not such a mapping.
+
+Reads get each key's current version (``GET /secrets/{name}``), concurrently, at most
+``max_concurrency`` at once (Key Vault throttles per vault). Throttling (429, honouring
+``Retry-After``) and 5xx are retried by azure-core's retry policy, ``max_attempts`` in all,
+and counted. ``rm`` is Key Vault's soft delete; setting a key deleted that way recovers it
+first (its versions come back) and then adds the new version.
+
+Authentication (``auth = {method = ...}``): ``default`` (``DefaultAzureCredential``:
+environment, workload identity, managed identity, Azure CLI...), ``managed_identity``
+(optionally a user-assigned ``client_id``), or ``client_secret`` with the secret read from
+``$client_secret_env``, never written in the manifest. One credential per backend, and
+azure-identity caches its token until shortly before expiry.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+from typing import Annotated, Any, Literal, Sequence, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .._sdk import azure_modules
+from ..errors import AccessDenied, BackendUnavailable, InvalidKey, PipekeyError, UsageError
+from ..keys import is_under
+from .base import BackendConfig, Secret, VersionedBackend, VersionInfo, WritableBackend, prefix_head
+from .remote import RemoteBackend, describe_keys, escape_name, unescape_name
+
+__all__ = ["AzureKeyVaultBackend", "AzureKeyVaultConfig"]
+
+LITERAL = string.ascii_lowercase + string.digits
+MAX_NAME = 127
+MAX_SIZE = 25 * 1024
+
+
+class _Auth(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DefaultAuth(_Auth):
+    """azure-identity's DefaultAzureCredential chain."""
+
+    method: Literal["default"] = "default"
+
+    def credential(self, identity: Any, **transport: Any) -> Any:
+        return identity.DefaultAzureCredential(**transport)
+
+
+class ManagedIdentityAuth(_Auth):
+    """A managed identity: system-assigned, or user-assigned by ``client_id``."""
+
+    method: Literal["managed_identity"]
+    client_id: str | None = None
+
+    def credential(self, identity: Any, **transport: Any) -> Any:
+        return identity.ManagedIdentityCredential(client_id=self.client_id, **transport)
+
+
+class ClientSecretAuth(_Auth):
+    """A service principal; its secret from ``$client_secret_env``."""
+
+    method: Literal["client_secret"]
+    tenant_id: str
+    client_id: str
+    client_secret_env: str = "AZURE_CLIENT_SECRET"
+    #: the identity platform's host; a sovereign cloud's, or a test server's
+    authority: str | None = None
+    disable_instance_discovery: bool = False
+
+    def credential(self, identity: Any, **transport: Any) -> Any:
+        secret = os.environ.get(self.client_secret_env, "")
+        if not secret:
+            raise UsageError(f"azure auth: no client secret: set ${self.client_secret_env}")
+        extra = {"authority": self.authority} if self.authority else {}
+        return identity.ClientSecretCredential(
+            self.tenant_id, self.client_id, secret,
+            disable_instance_discovery=self.disable_instance_discovery, **extra, **transport)
+
+
+AzureAuth = Annotated[Union[DefaultAuth, ManagedIdentityAuth, ClientSecretAuth],
+                      Field(discriminator="method")]
+
+
+class AzureKeyVaultConfig(BackendConfig):
+    url: str | None = None              # https://NAME.vault.azure.net; default $AZURE_KEYVAULT_URL
+    prefix: str = ""
+    #: joins prefix and name: "--", how these names write a key's "/"; "" joins raw
+    separator: str = "--"
+    auth: AzureAuth = Field(default_factory=DefaultAuth)
+    ca_bundle: str | None = None        # a CA file for TLS-inspecting proxies or test servers
+    #: Key Vault's check that the auth challenge names a Key Vault domain; off only for
+    #: private endpoints with other names (and test servers on an IP address)
+    verify_challenge_resource: bool = True
+    timeout: float = 10.0
+    max_attempts: int = 5
+    max_concurrency: int = 8
+
+    @field_validator("prefix", "separator")
+    @classmethod
+    def _prefix_chars(cls, value: str) -> str:
+        bad = sorted({c for c in value if c not in string.ascii_letters + string.digits + "-{}"})
+        if bad:
+            raise ValueError(f"may hold only letters, digits and '-' (found {bad[0]!r})")
+        return value
+
+
+class AzureKeyVaultBackend(RemoteBackend, WritableBackend, VersionedBackend):
+    """Secrets of one Key Vault under a name prefix."""
+
+    kind = "azure_key_vault"
+    Config = AzureKeyVaultConfig
+    max_value_bytes = MAX_SIZE
+    size_hint = "Key Vault's limit for one secret"
+
+    def __init__(self, name: str, config: AzureKeyVaultConfig) -> None:
+        super().__init__(name)
+        self.config = config
+        self.url = (config.url or os.environ.get("AZURE_KEYVAULT_URL") or "").rstrip("/")
+        if not self.url:
+            raise UsageError(f"backend {name!r}: no Key Vault URL: set url or "
+                             "$AZURE_KEYVAULT_URL")
+        self.prefix = prefix_head(config.prefix, config.separator).lower()
+        self.max_concurrency = config.max_concurrency
+
+    # -- the client -----------------------------------------------------------------------
+    def _make_client(self) -> Any:
+        secrets, identity = azure_modules()
+        transport: dict[str, Any] = {"connection_timeout": self.config.timeout,
+                                     "read_timeout": self.config.timeout}
+        if self.config.ca_bundle:
+            transport["connection_verify"] = self.config.ca_bundle
+        credential = self.config.auth.credential(identity, **transport)
+        return secrets.SecretClient(
+            self.url, credential, verify_challenge_resource=self.config.verify_challenge_resource,
+            retry_total=max(0, self.config.max_attempts - 1), retry_backoff_factor=0.2,
+            retry_backoff_max=10, per_retry_policies=[_counting_policy(self)], **transport)
+
+    def azure(self, what: str, keys: Sequence[str], fn: Any, *args: Any,
+              absent: bool = False, **kwargs: Any) -> Any:
+        """Call ``fn`` counted; ResourceNotFoundError (404) is None when ``absent``."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        return self.counted(what, keys, fn, *args, **kwargs,
+                            absent=lambda exc: absent and isinstance(exc, ResourceNotFoundError))
+
+    def translate(self, exc: Exception, what: str, keys: Sequence[str]) -> PipekeyError:
+        from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+
+        where = f"{what} for {describe_keys(keys)}" if keys else what
+        status = getattr(exc, "status_code", None)
+        code = getattr(getattr(exc, "error", None), "code", None) or ""
+        if status in (401, 403):
+            return AccessDenied(f"backend {self.name!r}: Key Vault denied {where} "
+                                f"({status} {code})".rstrip())
+        if status == 429:
+            return BackendUnavailable(self.name, f"throttled by Key Vault on {where} after "
+                                                 f"{self.config.max_attempts} attempts (429)")
+        if isinstance(exc, ClientAuthenticationError):  # no token could be had
+            return BackendUnavailable(self.name, f"cannot authenticate to Key Vault for {where} "
+                                                 f"(auth {self.config.auth.method})")
+        if isinstance(exc, HttpResponseError) and status:
+            return BackendUnavailable(self.name, f"{where} failed ({status} {code})".rstrip())
+        return BackendUnavailable(self.name, f"cannot reach Key Vault for {where} "
+                                             f"({type(exc).__name__})")
+
+    def describe(self) -> str:
+        return f"azure_key_vault ({self.url}, auth {self.config.auth.method})"
+
+    def check(self) -> str:
+        self.azure("list", [], lambda: next(iter(self.client.list_properties_of_secrets(
+            max_page_size=1)), None))
+        return "ok"
+
+    # -- names ----------------------------------------------------------------------------
+    def secret_name(self, key: str) -> str:
+        return escape_name(key, LITERAL, MAX_NAME, "Key Vault", self.prefix)
+
+    def locate(self, key: str) -> str:
+        if self.unmappable(key) is not None:
+            return f"keyvault:{self.url}/secrets/(no name for this key)"
+        return f"keyvault:{self.url}/secrets/{self.secret_name(key)}"
+
+    def store_name(self, key: str) -> str | None:
+        return None if self.unmappable(key) is not None else self.secret_name(key)
+
+    def unmappable(self, key: str) -> str | None:
+        try:
+            self.secret_name(key)
+        except InvalidKey as exc:
+            return exc.reason
+        return None
+
+    def key_of(self, name: str) -> str | None:
+        name = name.lower()
+        if not name.startswith(self.prefix):
+            return None
+        return unescape_name(name[len(self.prefix):], LITERAL)
+
+    # -- reads ----------------------------------------------------------------------------
+    def _read(self, key: str, version: str | None = None) -> Secret | None:
+        found = self.azure("read", [key], self.client.get_secret, self.secret_name(key),
+                           version, absent=True)
+        if found is None or found.value is None:
+            return None
+        return self._secret(key, found.value, found.properties.version,
+                            created_at=found.properties.created_on)
+
+    def _get_many(self, keys: Sequence[str]) -> dict[str, Secret]:
+        found = self.concurrently(self._read, keys)
+        return {k: s for k, s in zip(keys, found) if s is not None}
+
+    def _list(self, prefix: str) -> set[str]:
+        names = self.azure("list", [prefix] if prefix else [],
+                           lambda: [p.name for p in self.client.list_properties_of_secrets()])
+        return {k for k in map(self.key_of, names) if k is not None and is_under(k, prefix)}
+
+    # -- writes ---------------------------------------------------------------------------
+    def _put(self, key: str, value: str) -> Secret:
+        from azure.core.exceptions import ResourceExistsError
+
+        name = self.secret_name(key)
+        try:
+            written = self.azure("write", [key], self.client.set_secret, name, value)
+        except BackendUnavailable as exc:
+            if not isinstance(exc.__cause__, ResourceExistsError):
+                raise
+            # `rm` then `set`: the name is held by the soft-deleted secret; bring it back
+            self.azure("recover", [key], lambda: self.client.begin_recover_deleted_secret(
+                name).result())
+            written = self.azure("write", [key], self.client.set_secret, name, value)
+        return self._secret(key, value, written.properties.version,
+                            created_at=written.properties.created_on)
+
+    def _delete(self, key: str) -> bool:
+        deleted = self.azure("delete", [key], lambda: self.client.begin_delete_secret(
+            self.secret_name(key)).result(), absent=True)
+        return deleted is not None
+
+    # -- versions -------------------------------------------------------------------------
+    def _history(self, key: str) -> list[VersionInfo]:
+        versions = self.azure("history", [key], lambda: list(
+            self.client.list_properties_of_secret_versions(self.secret_name(key))), absent=True)
+        if not versions:
+            return []
+        current = None
+        created = [p.created_on for p in versions]
+        if len(set(created)) < len(created):  # Key Vault times are whole seconds: ask which
+            latest = self._read(key)           # of the tied versions is the current one
+            current = latest.version if latest else None
+        versions.sort(key=lambda p: (p.created_on is None, p.created_on, p.version == current))
+        return [VersionInfo(p.version, p.created_on, deleted=p.enabled is False)
+                for p in versions]
+
+    def _get_version(self, key: str, version: str) -> Secret | None:
+        if not version or not all(c in string.hexdigits for c in version):
+            return None
+        return self._read(key, version)
+
+
+def _counting_policy(backend: RemoteBackend) -> Any:
+    """An azure-core per-retry policy counting retries and 429s into ``backend.stats``."""
+    from azure.core.pipeline.policies import SansIOHTTPPolicy
+
+    class Counting(SansIOHTTPPolicy[Any, Any]):
+        def on_request(self, request: Any) -> None:
+            attempt = request.context.get("pipekey_attempt", 0) + 1
+            request.context["pipekey_attempt"] = attempt
+            if attempt > 1:
+                backend.count("retries")
+
+        def on_response(self, request: Any, response: Any) -> None:
+            if response.http_response.status_code == 429:
+                backend.count("throttles")
+
+    return Counting()

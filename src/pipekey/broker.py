@@ -1,0 +1,329 @@
+"""Broker mode's wire protocol: one run's values, asked for as one Airflow Variable.
+
+In broker mode (``docs/airflow.md``, "Enforced isolation") the task process holds the
+manifest but no store credential. To open a run it asks Airflow for ONE Variable whose key is
+:func:`request_key` (pipeline, environment, scope parameters); the request travels task ->
+supervisor -> Execution API -> the API server, whose ``PipekeySecretsBackend(mode="broker")``
+recognises the reserved prefix, checks that the pipeline serves the task's team, opens the run
+there and answers with :func:`encode_payload`: the run's resolved values as JSON. The task
+decodes it with :func:`decode_payload` and opens a run over the held values
+(:func:`brokered_run`): the same :class:`~pipekey.run.Run`, its chain one in-memory source.
+
+The request key is ``pipekey.run.<pipeline>.<base64url(JSON)>``: the pipeline readable in
+Airflow's logs, the rest in the URL-safe alphabet ``[A-Za-z0-9_-]``. The Task SDK puts a
+Variable key into the Execution API's URL path unquoted (``variables/{key}``), so ``/``, ``?``,
+``#``, ``%`` and spaces, all possible in a run name, must not appear in it.
+
+Every value of a payload is registered with the masker (:mod:`pipekey.redact` and the
+integrations' listeners) before :func:`encode_payload` or :func:`decode_payload` returns or
+raises, so a printed payload shows none of them; pipekey never writes it to disk. This
+module imports no Airflow.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+
+from . import redact
+from .backends.base import Backend, Secret
+from .chain import Chain
+from .errors import UsageError
+from .keys import is_segment, is_under, validate_key
+from .run import Run, _announce
+
+if TYPE_CHECKING:
+    from .manifest import Manifest
+
+__all__ = ["PREFIX", "BrokeredSource", "Payload", "Request", "brokered_run", "decode_payload",
+           "encode_payload", "is_request", "parse_request", "request_key"]
+
+#: the reserved prefix of a run request's Variable key
+PREFIX = "pipekey.run."
+VERSION = 1
+_PIPELINE = re.compile(r"[A-Za-z0-9_-]+")
+_BODY = re.compile(r"[A-Za-z0-9_-]+")
+_MAX_KEY = 2000  # far below any URL limit on the way
+_MAX_NAME = 500  # Airflow's dag, run and task ids are 250 characters each
+
+
+@dataclass(frozen=True)
+class Request:
+    """A run request: what :func:`request_key` encodes."""
+
+    pipeline: str
+    env: str | None = None
+    params: Mapping[str, str] = field(default_factory=dict)
+    run_name: str | None = None
+
+
+def _check(pipeline: str, env: str | None, params: Mapping[str, Any],
+           run_name: str | None) -> dict[str, str]:
+    if not isinstance(pipeline, str) or not _PIPELINE.fullmatch(pipeline):
+        raise UsageError(f"{pipeline!r} is not a pipeline name (letters, digits, '_', '-')")
+    if env is not None and (not isinstance(env, str) or not is_segment(env)):
+        raise UsageError(f"{env!r} is not an environment name (letters, digits, '_.-')")
+    clean = {}
+    for name, value in params.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise UsageError(f"pipeline {pipeline!r}: {name!r} is not a parameter name")
+        if not isinstance(value, str) or not is_segment(value):
+            raise UsageError(f"pipeline {pipeline!r}: parameter {name!r} = {value!r} is not a "
+                             "valid key segment (letters, digits, '_', '.', '-')")
+        clean[name] = value
+    if run_name is not None and (not isinstance(run_name, str) or len(run_name) > _MAX_NAME):
+        raise UsageError(f"pipeline {pipeline!r}: a run name is text of at most {_MAX_NAME} "
+                         "characters")
+    return clean
+
+
+def request_key(pipeline: str, env: str | None = None, params: Mapping[str, Any] | None = None,
+                run_name: str | None = None) -> str:
+    """The Variable key that asks the broker for one run of ``pipeline``.
+
+    Args:
+        pipeline: the manifest's pipeline name.
+        env: the environment; None lets the API server choose (its own default).
+        params: the scope parameters (each a key segment).
+        run_name: a label for the run in the API server's audit (the Airflow task's name).
+
+    Raises:
+        UsageError: a name or value that cannot be part of a key (quoted: none is secret).
+    """
+    clean = _check(pipeline, env, params or {}, run_name)
+    body = json.dumps({"v": VERSION, "env": env, "params": dict(sorted(clean.items())),
+                       "run": run_name}, separators=(",", ":"), sort_keys=True)
+    encoded = base64.urlsafe_b64encode(body.encode("utf-8")).decode("ascii").rstrip("=")
+    key = f"{PREFIX}{pipeline}.{encoded}"
+    if len(key) > _MAX_KEY:
+        raise UsageError(f"pipeline {pipeline!r}: the run request is too long "
+                         f"({len(key)} characters; parameters and run name too big)")
+    return key
+
+
+def is_request(key: str) -> bool:
+    """True if ``key`` is in the reserved namespace of run requests."""
+    return isinstance(key, str) and key.startswith(PREFIX)
+
+
+def parse_request(key: str) -> Request:
+    """The request a :func:`request_key` encodes.
+
+    Raises:
+        UsageError: ``key`` is in the reserved namespace but not a well-formed request.
+    """
+    shown = key if len(key) <= 120 else key[:117] + "..."
+    bad = UsageError(f"{shown!r} is not a pipekey run request (a Variable key starting with "
+                     f"{PREFIX!r} is reserved for pipekey's broker)")
+    if not is_request(key) or len(key) > _MAX_KEY:
+        raise bad
+    pipeline, dot, encoded = key[len(PREFIX):].partition(".")
+    if not dot or not _BODY.fullmatch(encoded):
+        raise bad
+    try:
+        raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+        body = json.loads(raw.decode("utf-8"))
+    except (ValueError, binascii.Error, RecursionError):  # RecursionError: deep nesting
+        raise bad from None
+    if not isinstance(body, dict) or body.get("v") != VERSION \
+            or not isinstance(body.get("params"), dict):
+        raise bad
+    try:
+        params = _check(pipeline, body.get("env"), body["params"], body.get("run"))
+    except UsageError as exc:
+        raise UsageError(f"{shown!r} is not a valid pipekey run request: {exc}") from None
+    return Request(pipeline, body.get("env"), params, body.get("run"))
+
+
+# -- the answer ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Payload:
+    """One run's resolved values as the broker sends them. Values never show in its repr.
+
+    ``names``: secret name -> Secret; ``connections``: connection name -> Secret (its stored
+    value); ``keys``: further absolute keys the run resolved (the ``key:`` targets of its
+    ``dlt`` table). Each Secret keeps the key, backend, path and version it came from.
+    """
+
+    pipeline: str
+    env: str
+    params: Mapping[str, str]
+    run_name: str
+    names: Mapping[str, Secret] = field(repr=False)
+    connections: Mapping[str, Secret] = field(repr=False)
+    keys: Mapping[str, Secret] = field(default_factory=dict, repr=False)
+
+    def __repr__(self) -> str:
+        return (f"Payload({self.pipeline!r}, env={self.env!r}, run={self.run_name!r}, "
+                f"names={sorted(self.names)}, connections={sorted(self.connections)})")
+
+    def secrets(self) -> list[Secret]:
+        """Every Secret held, each once."""
+        every = [*self.names.values(), *self.connections.values(), *self.keys.values()]
+        return list({s.key: s for s in every}.values())
+
+
+def _secret_json(secret: Secret) -> dict[str, Any]:
+    return {"key": secret.key, "value": secret.value, "backend": secret.backend,
+            "path": secret.path, "version": secret.version, "document": secret.document}
+
+
+def encode_payload(run: Run, keys: Mapping[str, Secret] | None = None) -> str:
+    """The answer to a run request: ``run``'s resolved values (it must be open) as JSON.
+
+    Each value is registered with the masker before this returns (the run registered its
+    own when it resolved them), and with it each value's JSON-escaped form, the form it has
+    inside the payload.
+    """
+    resolved = run.resolved()
+    names = {n: _secret_json(s) for n, s in resolved.items() if not n.startswith("connection:")}
+    connections = {n.removeprefix("connection:"): _secret_json(s)
+                   for n, s in resolved.items() if n.startswith("connection:")}
+    text = json.dumps({"v": VERSION, "pipeline": run.pipeline, "env": run.environment,
+                       "params": dict(run.params), "run": run.name, "names": names,
+                       "connections": connections,
+                       "keys": {k: _secret_json(s) for k, s in (keys or {}).items()}},
+                      separators=(",", ":"), sort_keys=True)
+    _announce(*(s.value for s in (keys or {}).values()))  # the run announced its own
+    return text
+
+
+def _values(body: Any) -> Iterable[str]:
+    """Every value in a decoded payload body, whatever its shape (for the masker)."""
+    if not isinstance(body, dict):
+        return
+    for section in ("names", "connections", "keys"):
+        entries = body.get(section)
+        for entry in (entries.values() if isinstance(entries, dict) else ()):
+            if isinstance(entry, dict) and isinstance(entry.get("value"), str):
+                yield entry["value"]
+
+
+def decode_payload(text: str) -> Payload:
+    """The payload :func:`encode_payload` made. Every value in it is registered with the
+    masker (and so its JSON-escaped form) before this returns or raises.
+
+    Raises:
+        UsageError: ``text`` is not a payload (the message never quotes it).
+    """
+    if not isinstance(text, str):
+        raise UsageError("the broker's answer is not text")
+    bad = UsageError("the broker's answer is not a pipekey run payload (is the API server's "
+                     "PipekeySecretsBackend in mode='broker' and of the same pipekey version?)")
+    try:
+        body = json.loads(text)
+    except ValueError:
+        _announce(text)  # cut short or garbled: whatever values it holds, masked whole
+        raise bad from None
+    _announce(*_values(body))
+    if not isinstance(body, dict) or body.get("v") != VERSION:
+        raise bad
+    try:
+        return Payload(str(body["pipeline"]), str(body["env"]),
+                       {str(k): str(v) for k, v in dict(body["params"]).items()},
+                       str(body["run"]), _secrets(body["names"]), _secrets(body["connections"]),
+                       _secrets(body.get("keys") or {}))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise bad from None
+
+
+def _secrets(section: Any) -> dict[str, Secret]:
+    out = {}
+    for name, entry in dict(section).items():
+        out[str(name)] = Secret(key=validate_key(str(entry["key"])), value=str(entry["value"]),
+                                backend=str(entry["backend"]), path=str(entry["path"]),
+                                version=None if entry.get("version") is None
+                                else str(entry["version"]),
+                                document=bool(entry.get("document")))
+    return out
+
+
+# -- the worker side ----------------------------------------------------------------------
+class BrokeredSource(Backend):
+    """The chain of a brokered run: the values the broker delivered, in memory, read-only.
+
+    A key the payload does not hold is absent here: a brokered run reads what its pipeline
+    declares (requires, optional, shared, connections, dlt ``key:`` targets).
+    ``invalidate`` (what ``run.refresh`` calls) asks the broker again for the whole run.
+    """
+
+    kind = "broker"
+
+    def __init__(self, payload: Payload, refetch: Callable[[], Payload] | None = None) -> None:
+        super().__init__("broker")
+        self._refetch = refetch
+        self._held: dict[str, Secret] = {}
+        self._load(payload)
+
+    def _load(self, payload: Payload) -> None:
+        self.payload = payload
+        self._held = {s.key: s for s in payload.secrets()}
+
+    def describe(self) -> str:
+        return f"values the pipekey broker delivered for run {self.payload.run_name!r}"
+
+    def _get_many(self, keys: Sequence[str]) -> dict[str, Secret]:
+        return {k: self._held[k] for k in keys if k in self._held}
+
+    def _list(self, prefix: str) -> Iterable[str]:
+        return [k for k in self._held if not prefix or is_under(k, prefix.rstrip("/"))]
+
+    def invalidate(self, keys: Iterable[str]) -> None:
+        """Ask the broker again (``run.refresh``); without a way to ask, keep what is held."""
+        if self._refetch is not None:
+            self._load(self._refetch())
+
+    def close(self) -> None:
+        """Drop the held values (the run has ended); ``invalidate`` would ask again."""
+        self._held = {}
+
+
+def brokered_run(manifest: Manifest, pipeline: str, fetch: Callable[[str], str | None], *,
+                 env: str | None = None, params: Mapping[str, Any] | None = None,
+                 run_name: str | None = None) -> Run:
+    """A run of ``pipeline`` over the values the broker sends: no backend is built.
+
+    Args:
+        manifest: the manifest (names and templates only, no values).
+        fetch: asks for one Variable by key and returns its value (None: no answer); in an
+            Airflow task, ``airflow.sdk.Variable.get`` through the Execution API.
+        env, params, run_name: as for ``Pipekey.pipeline``.
+
+    Returns the run, not yet opened (``with brokered_run(...) as run``).
+
+    Raises:
+        UsageError: no such pipeline, or the broker gave no answer (refused, or not
+            configured: the API server's log says which).
+    """
+    if pipeline not in manifest.pipelines:
+        raise UsageError(f"no pipeline {pipeline!r} in {manifest.path or 'no manifest'} "
+                         f"(defined: {sorted(manifest.pipelines)})")
+    config = manifest.pipelines[pipeline]
+    unknown = sorted(set(params or {}) - config.parameters())
+    if unknown:
+        raise UsageError(f"pipeline {pipeline!r} has no parameter {unknown[0]!r} "
+                         f"(its parameters: {sorted(config.parameters()) or 'none'})")
+    label = run_name[:_MAX_NAME] if run_name else None  # a label for the server's audit
+    key = request_key(pipeline, env, {k: str(v) for k, v in (params or {}).items()}, label)
+
+    def ask() -> Payload:
+        answer = fetch(key)
+        if answer is None:
+            raise UsageError(f"the pipekey broker gave no run of pipeline {pipeline!r} "
+                             f"(Variable {key[:60]!r}...): refused or not configured; see the "
+                             "API server's log")
+        payload = decode_payload(answer)
+        if payload.pipeline != pipeline:
+            raise UsageError(f"the pipekey broker answered for pipeline {payload.pipeline!r}, "
+                             f"not {pipeline!r}")
+        return payload
+
+    payload = ask()
+    source = BrokeredSource(payload, ask)
+    redact.install()
+    return Run(pipeline, config, Chain([source]), payload.env, payload.params,
+               run_name or payload.run_name, owns_chain=True)

@@ -1,0 +1,170 @@
+"""``pipekey bench``: print how fast runs become ready and how cheap warm reads are."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import click
+
+from ..errors import UsageError
+from ._common import _emit, _lk, _print, _table, cli, json_option
+
+
+@cli.command()
+@click.option("--repeat", default=20, show_default=True, type=click.IntRange(1, 10_000),
+              help="Cold runs measured per scenario.")
+@click.option("--latency-ms", default=20.0, show_default=True, type=click.FloatRange(0, 5_000),
+              help="Simulated round trip of each remote store.")
+@click.option("--compare", is_flag=True,
+              help="Compare with boto3, Airflow's AWS backends, dlt's provider and "
+                   "aws-secretsmanager-caching on moto behind a latency proxy "
+                   "(runs benchmarks/compare.py from a source checkout; needs "
+                   "pipekey[bench]); prints PASS/FAIL for the targets.")
+@click.option("--startup-runs", default=10, show_default=True, type=click.IntRange(0, 1_000),
+              help="Fresh interpreters per start-up measurement (import pipekey, "
+                   "pipekey run -- true, python -c pass, the manifest's validation); 0 "
+                   "skips them.")
+@click.option("--pipelines", default=20, show_default=True, type=click.IntRange(1, 200),
+              help="With --compare: pipelines seeded and run concurrently.")
+@click.option("--out", type=click.Path(file_okay=False), default="benchmarks/results",
+              show_default=True, help="With --compare: where results.md/json and plots go.")
+@click.option("--credentials", "definition", metavar="NAME",
+              help="Only this: --runs runs opening at once, each minting a login from the "
+                   "manifest's [credentials.NAME] against the real database; time to ready.")
+@click.option("--runs", default=50, show_default=True, type=click.IntRange(1, 500),
+              help="With --credentials: runs opening at once.")
+@json_option
+@click.pass_context
+def bench(ctx: click.Context, repeat: int, latency_ms: float, compare: bool, startup_runs: int,
+          pipelines: int, out: str, definition: str | None, runs: int, as_json: bool) -> None:
+    """Measure run readiness (40 secrets) and warm read cost; print the numbers.
+
+    Uses fake values in a temporary local store and in-memory stores that stand in for
+    remote ones (each call takes --latency-ms). Nothing is asserted: read the numbers.
+    With --compare, the comparison against other tools (see benchmarks/README.md).
+    """
+    if compare:
+        _compare(min(repeat, 20), latency_ms, pipelines, out, as_json)
+        return
+    if definition:
+        _credentials(ctx, definition, runs, as_json)
+        return
+    from ..bench import run_benchmarks, startup
+
+    click.echo(f"pipekey bench: {repeat} cold runs per scenario, {latency_ms:g} ms simulated "
+               "round trips...", err=True)
+    results = run_benchmarks(repeat=repeat, latency=latency_ms / 1000)
+    if startup_runs:
+        click.echo(f"pipekey bench: start-up, {startup_runs} fresh interpreters each...",
+                   err=True)
+        results["startup"] = startup(startup_runs)
+
+    def text() -> None:
+        table = _table("BENCHMARK", "MEDIAN", "P90", "NOTES")
+        local = results["ready_local"]
+        table.add_row(f"ready, {results['secrets']} secrets, local store (cold)",
+                      _ms(local["median"]), _ms(local["p90"]), f"{local['runs']} runs")
+        for lookup in ("sequential", "parallel"):
+            remote = results["ready_remote" + ("_parallel" if lookup == "parallel" else "")]
+            notes = (f"{remote['round_trips']:.2f} round trips of {latency_ms:g} ms, "
+                     f"{remote['calls_per_run']:.0f} store calls per run")
+            table.add_row(f"ready, {results['secrets']} secrets, 2 remote stores, {lookup}",
+                          _ms(remote["median"]), _ms(remote["p90"]), notes)
+        many = results["runs_200"]
+        table.add_row(f"{many['runs']} concurrent runs, no cache",
+                      f"{many['uncached']['seconds'] * 1000:.0f} ms", "",
+                      f"{many['uncached']['store_calls']} store calls")
+        table.add_row(f"{many['runs']} concurrent runs, cache + single-flight",
+                      f"{many['cached']['seconds'] * 1000:.0f} ms", "",
+                      f"{many['cached']['store_calls']} store calls "
+                      f"({many['calls_saved']} saved)")
+        table.add_row("warm run.secret(name)", f"{results['warm_secret_ns']:.0f} ns", "",
+                      "best of 5")
+        table.add_row("warm run.get(key)", f"{results['warm_get_ns']:.0f} ns", "", "best of 5")
+        _print(table)
+        if "startup" in results:
+            _print(_startup_table(results["startup"]))
+
+    _emit(as_json, results, text)
+
+
+def _startup_table(up: dict[str, Any]) -> Any:
+    """Start-up against the targets: PASS/FAIL is printed, never asserted."""
+    table = _table("START-UP", "MEDIAN", "TARGET", "RESULT", "NOTES")
+    targets = up["targets_ms"]
+    table.add_row("import pipekey", f"{up['import_ms']:.1f} ms",
+                  f"<= {targets['import']:g} ms", "PASS" if up["import_pass"] else "FAIL",
+                  "timed inside a fresh interpreter")
+    table.add_row("pipekey run --pipeline P -- true, over python -c pass",
+                  f"{up['run_over_python_ms']:.1f} ms", f"<= {targets['run_over_python']:g} ms",
+                  "PASS" if up["run_pass"] else "FAIL",
+                  f"CPU {up['run_over_python_cpu_ms']:.0f} ms over python")
+    table.add_row("of which: load and validate the manifest", f"{up['manifest_ms']:.1f} ms", "",
+                  "", f"pydantic (the manifest's schema): import alone "
+                      f"{up['pydantic_import_ms']:.0f} ms")
+    load = up["load_average"]
+    table.add_row("python -c pass", f"{up['python_ms']:.1f} ms", "", "",
+                  f"{up['runs']} runs each; load average {load:.2f} on {up['cpus']} CPUs"
+                  if load is not None else f"{up['runs']} runs each")
+    return table
+
+
+def _credentials(ctx: click.Context, definition: str, runs: int, as_json: bool) -> None:
+    from ..bench import credentials_burst
+
+    click.echo(f"pipekey bench: {runs} runs opening at once, each minting a login from "
+               f"credentials.{definition}...", err=True)
+    results = credentials_burst(_lk(ctx), definition, runs)
+
+    def text() -> None:
+        table = _table("BENCHMARK", "MEDIAN", "P90", "SLOWEST", "NOTES")
+        for label, key in (("ready (open, login minted)", "ready"), ("close (login dropped)",
+                                                                    "close")):
+            stats = results[key]
+            table.add_row(f"{runs} runs at once: {label}", _ms(stats["median"]),
+                          _ms(stats["p90"]), _ms(stats["max"]),
+                          f"{results['logins']} distinct logins" if key == "ready" else
+                          f"all {runs} done in {results['wall']:.2f} s")
+        _print(table)
+
+    _emit(as_json, results, text)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+def _compare(repeats: int, latency_ms: float, pipelines: int, out: str, as_json: bool) -> None:
+    compare = _benchmarks_compare()
+    # Airflow and others set up logging to stdout when imported: keep stdout for the results
+    with contextlib.redirect_stdout(sys.stderr):
+        results = compare.run_comparison(rtt=latency_ms / 1000, repeats=repeats,
+                                         pipelines=pipelines, out=Path(out),
+                                         progress=lambda m: click.echo(m, err=True))
+    _emit(as_json, results, lambda: click.echo(compare.markdown(results)))
+    if not all(t["pass"] for t in results["targets"]):
+        click.echo("some targets FAILED", err=True)
+
+
+def _benchmarks_compare() -> ModuleType:
+    """``benchmarks/compare.py`` from the source checkout this package runs from.
+
+    The comparison is not part of the installed package (it imports Airflow, dlt, matplotlib
+    and aws-secretsmanager-caching and sets AWS variables in ``os.environ``), so it is found
+    beside ``src/`` or not at all.
+    """
+    root = Path(__file__).resolve().parents[3]  # src/pipekey/cli/bench.py -> the checkout
+    if not (root / "benchmarks" / "compare.py").is_file():
+        raise UsageError("pipekey bench --compare runs benchmarks/compare.py from a source "
+                         f"checkout, and there is none beside this installation ({root}): "
+                         "clone the repository and run it there")
+    sys.path.insert(0, str(root))
+    try:
+        return importlib.import_module("benchmarks.compare")
+    finally:
+        sys.path.remove(str(root))

@@ -1,0 +1,82 @@
+"""``pipekey check``: every pipeline's secrets and connections, resolved and optionally tried."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from ._common import _emit, _lk, _print, _table, cli, escape, json_option, plural
+from .run import param_option, parse_params
+
+if TYPE_CHECKING:
+    from ..check import Finding
+
+STYLE = {"ok": "green", "skipped": "yellow"}
+
+
+@cli.command()
+@click.option("-p", "--pipeline", "pipelines", multiple=True, metavar="NAME",
+              help="Check only this pipeline (repeatable). Default: every pipeline.")
+@param_option
+@click.option("--connect", is_flag=True,
+              help="Also connect: PostgreSQL SELECT 1, S3 head bucket, DynamoDB describe table, "
+                   "HTTP GET, Snowflake SELECT 1 (if its driver is installed).")
+@click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(0.5, 120),
+              help="Seconds each connect check may take.")
+@click.option("--allow-skipped", is_flag=True,
+              help="Exit 0 even if a pipeline was skipped (verified nothing) for want of "
+                   "parameters.")
+@json_option
+@click.pass_context
+def check(ctx: click.Context, pipelines: tuple[str, ...], params: tuple[str, ...],
+          connect: bool, timeout: float, allow_skipped: bool, as_json: bool) -> None:
+    """Resolve everything each pipeline requires and report, per pipeline, what is missing,
+    forbidden or invalid. Exits 1 if anything failed.
+
+    A pipeline with a templated scope is checked for each of its `instances` in the
+    manifest, or for the --param values given. One that has neither is skipped: it verified
+    nothing, so check exits 1 unless --allow-skipped.
+
+    \b
+    pipekey check
+    pipekey check --pipeline facebook_ads --param account=acct_42 --connect
+    """
+    from ..check import check_pipelines
+
+    lk = _lk(ctx)
+    done = {"n": 0}
+
+    def progress(finding: Finding, total: int) -> None:
+        done["n"] += 1
+        if not as_json:
+            click.echo(f"  [{done['n']}/{total}] {finding.pipeline} {finding.item}: "
+                       f"{finding.status}", err=True)
+
+    findings = check_pipelines(lk, pipelines or None, parse_params(params) if params else None,
+                               env=ctx.obj["env"], connect=connect,
+                               timeout=timeout, progress=progress)
+    failed = [f for f in findings if f.failed]
+    skipped = [f for f in findings if f.item == "(pipeline)" and f.status == "skipped"]
+
+    def text() -> None:
+        table = _table("PIPELINE", "PARAMS", "ITEM", "STATUS", "DETAIL", "FROM")
+        for f in findings:
+            colour = STYLE.get(f.status, "red")
+            table.add_row(escape(f.pipeline), escape(f.params), escape(f.item),
+                          f"[{colour}]{f.status}[/]", escape(f.detail), escape(f.where))
+        _print(table)
+        click.echo(f"{plural(len(findings), 'check')}, {len(failed)} failed"
+                   + (f", {plural(len(skipped), 'pipeline')} skipped" if skipped else ""),
+                   err=True)
+
+    _emit(as_json, {"findings": [f.to_dict() for f in findings], "failed": len(failed),
+                    "skipped": len(skipped)}, text)
+    if failed:
+        ctx.exit(1)
+    if (skipped or not findings) and not allow_skipped:
+        what = (f"{plural(len(skipped), 'pipeline')} skipped (verified nothing)" if skipped
+                else "nothing to check (no pipelines)")
+        click.echo(f"pipekey: error: {what}: give --param NAME=VALUE or instances = [...] in "
+                   "the manifest, or pass --allow-skipped", err=True)
+        ctx.exit(1)

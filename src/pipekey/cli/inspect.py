@@ -1,0 +1,85 @@
+"""Commands that explain: explain, doctor."""
+
+from __future__ import annotations
+
+import click
+
+from ._common import _emit, _lk, _print, _table, cli, escape, json_option
+from .run import param_option, parse_params, pipeline_option
+
+
+@cli.command()
+@click.argument("key")
+@pipeline_option
+@param_option
+@json_option
+@click.pass_context
+def explain(ctx: click.Context, key: str, pipeline: str | None, params: tuple[str, ...],
+            as_json: bool) -> None:
+    """Show where KEY resolves from: backend, path, version, and every place looked.
+
+    Without --pipeline, KEY is a full key; every backend is asked, and a hit behind an earlier
+    one is shown as "shadowed". With --pipeline, KEY is a secret name and the scope walk is
+    shown, most specific level first, then shared/. Exits 1 when nothing holds KEY, or when
+    no backend had it and one failed (then it says which failed, not "not found").
+
+    \b
+    pipekey explain shared/slack_token
+    pipekey explain --pipeline facebook_ads --param account=acct_42 access_token
+    """
+    lk = _lk(ctx)
+    if pipeline:
+        run = lk.pipeline(pipeline, env=ctx.obj["env"], **parse_params(params))
+        resolution = run.explain(key)
+        heading = f"pipeline {pipeline} scope {run.scope.prefix} (env {run.environment})"
+    else:
+        resolution, heading = lk.explain(key), None
+
+    def text() -> None:
+        if heading:
+            click.echo(heading)
+        table = _table("#", "BACKEND", "LEVEL", "PATH", "RESULT")
+        for i, a in enumerate(resolution.attempts, start=1):
+            result = a.outcome + (f": {a.detail}" if a.detail else "")
+            table.add_row(str(i), a.backend, a.level or "-", escape(a.path), escape(result))
+        _print(table)
+        click.echo(resolution.summary())
+
+    _emit(as_json, resolution.to_dict(), text)
+    if not resolution.found:
+        ctx.exit(1)
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def doctor(ctx: click.Context, as_json: bool) -> None:
+    """Show what is configured and whether each backend answers. Exits 1 if one fails.
+
+    A backend that cannot even be set up (no AWS region, say) is a FAIL row with the reason.
+
+    \b
+    pipekey doctor
+    pipekey doctor --env prod --json
+    """
+    lk = _lk(ctx)
+    manifest = lk.manifest
+    report = lk.doctor()
+    data = {"manifest": str(manifest.path) if manifest and manifest.path else None,
+            "env": lk.env, "chain": [b.name for b in lk.chain], "backends": report,
+            "pipelines": sorted(manifest.pipelines) if manifest else []}
+
+    def text() -> None:
+        click.echo(f"manifest: {data['manifest'] or '(none: the local store alone)'}")
+        click.echo(f"env:      {lk.env}")
+        click.echo(f"chain:    {' -> '.join(b.name for b in lk.chain)}")
+        table = _table("", "BACKEND", "WHAT", "STATUS", "MS")
+        for r in report:
+            mark = "[green]ok[/]" if r["ok"] else "[red]FAIL[/]"
+            table.add_row(mark, escape(r["backend"]), escape(r["describe"]), escape(r["status"]),
+                          str(r["latency_ms"]))
+        _print(table)
+
+    _emit(as_json, data, text)
+    if not all(r["ok"] for r in report):
+        ctx.exit(1)

@@ -1,0 +1,577 @@
+"""Run contexts: one pipeline run's secrets, isolated, in memory, for the run only.
+
+    with lk.pipeline("facebook_ads", account="acct_42") as run:
+        run.secret("access_token")        # found by the scope walk, prefetched
+        run.get("shared/slack_webhook")   # an absolute key, checked against the run's policy
+
+On entry the run resolves everything its pipeline requires in one batched pass per backend
+(through the chain's one resolver, as the manifest's ``lookup`` says), and fails at once
+listing every missing secret. The active run is
+held in a :class:`contextvars.ContextVar`: each thread and each asyncio task sees its own,
+and a nested run restores the outer one on exit. Nothing is written to ``os.environ`` or to
+disk. On exit the run drops its values and refuses further reads.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+
+from . import metrics, redact
+from .audit import AuditEvent, Auditor
+from .authfailure import (
+    DEFAULT_POLICY,
+    AuthFailurePolicy,
+    looks_like_auth_failure,  # noqa: F401 - moved; still importable here
+)
+from .chain import Chain, Resolution
+from .childenv import env_name  # noqa: F401 - moved; still importable here
+from .credentials.leases import RunLeases
+from .errors import (
+    AccessDenied,
+    MissingSecrets,
+    PipekeyError,
+    RunClosed,
+    SecretNotFound,
+    UsageError,
+)
+from .keys import validate_key
+from .scope import SHARED, Level, Scope, fill_template
+
+if TYPE_CHECKING:
+    from .aws import RunSession
+    from .backends.base import Secret
+    from .connection import Connection
+    from .credentials.base import Lease, Minter
+    from .manifest import PipelineConfig
+
+__all__ = ["Run", "add_value_listener", "current", "declared_names"]
+
+_current: ContextVar["Run | None"] = ContextVar("pipekey_run", default=None)
+_CONNECTION = "connection:"
+#: preflight's name for a key a credential definition reads (an admin connection)
+_CREDENTIAL_INPUT = "credential-input:"
+_value_listeners: list[Callable[[str], None]] = []
+
+
+def add_value_listener(listener: Callable[[str], None]) -> None:
+    """Call ``listener(value)`` for every value any run obtains from now on (a secret, a
+    connection's stored value, its password and sensitive extras, and the secrets inside
+    each, :func:`pipekey.redact.secret_parts`): integrations register log masking here."""
+    if listener not in _value_listeners:
+        _value_listeners.append(listener)
+
+
+def _announce(*values: str | None) -> None:
+    for value in values:
+        if value:
+            redact.register(value)
+            for part in redact.secret_parts(value) if _value_listeners else ():
+                for listener in _value_listeners:
+                    listener(part)
+
+
+def current() -> "Run | None":
+    """The run context active in this thread or task, or None."""
+    return _current.get()
+
+
+def declared_names(config: "PipelineConfig") -> list[str]:
+    """The names a pipeline declares for the scope walk: the only names read at parent
+    levels (``requires``, ``optional``, and the ``secret:`` targets of its ``dlt`` table)."""
+    mapped = [t[len("secret:"):] for t in config.dlt.values() if t.startswith("secret:")]
+    return [*config.requires, *config.optional, *mapped]
+
+
+class Run:
+    """One pipeline run. Build it with ``Pipekey.pipeline``; use it as a context manager."""
+
+    def __init__(self, pipeline: str, config: "PipelineConfig", chain: Chain, env: str,
+                 params: Mapping[str, str], name: str | None = None,
+                 auditor: Auditor | None = None,
+                 auth_policy: AuthFailurePolicy | None = None,
+                 minters: Mapping[str, "Minter"] | None = None, owns_chain: bool = False) -> None:
+        self.pipeline = pipeline
+        #: close the chain's backends with the run (a brokered run's in-memory source)
+        self._owns_chain = owns_chain
+        self.name = name or f"{pipeline}-{uuid.uuid4().hex[:12]}"
+        self.environment = env
+        self.params = MappingProxyType(dict(params))
+        values = {**params, "env": env}
+        what = f"pipeline {pipeline!r}"
+        self.connection_keys = {c: fill_template(t, values, f"{what} connection {c!r}")
+                                for c, t in config.stored_connections().items()}
+        #: connection name -> the ``[credentials.NAME]`` that mints it for each run
+        self.dynamic = config.minted_connections()
+        self._audit = auditor or Auditor()
+        self._leases = RunLeases(pipeline, self.name, self.dynamic, minters or {}, self._audit,
+                                 _announce)
+        grants = tuple(fill_template(g.rstrip("/"), values, f"{what} grant") for g in config.grants)
+        try:
+            self.scope = Scope(fill_template(config.scope, values, f"{what} scope"), grants,
+                               tuple(self.connection_keys.values()), declared_names(config))
+        except UsageError as exc:
+            raise UsageError(f"{what}: {exc}") from None
+        self._config = config
+        self._chain = chain
+        #: decides which errors :meth:`retry_on_auth_failure` treats as refused credentials
+        self.auth_policy = auth_policy or DEFAULT_POLICY
+        self._by_name: dict[str, str] = {}   # name -> value: the warm path reads only this
+        self._by_key: dict[str, str] = {}    # absolute key -> value
+        self._connections: dict[str, "Connection"] = {}
+        self._aws: RunSession | None = None
+        self._resolutions: dict[str, Resolution] = {}
+        self._lock = threading.Lock()
+        self._state = "new"
+        self._tokens: list[Token[Run | None]] = []
+        self.ready_seconds: float | None = None
+
+    def __repr__(self) -> str:
+        return (f"<Run {self.pipeline!r} name={self.name!r} scope={self.scope.prefix!r} "
+                f"env={self.environment!r} {self._state}, {len(self._by_name)} secrets>")
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def open(self) -> "Run":
+        """Resolve every required and optional secret and connection, in one batched pass.
+
+        Raises:
+            MissingSecrets: a required secret or connection is absent; lists each, and every
+                place looked, with its scope level.
+            BackendError: a store failed where a required secret should have been found.
+        """
+        if self._state != "new":
+            raise UsageError(f"run {self.name!r} was already opened")
+        start = time.perf_counter()
+        resolved = self.preflight()
+        missing = {n: resolved[n] for n in self.required if not resolved[n].found}
+        latency = time.perf_counter() - start
+        self._record("read", resolved, latency, missing)
+        self._fail_on_missing(missing)
+        inputs = {n: resolved.pop(n) for n in list(resolved) if n.startswith(_CREDENTIAL_INPUT)}
+        minted = self._leases.mint_all({n[len(_CREDENTIAL_INPUT):]: r.require().value
+                                        for n, r in inputs.items()})
+        try:
+            with self._lock:
+                for name, resolution in resolved.items():
+                    self._remember(name, resolution)
+                for conn, lease in minted.items():
+                    self._connections[conn] = lease.connection.replace(conn_id=conn)
+                self._state = "open"
+        except BaseException:  # the run does not open: its logins must not outlive it
+            self.close()
+            raise
+        self.ready_seconds = time.perf_counter() - start
+        metrics.incr("runs_opened", pipeline=self.pipeline)
+        metrics.observe("run_ready_seconds", self.ready_seconds, pipeline=self.pipeline)
+        return self
+
+    @property
+    def required(self) -> list[str]:
+        """What must resolve for the run to open: the required names, then
+        ``connection:<name>`` for each connection."""
+        return [*self._config.requires, *self._config.shared,
+                *(_CONNECTION + c for c in self.connection_keys),
+                *(_CREDENTIAL_INPUT + k for k in self._leases.reads)]
+
+    def preflight(self) -> dict[str, Resolution]:
+        """Resolve every required and optional name and every connection in one batched pass,
+        without opening the run or raising for what is missing (``pipekey check`` uses it).
+
+        Keys: the secret names, and ``connection:<name>`` for connections.
+        """
+        names = list(dict.fromkeys([*self._config.requires, *self._config.optional]))
+        walks: dict[str, list[tuple[Level, str]]] = {n: self.scope.walk(n) for n in names}
+        for name in self._config.shared:  # declared shared: straight to shared/, no walk
+            walks[name] = [(Level(SHARED, SHARED), f"{SHARED}/{name}")]
+        for conn, key in self.connection_keys.items():
+            walks[_CONNECTION + conn] = [(Level(key, "connection"), key)]
+        for key in self._leases.reads:  # read for pipekey, not for the pipeline's code
+            walks[_CREDENTIAL_INPUT + key] = [(Level(key, "credential"), key)]
+        return self._screen(self._chain.resolve_walks(walks))
+
+    @property
+    def connection_names(self) -> list[str]:
+        """Every connection the run has: mapped to a key, and minted per run (``dynamic``)."""
+        return [*self.connection_keys, *self.dynamic]
+
+    def lease(self, name: str) -> "Lease":
+        """The lease behind the minted connection ``name`` (its login, its expiry).
+
+        Raises:
+            UsageError: ``name`` is not a connection minted per run.
+        """
+        self._check_open()
+        return self._leases.get(name)
+
+    def renew(self, name: str) -> "Lease":
+        """Extend the minted connection ``name`` by its definition's ttl (for runs longer
+        than it). Returns the renewed lease; the Connection stays the same."""
+        self._check_open()
+        return self._leases.renew(name)
+
+    def minter_reads(self, definition: str) -> list[str]:
+        """The keys credential ``definition`` reads from the chain (names only)."""
+        return self._leases.reads_of(definition)
+
+    def mint_for_check(self, name: str) -> "tuple[Lease, Callable[[], None]]":
+        """Mint the connection ``name`` without opening the run (``pipekey check --connect``);
+        returns the lease and the function that revokes it. Audited like a run's mint."""
+        return self._leases.mint_detached(name)
+
+    def close(self) -> None:
+        """Drop every value. Reads after this raise RunClosed."""
+        try:
+            self._leases.revoke_all()  # first: a failed run's logins end too
+        finally:  # an interrupt while revoking still drops every value
+            with self._lock:
+                self._state = "closed"
+                self._by_name.clear()
+                self._by_key.clear()
+                self._connections.clear()
+                self._resolutions.clear()
+                if self._aws is not None:
+                    self._aws.clear()
+                if self._owns_chain:
+                    for backend in self._chain:
+                        backend.close()
+
+    def __enter__(self) -> "Run":
+        self.open()
+        self._tokens.append(_current.set(self))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _current.reset(self._tokens.pop())
+        self.close()
+
+    async def __aenter__(self) -> "Run":
+        import asyncio  # imported here: `pipekey run` and sync code never pay for it
+
+        # store calls block: open in a thread. A cancelled task cannot stop that thread, so
+        # whichever side learns last that the run opened but was abandoned closes it (a
+        # minted login must not outlive a run nobody holds).
+        lock, state = threading.Lock(), {"abandoned": False, "done": False}
+
+        def open_or_undo() -> None:
+            try:
+                self.open()
+            finally:
+                with lock:
+                    state["done"] = True
+                    abandoned = state["abandoned"]
+            if abandoned and self._state == "open":
+                self.close()
+
+        try:
+            await asyncio.to_thread(open_or_undo)
+        except asyncio.CancelledError:
+            with lock:
+                state["abandoned"] = True
+                done = state["done"]
+            if done and self._state == "open":  # it opened just as we were cancelled
+                await asyncio.shield(asyncio.to_thread(self.close))
+            raise
+        self._tokens.append(_current.set(self))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if not self._leases:  # nothing minted: nothing to drop
+            self.__exit__(*exc)
+            return
+        import asyncio
+
+        _current.reset(self._tokens.pop())
+        await asyncio.to_thread(self.close)  # dropping logins calls the database
+
+    @contextmanager
+    def attach(self) -> Iterator["Run"]:
+        """Make this run the current one in another thread (a pool worker, say)."""
+        token = _current.set(self)
+        try:
+            yield self
+        finally:
+            _current.reset(token)
+
+    # -- reads ----------------------------------------------------------------------------
+    def secret(self, name: str) -> str:
+        """The value of ``name``, found by the scope walk (prefetched if the pipeline lists it).
+
+        The walk covers the parent levels only for a name the pipeline declares; any other
+        name is looked for at the scope itself and under ``shared/``.
+
+        Raises:
+            SecretNotFound: listing every place looked and its scope level.
+            RunClosed: the run has ended.
+        """
+        value = self._by_name.get(name)
+        if value is not None:
+            return value
+        return self._resolve_name(name)
+
+    def get(self, key: str) -> str:
+        """The value of an absolute ``key``, if the run's policy allows it.
+
+        Raises:
+            AccessDenied: the key is outside the scope, the declared names at parent
+                levels, ``shared/``, the grants and the mapped connections.
+        """
+        value = self._by_key.get(key)
+        if value is not None:
+            return value
+        self._check_open()
+        if not self.scope.allows(validate_key(key)):
+            self._event("deny", key, "denied")
+            raise AccessDenied(f"run {self.name!r} of pipeline {self.pipeline!r} may not read "
+                               f"{key!r} (scope {self.scope.prefix!r}, shared/, grants "
+                               f"{list(self.scope.grants)})")
+        start = time.perf_counter()
+        try:
+            secret = self._chain.get(key)
+        except PipekeyError as exc:
+            self._event("failure", key, "absent" if isinstance(exc, SecretNotFound) else "error",
+                        detail=str(exc))
+            raise
+        self._check_document(secret)
+        self._event("read", key, "ok", secret=secret, latency=time.perf_counter() - start)
+        _announce(secret.value)
+        with self._lock:
+            self._check_open()
+            self._by_key[key] = secret.value
+        return secret.value
+
+    def connection(self, name: str) -> "Connection":
+        """The connection the pipeline maps ``name`` to, parsed (URI or JSON form).
+
+        Raises:
+            UsageError: the pipeline maps no connection of that name.
+            InvalidConnection: the stored value does not parse (names the field, not the value).
+        """
+        parsed = self._connections.get(name)
+        if parsed is not None:
+            return parsed
+        self._check_open()
+        key = self.connection_keys.get(name)
+        if key is None:
+            raise UsageError(f"pipeline {self.pipeline!r} has no connection {name!r} "
+                             f"(its connections: {sorted(self.connection_names)})")
+        from .connection import Connection
+
+        parsed = Connection.from_value(self.get(key), conn_id=name)
+        _announce(*parsed.secret_values())
+        with self._lock:
+            self._check_open()
+            self._connections[name] = parsed
+        return parsed
+
+    def aws_session(self) -> Any:
+        """A boto3 Session acting as the pipeline's ``aws_role``, for this run alone
+        (:class:`pipekey.aws.RunSession`).
+
+        The role is assumed on first use with a session name made of the pipeline and the
+        run name, and session tags ``pipekey:pipeline`` / ``pipekey:run`` plus the
+        manifest's; credentials refresh themselves before expiry.
+
+        Raises:
+            UsageError: the pipeline has no ``aws_role``.
+            AccessDenied: STS refused the role.
+        """
+        self._check_open()
+        role = self._config.aws_role
+        if role is None:
+            raise UsageError(f"pipeline {self.pipeline!r} has no aws_role in the manifest")
+        with self._lock:
+            if self._aws is None:
+                from .aws import RunSession  # boto3 only for runs that use a role
+
+                self._aws = RunSession(role, self.pipeline, self.name)
+            session = self._aws
+        return session.get()
+
+    def refresh(self, name: str) -> str:
+        """Read ``name`` again from the stores, past any cache (after a rotation, say).
+
+        ``name`` is a secret name of the scope walk, or ``connection:<name>`` / a connection
+        name of the pipeline. Returns the new value (for a connection, its stored value).
+        """
+        self._check_open()
+        conn = name.removeprefix(_CONNECTION)
+        if conn in self.connection_keys:
+            key = self.connection_keys[conn]
+            self._invalidate([key])
+            with self._lock:
+                self._by_key.pop(key, None)
+                self._connections.pop(conn, None)
+            return self.get(key)
+        keys = [key for _, key in self.scope.walk(name)]
+        self._invalidate(keys)
+        with self._lock:
+            self._by_name.pop(name, None)
+            for key in keys:
+                self._by_key.pop(key, None)
+        return self._resolve_name(name)
+
+    def retry_on_auth_failure(
+            self, action: Callable[[], Any], *names: str,
+            is_auth_failure: Callable[[BaseException], bool] | None = None) -> Any:
+        """Run ``action``; if it fails with an authentication error, re-read ``names`` once
+        (past the cache: the credentials may have been rotated) and run it again.
+
+        Args:
+            action: what uses the credentials (``lambda: connect(run.connection("db"))``).
+            names: the secrets or connections to re-read.
+            is_auth_failure: decides whether an exception is an authentication failure;
+                default: the run's ``auth_policy`` (:class:`pipekey.authfailure.AuthFailurePolicy`:
+                the error's text mentions authentication, a password, access denied, 401
+                or 403).
+        """
+        check = is_auth_failure or self.auth_policy.is_auth_failure
+        try:
+            return action()
+        except Exception as exc:
+            if not check(exc):
+                raise
+            for name in names or self.names:
+                self.refresh(name)
+            metrics.incr("auth_failure_retries", pipeline=self.pipeline)
+            return action()
+
+    def _invalidate(self, keys: list[str]) -> None:
+        # imported here: this module's top-level imports are being reorganised
+        from .backends.base import Invalidates
+
+        for backend in self._chain:
+            if isinstance(backend, Invalidates):
+                backend.invalidate(keys)
+
+    def explain(self, name: str) -> Resolution:
+        """The walk for ``name``: each (backend, path, scope level) looked at and the result.
+
+        Works before the run is opened too, so it can say why opening fails.
+        """
+        if self._state == "closed":
+            self._check_open()
+        if name in self._resolutions:
+            return self._resolutions[name]
+        return self._screen(self._chain.resolve_walks({name: self.scope.walk(name)}))[name]
+
+    def env(self) -> dict[str, str]:
+        """Environment variables for a child process: each resolved secret under its name in
+        ``env_vars``, else its name in upper snake case; each connection as
+        ``AIRFLOW_CONN_<NAME>`` (or its ``env_vars`` name) holding its Airflow URI; and with
+        an ``aws_role``, the role's temporary ``AWS_ACCESS_KEY_ID``,
+        ``AWS_SECRET_ACCESS_KEY`` and ``AWS_SESSION_TOKEN``
+        (:func:`pipekey.childenv.run_environment`)."""
+        self._check_open()
+        from .childenv import run_environment
+
+        return run_environment(self)
+
+    def held(self, name: str) -> str | None:
+        """The value of ``name`` if the run already holds it, else None; never calls a store
+        (the dlt provider asks this for every field dlt looks up)."""
+        return self._by_name.get(name)
+
+    def resolved(self) -> dict[str, "Secret"]:
+        """Every secret the run holds by name, with its provenance: the secret names, and
+        ``connection:<name>`` for connections (what the broker sends a worker)."""
+        self._check_open()
+        with self._lock:
+            return {n: r.secret for n, r in self._resolutions.items() if r.secret is not None}
+
+    @property
+    def config(self) -> PipelineConfig:
+        """The pipeline's manifest entry (names and templates only, no values)."""
+        return self._config
+
+    @property
+    def has_aws_role(self) -> bool:
+        return self._config.aws_role is not None
+
+    @property
+    def names(self) -> list[str]:
+        """The secret names this run holds (no values)."""
+        return sorted(self._by_name)
+
+    # -- internals ------------------------------------------------------------------------
+    def _resolve_name(self, name: str) -> str:
+        self._check_open()
+        start = time.perf_counter()
+        resolution = self._screen(self._chain.resolve_walks({name: self.scope.walk(name)}))[name]
+        self._record("read", {name: resolution}, time.perf_counter() - start,
+                     {} if resolution.found else {name: resolution})
+        secret = resolution.require()
+        with self._lock:
+            self._check_open()
+            self._remember(name, resolution)
+        return secret.value
+
+    def _screen(self, resolved: dict[str, Resolution]) -> dict[str, Resolution]:
+        """Refuse a hit that is a document standing for a subtree the run may not read."""
+        for resolution in resolved.values():
+            if resolution.secret is not None:
+                self._check_document(resolution.secret)
+        return resolved
+
+    def _check_document(self, secret: "Secret") -> None:
+        if secret.document and not self.scope.allows_subtree(secret.key):
+            self._event("deny", secret.key, "denied", detail="a document standing for a subtree")
+            raise AccessDenied(
+                f"run {self.name!r} of pipeline {self.pipeline!r} may not read {secret.key!r}: "
+                f"backend {secret.backend!r} holds it as a document standing for the subtree "
+                f"{secret.key + '/'!r}, outside the run's scope, shared/ and grants")
+
+    def _remember(self, name: str, resolution: Resolution) -> None:
+        self._resolutions[name] = resolution
+        if resolution.secret is None:
+            return
+        _announce(resolution.secret.value)
+        if name.startswith(_CONNECTION):
+            self._by_key[resolution.secret.key] = resolution.secret.value
+            return
+        self._by_name[name] = resolution.secret.value
+        self._by_key[resolution.secret.key] = resolution.secret.value
+
+    # -- audit ----------------------------------------------------------------------------
+    def _event(self, event: str, key: str, outcome: str, secret: Secret | None = None,
+               latency: float | None = None, detail: str | None = None) -> None:
+        if not self._audit.enabled:
+            return
+        self._audit.record(AuditEvent(
+            event, key, outcome, pipeline=self.pipeline, run=self.name,
+            backend=secret.backend if secret else None,
+            version=secret.version if secret else None, detail=detail,
+            cached=bool(secret and secret.cached),
+            latency_ms=round(latency * 1000, 3) if latency is not None else None))
+
+    def _record(self, event: str, resolved: Mapping[str, Resolution], latency: float,
+                missing: Mapping[str, Resolution]) -> None:
+        """One event per key resolved (and one failure per required key missing)."""
+        if not self._audit.enabled:
+            return
+        for name, resolution in resolved.items():
+            if resolution.secret is not None:
+                self._event(event, resolution.secret.key, "ok", resolution.secret, latency)
+            elif name in missing:
+                outcome = "error" if resolution.errors else "absent"
+                self._event("failure", name, outcome, latency=latency,
+                            detail=f"required secret {name!r} not resolved")
+
+    def _check_open(self) -> None:
+        if self._state == "closed":
+            raise RunClosed(f"run {self.name!r} of pipeline {self.pipeline!r} has ended; "
+                            "its values are gone")
+        if self._state == "new":
+            raise UsageError(f"run {self.name!r} is not open: use `with lk.pipeline(...) as run`")
+
+    def _fail_on_missing(self, missing: dict[str, Resolution]) -> None:
+        if not missing:
+            return
+        failed = [r for r in missing.values() if r.errors]
+        if failed:  # a store failure, not an absence: say so, with the whole walk
+            failed[0].require()
+        raise MissingSecrets(self.pipeline, self.name, {n: r.attempts for n, r in missing.items()})
