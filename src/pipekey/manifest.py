@@ -31,7 +31,7 @@ from .credentials.base import (
 )
 from .errors import InvalidKey, ManifestError
 from .keys import is_segment, validate_key
-from .scope import SHARED, template_fields
+from .policy import SHARED, Ownership, served_environments, template_fields
 
 __all__ = ["CONFIG_ENV", "ENV_ENV", "Manifest", "PipelineConfig", "TeamConfig",
            "find_manifest", "load_manifest"]
@@ -234,6 +234,9 @@ def parse_manifest(raw: dict[str, Any], path: Path, env: str | None = None) -> M
         _check_pipeline(path, name, pipeline, credentials)
     _check_admins_unreadable(path, credentials, doc.pipelines)
     _check_teams(path, doc.pipelines, doc.teams)
+    # two teams may not own overlapping key prefixes, in any environment served
+    Ownership(doc.pipelines, served_environments(doc.environments, chosen,
+                                                 doc.pipelines.values()), path)
     for i, sink in enumerate(doc.audit.sinks if doc.audit else []):
         if sink.type == "dynamodb" and not sink.table:
             raise ManifestError(path, f"audit.sinks[{i}].table", "missing (a dynamodb sink "
