@@ -31,7 +31,14 @@ from .credentials.base import (
 )
 from .errors import InvalidKey, ManifestError
 from .keys import is_segment, validate_key
-from .policy import SHARED, Ownership, served_environments, template_fields
+from .policy import (
+    NO_PIPELINE,
+    Ownership,
+    fill_template,
+    pipelines_reading,
+    served_environments,
+    template_fields,
+)
 
 __all__ = ["CONFIG_ENV", "ENV_ENV", "Manifest", "PipelineConfig", "TeamConfig",
            "find_manifest", "load_manifest"]
@@ -232,11 +239,10 @@ def parse_manifest(raw: dict[str, Any], path: Path, env: str | None = None) -> M
                    for name, body in doc.credentials.items()}
     for name, pipeline in doc.pipelines.items():
         _check_pipeline(path, name, pipeline, credentials)
-    _check_admins_unreadable(path, credentials, doc.pipelines)
+    served = served_environments(doc.environments, chosen, doc.pipelines.values())
+    _check_admins_unreadable(path, credentials, doc.pipelines, served)
     _check_teams(path, doc.pipelines, doc.teams)
-    # two teams may not own overlapping key prefixes, in any environment served
-    Ownership(doc.pipelines, served_environments(doc.environments, chosen,
-                                                 doc.pipelines.values()), path)
+    Ownership(doc.pipelines, served, path)  # two teams may not own overlapping key prefixes
     for i, sink in enumerate(doc.audit.sinks if doc.audit else []):
         if sink.type == "dynamodb" and not sink.table:
             raise ManifestError(path, f"audit.sinks[{i}].table", "missing (a dynamodb sink "
@@ -292,29 +298,24 @@ def _check_credential(path: Path, where: str, credential: CredentialConfig,
 
 
 def _check_admins_unreadable(path: Path, credentials: Mapping[str, CredentialConfig],
-                             pipelines: Mapping[str, PipelineConfig]) -> None:
+                             pipelines: Mapping[str, PipelineConfig],
+                             environments: tuple[str, ...]) -> None:
     """A ``postgres_role`` admin connection may create roles: no run may read it. Refuse an
-    ``admin`` key under ``shared/`` (every run reads it) or under a pipeline's scope, grant
-    or connection mapping, where those are fixed (or fixed but for ``{env}``); keys that
-    depend on a scope parameter cannot be compared here."""
-    def covers(template: str, key: str) -> bool:
-        template = template.rstrip("/")
-        return set(template_fields(template)) <= {"env"} and \
-            (key == template or key.startswith(template + "/"))
-
+    ``admin`` key under ``shared/`` (every run reads it) or one that some run of a pipeline,
+    with any parameters, in any served environment, may read (pipekey.policy decides)."""
     for name, credential in credentials.items():
         if credential.type != "postgres_role":
             continue
         where, admin = f"credentials.{name}.admin", credential.admin
-        if covers(SHARED, admin):
+        if any(NO_PIPELINE.allows(fill_template(admin, {"env": env}, where))
+               for env in environments):
             raise ManifestError(path, where, f"{admin!r} is under shared/, which every run "
                                              "reads: keep the admin connection elsewhere")
-        for pipe, config in pipelines.items():
-            readable = [config.scope, *config.grants, *config.stored_connections().values()]
-            if any(covers(t, admin) for t in readable):
-                raise ManifestError(path, where, f"{admin!r} is readable by pipeline {pipe!r} "
-                                                 "(its scope, grants or connections): keep "
-                                                 "the admin connection where no run reads")
+        readers = pipelines_reading(admin, pipelines, environments)
+        if readers:
+            raise ManifestError(path, where, f"{admin!r} is readable by pipeline {readers[0]!r} "
+                                             "(its scope, grants or connections): keep "
+                                             "the admin connection where no run reads")
 
 
 def _check_env_template(path: Path, where: str, template: str) -> None:

@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     from .manifest import PipelineConfig
 
 __all__ = ["NO_PIPELINE", "SHARED", "Ownership", "RunPolicy", "TeamPolicy", "declared_names",
-           "fill_template", "parameter_free_policy", "run_policy", "served_environments",
-           "template_fields"]
+           "fill_template", "parameter_free_policy", "pipelines_reading", "run_policy",
+           "served_environments", "template_fields"]
 
 SHARED = "shared"
 
@@ -266,6 +266,16 @@ class TeamPolicy:
             if conn_id in config.connections:
                 return name, config.connections[conn_id]
         return None
+
+
+def pipelines_reading(key_template: str, pipelines: Mapping[str, PipelineConfig],
+                      environments: Iterable[str]) -> list[str]:
+    """The pipelines some run of which (any parameters, any served environment) may read the
+    key ``key_template`` names in some served environment (its only field is ``{env}``)."""
+    envs = tuple(environments)
+    keys = {fill_template(key_template, {"env": env}, "key") for env in envs}
+    return [name for name, config in pipelines.items()
+            if any(TeamPolicy(name, {name: config}, envs).allows(key) for key in keys)]
 
 
 # -- ownership between teams ------------------------------------------------------------------
