@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs on a fresh Debian machine, in one pip resolve
-# (dlt and boto3 installed separately break boto3). Safe to re-run.
+# (dlt and boto3 installed separately break boto3), at the versions of the committed lock
+# scripts/requirements-lock.txt (refreshed on purpose with scripts/lock.sh), so a release of
+# any dependency tomorrow cannot change what CI runs. Safe to re-run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -16,6 +18,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 fi
 
-python -m pip install --progress-bar off --upgrade pip
-python -m pip install --progress-bar off -e '.[all,test]' -c scripts/constraints.txt
+LOCK=scripts/requirements-lock.txt
+# pip and the build tools first, from the lock; the editable build then uses them (no build
+# isolation, which would fetch the newest setuptools).
+python -m pip install --progress-bar off -q -c "$LOCK" pip setuptools wheel
+python -m pip install --progress-bar off --no-build-isolation -e '.[all,test]' -c "$LOCK"
 python -m pip check || echo "warning: pip check reports conflicts (see above)" >&2

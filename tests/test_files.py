@@ -145,3 +145,14 @@ def test_dotenv_names_map_exactly_as_env_variables(tmp_path: Path) -> None:
     assert b.list_keys("") == ["acct_43/token"]
     assert b.get_many(["acct_43__token", "ACCT_43/token", "acct_42_/token"]) == {}
     assert b.store_name("acct_43/token") == "ACCT_43__TOKEN"
+
+
+def test_a_key_the_file_system_cannot_name_is_absent_in_a_folder(tmp_path: Path) -> None:
+    """A valid key whose segment is longer than a file name may be (255 bytes) is unmappable
+    in a folder of files: absent for reads, with the reason, never 'read failed (OSError)'."""
+    (tmp_path / "token").write_text("fake-token\n")
+    backend = FilesBackend("k8s", tmp_path)
+    key = "x" * 256 + "/token"
+    assert backend.get_many([key, "token"]).keys() == {"token"}
+    assert "255 bytes" in (backend.unmappable(key) or "")
+    assert backend.unmappable("x" * 255) is None

@@ -49,8 +49,8 @@ def test_ci_gates_on_ruff_mypy_and_the_extras_free_core_suite() -> None:
     assert "python -m ruff check src tests" in lines
     assert "python -m mypy" in lines
     venv = lines.index('python -m venv "$core/venv"')
-    install = ('"$core/venv/bin/python" -m pip install --progress-bar off -q -e \'.[test]\' '
-               "-c scripts/constraints.txt")
+    install = ('"$core/venv/bin/python" -m pip install --progress-bar off -q '
+               "--no-build-isolation -e '.[test]' -c scripts/requirements-lock.txt")
     assert lines.index(install) > venv
     assert lines.index('"$core/venv/bin/python" -m pytest -m "not slow" -p no:cacheprovider') \
         > lines.index(install)

@@ -142,6 +142,9 @@ class FilesBackend(Backend):
         if kind == "dir" and any(s.startswith(".") for s in key.split("/")):
             # Kubernetes' ..data/NAME is the very file NAME links to: one file, two keys
             return "a hidden entry (a segment starting with '.') is not a key in a folder"
+        if kind == "dir" and any(len(s.encode()) > _NAME_MAX for s in key.split("/")):
+            return (f"a segment longer than {_NAME_MAX} bytes cannot name a file or folder "
+                    "(the file system's limit)")
         return None
 
     def describe(self) -> str:
@@ -248,6 +251,10 @@ class FilesBackend(Backend):
                 except ValueError:
                     continue
         return keys
+
+
+#: the longest file or folder name the common file systems take (ext4, APFS, NTFS: 255)
+_NAME_MAX = 255
 
 
 def _spelled_exactly(root: Path, key: str) -> bool:

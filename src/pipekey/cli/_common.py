@@ -231,8 +231,9 @@ class ValueSafeCommand(click.Command):
         try:
             return super().parse_args(ctx, args)
         except click.UsageError as exc:
-            exc.message = _value_safe_message(exc, given, self.get_params(ctx))
-            raise
+            safe = _value_safe_message(exc, given, self.get_params(ctx))
+        # raised outside the handler: click's own message (it may hold a value) is not chained
+        raise click.UsageError(safe, ctx=ctx)
 
 
 def _value_safe_message(exc: click.UsageError, given: list[str],

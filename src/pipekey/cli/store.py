@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import IO, TYPE_CHECKING
+import sys
+from typing import TYPE_CHECKING, TextIO
 
 import click
 
@@ -87,7 +88,7 @@ def set_(ctx: click.Context, key: str, backend: str | None, keep_newline: bool,
 
 
 def _read_value(key: str, keep_newline: bool) -> str:
-    stdin = click.get_text_stream("stdin", encoding="utf-8", errors="strict")
+    stdin = sys.stdin
     if stdin.isatty():
         value: str = click.prompt(f"value for {key}", hide_input=True, confirmation_prompt=True,
                              err=True)
@@ -100,10 +101,11 @@ def _read_value(key: str, keep_newline: bool) -> str:
     return value
 
 
-def _read_utf8(stream: IO[str], key: str) -> str:
-    """All of ``stream``; bytes that are not UTF-8 are refused by position, never shown."""
+def _read_utf8(stream: TextIO, key: str) -> str:
+    """All of ``stream``'s bytes as UTF-8 (whatever the locale's encoding); bytes that are not
+    UTF-8 are refused by position, never shown."""
     try:
-        return stream.read()
+        return stream.buffer.read().decode("utf-8")
     except UnicodeDecodeError as exc:
         position = exc.start
     # raised outside the handler, so the decode error (it holds the bytes) is not chained
