@@ -4,7 +4,7 @@
     type = "aws_ssm"
     prefix = "/data-platform/{env}"
     cache = { ttl = 300, jitter = 0.1, negative_ttl = 30, refresh_ahead = 0.2, max_stale = 3600,
-              max_entries = 1000 }
+              max_entries = 1000, max_renewals = 11 }
     rate_limit = { rps = 20, burst = 40 }
 
 Remote backends (AWS, Vault, GCP, Azure) get this cache with its defaults unless the manifest
@@ -14,13 +14,18 @@ asks for one.
 * **TTL with jitter**: each entry lives ``ttl`` seconds, +/- ``jitter`` of it, so entries
   fetched together do not all expire together.
 * **Absence is cached too** (``negative_ttl``): a cached "absent" is a hit, not a miss.
-* **Single-flight**: threads missing the same key wait for one backend call.
+* **Single-flight**: threads missing the same key wait for one backend call, and each gets
+  its outcome at once: the value, the absence or the exception (an interrupted reader's
+  waiters get a ``BackendUnavailable``).
+* **Failures remembered**: a failed read is answered again without a call for 1 s, then 2,
+  4... up to 60 s (``BACKOFF_*``); a success or ``invalidate`` forgets it.
 * **Refresh ahead**: a hit in the last ``refresh_ahead`` part of an entry's life refreshes it
   in the background; readers never wait for that.
 * **Stale on failure**: if the store fails, a value fetched at most ``max_stale`` seconds ago
   is served and marked stale (``Secret.stale_seconds``); older, the failure is raised.
 * **Versions**: when the backend is a ``VersionProbe`` (a cheap version probe), expired
-  entries whose version did not change are renewed without re-reading their values.
+  entries whose version and ``created_at`` did not change are renewed without re-reading
+  their values, at most ``max_renewals`` times in a row.
 * **Same capabilities**: the cache is ``Writable``, ``Versioned`` or a ``VersionProbe``
   exactly when the backend it wraps is (``isinstance`` says so); it is always ``Invalidates``.
 * **Bounded**: at most ``max_entries`` entries; past that the least recently used goes.
@@ -98,6 +103,16 @@ class TokenBucket:
             self._sleep(wait)
 
 
+#: A failed read is remembered and answered again without calling the store, for 1 s after
+#: the first failure, then 2, 4, 8... up to 60 s (aws-secretsmanager-caching's rule: base 1 s,
+#: growth 2; its cap is an hour, ours a minute). A success, or ``invalidate``, forgets it.
+BACKOFF_BASE = 1.0
+BACKOFF_FACTOR = 2.0
+BACKOFF_MAX = 60.0
+#: how long a reader waits for another thread's read of the same key, at most
+LEADER_TIMEOUT = 600.0
+
+
 @dataclass
 class _Entry:
     secret: Secret | None          # None: cached absence
@@ -105,6 +120,14 @@ class _Entry:
     expires: float
     refresh_at: float
     refreshing: bool = False
+    renewals: int = 0              # renewed by the version probe this many times in a row
+
+
+@dataclass
+class _Failure:
+    error: BaseException
+    count: int                     # consecutive failures
+    retry_at: float
 
 
 class CachedBackend(Backend):
@@ -138,6 +161,7 @@ class CachedBackend(Backend):
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
         self._inflight: dict[str, Future[Secret | None]] = {}
+        self._failures: OrderedDict[str, _Failure] = OrderedDict()  # bounded like _entries
         self._refresher: ThreadPoolExecutor | None = None  # made on the first refresh
         self.stats = metrics.Tally("cache_", ("hits", "misses", "stale", "refreshes", "renewed",
                                               "evictions"))
@@ -195,8 +219,10 @@ class CachedBackend(Backend):
         with self._lock:
             if keys is None:
                 self._entries.clear()
+                self._failures.clear()
             for key in keys or ():
                 self._entries.pop(key, None)
+                self._failures.pop(key, None)
         if isinstance(self.inner, Invalidates):
             self.inner.invalidate(keys)
 
@@ -209,14 +235,20 @@ class CachedBackend(Backend):
         now = self._clock()
         found: dict[str, Secret] = {}
         expired: list[str] = []
+        backing_off: dict[str, BaseException] = {}
         with self._lock:
             for key in keys:
                 entry = self._entries.get(key)
+                failure = self._failures.get(key)
                 if entry is not None and now < entry.expires:
                     self._entries.move_to_end(key)
                     self._hit(key, entry, now, found)
+                elif failure is not None and now < failure.retry_at:
+                    backing_off[key] = failure.error
                 else:
                     expired.append(key)
+        for key, error in backing_off.items():  # the store failed a moment ago: not again yet
+            found[key] = self._failed(key, error, now)
         if expired:
             found.update(self._fetch(expired, now))
         return found
@@ -226,6 +258,9 @@ class CachedBackend(Backend):
         self._count("hits")
         if entry.secret is not None:
             found[key] = replace(entry.secret, cached=True)
+        failure = self._failures.get(key)
+        if failure is not None and now < failure.retry_at:
+            return  # a refresh failed a moment ago: no new one before the backoff ends
         if now >= entry.refresh_at and not entry.refreshing:
             entry.refreshing = True
             if self._refresher is None:
@@ -238,33 +273,44 @@ class CachedBackend(Backend):
         """Fetch keys, sharing one call among every thread missing the same keys."""
         mine: dict[str, Future[Secret | None]] = {}
         theirs: dict[str, Future[Secret | None]] = {}
+        self._count("misses", len(keys))
         with self._lock:
             for key in keys:
                 if key in self._inflight:
                     theirs[key] = self._inflight[key]
                 else:
                     mine[key] = self._inflight[key] = Future()
-        self._count("misses", len(keys))
         if mine:
             self._lead(list(mine), mine, now)
         out: dict[str, Secret] = {}
         for key, future in {**mine, **theirs}.items():
-            secret = future.result(timeout=600)
+            # the leader settles every future it made before it returns or raises (see _lead);
+            # the timeout only bounds a leader stuck inside the store's own call
+            secret = future.result(timeout=LEADER_TIMEOUT)
             if secret is not None:
                 out[key] = secret
         return out
 
     def _lead(self, keys: list[str], futures: dict[str, Future[Secret | None]], now: float) -> None:
+        """Read keys for every thread waiting on ``futures`` and give each the outcome: the
+        values, or the failure (the cached value instead, within ``max_stale``)."""
         try:
             fetched = self._load(keys)
-        except BackendError as exc:
+        except Exception as exc:  # the store's outcome: every waiter gets it, and it is kept
+            self._remember_failure(keys, exc)
             for key in keys:
-                stale = self._stale(key, now)
-                if stale is not None:
-                    futures[key].set_result(stale)
-                else:
-                    futures[key].set_exception(exc)
+                try:
+                    futures[key].set_result(self._failed(key, exc, now))
+                except Exception as failure:  # noqa: BLE001  (handed to the waiters)
+                    futures[key].set_exception(failure)
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit: not the store's answer
+            interrupted = BackendUnavailable(
+                self.name, f"the read was interrupted in another thread ({type(exc).__name__})")
+            for key in keys:
+                futures[key].set_exception(interrupted)
+            raise
         else:
+            self._forget_failures(keys)
             for key in keys:
                 futures[key].set_result(fetched.get(key))
         finally:
@@ -272,12 +318,40 @@ class CachedBackend(Backend):
                 for key in keys:
                     self._inflight.pop(key, None)
 
+    def _failed(self, key: str, error: BaseException, now: float) -> Secret:
+        """The outcome of a failed read of ``key``: the cached value if the store failed and
+        it is at most ``max_stale`` old, else ``error`` raised."""
+        if isinstance(error, BackendError):
+            stale = self._stale(key, now)
+            if stale is not None:
+                return stale
+        raise error.with_traceback(None)  # shared by threads: no traceback grows on it
+
+    def _remember_failure(self, keys: Iterable[str], error: Exception) -> None:
+        """Keep ``error`` for a while (exponential backoff, capped) so that a failing or
+        throttled store is not asked again by every reader."""
+        now = self._clock()
+        with self._lock:
+            for key in keys:
+                previous = self._failures.get(key)
+                count = previous.count + 1 if previous is not None else 1
+                delay = min(BACKOFF_BASE * BACKOFF_FACTOR ** (count - 1), BACKOFF_MAX)
+                self._failures[key] = _Failure(error, count, now + delay)
+                self._failures.move_to_end(key)
+            while len(self._failures) > self.config.max_entries:
+                self._failures.popitem(last=False)
+
+    def _forget_failures(self, keys: Iterable[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self._failures.pop(key, None)
+
     def _load(self, keys: list[str]) -> dict[str, Secret]:
         """Read keys from the store (renewing unchanged ones by version when it can) and
         cache the outcome."""
         renewable = self._renewable(keys)
         to_read = [k for k in keys if k not in renewable]
-        fetched = dict(renewable)
+        fetched = {k: secret for k, (secret, _) in renewable.items()}
         if to_read:
             if self.bucket:
                 self.bucket.acquire(self.name)
@@ -285,7 +359,8 @@ class CachedBackend(Backend):
         now = self._clock()
         with self._lock:
             for key in keys:
-                self._entries[key] = self._entry(fetched.get(key), now)
+                renewals = renewable[key][1] + 1 if key in renewable else 0
+                self._entries[key] = self._entry(fetched.get(key), now, renewals)
                 self._entries.move_to_end(key)
             evicted = 0
             while len(self._entries) > self.config.max_entries:
@@ -295,26 +370,33 @@ class CachedBackend(Backend):
             self._count("evictions", evicted)
         return fetched
 
-    def _renewable(self, keys: list[str]) -> dict[str, Secret]:
-        """Cached secrets whose version the store confirms unchanged (cheap probe)."""
+    def _renewable(self, keys: list[str]) -> dict[str, tuple[Secret, int]]:
+        """Cached secrets the store's cheap probe confirms unchanged (same version, same
+        ``created_at``), each with how often it was renewed before. An entry renewed
+        ``max_renewals`` times in a row is read in full instead."""
         probe = self.inner.versions if isinstance(self.inner, VersionProbe) else None
         with self._lock:
-            known = {k: e.secret for k in keys if (e := self._entries.get(k)) is not None
-                     and e.secret is not None and e.secret.version is not None}
+            known = {k: (e.secret, e.renewals) for k in keys
+                     if (e := self._entries.get(k)) is not None and e.secret is not None
+                     and e.secret.version is not None
+                     and e.renewals < self.config.max_renewals}
         if probe is None or not known:
             return {}
         if self.bucket:
             self.bucket.acquire(self.name)
         current = probe(list(known))
-        renewed = {k: s for k, s in known.items() if current.get(k) == s.version}
+        renewed = {k: known[k] for k, (s, _) in known.items()
+                   if (info := current.get(k)) is not None
+                   and (info.version, info.created_at) == (s.version, s.created_at)}
         if renewed:
             self._count("renewed", len(renewed))
         return renewed
 
-    def _entry(self, secret: Secret | None, now: float) -> _Entry:
+    def _entry(self, secret: Secret | None, now: float, renewals: int = 0) -> _Entry:
         ttl = self.config.ttl if secret is not None else self.config.negative_ttl
         ttl *= 1 + self._rng.uniform(-self.config.jitter, self.config.jitter)
-        return _Entry(secret, now, now + ttl, now + ttl * (1 - self.config.refresh_ahead))
+        return _Entry(secret, now, now + ttl, now + ttl * (1 - self.config.refresh_ahead),
+                      renewals=renewals)
 
     def _stale(self, key: str, now: float) -> Secret | None:
         with self._lock:
@@ -328,11 +410,16 @@ class CachedBackend(Backend):
         return replace(entry.secret, cached=True, stale_seconds=round(age, 3))
 
     def _refresh(self, key: str) -> None:
+        """A background refresh: on failure the entry keeps serving until it expires, and the
+        failure is remembered (no new refresh before its backoff ends)."""
         try:
             self._load([key])
+            self._forget_failures([key])
             self._count("refreshes")
-        except BackendError:
-            with self._lock:  # keep serving until it expires; try again on the next hit
+        except Exception as exc:
+            self._remember_failure([key], exc)
+        finally:  # whatever happened, a later hit may refresh again
+            with self._lock:
                 entry = self._entries.get(key)
                 if entry is not None:
                     entry.refreshing = False
@@ -377,8 +464,8 @@ class _CachedProbe(CachedBackend):
 
     inner: Any
 
-    def versions(self, keys: Sequence[str]) -> dict[str, str]:
-        current: dict[str, str] = self.inner.versions(keys)
+    def versions(self, keys: Sequence[str]) -> dict[str, VersionInfo]:
+        current: dict[str, VersionInfo] = self.inner.versions(keys)
         return current
 
 
