@@ -19,7 +19,7 @@ import pipekey
 from pipekey import BackendUnavailable
 from pipekey.backends.base import Invalidates, Secret, Versioned, VersionInfo, Writable
 from pipekey.backends.local import LocalBackend
-from pipekey.cache import CacheConfig, CachedBackend, RateLimit, TokenBucket
+from pipekey.cache import CacheConfig, CachedBackend, RateLimit, TokenBucket, wrap
 from pipekey.manifest import parse_manifest
 from pipekey.testing import FailingBackend, MemoryBackend
 
@@ -36,7 +36,7 @@ class Clock:
 
 
 def cached(inner, clock: Clock, **config) -> CachedBackend:
-    return CachedBackend(inner, CacheConfig(**{"jitter": 0, **config}), clock=clock,
+    return wrap(inner, CacheConfig(**{"jitter": 0, **config}), clock=clock,
                          sleep=clock.sleep, rng=random.Random(7))
 
 
@@ -55,7 +55,7 @@ def test_ttl_hits_then_refetches() -> None:
 def test_jitter_spreads_expiry() -> None:
     """Entries fetched together expire at different times within +/- jitter."""
     clock = Clock()
-    c = CachedBackend(MemoryBackend("m", {f"k{i}": "fake" for i in range(50)}),
+    c = wrap(MemoryBackend("m", {f"k{i}": "fake" for i in range(50)}),
                       CacheConfig(ttl=100, jitter=0.1), clock=clock, rng=random.Random(1))
     c.get_many([f"k{i}" for i in range(50)])
     lives = [e.expires - clock.now for e in c._entries.values()]
@@ -76,7 +76,7 @@ def test_cached_absence_is_a_hit() -> None:
 def test_single_flight() -> None:
     """100 threads missing the same key cause one backend call."""
     mem = MemoryBackend("m", {"k": "fake-sf"}, latency=0.2)
-    c = CachedBackend(mem, CacheConfig(jitter=0))
+    c = wrap(mem, CacheConfig(jitter=0))
     barrier, results = threading.Barrier(100), []
 
     def read() -> None:
@@ -415,7 +415,7 @@ def test_token_bucket_paces_a_burst() -> None:
 def test_rate_limit_shared_by_threads() -> None:
     """Threads share one bucket: 40 reads of distinct keys at 200/s take about 0.15 s."""
     mem = MemoryBackend("m", {f"k{i}": "fake" for i in range(40)})
-    c = CachedBackend(mem, CacheConfig(), RateLimit(rps=200, burst=10))
+    c = wrap(mem, CacheConfig(), RateLimit(rps=200, burst=10))
     threads = [threading.Thread(target=c.get, args=(f"k{i}",)) for i in range(40)]
     for t in threads:
         t.start()
@@ -445,6 +445,27 @@ def test_cache_has_exactly_the_capabilities_of_its_backend() -> None:
         pipekey.Pipekey([ro, rw]).set("k", "fake-2", backend="ro")
     assert rw.put("k", "fake-2").version == "2"
     assert [v.version for v in ro.history("k")] == ["1"]
+
+
+def test_each_combination_of_capabilities_is_a_declared_class() -> None:
+    """wrap picks a class declared in pipekey.cache (none is made at run time) whose
+    forwards are exactly the store's; building a class that forwards other capabilities
+    than its store has is a TypeError naming the backend."""
+    import pipekey.cache as cache_module
+
+    stores = [MemoryBackend("rw", {}), MemoryBackend("ro", {}, writable=False),
+              LocalBackend("local", Path("s.db"), master_key="MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3"
+                                                             "ODlhYmNkZWY="),
+              FailingBackend("f"), _FrozenProbe("p", {})]
+    for store in stores:
+        c = wrap(store)
+        assert getattr(cache_module, type(c).__name__) is type(c)
+        assert c.forwards == cache_module.capabilities(store)
+    assert type(wrap(stores[0])) is type(wrap(stores[3]))
+    with pytest.raises(TypeError, match="cannot wrap backend 'rw'.*pipekey.cache.wrap"):
+        CachedBackend(stores[0])
+    with pytest.raises(TypeError, match="cannot wrap backend 'ro'"):
+        cache_module.CachedWritableBackend(stores[1])
 
 
 def test_invalidate_reaches_a_cache_behind_the_cache() -> None:
@@ -597,7 +618,7 @@ def test_close_stops_the_refresher_threads() -> None:
 def test_cache_false_with_a_rate_limit_paces_without_caching() -> None:
     """cache = false and a rate limit: every read reaches the store, through the bucket."""
     clock, mem = Clock(), MemoryBackend("m", {"k": "fake"})
-    c = CachedBackend(mem, CacheConfig(enabled=False), RateLimit(rps=10, burst=1), clock=clock,
+    c = wrap(mem, CacheConfig(enabled=False), RateLimit(rps=10, burst=1), clock=clock,
                       sleep=clock.sleep)
     for _ in range(3):
         assert not c.get("k").cached

@@ -26,8 +26,9 @@ asks for one.
 * **Versions**: when the backend is a ``VersionProbe`` (a cheap version probe), expired
   entries whose version and ``created_at`` did not change are renewed without re-reading
   their values, at most ``max_renewals`` times in a row.
-* **Same capabilities**: the cache is ``Writable``, ``Versioned`` or a ``VersionProbe``
-  exactly when the backend it wraps is (``isinstance`` says so); it is always ``Invalidates``.
+* **Same capabilities**: ``wrap(backend, ...)`` builds the cache; it is ``Writable``,
+  ``Versioned`` or a ``VersionProbe`` exactly when the backend it wraps is (``isinstance``
+  says so), by one explicit class per combination; it is always ``Invalidates``.
 * **Bounded**: at most ``max_entries`` entries; past that the least recently used goes.
 * **Rate limit**: a token bucket per backend, shared by every thread of the process, keeps a
   burst of runs under the store's quota instead of being throttled.
@@ -47,7 +48,7 @@ import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Iterable, Sequence, TypeVar
 
 from . import metrics
 from .backends.base import (
@@ -65,7 +66,10 @@ from .backends.base import (
 )
 from .errors import BackendError, BackendUnavailable, PipekeyError
 
-__all__ = ["CacheConfig", "CachedBackend", "RateLimit", "TokenBucket", "shared"]
+__all__ = ["CacheConfig", "CachedBackend", "CachedProbeBackend", "CachedVersionedBackend",
+           "CachedVersionedProbeBackend", "CachedWritableBackend", "CachedWritableProbeBackend",
+           "CachedWritableVersionedBackend", "CachedWritableVersionedProbeBackend", "RateLimit",
+           "TokenBucket", "capabilities", "shared", "wrap"]
 
 
 T = TypeVar("T")
@@ -133,17 +137,15 @@ class _Failure:
 class CachedBackend(Backend):
     """Wraps a backend with a cache and an optional rate limit; the same contract.
 
-    ``CachedBackend(inner)`` builds a subclass with exactly ``inner``'s optional capabilities
-    (``Writable``, ``Versioned``, ``VersionProbe``), so ``isinstance`` answers for the cache
-    as it does for the backend behind it.
+    This class forwards no optional capability; each subclass below forwards a fixed set
+    (``forwards``), method by method. :func:`wrap` builds the one whose set is exactly
+    ``inner``'s (``Writable``, ``Versioned``, ``VersionProbe``), so ``isinstance`` answers
+    for the cache as it does for the backend behind it. Building a class whose set differs
+    from ``inner``'s raises ``TypeError``.
     """
 
-    def __new__(cls, inner: Backend, *args: Any, **kwargs: Any) -> CachedBackend:  # noqa: PYI034
-        # builds the variant with inner's capabilities; Python then runs its __init__
-        variant = cls if cls is not CachedBackend else _variant(
-            isinstance(inner, Writable), isinstance(inner, Versioned),
-            isinstance(inner, VersionProbe))
-        return super().__new__(variant)
+    #: the optional capabilities this class forwards to the backend it wraps
+    forwards: ClassVar[frozenset[type]] = frozenset()
 
     def __init__(self, inner: Backend, config: CacheConfig | None = None,
                  rate_limit: RateLimit | None = None,
@@ -151,6 +153,11 @@ class CachedBackend(Backend):
                  sleep: Callable[[float], None] = time.sleep,
                  rng: random.Random | None = None) -> None:
         super().__init__(inner.name)
+        if self.forwards != capabilities(inner):
+            raise TypeError(f"{type(self).__name__} cannot wrap backend {inner.name!r} (it "
+                            f"has {_names(capabilities(inner))}, the class forwards "
+                            f"{_names(self.forwards)}): build the cache with "
+                            "pipekey.cache.wrap()")
         self.inner = inner
         self.kind = inner.kind  # type: ignore[misc]
         self.config = config or CacheConfig()
@@ -428,8 +435,8 @@ class CachedBackend(Backend):
         return self.inner.list_keys(prefix)
 
 
-# -- the capabilities a cache forwards, one mixin each ------------------------------------------
-class _CachedWrites(CachedBackend, WritableBackend):
+# -- the capabilities a cache forwards: one mixin each, one class per combination ----------------
+class _ForwardWrites(CachedBackend, WritableBackend):
     """Writes go to the inner backend and invalidate the key."""
 
     inner: Any
@@ -445,7 +452,7 @@ class _CachedWrites(CachedBackend, WritableBackend):
         return deleted
 
 
-class _CachedVersions(CachedBackend, VersionedBackend):
+class _ForwardHistory(CachedBackend, VersionedBackend):
     """History and past versions are read from the inner backend, uncached."""
 
     inner: Any
@@ -459,7 +466,7 @@ class _CachedVersions(CachedBackend, VersionedBackend):
         return secret
 
 
-class _CachedProbe(CachedBackend):
+class _ForwardProbe(CachedBackend):
     """The inner backend's version probe, uncached."""
 
     inner: Any
@@ -469,17 +476,61 @@ class _CachedProbe(CachedBackend):
         return current
 
 
-_variants: dict[tuple[bool, bool, bool], type[CachedBackend]] = {}
+class CachedWritableBackend(_ForwardWrites):
+    forwards = frozenset({Writable})
 
 
-def _variant(writable: bool, versioned: bool, probe: bool) -> type[CachedBackend]:
-    """The CachedBackend subclass with exactly these capabilities (made once each)."""
-    flags = (writable, versioned, probe)
-    if flags not in _variants:
-        mixins = [m for m, on in zip((_CachedWrites, _CachedVersions, _CachedProbe), flags) if on]
-        name = "Cached" + "".join(m.__name__[len("_Cached"):] for m in mixins) + "Backend"
-        _variants[flags] = type(name, (*mixins, CachedBackend), {"__module__": __name__})
-    return _variants[flags]
+class CachedVersionedBackend(_ForwardHistory):
+    forwards = frozenset({Versioned})
+
+
+class CachedProbeBackend(_ForwardProbe):
+    forwards = frozenset({VersionProbe})
+
+
+class CachedWritableVersionedBackend(_ForwardWrites, _ForwardHistory):
+    forwards = frozenset({Writable, Versioned})
+
+
+class CachedWritableProbeBackend(_ForwardWrites, _ForwardProbe):
+    forwards = frozenset({Writable, VersionProbe})
+
+
+class CachedVersionedProbeBackend(_ForwardHistory, _ForwardProbe):
+    forwards = frozenset({Versioned, VersionProbe})
+
+
+class CachedWritableVersionedProbeBackend(_ForwardWrites, _ForwardHistory, _ForwardProbe):
+    forwards = frozenset({Writable, Versioned, VersionProbe})
+
+
+_CLASSES: dict[frozenset[type], type[CachedBackend]] = {cls.forwards: cls for cls in (
+    CachedBackend, CachedWritableBackend, CachedVersionedBackend, CachedProbeBackend,
+    CachedWritableVersionedBackend, CachedWritableProbeBackend, CachedVersionedProbeBackend,
+    CachedWritableVersionedProbeBackend)}
+_CAPABILITIES = (Writable, Versioned, VersionProbe)
+
+
+def capabilities(backend: Backend) -> frozenset[type]:
+    """The optional capabilities (of those a cache forwards) ``backend`` has."""
+    return frozenset(cap for cap in _CAPABILITIES if isinstance(backend, cap))
+
+
+def _names(caps: frozenset[type]) -> str:
+    return ", ".join(c.__name__ for c in _CAPABILITIES if c in caps) or "none"
+
+
+def wrap(inner: Backend, config: CacheConfig | None = None,
+         rate_limit: RateLimit | None = None, **options: Any) -> CachedBackend:
+    """A cache (and rate limit) in front of ``inner``, with exactly its capabilities.
+
+    Args:
+        inner: the backend to wrap.
+        config: the cache settings; None for every default.
+        rate_limit: a token bucket for the store's calls; None for none.
+        **options: ``clock``, ``sleep`` and ``rng``, for tests.
+    """
+    return _CLASSES[capabilities(inner)](inner, config, rate_limit, **options)
 
 
 _shared: dict[tuple[Any, ...], CachedBackend] = {}
@@ -491,5 +542,5 @@ def shared(identity: tuple[Any, ...], build: Callable[[], Backend], cache: Cache
     """The process-wide CachedBackend for one backend definition (built on first use)."""
     with _shared_lock:
         if identity not in _shared:
-            _shared[identity] = CachedBackend(build(), cache, rate_limit)
+            _shared[identity] = wrap(build(), cache, rate_limit)
         return _shared[identity]
