@@ -31,7 +31,7 @@ from pipekey.backends.files import FilesBackend
 from pipekey.backends.gcp_secret_manager import GcpSecretManagerBackend, GcpSecretManagerConfig
 from pipekey.backends.local import LocalBackend
 from pipekey.backends.vault import AppRoleAuth, VaultBackend, VaultConfig
-from pipekey.cache import CachedBackend
+from pipekey.cache import CachedBackend, wrap
 from pipekey.errors import BackendError
 from pipekey.keys import validate_key
 from pipekey.testing import MemoryBackend
@@ -183,7 +183,7 @@ def make_azure(tmp: Path, data: dict, request=None) -> Backend:
     return _seed(AzureKeyVaultBackend("azure", config), data)
 
 
-ALL = [
+BARE = [
     pytest.param(make_env, id="env"),
     pytest.param(make_toml, id="files-toml"),
     pytest.param(make_json, id="files-json"),
@@ -201,15 +201,36 @@ ALL = [
     pytest.param(make_gcp, id="gcp_secret_manager"),
     pytest.param(make_azure, id="azure_key_vault"),
 ]
+CACHED = "+cache"
+
+
+def _cached(factory: Factory) -> Factory:
+    """The same store, seeded the same way, behind the cache (pipekey.cache.wrap)."""
+
+    def make(tmp: Path, data: dict, request=None) -> Backend:
+        return wrap(factory(tmp, data, request))
+
+    return make
+
+
+# every backend bare and wrapped by the cache: the cache keeps the contract
+ALL = BARE + [pytest.param(_cached(p.values[0]), id=p.id + CACHED) for p in BARE]
+
+
+def _store(param_id: str) -> str:
+    """The store a parameter id names, cached or not."""
+    return param_id.removesuffix(CACHED)
+
+
 WRITABLE_IDS = ("local", "memory", "aws_ssm", "aws_secrets_manager", "dynamodb", "vault",
                 "vault-document", "vault-kv1", "gcp_secret_manager",
                 "azure_key_vault")
-WRITABLE = [p for p in ALL if p.id in WRITABLE_IDS]
-READ_ONLY = [p for p in ALL if p.id not in WRITABLE_IDS]
-TOMBSTONES = [p for p in ALL if p.id in ("local", "memory")]       # deletes stay in history
-VERSIONED = [p for p in WRITABLE if p.id != "vault-kv1"]          # KV v1 keeps one version
-OLD_VALUES = [p for p in VERSIONED if p.id != "dynamodb"]          # past versions readable
-PROBES = ("local", "aws_ssm")                                      # versions without values
+WRITABLE = [p for p in ALL if _store(p.id) in WRITABLE_IDS]
+READ_ONLY = [p for p in ALL if _store(p.id) not in WRITABLE_IDS]
+TOMBSTONES = [p for p in ALL if _store(p.id) in ("local", "memory")]  # deletes stay in history
+VERSIONED = [p for p in WRITABLE if _store(p.id) != "vault-kv1"]     # KV v1 keeps one version
+OLD_VALUES = [p for p in VERSIONED if _store(p.id) != "dynamodb"]     # past versions readable
+PROBES = ("local", "aws_ssm")                                         # versions without values
 
 
 @pytest.fixture(params=ALL)
@@ -296,12 +317,12 @@ def test_capabilities_are_protocols(factory, tmp_path: Path, request) -> None:
     Invalidates."""
     backend = factory(tmp_path, {}, request)
     name = request.node.callspec.id
-    expected = {Writable: name in WRITABLE_IDS,
+    expected = {Writable: _store(name) in WRITABLE_IDS,
                 Versioned: name in {p.id for p in VERSIONED},
-                VersionProbe: name in PROBES,
-                Invalidates: False}
+                VersionProbe: _store(name) in PROBES,
+                Invalidates: name.endswith(CACHED)}
     assert {cap: isinstance(backend, cap) for cap in expected} == expected
-    cached = CachedBackend(backend)
+    cached = wrap(backend)
     assert {cap: isinstance(cached, cap) for cap in expected} == {**expected, Invalidates: True}
     assert isinstance(cached, CachedBackend) and cached.kind == backend.kind
 
@@ -456,7 +477,7 @@ _REMOTE = {"aws_ssm", "aws_secrets_manager", "dynamodb", "vault", "vault-documen
 
 
 def _examples(request, local: int, remote: int) -> settings:
-    remote_store = request.node.callspec.id in _REMOTE
+    remote_store = _store(request.node.callspec.id) in _REMOTE
     return settings(max_examples=remote if remote_store else local, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
                                            HealthCheck.too_slow])

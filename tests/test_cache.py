@@ -6,16 +6,20 @@ from __future__ import annotations
 import random
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable, Sequence
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import pipekey
 from pipekey import BackendUnavailable
-from pipekey.backends.base import Invalidates, Versioned, Writable
+from pipekey.backends.base import Invalidates, Secret, Versioned, VersionInfo, Writable
 from pipekey.backends.local import LocalBackend
-from pipekey.cache import CacheConfig, CachedBackend, RateLimit, TokenBucket
+from pipekey.cache import CacheConfig, CachedBackend, RateLimit, TokenBucket, wrap
 from pipekey.manifest import parse_manifest
 from pipekey.testing import FailingBackend, MemoryBackend
 
@@ -32,7 +36,7 @@ class Clock:
 
 
 def cached(inner, clock: Clock, **config) -> CachedBackend:
-    return CachedBackend(inner, CacheConfig(**{"jitter": 0, **config}), clock=clock,
+    return wrap(inner, CacheConfig(**{"jitter": 0, **config}), clock=clock,
                          sleep=clock.sleep, rng=random.Random(7))
 
 
@@ -51,7 +55,7 @@ def test_ttl_hits_then_refetches() -> None:
 def test_jitter_spreads_expiry() -> None:
     """Entries fetched together expire at different times within +/- jitter."""
     clock = Clock()
-    c = CachedBackend(MemoryBackend("m", {f"k{i}": "fake" for i in range(50)}),
+    c = wrap(MemoryBackend("m", {f"k{i}": "fake" for i in range(50)}),
                       CacheConfig(ttl=100, jitter=0.1), clock=clock, rng=random.Random(1))
     c.get_many([f"k{i}" for i in range(50)])
     lives = [e.expires - clock.now for e in c._entries.values()]
@@ -72,7 +76,7 @@ def test_cached_absence_is_a_hit() -> None:
 def test_single_flight() -> None:
     """100 threads missing the same key cause one backend call."""
     mem = MemoryBackend("m", {"k": "fake-sf"}, latency=0.2)
-    c = CachedBackend(mem, CacheConfig(jitter=0))
+    c = wrap(mem, CacheConfig(jitter=0))
     barrier, results = threading.Barrier(100), []
 
     def read() -> None:
@@ -103,14 +107,21 @@ def test_refresh_ahead_in_the_background() -> None:
     assert c.get("k").value == "fake-new"
 
 
+def _down_after_one_read(value: str, clock: Clock,
+                         **config: float) -> tuple[FailingBackend, CachedBackend]:
+    """A cache over store 'ssm' holding k = value, read once, after which the store fails."""
+    store = FailingBackend("ssm", {"k": value}, failing=False)
+    c = cached(store, clock, ttl=60, refresh_ahead=0, **config)
+    c.get("k")
+    store.fail()
+    return store, c
+
+
 def test_stale_within_max_stale_then_a_clear_failure() -> None:
     """While the store is down, a value up to max_stale old is served and marked; older, the
     store's error is raised."""
     clock = Clock()
-    store = FailingBackend("ssm", {"k": "fake-last-good"}, failing=False)
-    c = cached(store, clock, ttl=60, max_stale=600, refresh_ahead=0)
-    c.get("k")
-    store.fail()
+    store, c = _down_after_one_read("fake-last-good", clock, max_stale=600)
     clock.now += 300
     served = c.get("k")
     assert served.value == "fake-last-good" and served.stale_seconds == 300.0
@@ -138,6 +149,256 @@ def test_version_probe_renews_unchanged_and_refetches_rotated(tmp_path: Path) ->
     assert c.stats["renewed"] == 1
 
 
+def test_ssm_delete_and_recreate_is_seen_at_expiry(aws_env: str, moto) -> None:
+    """A parameter deleted and put again starts at version 1 again (as in AWS): at expiry the
+    probe sees its new LastModifiedDate and the new value is read, not the old one renewed."""
+    pytest.importorskip("boto3")
+    from pipekey.backends.aws_ssm import SsmBackend, SsmConfig
+
+    config = SsmConfig(type="aws_ssm", prefix=f"/lk-recreate/{uuid.uuid4().hex[:8]}",
+                       region="eu-central-1", endpoint_url=aws_env)
+    writer = SsmBackend("ssm", config)
+    writer.put("shared/token", "fake-before-replace")
+    clock = Clock()
+    c = cached(SsmBackend("ssm", config), clock, ttl=60, refresh_ahead=0)
+    assert c.get("shared/token").version == "1"
+    writer.delete("shared/token")  # a rotation by delete + put (a Terraform replace)
+    writer.put("shared/token", "fake-after-replace")
+    assert [v.version for v in writer.history("shared/token")] == ["1"]
+    for _ in range(3):  # every expiry, not only the first
+        clock.now += 61
+        got = c.get("shared/token")
+        assert (got.value, got.version) == ("fake-after-replace", "1")
+    moto.reset()
+    clock.now += 61  # unchanged since: renewed by the probe alone
+    assert c.get("shared/token").value == "fake-after-replace"
+    assert (moto.counts["DescribeParameters"], moto.counts["GetParameters"]) == (1, 0)
+
+
+def test_local_store_made_again_is_not_renewed(tmp_path: Path) -> None:
+    """A local store removed and made again numbers from 1 again: the probe's created_at
+    tells the new value from the cached one."""
+    key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+    store = LocalBackend("local", tmp_path / "s.db", master_key=key)
+    store.put("a", "fake-old-store")
+    clock = Clock()
+    c = cached(store, clock, ttl=60, refresh_ahead=0)
+    assert c.get("a").version == "1"
+    store.close()
+    for leftover in tmp_path.glob("s.db*"):
+        leftover.unlink()
+    store.put("a", "fake-new-store")
+    clock.now += 61
+    assert c.get("a").value == "fake-new-store"
+
+
+class _FrozenProbe(MemoryBackend):
+    """A store whose version probe reports what ``frozen`` says, whatever was written since
+    (a probe that misses a change)."""
+
+    frozen: dict[str, VersionInfo] = {}
+
+    def versions(self, keys: Sequence[str]) -> dict[str, VersionInfo]:
+        return {k: self.frozen[k] for k in keys if k in self.frozen}
+
+
+def test_probe_renewals_are_bounded_by_max_renewals() -> None:
+    """Even a probe that never sees a change cannot keep a value past max_renewals
+    expiries: then the entry is read in full."""
+    clock = Clock()
+    store = _FrozenProbe("m", {"k": "fake-first"})
+    c = cached(store, clock, ttl=60, refresh_ahead=0, max_renewals=2)
+    first = c.get("k")
+    store.frozen = {"k": VersionInfo(first.version, first.created_at)}
+    store.put("k", "fake-second")
+    seen = []
+    for _ in range(3):
+        clock.now += 61
+        seen.append(c.get("k").value)
+    assert seen == ["fake-first", "fake-first", "fake-second"]
+    assert c.stats["renewed"] == 2
+
+
+class _Gated(MemoryBackend):
+    """A store whose reads wait for ``gate``, then end with ``outcome``: a value (the
+    memory's), or an exception raised (``AccessDenied``, a ``KeyboardInterrupt``...)."""
+
+    def __init__(self, name: str, data: dict[str, str], outcome: BaseException | None) -> None:
+        super().__init__(name, data)
+        self.outcome = outcome
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def _get_many(self, keys: Sequence[str]) -> dict[str, Secret]:
+        found = super()._get_many(keys)  # records the call
+        self.entered.set()
+        self.gate.wait(timeout=30)
+        if self.outcome is not None:
+            raise self.outcome
+        return found
+
+
+def _wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def _leader_and_waiters(c: CachedBackend, store: _Gated, key: str,
+                        waiters: int) -> tuple[object, list[object]]:
+    """One thread reads ``key`` and is held inside the store while ``waiters`` more threads
+    miss the same key; then the store answers. Returns each thread's outcome (the Secret or
+    None, or the exception), all within a bounded wait."""
+    outcomes: dict[int, object] = {}
+
+    def read(i: int) -> None:
+        try:
+            outcomes[i] = c.get(key)
+        except BaseException as exc:  # noqa: BLE001  (the outcome under test)
+            outcomes[i] = exc
+
+    def start(i: int) -> threading.Thread:
+        thread = threading.Thread(target=read, args=(i,), daemon=True)
+        thread.start()
+        return thread
+
+    misses = c.stats["misses"]
+    threads = [start(0)]
+    assert store.entered.wait(timeout=10)
+    threads += [start(i) for i in range(1, waiters + 1)]
+    _wait_for(lambda: c.stats["misses"] == misses + waiters + 1, "the waiters")
+    store.gate.set()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert not any(t.is_alive() for t in threads), "a waiter is still waiting for the leader"
+    return outcomes[0], [outcomes[i] for i in range(1, waiters + 1)]
+
+
+def test_a_denied_leader_answers_every_waiter_at_once() -> None:
+    """The store denies the one read that threads share: every waiter gets the same
+    AccessDenied at once (not a BackendUnavailable after the 600 s timeout), one store call."""
+    store = _Gated("m", {"k": "fake-denied"}, pipekey.AccessDenied("backend 'm': denied 'k'"))
+    c = cached(store, Clock())
+    leader, waiters = _leader_and_waiters(c, store, "k", 5)
+    assert isinstance(leader, pipekey.AccessDenied)
+    assert all(w is leader for w in waiters)
+    assert len(store.calls) == 1 and c._inflight == {}
+
+
+def test_an_interrupted_leader_does_not_strand_its_waiters() -> None:
+    """A KeyboardInterrupt in the leader goes to the leader; its waiters get a one-line
+    BackendUnavailable at once, and the interruption is not remembered as a failure."""
+    store = _Gated("m", {"k": "fake-interrupted"}, KeyboardInterrupt())
+    c = cached(store, Clock())
+    leader, waiters = _leader_and_waiters(c, store, "k", 3)
+    assert isinstance(leader, KeyboardInterrupt)
+    for waiter in waiters:
+        assert isinstance(waiter, BackendUnavailable)
+        assert str(waiter) == ("backend 'm': the read was interrupted in another thread "
+                               "(KeyboardInterrupt)")
+    store.outcome = None
+    assert c.get("k").value == "fake-interrupted" and len(store.calls) == 2
+
+
+OUTCOMES = {
+    "value": None,
+    "absent": None,
+    "backend error": BackendUnavailable("m", "read failed (fake)"),
+    "denied": pipekey.AccessDenied("backend 'm': denied 'k'"),
+    "other exception": RuntimeError("fake"),  # the store's own _guard makes it a BackendError
+    "interrupt": KeyboardInterrupt(),
+}
+
+
+@settings(max_examples=30, deadline=None)
+@given(outcome=st.sampled_from(sorted(OUTCOMES)), waiters=st.integers(1, 6))
+def test_single_flight_every_waiter_gets_the_leaders_outcome(outcome: str, waiters: int) -> None:
+    """Whatever the leader's read ends with, every concurrent waiter gets that outcome (the
+    same value, absence or exception; an interruption as a BackendUnavailable), and neither
+    a read in flight nor a refreshing entry is left behind, for a miss or a refresh ahead."""
+    data = {} if outcome == "absent" else {"k": "fake-sf-value"}
+    store = _Gated("m", data, OUTCOMES[outcome])
+    clock = Clock()
+    c = cached(store, clock, ttl=100, negative_ttl=100, refresh_ahead=0.5, refresh_threads=1)
+    leader, got = _leader_and_waiters(c, store, "k", waiters)
+    if outcome == "interrupt":
+        assert isinstance(leader, KeyboardInterrupt)
+        assert all(isinstance(w, BackendUnavailable) for w in got)
+        assert len({str(w) for w in got}) == 1
+    elif isinstance(leader, BaseException):
+        assert isinstance(leader, (BackendUnavailable, pipekey.AccessDenied))
+        assert all(w is leader for w in got)
+    else:
+        assert leader == (None if outcome == "absent" else c._entries["k"].secret)
+        assert all(w == leader for w in got)
+    assert len(store.calls) == 1 and c._inflight == {}
+    # the same outcome from a background refresh ahead never leaves the entry refreshing
+    store.outcome, store.gate = None, threading.Event()
+    store.gate.set()
+    c.invalidate()
+    c.get("k")
+    store.outcome = OUTCOMES[outcome]
+    clock.now += 60  # past refresh_at, before expiry
+    c.get("k")
+    _wait_for(lambda: len(store.calls) == 3, "the refresh")
+    c._refresher.submit(lambda: None).result(timeout=10)  # one thread: the refresh is done
+    assert not c._entries["k"].refreshing
+    c.close()
+
+
+def test_a_failure_is_remembered_with_exponential_backoff() -> None:
+    """After a failed read the store is not asked again for 1 s, then 2 s, 4 s...; readers
+    meanwhile get the same error (or the value within max_stale). A success resets it, and
+    so does invalidate."""
+    clock = Clock()
+    store = FailingBackend("ssm", {"k": "fake-backoff"}, error=pipekey.AccessDenied(
+        "backend 'ssm': denied 'k'"))
+    c = cached(store, clock)
+    asked = []
+    for step in (0, 0.5, 0.6, 1.0, 1.0, 2.0, 2.0, 4.0):
+        clock.now += step
+        with pytest.raises(pipekey.AccessDenied, match="denied 'k'") as info:
+            c.get("k")
+        assert "fake-backoff" not in str(info.value)
+        asked.append(len(store.calls))
+    # asked at 0; held at 0.5; asked at 1.1 (after 1 s); held at 2.1; asked at 3.1 (2 s);
+    # held at 5.1; asked at 7.1 (4 s); held at 11.1
+    assert asked == [1, 1, 2, 2, 3, 3, 4, 4]
+    c.invalidate(["k"])
+    with pytest.raises(pipekey.AccessDenied):
+        c.get("k")
+    assert len(store.calls) == 5
+    store.recover()
+    clock.now += 1
+    assert c.get("k").value == "fake-backoff" and len(store.calls) == 6
+    c.invalidate(["k"])
+    store.fail()
+    with pytest.raises(pipekey.AccessDenied):
+        c.get("k")
+    clock.now += 1.01  # reset by the success: 1 s again, not 8 s
+    with pytest.raises(pipekey.AccessDenied):
+        c.get("k")
+    assert len(store.calls) == 8
+
+
+def test_backoff_is_capped_and_serves_stale_within_max_stale() -> None:
+    """The backoff never exceeds a minute; while it holds, a BackendError still lets the
+    cached value be served within max_stale."""
+    clock = Clock()
+    store, c = _down_after_one_read("fake-capped", clock, max_stale=10_000)
+    clock.now += 61
+    for _ in range(12):  # 1, 2, 4 ... past the cap
+        assert c.get("k").stale_seconds is not None
+        clock.now += 61
+    calls = len(store.calls)
+    assert c.get("k").value == "fake-capped"  # 61 s after the last failure: asked again
+    assert len(store.calls) == calls + 1
+    clock.now += 59
+    c.get("k")
+    assert len(store.calls) == calls + 1
+
+
 def test_token_bucket_paces_a_burst() -> None:
     """25 calls at 10/s with a burst of 5 wait 2 s in all, whatever the threads."""
     clock = Clock()
@@ -154,7 +415,7 @@ def test_token_bucket_paces_a_burst() -> None:
 def test_rate_limit_shared_by_threads() -> None:
     """Threads share one bucket: 40 reads of distinct keys at 200/s take about 0.15 s."""
     mem = MemoryBackend("m", {f"k{i}": "fake" for i in range(40)})
-    c = CachedBackend(mem, CacheConfig(), RateLimit(rps=200, burst=10))
+    c = wrap(mem, CacheConfig(), RateLimit(rps=200, burst=10))
     threads = [threading.Thread(target=c.get, args=(f"k{i}",)) for i in range(40)]
     for t in threads:
         t.start()
@@ -184,6 +445,27 @@ def test_cache_has_exactly_the_capabilities_of_its_backend() -> None:
         pipekey.Pipekey([ro, rw]).set("k", "fake-2", backend="ro")
     assert rw.put("k", "fake-2").version == "2"
     assert [v.version for v in ro.history("k")] == ["1"]
+
+
+def test_each_combination_of_capabilities_is_a_declared_class() -> None:
+    """wrap picks a class declared in pipekey.cache (none is made at run time) whose
+    forwards are exactly the store's; building a class that forwards other capabilities
+    than its store has is a TypeError naming the backend."""
+    import pipekey.cache as cache_module
+
+    stores = [MemoryBackend("rw", {}), MemoryBackend("ro", {}, writable=False),
+              LocalBackend("local", Path("s.db"), master_key="MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3"
+                                                             "ODlhYmNkZWY="),
+              FailingBackend("f"), _FrozenProbe("p", {})]
+    for store in stores:
+        c = wrap(store)
+        assert getattr(cache_module, type(c).__name__) is type(c)
+        assert c.forwards == cache_module.capabilities(store)
+    assert type(wrap(stores[0])) is type(wrap(stores[3]))
+    with pytest.raises(TypeError, match="cannot wrap backend 'rw'.*pipekey.cache.wrap"):
+        CachedBackend(stores[0])
+    with pytest.raises(TypeError, match="cannot wrap backend 'ro'"):
+        cache_module.CachedWritableBackend(stores[1])
 
 
 def test_invalidate_reaches_a_cache_behind_the_cache() -> None:
@@ -336,7 +618,7 @@ def test_close_stops_the_refresher_threads() -> None:
 def test_cache_false_with_a_rate_limit_paces_without_caching() -> None:
     """cache = false and a rate limit: every read reaches the store, through the bucket."""
     clock, mem = Clock(), MemoryBackend("m", {"k": "fake"})
-    c = CachedBackend(mem, CacheConfig(enabled=False), RateLimit(rps=10, burst=1), clock=clock,
+    c = wrap(mem, CacheConfig(enabled=False), RateLimit(rps=10, burst=1), clock=clock,
                       sleep=clock.sleep)
     for _ in range(3):
         assert not c.get("k").cached

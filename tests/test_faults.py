@@ -11,7 +11,7 @@ from benchmarks.proxy import LoopbackProxy
 
 from pipekey import BackendUnavailable
 from pipekey.backends.aws_ssm import SsmBackend, SsmConfig
-from pipekey.cache import CacheConfig, CachedBackend
+from pipekey.cache import CacheConfig, wrap
 
 
 class Clock:
@@ -75,7 +75,7 @@ def test_outage_served_stale_then_fails_past_max_stale(proxy, seeded) -> None:
     """Connection refused: the cached value is served with its age up to max_stale; after
     that, a clear error. Calls: one good read, then one failed attempt per expiry."""
     clock = Clock()
-    cache = CachedBackend(_ssm(proxy.url, seeded, max_attempts=1),
+    cache = wrap(_ssm(proxy.url, seeded, max_attempts=1),
                           CacheConfig(ttl=60, jitter=0, refresh_ahead=0, max_stale=900),
                           clock=clock, rng=random.Random(0))
     assert cache.get("shared/token").value == "fake-fault-token"
@@ -95,7 +95,7 @@ def test_rotated_value_is_not_served_past_its_ttl(aws_env, seeded) -> None:
     """After a rotation the cached value lasts at most its TTL; then the new one is read."""
     clock = Clock()
     writer = _ssm(aws_env, seeded)
-    cache = CachedBackend(_ssm(aws_env, seeded), CacheConfig(ttl=60, jitter=0, refresh_ahead=0),
+    cache = wrap(_ssm(aws_env, seeded), CacheConfig(ttl=60, jitter=0, refresh_ahead=0),
                           clock=clock)
     assert cache.get("shared/token").version == "1"
     writer.put("shared/token", "fake-rotated")
@@ -110,7 +110,7 @@ def test_ssm_version_probe_renews_without_reading_values(aws_env, seeded, moto) 
     """Expired SSM entries whose version is unchanged are renewed by DescribeParameters; no
     GetParameters (and so no decrypt) is made for them."""
     clock = Clock()
-    cache = CachedBackend(_ssm(aws_env, seeded), CacheConfig(ttl=60, jitter=0, refresh_ahead=0),
+    cache = wrap(_ssm(aws_env, seeded), CacheConfig(ttl=60, jitter=0, refresh_ahead=0),
                           clock=clock)
     cache.get("shared/token")
     clock.now += 61

@@ -103,12 +103,12 @@ def _ready(lk: Pipekey, repeat: int,
 def _many_runs(manifest: Manifest, data: dict[str, str], latency: float,
                runs: int = 200) -> dict[str, Any]:
     """200 runs of one pipeline starting together, without and with the cache: store calls."""
-    from .cache import CacheConfig, CachedBackend
+    from .cache import CacheConfig, wrap
 
     out: dict[str, Any] = {}
     for label, cached in (("uncached", False), ("cached", True)):
         store = MemoryBackend("remote", data, latency=latency)
-        backend = CachedBackend(store, CacheConfig(ttl=300)) if cached else store
+        backend = wrap(store, CacheConfig(ttl=300)) if cached else store
         lk = Pipekey([backend], manifest=manifest)
         barrier = threading.Barrier(runs)
 

@@ -4,7 +4,7 @@
     type = "aws_ssm"
     prefix = "/data-platform/{env}"
     cache = { ttl = 300, jitter = 0.1, negative_ttl = 30, refresh_ahead = 0.2, max_stale = 3600,
-              max_entries = 1000 }
+              max_entries = 1000, max_renewals = 11 }
     rate_limit = { rps = 20, burst = 40 }
 
 Remote backends (AWS, Vault, GCP, Azure) get this cache with its defaults unless the manifest
@@ -14,15 +14,21 @@ asks for one.
 * **TTL with jitter**: each entry lives ``ttl`` seconds, +/- ``jitter`` of it, so entries
   fetched together do not all expire together.
 * **Absence is cached too** (``negative_ttl``): a cached "absent" is a hit, not a miss.
-* **Single-flight**: threads missing the same key wait for one backend call.
+* **Single-flight**: threads missing the same key wait for one backend call, and each gets
+  its outcome at once: the value, the absence or the exception (an interrupted reader's
+  waiters get a ``BackendUnavailable``).
+* **Failures remembered**: a failed read is answered again without a call for 1 s, then 2,
+  4... up to 60 s (``BACKOFF_*``); a success or ``invalidate`` forgets it.
 * **Refresh ahead**: a hit in the last ``refresh_ahead`` part of an entry's life refreshes it
   in the background; readers never wait for that.
 * **Stale on failure**: if the store fails, a value fetched at most ``max_stale`` seconds ago
   is served and marked stale (``Secret.stale_seconds``); older, the failure is raised.
 * **Versions**: when the backend is a ``VersionProbe`` (a cheap version probe), expired
-  entries whose version did not change are renewed without re-reading their values.
-* **Same capabilities**: the cache is ``Writable``, ``Versioned`` or a ``VersionProbe``
-  exactly when the backend it wraps is (``isinstance`` says so); it is always ``Invalidates``.
+  entries whose version and ``created_at`` did not change are renewed without re-reading
+  their values, at most ``max_renewals`` times in a row.
+* **Same capabilities**: ``wrap(backend, ...)`` builds the cache; it is ``Writable``,
+  ``Versioned`` or a ``VersionProbe`` exactly when the backend it wraps is (``isinstance``
+  says so), by one explicit class per combination; it is always ``Invalidates``.
 * **Bounded**: at most ``max_entries`` entries; past that the least recently used goes.
 * **Rate limit**: a token bucket per backend, shared by every thread of the process, keeps a
   burst of runs under the store's quota instead of being throttled.
@@ -42,7 +48,7 @@ import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Iterable, Sequence, TypeVar
 
 from . import metrics
 from .backends.base import (
@@ -60,7 +66,10 @@ from .backends.base import (
 )
 from .errors import BackendError, BackendUnavailable, PipekeyError
 
-__all__ = ["CacheConfig", "CachedBackend", "RateLimit", "TokenBucket", "shared"]
+__all__ = ["CacheConfig", "CachedBackend", "CachedProbeBackend", "CachedVersionedBackend",
+           "CachedVersionedProbeBackend", "CachedWritableBackend", "CachedWritableProbeBackend",
+           "CachedWritableVersionedBackend", "CachedWritableVersionedProbeBackend", "RateLimit",
+           "TokenBucket", "capabilities", "shared", "wrap"]
 
 
 T = TypeVar("T")
@@ -98,6 +107,16 @@ class TokenBucket:
             self._sleep(wait)
 
 
+#: A failed read is remembered and answered again without calling the store, for 1 s after
+#: the first failure, then 2, 4, 8... up to 60 s (aws-secretsmanager-caching's rule: base 1 s,
+#: growth 2; its cap is an hour, ours a minute). A success, or ``invalidate``, forgets it.
+BACKOFF_BASE = 1.0
+BACKOFF_FACTOR = 2.0
+BACKOFF_MAX = 60.0
+#: how long a reader waits for another thread's read of the same key, at most
+LEADER_TIMEOUT = 600.0
+
+
 @dataclass
 class _Entry:
     secret: Secret | None          # None: cached absence
@@ -105,22 +124,28 @@ class _Entry:
     expires: float
     refresh_at: float
     refreshing: bool = False
+    renewals: int = 0              # renewed by the version probe this many times in a row
+
+
+@dataclass
+class _Failure:
+    error: BaseException
+    count: int                     # consecutive failures
+    retry_at: float
 
 
 class CachedBackend(Backend):
     """Wraps a backend with a cache and an optional rate limit; the same contract.
 
-    ``CachedBackend(inner)`` builds a subclass with exactly ``inner``'s optional capabilities
-    (``Writable``, ``Versioned``, ``VersionProbe``), so ``isinstance`` answers for the cache
-    as it does for the backend behind it.
+    This class forwards no optional capability; each subclass below forwards a fixed set
+    (``forwards``), method by method. :func:`wrap` builds the one whose set is exactly
+    ``inner``'s (``Writable``, ``Versioned``, ``VersionProbe``), so ``isinstance`` answers
+    for the cache as it does for the backend behind it. Building a class whose set differs
+    from ``inner``'s raises ``TypeError``.
     """
 
-    def __new__(cls, inner: Backend, *args: Any, **kwargs: Any) -> CachedBackend:  # noqa: PYI034
-        # builds the variant with inner's capabilities; Python then runs its __init__
-        variant = cls if cls is not CachedBackend else _variant(
-            isinstance(inner, Writable), isinstance(inner, Versioned),
-            isinstance(inner, VersionProbe))
-        return super().__new__(variant)
+    #: the optional capabilities this class forwards to the backend it wraps
+    forwards: ClassVar[frozenset[type]] = frozenset()
 
     def __init__(self, inner: Backend, config: CacheConfig | None = None,
                  rate_limit: RateLimit | None = None,
@@ -128,6 +153,11 @@ class CachedBackend(Backend):
                  sleep: Callable[[float], None] = time.sleep,
                  rng: random.Random | None = None) -> None:
         super().__init__(inner.name)
+        if self.forwards != capabilities(inner):
+            raise TypeError(f"{type(self).__name__} cannot wrap backend {inner.name!r} (it "
+                            f"has {_names(capabilities(inner))}, the class forwards "
+                            f"{_names(self.forwards)}): build the cache with "
+                            "pipekey.cache.wrap()")
         self.inner = inner
         self.kind = inner.kind  # type: ignore[misc]
         self.config = config or CacheConfig()
@@ -138,6 +168,7 @@ class CachedBackend(Backend):
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
         self._inflight: dict[str, Future[Secret | None]] = {}
+        self._failures: OrderedDict[str, _Failure] = OrderedDict()  # bounded like _entries
         self._refresher: ThreadPoolExecutor | None = None  # made on the first refresh
         self.stats = metrics.Tally("cache_", ("hits", "misses", "stale", "refreshes", "renewed",
                                               "evictions"))
@@ -195,8 +226,10 @@ class CachedBackend(Backend):
         with self._lock:
             if keys is None:
                 self._entries.clear()
+                self._failures.clear()
             for key in keys or ():
                 self._entries.pop(key, None)
+                self._failures.pop(key, None)
         if isinstance(self.inner, Invalidates):
             self.inner.invalidate(keys)
 
@@ -209,14 +242,20 @@ class CachedBackend(Backend):
         now = self._clock()
         found: dict[str, Secret] = {}
         expired: list[str] = []
+        backing_off: dict[str, BaseException] = {}
         with self._lock:
             for key in keys:
                 entry = self._entries.get(key)
+                failure = self._failures.get(key)
                 if entry is not None and now < entry.expires:
                     self._entries.move_to_end(key)
                     self._hit(key, entry, now, found)
+                elif failure is not None and now < failure.retry_at:
+                    backing_off[key] = failure.error
                 else:
                     expired.append(key)
+        for key, error in backing_off.items():  # the store failed a moment ago: not again yet
+            found[key] = self._failed(key, error, now)
         if expired:
             found.update(self._fetch(expired, now))
         return found
@@ -226,6 +265,9 @@ class CachedBackend(Backend):
         self._count("hits")
         if entry.secret is not None:
             found[key] = replace(entry.secret, cached=True)
+        failure = self._failures.get(key)
+        if failure is not None and now < failure.retry_at:
+            return  # a refresh failed a moment ago: no new one before the backoff ends
         if now >= entry.refresh_at and not entry.refreshing:
             entry.refreshing = True
             if self._refresher is None:
@@ -238,33 +280,44 @@ class CachedBackend(Backend):
         """Fetch keys, sharing one call among every thread missing the same keys."""
         mine: dict[str, Future[Secret | None]] = {}
         theirs: dict[str, Future[Secret | None]] = {}
+        self._count("misses", len(keys))
         with self._lock:
             for key in keys:
                 if key in self._inflight:
                     theirs[key] = self._inflight[key]
                 else:
                     mine[key] = self._inflight[key] = Future()
-        self._count("misses", len(keys))
         if mine:
             self._lead(list(mine), mine, now)
         out: dict[str, Secret] = {}
         for key, future in {**mine, **theirs}.items():
-            secret = future.result(timeout=600)
+            # the leader settles every future it made before it returns or raises (see _lead);
+            # the timeout only bounds a leader stuck inside the store's own call
+            secret = future.result(timeout=LEADER_TIMEOUT)
             if secret is not None:
                 out[key] = secret
         return out
 
     def _lead(self, keys: list[str], futures: dict[str, Future[Secret | None]], now: float) -> None:
+        """Read keys for every thread waiting on ``futures`` and give each the outcome: the
+        values, or the failure (the cached value instead, within ``max_stale``)."""
         try:
             fetched = self._load(keys)
-        except BackendError as exc:
+        except Exception as exc:  # the store's outcome: every waiter gets it, and it is kept
+            self._remember_failure(keys, exc)
             for key in keys:
-                stale = self._stale(key, now)
-                if stale is not None:
-                    futures[key].set_result(stale)
-                else:
-                    futures[key].set_exception(exc)
+                try:
+                    futures[key].set_result(self._failed(key, exc, now))
+                except Exception as failure:  # noqa: BLE001  (handed to the waiters)
+                    futures[key].set_exception(failure)
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit: not the store's answer
+            interrupted = BackendUnavailable(
+                self.name, f"the read was interrupted in another thread ({type(exc).__name__})")
+            for key in keys:
+                futures[key].set_exception(interrupted)
+            raise
         else:
+            self._forget_failures(keys)
             for key in keys:
                 futures[key].set_result(fetched.get(key))
         finally:
@@ -272,12 +325,40 @@ class CachedBackend(Backend):
                 for key in keys:
                     self._inflight.pop(key, None)
 
+    def _failed(self, key: str, error: BaseException, now: float) -> Secret:
+        """The outcome of a failed read of ``key``: the cached value if the store failed and
+        it is at most ``max_stale`` old, else ``error`` raised."""
+        if isinstance(error, BackendError):
+            stale = self._stale(key, now)
+            if stale is not None:
+                return stale
+        raise error.with_traceback(None)  # shared by threads: no traceback grows on it
+
+    def _remember_failure(self, keys: Iterable[str], error: Exception) -> None:
+        """Keep ``error`` for a while (exponential backoff, capped) so that a failing or
+        throttled store is not asked again by every reader."""
+        now = self._clock()
+        with self._lock:
+            for key in keys:
+                previous = self._failures.get(key)
+                count = previous.count + 1 if previous is not None else 1
+                delay = min(BACKOFF_BASE * BACKOFF_FACTOR ** (count - 1), BACKOFF_MAX)
+                self._failures[key] = _Failure(error, count, now + delay)
+                self._failures.move_to_end(key)
+            while len(self._failures) > self.config.max_entries:
+                self._failures.popitem(last=False)
+
+    def _forget_failures(self, keys: Iterable[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self._failures.pop(key, None)
+
     def _load(self, keys: list[str]) -> dict[str, Secret]:
         """Read keys from the store (renewing unchanged ones by version when it can) and
         cache the outcome."""
         renewable = self._renewable(keys)
         to_read = [k for k in keys if k not in renewable]
-        fetched = dict(renewable)
+        fetched = {k: secret for k, (secret, _) in renewable.items()}
         if to_read:
             if self.bucket:
                 self.bucket.acquire(self.name)
@@ -285,7 +366,8 @@ class CachedBackend(Backend):
         now = self._clock()
         with self._lock:
             for key in keys:
-                self._entries[key] = self._entry(fetched.get(key), now)
+                renewals = renewable[key][1] + 1 if key in renewable else 0
+                self._entries[key] = self._entry(fetched.get(key), now, renewals)
                 self._entries.move_to_end(key)
             evicted = 0
             while len(self._entries) > self.config.max_entries:
@@ -295,26 +377,33 @@ class CachedBackend(Backend):
             self._count("evictions", evicted)
         return fetched
 
-    def _renewable(self, keys: list[str]) -> dict[str, Secret]:
-        """Cached secrets whose version the store confirms unchanged (cheap probe)."""
+    def _renewable(self, keys: list[str]) -> dict[str, tuple[Secret, int]]:
+        """Cached secrets the store's cheap probe confirms unchanged (same version, same
+        ``created_at``), each with how often it was renewed before. An entry renewed
+        ``max_renewals`` times in a row is read in full instead."""
         probe = self.inner.versions if isinstance(self.inner, VersionProbe) else None
         with self._lock:
-            known = {k: e.secret for k in keys if (e := self._entries.get(k)) is not None
-                     and e.secret is not None and e.secret.version is not None}
+            known = {k: (e.secret, e.renewals) for k in keys
+                     if (e := self._entries.get(k)) is not None and e.secret is not None
+                     and e.secret.version is not None
+                     and e.renewals < self.config.max_renewals}
         if probe is None or not known:
             return {}
         if self.bucket:
             self.bucket.acquire(self.name)
         current = probe(list(known))
-        renewed = {k: s for k, s in known.items() if current.get(k) == s.version}
+        renewed = {k: known[k] for k, (s, _) in known.items()
+                   if (info := current.get(k)) is not None
+                   and (info.version, info.created_at) == (s.version, s.created_at)}
         if renewed:
             self._count("renewed", len(renewed))
         return renewed
 
-    def _entry(self, secret: Secret | None, now: float) -> _Entry:
+    def _entry(self, secret: Secret | None, now: float, renewals: int = 0) -> _Entry:
         ttl = self.config.ttl if secret is not None else self.config.negative_ttl
         ttl *= 1 + self._rng.uniform(-self.config.jitter, self.config.jitter)
-        return _Entry(secret, now, now + ttl, now + ttl * (1 - self.config.refresh_ahead))
+        return _Entry(secret, now, now + ttl, now + ttl * (1 - self.config.refresh_ahead),
+                      renewals=renewals)
 
     def _stale(self, key: str, now: float) -> Secret | None:
         with self._lock:
@@ -328,11 +417,16 @@ class CachedBackend(Backend):
         return replace(entry.secret, cached=True, stale_seconds=round(age, 3))
 
     def _refresh(self, key: str) -> None:
+        """A background refresh: on failure the entry keeps serving until it expires, and the
+        failure is remembered (no new refresh before its backoff ends)."""
         try:
             self._load([key])
+            self._forget_failures([key])
             self._count("refreshes")
-        except BackendError:
-            with self._lock:  # keep serving until it expires; try again on the next hit
+        except Exception as exc:
+            self._remember_failure([key], exc)
+        finally:  # whatever happened, a later hit may refresh again
+            with self._lock:
                 entry = self._entries.get(key)
                 if entry is not None:
                     entry.refreshing = False
@@ -341,8 +435,8 @@ class CachedBackend(Backend):
         return self.inner.list_keys(prefix)
 
 
-# -- the capabilities a cache forwards, one mixin each ------------------------------------------
-class _CachedWrites(CachedBackend, WritableBackend):
+# -- the capabilities a cache forwards: one mixin each, one class per combination ----------------
+class _ForwardWrites(CachedBackend, WritableBackend):
     """Writes go to the inner backend and invalidate the key."""
 
     inner: Any
@@ -358,7 +452,7 @@ class _CachedWrites(CachedBackend, WritableBackend):
         return deleted
 
 
-class _CachedVersions(CachedBackend, VersionedBackend):
+class _ForwardHistory(CachedBackend, VersionedBackend):
     """History and past versions are read from the inner backend, uncached."""
 
     inner: Any
@@ -372,27 +466,71 @@ class _CachedVersions(CachedBackend, VersionedBackend):
         return secret
 
 
-class _CachedProbe(CachedBackend):
+class _ForwardProbe(CachedBackend):
     """The inner backend's version probe, uncached."""
 
     inner: Any
 
-    def versions(self, keys: Sequence[str]) -> dict[str, str]:
-        current: dict[str, str] = self.inner.versions(keys)
+    def versions(self, keys: Sequence[str]) -> dict[str, VersionInfo]:
+        current: dict[str, VersionInfo] = self.inner.versions(keys)
         return current
 
 
-_variants: dict[tuple[bool, bool, bool], type[CachedBackend]] = {}
+class CachedWritableBackend(_ForwardWrites):
+    forwards = frozenset({Writable})
 
 
-def _variant(writable: bool, versioned: bool, probe: bool) -> type[CachedBackend]:
-    """The CachedBackend subclass with exactly these capabilities (made once each)."""
-    flags = (writable, versioned, probe)
-    if flags not in _variants:
-        mixins = [m for m, on in zip((_CachedWrites, _CachedVersions, _CachedProbe), flags) if on]
-        name = "Cached" + "".join(m.__name__[len("_Cached"):] for m in mixins) + "Backend"
-        _variants[flags] = type(name, (*mixins, CachedBackend), {"__module__": __name__})
-    return _variants[flags]
+class CachedVersionedBackend(_ForwardHistory):
+    forwards = frozenset({Versioned})
+
+
+class CachedProbeBackend(_ForwardProbe):
+    forwards = frozenset({VersionProbe})
+
+
+class CachedWritableVersionedBackend(_ForwardWrites, _ForwardHistory):
+    forwards = frozenset({Writable, Versioned})
+
+
+class CachedWritableProbeBackend(_ForwardWrites, _ForwardProbe):
+    forwards = frozenset({Writable, VersionProbe})
+
+
+class CachedVersionedProbeBackend(_ForwardHistory, _ForwardProbe):
+    forwards = frozenset({Versioned, VersionProbe})
+
+
+class CachedWritableVersionedProbeBackend(_ForwardWrites, _ForwardHistory, _ForwardProbe):
+    forwards = frozenset({Writable, Versioned, VersionProbe})
+
+
+_CLASSES: dict[frozenset[type], type[CachedBackend]] = {cls.forwards: cls for cls in (
+    CachedBackend, CachedWritableBackend, CachedVersionedBackend, CachedProbeBackend,
+    CachedWritableVersionedBackend, CachedWritableProbeBackend, CachedVersionedProbeBackend,
+    CachedWritableVersionedProbeBackend)}
+_CAPABILITIES = (Writable, Versioned, VersionProbe)
+
+
+def capabilities(backend: Backend) -> frozenset[type]:
+    """The optional capabilities (of those a cache forwards) ``backend`` has."""
+    return frozenset(cap for cap in _CAPABILITIES if isinstance(backend, cap))
+
+
+def _names(caps: frozenset[type]) -> str:
+    return ", ".join(c.__name__ for c in _CAPABILITIES if c in caps) or "none"
+
+
+def wrap(inner: Backend, config: CacheConfig | None = None,
+         rate_limit: RateLimit | None = None, **options: Any) -> CachedBackend:
+    """A cache (and rate limit) in front of ``inner``, with exactly its capabilities.
+
+    Args:
+        inner: the backend to wrap.
+        config: the cache settings; None for every default.
+        rate_limit: a token bucket for the store's calls; None for none.
+        **options: ``clock``, ``sleep`` and ``rng``, for tests.
+    """
+    return _CLASSES[capabilities(inner)](inner, config, rate_limit, **options)
 
 
 _shared: dict[tuple[Any, ...], CachedBackend] = {}
@@ -404,5 +542,5 @@ def shared(identity: tuple[Any, ...], build: Callable[[], Backend], cache: Cache
     """The process-wide CachedBackend for one backend definition (built on first use)."""
     with _shared_lock:
         if identity not in _shared:
-            _shared[identity] = CachedBackend(build(), cache, rate_limit)
+            _shared[identity] = wrap(build(), cache, rate_limit)
         return _shared[identity]

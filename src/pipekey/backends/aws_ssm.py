@@ -169,11 +169,15 @@ class SsmBackend(AwsBackend[SsmConfig], WritableBackend, VersionedBackend):
 
         return self._guard("read", read)
 
-    def versions(self, keys: Sequence[str]) -> dict[str, str]:
+    def versions(self, keys: Sequence[str]) -> dict[str, VersionInfo]:
         """Current versions by ``DescribeParameters`` (metadata only: no value, no KMS
-        decrypt), 50 names a call: the cache's cheap probe."""
+        decrypt), 50 names a call: the cache's cheap probe.
+
+        With ``LastModifiedDate``: a parameter deleted and put again is numbered from 1
+        again, so the version alone would call a re-created value unchanged.
+        """
         names = [self.param(k) for k in keys]
-        found: dict[str, str] = {}
+        found: dict[str, VersionInfo] = {}
         for i in range(0, len(names), 50):
             kwargs: dict[str, Any] = {
                 "ParameterFilters": [{"Key": "Name", "Option": "Equals",
@@ -183,7 +187,8 @@ class SsmBackend(AwsBackend[SsmConfig], WritableBackend, VersionedBackend):
                 for meta in page.get("Parameters", []):
                     key = self.key_of(meta["Name"])
                     if key is not None:
-                        found[key] = str(meta.get("Version"))
+                        found[key] = VersionInfo(str(meta.get("Version")),
+                                                 meta.get("LastModifiedDate"))
                 if not page.get("NextToken"):
                     break
                 kwargs["NextToken"] = page["NextToken"]

@@ -21,7 +21,8 @@ methods of the capabilities it supports and no others:
   as it was. A backend without them is read-only (callers raise ``ReadOnlyBackend``).
 * :class:`Versioned`: ``history(key)`` and ``get_version(key, version)``.
 * :class:`VersionProbe`: ``versions(keys)``, the current version of each key without reading
-  a value (a cache renews unchanged entries with it).
+  a value (a cache renews unchanged entries with it). The version and ``created_at`` it
+  reports together change on any change of value, a delete and re-create included.
 * :class:`Invalidates`: ``invalidate(keys)`` forgets what it holds for those keys (a cache).
 
 Subclasses implement the underscored methods; the public ones validate keys and translate
@@ -149,6 +150,7 @@ class CacheConfig(BaseModel):
     refresh_ahead: float = Field(0.2, ge=0, lt=1)
     max_stale: float = Field(0, ge=0)
     max_entries: int = Field(1000, ge=1)
+    max_renewals: int = Field(11, ge=0)
     refresh_threads: int = Field(2, ge=1, le=32)
 
     @model_validator(mode="before")
@@ -340,10 +342,17 @@ class Versioned(Protocol):
 
 @runtime_checkable
 class VersionProbe(Protocol):
-    """A backend that tells the current version of keys without reading their values."""
+    """A backend that tells the current version of keys without reading their values.
 
-    def versions(self, keys: Sequence[str]) -> dict[str, str]:
-        """The current version of each key the store holds (absent keys are missing)."""
+    A cache renews an entry when the probe's ``version`` and ``created_at`` both equal the
+    cached :class:`Secret`'s, so the pair must change on any change of value, including a
+    delete and re-create (SSM numbers a re-created parameter from 1 again: its
+    ``LastModifiedDate`` is what tells the two apart).
+    """
+
+    def versions(self, keys: Sequence[str]) -> dict[str, VersionInfo]:
+        """The current version of each key the store holds (absent or deleted keys are
+        missing), with ``created_at`` as :meth:`Backend.get_many` reports it."""
         ...
 
 

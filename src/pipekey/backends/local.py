@@ -197,18 +197,19 @@ class LocalBackend(WritableBackend, VersionedBackend):
         value = self._decrypt(key, int(version), row[0], row[1])
         return self._secret(key, value, version, created_at=_parse_time(row[2]))
 
-    def versions(self, keys: Sequence[str]) -> dict[str, str]:
+    def versions(self, keys: Sequence[str]) -> dict[str, VersionInfo]:
         """The current version of each key (absent or deleted keys left out), without
-        decrypting anything: the cache's cheap probe."""
+        decrypting anything: the cache's cheap probe. ``created_at`` tells a store made
+        again at the same path (versions from 1 again) from the one read before."""
         if not self.path.exists() or not keys:
             return {}
         with self._lock:
             conn = self._open(create=False)
             marks = ",".join("?" * len(keys))
-            rows = conn.execute(
-                f"SELECT key, MAX(version), ciphertext IS NULL FROM versions WHERE key IN ({marks})"
-                " GROUP BY key", list(keys)).fetchall()
-        return {k: str(v) for k, v, _ in rows}
+            rows = conn.execute(  # SQLite takes the bare columns from the MAX(version) row
+                f"SELECT key, MAX(version), created_at, ciphertext IS NULL FROM versions"
+                f" WHERE key IN ({marks}) GROUP BY key", list(keys)).fetchall()
+        return {k: VersionInfo(str(v), _parse_time(at)) for k, v, at, gone in rows if not gone}
 
     def _list(self, prefix: str) -> Iterable[str]:
         if not self.path.exists():
