@@ -32,6 +32,7 @@ the key every other account reads as ``access_token``).
 
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import dataclass
 from typing import Iterable, Mapping
@@ -39,7 +40,7 @@ from typing import Iterable, Mapping
 from .errors import InvalidKey, UsageError
 from .keys import is_segment, is_under, validate_key
 
-__all__ = ["Level", "Scope", "fill_template", "template_fields"]
+__all__ = ["Level", "Scope", "fill_fields", "fill_template", "template_fields"]
 
 SHARED = "shared"
 
@@ -63,6 +64,27 @@ def template_fields(template: str) -> list[str]:
         raise UsageError(f"template {template!r} is malformed: {exc}") from None
 
 
+_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def fill_fields(text: str, values: Mapping[str, str], what: str) -> str:
+    """Fill the ``{field}``s of ``text`` that ``values`` names, each value a valid key segment.
+
+    The one filler of templates: key templates (:func:`fill_template`) and ``{env}`` in a
+    backend's prefixes and paths. Other text, braces included, is left as it is, and the
+    message of an error quotes the field and its value, never ``text`` (a backend's field
+    may be anything).
+
+    Raises:
+        UsageError: a value is not a valid key segment (letters, digits, '_', '.', '-').
+    """
+    for field, value in values.items():
+        if not is_segment(value):
+            raise UsageError(f"{what}: parameter {field!r} = {value!r} is not a valid key "
+                             "segment (letters, digits, '_', '.', '-')")
+    return _FIELD.sub(lambda m: values.get(m.group(1), m.group(0)), text)
+
+
 def fill_template(template: str, values: Mapping[str, str], what: str) -> str:
     """Fill ``{field}``s in a key template, checking each value is a valid key segment.
 
@@ -72,11 +94,7 @@ def fill_template(template: str, values: Mapping[str, str], what: str) -> str:
     for field in template_fields(template):
         if field not in values:
             raise UsageError(f"{what} needs parameter {field!r} (template {template!r})")
-    for field, value in values.items():
-        if not is_segment(value):
-            raise UsageError(f"{what}: parameter {field!r} = {value!r} is not a valid key "
-                             "segment (letters, digits, '_', '.', '-')")
-    return validate_key(template.format_map(dict(values)))
+    return validate_key(fill_fields(template, values, what))
 
 
 class Scope:

@@ -37,7 +37,7 @@ from .credentials.base import DYNAMIC
 from .errors import AccessDenied, InvalidKey, PipekeyError, SecretNotFound, UsageError
 from .keys import SEGMENT_PATTERN, is_under
 from .run import Run, declared_names
-from .scope import SHARED, template_fields
+from .scope import SHARED, fill_fields, fill_template, template_fields
 
 if TYPE_CHECKING:
     from .backends.base import BackendConfig
@@ -70,7 +70,7 @@ class _Template:
     """A key template as regexes: the key itself, its subtree, and its parent levels."""
 
     def __init__(self, template: str, env: str) -> None:
-        self.segments = template.rstrip("/").replace("{env}", env).split("/")
+        self.segments = fill_fields(template.rstrip("/"), {"env": env}, "environment").split("/")
         #: no field but {env}: names its keys itself, not through a parameter's value
         self.literal = not set(template_fields(template)) - {"env"}
         self.depth = len(self.segments)
@@ -264,7 +264,7 @@ class TeamBroker:
             raise AccessDenied(f"Airflow team {team!r}: connection {conn_id!r} of pipeline "
                                f"{pipeline!r} depends on the scope's parameters; open a run "
                                "in the task (task_run / @pipekey_task)")
-        return template.replace("{env}", self.lk.env)
+        return fill_template(template, {"env": self.lk.env}, f"connection {conn_id!r}")
 
     def run(self, request_key: str, team: str | None) -> str:
         """Open the requested run for ``team`` and return its payload.
