@@ -13,11 +13,8 @@ from pipekey.manifest import parse_manifest
 from pipekey.policy import Ownership, RunPolicy, TeamPolicy, parameter_free_policy, run_policy
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "pipekey"
-#: where a template may still be filled outside pipekey.policy, and why (none, once the
-#: backends' {env} prefixes go through the policy's filler too)
-FILLERS_ALLOWED: dict[str, str] = {
-    "backends/base.py": "BuildContext fills {env} in backend paths and prefixes",
-}
+#: where a template may still be filled outside pipekey.policy, and why
+FILLERS_ALLOWED: dict[str, str] = {}
 
 
 def _calls(tree: ast.AST) -> list[tuple[int, str, list[ast.expr]]]:

@@ -29,7 +29,7 @@ from .credentials.base import (
     PostgresRoleConfig,
     VaultDatabaseConfig,
 )
-from .errors import InvalidKey, ManifestError
+from .errors import InvalidKey, ManifestError, UsageError
 from .keys import is_segment, validate_key
 from .policy import (
     NO_PIPELINE,
@@ -173,6 +173,21 @@ class Manifest:
     def context(self) -> BuildContext:
         return BuildContext(base_dir=self.base_dir, env=self.env)
 
+    def check_env(self, env: str) -> str:
+        """``env`` if this manifest serves it: a valid environment name (one key segment)
+        and, when the manifest lists ``environments``, one of them.
+
+        Raises:
+            UsageError: one line naming the environment (and the environments allowed).
+        """
+        if not isinstance(env, str) or not is_segment(env):
+            raise UsageError(f"environment {env!r} is not a valid environment name (one key "
+                             "segment: letters, digits, '_', '.', '-')")
+        if self.environments is not None and env not in self.environments:
+            raise UsageError(f"environment {env!r} is not one of the environments "
+                             f"{self.environments} listed in {self.path or 'the manifest'}")
+        return env
+
     @classmethod
     def default(cls, env: str | None = None) -> "Manifest":
         local = backend_class("local").Config(type="local")
@@ -221,13 +236,32 @@ def parse_manifest(raw: dict[str, Any], path: Path, env: str | None = None) -> M
         raise _manifest_error(path, exc, (), _Document) from None
     explicit = env or os.environ.get(ENV_ENV)
     chosen = explicit or doc.env
+    for i, listed in enumerate(doc.environments or []):
+        if not is_segment(listed):
+            raise ManifestError(path, f"environments[{i}]", f"{listed!r} is not a valid "
+                                "environment name (letters, digits, '_.-')")
+    if doc.environments == []:
+        raise ManifestError(path, "environments", "empty: list the environments served, or "
+                                                  "leave it out to serve any")
     _check_env_name(path, chosen)
     if doc.environments is not None and chosen not in doc.environments:
-        raise ManifestError(path, "env", f"{chosen!r} is not one of environments "
-                                         f"{doc.environments}")
+        source = "--env / $PIPEKEY_ENV" if explicit else "env"
+        raise ManifestError(path, "env", f"environment {chosen!r} ({source}) is not one of "
+                                         f"environments {doc.environments}")
+    for name, pipeline in doc.pipelines.items():
+        if doc.environments is not None and pipeline.env is not None \
+                and pipeline.env not in doc.environments:
+            raise ManifestError(path, f"pipelines.{name}.env", f"environment {pipeline.env!r} "
+                                f"is not one of environments {doc.environments}")
     backends = {name: _backend_config(path, name, body) for name, body in doc.backends.items()}
     if not backends:
         backends = {"local": backend_class("local").Config(type="local")}
+    for i, listed in enumerate(doc.environments or []):
+        for name, cfg in backends.items():
+            problem = backend_class(cfg.type).env_problem(listed, cfg)
+            if problem is not None:
+                raise ManifestError(path, f"environments[{i}]", f"environment {listed!r} cannot "
+                                    f"be used with backend {name!r}: {problem}")
     chain = doc.chain if doc.chain is not None else list(backends)
     for i, name in enumerate(chain):
         if name not in backends:

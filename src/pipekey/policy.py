@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     from .manifest import PipelineConfig
 
 __all__ = ["NO_PIPELINE", "SHARED", "Ownership", "RunPolicy", "TeamPolicy", "declared_names",
-           "fill_template", "parameter_free_policy", "pipelines_reading", "run_policy",
-           "served_environments", "template_fields"]
+           "fill_fields", "fill_template", "parameter_free_policy", "pipelines_reading",
+           "run_policy", "served_environments", "template_fields"]
 
 SHARED = "shared"
 
@@ -52,6 +52,27 @@ def template_fields(template: str) -> list[str]:
         raise UsageError(f"template {template!r} is malformed: {exc}") from None
 
 
+_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def fill_fields(text: str, values: Mapping[str, str], what: str) -> str:
+    """Fill the ``{field}``s of ``text`` that ``values`` names, each value a valid key segment.
+
+    The one filler of templates: key templates (:func:`fill_template`) and ``{env}`` in a
+    backend's prefixes and paths. Other text, braces included, is left as it is, and the
+    message of an error quotes the field and its value, never ``text`` (a backend's field
+    may be anything).
+
+    Raises:
+        UsageError: a value is not a valid key segment (letters, digits, '_', '.', '-').
+    """
+    for name, value in values.items():
+        if not is_segment(value):
+            raise UsageError(f"{what}: parameter {name!r} = {value!r} is not a valid key "
+                             "segment (letters, digits, '_', '.', '-')")
+    return _FIELD.sub(lambda m: values.get(m.group(1), m.group(0)), text)
+
+
 def fill_template(template: str, values: Mapping[str, str], what: str) -> str:
     """Fill ``{field}``s in a key template, checking each value is a valid key segment.
 
@@ -61,11 +82,7 @@ def fill_template(template: str, values: Mapping[str, str], what: str) -> str:
     for name in template_fields(template):
         if name not in values:
             raise UsageError(f"{what} needs parameter {name!r} (template {template!r})")
-    for name, value in values.items():
-        if not is_segment(value):
-            raise UsageError(f"{what}: parameter {name!r} = {value!r} is not a valid key "
-                             "segment (letters, digits, '_', '.', '-')")
-    return validate_key(template.format_map(dict(values)))
+    return validate_key(fill_fields(template, values, what))
 
 
 def _parameter_free(template: str) -> bool:
