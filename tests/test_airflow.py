@@ -308,6 +308,20 @@ def test_task_run_honours_env(unit, monkeypatch) -> None:
         pass
 
 
+def test_pipekey_env_param_names_only_the_manifests_environments(unit, monkeypatch) -> None:
+    """The DAG run param pipekey_env outside the manifest's environments is refused by the
+    secrets backend and task_run, one line naming it and the list; no chain is built."""
+    backend = unit.PipekeySecretsBackend(manifest=str(unit.manifest_path))
+    _in_task(monkeypatch, unit, "ads_report", pipekey_env="staging")
+    listed = r"environment 'staging' is not one of the environments \['dev', 'prod'\]"
+    with pytest.raises(Exception, match=listed) as info:
+        backend.get_conn_value("audit")
+    assert "\n" not in str(info.value) and "fake-" not in str(info.value)
+    with pytest.raises(Exception, match=listed), unit.task_run(account="acct_42"):
+        pass
+    assert backend.lk.open_environments == ["dev"]
+
+
 def test_task_run_refuses_an_unknown_parameter(unit, monkeypatch) -> None:
     """A misspelt scope parameter given to task_run() is an error, not silently dropped."""
     monkeypatch.setenv("PIPEKEY_CONFIG", str(unit.manifest_path))

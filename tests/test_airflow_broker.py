@@ -396,3 +396,61 @@ def test_a_broker_built_in_a_worker_steps_aside(world, monkeypatch, caplog) -> N
     assert aside.get_conn_value("warehouse") is None and aside.get_variable("x") is None
     assert world._instances == {}
     assert len([r for r in caplog.records if "answers nothing here" in r.getMessage()]) == 1
+
+
+DEAD_STORE = textwrap.dedent('''
+    env = "prod"
+    [backends.ssm]
+    type = "aws_ssm"
+    region = "eu-central-1"
+    endpoint_url = "http://127.0.0.1:{port}"
+    max_attempts = 1
+    connect_timeout = 1
+    read_timeout = 1
+    [pipelines.ads]
+    dags = ["ads*"]
+    scope = "marketing/ads/{{account}}"
+    requires = ["api_token"]
+    connections = {{ warehouse = "connections/wh_{{env}}" }}
+    teams = ["marketing"]
+''')
+
+
+@pytest.mark.parametrize("mode", ["direct", "broker"])
+def test_a_store_failure_is_a_refusal_never_a_fall_through(world, tmp_path, monkeypatch,
+                                                          mode) -> None:
+    """A store that cannot be reached (a throttled or down SSM) makes every lookup pipekey
+    serves an authoritative refusal naming the store and the key, so Airflow does not ask its
+    next backend (the metastore, where a planted Variable would answer): in broker mode for a
+    team, in direct mode for a DAG's task and for shared/ (issue 25, hole 2)."""
+    from airflow.sdk.exceptions import AirflowSecretsBackendAccessDenied
+
+    from .servers import free_port
+
+    manifest = tmp_path / "dead.toml"
+    manifest.write_text(DEAD_STORE.format(port=free_port()))  # nothing listens there
+    for name, value in (("AWS_ACCESS_KEY_ID", "fake-id"), ("AWS_SECRET_ACCESS_KEY", "fake-key"),
+                        ("AWS_DEFAULT_REGION", "eu-central-1")):
+        monkeypatch.setenv(name, value)
+    backend = world.PipekeySecretsBackend(manifest=str(manifest), mode=mode)
+    if mode == "broker":
+        calls = [lambda: backend.get_conn_value("warehouse", team_name="marketing")]
+        # outside the team's policy, and the store cannot say whether it holds the key
+        for call in (lambda: backend.get_variable("x", team_name="marketing"),
+                     lambda: backend.get_variable("x", team_name=None)):
+            with pytest.raises(AirflowSecretsBackendAccessDenied, match="may not read|not "
+                                                                        "served"):
+                call()
+    else:
+        from types import SimpleNamespace
+
+        context = {"dag": SimpleNamespace(dag_id="ads_daily"), "run_id": "manual__1",
+                   "params": {}, "ti": SimpleNamespace(task_id="load", map_index=0)}
+        monkeypatch.setattr(world, "_task_context", lambda: context)
+        calls = [lambda: backend.get_conn_value("warehouse"),
+                 lambda: backend.get_variable("shared_setting")]
+        backend.prefixes["variable"] = "shared"  # shared/ is served outside a pipeline too
+    for call in calls:
+        with pytest.raises(AirflowSecretsBackendAccessDenied, match="store unavailable") as info:
+            call()
+        assert "\n" not in str(info.value) and "'ssm'" in str(info.value)

@@ -20,11 +20,18 @@ from hypothesis import strategies as st
 
 import pipekey
 from pipekey import InvalidKey, ReadOnlyBackend, ValueTooLarge
-from pipekey.backends import Backend
+from pipekey.backends import Backend, backend_class
 from pipekey.backends.aws_secrets_manager import SecretsManagerBackend, SecretsManagerConfig
 from pipekey.backends.aws_ssm import SsmBackend, SsmConfig
 from pipekey.backends.azure_key_vault import AzureKeyVaultBackend
-from pipekey.backends.base import Invalidates, Versioned, VersionProbe, Writable
+from pipekey.backends.base import (
+    BuildContext,
+    Invalidates,
+    Versioned,
+    VersionProbe,
+    Writable,
+    require_env,
+)
 from pipekey.backends.dynamodb import DynamoDbBackend, DynamoDbConfig
 from pipekey.backends.env import EnvBackend, key_to_name
 from pipekey.backends.files import FilesBackend
@@ -32,8 +39,8 @@ from pipekey.backends.gcp_secret_manager import GcpSecretManagerBackend, GcpSecr
 from pipekey.backends.local import LocalBackend
 from pipekey.backends.vault import AppRoleAuth, VaultBackend, VaultConfig
 from pipekey.cache import CachedBackend, wrap
-from pipekey.errors import BackendError
-from pipekey.keys import validate_key
+from pipekey.errors import BackendError, UsageError
+from pipekey.keys import is_segment, validate_key
 from pipekey.testing import MemoryBackend
 
 SEED = {
@@ -548,3 +555,94 @@ def test_writing_one_key_never_changes_another(factory, tmp_path: Path, request)
         assert not leaked, f"writing {key!r} changed {sorted(leaked)}"
 
     check()
+
+
+# -- environments are part of the key mapping ----------------------------------------------------
+# Manifest sections whose store names hold {env}: building one calls no store.
+ENV_TEMPLATED = [
+    pytest.param({"type": "env", "prefix": "LK_{env}__"}, id="env"),
+    pytest.param({"type": "env", "prefix": "LK_{env}_"}, id="env-one-underscore"),
+    pytest.param({"type": "env", "prefix": "LK_{env}"}, id="env-nothing-after"),
+    pytest.param({"type": "aws_ssm", "prefix": "/lk/{env}", **_AWS}, id="aws_ssm"),
+    pytest.param({"type": "aws_secrets_manager", "prefix": "lk/{env}", **_AWS},
+                 id="aws_secrets_manager"),
+    pytest.param({"type": "aws_secrets_manager", "prefix": "lk-{env}-", "separator": "", **_AWS},
+                 id="aws_secrets_manager-raw"),
+    pytest.param({"type": "vault", "url": "http://127.0.0.1:9", "prefix": "lk/{env}"},
+                 id="vault"),
+    pytest.param({"type": "vault", "url": "http://127.0.0.1:9", "mount": "kv-{env}",
+                  "prefix": "lk-{env}", "layout": "document"}, id="vault-document"),
+    pytest.param({"type": "gcp_secret_manager", "project": "lk-test", "prefix": "lk_{env}",
+                  "credentials": "anonymous"}, id="gcp_secret_manager"),
+    pytest.param({"type": "gcp_secret_manager", "project": "lk-test", "prefix": "lk_{env}_",
+                  "separator": "", "credentials": "anonymous"}, id="gcp_secret_manager-raw"),
+    pytest.param({"type": "azure_key_vault", "url": "https://127.0.0.1:9", "prefix": "lk-{env}"},
+                 id="azure_key_vault"),
+]
+_JOINERS = ("__", "_", "-", "--", ".", "")
+
+
+@st.composite
+def _env_key_pairs(draw: st.DrawFn) -> list[tuple[str, str]]:
+    """(environment, key) pairs cut from one path at every segment boundary, each part joined
+    the ways store names join (``prod__finance`` + ``ledger/api_key`` against ``prod`` +
+    ``finance/ledger/api_key``), the environment in every case."""
+    segments = draw(st.lists(_segments, min_size=2, max_size=4))
+    pairs = set()
+    for cut in range(1, len(segments)):
+        for joiner in _JOINERS:
+            env = joiner.join(segments[:cut])
+            keys = {k for j in ("/", *_JOINERS) for k in _variants(j.join(segments[cut:]))}
+            pairs |= {(e, k) for e in {env, env.lower(), env.upper()} for k in keys}
+    return sorted((e, k) for e, k in pairs if is_segment(e))
+
+
+@pytest.mark.parametrize("section", ENV_TEMPLATED)
+def test_environment_and_key_to_store_name_is_injective(section, tmp_path: Path) -> None:
+    """Two different (environment, key) pairs never name the same stored item; an
+    environment the backend cannot map reversibly is refused, saying why."""
+    cls = backend_class(section["type"])
+    config = cls.Config(**section)
+
+    @settings(max_examples=150, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(pairs=_env_key_pairs())
+    def check(pairs: list[tuple[str, str]]) -> None:
+        built: dict[str, Backend] = {}
+        names: dict[str, tuple[str, str]] = {}
+        for env, key in pairs:
+            if cls.env_problem(env, config) is not None:
+                with pytest.raises(UsageError, match=f"environment {env!r} cannot be used "
+                                                     "with backend 'x': "):
+                    require_env(cls, "x", config, env)
+                continue
+            if env not in built:
+                built[env] = cls.from_config("x", config, BuildContext(tmp_path, env))
+            name = built[env].store_name(key)
+            if name is None:
+                continue
+            assert name not in names, f"{(env, key)} and {names[name]} share {name!r}"
+            names[name] = (env, key)
+
+    check()
+
+
+@pytest.mark.parametrize(("section", "env"), [
+    pytest.param({"type": "env", "prefix": "LK_{env}__"}, "prod__FINANCE", id="env-separator"),
+    pytest.param({"type": "env", "prefix": "LK_{env}__"}, "prod__finance", id="env-lower"),
+    pytest.param({"type": "env", "prefix": "LK_{env}__"}, "PROD", id="env-case"),
+    pytest.param({"type": "env", "prefix": "LK_{env}__"}, "prod_", id="env-edge"),
+    pytest.param({"type": "aws_secrets_manager", "prefix": "lk-{env}-", "separator": "",
+                  **_AWS}, "prod-eu", id="raw-prefix-separator"),
+    pytest.param({"type": "azure_key_vault", "url": "https://127.0.0.1:9", "prefix": "lk-{env}"},
+                 "Prod", id="azure-case"),
+    pytest.param({"type": "aws_ssm", "prefix": "/lk/{env}", **_AWS}, "..", id="ssm-dotdot"),
+])
+def test_an_unmappable_environment_is_refused(section, env: str) -> None:
+    """The known collisions are refused, with one line naming the environment and backend."""
+    cls = backend_class(section["type"])
+    with pytest.raises(UsageError) as info:
+        require_env(cls, "store", cls.Config(**section), env)
+    assert str(info.value).startswith(f"environment {env!r} cannot be used with backend "
+                                      "'store': ")
+    assert "\n" not in str(info.value)

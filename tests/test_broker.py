@@ -26,7 +26,7 @@ from pipekey.broker import (
     request_key,
 )
 from pipekey.client import Pipekey
-from pipekey.errors import AccessDenied, SecretNotFound, UsageError
+from pipekey.errors import AccessDenied, ManifestError, SecretNotFound, UsageError
 from pipekey.manifest import parse_manifest
 from pipekey.teams import TeamBroker, TeamPolicy
 from pipekey.testing import MemoryBackend
@@ -517,7 +517,7 @@ def test_a_run_request_names_only_environments_the_broker_serves(tmp_path: Path)
                                                f"'ads' in environment '{env}'") as info:
             team_broker.run(request_key("ads", env, {"account": "acct_42"}), "marketing")
         assert "fake-" not in str(info.value)
-    assert set(team_broker.lk._chains) == {"prod"}
+    assert not team_broker.lk._chains  # none but its own (prod), which it holds apart
     payload = decode_payload(team_broker.run(request_key("ads", "prod", {"account": "acct_42"}),
                                              "marketing"))
     assert payload.connections["warehouse"].key == "connections/wh_prod"
@@ -548,46 +548,65 @@ requires = ["token"]
 connections = { lake = "connections/lake_finance" }
 teams = ["finance"]
 """
-WIDENING_STORE = {
+OWNED = """
+env = "prod"
+[backends.memory]
+type = "env"
+[pipelines.lakes]
+scope = "data/{dataset}"
+requires = ["token"]
+connections = { lake = "connections/lake_{dataset}" }
+grants = ["finance/ledger/public_token"]
+teams = ["marketing"]
+[pipelines.ledger]
+scope = "finance/ledger"
+requires = ["token"]
+connections = { lake = "connections/finance_lake" }
+teams = ["finance"]
+"""
+OWNED_STORE = {
     "data/clicks/token": "fake-clicks-token",
-    "data/finance/token": "fake-mkt-dataset-finance-token",
     "connections/lake_clicks": "postgres://m:fake-clicks-lake-pw@lake/db",
-    "data/ledger/token": "fake-ledger-token-fin",
-    "connections/lake_finance": "postgres://f:fake-fin-lake-pw@lake/db",
-    "connections/lake_ledger": "postgres://f:fake-fin-lake2-pw@lake/db",
+    "finance/ledger/token": "fake-ledger-token-fin",
+    "finance/ledger/public_token": "fake-ledger-public-token",
+    "connections/finance_lake": "postgres://f:fake-fin-lake-pw@lake/db",
 }
 
 
-def test_a_parameter_value_does_not_reach_another_teams_keys(tmp_path: Path, caplog) -> None:
-    """Marketing's templates (``data/{dataset}``, ``connections/lake_{dataset}``) match keys
-    that finance's pipelines name literally: a run with dataset "ledger" or a lookup of such a
-    key is refused to marketing, naming both teams and the key, never a value; marketing's own
-    parameter values, and finance's own keys, are served."""
+def test_teams_whose_templates_overlap_are_refused_at_load(tmp_path: Path) -> None:
+    """Marketing's templates (``data/{dataset}``, ``connections/lake_{dataset}``) start with
+    the literal prefixes ``data/`` and ``connections/lake_``, which finance's ``data/ledger``
+    and ``connections/lake_finance`` fall under: a parameter value of marketing's would reach
+    finance's keys, so the manifest is refused at load naming both teams (a team owns
+    prefixes, not patterns)."""
+    with pytest.raises(ManifestError, match="teams 'marketing' and 'finance' own overlapping "
+                                            "keys: pipelines.lakes.scope = 'data/{dataset}'"):
+        parse_manifest(tomllib.loads(WIDENING), tmp_path / "pipekey.toml")
+
+
+def test_a_team_reads_another_teams_key_only_through_an_explicit_grant(tmp_path: Path,
+                                                                      caplog) -> None:
+    """With prefixes that do not overlap, a key finance owns is refused to marketing, held or
+    not, unless one of marketing's pipelines grants it; each team's own keys are served."""
     caplog.set_level(logging.DEBUG)
-    manifest = parse_manifest(tomllib.loads(WIDENING), tmp_path / "pipekey.toml")
-    team_broker = TeamBroker(Pipekey([MemoryBackend("memory", data=WIDENING_STORE)],
+    manifest = parse_manifest(tomllib.loads(OWNED), tmp_path / "pipekey.toml")
+    team_broker = TeamBroker(Pipekey([MemoryBackend("memory", data=OWNED_STORE)],
                                       env="prod", manifest=manifest))
     seen = []
-    for params in ({"dataset": "ledger"}, {"dataset": "finance"}):
-        with pytest.raises(AccessDenied, match="'marketing': the run of pipekey pipeline "
-                                               "'lakes'.* team 'finance'") as info:
-            team_broker.run(request_key("lakes", None, params), "marketing")
-        seen.append(str(info.value))
-    for key in ("data/ledger/token", "connections/lake_finance"):
-        with pytest.raises(AccessDenied, match=f"'marketing' may not read key \\('{key}'\\): "
-                                               "team 'finance'") as info:
+    for key in ("finance/ledger/token", "connections/finance_lake", "finance/ledger/absent"):
+        with pytest.raises(AccessDenied, match=f"'marketing' may not read key \\('{key}'\\)"
+                           ) as info:
             team_broker.read(key, "marketing", "key")
         seen.append(str(info.value))
+    assert team_broker.read("finance/ledger/public_token", "marketing", "key") == \
+        "fake-ledger-public-token"
     payload = decode_payload(team_broker.run(request_key("lakes", None, {"dataset": "clicks"}),
                                              "marketing"))
     assert payload.names["token"].value == "fake-clicks-token"
-    assert payload.connections["lake"].value == WIDENING_STORE["connections/lake_clicks"]
-    assert team_broker.read("data/clicks/token", "marketing", "key") == "fake-clicks-token"
-    # unnamed by finance: still marketing's through its template
-    assert team_broker.read("connections/lake_ledger", "marketing", "key") is not None
+    assert payload.connections["lake"].value == OWNED_STORE["connections/lake_clicks"]
     payload = decode_payload(team_broker.run(request_key("ledger"), "finance"))
-    assert payload.connections["lake"].value == WIDENING_STORE["connections/lake_finance"]
-    assert team_broker.read("data/ledger/token", "finance", "key") == "fake-ledger-token-fin"
+    assert payload.connections["lake"].value == OWNED_STORE["connections/finance_lake"]
+    assert team_broker.read("finance/ledger/token", "finance", "key") == "fake-ledger-token-fin"
     text = "\n".join(seen) + caplog.text
     for value in ("fake-ledger-token-fin", "fake-fin-lake-pw"):
         assert value not in text

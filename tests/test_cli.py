@@ -304,3 +304,37 @@ def test_unknown_command_hint_and_help_list_every_command(isolated: Path) -> Non
         assert f"\n  {name} " in listing.stdout
     typo = run_cli("chek")
     assert typo.returncode == 2 and "did you mean `pipekey check`?" in typo.stderr
+
+
+@pytest.mark.parametrize("args, extra, message", [
+    pytest.param(["--env", "staging"], {}, "environment 'staging' (--env / $PIPEKEY_ENV) is "
+                 "not one of environments ['dev', 'prod']", id="env-not-listed"),
+    pytest.param([], {"PIPEKEY_ENV": "staging"}, "environment 'staging' (--env / $PIPEKEY_ENV) "
+                 "is not one of environments ['dev', 'prod']", id="pipekey_env-not-listed"),
+    pytest.param(["--env", "../prod"], {}, "'../prod' is not a valid environment name",
+                 id="env-not-a-segment"),
+])
+def test_environment_outside_the_manifest_is_refused(isolated: Path, args, extra,
+                                                     message) -> None:
+    """--env and $PIPEKEY_ENV name only the manifest's environments: exit 2, one line
+    naming the environment and the list."""
+    (isolated / "pipekey.toml").write_text(
+        'environments = ["dev", "prod"]\n[backends.local]\ntype = "local"\npath = "{env}.db"\n')
+    result = run_cli(*args, "ls", env=extra)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not list(isolated.glob("*.db"))
+
+
+def test_environment_a_backend_cannot_map_is_refused(isolated: Path) -> None:
+    """--env prod__FINANCE with prefix LK_{env}__ would read prod's finance/... keys: exit 2,
+    one line naming the environment and the backend, no value printed."""
+    (isolated / "pipekey.toml").write_text(
+        'chain = ["env"]\n[backends.env]\ntype = "env"\nprefix = "LK_{env}__"\n')
+    result = run_cli("--env", "prod__FINANCE", "get", "ledger/api_key", "--reveal",
+                     env={"LK_prod__FINANCE__LEDGER__API_KEY": "fake-prod-finance-key"})
+    assert result.returncode == 2
+    assert "environment 'prod__FINANCE' cannot be used with backend 'env'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "fake-" not in result.stdout + result.stderr

@@ -59,7 +59,7 @@ def test_one_segment_rule(text: str, tmp_path) -> None:
     from pipekey.errors import PipekeyError
     from pipekey.keys import is_segment
     from pipekey.manifest import parse_manifest
-    from pipekey.scope import fill_template
+    from pipekey.policy import fill_template
 
     def accepts(check) -> bool:
         try:

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import pipekey
 from pipekey.backends.base import Secret
-from pipekey.errors import PipekeyError
+from pipekey.errors import ManifestError, PipekeyError
 from pipekey.manifest import parse_manifest
 from pipekey.testing import MemoryBackend
 
@@ -307,10 +307,19 @@ def test_a_team_obtains_only_its_union_policy(first: dict, second: dict, other: 
 
     mine = [_team_pipeline(first["pipeline"], "p1", ["team_t"]),
             _team_pipeline(second["pipeline"], "p2", ["team_t"])]
-    theirs = _team_pipeline(other["pipeline"], "p3", ["team_u"])
-    data, owner = _materialise({**other["shapes"], **second["shapes"], **first["shapes"]})
-    manifest = parse_manifest({"pipelines": {"p1": mine[0], "p2": mine[1], "p3": theirs}},
-                              Path("pipekey.toml"), None)
+    # team u's keys live under u/ (a prefix it owns), where team t has no template of its own
+    theirs = _team_pipeline(_moved_under_u(other["pipeline"]), "p3", ["team_u"])
+    data, owner = _materialise({**{_u(k): v for k, v in other["shapes"].items()},
+                                **second["shapes"], **first["shapes"]})
+    try:
+        manifest = parse_manifest({"pipelines": {"p1": mine[0], "p2": mine[1], "p3": theirs}},
+                                  Path("pipekey.toml"), None)
+    except ManifestError as exc:  # a template of t's with no literal prefix owns u/ too
+        assert "'team_t'" in str(exc) and "'team_u'" in str(exc), str(exc)
+        assert any(p["scope"].startswith(PARAM) or any(
+            c.startswith(PARAM) for c in p["connections"].values()) for p in mine), str(exc)
+        event("refused at load: overlapping prefixes")
+        return
     lk = pipekey.Pipekey([DocumentMemory("mem", data)], manifest=manifest, env=manifest.env)
     broker = TeamBroker(lk)
     probe_keys = sorted({k for key in data for k in _prefixes(key)}
@@ -320,7 +329,7 @@ def test_a_team_obtains_only_its_union_policy(first: dict, second: dict, other: 
         attempts.append(lambda c=conn: broker.read(
             broker.connection_key(c, "team_t", f"airflow/{c}") or "", "team_t", "connection"))
     for name, pipeline in (("p1", mine[0]), ("p2", mine[1]), ("p3", theirs)):
-        for acct in SEGMENTS if PARAM in pipeline["scope"] else [None]:
+        for acct in [*SEGMENTS, "u"] if PARAM in pipeline["scope"] else [None]:
             params = {"acct": acct} if acct else {}
             attempts.append(lambda n=name, p=params: broker.run(request_key(n, None, p), "team_t"))
     obtained = []
@@ -339,3 +348,39 @@ def test_a_team_obtains_only_its_union_policy(first: dict, second: dict, other: 
             key = owner[token]
             assert reference_team_allows(mine, key), (
                 f"team t (scopes {[p['scope'] for p in mine]}) obtained the value of {key!r}")
+            assert not key.startswith("u/") or any(
+                _under(key, g) for p in mine for g in p["grants"]), (
+                f"team t obtained {key!r}, under the prefix team u owns")
+
+
+def _u(key: str) -> str:
+    return key if _under(key, "shared") else f"u/{key}"
+
+
+def _moved_under_u(pipeline: dict) -> dict:
+    """A generated pipeline with every key it names moved under ``u/``."""
+    return {**pipeline, "scope": _u(pipeline["scope"]),
+            "connections": {c: _u(t) for c, t in pipeline["connections"].items()},
+            "grants": [_u(g) for g in pipeline["grants"]],
+            "dlt": {f: (f"key:{_u(t[4:])}" if t.startswith("key:") else t)
+                    for f, t in pipeline["dlt"].items()}}
+
+
+def test_two_teams_owning_overlapping_prefixes_are_refused_at_load() -> None:
+    """Ownership is a prefix check over every served environment: marketing's data/{dataset}
+    overlaps finance's data/ledger_{env} (issue 25, hole 1), and marketing's dev/{x} overlaps
+    finance's {env}/ledger only in environment dev, which the server (prod) does not run in;
+    both are refused at load, naming both teams."""
+    hole = {"environments": ["prod", "dev"], "env": "prod", "pipelines": {
+        "ledger": {"scope": "data/ledger_{env}", "requires": ["api_key"], "teams": ["finance"]},
+        "lakes": {"scope": "data/{dataset}", "requires": ["api_key"], "teams": ["marketing"]}}}
+    with pytest.raises(ManifestError, match="teams '.*' and '.*' own overlapping keys"):
+        parse_manifest(hole, Path("pipekey.toml"), None)
+    by_env = {"environments": ["prod", "dev"], "env": "prod", "pipelines": {
+        "ledger": {"scope": "{env}/ledger", "requires": ["api_key"], "teams": ["finance"]},
+        "lakes": {"scope": "dev/{x}", "requires": ["api_key"], "teams": ["marketing"]}}}
+    with pytest.raises(ManifestError, match="'dev/'"):
+        parse_manifest(by_env, Path("pipekey.toml"), None)
+    # the same templates without dev served: nothing overlaps
+    prod_only = {**by_env, "environments": ["prod"]}
+    parse_manifest(prod_only, Path("pipekey.toml"), None)

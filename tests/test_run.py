@@ -355,3 +355,123 @@ def test_declared_shared_names_skip_the_walk() -> None:
     with lk.pipeline("p", account="a1") as run:
         assert run.secret("slack") == "fake-slack"
     assert [c.args for c in mem.calls] == [("team/a1/token", "shared/slack")]
+
+
+# -- environments: names, the manifest's list, bounded state ---------------------------------
+FOLD_MANIFEST = '''env = "prod"
+chain = ["env"]
+[backends.env]
+type = "env"
+prefix = "LK_{env}__"
+[pipelines.p]
+scope = "{area}"
+requires = ["api_key"]
+'''
+
+
+def test_an_environment_name_never_reads_another_environments_key(
+        isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With prefix LK_{env}__, environment prod__FINANCE would read prod's
+    finance/ledger/api_key as its own ledger/api_key: it is refused, naming it and the
+    backend, and no value is read."""
+    (isolated / "pipekey.toml").write_text(FOLD_MANIFEST)
+    monkeypatch.setenv("LK_prod__FINANCE__LEDGER__API_KEY", "fake-prod-finance-key")
+    lk = pipekey.load()
+    for env in ("prod__FINANCE", "prod__finance", "PROD", "prod_"):
+        with pytest.raises(UsageError) as info:
+            lk.pipeline("p", env=env, area="ledger").__enter__()
+        message = str(info.value)
+        assert message.startswith(f"environment {env!r} cannot be used with backend 'env': ")
+        assert "\n" not in message and "fake-" not in message
+    with pytest.raises(UsageError, match="environment 'prod__FINANCE' cannot be used"):
+        pipekey.load(env="prod__FINANCE")
+    monkeypatch.setenv("LK_prod__LEDGER__API_KEY", "fake-prod-ledger-key")
+    with lk.pipeline("p", env="prod", area="ledger") as run:
+        assert run.secret("api_key") == "fake-prod-ledger-key"
+
+
+@pytest.mark.parametrize("env", ["../etc", "a/b", "", "."])
+def test_an_environment_is_one_key_segment_at_every_entry(
+        isolated: Path, master_key: str, monkeypatch: pytest.MonkeyPatch, env: str) -> None:
+    """An environment name follows the key-segment rule through the library's env=,
+    chain_for, load(env=) and $PIPEKEY_ENV: nothing is built from it."""
+    (isolated / "pipekey.toml").write_text(
+        '[backends.local]\ntype = "local"\npath = "stores/{env}.db"\n'
+        '[pipelines.ads]\nscope = "ads"\nrequires = ["token"]\n')
+    lk = pipekey.load()
+    if env:  # "" means "the default" for env=
+        with pytest.raises(UsageError, match=f"environment {env!r} is not a valid environment"):
+            lk.pipeline("ads", env=env).__enter__()
+        with pytest.raises(UsageError, match=f"environment {env!r} is not a valid environment"):
+            lk.chain_for(env)
+        with pytest.raises(UsageError, match="is not a valid environment name"):
+            pipekey.load(env=env)
+        monkeypatch.setenv("PIPEKEY_ENV", env)
+        with pytest.raises(UsageError, match="is not a valid environment name"):
+            pipekey.load()
+    assert not (isolated.parent / "etc.db").exists()
+    assert {p.name for p in (isolated / "stores").glob("*")} <= {"dev.db"}
+
+
+def test_only_the_manifests_environments_are_served(isolated: Path, master_key: str) -> None:
+    """With environments listed, another name is refused with one line naming it and the
+    list, from load(env=), pipeline(env=) and chain_for; a listed name a backend cannot map,
+    an invalid one, or a pipeline pinned outside the list is a manifest error."""
+    base = ('env = "dev"\nenvironments = ["dev", "prod"]\n'
+            '[backends.local]\ntype = "local"\npath = "{env}.db"\n'
+            '[pipelines.ads]\nscope = "ads"\nrequires = ["token"]\n')
+    (isolated / "pipekey.toml").write_text(base)
+    lk = pipekey.load()
+    for refuse in (lambda: lk.pipeline("ads", env="staging").__enter__(),
+                   lambda: lk.chain_for("staging")):
+        with pytest.raises(UsageError) as info:
+            refuse()
+        assert str(info.value).startswith("environment 'staging' is not one of the "
+                                          "environments ['dev', 'prod']")
+    with pytest.raises(UsageError, match=r"environment 'staging' \(--env / \$PIPEKEY_ENV\) is "
+                                         r"not one of environments \['dev', 'prod'\]"):
+        pipekey.load(env="staging")
+    for text, field in [
+        (base.replace('"prod"]', '"prod", "a/b"]'), "environments[2]"),
+        (base.replace('"prod"]', '"prod"]\nchain = ["local", "env"]\n[backends.env]\n'
+                      'type = "env"\nprefix = "LK_{env}__"') .replace('"prod"', '"Prod"'),
+         "environments[1]"),
+        (base + 'env = "staging"\n', "pipelines.ads.env"),
+    ]:
+        (isolated / "pipekey.toml").write_text(text)
+        with pytest.raises(pipekey.ManifestError) as info:
+            pipekey.load(env="dev")
+        assert f": {field}: " in str(info.value)
+
+
+def test_many_environments_keep_bounded_chains_and_caches_and_close_frees_them(
+        isolated: Path, master_key: str) -> None:
+    """Runs in 40 environment names leave at most MAX_ENVIRONMENTS other chains (and their
+    caches) alive, not 40; close() drops them and releases every cache it held."""
+    import gc
+
+    from pipekey.cache import CachedBackend
+    from pipekey.chain import Chain
+    from pipekey.client import MAX_ENVIRONMENTS
+
+    (isolated / "pipekey.toml").write_text(
+        '[backends.local]\ntype = "local"\npath = "{env}.db"\ncache = true\n'
+        '[pipelines.ads]\nscope = "ads"\noptional = ["token"]\n')
+
+    def alive(kind: type) -> int:
+        gc.collect()
+        return sum(isinstance(o, kind) for o in gc.get_objects())
+
+    chains, caches = alive(Chain), alive(CachedBackend)
+    lk = pipekey.load()
+    for i in range(40):
+        with lk.pipeline("ads", env=f"env_{i:02d}"):
+            pass
+    assert alive(Chain) - chains <= 1 + MAX_ENVIRONMENTS
+    assert alive(CachedBackend) - caches <= 1 + MAX_ENVIRONMENTS
+    assert len(lk.open_environments) == 1 + MAX_ENVIRONMENTS
+    lk.close()
+    assert lk.open_environments == ["dev"]
+    assert alive(Chain) - chains <= 1 and alive(CachedBackend) - caches <= 1
+    del lk
+    assert alive(CachedBackend) - caches == 0

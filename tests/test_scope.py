@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pipekey import InvalidKey, UsageError
-from pipekey.scope import Scope, fill_template
+from pipekey.policy import RunPolicy, fill_template
+from pipekey.scope import Scope
 
 
 def test_fill_template_and_errors() -> None:
@@ -83,6 +84,7 @@ def test_names_are_one_segment() -> None:
 def test_policy(key: str, allowed: bool) -> None:
     """A run reads its scope, its declared names at parent levels, shared/, grants and mapped
     keys."""
-    scope = Scope("marketing/facebook/acct_42", grants=("finance/stripe", "ops/pager"),
-                  mapped=("connections/snowflake_prod",), names=("app_secret", "region"))
-    assert scope.allows(key) is allowed
+    policy = RunPolicy("marketing/facebook/acct_42", grants=("finance/stripe", "ops/pager"),
+                       connection_keys={"warehouse": "connections/snowflake_prod"},
+                       names=frozenset({"app_secret", "region"}))
+    assert policy.allows(key) is allowed

@@ -14,6 +14,10 @@ Numbers, not assertions: they are measured on the machine at hand and printed.
   them, the part of the run's figure that validating the manifest costs (pydantic's import and
   the models' first build), timed inside a fresh interpreter: what remains while pydantic is
   the manifest's one schema.
+* ``environments``: a manifest whose cached local store is ``{env}.db``, one run in each of
+  ``ENVIRONMENTS`` environment names: resident memory growth per open environment, and the
+  chains and shared caches alive while open (bounded by ``MAX_ENVIRONMENTS`` and
+  ``MAX_SHARED``) and after ``close()``.
 * ``credentials`` (``pipekey bench --credentials NAME``): ``runs`` runs opening at once, each
   minting its own login from the manifest's ``[credentials.NAME]`` against the real database:
   time to ready (median, p90, slowest), time to close, and the logins left (should be 0).
@@ -159,6 +163,7 @@ def run_benchmarks(repeat: int = 20, latency: float = 0.02) -> dict[str, Any]:
         results[label] = ready
 
     results["runs_200"] = _many_runs(manifest, data, latency)
+    results["environments"] = environments_memory()
 
     lk = Pipekey([MemoryBackend("mem", data)], manifest=manifest)
     with lk.pipeline("bench", account="acct_1") as run:
@@ -168,6 +173,71 @@ def run_benchmarks(repeat: int = 20, latency: float = 0.02) -> dict[str, Any]:
             best = min(timeit.repeat(stmt, number=number, repeat=5))
             results[label] = best / number * 1e9
     return results
+
+
+ENVIRONMENTS = 40
+_ENV_MANIFEST = """chain = ["local"]
+[backends.local]
+type = "local"
+path = "{env}.db"
+cache = true
+[pipelines.bench]
+scope = "bench"
+requires = ["token"]
+"""
+
+
+def _rss_bytes() -> int:
+    """This process's resident memory now (Linux), else its peak so far."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+
+
+def environments_memory(n: int = ENVIRONMENTS) -> dict[str, Any]:
+    """One run in each of ``n`` environments of one ``Pipekey``: memory and live state."""
+    import gc
+
+    from .cache import shared_count
+    from .client import MAX_ENVIRONMENTS, load
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "pipekey.toml").write_text(_ENV_MANIFEST, encoding="utf-8")
+        key = generate_master_key()
+        envs = [f"bench_env_{i:03d}" for i in range(n)]
+        for env in envs:
+            store = LocalBackend("local", Path(tmp) / f"{env}.db", master_key=key)
+            store.put("bench/token", f"fake-bench-{env}")
+            store.close()
+        previous = os.environ.get("PIPEKEY_MASTER_KEY")
+        os.environ["PIPEKEY_MASTER_KEY"] = key
+        try:
+            baseline = shared_count()
+            lk = load(Path(tmp) / "pipekey.toml", env=envs[0])
+            gc.collect()
+            before = _rss_bytes()
+            for env in envs:
+                with lk.pipeline("bench", env=env) as run:
+                    run.secret("token")
+            gc.collect()
+            grown = _rss_bytes() - before
+            open_envs, open_caches = len(lk.open_environments), shared_count() - baseline
+            lk.close()
+            gc.collect()
+            after_close = _rss_bytes() - before
+        finally:
+            if previous is None:
+                os.environ.pop("PIPEKEY_MASTER_KEY", None)
+            else:
+                os.environ["PIPEKEY_MASTER_KEY"] = previous
+    return {"environments": n, "rss_growth_bytes": grown,
+            "rss_per_environment_bytes": grown / n, "rss_after_close_bytes": after_close,
+            "environments_open": open_envs, "environments_bound": MAX_ENVIRONMENTS + 1,
+            "caches_open": open_caches, "environments_after_close": len(lk.open_environments),
+            "caches_after_close": shared_count() - baseline}
 
 
 def credentials_burst(lk: Pipekey, definition: str, runs: int = 50) -> dict[str, Any]:

@@ -33,9 +33,11 @@ asks for one.
 * **Rate limit**: a token bucket per backend, shared by every thread of the process, keeps a
   burst of runs under the store's quota instead of being throttled.
 
-One cache per backend definition, shared by every ``Pipekey`` of the process that builds the
-same backend (``load()`` in each Airflow task, say). ``close()`` stops its refresher threads
-(a later refresh starts them again). Counts go to :mod:`pipekey.metrics` (``cache_*``), the
+One cache per backend definition and environment, shared by every open ``Pipekey`` of the
+process that builds the same backend (``load()`` in each Airflow task, say). ``close()`` stops
+its refresher threads (a later refresh starts them again); when the last ``Pipekey`` holding
+it closes, it leaves the registry, which shares at most ``MAX_SHARED`` caches (least recently
+used first out). Counts go to :mod:`pipekey.metrics` (``cache_*``), the
 wrapped backend counts its own calls: a hit is no backend call, a miss is one. Clock and
 sleep are injectable.
 """
@@ -66,10 +68,11 @@ from .backends.base import (
 )
 from .errors import BackendError, BackendUnavailable, PipekeyError
 
-__all__ = ["CacheConfig", "CachedBackend", "CachedProbeBackend", "CachedVersionedBackend",
-           "CachedVersionedProbeBackend", "CachedWritableBackend", "CachedWritableProbeBackend",
-           "CachedWritableVersionedBackend", "CachedWritableVersionedProbeBackend", "RateLimit",
-           "TokenBucket", "capabilities", "shared", "wrap"]
+__all__ = ["MAX_SHARED", "CacheConfig", "CachedBackend", "CachedProbeBackend",
+           "CachedVersionedBackend", "CachedVersionedProbeBackend", "CachedWritableBackend",
+           "CachedWritableProbeBackend", "CachedWritableVersionedBackend",
+           "CachedWritableVersionedProbeBackend", "RateLimit", "TokenBucket", "capabilities",
+           "release", "shared", "shared_count", "wrap"]
 
 
 T = TypeVar("T")
@@ -533,14 +536,48 @@ def wrap(inner: Backend, config: CacheConfig | None = None,
     return _CLASSES[capabilities(inner)](inner, config, rate_limit, **options)
 
 
-_shared: dict[tuple[Any, ...], CachedBackend] = {}
+#: at most this many caches are shared in the process (one per backend definition and
+#: environment); past that the least recently used one is no longer shared (its holders keep it)
+MAX_SHARED = 32
+#: identity -> [the cache, how many holders]; least recently used first
+_shared: OrderedDict[tuple[Any, ...], list[Any]] = OrderedDict()
 _shared_lock = threading.Lock()
 
 
 def shared(identity: tuple[Any, ...], build: Callable[[], Backend], cache: CacheConfig | None,
            rate_limit: RateLimit | None) -> CachedBackend:
-    """The process-wide CachedBackend for one backend definition (built on first use)."""
+    """The process-wide CachedBackend for one backend definition (built on first use).
+
+    Each call holds the cache until :func:`release`; the last release drops it from the
+    registry (and closes it), so caches live only while something uses them.
+    """
     with _shared_lock:
-        if identity not in _shared:
-            _shared[identity] = wrap(build(), cache, rate_limit)
-        return _shared[identity]
+        entry = _shared.get(identity)
+        if entry is None:
+            entry = _shared[identity] = [wrap(build(), cache, rate_limit), 0]
+            while len(_shared) > MAX_SHARED:
+                _shared.popitem(last=False)
+        _shared.move_to_end(identity)
+        entry[1] += 1
+        held: CachedBackend = entry[0]
+        return held
+
+
+def release(backend: Backend) -> None:
+    """Let go of one hold on ``backend`` taken by :func:`shared` (anything else: no-op)."""
+    with _shared_lock:
+        identity = next((i for i, e in _shared.items() if e[0] is backend), None)
+        if identity is None:
+            return
+        entry = _shared[identity]
+        entry[1] -= 1
+        if entry[1] > 0:
+            return
+        del _shared[identity]
+    backend.close()
+
+
+def shared_count() -> int:
+    """How many caches the process shares now (for tests and ``pipekey bench``)."""
+    with _shared_lock:
+        return len(_shared)

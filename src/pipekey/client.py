@@ -4,25 +4,31 @@ from __future__ import annotations
 
 import builtins
 import os
+import sys
 import threading
 import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from . import redact
 from .audit import AuditEvent, Auditor, build_auditor
 from .backends import Backend, BackendConfig, Secret, VersionInfo, backend_class
-from .backends.base import CacheConfig, Versioned, Writable, read_only
+from .backends.base import CacheConfig, Versioned, Writable, read_only, require_env
 from .backends.remote import RemoteBackend
 from .chain import Chain, Resolution
 from .errors import BackendUnavailable, PipekeyError, SecretNotFound, UsageError
-from .keys import validate_key, validate_prefix
+from .keys import is_segment, validate_key, validate_prefix
 from .manifest import Manifest, PipelineConfig, load_manifest
 from .run import Run
 
 if TYPE_CHECKING:
     from .credentials.base import Minter
 
-__all__ = ["Pipekey", "load"]
+__all__ = ["MAX_ENVIRONMENTS", "Pipekey", "load"]
+
+#: chains a ``Pipekey`` keeps for environments other than its own; past that the least
+#: recently used one is closed and its caches released (a later use builds it again)
+MAX_ENVIRONMENTS = 8
 
 
 def load(path: str | os.PathLike[str] | None = None, *, env: str | None = None) -> "Pipekey":
@@ -53,18 +59,29 @@ def from_manifest(manifest: Manifest) -> "Pipekey":
 
 
 def _build_chain(manifest: Manifest, env: str) -> Chain:
-    if manifest.environments and env not in manifest.environments:
-        raise UsageError(f"environment {env!r} is not one of {manifest.environments}")
-    built = _build_backends(manifest, env)
+    built = _build_backends(manifest, manifest.check_env(env), manifest.chain)
     return Chain([built[n] for n in manifest.chain], manifest.on_backend_error,
                  manifest.lookup)
 
 
-def _build_backends(manifest: Manifest, env: str) -> dict[str, Backend]:
+def _build_backends(manifest: Manifest, env: str,
+                    names: Iterable[str] | None = None) -> dict[str, Backend]:
+    """The backends ``names`` (default: every one) for ``env``; a cached one is held in the
+    process's registry until the ``Pipekey`` releases it (``close``, or its chain's eviction).
+
+    Raises:
+        UsageError: a backend cannot map ``env`` reversibly (names both).
+    """
     ctx = manifest.context()
     ctx = type(ctx)(base_dir=ctx.base_dir, env=env)
+    wanted = list(manifest.backends) if names is None else list(names)
+    for name in wanted:
+        cfg = manifest.backends[name]
+        require_env(backend_class(cfg.type), name, cfg, env)
     built = {}
-    for name, cfg in manifest.backends.items():
+    for name in wanted:
+        cfg = manifest.backends[name]
+
         def build(name: str = name, cfg: BackendConfig = cfg) -> Backend:
             return backend_class(cfg.type).from_config(name, cfg, ctx)
 
@@ -123,8 +140,11 @@ class Pipekey:
             lookup = manifest.lookup if manifest else "sequential"
         self.chain = Chain(backends, on_backend_error, lookup)
         self._backends = {b.name: b for b in [*extra_backends, *backends]}
-        self._chains = {env: self.chain}   # one chain per environment, built on first use
+        # one chain per other environment, built on first use; least recently used first
+        self._chains: OrderedDict[str, Chain] = OrderedDict()
         self._chain_factory = chain_factory
+        #: backends whose process-wide cache this one holds (released by ``close``)
+        self._holds: builtins.list[Backend] = list(self._backends.values())
         self.audit = auditor or Auditor()
         self._chains_lock = threading.Lock()
         self._minters: dict[tuple[str, str], Minter] = {}
@@ -348,13 +368,50 @@ class Pipekey:
             raise UsageError(f"no pipeline {name!r} in {where} (defined: {sorted(pipelines)})")
         return pipelines[name]
 
-    def chain_for(self, env: str) -> Chain:
-        """The chain with ``{env}`` in backend paths and prefixes filled for ``env``."""
+    @property
+    def open_environments(self) -> builtins.list[str]:
+        """The environments with a chain built: this one's own, then the others kept (at
+        most :data:`MAX_ENVIRONMENTS`), least recently used first."""
         with self._chains_lock:
-            if env not in self._chains:
-                factory = self._chain_factory
-                self._chains[env] = factory(env) if factory else self.chain
-            return self._chains[env]
+            return [self.env, *self._chains]
+
+    def check_env(self, env: str) -> str:
+        """``env`` if this ``Pipekey`` serves it: a key segment, one of the manifest's
+        ``environments`` when it lists them.
+
+        Raises:
+            UsageError: one line naming the environment (and the environments allowed).
+        """
+        if self.manifest is not None:
+            return self.manifest.check_env(env)
+        if not is_segment(env):
+            raise UsageError(f"environment {env!r} is not a valid environment name (one key "
+                             "segment: letters, digits, '_', '.', '-')")
+        return env
+
+    def chain_for(self, env: str) -> Chain:
+        """The chain with ``{env}`` in backend paths and prefixes filled for ``env``.
+
+        At most :data:`MAX_ENVIRONMENTS` chains besides this one's own are kept; the least
+        recently used goes (closed, its caches released) and is built again on a later use.
+
+        Raises:
+            UsageError: ``env`` is not served (:meth:`check_env`), or a backend cannot map it.
+        """
+        self.check_env(env)
+        if env == self.env or self._chain_factory is None:
+            return self.chain
+        evicted = None
+        with self._chains_lock:
+            chain = self._chains.get(env)
+            if chain is None:
+                chain = self._chains[env] = self._chain_factory(env)
+                if len(self._chains) > MAX_ENVIRONMENTS:
+                    evicted = self._chains.popitem(last=False)[1]
+            self._chains.move_to_end(env)
+        if evicted is not None:
+            _release(evicted)
+        return chain
 
     # -- diagnostics ----------------------------------------------------------------------
     def doctor(self) -> builtins.list[dict[str, object]]:
@@ -382,11 +439,29 @@ class Pipekey:
 
     def close(self) -> None:
         """Close every backend: connections, pools, and the refresher threads of caches (a
-        cache shared with another ``Pipekey`` of the process starts them again on use)."""
-        for chain in self._chains.values():
-            for b in chain:
-                b.close()
+        cache shared with another ``Pipekey`` of the process starts them again on use).
+
+        The chains of other environments are dropped and every cache this ``Pipekey``
+        holds is released: one no other open ``Pipekey`` holds leaves the process. This
+        ``Pipekey`` stays usable (its own backends reopen; other chains are built again).
+        """
+        with self._chains_lock:
+            chains, self._chains = list(self._chains.values()), OrderedDict()
+        for chain in chains:
+            _release(chain)
+        held, self._holds = self._holds, []
+        _release(held)
         for b in self._backends.values():
             b.close()
         for minter in self._minters.values():
             minter.close()
+
+
+def _release(backends: Iterable[Backend]) -> None:
+    """Close backends and let go of their caches in the process's registry."""
+    # only a manifest with a cache loads the cache module; without it nothing is held
+    cache = sys.modules.get(f"{__package__}.cache")
+    for b in backends:
+        b.close()
+        if cache is not None:
+            cache.release(b)

@@ -29,9 +29,16 @@ from .credentials.base import (
     PostgresRoleConfig,
     VaultDatabaseConfig,
 )
-from .errors import InvalidKey, ManifestError
+from .errors import InvalidKey, ManifestError, UsageError
 from .keys import is_segment, validate_key
-from .scope import SHARED, template_fields
+from .policy import (
+    NO_PIPELINE,
+    Ownership,
+    fill_template,
+    pipelines_reading,
+    served_environments,
+    template_fields,
+)
 
 __all__ = ["CONFIG_ENV", "ENV_ENV", "Manifest", "PipelineConfig", "TeamConfig",
            "find_manifest", "load_manifest"]
@@ -166,6 +173,21 @@ class Manifest:
     def context(self) -> BuildContext:
         return BuildContext(base_dir=self.base_dir, env=self.env)
 
+    def check_env(self, env: str) -> str:
+        """``env`` if this manifest serves it: a valid environment name (one key segment)
+        and, when the manifest lists ``environments``, one of them.
+
+        Raises:
+            UsageError: one line naming the environment (and the environments allowed).
+        """
+        if not isinstance(env, str) or not is_segment(env):
+            raise UsageError(f"environment {env!r} is not a valid environment name (one key "
+                             "segment: letters, digits, '_', '.', '-')")
+        if self.environments is not None and env not in self.environments:
+            raise UsageError(f"environment {env!r} is not one of the environments "
+                             f"{self.environments} listed in {self.path or 'the manifest'}")
+        return env
+
     @classmethod
     def default(cls, env: str | None = None) -> "Manifest":
         local = backend_class("local").Config(type="local")
@@ -214,13 +236,32 @@ def parse_manifest(raw: dict[str, Any], path: Path, env: str | None = None) -> M
         raise _manifest_error(path, exc, (), _Document) from None
     explicit = env or os.environ.get(ENV_ENV)
     chosen = explicit or doc.env
+    for i, listed in enumerate(doc.environments or []):
+        if not is_segment(listed):
+            raise ManifestError(path, f"environments[{i}]", f"{listed!r} is not a valid "
+                                "environment name (letters, digits, '_.-')")
+    if doc.environments == []:
+        raise ManifestError(path, "environments", "empty: list the environments served, or "
+                                                  "leave it out to serve any")
     _check_env_name(path, chosen)
     if doc.environments is not None and chosen not in doc.environments:
-        raise ManifestError(path, "env", f"{chosen!r} is not one of environments "
-                                         f"{doc.environments}")
+        source = "--env / $PIPEKEY_ENV" if explicit else "env"
+        raise ManifestError(path, "env", f"environment {chosen!r} ({source}) is not one of "
+                                         f"environments {doc.environments}")
+    for name, pipeline in doc.pipelines.items():
+        if doc.environments is not None and pipeline.env is not None \
+                and pipeline.env not in doc.environments:
+            raise ManifestError(path, f"pipelines.{name}.env", f"environment {pipeline.env!r} "
+                                f"is not one of environments {doc.environments}")
     backends = {name: _backend_config(path, name, body) for name, body in doc.backends.items()}
     if not backends:
         backends = {"local": backend_class("local").Config(type="local")}
+    for i, listed in enumerate(doc.environments or []):
+        for name, cfg in backends.items():
+            problem = backend_class(cfg.type).env_problem(listed, cfg)
+            if problem is not None:
+                raise ManifestError(path, f"environments[{i}]", f"environment {listed!r} cannot "
+                                    f"be used with backend {name!r}: {problem}")
     chain = doc.chain if doc.chain is not None else list(backends)
     for i, name in enumerate(chain):
         if name not in backends:
@@ -232,8 +273,10 @@ def parse_manifest(raw: dict[str, Any], path: Path, env: str | None = None) -> M
                    for name, body in doc.credentials.items()}
     for name, pipeline in doc.pipelines.items():
         _check_pipeline(path, name, pipeline, credentials)
-    _check_admins_unreadable(path, credentials, doc.pipelines)
+    served = served_environments(doc.environments, chosen, doc.pipelines.values())
+    _check_admins_unreadable(path, credentials, doc.pipelines, served)
     _check_teams(path, doc.pipelines, doc.teams)
+    Ownership(doc.pipelines, served, path)  # two teams may not own overlapping key prefixes
     for i, sink in enumerate(doc.audit.sinks if doc.audit else []):
         if sink.type == "dynamodb" and not sink.table:
             raise ManifestError(path, f"audit.sinks[{i}].table", "missing (a dynamodb sink "
@@ -289,29 +332,24 @@ def _check_credential(path: Path, where: str, credential: CredentialConfig,
 
 
 def _check_admins_unreadable(path: Path, credentials: Mapping[str, CredentialConfig],
-                             pipelines: Mapping[str, PipelineConfig]) -> None:
+                             pipelines: Mapping[str, PipelineConfig],
+                             environments: tuple[str, ...]) -> None:
     """A ``postgres_role`` admin connection may create roles: no run may read it. Refuse an
-    ``admin`` key under ``shared/`` (every run reads it) or under a pipeline's scope, grant
-    or connection mapping, where those are fixed (or fixed but for ``{env}``); keys that
-    depend on a scope parameter cannot be compared here."""
-    def covers(template: str, key: str) -> bool:
-        template = template.rstrip("/")
-        return set(template_fields(template)) <= {"env"} and \
-            (key == template or key.startswith(template + "/"))
-
+    ``admin`` key under ``shared/`` (every run reads it) or one that some run of a pipeline,
+    with any parameters, in any served environment, may read (pipekey.policy decides)."""
     for name, credential in credentials.items():
         if credential.type != "postgres_role":
             continue
         where, admin = f"credentials.{name}.admin", credential.admin
-        if covers(SHARED, admin):
+        if any(NO_PIPELINE.allows(fill_template(admin, {"env": env}, where))
+               for env in environments):
             raise ManifestError(path, where, f"{admin!r} is under shared/, which every run "
                                              "reads: keep the admin connection elsewhere")
-        for pipe, config in pipelines.items():
-            readable = [config.scope, *config.grants, *config.stored_connections().values()]
-            if any(covers(t, admin) for t in readable):
-                raise ManifestError(path, where, f"{admin!r} is readable by pipeline {pipe!r} "
-                                                 "(its scope, grants or connections): keep "
-                                                 "the admin connection where no run reads")
+        readers = pipelines_reading(admin, pipelines, environments)
+        if readers:
+            raise ManifestError(path, where, f"{admin!r} is readable by pipeline {readers[0]!r} "
+                                             "(its scope, grants or connections): keep "
+                                             "the admin connection where no run reads")
 
 
 def _check_env_template(path: Path, where: str, template: str) -> None:

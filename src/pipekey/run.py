@@ -41,7 +41,8 @@ from .errors import (
     UsageError,
 )
 from .keys import validate_key
-from .scope import SHARED, Level, Scope, fill_template
+from .policy import SHARED, RunPolicy, declared_names, run_policy
+from .scope import Level, Scope
 
 if TYPE_CHECKING:
     from .aws import RunSession
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
     from .credentials.base import Lease, Minter
     from .manifest import PipelineConfig
 
-__all__ = ["Run", "add_value_listener", "current", "declared_names"]
+__all__ = ["Run", "add_value_listener", "current"]
 
 _current: ContextVar["Run | None"] = ContextVar("pipekey_run", default=None)
 _CONNECTION = "connection:"
@@ -81,13 +82,6 @@ def current() -> "Run | None":
     return _current.get()
 
 
-def declared_names(config: "PipelineConfig") -> list[str]:
-    """The names a pipeline declares for the scope walk: the only names read at parent
-    levels (``requires``, ``optional``, and the ``secret:`` targets of its ``dlt`` table)."""
-    mapped = [t[len("secret:"):] for t in config.dlt.values() if t.startswith("secret:")]
-    return [*config.requires, *config.optional, *mapped]
-
-
 class Run:
     """One pipeline run. Build it with ``Pipekey.pipeline``; use it as a context manager."""
 
@@ -102,19 +96,17 @@ class Run:
         self.name = name or f"{pipeline}-{uuid.uuid4().hex[:12]}"
         self.environment = env
         self.params = MappingProxyType(dict(params))
-        values = {**params, "env": env}
         what = f"pipeline {pipeline!r}"
-        self.connection_keys = {c: fill_template(t, values, f"{what} connection {c!r}")
-                                for c, t in config.stored_connections().items()}
+        #: what this run may read: the one policy (pipekey.policy), every template filled there
+        self.policy: RunPolicy = run_policy(pipeline, config, env, params)
+        self.connection_keys = dict(self.policy.connection_keys)
         #: connection name -> the ``[credentials.NAME]`` that mints it for each run
         self.dynamic = config.minted_connections()
         self._audit = auditor or Auditor()
         self._leases = RunLeases(pipeline, self.name, self.dynamic, minters or {}, self._audit,
                                  _announce)
-        grants = tuple(fill_template(g.rstrip("/"), values, f"{what} grant") for g in config.grants)
         try:
-            self.scope = Scope(fill_template(config.scope, values, f"{what} scope"), grants,
-                               tuple(self.connection_keys.values()), declared_names(config))
+            self.scope = Scope(self.policy.prefix or "", declared_names(config))
         except UsageError as exc:
             raise UsageError(f"{what}: {exc}") from None
         self._config = config
@@ -324,11 +316,11 @@ class Run:
         if value is not None:
             return value
         self._check_open()
-        if not self.scope.allows(validate_key(key)):
+        if not self.policy.allows(validate_key(key)):
             self._event("deny", key, "denied")
             raise AccessDenied(f"run {self.name!r} of pipeline {self.pipeline!r} may not read "
                                f"{key!r} (scope {self.scope.prefix!r}, shared/, grants "
-                               f"{list(self.scope.grants)})")
+                               f"{list(self.policy.grants)})")
         start = time.perf_counter()
         try:
             secret = self._chain.get(key)
@@ -518,7 +510,7 @@ class Run:
         return resolved
 
     def _check_document(self, secret: "Secret") -> None:
-        if secret.document and not self.scope.allows_subtree(secret.key):
+        if secret.document and not self.policy.allows_subtree(secret.key):
             self._event("deny", secret.key, "denied", detail="a document standing for a subtree")
             raise AccessDenied(
                 f"run {self.name!r} of pipeline {self.pipeline!r} may not read {secret.key!r}: "

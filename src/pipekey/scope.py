@@ -9,14 +9,15 @@ specific first, then under ``shared/``::
     marketing/access_token                    [marketing]
     shared/access_token                       [shared]
 
-Policy: a run may read anything under its own scope, anything under ``shared/``, its grants
-(exact keys or prefixes), the keys its connections are mapped to, and, at a parent level, only
-the keys ``<level>/<name>`` of the names its pipeline declares (``requires``, ``optional`` and
-the ``secret:`` targets of its ``dlt`` table). Nothing else at a parent level is readable:
-``marketing/facebook/acct_43`` is a sibling's scope, and in a store whose secrets are JSON
-documents (Secrets Manager's default, Vault's document layout) reading it would return that
-sibling's whole subtree. So ``run.secret(name)`` walks the parent levels only for a declared
-name; an undeclared name is looked for at the scope itself and under ``shared/``.
+Policy (decided by :mod:`pipekey.policy`, explained here): a run may read anything under its
+own scope, anything under ``shared/``, its grants (exact keys or prefixes), the keys its
+connections are mapped to, and, at a parent level, only the keys ``<level>/<name>`` of the
+names its pipeline declares (``requires``, ``optional`` and the ``secret:`` targets of its
+``dlt`` table). Nothing else at a parent level is readable: ``marketing/facebook/acct_43`` is a
+sibling's scope, and in a store whose secrets are JSON documents (Secrets Manager's default,
+Vault's document layout) reading it would return that sibling's whole subtree. So
+``run.secret(name)`` walks the parent levels only for a declared name; an undeclared name is
+looked for at the scope itself and under ``shared/``.
 
 A value that stands for a subtree (``Secret.document``: a Secrets Manager secret holding a
 JSON object, whose fields are keys; a nested object in a Vault document) is readable only where
@@ -32,16 +33,14 @@ the key every other account reads as ``access_token``).
 
 from __future__ import annotations
 
-import string
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Iterable
 
 from .errors import InvalidKey, UsageError
-from .keys import is_segment, is_under, validate_key
+from .keys import validate_key
+from .policy import SHARED
 
-__all__ = ["Level", "Scope", "fill_template", "template_fields"]
-
-SHARED = "shared"
+__all__ = ["Level", "Scope"]
 
 
 @dataclass(frozen=True)
@@ -55,47 +54,19 @@ class Level:
         return f"{self.prefix}/{name}"
 
 
-def template_fields(template: str) -> list[str]:
-    """The ``{field}`` names used in a template, in order."""
-    try:
-        return [f for _, f, _, _ in string.Formatter().parse(template) if f]
-    except ValueError as exc:
-        raise UsageError(f"template {template!r} is malformed: {exc}") from None
-
-
-def fill_template(template: str, values: Mapping[str, str], what: str) -> str:
-    """Fill ``{field}``s in a key template, checking each value is a valid key segment.
-
-    Raises:
-        UsageError: a field has no value, or a value is not a valid key segment.
-    """
-    for field in template_fields(template):
-        if field not in values:
-            raise UsageError(f"{what} needs parameter {field!r} (template {template!r})")
-    for field, value in values.items():
-        if not is_segment(value):
-            raise UsageError(f"{what}: parameter {field!r} = {value!r} is not a valid key "
-                             "segment (letters, digits, '_', '.', '-')")
-    return validate_key(template.format_map(dict(values)))
-
-
 class Scope:
-    """A filled scope: its walk, and the policy of a run using it."""
+    """A filled scope's walk. What a run may read is :class:`pipekey.policy.RunPolicy`'s
+    to say."""
 
-    def __init__(self, prefix: str, grants: tuple[str, ...] = (),
-                 mapped: tuple[str, ...] = (), names: Iterable[str] = ()) -> None:
+    def __init__(self, prefix: str, names: Iterable[str] = ()) -> None:
         """Args:
             prefix: the filled scope.
-            grants: keys or prefixes the run may read besides its scope.
-            mapped: the keys the run's connections are mapped to (exact keys).
             names: the declared names, the only ones read at parent levels.
 
         Raises:
             UsageError: a segment of the scope is a declared name (see the module docstring).
         """
         self.prefix = validate_key(prefix)
-        self.grants = tuple(g.rstrip("/") for g in grants)
-        self.mapped = frozenset(mapped)
         self.names = frozenset(names)
         parts = self.prefix.split("/")
         for depth in range(1, len(parts)):
@@ -111,7 +82,7 @@ class Scope:
         self.levels = tuple(levels)
 
     def __repr__(self) -> str:
-        return f"Scope({self.prefix!r}, grants={list(self.grants)})"
+        return f"Scope({self.prefix!r})"
 
     def walk(self, name: str) -> list[tuple[Level, str]]:
         """The candidate keys for ``name``, most specific first.
@@ -127,19 +98,3 @@ class Scope:
         levels = self.levels if name in self.names else \
             [lvl for lvl in self.levels if lvl.prefix in (self.prefix, SHARED)]
         return [(level, level.key(name)) for level in levels]
-
-    def allows_subtree(self, key: str) -> bool:
-        """True if a run may read everything below ``key`` too: what a document standing for
-        that subtree (``Secret.document``) needs. A mapped connection's document is the
-        connection; a declared name at a parent level is one key, never a subtree."""
-        return (is_under(key, self.prefix) or is_under(key, SHARED) or key in self.mapped
-                or any(is_under(key, grant) for grant in self.grants))
-
-    def allows(self, key: str) -> bool:
-        """True if a run in this scope may read ``key``."""
-        if is_under(key, self.prefix) or is_under(key, SHARED) or key in self.mapped:
-            return True
-        if any(is_under(key, grant) for grant in self.grants):
-            return True
-        parent, _, leaf = key.rpartition("/")
-        return leaf in self.names and any(parent == level.prefix for level in self.levels[1:])

@@ -30,11 +30,13 @@ from ..errors import AccessDenied, BackendUnavailable
 from ..keys import is_under, validate_key
 from .aws_common import DENIED_CODES, AwsBackend, AwsConfig
 from .base import (
+    BackendConfig,
     Secret,
     VersionedBackend,
     VersionInfo,
     WritableBackend,
     join_prefix,
+    prefix_head,
     split_prefix,
 )
 
@@ -68,6 +70,11 @@ class SecretsManagerBackend(AwsBackend[SecretsManagerConfig], WritableBackend, V
         super().__init__(name, config)
         self.prefix = config.prefix
         self.separator = config.separator
+
+    @classmethod
+    def name_head(cls, config: BackendConfig) -> str | None:
+        assert isinstance(config, SecretsManagerConfig)
+        return prefix_head(config.prefix, config.separator)
 
     def locate(self, key: str) -> str:
         return f"secretsmanager:{self.secret_id(key)}"

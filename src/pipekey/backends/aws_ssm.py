@@ -24,11 +24,13 @@ from ..errors import StoreCorrupt, UsageError
 from ..keys import is_under, validate_key
 from .aws_common import AwsBackend, AwsConfig
 from .base import (
+    BackendConfig,
     Secret,
     VersionedBackend,
     VersionInfo,
     WritableBackend,
     join_prefix,
+    prefix_head,
     split_prefix,
 )
 
@@ -64,6 +66,11 @@ class SsmBackend(AwsBackend[SsmConfig], WritableBackend, VersionedBackend):
         self.max_value_bytes = None if config.split else self.limit
         self.size_hint = ("set tier = \"Advanced\" for 8 KB, or split = true to store it in "
                           "chunks") if config.tier == "Standard" else "set split = true"
+
+    @classmethod
+    def name_head(cls, config: BackendConfig) -> str | None:
+        assert isinstance(config, SsmConfig)
+        return prefix_head(config.prefix.rstrip("/") or "/")
 
     def locate(self, key: str) -> str:
         return f"ssm:{self.param(key)}"

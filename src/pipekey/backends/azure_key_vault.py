@@ -135,6 +135,21 @@ class AzureKeyVaultBackend(RemoteBackend, WritableBackend, VersionedBackend):
         self.prefix = prefix_head(config.prefix, config.separator).lower()
         self.max_concurrency = config.max_concurrency
 
+    @classmethod
+    def name_head(cls, config: BackendConfig) -> str | None:
+        assert isinstance(config, AzureKeyVaultConfig)
+        return prefix_head(config.prefix, config.separator).lower()
+
+    @classmethod
+    def env_problem(cls, env: str, config: BackendConfig) -> str | None:
+        """Key Vault names fold case and hold only letters, digits and '-': ``Prod`` would
+        be ``prod``'s."""
+        bad = sorted({c for c in env if c not in LITERAL + "-"})
+        if bad:
+            return (f"{bad[0]!r} cannot appear in a Key Vault name (lower-case letters, digits "
+                    "and '-'; names fold case)")
+        return super().env_problem(env, config)
+
     # -- the client -----------------------------------------------------------------------
     def _make_client(self) -> Any:
         secrets, identity = azure_modules()

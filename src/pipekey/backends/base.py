@@ -56,14 +56,16 @@ from ..errors import (
     InvalidKey,
     PipekeyError,
     ReadOnlyBackend,
+    UsageError,
     ValueTooLarge,
 )
-from ..keys import validate_key, validate_prefix
+from ..keys import is_segment, validate_key, validate_prefix
+from ..policy import fill_fields
 from ..redact import MASK
 
 __all__ = ["Backend", "BackendConfig", "BuildContext", "CacheConfig", "Invalidates", "RateLimit",
            "Secret", "VersionInfo", "VersionProbe", "Versioned", "VersionedBackend", "Writable",
-           "WritableBackend", "join_prefix", "prefix_head", "split_prefix"]
+           "WritableBackend", "join_prefix", "prefix_head", "require_env", "split_prefix"]
 
 T = TypeVar("T")
 
@@ -193,11 +195,12 @@ class BuildContext:
 
     def path(self, value: str | Path) -> Path:
         """A path from the manifest, relative to the manifest's folder, ``{env}`` filled."""
-        p = Path(str(value).replace("{env}", self.env)).expanduser()
+        p = Path(self.text(str(value))).expanduser()
         return p if p.is_absolute() else self.base_dir / p
 
     def text(self, value: str) -> str:
-        return value.replace("{env}", self.env)
+        """``value`` with ``{env}`` filled (the environment checked as a key segment)."""
+        return fill_fields(value, {"env": self.env}, "environment")
 
 
 class Backend(abc.ABC):
@@ -215,6 +218,39 @@ class Backend(abc.ABC):
     def from_config(cls, name: str, config: BackendConfig, ctx: BuildContext) -> "Backend":
         """Build the backend from its validated manifest section."""
         raise NotImplementedError(f"{cls.__name__} cannot be built from a manifest")
+
+    # -- environments ---------------------------------------------------------------------
+    @classmethod
+    def name_head(cls, config: BackendConfig) -> str | None:
+        """What every store name of this backend starts with, ``{env}`` left unfilled
+        (``"/data-platform/{env}/"``), or None if no part of a store name comes from the
+        configuration (a table, a file or a URL holding ``{env}`` is a place of its own).
+        """
+        return None
+
+    @classmethod
+    def env_problem(cls, env: str, config: BackendConfig) -> str | None:
+        """Why ``env`` cannot fill ``{env}`` in this backend's configuration reversibly (one
+        line), or None.
+
+        An environment is a key segment, and where ``{env}`` is part of a store name
+        (:meth:`name_head`), the text after it must end the environment unambiguously:
+        ``PIPEKEY_{env}__`` cannot take ``prod__finance``, or ``prod__finance``'s
+        ``ledger/api_key`` would be prod's ``finance/ledger/api_key``. Subclasses add their
+        own segment rule (variable names fold case, Key Vault names too).
+        """
+        if not is_segment(env):
+            return "it is not a key segment (letters, digits, '_', '.', '-')"
+        head = cls.name_head(config)
+        if head is None or "{env}" not in head:
+            return None
+        after = head.split("{env}")[1]
+        if not after:
+            return f"nothing separates {{env}} from the key in the store names {head!r}"
+        if (env + after).find(after) != len(env):
+            return (f"{after!r} follows {{env}} in the store names {head!r}, and the "
+                    "environment would run into it")
+        return None
 
     # -- limits ---------------------------------------------------------------------------
     #: the largest value (UTF-8 bytes) the store takes, or None; larger ones are refused
@@ -421,6 +457,17 @@ class VersionedBackend(Backend):
 
     @abc.abstractmethod
     def _get_version(self, key: str, version: str) -> Secret | None: ...
+
+
+def require_env(cls: type[Backend], name: str, config: BackendConfig, env: str) -> None:
+    """Refuse an environment backend ``name`` cannot map reversibly (one line naming both).
+
+    Raises:
+        UsageError: ``env`` would share store names with another environment's keys.
+    """
+    problem = cls.env_problem(env, config)
+    if problem is not None:
+        raise UsageError(f"environment {env!r} cannot be used with backend {name!r}: {problem}")
 
 
 def read_only(backend: Backend, action: str) -> ReadOnlyBackend:

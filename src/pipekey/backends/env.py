@@ -118,6 +118,20 @@ class EnvBackend(Backend):
         self._environ = os.environ if environ is None else environ
 
     @classmethod
+    def name_head(cls, config: BackendConfig) -> str | None:
+        assert isinstance(config, EnvConfig)
+        return config.prefix
+
+    @classmethod
+    def env_problem(cls, env: str, config: BackendConfig) -> str | None:
+        """An environment in a variable name follows the rule of a key segment there (see
+        the module docstring): ``PROD``, ``prod-eu`` and ``prod__finance`` are refused."""
+        assert isinstance(config, EnvConfig)
+        if "{env}" in config.prefix and (problem := mapping_problem(env, config.separator)):
+            return "in a variable name it " + problem.removeprefix(f"segment 1 {env!r} ")
+        return super().env_problem(env, config)
+
+    @classmethod
     def from_config(cls, name: str, config: BackendConfig, ctx: BuildContext) -> "EnvBackend":
         assert isinstance(config, EnvConfig)
         return cls(name, prefix=ctx.text(config.prefix), separator=config.separator)

@@ -96,6 +96,19 @@ class GcpSecretManagerBackend(RemoteBackend, WritableBackend, VersionedBackend):
         self.prefix = prefix_head(config.prefix, config.separator)  # "lk" -> "lk--"
         self.max_concurrency = config.max_concurrency
 
+    @classmethod
+    def name_head(cls, config: BackendConfig) -> str | None:
+        assert isinstance(config, GcpSecretManagerConfig)
+        return prefix_head(config.prefix, config.separator)
+
+    @classmethod
+    def env_problem(cls, env: str, config: BackendConfig) -> str | None:
+        """The prefix is written as it is: a '.' cannot be in a secret's name."""
+        bad = sorted({c for c in env if c not in LITERAL + "-"})
+        if bad:
+            return f"{bad[0]!r} cannot appear in a Secret Manager name"
+        return super().env_problem(env, config)
+
     # -- the client -----------------------------------------------------------------------
     def _make_client(self) -> Any:
         secretmanager = secretmanager_module()

@@ -40,7 +40,15 @@ from pydantic import Field
 
 from ..errors import AccessDenied, BackendUnavailable, InvalidKey, PipekeyError, UsageError
 from ..keys import is_under, validate_key
-from .base import BackendConfig, Secret, VersionedBackend, VersionInfo, WritableBackend, join_prefix
+from .base import (
+    BackendConfig,
+    Secret,
+    VersionedBackend,
+    VersionInfo,
+    WritableBackend,
+    join_prefix,
+    prefix_head,
+)
 from .remote import RemoteBackend, describe_keys
 from .vault_auth import (
     AppRoleAuth,
@@ -227,6 +235,11 @@ class VaultBackend(RemoteBackend, WritableBackend):
     def field_of(self, key: str) -> str:
         """The field of its Vault secret that holds ``key``'s value."""
         return self.document_of(key)[1] if self.config.layout == "document" else self.config.field
+
+    @classmethod
+    def name_head(cls, config: BackendConfig) -> str | None:
+        assert isinstance(config, VaultConfig)
+        return f"{config.mount.strip('/')}/" + prefix_head(config.prefix.strip("/"))
 
     def locate(self, key: str) -> str:
         return f"vault:{self.store_name(key) or self.mount + '/(no path for this key)'}"

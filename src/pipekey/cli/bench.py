@@ -86,6 +86,14 @@ def bench(ctx: click.Context, repeat: int, latency_ms: float, compare: bool, sta
         table.add_row("warm run.secret(name)", f"{results['warm_secret_ns']:.0f} ns", "",
                       "best of 5")
         table.add_row("warm run.get(key)", f"{results['warm_get_ns']:.0f} ns", "", "best of 5")
+        envs = results["environments"]
+        table.add_row(f"memory per open environment ({envs['environments']} names)",
+                      f"{envs['rss_per_environment_bytes'] / 1024:.0f} KiB", "",
+                      f"RSS +{envs['rss_growth_bytes'] / 2**20:.1f} MiB; "
+                      f"{envs['environments_open']} chains and {envs['caches_open']} caches "
+                      f"open (bound {envs['environments_bound']}), "
+                      f"{envs['environments_after_close']} and {envs['caches_after_close']} "
+                      "after close")
         _print(table)
         if "startup" in results:
             _print(_startup_table(results["startup"]))

@@ -238,7 +238,7 @@ class PostgresRoleMinter:
     """
 
     def __init__(self, name: str, config: PostgresRoleConfig, lk: "Pipekey", env: str) -> None:
-        from ..scope import fill_template
+        from ..policy import fill_template
 
         self.name = name
         self.config = config

@@ -53,7 +53,7 @@ from .. import metrics, redact
 from .._sdk import hvac_module
 from ..connection import Connection
 from ..errors import AccessDenied, BackendError, CredentialError, PipekeyError
-from ..scope import fill_template
+from ..policy import fill_template
 from .base import Lease, VaultDatabaseConfig, audit_credential
 
 if TYPE_CHECKING:

@@ -52,11 +52,17 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, ParamSpec, T
 
 from .. import broker, redact
 from ..client import Pipekey, load
-from ..errors import AccessDenied, MissingDependency, PipekeyError, SecretNotFound, UsageError
-from ..keys import is_under
+from ..errors import (
+    AccessDenied,
+    BackendError,
+    MissingDependency,
+    PipekeyError,
+    SecretNotFound,
+    UsageError,
+)
 from ..manifest import Manifest, load_manifest
+from ..policy import NO_PIPELINE, RunPolicy, parameter_free_policy
 from ..run import Run, add_value_listener, current
-from ..scope import SHARED, fill_template, template_fields
 from ._airflow_mode import (
     MODE_ENV,
     airflow_conf,
@@ -192,6 +198,23 @@ class PipekeySecretsBackend(BaseSecretsBackend):
     def get_conn_value(self, conn_id: str, team_name: str | None = None) -> str | None:
         if self.aside:
             return None
+        with _authoritative(f"connection {conn_id!r}"):
+            return self._conn_value(conn_id, team_name)
+
+    def get_variable(self, key: str, team_name: str | None = None) -> str | None:
+        if self.aside:
+            return None
+        with _authoritative(f"variable {key!r}"):
+            return self._variable(key, team_name)
+
+    def get_config(self, key: str) -> str | None:
+        if self.aside:
+            return None
+        prefix = self.prefixes["config"]
+        with _authoritative(f"config {key!r}"):
+            return None if prefix is None else self._read(self.lk.chain.get, f"{prefix}/{key}")
+
+    def _conn_value(self, conn_id: str, team_name: str | None) -> str | None:
         if self.broker is not None:
             return self._brokered("connection", conn_id, team_name)
         run = current()
@@ -208,9 +231,7 @@ class PipekeySecretsBackend(BaseSecretsBackend):
         _mask_connection(value)
         return value
 
-    def get_variable(self, key: str, team_name: str | None = None) -> str | None:
-        if self.aside:
-            return None
+    def _variable(self, key: str, team_name: str | None) -> str | None:
         if broker.is_request(key):  # a run request: answered in broker mode only
             if self.broker is None:
                 return None
@@ -230,12 +251,6 @@ class PipekeySecretsBackend(BaseSecretsBackend):
         if run is not None and run.held(key) is not None:
             return run.held(key)
         return self._lookup("variable", key)
-
-    def get_config(self, key: str) -> str | None:
-        if self.aside:
-            return None
-        prefix = self.prefixes["config"]
-        return None if prefix is None else self._read(self.lk.chain.get, f"{prefix}/{key}")
 
     # -- scoping --------------------------------------------------------------------------
     def _brokered(self, kind: str, name: str, team: str | None) -> str | None:
@@ -262,7 +277,7 @@ class PipekeySecretsBackend(BaseSecretsBackend):
         key = f"{prefix}/{name}"
         policy, dag_id = self._policy()
         if policy is None:
-            if self.outside_pipelines == "allow" or is_under(key, SHARED):
+            if self.outside_pipelines == "allow" or NO_PIPELINE.allows(key):
                 return self._read(self.lk.chain.get, key)
             if dag_id is not None:
                 self._deny_if_held(key, f"DAG {dag_id!r} matches no pipekey pipeline, so it "
@@ -286,7 +301,7 @@ class PipekeySecretsBackend(BaseSecretsBackend):
                 f"{list(policy.missing)}; {policy.open_a_run}")
         if kind == "connection" and name in policy.connection_keys:
             key = policy.connection_keys[name]
-        if not policy.allows(key):
+        if not policy.policy.allows(key):
             why = f"{policy.who} may not read {kind} {name!r}"
             if policy.missing:
                 why += (f" outside a run (the scope needs parameters {list(policy.missing)}); "
@@ -330,7 +345,7 @@ class PipekeySecretsBackend(BaseSecretsBackend):
             return None
         except AccessDenied as exc:
             raise AirflowSecretsBackendAccessDenied(str(exc)) from None
-        if policy is not None and secret.document and not policy.allows_subtree(key):
+        if policy is not None and secret.document and not policy.policy.allows_subtree(key):
             raise AirflowSecretsBackendAccessDenied(
                 f"pipekey pipeline {policy.pipeline!r} may not read {key!r}: it is a document "
                 "standing for a subtree outside the pipeline's scope, shared/ and grants")
@@ -340,7 +355,7 @@ class PipekeySecretsBackend(BaseSecretsBackend):
     def _deny_if_held(self, key: str, why: str) -> None:
         """Refuse, authoritatively, a key pipekey holds; stay out of the way otherwise."""
         try:
-            held = self.lk.chain.resolve([key])[key].found
+            held = self.lk.chain.resolve([key])[key].status != "absent"  # failed: cannot tell
         except PipekeyError:
             held = True  # cannot tell: refuse rather than let another backend answer
         if held:
@@ -349,20 +364,21 @@ class PipekeySecretsBackend(BaseSecretsBackend):
 
 @dataclass
 class _Policy:
-    """What a task may read through the backend: a run's policy, or, outside a run, the part
-    of its pipeline's policy that needs no scope parameter (``missing`` names the others)."""
+    """A task's reader: its pipeline's :class:`~pipekey.policy.RunPolicy` (a run's, or,
+    outside a run, the part that needs no scope parameter; ``missing`` names the others)."""
 
     pipeline: str
     dag_id: str
     environment: str
-    connection_keys: Mapping[str, str]
-    allows: Callable[[str], bool]
-    #: whether a document standing for the subtree below a key may be read (Secret.document)
-    allows_subtree: Callable[[str], bool]
+    policy: RunPolicy
     missing: tuple[str, ...] = ()
     pending: frozenset[str] = field(default_factory=frozenset)  # connections needing params
     #: connections minted per run (name -> definition): served only inside an open run
     dynamic: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def connection_keys(self) -> Mapping[str, str]:
+        return self.policy.connection_keys
 
     @property
     def who(self) -> str:
@@ -376,33 +392,36 @@ class _Policy:
 
     @classmethod
     def of_run(cls, run: Run, dag_id: str) -> "_Policy":
-        return cls(run.pipeline, dag_id, run.environment, run.connection_keys, run.scope.allows,
-                   run.scope.allows_subtree, dynamic=run.dynamic)
+        return cls(run.pipeline, dag_id, run.environment, run.policy, dynamic=run.dynamic)
 
     @classmethod
     def partial(cls, lk: Pipekey, pipeline: str, dag_id: str, config: Any, env: str | None,
                 missing: list[str]) -> "_Policy":
         environment = _environment(lk, config, env)
-        values = {"env": environment}
-        what = f"pipeline {pipeline!r}"
-
-        def free(template: str) -> bool:
-            return set(template_fields(template)) <= {"env"}
-
+        policy = parameter_free_policy(pipeline, config, environment)
         dynamic = config.minted_connections()
-        connections = {c: fill_template(t, values, f"{what} connection {c!r}")
-                       for c, t in config.stored_connections().items() if free(t)}
-        grants = tuple(fill_template(g.rstrip("/"), values, f"{what} grant")
-                       for g in config.grants if free(g))
-        mapped = frozenset(connections.values())
-
-        def allows(key: str) -> bool:
-            return (is_under(key, SHARED) or key in mapped
-                    or any(is_under(key, grant) for grant in grants))
-
-        return cls(pipeline, dag_id, environment, connections, allows, allows, tuple(missing),
-                   frozenset(config.connections) - set(connections) - set(dynamic),
+        return cls(pipeline, dag_id, environment, policy, tuple(missing),
+                   frozenset(config.connections) - set(policy.connection_keys) - set(dynamic),
                    dynamic=dynamic)
+
+
+@contextmanager
+def _authoritative(what: str) -> Iterator[None]:
+    """A lookup pipekey serves ends in a value, None, or a refusal Airflow does not look past:
+    a store failure or a denial is ``AirflowSecretsBackendAccessDenied``, never an ordinary
+    exception after which Airflow would ask its next backend (the metastore) for the same
+    name."""
+    try:
+        yield
+    except AirflowSecretsBackendAccessDenied:
+        raise
+    except AccessDenied as exc:
+        raise AirflowSecretsBackendAccessDenied(str(exc)) from None
+    except BackendError as exc:
+        log.error("pipekey: %s: store unavailable (%s)", what, type(exc).__name__)
+        raise AirflowSecretsBackendAccessDenied(
+            f"pipekey: store unavailable for {what}: {exc}; refused rather than answered by "
+            "another secrets backend") from None
 
 
 def _environment(lk: Pipekey, config: Any, env: str | None) -> str:

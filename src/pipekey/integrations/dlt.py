@@ -40,8 +40,8 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Tuple, Type
 
 from .. import redact
 from ..errors import MissingDependency, UsageError
+from ..policy import fill_template
 from ..run import Run, current
-from ..scope import fill_template
 
 if TYPE_CHECKING:
     from dlt.common.configuration.specs.config_providers_context import (

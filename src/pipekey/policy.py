@@ -1,0 +1,379 @@
+"""The read policy: the one place that answers "may this reader read this key?".
+
+Three kinds of reader ask it, and nothing else in pipekey decides:
+
+* a **run** (:class:`RunPolicy`, built by :func:`run_policy`): one pipeline in one environment
+  with its parameters. It may read its scope's subtree, ``shared/``, its grants, the keys its
+  connections are mapped to, and at a parent level of its scope only ``<level>/<name>`` for the
+  names it declares (:mod:`pipekey.scope` has the walk and why);
+* a **DAG outside a run** (:func:`parameter_free_policy`): the part of its pipeline's policy
+  that needs no scope parameter (``shared/``, parameter-free grants and connections);
+* an **Airflow team** in broker mode (:class:`TeamPolicy`): the union of its pipelines'
+  policies over every parameter value and every environment the deployment serves.
+
+Between teams, ownership is a prefix check, never a match against another team's templates
+(:class:`Ownership`): a team owns the literal part, before the first ``{``, of each scope and
+connection mapping of its pipelines, with ``{env}`` filled for every served environment. Two
+teams whose owned prefixes overlap are a :class:`~pipekey.errors.ManifestError` naming both
+(``data/{dataset}`` of one team and ``data/ledger_{env}`` of another: a parameter value of the
+first would reach the second's keys); a key another team owns is refused to a team unless one of
+its grants names it.
+
+Templates are filled by :func:`fill_template` alone; keys are constructed from templates and
+never parsed back to find an owner.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterable, Mapping
+
+from .errors import ManifestError, UsageError
+from .keys import SEGMENT_PATTERN, is_segment, is_under, validate_key
+
+if TYPE_CHECKING:
+    from .manifest import PipelineConfig
+
+__all__ = ["NO_PIPELINE", "SHARED", "Ownership", "RunPolicy", "TeamPolicy", "declared_names",
+           "fill_fields", "fill_template", "parameter_free_policy", "pipelines_reading",
+           "run_policy", "served_environments", "template_fields"]
+
+SHARED = "shared"
+
+
+# -- templates ------------------------------------------------------------------------------
+def template_fields(template: str) -> list[str]:
+    """The ``{field}`` names used in a template, in order."""
+    try:
+        return [f for _, f, _, _ in string.Formatter().parse(template) if f]
+    except ValueError as exc:
+        raise UsageError(f"template {template!r} is malformed: {exc}") from None
+
+
+_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def fill_fields(text: str, values: Mapping[str, str], what: str) -> str:
+    """Fill the ``{field}``s of ``text`` that ``values`` names, each value a valid key segment.
+
+    The one filler of templates: key templates (:func:`fill_template`) and ``{env}`` in a
+    backend's prefixes and paths. Other text, braces included, is left as it is, and the
+    message of an error quotes the field and its value, never ``text`` (a backend's field
+    may be anything).
+
+    Raises:
+        UsageError: a value is not a valid key segment (letters, digits, '_', '.', '-').
+    """
+    for name, value in values.items():
+        if not is_segment(value):
+            raise UsageError(f"{what}: parameter {name!r} = {value!r} is not a valid key "
+                             "segment (letters, digits, '_', '.', '-')")
+    return _FIELD.sub(lambda m: values.get(m.group(1), m.group(0)), text)
+
+
+def fill_template(template: str, values: Mapping[str, str], what: str) -> str:
+    """Fill ``{field}``s in a key template, checking each value is a valid key segment.
+
+    Raises:
+        UsageError: a field has no value, or a value is not a valid key segment.
+    """
+    for name in template_fields(template):
+        if name not in values:
+            raise UsageError(f"{what} needs parameter {name!r} (template {template!r})")
+    return validate_key(fill_fields(template, values, what))
+
+
+def _parameter_free(template: str) -> bool:
+    return set(template_fields(template)) <= {"env"}
+
+
+def declared_names(config: PipelineConfig) -> list[str]:
+    """The names a pipeline declares for the scope walk: the only names read at parent
+    levels (``requires``, ``optional``, and the ``secret:`` targets of its ``dlt`` table)."""
+    mapped = [t[len("secret:"):] for t in config.dlt.values() if t.startswith("secret:")]
+    return [*config.requires, *config.optional, *mapped]
+
+
+# -- a run ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunPolicy:
+    """What one run (or a DAG outside a run, ``prefix=None``) may read."""
+
+    #: the filled scope; None for the parameter-free part of a pipeline's policy
+    prefix: str | None
+    grants: tuple[str, ...] = ()
+    #: connection name -> the key it is mapped to (filled)
+    connection_keys: Mapping[str, str] = field(default_factory=dict)
+    names: frozenset[str] = frozenset()
+
+    @property
+    def parents(self) -> tuple[str, ...]:
+        """The scope's parent levels, nearest first."""
+        if self.prefix is None:
+            return ()
+        parts = self.prefix.split("/")
+        return tuple("/".join(parts[:i]) for i in range(len(parts) - 1, 0, -1))
+
+    def allows_subtree(self, key: str) -> bool:
+        """True if the reader may read everything below ``key`` too: what a document standing
+        for that subtree (``Secret.document``) needs. A mapped connection's document is the
+        connection; a declared name at a parent level is one key, never a subtree."""
+        return ((self.prefix is not None and is_under(key, self.prefix))
+                or is_under(key, SHARED) or key in self.connection_keys.values()
+                or any(is_under(key, grant) for grant in self.grants))
+
+    def allows(self, key: str) -> bool:
+        """True if the reader may read ``key``."""
+        if self.allows_subtree(key):
+            return True
+        parent, _, leaf = key.rpartition("/")
+        return leaf in self.names and parent in self.parents
+
+
+#: a reader with no pipeline (an operator's shell, a task of no pipeline's DAG): shared/ alone
+NO_PIPELINE = RunPolicy(None)
+
+
+def run_policy(pipeline: str, config: PipelineConfig, env: str,
+               params: Mapping[str, str]) -> RunPolicy:
+    """The policy of a run of ``pipeline`` in ``env`` with ``params``: every template of the
+    pipeline filled once, here.
+
+    Raises:
+        UsageError: a parameter is missing or is not a key segment.
+    """
+    values = {**params, "env": env}
+    what = f"pipeline {pipeline!r}"
+    connections = {c: fill_template(t, values, f"{what} connection {c!r}")
+                   for c, t in config.stored_connections().items()}
+    grants = tuple(fill_template(g.rstrip("/"), values, f"{what} grant") for g in config.grants)
+    scope = fill_template(config.scope, values, f"{what} scope")
+    return RunPolicy(scope, grants, connections, frozenset(declared_names(config)))
+
+
+def parameter_free_policy(pipeline: str, config: PipelineConfig, env: str) -> RunPolicy:
+    """The part of a pipeline's policy that needs no scope parameter: ``shared/`` and the
+    grants and connection mappings whose only field is ``{env}`` (a DAG's task outside a
+    run)."""
+    values = {"env": env}
+    what = f"pipeline {pipeline!r}"
+    connections = {c: fill_template(t, values, f"{what} connection {c!r}")
+                   for c, t in config.stored_connections().items() if _parameter_free(t)}
+    grants = tuple(fill_template(g.rstrip("/"), values, f"{what} grant")
+                   for g in config.grants if _parameter_free(g))
+    return RunPolicy(None, grants, connections)
+
+
+# -- a team -----------------------------------------------------------------------------------
+def served_environments(environments: Iterable[str] | None, default: str,
+                        pipelines: Iterable[PipelineConfig]) -> tuple[str, ...]:
+    """The environments a deployment serves: the manifest's ``environments`` list, else the
+    default environment and those pipelines pin (``env = ...``)."""
+    if environments:
+        return tuple(sorted(set(environments)))
+    return tuple(sorted({default} | {p.env for p in pipelines if p.env}))
+
+
+def _regex(template: str, env: str, depth: int | None = None) -> str:
+    """A regex for the first ``depth`` segments of a key template: ``{env}`` filled, any
+    other field one segment, the same field the same text wherever it appears."""
+    out, seen = [], set()
+    for segment in template.rstrip("/").split("/")[:depth]:
+        regex = ""
+        for literal, name, _, _ in string.Formatter().parse(segment):
+            regex += re.escape(literal)
+            if name == "env":
+                regex += re.escape(env)
+            elif name is not None:
+                regex += f"(?P={name})" if name in seen else f"(?P<{name}>{SEGMENT_PATTERN})"
+                seen.add(name)
+        out.append(regex)
+    return "/".join(out)
+
+
+class _Template:
+    """A key template in one environment as regexes: the key, its subtree, its parent levels."""
+
+    def __init__(self, template: str, env: str) -> None:
+        self.env = env
+        self.segments = template.rstrip("/").split("/")
+        self.depth = len(self.segments)
+        self.exact = re.compile(_regex(template, env))
+        self.subtree = re.compile(_regex(template, env) + "(?:/.+)?")
+        self.levels = [re.compile(_regex(template, env, d)) for d in range(1, self.depth)]
+
+    def avoids(self, names: frozenset[str], bound: dict[str, str]) -> bool:
+        """True if, with fields ``bound`` as given and the others free, no segment below the
+        first is one of ``names`` (a segment with a free field can always avoid them)."""
+        bound = {**bound, "env": self.env}
+        for segment in self.segments[1:]:
+            fields = template_fields(segment)
+            if all(f in bound for f in fields) and segment.format_map(bound) in names:
+                return False
+        return True
+
+
+class _Scope:
+    """A pipeline's scope in one environment, with its declared names."""
+
+    def __init__(self, config: PipelineConfig, env: str) -> None:
+        self.template = _Template(config.scope, env)
+        self.names = frozenset(declared_names(config))
+        # a literal segment below the first that is a declared name: no run can open
+        self.runnable = self.template.avoids(self.names, {})
+
+    def holds(self, key: str) -> bool:
+        """``key`` is in the subtree of some run of the scope (a run's scope never has one of
+        its declared names as a segment below its first: pipekey.scope refuses it)."""
+        return bool(self.template.subtree.fullmatch(key)) and \
+            not self.names.intersection(key.split("/")[1:self.template.depth])
+
+    def at_level(self, key: str) -> bool:
+        """``key`` is ``<level>/<name>``: a declared name at a parent level of a run that can
+        open (the level's fields bound, the scope's other fields free)."""
+        level, _, leaf = key.rpartition("/")
+        depth = level.count("/") + 1
+        if not level or leaf not in self.names or depth >= self.template.depth:
+            return False
+        match = self.template.levels[depth - 1].fullmatch(level)
+        return match is not None and self.template.avoids(self.names, match.groupdict())
+
+
+class TeamPolicy:
+    """What one Airflow team may read: the union of its pipelines' run policies over every
+    parameter value and every served environment (see the module docstring)."""
+
+    def __init__(self, team: str, pipelines: Mapping[str, PipelineConfig],
+                 environments: Iterable[str]) -> None:
+        self.team = team
+        self.pipelines = dict(pipelines)
+        self.environments = tuple(environments)
+        configs = list(self.pipelines.values())
+        scopes = [_Scope(p, env) for p in configs for env in self.environments]
+        self._scopes = [s for s in scopes if s.runnable]
+        runnable = {id(p) for p in configs for env in self.environments
+                    if _Scope(p, env).runnable}
+        self._grants = [_Template(g, env) for p in configs if id(p) in runnable
+                        for g in p.grants for env in self.environments]
+        self._mapped = [_Template(t, env) for p in configs if id(p) in runnable
+                        for t in p.stored_connections().values() for env in self.environments]
+
+    def allows_subtree(self, key: str) -> bool:
+        """True if the team may read everything below ``key`` (a document standing for it)."""
+        return (is_under(key, SHARED)
+                or any(s.holds(key) for s in self._scopes)
+                or self.granted(key)
+                or any(m.exact.fullmatch(key) for m in self._mapped))
+
+    def allows(self, key: str) -> bool:
+        """True if some run of the team's pipelines, with some parameters, in some served
+        environment, may read ``key``."""
+        return self.allows_subtree(key) or any(s.at_level(key) for s in self._scopes)
+
+    def granted(self, key: str) -> bool:
+        """True if one of the team's pipelines grants ``key`` (or a prefix of it)."""
+        return any(g.subtree.fullmatch(key) for g in self._grants)
+
+    def connection(self, conn_id: str) -> tuple[str, str] | None:
+        """(pipeline, key template) of the team's mapping of ``conn_id``, if any (the
+        manifest refuses a conn_id two of a team's pipelines map)."""
+        for name, config in self.pipelines.items():
+            if conn_id in config.connections:
+                return name, config.connections[conn_id]
+        return None
+
+
+def pipelines_reading(key_template: str, pipelines: Mapping[str, PipelineConfig],
+                      environments: Iterable[str]) -> list[str]:
+    """The pipelines some run of which (any parameters, any served environment) may read the
+    key ``key_template`` names in some served environment (its only field is ``{env}``)."""
+    envs = tuple(environments)
+    keys = {fill_template(key_template, {"env": env}, "key") for env in envs}
+    return [name for name, config in pipelines.items()
+            if any(TeamPolicy(name, {name: config}, envs).allows(key) for key in keys)]
+
+
+# -- ownership between teams ------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Owned:
+    team: str
+    pipeline: str
+    where: str        #: the manifest field, e.g. pipelines.p.scope
+    template: str
+    prefix: str       #: the literal text before the first field, {env} filled
+    subtree: bool     #: False: the template names one key (a literal connection mapping)
+
+    def covers(self, key: str) -> bool:
+        return key.startswith(self.prefix) if self.subtree else key == self.prefix
+
+    def overlaps(self, other: _Owned) -> bool:
+        if self.subtree and other.subtree:
+            return self.prefix.startswith(other.prefix) or other.prefix.startswith(self.prefix)
+        if self.subtree:
+            return self.covers(other.prefix)
+        return other.covers(self.prefix)
+
+
+def _literal_prefix(template: str, env: str) -> tuple[str, bool]:
+    """The text of ``template`` before its first field other than ``{env}`` (filled with
+    ``env``), and whether the template has such a field."""
+    literal = ""
+    for text, name, _, _ in string.Formatter().parse(template.rstrip("/")):
+        literal += text
+        if name == "env":
+            literal += env
+        elif name is not None:
+            return literal, True
+    return literal, False
+
+
+def _owned(team: str, pipeline: str, where: str, template: str, env: str,
+           whole_subtree: bool) -> list[_Owned]:
+    literal, templated = _literal_prefix(template, env)
+    if templated:
+        return [_Owned(team, pipeline, where, template, literal, True)]
+    out = [_Owned(team, pipeline, where, template, literal, False)]
+    if whole_subtree:
+        out.append(_Owned(team, pipeline, where, template, literal + "/", True))
+    return out
+
+
+class Ownership:
+    """Which teams own which key prefixes (see the module docstring).
+
+    Raises:
+        ManifestError: two teams own overlapping prefixes (naming both, the pipelines and
+            the fields), through pipelines that are not the same one.
+    """
+
+    def __init__(self, pipelines: Mapping[str, PipelineConfig], environments: Iterable[str],
+                 path: object = "pipekey.toml") -> None:
+        owned: list[_Owned] = []
+        for name, config in pipelines.items():
+            for team in dict.fromkeys(config.teams):
+                for env in environments:
+                    owned += _owned(team, name, f"pipelines.{name}.scope", config.scope, env,
+                                    True)
+                    for conn, template in config.stored_connections().items():
+                        owned += _owned(team, name, f"pipelines.{name}.connections.{conn}",
+                                        template, env, False)
+        self._owned = [o for o in owned if not is_under(o.prefix.rstrip("/"), SHARED)
+                       and not o.prefix.startswith(SHARED + "/")]
+        for i, one in enumerate(self._owned):
+            for other in self._owned[i + 1:]:
+                if one.team != other.team and one.pipeline != other.pipeline \
+                        and one.overlaps(other):
+                    raise ManifestError(
+                        path, other.where,
+                        f"teams {one.team!r} and {other.team!r} own overlapping keys: "
+                        f"{one.where} = {one.template!r} and {other.where} = "
+                        f"{other.template!r} share the prefix {min(one.prefix, other.prefix)!r}"
+                        ", so a parameter value of one could reach the other's keys (give "
+                        "each team its own literal prefix, or grant the keys explicitly)")
+
+    def owners(self, key: str) -> set[str]:
+        """The teams that own ``key`` (none for ``shared/`` and keys no team's templates
+        start)."""
+        return {o.team for o in self._owned if o.covers(key)}
