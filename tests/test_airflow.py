@@ -119,13 +119,19 @@ def test_isolation_masking_and_fall_through(airflow_home: Path, tmp_path: Path) 
 ENVS = ("dev", "prod")
 
 
+SLACK_PASSWORD = "fake-example-slack-pw"
+
+
 def _seed_example(store_for, tmp: Path, tokens: dict[tuple[str, str], str]) -> None:
-    """Each (env, account)'s token and warehouse in that environment's store."""
+    """Each (env, account)'s token and warehouse, and the granted slack_default connection,
+    in that environment's store."""
     for (env, account), token in tokens.items():
         store = store_for(env)
         store.put(f"marketing/ads/{account}/api_token", token)
         store.put(f"connections/warehouse_{account}", Connection(
             conn_type="duckdb", host=str(tmp / f"{account}_{env}.duckdb")).to_json())
+        store.put("airflow/connections/slack_default",
+                  f"http://:{SLACK_PASSWORD}@hooks.example.com")
 
 
 def _api_module():
@@ -162,7 +168,8 @@ def _check_example(output: str, apis, tokens: dict[tuple[str, str], str]) -> Non
         assert refused == 0 and {a for (a, o) in api.seen if o == "ok"} == {
             a for (e, a) in tokens if e == env}
     assert "the token itself, masked in every log: ***" in output  # print() inside the run
-    assert all(token not in output for token in tokens.values())
+    assert "slack password, read outside a run: ***" in output  # print() in a plain task
+    assert all(token not in output for token in [*tokens.values(), SLACK_PASSWORD])
 
 
 def test_example_dag_on_the_local_store(airflow_home: Path, tmp_path: Path) -> None:
@@ -395,3 +402,45 @@ def test_masked_stream_never_writes_a_registered_value(before: str, after: str) 
     stream.writelines([value, "\n"])
     assert value not in sink.getvalue()
     assert sink.getvalue().count("***") >= 2
+
+
+_SERVED_THEN_PRINTED = textwrap.dedent('''
+    import base64, json, os, sys
+    from urllib.parse import quote
+    from pipekey.integrations.airflow import PipekeySecretsBackend
+
+    backend = PipekeySecretsBackend(manifest=sys.argv[1], outside_pipelines="allow")
+    password = backend.get_connection("other_db").password   # no run, no task: a plain read
+    forms = [password, quote(password, safe=""), json.dumps(password),
+             base64.b64encode(password.encode()).decode(),
+             base64.b64encode(("bob:" + password).encode()).decode()]
+    for form in forms:
+        print("out", form)
+        print("err", form, file=sys.stderr)
+    sys.stdout.write("write " + password + "\\n")
+    sys.stderr.writelines(["lines ", password, "\\n"])
+    print("done", len(password))
+''')
+
+
+def test_a_process_served_a_value_masks_its_own_output(unit, tmp_path: Path) -> None:
+    """Once the backend serves a connection in a process (BaseHook.get_connection in a plain
+    @task, no run open), that process's stdout and stderr, read raw from its file
+    descriptors, show neither the password nor its URL, JSON or base64 forms: LocalExecutor
+    copies them to the scheduler's console, which Airflow does not mask."""
+    import base64
+    from urllib.parse import quote
+
+    script = tmp_path / "served.py"
+    script.write_text(_SERVED_THEN_PRINTED)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__SECRETS__")}
+    result = subprocess.run([sys.executable, str(script), str(unit.manifest_path)],
+                            capture_output=True, timeout=300, env=env, cwd=tmp_path)
+    raw = result.stdout + result.stderr
+    assert result.returncode == 0, result.stderr[-3000:].decode("utf-8", "replace")
+    assert b"done 13" in result.stdout  # the password, fake-other-pw, was served and printed
+    password = b"fake-other-pw"
+    forms = [password, quote(password, safe="").encode(), base64.b64encode(password),
+             base64.b64encode(b"bob:" + password)[8:-4]]
+    assert [f for f in forms if f in raw] == []
+    assert result.stdout.count(b"***") >= 6 and result.stderr.count(b"***") >= 6

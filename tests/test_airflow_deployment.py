@@ -45,7 +45,7 @@ def test_every_mapped_task_succeeds_with_its_own_value(deployment) -> None:
     environment's token for each account, and none refused."""
     assert deployment.runs() == {"ads_report": "success", "billing_report": "success"}
     ads = {k: s for k, s in deployment.tasks().items() if k[0] == "ads_report"}
-    assert len(ads) == 4 and set(ads.values()) == {"success"}
+    assert len(ads) == 5 and set(ads.values()) == {"success"}  # 4 mapped loads and notify
     for env, api in deployment.apis.items():
         assert {a for (a, outcome) in api.seen if outcome == "ok"} == {"acct_42", "acct_43"}
         assert not [k for k in api.seen if k[1] == "refused"], env
@@ -84,5 +84,8 @@ def test_no_value_in_any_task_log_or_console(deployment) -> None:
             assert value not in text
     printed = [t for t in logs.values() if "the token itself, masked in every log: ***" in t]
     assert len(printed) == 4
+    outside = "slack password, read outside a run: ***"  # a plain task: no run open
+    assert len([t for t in logs.values() if outside in t]) == 1
     if deployment.executor == "LocalExecutor":
         assert "the token itself, masked in every log: ***" in consoles["scheduler.log"]
+        assert outside in consoles["scheduler.log"]

@@ -671,3 +671,48 @@ def test_a_refusal_in_another_teams_namespace_does_not_tell_what_exists(tmp_path
         assert memory.calls == [], key
     assert messages[0] == messages[2] and messages[1] == messages[3]
     assert team_broker.read("nobody/owns/this", "finance", "key") is None
+
+
+def _strings_reachable(root: object) -> list[str]:
+    """Every str reachable from ``root`` through object references (gc referents): instance
+    and slot attributes, containers, frozen dataclasses, bound methods and the closures of
+    pipekey's own functions. Modules, classes and other code are not followed (their globals
+    hold the whole process: the masker's registry, this test's constants)."""
+    import gc
+    import types
+
+    seen, found, todo = set(), [], [root]
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, str):
+            found.append(obj)
+            continue
+        if isinstance(obj, (types.ModuleType, type, types.CodeType, types.BuiltinFunctionType)):
+            continue
+        if isinstance(obj, types.FunctionType):
+            if obj.__module__.startswith("pipekey"):  # its closure, not its globals
+                todo += [c.cell_contents for c in obj.__closure__ or ()
+                         if c.cell_contents is not None]
+            continue
+        todo += gc.get_referents(obj)
+    return found
+
+
+def test_a_closed_brokered_run_holds_no_value(tmp_path: Path) -> None:
+    """After a brokered run ends, nothing reachable from it (its source, the payload the
+    broker sent, its chain, its connections) holds a value: only names and metadata."""
+    team_broker, _ = _world(tmp_path)
+    with brokered_run(team_broker.lk.manifest, "ads", _fetch(team_broker, "marketing"),
+                      params={"account": "acct_42"}, run_name="ads__closed") as run:
+        assert run.connection("warehouse").password == "fake-wh-pw"
+        assert run.get("marketing/reports/acct_42") == "fake-report-acct42"
+        source = list(run._chain)[0]
+        held = [s for s in _strings_reachable(run) if "fake-" in s]
+        assert "fake-token-acct42" in held and "fake-wh-pw" in " ".join(held)  # the walk sees
+    assert [s for s in _strings_reachable(run) if "fake-" in s] == []
+    assert [s for s in _strings_reachable(source) if "fake-" in s] == []
+    assert source.payload.run_name == "marketing/ads__closed"  # what it was, for describe()
+    assert "ads__closed" in source.describe()

@@ -5,13 +5,15 @@ messages and tracebacks, log records (with every SDK's loggers at DEBUG, and eve
 structured formatter would print), audit files, the repr and str of every public object,
 and every file under a temporary HOME, TMPDIR and the project (the encrypted store's file
 too: a value must never be there in clear). Each value is searched in every form a leak takes:
-as is, URL-encoded, base64 and JSON-escaped; and so is each secret inside a value: each line of
+as is, URL-encoded, base64 (also inside a longer base64 text, at every byte offset, both
+alphabets) and JSON-escaped; and so is each secret inside a value: each line of
 a multi-line value (a PEM key), the password in a URL's userinfo, a connection's sensitive
 extras. Any hit fails.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import subprocess
@@ -70,9 +72,24 @@ instances = [{ account = "acct_1" }]
 def _needles() -> dict[str, str]:
     found = {}
     for value in [*VALUES, *PARTS]:
-        for form in encodings(value):
+        for form in [*encodings(value), *_embedded_base64(value)]:
             found[form] = value
     return found
+
+
+def _embedded_base64(value: str) -> set[str]:
+    """What base64 of a longer text holding ``value`` always shows of it, whatever comes
+    before or after: for a value starting 0, 1 or 2 bytes into a 3-byte group, the characters
+    whose bits all come from the value, in both alphabets (written here from the encoding,
+    not taken from pipekey). The other forms are plain text, so embedded they are found as
+    they are."""
+    raw = value.encode("utf-8")
+    forms = set()
+    for offset in range(3):
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            encoded = encode(b"\0" * offset + raw + b"\0\0\0").decode()
+            forms.add(encoded[-(-8 * offset // 6):8 * (offset + len(raw)) // 6])
+    return forms
 
 
 def _hits(text: str) -> list[str]:
@@ -243,6 +260,45 @@ def test_leak_hunt(world: Path, postgres: dict, caplog, sdk_debug) -> None:
     assert leaked_files == {}
     audit = (world / ".pipekey" / "audit.jsonl").read_text()
     assert "marketing/ads/acct_1/api_token" in audit  # the hunt did audit something
+
+
+_CHILD_PRINTS_EMBEDDED = """
+import base64, json, os
+from urllib.parse import quote
+from pipekey import Connection
+pg = Connection.from_uri(os.environ["AIRFLOW_CONN_WAREHOUSE"])
+api = Connection.from_uri(os.environ["AIRFLOW_CONN_API"])
+for value in (*(os.environ[name] for name in ("API_TOKEN", "APP_SECRET", "SLACK_TOKEN",
+                                              "SIGNING_KEY", "DB_URL")),
+              pg.password, api.extra["api_token"]):
+    for prefix in ("", "b", "bo", "bob:", "airflow:"):
+        for suffix in ("", "\\n", ":x"):
+            text = (prefix + value + suffix).encode()
+            print("Authorization: Basic", base64.b64encode(text).decode())
+            print("urlsafe", base64.urlsafe_b64encode(text).decode())
+        print(prefix + quote(value, safe=""), prefix + json.dumps(value), prefix + repr(value))
+"""
+
+
+def test_embedded_encodings_leak_nothing(world: Path) -> None:
+    """``pipekey run``'s child prints each value (a connection's password and extras too)
+    inside longer texts: base64 of
+    ``prefix + value + suffix`` for prefixes of 0, 1, 2 bytes modulo 3 (``bob:``,
+    ``airflow:``), both alphabets, and the URL-encoded, JSON and repr forms after a prefix.
+    None of them reaches pipekey's output."""
+    for key, value in (("marketing/ads/acct_1/api_token", TOKEN), ("marketing/ads/app_secret", APP),
+                       ("shared/slack_token", SLACK), ("marketing/ads/signing_key", PEM),
+                       ("marketing/ads/db_url", DB_URL), ("connections/api", API.to_json()),
+                       ("connections/pg", Connection(conn_type="postgres", host="db.internal",
+                                                     login="loader",
+                                                     password=PG_PASSWORD).to_uri())):
+        assert run_cli("set", key, input=value).returncode == 0
+    result = run_cli("run", "--pipeline", "ads", "--param", "account=acct_1", "--",
+                     sys.executable, "-c", _CHILD_PRINTS_EMBEDDED)
+    assert result.returncode == 0, result.stderr[-2000:]
+    basic = [line for line in result.stdout.splitlines() if line.startswith("Authorization:")]
+    assert len(basic) == 7 * 5 * 3 and all("***" in line for line in basic), result.stderr
+    assert _hits(result.stdout + result.stderr) == []
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 from urllib.parse import quote
 
@@ -256,3 +257,60 @@ def test_python_repr_forms_are_masked(caplog) -> None:
             masked = r.redact(text)
             assert value not in masked and repr(value)[1:-1] not in masked, text
             assert ascii(value)[1:-1] not in masked, text
+
+
+def _stable_middle(text: bytes, start: int, length: int, urlsafe: bool) -> str:
+    """The base64 characters of ``text`` whose 6 bits all fall in ``text[start:start+length]``,
+    read off the encoding of the whole text (so they are what a log would show)."""
+    encode = base64.urlsafe_b64encode if urlsafe else base64.b64encode
+    encoded = encode(text).decode()
+    first = -(-8 * start // 6)  # first character starting at or after the value's first bit
+    last = 8 * (start + length) // 6  # characters ending at or before its last bit
+    return encoded[first:last]
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.text(st.characters(blacklist_categories=("Cs",)), min_size=8, max_size=40),
+       prefix=st.binary(max_size=11), suffix=st.binary(max_size=5), urlsafe=st.booleans())
+def test_base64_at_any_offset_is_masked(value: str, prefix: bytes, suffix: bytes,
+                                        urlsafe: bool) -> None:
+    """A value inside a longer base64 text (``Basic b64("bob:" + password)``), starting at
+    any byte offset and followed by anything, standard or URL-safe alphabet: masked."""
+    r = Redactor()
+    r.register(value)
+    raw = value.encode("utf-8")
+    text = (base64.urlsafe_b64encode if urlsafe else base64.b64encode)(
+        prefix + raw + suffix).decode()
+    middle = _stable_middle(prefix + raw + suffix, len(prefix), len(raw), urlsafe)
+    masked = r.redact(f"Authorization: Basic {text}")
+    assert redact.MASK in masked and middle not in masked
+
+
+@pytest.mark.parametrize("prefix", ["", "b", "bo", "bob:", "airflow:"])
+@pytest.mark.parametrize("urlsafe", [False, True], ids=["standard", "urlsafe"])
+def test_basic_auth_header_is_masked(prefix: str, urlsafe: bool) -> None:
+    """The forms issue 25 found unmasked: b64("bob:" + password), b64("airflow:" + password),
+    in both alphabets (a value with bytes that encode to + and / in one, - and _ in the
+    other)."""
+    r = Redactor()
+    password = "fake-basic-p4ss\u00ff\u00fe?>"
+    r.register(password)
+    text = f"{prefix}{password}".encode()
+    header = (base64.urlsafe_b64encode if urlsafe else base64.b64encode)(text).decode()
+    masked = r.redact(f"Authorization: Basic {header}")
+    middle = _stable_middle(text, len(prefix), len(password.encode()), urlsafe)
+    assert masked.startswith("Authorization: Basic ") and redact.MASK in masked
+    assert middle not in masked and len(middle) >= 16
+
+
+def test_base64_middles_keep_the_minimum_length() -> None:
+    """Every registered form, offset middles included, is at least MIN_LENGTH long: a
+    middle too short to be safe is left out, as a value that short is; the shortest values
+    registered (four bytes) still get their middles masked."""
+    short = {m for m in redact.base64_middles(b"abc") if len(m) < redact.MIN_LENGTH}
+    assert short and not short & redact.encodings("abc")  # 3 characters at offsets 1 and 2
+    assert all(len(form) >= redact.MIN_LENGTH for v in ("abcd", "fake-value", "\u00e9t\u00e9s")
+               for form in redact.encodings(v))
+    r = Redactor()
+    r.register("w0rd")
+    assert "***" in r.redact(base64.b64encode(b"x:w0rd").decode())

@@ -15,7 +15,8 @@ What it does, step by step (each step prints what it runs):
    ``--executor celery``, Debian's ``redis-server`` as broker and ``airflow celery worker``),
    each in its own process group with its console in ``DIR/console/<name>.log``; no log
    server is started (``--skip-serve-logs``): task logs are read from ``DIR/airflow/logs``;
-5. triggers ``ads_report`` (4 mapped tasks: 2 accounts x dev, prod) and ``billing_report``
+5. triggers ``ads_report`` (4 mapped tasks: 2 accounts x dev, prod; and ``notify``, which
+   prints a granted connection's password outside a run) and ``billing_report``
    (another pipeline's DAG, refused ads_report's secrets), waits for both (bounded), and
    prints where each task's token came from;
 6. stops every process it started, by process group (unless ``--keep-running``).

@@ -26,7 +26,7 @@ import base64
 import binascii
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from . import redact
@@ -278,8 +278,11 @@ class BrokeredSource(Backend):
             self._load(self._refetch())
 
     def close(self) -> None:
-        """Drop the held values (the run has ended); ``invalidate`` would ask again."""
+        """Drop every value (the run has ended): the held ones and the payload's, of which
+        only the run's names and parameters stay (``describe``). ``invalidate`` would ask
+        again."""
         self._held = {}
+        self.payload = replace(self.payload, names={}, connections={}, keys={})
 
 
 def brokered_run(manifest: Manifest, pipeline: str, fetch: Callable[[str], str | None], *,

@@ -2,11 +2,11 @@
 
 Every value the chain resolves in this process is registered (:func:`register`), and every
 value pipekey writes, before it is written. The masker replaces it, and its URL-encoded,
-base64 and JSON-escaped forms, with ``***``; and the secrets inside it
-(:func:`secret_parts`): each line of a multi-line value (a PEM key printed line by line), a
-URL's password, the sensitive fields of a JSON document or a connection's ``extra``
-(:func:`sensitive_values`). It also masks token shapes whether registered or not: AWS access
-key ids, PEM blocks and JWTs.
+base64 (inside a longer base64 text too: :func:`base64_middles`) and JSON-escaped forms, with
+``***``; and the secrets inside it (:func:`secret_parts`): each line of a multi-line value (a
+PEM key printed line by line), a URL's password, the sensitive fields of a JSON document or
+a connection's ``extra`` (:func:`sensitive_values`). It also masks token shapes whether
+registered or not: AWS access key ids, PEM blocks and JWTs.
 :func:`install` puts it in a log-record factory (every logger, however late its handlers are
 added), as a ``logging.Filter`` on the root logger, its handlers and any others named (which
 also scrubs traceback text, chained causes included), and, when structlog is configured, as
@@ -36,7 +36,7 @@ from collections import Counter
 from typing import Any, Iterable, Mapping, MutableMapping
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 
-__all__ = ["MASK", "Redactor", "SdkBodyFilter", "guard_sdk_logs", "install",
+__all__ = ["MASK", "Redactor", "SdkBodyFilter", "base64_middles", "guard_sdk_logs", "install",
            "looks_like_credential", "redactor", "register", "secret_parts", "sensitive_values"]
 
 MASK = "***"
@@ -51,15 +51,38 @@ TOKEN_SHAPES = re.compile(
 
 
 def encodings(value: str) -> set[str]:
-    """The forms a value takes in logs: as is, URL-encoded, base64, JSON-escaped, and as
-    Python's ``repr``/``ascii`` show it inside quotes (``%r`` of the value, or of a dict or
-    ``os.environ`` holding it, escapes quotes and unprintable characters)."""
+    """The forms a value takes in logs: as is, URL-encoded, base64 (also inside a longer
+    base64 text, :func:`base64_middles`), JSON-escaped, and as Python's ``repr``/``ascii``
+    show it inside quotes (``%r`` of the value, or of a dict or ``os.environ`` holding it,
+    escapes quotes and unprintable characters). Forms shorter than ``MIN_LENGTH`` are left
+    out, as short values are."""
     raw = value.encode("utf-8")
     forms = {value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1],
              base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode(),
-             repr(value)[1:-1], ascii(value)[1:-1], repr(raw)[2:-1]}
+             repr(value)[1:-1], ascii(value)[1:-1], repr(raw)[2:-1], *base64_middles(raw)}
     forms |= {f.rstrip("=") for f in forms if f.endswith("=")}
     return {f for f in forms if len(f) >= MIN_LENGTH}
+
+
+def base64_middles(raw: bytes) -> set[str]:
+    """What base64 of a text holding ``raw`` always contains, wherever ``raw`` starts in it
+    (``Basic b64("bob:" + password)``): for each offset 0, 1, 2 modulo 3, the characters
+    whose 6 bits all come from ``raw``, in the standard and URL-safe alphabets.
+
+    Base64 turns 3 bytes into 4 characters, so the characters that mix ``raw``'s first or
+    last bits with its neighbours' depend on those neighbours: they are dropped, which
+    leaves about ``4 * len(raw) / 3 - 2`` characters. Like every form, a middle shorter than
+    ``MIN_LENGTH`` is not registered (a value that short is not registered at all)."""
+    middles = set()
+    for offset in range(3):
+        encoded = base64.b64encode(bytes(offset) + raw).decode()
+        start, end = -(-8 * offset // 6), 8 * (offset + len(raw)) // 6
+        middle = encoded[start:end]
+        middles |= {middle, middle.translate(_URLSAFE)}
+    return middles
+
+
+_URLSAFE = str.maketrans("+/", "-_")
 
 
 #: Airflow's ``DEFAULT_SENSITIVE_FIELDS``: a field whose name contains one is masked.

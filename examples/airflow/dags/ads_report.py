@@ -55,8 +55,19 @@ def ads_report():
         print("the token itself, masked in every log:", run.secret("api_token"))
         return {"account": account, "env": run.environment, "rows": rows, "run": run.name}
 
+    @task
+    def notify() -> None:
+        # a plain task, no run open: the granted connection is served (it needs no scope
+        # parameter), and a print of its password shows *** in the task log and in the
+        # scheduler's console (LocalExecutor copies task output there; Airflow masks only logs)
+        from airflow.sdk.bases.hook import BaseHook
+
+        print("slack password, read outside a run:", BaseHook.get_connection("slack_default")
+              .password)
+
     load.expand(account=ACCOUNTS)
     load.override(task_id="load_prod").partial(env="prod").expand(account=ACCOUNTS)
+    notify()
 
 
 dag_object = ads_report()

@@ -29,6 +29,7 @@ from ..errors import BackendError, MissingSecrets, PipekeyError, SecretNotFound
 
 if TYPE_CHECKING:
     from rich.table import Table
+    from rich.text import Text
 
 EPILOG = "Docs: README.md and docs/cli.md. Exit codes: 0 ok, 1 not found or failed, 2 usage."
 
@@ -58,7 +59,7 @@ class _Warnings(logging.Handler):
     def flush_to_stderr(self) -> None:
         lines, self.lines = self.lines, []
         for line in lines:
-            click.echo(f"pipekey: warning: {line}", err=True)
+            say(f"pipekey: warning: {line}", err=True)
 
 
 WARNINGS = _Warnings()
@@ -169,7 +170,7 @@ class _Group(click.Group):
             _usage_error(exc, argv)
             code = exc.exit_code
         except click.ClickException as exc:
-            click.echo(f"pipekey: error: {_one_line(exc.format_message())}", err=True)
+            say(f"pipekey: error: {_one_line(exc.format_message())}", err=True)
             code = exc.exit_code
         except click.exceptions.Abort:
             click.echo("pipekey: error: aborted", err=True)
@@ -209,8 +210,8 @@ def _usage_error(exc: click.UsageError, argv: list[str]) -> None:
     if "--json" in before_dashes:
         click.echo(json.dumps({"error": {"type": "UsageError", "message": message,
                                          "hint": hint, "exit_code": exc.exit_code}}))
-    click.echo(f"pipekey: error: {message}", err=True)
-    click.echo(f"pipekey: hint: {hint}", err=True)
+    say(f"pipekey: error: {message}", err=True)
+    say(f"pipekey: hint: {hint}", err=True)
 
 
 class ValueSafeCommand(click.Command):
@@ -260,10 +261,10 @@ def _fail(ctx: click.Context, error: object, code: int) -> None:
         if attempts is not None:
             body["attempts"] = [dataclasses.asdict(a) for a in attempts]
         click.echo(json.dumps({"error": body}))
-    click.echo(f"pipekey: error: {message}", err=True)
+    say(f"pipekey: error: {message}", err=True)
     if ctx.obj and ctx.obj.get("verbose"):
         for line in details:
-            click.echo(f"  tried: {line}", err=True)
+            say(f"  tried: {line}", err=True)
     ctx.exit(code)
 
 
@@ -331,28 +332,68 @@ def _emit(as_json: bool, data: Any, text: Callable[[], None]) -> None:
         text()
 
 
-def escape(value: object) -> str:
-    """``value`` as text for a rich table cell: brackets shown, not read as markup."""
-    from rich.markup import escape as rich_escape
+def shown(value: object) -> str:
+    """``value``, a piece of data (a key, run name, actor, backend name, path, version, error
+    message), as one line of text that shows exactly what it holds.
 
-    return rich_escape(str(value))
+    Characters Python does not call printable (control characters, so ANSI escapes; line
+    breaks; tabs; bidi overrides and other format characters; non-breaking spaces) are shown
+    as their escapes (``\\x1b``, ``\\u202e``), so data can neither drive the terminal nor hide
+    or fake text. Markup is left alone here: tables go through :func:`cell`.
+    """
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
+
+
+def cell(value: object) -> Text:
+    """``value`` as a rich table cell: :func:`shown`, and never read as markup (``[/]``,
+    ``[white on white]``, ``[link=...]`` print as they are)."""
+    from rich.text import Text
+
+    return Text(shown(value))
+
+
+def styled(word: str, style: str) -> Text:
+    """One of pipekey's own words (``ok``, ``FAIL``, an action) in a style; never data."""
+    from rich.text import Text
+
+    return Text(word, style=style)
+
+
+def say(line: str, err: bool = False) -> None:
+    """Print one line of pipekey's own text with data in it (:func:`shown` over the whole
+    line: pipekey's own words hold no control characters). Never for a revealed value."""
+    click.echo(shown(line), err=err)
 
 
 def _table(*columns: str) -> Table:
+    """A table for :func:`row`; headers are shown by :func:`cell` (a header may name a store
+    given on the command line)."""
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False, header_style="bold")
     for c in columns:
-        table.add_column(c)
+        table.add_column(cell(c), overflow="fold")  # data is wrapped, never cut short
     return table
+
+
+def row(table: Table, *cells: object) -> None:
+    """Add a row to ``table``: every cell is data, shown by :func:`cell`, except a styled word
+    (a :func:`styled` ``Text``). The only way commands add rows (tests/test_layout.py)."""
+    from rich.text import Text
+
+    table.add_row(*(c if isinstance(c, Text) else cell(c) for c in cells))
 
 
 def _print(renderable: Any) -> None:
     from rich.console import Console
 
     console = Console(highlight=False)
-    if not console.is_terminal:  # piped: one line per row, for grep and awk
-        console = Console(highlight=False, width=1_000)
+    if not console.is_terminal:  # piped: one line per row however long, for grep and awk
+        console = Console(highlight=False, width=1_000_000)
     console.print(renderable)
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ..errors import UsageError
-from ._common import _emit, _lk, _print, _table, cli, json_option, plural
+from ._common import _emit, _lk, _print, _table, cli, json_option, plural, row, say
 
 if TYPE_CHECKING:
     from ..client import Pipekey
@@ -61,11 +61,11 @@ def audit(ctx: click.Context, pipeline: str | None, key: str | None, since: str 
     def text() -> None:
         table = _table("TIME", "EVENT", "PIPELINE", "RUN", "KEY", "BACKEND", "VERSION", "OUTCOME")
         for e in events:
-            table.add_row(e["time"][:19].replace("T", " "), e["event"], e.get("pipeline") or "-",
-                          e.get("run") or "-", e["key"], e.get("backend") or "-",
-                          e.get("version") or "-", e["outcome"])
+            row(table, str(e["time"])[:19].replace("T", " "), str(e["event"]),
+                str(e.get("pipeline") or "-"), str(e.get("run") or "-"), str(e["key"]),
+                str(e.get("backend") or "-"), str(e.get("version") or "-"), str(e["outcome"]))
         _print(table)
-        click.echo(f"{plural(len(events), 'event')} from {file}", err=True)
+        say(f"{plural(len(events), 'event')} from {file}", err=True)
 
     _emit(as_json, events, text)
 

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from ..errors import UsageError
-from ._common import _emit, _lk, _print, _table, cli, json_option
+from ._common import _emit, _lk, _print, _table, cli, json_option, row, say
 
 
 @cli.command()
@@ -67,33 +67,33 @@ def bench(ctx: click.Context, repeat: int, latency_ms: float, compare: bool, sta
     def text() -> None:
         table = _table("BENCHMARK", "MEDIAN", "P90", "NOTES")
         local = results["ready_local"]
-        table.add_row(f"ready, {results['secrets']} secrets, local store (cold)",
-                      _ms(local["median"]), _ms(local["p90"]), f"{local['runs']} runs")
+        row(table, f"ready, {results['secrets']} secrets, local store (cold)",
+            _ms(local["median"]), _ms(local["p90"]), f"{local['runs']} runs")
         for lookup in ("sequential", "parallel"):
             remote = results["ready_remote" + ("_parallel" if lookup == "parallel" else "")]
             notes = (f"{remote['round_trips']:.2f} round trips of {latency_ms:g} ms, "
                      f"{remote['calls_per_run']:.0f} store calls per run")
-            table.add_row(f"ready, {results['secrets']} secrets, 2 remote stores, {lookup}",
-                          _ms(remote["median"]), _ms(remote["p90"]), notes)
+            row(table, f"ready, {results['secrets']} secrets, 2 remote stores, {lookup}",
+                _ms(remote["median"]), _ms(remote["p90"]), notes)
         many = results["runs_200"]
-        table.add_row(f"{many['runs']} concurrent runs, no cache",
-                      f"{many['uncached']['seconds'] * 1000:.0f} ms", "",
-                      f"{many['uncached']['store_calls']} store calls")
-        table.add_row(f"{many['runs']} concurrent runs, cache + single-flight",
-                      f"{many['cached']['seconds'] * 1000:.0f} ms", "",
-                      f"{many['cached']['store_calls']} store calls "
-                      f"({many['calls_saved']} saved)")
-        table.add_row("warm run.secret(name)", f"{results['warm_secret_ns']:.0f} ns", "",
-                      "best of 5")
-        table.add_row("warm run.get(key)", f"{results['warm_get_ns']:.0f} ns", "", "best of 5")
+        row(table, f"{many['runs']} concurrent runs, no cache",
+            f"{many['uncached']['seconds'] * 1000:.0f} ms", "",
+            f"{many['uncached']['store_calls']} store calls")
+        row(table, f"{many['runs']} concurrent runs, cache + single-flight",
+            f"{many['cached']['seconds'] * 1000:.0f} ms", "",
+            f"{many['cached']['store_calls']} store calls "
+            f"({many['calls_saved']} saved)")
+        row(table, "warm run.secret(name)", f"{results['warm_secret_ns']:.0f} ns", "",
+            "best of 5")
+        row(table, "warm run.get(key)", f"{results['warm_get_ns']:.0f} ns", "", "best of 5")
         envs = results["environments"]
-        table.add_row(f"memory per open environment ({envs['environments']} names)",
-                      f"{envs['rss_per_environment_bytes'] / 1024:.0f} KiB", "",
-                      f"RSS +{envs['rss_growth_bytes'] / 2**20:.1f} MiB; "
-                      f"{envs['environments_open']} chains and {envs['caches_open']} caches "
-                      f"open (bound {envs['environments_bound']}), "
-                      f"{envs['environments_after_close']} and {envs['caches_after_close']} "
-                      "after close")
+        row(table, f"memory per open environment ({envs['environments']} names)",
+            f"{envs['rss_per_environment_bytes'] / 1024:.0f} KiB", "",
+            f"RSS +{envs['rss_growth_bytes'] / 2**20:.1f} MiB; "
+            f"{envs['environments_open']} chains and {envs['caches_open']} caches "
+            f"open (bound {envs['environments_bound']}), "
+            f"{envs['environments_after_close']} and {envs['caches_after_close']} "
+            "after close")
         _print(table)
         if "startup" in results:
             _print(_startup_table(results["startup"]))
@@ -105,28 +105,28 @@ def _startup_table(up: dict[str, Any]) -> Any:
     """Start-up against the targets: PASS/FAIL is printed, never asserted."""
     table = _table("START-UP", "MEDIAN", "TARGET", "RESULT", "NOTES")
     targets = up["targets_ms"]
-    table.add_row("import pipekey", f"{up['import_ms']:.1f} ms",
-                  f"<= {targets['import']:g} ms", "PASS" if up["import_pass"] else "FAIL",
-                  "timed inside a fresh interpreter")
-    table.add_row("pipekey run --pipeline P -- true, over python -c pass",
-                  f"{up['run_over_python_ms']:.1f} ms", f"<= {targets['run_over_python']:g} ms",
-                  "PASS" if up["run_pass"] else "FAIL",
-                  f"CPU {up['run_over_python_cpu_ms']:.0f} ms over python")
-    table.add_row("of which: load and validate the manifest", f"{up['manifest_ms']:.1f} ms", "",
-                  "", f"pydantic (the manifest's schema): import alone "
-                      f"{up['pydantic_import_ms']:.0f} ms")
+    row(table, "import pipekey", f"{up['import_ms']:.1f} ms",
+        f"<= {targets['import']:g} ms", "PASS" if up["import_pass"] else "FAIL",
+        "timed inside a fresh interpreter")
+    row(table, "pipekey run --pipeline P -- true, over python -c pass",
+        f"{up['run_over_python_ms']:.1f} ms", f"<= {targets['run_over_python']:g} ms",
+        "PASS" if up["run_pass"] else "FAIL",
+        f"CPU {up['run_over_python_cpu_ms']:.0f} ms over python")
+    row(table, "of which: load and validate the manifest", f"{up['manifest_ms']:.1f} ms", "",
+        "", f"pydantic (the manifest's schema): import alone "
+            f"{up['pydantic_import_ms']:.0f} ms")
     load = up["load_average"]
-    table.add_row("python -c pass", f"{up['python_ms']:.1f} ms", "", "",
-                  f"{up['runs']} runs each; load average {load:.2f} on {up['cpus']} CPUs"
-                  if load is not None else f"{up['runs']} runs each")
+    row(table, "python -c pass", f"{up['python_ms']:.1f} ms", "", "",
+        f"{up['runs']} runs each; load average {load:.2f} on {up['cpus']} CPUs"
+        if load is not None else f"{up['runs']} runs each")
     return table
 
 
 def _credentials(ctx: click.Context, definition: str, runs: int, as_json: bool) -> None:
     from ..bench import credentials_burst
 
-    click.echo(f"pipekey bench: {runs} runs opening at once, each minting a login from "
-               f"credentials.{definition}...", err=True)
+    say(f"pipekey bench: {runs} runs opening at once, each minting a login from "
+        f"credentials.{definition}...", err=True)
     results = credentials_burst(_lk(ctx), definition, runs)
 
     def text() -> None:
@@ -134,10 +134,10 @@ def _credentials(ctx: click.Context, definition: str, runs: int, as_json: bool) 
         for label, key in (("ready (open, login minted)", "ready"), ("close (login dropped)",
                                                                     "close")):
             stats = results[key]
-            table.add_row(f"{runs} runs at once: {label}", _ms(stats["median"]),
-                          _ms(stats["p90"]), _ms(stats["max"]),
-                          f"{results['logins']} distinct logins" if key == "ready" else
-                          f"all {runs} done in {results['wall']:.2f} s")
+            row(table, f"{runs} runs at once: {label}", _ms(stats["median"]),
+                _ms(stats["p90"]), _ms(stats["max"]),
+                f"{results['logins']} distinct logins" if key == "ready" else
+                f"all {runs} done in {results['wall']:.2f} s")
         _print(table)
 
     _emit(as_json, results, text)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ._common import _emit, _lk, _print, _table, cli, escape, json_option, plural
+from ._common import _emit, _lk, _print, _table, cli, json_option, plural, row, say, styled
 from .run import param_option, parse_params
 
 if TYPE_CHECKING:
@@ -50,8 +50,8 @@ def check(ctx: click.Context, pipelines: tuple[str, ...], params: tuple[str, ...
     def progress(finding: Finding, total: int) -> None:
         done["n"] += 1
         if not as_json:
-            click.echo(f"  [{done['n']}/{total}] {finding.pipeline} {finding.item}: "
-                       f"{finding.status}", err=True)
+            say(f"  [{done['n']}/{total}] {finding.pipeline} {finding.item}: "
+                f"{finding.status}", err=True)
 
     findings = check_pipelines(lk, pipelines or None, parse_params(params) if params else None,
                                env=ctx.obj["env"], connect=connect,
@@ -63,8 +63,8 @@ def check(ctx: click.Context, pipelines: tuple[str, ...], params: tuple[str, ...
         table = _table("PIPELINE", "PARAMS", "ITEM", "STATUS", "DETAIL", "FROM")
         for f in findings:
             colour = STYLE.get(f.status, "red")
-            table.add_row(escape(f.pipeline), escape(f.params), escape(f.item),
-                          f"[{colour}]{f.status}[/]", escape(f.detail), escape(f.where))
+            row(table, f.pipeline, f.params, f.item, styled(f.status, colour), f.detail,
+                f.where)
         _print(table)
         click.echo(f"{plural(len(findings), 'check')}, {len(failed)} failed"
                    + (f", {plural(len(skipped), 'pipeline')} skipped" if skipped else ""),

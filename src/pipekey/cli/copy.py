@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ..errors import UsageError
-from ._common import _emit, _lk, _print, _table, cli, json_option, plural
+from ._common import _emit, _lk, _print, _table, cli, json_option, plural, row, say, styled
 
 if TYPE_CHECKING:
     from ..copy import CopyPlan
@@ -63,22 +63,22 @@ def copy(ctx: click.Context, source: str, dest: str, prefix: str, dest_prefix: s
 
     def progress(key: str, n: int, total: int) -> None:
         if not as_json:
-            click.echo(f"  [{n}/{total}] {key}", err=True)
+            say(f"  [{n}/{total}] {key}", err=True)
 
     result = apply_plan(plan, values, overwrite=mode == "overwrite", progress=progress)
 
     def text() -> None:
-        click.echo(f"copied {len(result.copied)}, skipped {len(result.skipped)} "
-                   f"({plan.count('same')} already identical, {plan.count('too_large')} too "
-                   f"large), failed {len(result.failed)}")
+        say(f"copied {len(result.copied)}, skipped {len(result.skipped)} "
+            f"({plan.count('same')} already identical, {plan.count('too_large')} too "
+            f"large), failed {len(result.failed)}")
         for key, error in result.failed.items():
-            click.echo(f"failed {key}: {error}")
-            click.echo(f"not attempted: {plural(len(result.not_attempted), 'key')} "
-                       f"({', '.join(result.not_attempted[:5])}"
-                       f"{', ...' if len(result.not_attempted) > 5 else ''})")
+            say(f"failed {key}: {error}")
+            say(f"not attempted: {plural(len(result.not_attempted), 'key')} "
+                f"({', '.join(result.not_attempted[:5])}"
+                f"{', ...' if len(result.not_attempted) > 5 else ''})")
         for item in plan.items:
             if item.action == "too_large":
-                click.echo(f"too large for {dest}: {item.key} ({item.detail})")
+                say(f"too large for {dest}: {item.key} ({item.detail})")
 
     _emit(as_json, {"dry_run": False, **plan.to_dict(), "result": result.to_dict()}, text)
     if result.failed or plan.count("too_large"):
@@ -88,13 +88,13 @@ def copy(ctx: click.Context, source: str, dest: str, prefix: str, dest_prefix: s
 def _show_plan(plan: CopyPlan) -> None:
     table = _table("KEY", "ACTION", "BYTES", "DETAIL")
     for item in plan.items:
-        table.add_row(item.key, f"[{STYLE[item.action]}]{item.action}[/]", str(item.size),
-                      item.detail)
+        row(table, item.key, styled(item.action, STYLE[item.action]), str(item.size),
+            item.detail)
     _print(table)
     summary = ", ".join(f"{a} {plan.count(a)}" for a in ("add", "change", "same", "split",
                                                           "too_large") if plan.count(a))
-    click.echo(f"plan {plan.source.name} -> {plan.dest.name}: {summary or 'nothing to copy'}",
-               err=True)
+    say(f"plan {plan.source.name} -> {plan.dest.name}: {summary or 'nothing to copy'}",
+        err=True)
 
 
 @cli.command()
@@ -121,9 +121,9 @@ def diff(ctx: click.Context, a: str, b: str, prefix: str, as_json: bool) -> None
     def text() -> None:
         table = _table("KEY", "STATE", f"VERSION IN {a}", f"VERSION IN {b}")
         for r in rows:
-            table.add_row(r["key"], r["state"], r["version_a"] or "-", r["version_b"] or "-")
+            row(table, r["key"], r["state"], r["version_a"] or "-", r["version_b"] or "-")
         _print(table)
-        click.echo(f"{plural(len(rows), 'key')}, {len(drift)} differ", err=True)
+        say(f"{plural(len(rows), 'key')}, {len(drift)} differ", err=True)
 
     _emit(as_json, {"keys": rows, "differ": len(drift)}, text)
     if drift:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import _emit, _lk, _print, _table, cli, json_option, plural
+from ._common import _emit, _lk, _print, _table, cli, json_option, plural, row
 
 
 @cli.group()
@@ -36,8 +36,8 @@ def sweep(ctx: click.Context, names: tuple[str, ...], dry_run: bool, as_json: bo
 
     def text() -> None:
         table = _table("DEFINITION", "LOGIN", "ACTION")
-        for row in rows:
-            table.add_row(row["definition"], row["login"], row["action"])
+        for entry in rows:
+            row(table, entry["definition"], entry["login"], entry["action"])
         if rows:
             _print(table)
         verb = "would drop" if dry_run else "dropped"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import _emit, _lk, _print, _table, cli, escape, json_option
+from ._common import _emit, _lk, _print, _table, cli, json_option, row, say, styled
 from .run import param_option, parse_params, pipeline_option
 
 
@@ -37,13 +37,13 @@ def explain(ctx: click.Context, key: str, pipeline: str | None, params: tuple[st
 
     def text() -> None:
         if heading:
-            click.echo(heading)
+            say(heading)
         table = _table("#", "BACKEND", "LEVEL", "PATH", "RESULT")
         for i, a in enumerate(resolution.attempts, start=1):
             result = a.outcome + (f": {a.detail}" if a.detail else "")
-            table.add_row(str(i), a.backend, a.level or "-", escape(a.path), escape(result))
+            row(table, str(i), a.backend, a.level or "-", a.path, result)
         _print(table)
-        click.echo(resolution.summary())
+        say(resolution.summary())
 
     _emit(as_json, resolution.to_dict(), text)
     if not resolution.found:
@@ -70,14 +70,13 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
             "pipelines": sorted(manifest.pipelines) if manifest else []}
 
     def text() -> None:
-        click.echo(f"manifest: {data['manifest'] or '(none: the local store alone)'}")
-        click.echo(f"env:      {lk.env}")
-        click.echo(f"chain:    {' -> '.join(b.name for b in lk.chain)}")
+        say(f"manifest: {data['manifest'] or '(none: the local store alone)'}")
+        say(f"env:      {lk.env}")
+        say(f"chain:    {' -> '.join(b.name for b in lk.chain)}")
         table = _table("", "BACKEND", "WHAT", "STATUS", "MS")
         for r in report:
-            mark = "[green]ok[/]" if r["ok"] else "[red]FAIL[/]"
-            table.add_row(mark, escape(r["backend"]), escape(r["describe"]), escape(r["status"]),
-                          str(r["latency_ms"]))
+            mark = styled("ok", "green") if r["ok"] else styled("FAIL", "red")
+            row(table, mark, r["backend"], r["describe"], r["status"], str(r["latency_ms"]))
         _print(table)
 
     _emit(as_json, data, text)

@@ -9,7 +9,7 @@ import click
 
 from ..errors import Attempt, PipekeyError, SecretNotFound, UsageError
 from ..redact import MASK
-from ._common import ValueSafeCommand, _emit, _lk, _print, _table, cli, json_option
+from ._common import ValueSafeCommand, _emit, _lk, _print, _table, cli, json_option, row, say
 
 if TYPE_CHECKING:
     from ..backends import Backend
@@ -42,12 +42,12 @@ def init(ctx: click.Context, backend: str | None, as_json: bool) -> None:
     def text() -> None:
         if "table" in result:
             state = "created" if result["table_created"] else "kept existing"
-            click.echo(f"{state} table {result['table']} ({result['encryption']} encryption)")
+            say(f"{state} table {result['table']} ({result['encryption']} encryption)")
             return
         key = "created" if result["key_created"] else "kept"
         store = "created" if result["store_created"] else "kept existing"
-        click.echo(f"{store} store {result['store']}")
-        click.echo(f"master key: {result['key_source']} ({key})")
+        say(f"{store} store {result['store']}")
+        say(f"master key: {result['key_source']} ({key})")
         if result["key_created"]:
             click.echo("Keep the key file out of git and back it up: without it the store "
                        "cannot be read.")
@@ -83,7 +83,7 @@ def set_(ctx: click.Context, key: str, backend: str | None, keep_newline: bool,
     value = _read_value(key, keep_newline)
     secret = lk.set(key, value, backend=target.name)
     data = {"key": key, "backend": secret.backend, "path": secret.path, "version": secret.version}
-    _emit(as_json, data, lambda: click.echo(
+    _emit(as_json, data, lambda: say(
         f"set {key} in {secret.backend} (version {secret.version})"))
 
 
@@ -137,7 +137,7 @@ def get(ctx: click.Context, key: str, reveal: bool, as_json: bool) -> None:
             click.echo(secret.value)
         else:
             version = f", version {secret.version}" if secret.version else ""
-            click.echo(f"{key} = {MASK}  ({secret.backend}{version})")
+            say(f"{key} = {MASK}  ({secret.backend}{version})")
 
     _emit(as_json, data, text)
 
@@ -161,7 +161,7 @@ def ls(ctx: click.Context, prefix: str, backend: str | None, as_json: bool) -> N
 
     def warn(b: Backend, exc: PipekeyError) -> None:
         failed.append(b.name)
-        click.echo(f"pipekey: warning: {b.name} not listed: {exc}", err=True)
+        say(f"pipekey: warning: {b.name} not listed: {exc}", err=True)
 
     listing = _lk(ctx).list(prefix, backend, on_error=None if backend else warn)
     data = [{"key": k, "backends": v} for k, v in listing.items()]
@@ -169,7 +169,7 @@ def ls(ctx: click.Context, prefix: str, backend: str | None, as_json: bool) -> N
     def text() -> None:
         table = _table("KEY", "BACKENDS")
         for k, v in listing.items():
-            table.add_row(k, ", ".join(v))
+            row(table, k, ", ".join(v))
         _print(table)
 
     _emit(as_json, data, text)
@@ -199,7 +199,7 @@ def rm(ctx: click.Context, key: str, backend: str | None, as_json: bool) -> None
                                                                  if isinstance(b, Writable)]
         raise SecretNotFound(key, [Attempt(b.name, b.locate(key), "absent", key) for b in looked])
     _emit(as_json, {"key": key, "backend": removed.name, "deleted": True},
-          lambda: click.echo(f"deleted {key} from {removed.name}"))
+          lambda: say(f"deleted {key} from {removed.name}"))
 
 
 @cli.command()
@@ -224,7 +224,8 @@ def history(ctx: click.Context, key: str, backend: str | None, as_json: bool) ->
         table = _table("VERSION", "WHEN", "BY", "STATE")
         for v in versions:
             when = v.created_at.strftime("%Y-%m-%d %H:%M:%S %Z") if v.created_at else "-"
-            table.add_row(v.version, when, v.created_by or "-", "deleted" if v.deleted else "set")
+            row(table, str(v.version), when, v.created_by or "-",
+                "deleted" if v.deleted else "set")
         _print(table)
 
     _emit(as_json, data, text)

@@ -20,8 +20,9 @@ refusal points operators at ``pipekey get`` / ``pipekey explain``.
 
 Everything returned is registered with Airflow's secrets masker and with pipekey's own
 (``pipekey.redact``), which also guards the task's log handlers under ``dag.test()``, where
-Airflow's masking is off, and, inside a task run, the process's ``sys.stdout``/``sys.stderr``
-(LocalExecutor copies a task's output into the scheduler's console).
+Airflow's masking is off, and, from the first value served in a process (in a run or not),
+the process's ``sys.stdout``/``sys.stderr`` (LocalExecutor copies a task's output into the
+scheduler's console).
 
 In a task, :func:`task_run` (or the :func:`pipekey_task` decorator) opens a pipekey run for
 the task: pipeline from the DAG, run name from DAG run, task and map index, parameters and
@@ -105,9 +106,13 @@ def _pipekey(manifest: str | None, env: str | None) -> Pipekey:
 
 
 def _mask(value: str | None) -> None:
+    """Mask ``value`` wherever this process writes it: pipekey's masker (logs), Airflow's, and
+    the process's stdout/stderr (:func:`mask_std_streams`), since a value served outside a run
+    may be printed too and LocalExecutor copies task output to the scheduler's console."""
     if not value:
         return
     redact.register(value)
+    mask_std_streams()
     try:
         from airflow.sdk.log import mask_secret
 
@@ -528,7 +533,8 @@ _streams_lock = threading.Lock()
 
 def mask_std_streams() -> None:
     """Mask registered values in everything written to ``sys.stdout``/``sys.stderr`` from
-    now on (idempotent; stays for the process, as the registered values do)."""
+    now on (idempotent; stays for the process, as the registered values do). Called for
+    every value the backend or a task run serves, so a stream replaced since is wrapped too."""
     with _streams_lock:
         for name in ("stdout", "stderr"):
             stream = getattr(sys, name)
