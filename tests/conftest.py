@@ -43,6 +43,27 @@ if os.environ.get("CI"):
 FAKE = "fake-s3cr3t-Zq9x-DO-NOT-USE"
 
 
+def _unmasked(stream: object) -> object:
+    while type(stream).__name__ == "_MaskedStream":  # pipekey.integrations.airflow's wrapper
+        stream = stream._stream  # type: ignore[attr-defined]
+    return stream
+
+
+@pytest.fixture(autouse=True)
+def _task_process_state_undone() -> object:
+    """The Airflow backend, once built in a process, registers a value listener with every
+    run (Airflow's masker) and wraps sys.stdout/sys.stderr in pipekey's masker as soon as a
+    value is served: right for a task process, but in this process a task is one test, so
+    every test ends with the listeners it found and the streams unwrapped."""
+    import pipekey.run
+
+    listeners = list(pipekey.run._value_listeners)
+    sys.stdout, sys.stderr = _unmasked(sys.stdout), _unmasked(sys.stderr)
+    yield
+    pipekey.run._value_listeners[:] = listeners
+    sys.stdout, sys.stderr = _unmasked(sys.stdout), _unmasked(sys.stderr)
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run in an empty folder with no PIPEKEY_* variables from the outside."""

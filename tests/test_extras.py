@@ -61,11 +61,15 @@ def test_integration_tests_skip_with_the_extra_to_install() -> None:
     """Without their SDKs, the Vault, GCP, Azure, dlt and Airflow tests and the contract
     suite's cloud backends skip, each saying which extra installs what is missing."""
     result = _pytest_without_sdks(
-        "-q", "-rs", "tests/test_vault.py", "tests/test_gcp_secret_manager.py",
+        "-q", "-rA", "tests/test_vault.py", "tests/test_gcp_secret_manager.py",
         "tests/test_azure_key_vault.py", "tests/test_dlt.py", "tests/test_airflow.py",
         "tests/test_backend_contract.py", "-k", "vault or gcp or azure or dlt or airflow")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
-    assert " passed" not in output and "failed" not in output and "error" not in output
+    assert "failed" not in output and "error" not in output
+    # what runs without an SDK is the contract suite's configuration-level checks (how an
+    # environment maps to store names): no store is built, so no SDK is needed
+    passed = [line for line in output.splitlines() if line.startswith("PASSED")]
+    assert all("environment" in line for line in passed), passed
     for extra in ("vault", "gcp", "azure", "dlt", "airflow"):
         assert f"pip install -e '.[{extra}]'" in output, extra
