@@ -54,7 +54,9 @@ def explain(ctx: click.Context, key: str, pipeline: str | None, params: tuple[st
 @json_option
 @click.pass_context
 def doctor(ctx: click.Context, as_json: bool) -> None:
-    """Show what is configured and whether each backend answers. Exits 1 if one fails.
+    """Show what is configured and whether each backend answers. Exits 1 if one fails, or if
+    a pipeline's parameters are wrong as `check` would refuse them (an instance's unknown
+    parameter, a misspelt template parameter).
 
     A backend that cannot even be set up (no AWS region, say) is a FAIL row with the reason.
 
@@ -62,12 +64,16 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
     pipekey doctor
     pipekey doctor --env prod --json
     """
+    from ..check import parameter_problems
+
     lk = _lk(ctx)
     manifest = lk.manifest
     report = lk.doctor()
+    problems = [f"pipeline {p.pipeline!r}: {p.detail}" for p in parameter_problems(lk)]
     data = {"manifest": str(manifest.path) if manifest and manifest.path else None,
             "env": lk.env, "chain": [b.name for b in lk.chain], "backends": report,
-            "pipelines": sorted(manifest.pipelines) if manifest else []}
+            "pipelines": sorted(manifest.pipelines) if manifest else [],
+            "problems": problems}
 
     def text() -> None:
         click.echo(f"manifest: {data['manifest'] or '(none: the local store alone)'}")
@@ -79,7 +85,9 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
             table.add_row(mark, escape(r["backend"]), escape(r["describe"]), escape(r["status"]),
                           str(r["latency_ms"]))
         _print(table)
+        for problem in problems:
+            _print(f"[red]FAIL[/] {escape(problem)}")
 
     _emit(as_json, data, text)
-    if not all(r["ok"] for r in report):
+    if problems or not all(r["ok"] for r in report):
         ctx.exit(1)

@@ -1,0 +1,67 @@
+"""Issue 31, the first hour, second pass: what a new user still trips on, through the real
+`pipekey` command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from .conftest import run_cli
+
+TOKEN = "fake-token-acct42"
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+# -- 4. a misspelt parameter is named, with did-you-mean -----------------------------------
+INSTANCE_TYPO = ('[backends.env]\ntype = "env"\n'
+                 '[pipelines.facebook_ads]\nscope = "marketing/facebook/{account}"\n'
+                 'requires = ["access_token"]\ninstances = [{ acount = "acct_42" }]\n')
+TEMPLATE_TYPO = ('[backends.env]\ntype = "env"\n'
+                 '[pipelines.loader]\nscope = "loader"\n'
+                 'connections = { warehouse = "connections/warehouse_{envv}" }\n')
+
+
+@pytest.mark.parametrize("manifest, detail", [
+    pytest.param(INSTANCE_TYPO, "instance 1 has unknown parameter 'acount' (did you mean "
+                 "'account'?)", id="instance"),
+    pytest.param(TEMPLATE_TYPO, "connection 'warehouse' template 'connections/warehouse_{envv}' "
+                 "uses parameter 'envv' (did you mean '{env}'?)", id="template"),
+])
+def test_check_names_a_misspelt_parameter(isolated: Path, manifest: str, detail: str) -> None:
+    """A misspelt parameter is the cause: check says which, where, with did-you-mean, not
+    "needs parameters: account (add instances = [...])" when instances are there."""
+    (isolated / "pipekey.toml").write_text(manifest)
+    result = run_cli("check", "--json")
+    assert result.returncode == 1
+    finding, = json.loads(result.stdout)["findings"]
+    assert finding["status"] == "invalid" and finding["detail"] == detail
+
+
+def test_check_names_an_unknown_param_option(isolated: Path) -> None:
+    """`--param acount=...` is named as --param's, with did-you-mean."""
+    (isolated / "pipekey.toml").write_text(INSTANCE_TYPO)
+    given = run_cli("check", "--param", "acount=acct_42", "--json")
+    assert given.returncode == 1
+    assert json.loads(given.stdout)["findings"][0]["detail"] == (
+        "unknown parameter 'acount' in --param (did you mean 'account'?)")
+
+
+def test_doctor_refuses_what_check_refuses_about_parameters(isolated: Path) -> None:
+    """doctor fails (rc 1) on either typo, with check's words; without one it passes."""
+    for manifest, words in [(INSTANCE_TYPO, "pipeline 'facebook_ads': instance 1 has unknown "
+                                            "parameter 'acount' (did you mean 'account'?)"),
+                            (TEMPLATE_TYPO, "pipeline 'loader': connection 'warehouse' "
+                                            "template 'connections/warehouse_{envv}' uses "
+                                            "parameter 'envv' (did you mean '{env}'?)")]:
+        (isolated / "pipekey.toml").write_text(manifest)
+        result = run_cli("doctor")
+        assert result.returncode == 1, result.stdout
+        assert f"FAIL {words}" in _lines(result.stdout)
+        assert json.loads(run_cli("doctor", "--json").stdout)["problems"] == [words]
+    (isolated / "pipekey.toml").write_text(INSTANCE_TYPO.replace("acount", "account"))
+    assert run_cli("doctor").returncode == 0
