@@ -65,3 +65,32 @@ def test_doctor_refuses_what_check_refuses_about_parameters(isolated: Path) -> N
         assert json.loads(run_cli("doctor", "--json").stdout)["problems"] == [words]
     (isolated / "pipekey.toml").write_text(INSTANCE_TYPO.replace("acount", "account"))
     assert run_cli("doctor").returncode == 0
+
+
+# -- 6. a missing scope parameter: said once, with the --param to pass ----------------------
+SCOPED = ('[backends.env]\ntype = "env"\n'
+          '[pipelines.facebook_ads]\nscope = "marketing/facebook/{account}"\n'
+          'requires = ["access_token"]\n')
+
+
+def test_a_missing_scope_parameter_shows_the_param_to_pass(isolated: Path) -> None:
+    """run and explain name the pipeline once and show `--param account=...`."""
+    (isolated / "pipekey.toml").write_text(SCOPED)
+    expected = ["pipekey: error: pipeline 'facebook_ads': scope 'marketing/facebook/{account}' "
+                "needs parameter 'account' (pass --param account=...)"]
+    for args in (["run", "--pipeline", "facebook_ads", "--", "true"],
+                 ["explain", "--pipeline", "facebook_ads", "access_token"]):
+        result = run_cli(*args)
+        assert result.returncode == 2
+        assert _lines(result.stderr) == expected
+
+
+def test_the_library_names_the_pipeline_once(isolated: Path) -> None:
+    """Outside the CLI, the run's own error does not repeat the pipeline."""
+    import pipekey
+    from pipekey.errors import UsageError
+
+    (isolated / "pipekey.toml").write_text(SCOPED)
+    with pytest.raises(UsageError) as caught:
+        pipekey.load().pipeline("facebook_ads")
+    assert str(caught.value).count("facebook_ads") == 1

@@ -120,7 +120,7 @@ def _instances(config: PipelineConfig,
 
 
 def parameter_finding(name: str, config: PipelineConfig, instance: dict[str, str],
-                      number: int | None = None) -> Finding | None:
+                      number: int | None = None, instances_hint: bool = True) -> Finding | None:
     """What keeps one instance (``number`` in the manifest, else --param) from being checked:
     an unknown parameter (the cause, so said first, with a did-you-mean), a template
     parameter that looks like a misspelt one (``{envv}``), or a missing one (skipped, with
@@ -143,8 +143,8 @@ def parameter_finding(name: str, config: PipelineConfig, instance: dict[str, str
     if missing:
         wanted = "; ".join(f"{uses[p]} needs parameter {p!r}" for p in missing)
         passes = " ".join(f"--param {p}=..." for p in missing)
-        return Finding(name, label, "(pipeline)", "skipped",
-                       f"{wanted}: pass {passes} or add instances = [...] to the pipeline")
+        hint = " or add instances = [...] to the pipeline" if instances_hint else ""
+        return Finding(name, label, "(pipeline)", "skipped", f"{wanted} (pass {passes}{hint})")
     return None
 
 

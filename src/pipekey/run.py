@@ -112,8 +112,9 @@ class Run:
         self._leases = RunLeases(pipeline, self.name, self.dynamic, minters or {}, self._audit,
                                  _announce)
         grants = tuple(fill_template(g.rstrip("/"), values, f"{what} grant") for g in config.grants)
+        prefix = fill_template(config.scope, values, f"{what} scope")  # names the pipeline
         try:
-            self.scope = Scope(fill_template(config.scope, values, f"{what} scope"), grants,
+            self.scope = Scope(prefix, grants,
                                tuple(self.connection_keys.values()), declared_names(config))
         except UsageError as exc:
             raise UsageError(f"{what}: {exc}") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ._common import _emit, _lk, _print, _table, cli, escape, json_option
-from .run import param_option, parse_params, pipeline_option
+from .run import open_run, param_option, pipeline_option
 
 
 @cli.command()
@@ -29,7 +29,7 @@ def explain(ctx: click.Context, key: str, pipeline: str | None, params: tuple[st
     """
     lk = _lk(ctx)
     if pipeline:
-        run = lk.pipeline(pipeline, env=ctx.obj["env"], **parse_params(params))
+        run = open_run(lk, pipeline, params, ctx.obj["env"])
         resolution = run.explain(key)
         heading = f"pipeline {pipeline} scope {run.scope.prefix} (env {run.environment})"
     else:

@@ -48,6 +48,20 @@ def parse_params(pairs: Sequence[str]) -> dict[str, str]:
     return params
 
 
+def open_run(lk: Pipekey, pipeline: str, params: Sequence[str], env: str | None,
+             run_name: str | None = None) -> Run:
+    """``lk.pipeline`` for a command: a parameter mistake is said as ``check`` says it (the
+    template that uses it, did-you-mean), a missing one with the ``--param NAME=...`` to pass."""
+    from ..check import parameter_finding
+
+    given = parse_params(params)
+    problem = parameter_finding(pipeline, lk.pipeline_config(pipeline), given,
+                                instances_hint=False)
+    if problem is not None:
+        raise UsageError(f"pipeline {pipeline!r}: {problem.detail}")
+    return lk.pipeline(pipeline, env=env, run_name=run_name, **given)
+
+
 pipeline_option = click.option("-p", "--pipeline", "pipeline", metavar="NAME",
                                help="A pipeline of the manifest.")
 param_option = click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
@@ -141,8 +155,7 @@ def run(ctx: click.Context, pipeline: str | None, params: tuple[str, ...], run_n
     if not command:
         raise UsageError("pipekey run needs a command after --")
     lk = _lk(ctx)
-    with lk.pipeline(pipeline, env=ctx.obj["env"], run_name=run_name,
-                     **parse_params(params)) as active:
+    with open_run(lk, pipeline, params, ctx.obj["env"], run_name) as active:
         secrets = active.env()
         for value in secrets.values():
             redact.register(value)
