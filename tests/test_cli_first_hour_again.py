@@ -94,3 +94,17 @@ def test_the_library_names_the_pipeline_once(isolated: Path) -> None:
     with pytest.raises(UsageError) as caught:
         pipekey.load().pipeline("facebook_ads")
     assert str(caught.value).count("facebook_ads") == 1
+
+
+# -- 7. an unknown field is the cause: said first ------------------------------------------
+def test_a_misspelt_field_is_named_before_what_it_left_missing(isolated: Path) -> None:
+    """`members` for `member_of`: the unknown field, with did-you-mean, then the rest."""
+    (isolated / "pipekey.toml").write_text(
+        '[backends.local]\ntype = "local"\n[credentials.warehouse_rw]\ntype = "postgres_role"\n'
+        'admin = "connections/warehouse_admin"\nmembers = ["etl_writer"]\n')
+    result = run_cli("doctor")
+    assert result.returncode == 2
+    assert _lines(result.stderr) == [
+        f"pipekey: error: {isolated / 'pipekey.toml'}: credentials.warehouse_rw.members: "
+        "unknown field (did you mean 'member_of'?) (and 1 more: "
+        "credentials.warehouse_rw.member_of: missing)"]
