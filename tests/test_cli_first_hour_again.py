@@ -108,3 +108,33 @@ def test_a_misspelt_field_is_named_before_what_it_left_missing(isolated: Path) -
         f"pipekey: error: {isolated / 'pipekey.toml'}: credentials.warehouse_rw.members: "
         "unknown field (did you mean 'member_of'?) (and 1 more: "
         "credentials.warehouse_rw.member_of: missing)"]
+
+
+# -- 9. hints that fit the situation ---------------------------------------------------------
+def test_check_with_no_pipelines_says_to_add_one_not_param(isolated: Path) -> None:
+    """No pipelines: --param cannot help; the hint is the manifest table."""
+    (isolated / "pipekey.toml").write_text('[backends.env]\ntype = "env"\n')
+    result = run_cli("check")
+    assert result.returncode == 1
+    error = _lines(result.stderr)[-1]
+    assert error == (f"pipekey: error: nothing to check (no pipelines): add a [pipelines.NAME] "
+                     f"table to {isolated / 'pipekey.toml'} (see docs/manifest.md), or pass "
+                     "--allow-skipped")
+
+
+def test_run_help_says_the_json_summary_goes_to_stderr(isolated: Path) -> None:
+    """run's --json help says what happens: the summary on stderr, stdout the command's."""
+    text = " ".join(run_cli("run", "--help").stdout.split())
+    assert "Print JSON on stdout instead of text" not in text
+    assert ("--json When CMD ends, print a JSON summary (names, never values) on stderr; "
+            "stdout stays CMD's") in text
+
+
+def test_copy_of_a_bare_file_suggests_file_prefix(isolated: Path) -> None:
+    """`copy .dlt/secrets.toml local`: the one form that fits, not the list of every form."""
+    (isolated / ".dlt").mkdir()
+    (isolated / ".dlt" / "secrets.toml").write_text('api_key = "fake-api-key"\n')
+    result = run_cli("copy", ".dlt/secrets.toml", "local", "--dry-run")
+    assert result.returncode == 2
+    assert _lines(result.stderr) == ["pipekey: error: unknown store '.dlt/secrets.toml': name "
+                                     "a file or folder as file:.dlt/secrets.toml"]

@@ -312,10 +312,12 @@ def _fix_command(ctx: click.Context, key: str) -> str:
     return f"pipekey{flags} set {shlex.quote(key)}"
 
 
-def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``--json``: print machine-readable output on stdout."""
+def json_option(fn: Callable[..., Any],
+                help: str = "Print JSON on stdout instead of text.") -> Callable[..., Any]:
+    """``--json``: print machine-readable output on stdout (``help`` for a command where it
+    goes elsewhere)."""
 
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout instead of text.")
+    @click.option("--json", "as_json", is_flag=True, help=help)
     @functools.wraps(fn)
     def wrapper(*args: Any, as_json: bool, **kwargs: Any) -> Any:
         click.get_current_context().meta["pipekey.json"] = as_json

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import signal
@@ -125,7 +126,9 @@ def withheld(lk: Pipekey) -> Callable[[str], bool]:
 @click.option("--no-mask", is_flag=True,
               help="Pass CMD's stdout and stderr through untouched (default: every value of the "
                    f"run, and token shapes, are replaced with {redact.MASK}).")
-@json_option
+@functools.partial(json_option, help="When CMD ends, print a JSON summary (names, never values) "
+                                     "on stderr; stdout stays CMD's. An error before CMD "
+                                     "starts is JSON on stdout.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, pipeline: str | None, params: tuple[str, ...], run_name: str | None,
