@@ -138,3 +138,47 @@ def test_copy_of_a_bare_file_suggests_file_prefix(isolated: Path) -> None:
     assert result.returncode == 2
     assert _lines(result.stderr) == ["pipekey: error: unknown store '.dlt/secrets.toml': name "
                                      "a file or folder as file:.dlt/secrets.toml"]
+
+
+# -- 5. a mistyped environment: blamed on where it came from, not written into ---------------
+def test_an_unlisted_env_is_blamed_on_env_not_on_the_file(isolated: Path) -> None:
+    """`--env=prd` (or PIPEKEY_ENV=prd) against environments = ["dev", "prod"]: the error
+    names --env (PIPEKEY_ENV), not `pipekey.toml: env:`."""
+    (isolated / "pipekey.toml").write_text('environments = ["dev", "prod"]\n'
+                                           '[backends.local]\ntype = "local"\n')
+    where = f"is not one of environments ['dev', 'prod'] in {isolated / 'pipekey.toml'}"
+    flag = run_cli("--env=prd", "get", "shared/t")
+    assert flag.returncode == 2
+    assert _lines(flag.stderr) == [f"pipekey: error: environment 'prd' (from --env) {where}"]
+    variable = run_cli("get", "shared/t", env={"PIPEKEY_ENV": "prd"})
+    assert _lines(variable.stderr) == [
+        f"pipekey: error: environment 'prd' (from $PIPEKEY_ENV) {where}"]
+
+
+@pytest.fixture
+def stores_per_env(isolated: Path, master_key: str) -> Path:
+    """No environments list; a local store per environment, dev's and prod's made."""
+    (isolated / "pipekey.toml").write_text('env = "dev"\n[backends.local]\ntype = "local"\n'
+                                           'path = ".pipekey/{env}.db"\n')
+    for env in ("dev", "prod"):
+        assert run_cli("--env", env, "set", "shared/t", input=TOKEN).returncode == 0
+    return isolated
+
+
+def test_a_typo_env_without_a_store_is_a_warning_not_a_set_hint(stores_per_env: Path) -> None:
+    """`--env prdo get`: the hint says prdo has no store and which environments have, before
+    the set command; doctor marks the store `warn` with the same words (exit 0)."""
+    words = "environment 'prdo' (from --env) has no store yet (environments with stores: dev, prod)"
+    got = run_cli("--env", "prdo", "get", "shared/t")
+    assert got.returncode == 1
+    assert _lines(got.stderr) == [f"pipekey: error: secret 'shared/t' not found in local; "
+                                  f"{words}: check --env, or set it: pipekey --env prdo set "
+                                  "shared/t"]
+    doctor = run_cli("--env", "prdo", "doctor")
+    assert doctor.returncode == 0
+    assert any(line.startswith("warn  local") for line in doctor.stdout.splitlines())
+    assert f"warn {words}: check --env, or create it with `pipekey set`" in doctor.stdout
+    report = json.loads(run_cli("doctor", "--json", env={"PIPEKEY_ENV": "prdo"}).stdout)
+    assert report["warnings"] == [words.replace("--env", "$PIPEKEY_ENV")]
+    assert run_cli("--env", "prod", "doctor", "--json").stdout.count("warnings\": []") == 1
+    assert "no store yet" not in run_cli("--env", "prod", "get", "shared/nope").stderr

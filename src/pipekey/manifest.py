@@ -29,7 +29,7 @@ from .credentials.base import (
     PostgresRoleConfig,
     VaultDatabaseConfig,
 )
-from .errors import InvalidKey, ManifestError
+from .errors import InvalidKey, ManifestError, UsageError
 from .keys import is_segment, validate_key
 from .scope import SHARED, template_fields
 
@@ -216,6 +216,10 @@ def parse_manifest(raw: dict[str, Any], path: Path, env: str | None = None) -> M
     chosen = explicit or doc.env
     _check_env_name(path, chosen)
     if doc.environments is not None and chosen not in doc.environments:
+        if explicit:  # the file is not at fault: say where the name came from
+            origin = "--env" if env else f"${ENV_ENV}"
+            raise UsageError(f"environment {chosen!r} (from {origin}) is not one of "
+                             f"environments {doc.environments} in {path}")
         raise ManifestError(path, "env", f"{chosen!r} is not one of environments "
                                          f"{doc.environments}")
     backends = {name: _backend_config(path, name, body) for name, body in doc.backends.items()}

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import glob
+import re
+from typing import TYPE_CHECKING
+
 import click
 
 from ._common import _emit, _lk, _print, _table, cli, escape, json_option
 from .run import open_run, param_option, pipeline_option
+
+if TYPE_CHECKING:
+    from ..client import Pipekey
 
 
 @cli.command()
@@ -50,6 +57,34 @@ def explain(ctx: click.Context, key: str, pipeline: str | None, params: tuple[st
         ctx.exit(1)
 
 
+def env_without_store(lk: Pipekey, origin: str = "--env") -> tuple[str, str] | None:
+    """Where a mistyped ``--env`` would go unrefused: the manifest lists no ``environments``,
+    a local store's path has ``{env}``, and the chosen environment has no store there while
+    others have. Then (the backend, "environment 'prdo' (from --env) has no store yet
+    (environments with stores: dev, prod)"); else None."""
+    from ..backends.base import BuildContext
+    from ..backends.local import LocalConfig
+
+    manifest = lk.manifest
+    if manifest is None or manifest.environments or not manifest.env_explicit:
+        return None
+    for name in manifest.chain:
+        config = manifest.backends[name]
+        if not isinstance(config, LocalConfig) or "{env}" not in config.path:
+            continue
+        if manifest.context().path(config.path).exists():
+            return None
+        mark = "\0"
+        template = str(BuildContext(manifest.base_dir, mark).path(config.path))
+        shape = re.compile("([^/]+)".join(map(re.escape, template.split(mark))))
+        found = sorted({m.group(1) for p in glob.glob(template.replace(mark, "*"))
+                        if (m := shape.fullmatch(p)) and len(set(m.groups())) == 1})
+        if found:
+            return name, (f"environment {manifest.env!r} (from {origin}) has no store yet "
+                          f"(environments with stores: {', '.join(found)})")
+    return None
+
+
 @cli.command()
 @json_option
 @click.pass_context
@@ -70,10 +105,12 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
     manifest = lk.manifest
     report = lk.doctor()
     problems = [f"pipeline {p.pipeline!r}: {p.detail}" for p in parameter_problems(lk)]
+    origin = "--env" if ctx.obj["env"] else "$PIPEKEY_ENV"
+    warned, warning = env_without_store(lk, origin) or (None, None)
     data = {"manifest": str(manifest.path) if manifest and manifest.path else None,
             "env": lk.env, "chain": [b.name for b in lk.chain], "backends": report,
             "pipelines": sorted(manifest.pipelines) if manifest else [],
-            "problems": problems}
+            "problems": problems, "warnings": [warning] if warning else []}
 
     def text() -> None:
         click.echo(f"manifest: {data['manifest'] or '(none: the local store alone)'}")
@@ -81,12 +118,16 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"chain:    {' -> '.join(b.name for b in lk.chain)}")
         table = _table("", "BACKEND", "WHAT", "STATUS", "MS")
         for r in report:
-            mark = "[green]ok[/]" if r["ok"] else "[red]FAIL[/]"
+            mark = ("[red]FAIL[/]" if not r["ok"] else
+                    "[yellow]warn[/]" if r["backend"] == warned else "[green]ok[/]")
             table.add_row(mark, escape(r["backend"]), escape(r["describe"]), escape(r["status"]),
                           str(r["latency_ms"]))
         _print(table)
         for problem in problems:
             _print(f"[red]FAIL[/] {escape(problem)}")
+        if warning:
+            _print(f"[yellow]warn[/] {escape(warning)}: check {origin}, or create it with "
+                   "`pipekey set`")
 
     _emit(as_json, data, text)
     if problems or not all(r["ok"] for r in report):
