@@ -696,6 +696,7 @@ def test_sweep_leaves_marked_roles_that_are_not_this_definitions_run_logins(
         lk.close()
 
 
+@pytest.mark.usefixtures("default_sigint")
 def test_an_interrupt_while_revoking_one_login_still_drops_the_others(
         isolated: Path, master_key: str, roles: dict[str, Any]) -> None:
     """Ctrl-C while a run's first login is being dropped: the second is dropped too, the
@@ -822,6 +823,7 @@ def test_a_run_outliving_an_admin_password_rotation_still_drops_its_login(
         db.close()
 
 
+@pytest.mark.usefixtures("default_sigint")
 def test_check_connect_interrupted_later_still_drops_the_logins_it_minted(
         isolated: Path, master_key: str, roles: dict[str, Any]) -> None:
     """`check --connect` minted a login for one pipeline and is interrupted (Ctrl-C) while
