@@ -50,7 +50,10 @@ def test_findings_ok_missing_invalid_and_skipped() -> None:
     assert a2["token"].detail == "not found at ads/a2 > ads > shared"
     assert a1["connection:warehouse"].status == "invalid"
     skipped = [f for f in findings if f.pipeline == "templated"]
-    assert skipped[0].status == "skipped" and "needs parameters: account" in skipped[0].detail
+    assert skipped[0].status == "skipped"
+    assert skipped[0].detail == ("scope 't/{account}' needs parameter 'account' (pass "
+                                 "--param account=... or add instances = [...] to the "
+                                 "pipeline)")
     assert "fake-t1" not in json.dumps([f.to_dict() for f in findings])
 
 

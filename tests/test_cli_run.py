@@ -121,7 +121,8 @@ def test_exit_code_and_json_summary(project: Path) -> None:
 @pytest.mark.parametrize("args, code, message", [
     pytest.param(["--param", "account=acct_2", "--", "true"], 1,
                  "is missing 1 required secret: 'access_token'", id="missing-secret"),
-    pytest.param(["--param", "acount=x", "--", "true"], 2, "no parameter 'acount'", id="bad-param"),
+    pytest.param(["--param", "acount=x", "--", "true"], 2, "unknown parameter 'acount'",
+                 id="bad-param"),
     pytest.param(["--param", "account", "--", "true"], 2, "is not NAME=VALUE", id="bad-pair"),
     pytest.param(["--param", "account=acct_1", "--", "no-such-command-xyz"], 127,
                  "command not found", id="no-command"),

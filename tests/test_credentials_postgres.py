@@ -696,6 +696,7 @@ def test_sweep_leaves_marked_roles_that_are_not_this_definitions_run_logins(
         lk.close()
 
 
+@pytest.mark.usefixtures("default_sigint")
 def test_an_interrupt_while_revoking_one_login_still_drops_the_others(
         isolated: Path, master_key: str, roles: dict[str, Any]) -> None:
     """Ctrl-C while a run's first login is being dropped: the second is dropped too, the
@@ -822,6 +823,7 @@ def test_a_run_outliving_an_admin_password_rotation_still_drops_its_login(
         db.close()
 
 
+@pytest.mark.usefixtures("default_sigint")
 def test_check_connect_interrupted_later_still_drops_the_logins_it_minted(
         isolated: Path, master_key: str, roles: dict[str, Any]) -> None:
     """`check --connect` minted a login for one pipeline and is interrupted (Ctrl-C) while
@@ -870,3 +872,57 @@ def test_check_connect_with_a_refused_mint_record_leaves_no_login(
     failed = [f for f in findings if f.item == "connection:warehouse"]
     assert [f.status for f in failed] == ["failed"] and "audit sink" in failed[0].detail
     assert run_roles(roles) == []
+
+
+def _docs_sql() -> str:
+    """The SQL block docs/credentials.md marks as run here (from an empty cluster)."""
+    import re
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "credentials.md").read_text()
+    found = re.search(r"<!-- run by tests/test_credentials_postgres\.py[^>]*-->\n```sql\n"
+                      r"(.*?)```", doc, flags=re.S)
+    assert found, "docs/credentials.md has no marked SQL block"
+    return found.group(1)
+
+
+def test_the_docs_set_up_from_an_empty_cluster_works(isolated: Path, master_key: str,
+                                                     postgres: dict[str, Any]) -> None:
+    """docs/credentials.md's SQL, run as written in a new database, is enough: a run mints a
+    login that creates a table in `public` (PostgreSQL 15 needs CREATE on the schema) and
+    writes to it; at close the table is etl_writer's and the login is gone."""
+    db = superuser(postgres)
+    with db.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_roles WHERE rolname IN ('etl_writer', 'pipekey_admin')")
+        assert cur.fetchone() is None, "roles of the doc's example exist already"
+        cur.execute("CREATE DATABASE lkt_docs")
+    docs = psycopg2.connect(host=postgres["socket_dir"], port=postgres["port"],
+                            user="postgres", dbname="lkt_docs", connect_timeout=10)
+    docs.autocommit = True
+    lk = None
+    try:
+        with docs.cursor() as cur:
+            cur.execute(_docs_sql())
+        (isolated / "pipekey.toml").write_text(
+            MANIFEST.format(ttl=600, member_of='"etl_writer"', more=""))
+        lk = pipekey.load(isolated / "pipekey.toml")
+        lk.set("connections/warehouse_admin", Connection(
+            conn_type="postgres", host="127.0.0.1", port=postgres["port"],
+            login="pipekey_admin", password="change-me", schema="lkt_docs").to_uri())
+        with lk.pipeline("loader") as run:
+            made = connect(run.connection("warehouse"))
+            with made, made.cursor() as cur:
+                cur.execute("CREATE TABLE public.loaded (id int)")
+                cur.execute("INSERT INTO public.loaded VALUES (1)")
+            made.close()
+        with docs.cursor() as cur:
+            cur.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'loaded'")
+            assert cur.fetchone() == ("etl_writer",)
+        assert run_roles(postgres) == []
+    finally:
+        if lk is not None:
+            lk.close()
+        docs.close()
+        with db.cursor() as cur:
+            cur.execute("DROP DATABASE IF EXISTS lkt_docs WITH (FORCE)")
+            cur.execute("DROP ROLE IF EXISTS pipekey_admin, etl_writer")
+        db.close()

@@ -37,19 +37,31 @@ def test_reload_after_the_file_changes(tmp_path: Path) -> None:
     assert b.get("k").value == "fake-22"
 
 
-@pytest.mark.parametrize("name, text, where", [
-    pytest.param("s.toml", 'a = "fake-leak\nb = 1\n', "line 1", id="toml"),
-    pytest.param("s.json", '{"a": "fake-leak" "b": 1}', "line 1", id="json"),
-    pytest.param("s.yaml", "a: fake-leak\n  b: [1\n", "line 2", id="yaml"),
+@pytest.mark.parametrize("name, text, why", [
+    pytest.param("s.toml", 'a = "fake-leak\nb = 1\n', "toml: Illegal character (line 1, column 15)",
+                 id="toml"),
+    pytest.param("s.toml", 'a = "fake-leak" b\n',
+                 "toml: Expected newline or end of document after a statement (line 1, column 17)",
+                 id="toml-trailing"),
+    pytest.param("s.toml", 'a = "fake-leak\x01"\n', "toml: Illegal character (line 1, column 15)",
+                 id="toml-character"),
+    pytest.param("s.json", '{"a": "fake-leak" "b": 1}', "json: Expecting ',' delimiter (line 1",
+                 id="json"),
+    pytest.param("s.yaml", "a: fake-leak\n  b: [1\n",
+                 "yaml: mapping values are not allowed here (line 2", id="yaml"),
+    pytest.param("s.yaml", "a: fake-leak\n\tb: 1\n",
+                 "yaml: found character that cannot start any token (line 2", id="yaml-tab"),
 ])
-def test_parse_errors_give_position_not_content(tmp_path: Path, name, text, where) -> None:
-    """A broken file raises StoreCorrupt with line and column and none of its text."""
+def test_parse_errors_give_the_reason_and_position_not_content(tmp_path: Path, name, text,
+                                                                why) -> None:
+    """A broken file raises StoreCorrupt with the parser's reason, line and column, and none
+    of its text (not even a character the parser quotes)."""
     f = tmp_path / name
     f.write_text(text)
     with pytest.raises(StoreCorrupt) as info:
         FilesBackend("f", f).get("a")
-    assert where in str(info.value)
-    assert "fake-leak" not in str(info.value)
+    assert f"{f} is not valid {why}" in str(info.value)
+    assert "fake-leak" not in str(info.value) and "\\" not in str(info.value)
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 

@@ -161,3 +161,18 @@ def test_docs_index_lists_every_page_with_a_summary() -> None:
     for topic in ("why did my run get this value", "not found", "wrong value", "no region",
                   "throttling", "backend is down"):
         assert any(topic in h.lower() for h in headings), topic
+
+
+@pytest.mark.parametrize("doc", ["README.md", "CONTRIBUTING.md"])
+def test_the_docs_name_every_ci_gate(doc: str) -> None:
+    """README's Development section and CONTRIBUTING say what CI gates on, in the commands
+    .ci/run runs: ruff, strict mypy, and the core suite in a venv with the test extra alone."""
+    text = " ".join((ROOT / doc).read_text().split())
+    if doc == "README.md":
+        text = text[text.index("## Development"):]
+    for gate in ("ruff check src tests", "strict", "mypy", 'pytest -m "not slow"', ".[test]"):
+        assert gate in text, gate
+    if doc == "CONTRIBUTING.md":
+        assert all(f"| {row} (a CI gate) |" in text for row in ("lint", "types"))
+    else:
+        assert "fails CI" in text

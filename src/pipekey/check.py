@@ -10,6 +10,7 @@ Messages never contain a value: every value resolved is scrubbed from them.
 
 from __future__ import annotations
 
+import difflib
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass
@@ -18,13 +19,14 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 from .client import Pipekey
 from .connection import Connection, InvalidConnection, host_userinfo, scrub_urls
 from .errors import AccessDenied, PipekeyError, UsageError
+from .policy import template_fields
 from .redact import Redactor
 from .run import _CREDENTIAL_INPUT, Run
 
 if TYPE_CHECKING:
     from .manifest import PipelineConfig
 
-__all__ = ["Finding", "FAILING", "check_pipelines"]
+__all__ = ["Finding", "FAILING", "check_pipelines", "parameter_finding", "parameter_problems"]
 
 FAILING = frozenset({"missing", "forbidden", "invalid", "error", "failed"})
 
@@ -81,14 +83,11 @@ def check_pipelines(lk: Pipekey, pipelines: Iterable[str] | None = None,
     try:  # from the first mint on: an interrupt or error later must not leave a login
         for name in names:
             config = lk.pipeline_config(name)
-            for instance in _instances(config, params):
+            for number, instance in _instances(config, params):
                 label = ",".join(f"{k}={v}" for k, v in sorted(instance.items())) or "-"
-                if config.parameters() - set(instance):
-                    missing = ", ".join(sorted(config.parameters() - set(instance)))
-                    findings.append(Finding(
-                        name, label, "(pipeline)", "skipped",
-                        f"needs parameters: {missing} (add instances = [...] to the pipeline "
-                        "or pass --param)"))
+                problem = parameter_finding(name, config, instance, number)
+                if problem is not None:
+                    findings.append(problem)
                     continue
                 try:
                     run = lk.pipeline(name, env=env, **instance)
@@ -113,10 +112,70 @@ def check_pipelines(lk: Pipekey, pipelines: Iterable[str] | None = None,
 
 
 def _instances(config: PipelineConfig,
-               params: dict[str, str] | None) -> list[dict[str, str]]:
+               params: dict[str, str] | None) -> list[tuple[int | None, dict[str, str]]]:
+    """(the instance's number in the manifest, or None for --param or none, its values)."""
     if params is not None:
-        return [params]
-    return [dict(i) for i in config.instances] or [{}]
+        return [(None, params)]
+    return [(n, dict(i)) for n, i in enumerate(config.instances, start=1)] or [(None, {})]
+
+
+def parameter_finding(name: str, config: PipelineConfig, instance: dict[str, str],
+                      number: int | None = None, instances_hint: bool = True) -> Finding | None:
+    """What keeps one instance (``number`` in the manifest, else --param) from being checked:
+    an unknown parameter (the cause, so said first, with a did-you-mean), a template
+    parameter that looks like a misspelt one (``{envv}``), or a missing one (skipped, with
+    the ``--param NAME=...`` that gives it). None when the instance can be checked."""
+    label = ",".join(f"{k}={v}" for k, v in sorted(instance.items())) or "-"
+    expected = config.parameters()
+    for param in sorted(set(instance) - expected):
+        where = (f"instance {number} has unknown parameter {param!r}" if number is not None
+                 else f"unknown parameter {param!r} in --param")
+        return Finding(name, label, "(pipeline)", "invalid",
+                       f"{where} ({_suggest(param, expected)})")
+    uses = _template_uses(config)
+    missing = sorted(expected - set(instance))
+    for param in missing:
+        close = difflib.get_close_matches(param, ({"env"} | expected) - {param}, n=1)
+        if close:
+            return Finding(name, label, "(pipeline)", "invalid",
+                           f"{uses[param]} uses parameter {param!r} (did you mean "
+                           f"'{{{close[0]}}}'?)")
+    if missing:
+        wanted = "; ".join(f"{uses[p]} needs parameter {p!r}" for p in missing)
+        passes = " ".join(f"--param {p}=..." for p in missing)
+        hint = " or add instances = [...] to the pipeline" if instances_hint else ""
+        return Finding(name, label, "(pipeline)", "skipped", f"{wanted} (pass {passes}{hint})")
+    return None
+
+
+def _suggest(name: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return f"its parameters: {', '.join(sorted(known)) or 'none'}"
+
+
+def _template_uses(config: PipelineConfig) -> dict[str, str]:
+    """Parameter -> the first template that uses it, as ``scope 'a/{b}'``."""
+    templates = [("scope", config.scope),
+                 *((f"connection {c!r} template", t)
+                   for c, t in config.stored_connections().items()),
+                 *(("grant", g) for g in config.grants)]
+    uses: dict[str, str] = {}
+    for what, template in templates:
+        for field in template_fields(template):
+            uses.setdefault(field, f"{what} {template!r}")
+    return uses
+
+
+def parameter_problems(lk: Pipekey) -> list[Finding]:
+    """What ``check`` refuses about parameters before it reads anything, for every pipeline
+    of the manifest and each of its instances (``doctor`` shows these)."""
+    pipelines = lk.manifest.pipelines if lk.manifest else {}
+    problems = (parameter_finding(name, config, instance, number)
+                for name, config in sorted(pipelines.items())
+                for number, instance in _instances(config, None))
+    return [p for p in problems if p is not None and p.failed]
 
 
 def _check_run(run: Run, label: str, scrub: _Scrubber,

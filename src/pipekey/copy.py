@@ -88,6 +88,10 @@ class CopyResult:
 
 
 # -- stores ----------------------------------------------------------------------------------
+#: a bare SRC or DST with one of these suffixes is a file named without its ``file:``
+_FILE_SUFFIXES = frozenset({".toml", ".json", ".yaml", ".yml", ".env"})
+
+
 def open_store(spec: str, lk: Pipekey | None = None) -> Backend:
     """A backend from a manifest name or an ad-hoc spec (see the module docstring)."""
     if lk is not None and spec in lk.backends:
@@ -116,6 +120,8 @@ def open_store(spec: str, lk: Pipekey | None = None) -> Backend:
         return _aws_store(kind, spec, arg)
     if kind in ("vault", "gcp", "azure") and sep and arg.strip("/"):
         return _cloud_store(kind, spec, arg)
+    if not sep and (Path(spec).exists() or Path(spec).suffix in _FILE_SUFFIXES):
+        raise UsageError(f"unknown store {spec!r}: name a file or folder as file:{spec}")
     known = sorted(lk.backends) if lk else []
     raise UsageError(f"unknown store {spec!r}: name a backend of the manifest {known} or use "
                      "file:, env:, airflow-connections:, local[:PATH], ssm:, secretsmanager:, "

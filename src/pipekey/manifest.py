@@ -245,9 +245,12 @@ def parse_manifest(raw: dict[str, Any], path: Path, env: str | None = None) -> M
                                                   "leave it out to serve any")
     _check_env_name(path, chosen)
     if doc.environments is not None and chosen not in doc.environments:
-        source = "--env / $PIPEKEY_ENV" if explicit else "env"
-        raise ManifestError(path, "env", f"environment {chosen!r} ({source}) is not one of "
-                                         f"environments {doc.environments}")
+        if explicit:  # the file is not at fault: say where the name came from
+            origin = "--env" if env else f"${ENV_ENV}"
+            raise UsageError(f"environment {chosen!r} (from {origin}) is not one of "
+                             f"environments {doc.environments} in {path}")
+        raise ManifestError(path, "env", f"{chosen!r} is not one of environments "
+                                         f"{doc.environments}")
     for name, pipeline in doc.pipelines.items():
         if doc.environments is not None and pipeline.env is not None \
                 and pipeline.env not in doc.environments:
@@ -475,12 +478,20 @@ _TYPE_WORDING = {
 
 def _manifest_error(path: Path, exc: ValidationError, prefix: tuple[str, ...],
                     model: type[BaseModel]) -> ManifestError:
-    """pydantic's first error in pipekey's words, naming the field by its full path."""
-    errors = exc.errors(include_url=False)
-    first = errors[0]
-    loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in (*prefix, *first["loc"]))
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return ManifestError(path, loc.lstrip(".") or None, _wording(first, model) + more)
+    """pydantic's first error in pipekey's words, naming the field by its full path. An unknown
+    field comes first: it is the cause of the others (`members` for `member_of` leaves
+    `member_of` missing); the others are named after it."""
+    errors = sorted(exc.errors(include_url=False),
+                    key=lambda e: e["type"] != "extra_forbidden")
+
+    def where(error: Any) -> str:
+        return "".join(f"[{p}]" if isinstance(p, int) else f".{p}"
+                       for p in (*prefix, *error["loc"])).lstrip(".")
+
+    others = [f"{where(e)}: {_wording(e, model)}" for e in errors[1:4]]
+    more = (f" (and {len(errors) - 1} more: {'; '.join(others)}"
+            f"{'; ...' if len(errors) > 4 else ''})" if others else "")
+    return ManifestError(path, where(errors[0]) or None, _wording(errors[0], model) + more)
 
 
 def _wording(error: Any, model: type[BaseModel]) -> str:

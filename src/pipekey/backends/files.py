@@ -214,8 +214,8 @@ class FilesBackend(Backend):
             return yaml.safe_load(text)
         except Exception as exc:
             # `from None`: parser messages of some formats quote the offending line.
-            where = _error_position(exc)
-            raise StoreCorrupt(self.name, f"{self.path} is not valid {kind}{where}") from None
+            why, where = _error_reason(exc), _error_position(exc)
+            raise StoreCorrupt(self.name, f"{self.path} is not valid {kind}{why}{where}") from None
 
     def _read_text(self, path: Path) -> str:
         try:
@@ -266,6 +266,22 @@ def _spelled_exactly(root: Path, key: str) -> bool:
             return False
         folder = folder / segment
     return True
+
+
+#: the position tomllib (before 3.14) appends to its message, and a character a parser quotes
+_POSITION = re.compile(r" \((?:at line \d+, column \d+|at end of document)\)$")
+_QUOTED_CHAR = re.compile(r"""character (?:'[^']*'|"[^"]*")""")
+
+
+def _error_reason(exc: Exception) -> str:
+    """The parser's reason, never the content of the line (values may be secrets): json's and
+    tomllib's message without its position, YAML's problem without its snippet; a character
+    the parser quotes is left out too."""
+    reason = getattr(exc, "problem", None) or getattr(exc, "msg", None) or str(exc)
+    if not isinstance(reason, str) or "\n" in reason.strip():
+        return ""  # a parser that quotes lines: nothing of it
+    reason = _QUOTED_CHAR.sub("character", _POSITION.sub("", reason.strip()))
+    return f": {reason}" if reason else ""
 
 
 def _error_position(exc: Exception) -> str:

@@ -281,8 +281,8 @@ def describe_error(ctx: click.Context, error: object) -> tuple[str, list[str]]:
         first = next((a.key for a in error.missing[names[0]] if a.key), names[0])
         message = (f"pipeline {error.pipeline!r} (run {error.run!r}) is missing "
                    f"{plural(len(names), 'required secret')}: {', '.join(map(repr, names))}"
-                   f"{_failures(attempts)}; set {'each, first' if len(names) > 1 else 'it'}: "
-                   f"{_fix_command(ctx, first)}")
+                   f"{_failures(attempts)}; {_env_hint(ctx)}"
+                   f"set {'each, first' if len(names) > 1 else 'it'}: {_fix_command(ctx, first)}")
         return message, details
     if isinstance(error, SecretNotFound):
         where = ", ".join(dict.fromkeys(a.backend for a in attempts)) or "no backend"
@@ -292,7 +292,7 @@ def describe_error(ctx: click.Context, error: object) -> tuple[str, list[str]]:
             return f"{message}; nothing deleted", details
         if command == "history":
             return f"{message}; no history to show", details
-        return f"{message}; set it: {_fix_command(ctx, error.key)}", details
+        return f"{message}; {_env_hint(ctx)}set it: {_fix_command(ctx, error.key)}", details
     if isinstance(error, BackendError) and error.key and attempts:
         absent = ", ".join(dict.fromkeys(a.backend for a in attempts if a.outcome == "absent"))
         return (f"could not resolve {error.key!r}{_failures(attempts)}"
@@ -306,6 +306,17 @@ def _failures(attempts: Any) -> str:
     return "".join(f" ({d})" for d in unique)
 
 
+def _env_hint(ctx: click.Context) -> str:
+    """Before a `set` hint: "environment 'prdo' (from --env) has no store yet (...): check
+    --env, or " when the chosen environment may be a typo (see ``env_without_store``)."""
+    from .inspect import env_without_store
+
+    obj = ctx.obj or {}
+    origin = "--env" if obj.get("env") else "$PIPEKEY_ENV"
+    found = env_without_store(obj["lk"], origin) if "lk" in obj else None
+    return f"{found[1]}: check {origin}, or " if found else ""
+
+
 def _fix_command(ctx: click.Context, key: str) -> str:
     obj = ctx.obj or {}
     flags = "".join(f" --{name} {shlex.quote(str(obj[name]))}" for name in ("config", "env")
@@ -313,10 +324,12 @@ def _fix_command(ctx: click.Context, key: str) -> str:
     return f"pipekey{flags} set {shlex.quote(key)}"
 
 
-def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``--json``: print machine-readable output on stdout."""
+def json_option(fn: Callable[..., Any],
+                help: str = "Print JSON on stdout instead of text.") -> Callable[..., Any]:
+    """``--json``: print machine-readable output on stdout (``help`` for a command where it
+    goes elsewhere)."""
 
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout instead of text.")
+    @click.option("--json", "as_json", is_flag=True, help=help)
     @functools.wraps(fn)
     def wrapper(*args: Any, as_json: bool, **kwargs: Any) -> Any:
         click.get_current_context().meta["pipekey.json"] = as_json

@@ -75,8 +75,11 @@ def check(ctx: click.Context, pipelines: tuple[str, ...], params: tuple[str, ...
     if failed:
         ctx.exit(1)
     if (skipped or not findings) and not allow_skipped:
-        what = (f"{plural(len(skipped), 'pipeline')} skipped (verified nothing)" if skipped
-                else "nothing to check (no pipelines)")
-        click.echo(f"pipekey: error: {what}: give --param NAME=VALUE or instances = [...] in "
-                   "the manifest, or pass --allow-skipped", err=True)
+        manifest = lk.manifest
+        fix = (f"{plural(len(skipped), 'pipeline')} skipped (verified nothing): give --param "
+               "NAME=VALUE or instances = [...] in the manifest" if skipped
+               else "nothing to check (no pipelines): add a [pipelines.NAME] table to "
+                    f"{manifest.path if manifest and manifest.path else 'pipekey.toml'} "
+                    "(see docs/manifest.md)")
+        click.echo(f"pipekey: error: {fix}, or pass --allow-skipped", err=True)
         ctx.exit(1)

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import glob
+import re
+from typing import TYPE_CHECKING
+
 import click
 
 from ._common import _emit, _lk, _print, _table, cli, json_option, row, say, styled
-from .run import param_option, parse_params, pipeline_option
+from .run import open_run, param_option, pipeline_option
+
+if TYPE_CHECKING:
+    from ..client import Pipekey
 
 
 @cli.command()
@@ -29,7 +36,7 @@ def explain(ctx: click.Context, key: str, pipeline: str | None, params: tuple[st
     """
     lk = _lk(ctx)
     if pipeline:
-        run = lk.pipeline(pipeline, env=ctx.obj["env"], **parse_params(params))
+        run = open_run(lk, pipeline, params, ctx.obj["env"])
         resolution = run.explain(key)
         heading = f"pipeline {pipeline} scope {run.scope.prefix} (env {run.environment})"
     else:
@@ -50,11 +57,41 @@ def explain(ctx: click.Context, key: str, pipeline: str | None, params: tuple[st
         ctx.exit(1)
 
 
+def env_without_store(lk: Pipekey, origin: str = "--env") -> tuple[str, str] | None:
+    """Where a mistyped ``--env`` would go unrefused: the manifest lists no ``environments``,
+    a local store's path has ``{env}``, and the chosen environment has no store there while
+    others have. Then (the backend, "environment 'prdo' (from --env) has no store yet
+    (environments with stores: dev, prod)"); else None."""
+    from ..backends.base import BuildContext
+    from ..backends.local import LocalConfig
+
+    manifest = lk.manifest
+    if manifest is None or manifest.environments or not manifest.env_explicit:
+        return None
+    for name in manifest.chain:
+        config = manifest.backends[name]
+        if not isinstance(config, LocalConfig) or "{env}" not in config.path:
+            continue
+        if manifest.context().path(config.path).exists():
+            return None
+        mark = "\0"
+        template = str(BuildContext(manifest.base_dir, mark).path(config.path))
+        shape = re.compile("([^/]+)".join(map(re.escape, template.split(mark))))
+        found = sorted({m.group(1) for p in glob.glob(template.replace(mark, "*"))
+                        if (m := shape.fullmatch(p)) and len(set(m.groups())) == 1})
+        if found:
+            return name, (f"environment {manifest.env!r} (from {origin}) has no store yet "
+                          f"(environments with stores: {', '.join(found)})")
+    return None
+
+
 @cli.command()
 @json_option
 @click.pass_context
 def doctor(ctx: click.Context, as_json: bool) -> None:
-    """Show what is configured and whether each backend answers. Exits 1 if one fails.
+    """Show what is configured and whether each backend answers. Exits 1 if one fails, or if
+    a pipeline's parameters are wrong as `check` would refuse them (an instance's unknown
+    parameter, a misspelt template parameter).
 
     A backend that cannot even be set up (no AWS region, say) is a FAIL row with the reason.
 
@@ -62,12 +99,18 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
     pipekey doctor
     pipekey doctor --env prod --json
     """
+    from ..check import parameter_problems
+
     lk = _lk(ctx)
     manifest = lk.manifest
     report = lk.doctor()
+    problems = [f"pipeline {p.pipeline!r}: {p.detail}" for p in parameter_problems(lk)]
+    origin = "--env" if ctx.obj["env"] else "$PIPEKEY_ENV"
+    warned, warning = env_without_store(lk, origin) or (None, None)
     data = {"manifest": str(manifest.path) if manifest and manifest.path else None,
             "env": lk.env, "chain": [b.name for b in lk.chain], "backends": report,
-            "pipelines": sorted(manifest.pipelines) if manifest else []}
+            "pipelines": sorted(manifest.pipelines) if manifest else [],
+            "problems": problems, "warnings": [warning] if warning else []}
 
     def text() -> None:
         say(f"manifest: {data['manifest'] or '(none: the local store alone)'}")
@@ -75,10 +118,15 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
         say(f"chain:    {' -> '.join(b.name for b in lk.chain)}")
         table = _table("", "BACKEND", "WHAT", "STATUS", "MS")
         for r in report:
-            mark = styled("ok", "green") if r["ok"] else styled("FAIL", "red")
+            mark = (styled("FAIL", "red") if not r["ok"] else
+                    styled("warn", "yellow") if r["backend"] == warned else styled("ok", "green"))
             row(table, mark, r["backend"], r["describe"], r["status"], str(r["latency_ms"]))
         _print(table)
+        for problem in problems:
+            say(f"FAIL {problem}")
+        if warning:
+            say(f"warn {warning}: check {origin}, or create it with `pipekey set`")
 
     _emit(as_json, data, text)
-    if not all(r["ok"] for r in report):
+    if problems or not all(r["ok"] for r in report):
         ctx.exit(1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import signal
@@ -46,6 +47,20 @@ def parse_params(pairs: Sequence[str]) -> dict[str, str]:
             raise UsageError(f"--param {pair!r} is not NAME=VALUE")
         params[name] = value
     return params
+
+
+def open_run(lk: Pipekey, pipeline: str, params: Sequence[str], env: str | None,
+             run_name: str | None = None) -> Run:
+    """``lk.pipeline`` for a command: a parameter mistake is said as ``check`` says it (the
+    template that uses it, did-you-mean), a missing one with the ``--param NAME=...`` to pass."""
+    from ..check import parameter_finding
+
+    given = parse_params(params)
+    problem = parameter_finding(pipeline, lk.pipeline_config(pipeline), given,
+                                instances_hint=False)
+    if problem is not None:
+        raise UsageError(f"pipeline {pipeline!r}: {problem.detail}")
+    return lk.pipeline(pipeline, env=env, run_name=run_name, **given)
 
 
 pipeline_option = click.option("-p", "--pipeline", "pipeline", metavar="NAME",
@@ -111,7 +126,9 @@ def withheld(lk: Pipekey) -> Callable[[str], bool]:
 @click.option("--no-mask", is_flag=True,
               help="Pass CMD's stdout and stderr through untouched (default: every value of the "
                    f"run, and token shapes, are replaced with {redact.MASK}).")
-@json_option
+@functools.partial(json_option, help="When CMD ends, print a JSON summary (names, never values) "
+                                     "on stderr; stdout stays CMD's. An error before CMD "
+                                     "starts is JSON on stdout.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, pipeline: str | None, params: tuple[str, ...], run_name: str | None,
@@ -141,8 +158,7 @@ def run(ctx: click.Context, pipeline: str | None, params: tuple[str, ...], run_n
     if not command:
         raise UsageError("pipekey run needs a command after --")
     lk = _lk(ctx)
-    with lk.pipeline(pipeline, env=ctx.obj["env"], run_name=run_name,
-                     **parse_params(params)) as active:
+    with open_run(lk, pipeline, params, ctx.obj["env"], run_name) as active:
         secrets = active.env()
         for value in secrets.values():
             redact.register(value)
