@@ -307,9 +307,9 @@ def test_unknown_command_hint_and_help_list_every_command(isolated: Path) -> Non
 
 
 @pytest.mark.parametrize("args, extra, message", [
-    pytest.param(["--env", "staging"], {}, "environment 'staging' (--env / $PIPEKEY_ENV) is "
+    pytest.param(["--env", "staging"], {}, "environment 'staging' (from --env) is "
                  "not one of environments ['dev', 'prod']", id="env-not-listed"),
-    pytest.param([], {"PIPEKEY_ENV": "staging"}, "environment 'staging' (--env / $PIPEKEY_ENV) "
+    pytest.param([], {"PIPEKEY_ENV": "staging"}, "environment 'staging' (from $PIPEKEY_ENV) "
                  "is not one of environments ['dev', 'prod']", id="pipekey_env-not-listed"),
     pytest.param(["--env", "../prod"], {}, "'../prod' is not a valid environment name",
                  id="env-not-a-segment"),

@@ -428,7 +428,7 @@ def test_only_the_manifests_environments_are_served(isolated: Path, master_key: 
             refuse()
         assert str(info.value).startswith("environment 'staging' is not one of the "
                                           "environments ['dev', 'prod']")
-    with pytest.raises(UsageError, match=r"environment 'staging' \(--env / \$PIPEKEY_ENV\) is "
+    with pytest.raises(UsageError, match=r"environment 'staging' \(from --env\) is "
                                          r"not one of environments \['dev', 'prod'\]"):
         pipekey.load(env="staging")
     for text, field in [
