@@ -289,3 +289,64 @@ def test_no_class_body_shadows_type_or_list() -> None:
                     bound = []
                 offenders += [f"{name}.{node.name}.{b}" for b in bound]
     assert sorted(set(offenders) - BUILTIN_NAMES_KEPT) == []
+
+
+#: every ``getattr`` of src/pipekey, by (module, first argument): none asks a backend what it
+#: can do (capabilities are protocols checked with ``isinstance``; see pipekey.backends.base)
+GETATTR_ALLOWED = {
+    # optional fields of third-party exceptions, read to word pipekey's one-line error
+    ("pipekey.credentials.postgres", "exc"), ("pipekey.credentials.postgres", "diag"),
+    ("pipekey.credentials.vault_database", "exc"), ("pipekey.probes", "exc"),
+    ("pipekey.backends.azure_key_vault", "exc"), ("pipekey.backends.files", "exc"),
+    ("pipekey.backends.azure_key_vault", "getattr(exc, 'error', None)"),
+    ("pipekey.backends.aws_common", "exc"), ("pipekey.backends.gcp_secret_manager", "exc"),
+    ("pipekey.cli._common", "error"), ("pipekey.backends.vault", "response"),
+    # lazy imports: a name of a module loaded on first use
+    ("pipekey", "importlib.import_module(f'.{module}', __name__)"),
+    ("pipekey.backends", "module"),
+    # an SDK client's operation named by the caller (boto3, GCP), and a thread-local slot
+    ("pipekey.backends.aws_common", "self.client_for(service or self.service)"),
+    ("pipekey.backends.gcp_secret_manager", "self.client"),
+    ("pipekey.backends.vault", "self._local"),
+    # a Connection's own dataclass fields, by name
+    ("pipekey.connection", "self"),
+    # objects of other libraries: click parameters and commands, a text stream's buffer,
+    # sys.stdout/stderr, Airflow's task instance, an HTTP request in an SDK log record, the
+    # logging filter installed before
+    ("pipekey.cli._common", "p"), ("pipekey.cli._common", "command"),
+    ("pipekey.cli.run", "target"), ("pipekey.integrations.airflow", "self._stream"),
+    ("pipekey.integrations.airflow", "sys"), ("pipekey.integrations.airflow", "ti"),
+    ("pipekey.redact", "request"), ("pipekey.redact", "previous"),
+}
+
+
+def test_no_capability_is_probed_by_name() -> None:
+    """src/pipekey calls no ``hasattr``, and ``getattr`` only where GETATTR_ALLOWED says why
+    (never on a backend): a capability is a protocol in pipekey.backends.base, asked with
+    ``isinstance``, which a cache answers as its backend does."""
+    offenders = []
+    for name, (path, _) in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+                continue
+            if node.func.id == "hasattr":
+                offenders.append(f"{name}:{node.lineno} hasattr")
+            elif node.func.id == "getattr" and node.args:
+                first = ast.unparse(node.args[0])
+                if (name, first) not in GETATTR_ALLOWED:
+                    offenders.append(f"{name}:{node.lineno} getattr({first})")
+    assert offenders == []
+
+
+def test_no_backend_class_is_chosen_at_run_time() -> None:
+    """No class of src/pipekey defines ``__new__`` (a constructor returning another class
+    hides capabilities from its type) or calls three-argument ``type()``."""
+    offenders = []
+    for name, (path, _) in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef) and node.name == "__new__":
+                offenders.append(f"{name}:{node.lineno} __new__")
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                  and node.func.id == "type" and len(node.args) == 3):
+                offenders.append(f"{name}:{node.lineno} type()")
+    assert offenders == []

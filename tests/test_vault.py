@@ -51,7 +51,7 @@ def fresh_logins():
 def vault(url: str | None = None, **fields) -> VaultBackend:
     fields.setdefault("auth", APPROLE)
     fields.setdefault("prefix", f"lk/{uid()}")
-    return VaultBackend("vault", VaultConfig(type="vault", url=url, **fields))
+    return VaultBackend.build("vault", VaultConfig(type="vault", url=url, **fields))
 
 
 @pytest.fixture

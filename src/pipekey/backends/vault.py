@@ -42,6 +42,7 @@ from ..errors import AccessDenied, BackendUnavailable, InvalidKey, PipekeyError,
 from ..keys import is_under, validate_key
 from .base import (
     BackendConfig,
+    BuildContext,
     Secret,
     VersionedBackend,
     VersionInfo,
@@ -99,18 +100,31 @@ def _counting_retry(config: VaultConfig, on_retry: Callable[[int | None], None])
 class VaultBackend(RemoteBackend, WritableBackend):
     """Keys in a Vault KV mount under a path prefix.
 
-    A KV v2 mount keeps versions: ``VaultBackend(name, config)`` then builds a
-    :class:`VaultKV2Backend`, which is also ``Versioned``; a KV v1 backend is not.
+    A KV v2 mount keeps versions: its backend is a :class:`VaultKV2Backend`, which is also
+    ``Versioned``; a KV v1 backend is not. :meth:`build` (and the manifest) picks the class
+    from ``kv_version``; constructing the other one for a mount raises ``TypeError``.
     """
 
     kind = "vault"
     Config = VaultConfig
 
-    def __new__(cls, name: str, config: VaultConfig) -> VaultBackend:  # noqa: PYI034
-        kv2 = cls is VaultBackend and config.kv_version == 2  # builds the Versioned subclass
-        return super().__new__(VaultKV2Backend if kv2 else cls)
+    @classmethod
+    def build(cls, name: str, config: VaultConfig) -> VaultBackend:
+        """The backend for ``config``'s mount: a :class:`VaultKV2Backend` on KV v2, a
+        :class:`VaultBackend` on KV v1."""
+        return (VaultKV2Backend if config.kv_version == 2 else VaultBackend)(name, config)
+
+    @classmethod
+    def from_config(cls, name: str, config: BackendConfig, ctx: BuildContext) -> RemoteBackend:
+        assert isinstance(config, VaultConfig)
+        if cls is VaultBackend and config.kv_version == 2:
+            return VaultKV2Backend.from_config(name, config, ctx)
+        return super().from_config(name, config, ctx)
 
     def __init__(self, name: str, config: VaultConfig) -> None:
+        if (config.kv_version == 2) != isinstance(self, VersionedBackend):
+            raise TypeError(f"backend {name!r}: a KV v{config.kv_version} mount is not a "
+                            f"{type(self).__name__}: build it with VaultBackend.build()")
         super().__init__(name)
         self.config = config
         self.url = (config.url or os.environ.get("VAULT_ADDR") or "").rstrip("/")
