@@ -4,11 +4,13 @@ holds the product only (no benchmark, no fault proxy, no production use of a tes
 from __future__ import annotations
 
 import ast
+import importlib
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
@@ -230,21 +232,52 @@ def _string_literals(tree: ast.AST) -> list[ast.Constant]:
             and isinstance(n.value, str) and id(n) not in docstrings]
 
 
-@pytest.mark.parametrize("needle, home", [
-    pytest.param("A-Za-z0-9_.-", "pipekey.keys", id="key-segment-rule"),
-    pytest.param("***", "pipekey.redact", id="mask"),
+@pytest.mark.parametrize("home, rule, needle", [
+    pytest.param("pipekey.keys", "SEGMENT_PATTERN", lambda rule: rule.strip("[]+"),
+                 id="key-segment-rule"),
+    pytest.param("pipekey.keys", "NAME_PATTERN", lambda rule: rule, id="name-rule"),
+    pytest.param("pipekey.childenv", "NOT_IN_VARIABLE", lambda rule: rule.pattern,
+                 id="variable-name-rule"),
+    # the text before its first field ("no pipeline "), as an f-string's literal part ends
+    pytest.param("pipekey.policy", "NO_SUCH_PIPELINE", lambda rule: "\0" + rule.split("{")[0],
+                 id="no-pipeline-message"),
+    pytest.param("pipekey.policy", "NO_SUCH_PARAMETER", lambda rule: rule.split("}")[1][:18],
+                 id="unknown-parameter-message"),
+    pytest.param("pipekey.redact", "MASK", lambda rule: rule, id="mask"),
 ])
-def test_one_definition(needle: str, home: str) -> None:
-    """The key-segment rule is written once (pipekey.keys.SEGMENT_PATTERN / is_segment) and
-    the mask once (pipekey.redact.MASK): no other module spells them out."""
+def test_one_definition(home: str, rule: str, needle: Callable[[Any], str]) -> None:
+    """Each rule is written once, in its home, and imported from there: the key-segment rule
+    (pipekey.keys.SEGMENT_PATTERN), the manifest's name rule (pipekey.keys.NAME_PATTERN: a
+    pipeline's, a backend's), the environment-variable name rule (pipekey.childenv), the
+    "no pipeline" and "no parameter" messages (pipekey.policy) and the mask (pipekey.redact):
+    no other module spells them out."""
+    text = needle(getattr(importlib.import_module(home), rule))
+    ends = text.startswith("\0")  # "\0...": a literal ending with the text
+    text = text.lstrip("\0")
+    assert len(text) >= 3
     offenders = []
     for name, (path, _) in _modules().items():
         if name == home:
             continue
         for node in _string_literals(ast.parse(path.read_text(encoding="utf-8"))):
-            if needle in node.value:
+            if node.value.endswith(text) if ends else text in node.value:
                 offenders.append(f"{name}:{node.lineno}")
     assert offenders == []
+
+
+def test_one_environment_choice(tmp_path: Path) -> None:
+    """A run and the Airflow backend choose a pipeline's environment by one rule
+    (``Pipekey.environment_for``): the pipeline's own env unless the process chose one."""
+    import pipekey
+
+    config = tmp_path / "pipekey.toml"
+    config.write_text('env = "dev"\n[pipelines.p]\nscope = "p"\nenv = "prod"\n')
+    lk = pipekey.load(config)
+    try:
+        assert lk.environment_for(lk.pipeline_config("p")) == "prod"
+        assert lk.environment_for(lk.pipeline_config("p"), "dev") == "dev"
+    finally:
+        lk.close()
 
 
 def test_one_mask_everywhere() -> None:

@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterable, Literal, Sequence
 
 from pydantic import Field
 
-from ..errors import AccessDenied, BackendUnavailable, InvalidKey, PipekeyError, UsageError
+from ..errors import BackendUnavailable, InvalidKey, PipekeyError, UsageError
 from ..keys import is_under, validate_key
 from .base import (
     BackendConfig,
@@ -50,7 +50,7 @@ from .base import (
     join_prefix,
     prefix_head,
 )
-from .remote import RemoteBackend, describe_keys
+from .remote import Cause, ErrorRow, ErrorTable, RemoteBackend, describe_keys
 from .vault_auth import (
     AppRoleAuth,
     AwsIamAuth,
@@ -211,17 +211,8 @@ class VaultBackend(RemoteBackend, WritableBackend):
                                                 f"login ({_label(exc, hvac)})") from exc
 
     def translate(self, exc: Exception, what: str, keys: Sequence[str]) -> PipekeyError:
-        hvac = hvac_module()
         where = f"{what} for {describe_keys(keys)}" if keys else what
-        if isinstance(exc, hvac.exceptions.Forbidden):
-            return AccessDenied(f"backend {self.name!r}: Vault denied {where} (403)")
-        if isinstance(exc, hvac.exceptions.RateLimitExceeded):
-            return BackendUnavailable(self.name, f"rate-limited by Vault on {where} after "
-                                                 f"{self.config.max_attempts} attempts (429)")
-        if isinstance(exc, hvac.exceptions.VaultError):
-            return BackendUnavailable(self.name, f"{where} failed ({_label(exc, hvac)})")
-        return BackendUnavailable(self.name, f"cannot reach Vault for {where} "
-                                             f"({type(exc).__name__})")
+        return VAULT_ERRORS.translate(exc, self.name, where, self.config.max_attempts)
 
     def describe(self) -> str:
         return (f"vault ({self.url}, KV v{self.config.kv_version} mount {self.mount!r}, "
@@ -495,13 +486,27 @@ class VaultBackend(RemoteBackend, WritableBackend):
         return self._secret_from(key, self._read(self.path(key), [key], version=int(version)))
 
 
-def _label(exc: Exception, hvac: Any) -> str:
+def _label(exc: Exception, hvac: Any = None) -> str:
     """``HTTP 503`` for hvac's exception classes (they keep no status code)."""
+    hvac = hvac or hvac_module()
     status = {hvac.exceptions.InvalidRequest: 400, hvac.exceptions.Unauthorized: 401,
               hvac.exceptions.Forbidden: 403, hvac.exceptions.InvalidPath: 404,
               hvac.exceptions.RateLimitExceeded: 429, hvac.exceptions.InternalServerError: 500,
               hvac.exceptions.BadGateway: 502, hvac.exceptions.VaultDown: 503}.get(type(exc))
     return f"HTTP {status}" if status else type(exc).__name__
+
+
+def _vault_rows() -> Sequence[ErrorRow]:
+    errors = hvac_module().exceptions
+    return (
+        (lambda e: isinstance(e, errors.Forbidden), Cause.DENIED, None),
+        (lambda e: isinstance(e, errors.RateLimitExceeded), Cause.THROTTLED, None),
+        (lambda e: isinstance(e, errors.VaultError), Cause.FAILED, None),
+    )
+
+
+#: hvac's errors as pipekey's, by exception class (its classes stand for HTTP statuses)
+VAULT_ERRORS = ErrorTable("Vault", _vault_rows, _label)
 
 
 def _cas_mismatch(exc: BackendUnavailable, hvac: Any) -> bool:
