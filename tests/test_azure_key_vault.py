@@ -76,7 +76,7 @@ def test_throttling_past_the_attempts_is_a_clear_error(server) -> None:
     backend.put("k", "fake-secret-v")
     server.fail(429, times=2, route="get_secret", retry_after=0)
     with pytest.raises(BackendUnavailable, match=r"throttled by Key Vault on read for 'k' "
-                                                 r"after 2 attempts \(429\)") as info:
+                                                 r"after 2 attempts \(429") as info:
         backend.get("k")
     assert "fake-secret-v" not in str(info.value)
 

@@ -163,7 +163,7 @@ def make_vault(tmp: Path, data: dict, request=None, **fields) -> Backend:
 
     config = VaultConfig(type="vault", prefix=f"lk-test/{uuid.uuid4().hex[:10]}",
                          auth=AppRoleAuth(method="approle", role_id=ROLE_ID), **fields)
-    return _seed(VaultBackend("vault", config), data)
+    return _seed(VaultBackend.build("vault", config), data)
 
 
 def make_vault_document(tmp: Path, data: dict, request=None) -> Backend:

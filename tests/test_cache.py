@@ -21,7 +21,7 @@ from pipekey.backends.base import Invalidates, Secret, Versioned, VersionInfo, W
 from pipekey.backends.local import LocalBackend
 from pipekey.cache import CacheConfig, CachedBackend, RateLimit, TokenBucket, wrap
 from pipekey.manifest import parse_manifest
-from pipekey.testing import FailingBackend, MemoryBackend
+from pipekey.testing import FailingBackend, MemoryBackend, ReadOnlyMemoryBackend
 
 
 class Clock:
@@ -437,7 +437,7 @@ def test_cache_has_exactly_the_capabilities_of_its_backend() -> None:
     """A cache over a read-only store has no put or delete (writing by name is refused with
     the backend's name); over a writable store it writes through. Both keep history."""
     clock = Clock()
-    ro = cached(MemoryBackend("ro", {"k": "fake-1"}, writable=False), clock)
+    ro = cached(ReadOnlyMemoryBackend("ro", {"k": "fake-1"}), clock)
     rw = cached(MemoryBackend("rw", {"k": "fake-1"}), clock)
     assert not isinstance(ro, Writable) and not hasattr(ro, "put")
     assert isinstance(rw, Writable) and isinstance(rw, Versioned) and isinstance(ro, Versioned)
@@ -453,7 +453,7 @@ def test_each_combination_of_capabilities_is_a_declared_class() -> None:
     than its store has is a TypeError naming the backend."""
     import pipekey.cache as cache_module
 
-    stores = [MemoryBackend("rw", {}), MemoryBackend("ro", {}, writable=False),
+    stores = [MemoryBackend("rw", {}), ReadOnlyMemoryBackend("ro", {}),
               LocalBackend("local", Path("s.db"), master_key="MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3"
                                                              "ODlhYmNkZWY="),
               FailingBackend("f"), _FrozenProbe("p", {})]

@@ -8,7 +8,7 @@ import pytest
 
 import pipekey
 from pipekey import AccessDenied, BackendUnavailable, SecretNotFound
-from pipekey.testing import Call, FailingBackend, MemoryBackend
+from pipekey.testing import Call, FailingBackend, MemoryBackend, ReadOnlyMemoryBackend
 
 
 def test_first_hit_wins_in_chain_order() -> None:
@@ -95,7 +95,7 @@ def test_access_denied_is_authoritative() -> None:
 
 def test_set_goes_to_first_writable_or_named_backend() -> None:
     """set writes to the first writable backend unless one is named; read-only is refused."""
-    ro = MemoryBackend("ro", writable=False)
+    ro = ReadOnlyMemoryBackend("ro")
     w1, w2 = MemoryBackend("w1"), MemoryBackend("w2")
     lk = pipekey.Pipekey([ro, w1, w2])
     assert lk.set("k", "fake-1").backend == "w1"

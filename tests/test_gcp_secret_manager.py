@@ -92,8 +92,8 @@ def test_429_past_the_attempts_is_a_clear_error_not_absent(server) -> None:
     backend = gcp(server, max_attempts=2)
     backend.put("k", "fake-v")
     server.fail(429, times=2, route="access")
-    with pytest.raises(BackendUnavailable, match="rate-limited by GCP on read for 'k' after 2 "
-                                                 r"attempts \(429\)"):
+    with pytest.raises(BackendUnavailable, match="throttled by GCP on read for 'k' after 2 "
+                                                 r"attempts \(429"):
         backend.get("k")
 
 

@@ -55,7 +55,7 @@ def test_aws_backends_load_boto3_only_when_used(tmp_path: Path) -> None:
 @pytest.mark.parametrize("blocked, module, build, extra", [
     pytest.param("botocore", "aws_ssm", "SsmBackend('b', SsmConfig(type='aws_ssm'))", "aws",
                  id="aws"),
-    pytest.param("hvac", "vault", "VaultBackend('b', VaultConfig(type='vault', "
+    pytest.param("hvac", "vault", "VaultKV2Backend('b', VaultConfig(type='vault', "
                  "url='http://127.0.0.1:1'))", "vault", id="vault"),
     pytest.param("google", "gcp_secret_manager",
                  "GcpSecretManagerBackend('b', GcpSecretManagerConfig("

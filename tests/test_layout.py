@@ -4,11 +4,13 @@ holds the product only (no benchmark, no fault proxy, no production use of a tes
 from __future__ import annotations
 
 import ast
+import importlib
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
@@ -230,21 +232,52 @@ def _string_literals(tree: ast.AST) -> list[ast.Constant]:
             and isinstance(n.value, str) and id(n) not in docstrings]
 
 
-@pytest.mark.parametrize("needle, home", [
-    pytest.param("A-Za-z0-9_.-", "pipekey.keys", id="key-segment-rule"),
-    pytest.param("***", "pipekey.redact", id="mask"),
+@pytest.mark.parametrize("home, rule, needle", [
+    pytest.param("pipekey.keys", "SEGMENT_PATTERN", lambda rule: rule.strip("[]+"),
+                 id="key-segment-rule"),
+    pytest.param("pipekey.keys", "NAME_PATTERN", lambda rule: rule, id="name-rule"),
+    pytest.param("pipekey.childenv", "NOT_IN_VARIABLE", lambda rule: rule.pattern,
+                 id="variable-name-rule"),
+    # the text before its first field ("no pipeline "), as an f-string's literal part ends
+    pytest.param("pipekey.policy", "NO_SUCH_PIPELINE", lambda rule: "\0" + rule.split("{")[0],
+                 id="no-pipeline-message"),
+    pytest.param("pipekey.policy", "NO_SUCH_PARAMETER", lambda rule: rule.split("}")[1][:18],
+                 id="unknown-parameter-message"),
+    pytest.param("pipekey.redact", "MASK", lambda rule: rule, id="mask"),
 ])
-def test_one_definition(needle: str, home: str) -> None:
-    """The key-segment rule is written once (pipekey.keys.SEGMENT_PATTERN / is_segment) and
-    the mask once (pipekey.redact.MASK): no other module spells them out."""
+def test_one_definition(home: str, rule: str, needle: Callable[[Any], str]) -> None:
+    """Each rule is written once, in its home, and imported from there: the key-segment rule
+    (pipekey.keys.SEGMENT_PATTERN), the manifest's name rule (pipekey.keys.NAME_PATTERN: a
+    pipeline's, a backend's), the environment-variable name rule (pipekey.childenv), the
+    "no pipeline" and "no parameter" messages (pipekey.policy) and the mask (pipekey.redact):
+    no other module spells them out."""
+    text = needle(getattr(importlib.import_module(home), rule))
+    ends = text.startswith("\0")  # "\0...": a literal ending with the text
+    text = text.lstrip("\0")
+    assert len(text) >= 3
     offenders = []
     for name, (path, _) in _modules().items():
         if name == home:
             continue
         for node in _string_literals(ast.parse(path.read_text(encoding="utf-8"))):
-            if needle in node.value:
+            if node.value.endswith(text) if ends else text in node.value:
                 offenders.append(f"{name}:{node.lineno}")
     assert offenders == []
+
+
+def test_one_environment_choice(tmp_path: Path) -> None:
+    """A run and the Airflow backend choose a pipeline's environment by one rule
+    (``Pipekey.environment_for``): the pipeline's own env unless the process chose one."""
+    import pipekey
+
+    config = tmp_path / "pipekey.toml"
+    config.write_text('env = "dev"\n[pipelines.p]\nscope = "p"\nenv = "prod"\n')
+    lk = pipekey.load(config)
+    try:
+        assert lk.environment_for(lk.pipeline_config("p")) == "prod"
+        assert lk.environment_for(lk.pipeline_config("p"), "dev") == "dev"
+    finally:
+        lk.close()
 
 
 def test_one_mask_everywhere() -> None:
@@ -289,3 +322,64 @@ def test_no_class_body_shadows_type_or_list() -> None:
                     bound = []
                 offenders += [f"{name}.{node.name}.{b}" for b in bound]
     assert sorted(set(offenders) - BUILTIN_NAMES_KEPT) == []
+
+
+#: every ``getattr`` of src/pipekey, by (module, first argument): none asks a backend what it
+#: can do (capabilities are protocols checked with ``isinstance``; see pipekey.backends.base)
+GETATTR_ALLOWED = {
+    # optional fields of third-party exceptions, read to word pipekey's one-line error
+    ("pipekey.credentials.postgres", "exc"), ("pipekey.credentials.postgres", "diag"),
+    ("pipekey.credentials.vault_database", "exc"), ("pipekey.probes", "exc"),
+    ("pipekey.backends.azure_key_vault", "exc"), ("pipekey.backends.files", "exc"),
+    ("pipekey.backends.azure_key_vault", "getattr(exc, 'error', None)"),
+    ("pipekey.backends.aws_common", "exc"), ("pipekey.backends.gcp_secret_manager", "exc"),
+    ("pipekey.cli._common", "error"), ("pipekey.backends.vault", "response"),
+    # lazy imports: a name of a module loaded on first use
+    ("pipekey", "importlib.import_module(f'.{module}', __name__)"),
+    ("pipekey.backends", "module"),
+    # an SDK client's operation named by the caller (boto3, GCP), and a thread-local slot
+    ("pipekey.backends.aws_common", "self.client_for(service or self.service)"),
+    ("pipekey.backends.gcp_secret_manager", "self.client"),
+    ("pipekey.backends.vault", "self._local"),
+    # a Connection's own dataclass fields, by name
+    ("pipekey.connection", "self"),
+    # objects of other libraries: click parameters and commands, a text stream's buffer,
+    # sys.stdout/stderr, Airflow's task instance, an HTTP request in an SDK log record, the
+    # logging filter installed before
+    ("pipekey.cli._common", "p"), ("pipekey.cli._common", "command"),
+    ("pipekey.cli.run", "target"), ("pipekey.integrations.airflow", "self._stream"),
+    ("pipekey.integrations.airflow", "sys"), ("pipekey.integrations.airflow", "ti"),
+    ("pipekey.redact", "request"), ("pipekey.redact", "previous"),
+}
+
+
+def test_no_capability_is_probed_by_name() -> None:
+    """src/pipekey calls no ``hasattr``, and ``getattr`` only where GETATTR_ALLOWED says why
+    (never on a backend): a capability is a protocol in pipekey.backends.base, asked with
+    ``isinstance``, which a cache answers as its backend does."""
+    offenders = []
+    for name, (path, _) in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+                continue
+            if node.func.id == "hasattr":
+                offenders.append(f"{name}:{node.lineno} hasattr")
+            elif node.func.id == "getattr" and node.args:
+                first = ast.unparse(node.args[0])
+                if (name, first) not in GETATTR_ALLOWED:
+                    offenders.append(f"{name}:{node.lineno} getattr({first})")
+    assert offenders == []
+
+
+def test_no_backend_class_is_chosen_at_run_time() -> None:
+    """No class of src/pipekey defines ``__new__`` (a constructor returning another class
+    hides capabilities from its type) or calls three-argument ``type()``."""
+    offenders = []
+    for name, (path, _) in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef) and node.name == "__new__":
+                offenders.append(f"{name}:{node.lineno} __new__")
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                  and node.func.id == "type" and len(node.args) == 3):
+                offenders.append(f"{name}:{node.lineno} type()")
+    assert offenders == []

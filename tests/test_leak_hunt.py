@@ -333,7 +333,7 @@ def _vault_store(request):
 
     server = request.getfixturevalue("fake_vault")
     request.getfixturevalue("vault_env")
-    return server, "v2_read", "v2_write", VaultBackend("vault", VaultConfig(
+    return server, "v2_read", "v2_write", VaultBackend.build("vault", VaultConfig(
         type="vault", prefix=f"leak/{os.urandom(4).hex()}", max_attempts=2,
         auth=AppRoleAuth(method="approle", role_id=ROLE_ID)))
 

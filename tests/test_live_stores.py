@@ -30,7 +30,7 @@ LIVE = {name: os.environ.get(name, "") for name in
 def _vault() -> Backend:
     from pipekey.backends.vault import VaultBackend, VaultConfig
 
-    return VaultBackend("live-vault", VaultConfig(
+    return VaultBackend.build("live-vault", VaultConfig(
         type="vault", url=LIVE["VAULT_ADDR"], mount=LIVE["VAULT_KV_MOUNT"] or "secret",
         prefix=f"pipekey-live/{uuid.uuid4().hex[:10]}"))
 

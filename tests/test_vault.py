@@ -51,7 +51,7 @@ def fresh_logins():
 def vault(url: str | None = None, **fields) -> VaultBackend:
     fields.setdefault("auth", APPROLE)
     fields.setdefault("prefix", f"lk/{uid()}")
-    return VaultBackend("vault", VaultConfig(type="vault", url=url, **fields))
+    return VaultBackend.build("vault", VaultConfig(type="vault", url=url, **fields))
 
 
 @pytest.fixture
@@ -144,8 +144,8 @@ def test_throttling_and_5xx_retried_and_counted(vault_env, fake_vault) -> None:
     assert backend.stats["retries"] == 3 and backend.stats["throttles"] == 2
 
 
-@pytest.mark.parametrize("status, words", [(429, "rate-limited by Vault on read for 'k' "
-                                                 "after 2 attempts (429)"),
+@pytest.mark.parametrize("status, words", [(429, "throttled by Vault on read for 'k' "
+                                                 "after 2 attempts (HTTP 429)"),
                                            (500, "read for 'k' failed (HTTP 500)"),
                                            (503, "read for 'k' failed (HTTP 503)")])
 def test_errors_past_retries_are_clear_and_never_absent(vault_env, fake_vault, status,

@@ -336,7 +336,7 @@ def startup(repeat: int = 10) -> dict[str, Any]:
     import_ms = inside_ms("import")
     over = median_ms("run", 0) - median_ms("python", 0)
     targets = STARTUP_TARGETS_MS
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    load = os.getloadavg()[0] if sys.platform != "win32" else None
     return {
         "runs": repeat,
         "python_ms": median_ms("python", 0),

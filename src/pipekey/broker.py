@@ -33,7 +33,8 @@ from . import redact
 from .backends.base import Backend, Secret
 from .chain import Chain
 from .errors import UsageError
-from .keys import is_segment, is_under, validate_key
+from .keys import is_name, is_segment, is_under, validate_key
+from .policy import check_parameters, pipeline_entry
 from .run import Run, _announce
 
 if TYPE_CHECKING:
@@ -45,8 +46,7 @@ __all__ = ["PREFIX", "BrokeredSource", "Payload", "Request", "brokered_run", "de
 #: the reserved prefix of a run request's Variable key
 PREFIX = "pipekey.run."
 VERSION = 1
-_PIPELINE = re.compile(r"[A-Za-z0-9_-]+")
-_BODY = re.compile(r"[A-Za-z0-9_-]+")
+_BODY = re.compile(r"[\w-]+", re.ASCII)  # base64url's alphabet
 _MAX_KEY = 2000  # far below any URL limit on the way
 _MAX_NAME = 500  # Airflow's dag, run and task ids are 250 characters each
 
@@ -63,7 +63,7 @@ class Request:
 
 def _check(pipeline: str, env: str | None, params: Mapping[str, Any],
            run_name: str | None) -> dict[str, str]:
-    if not isinstance(pipeline, str) or not _PIPELINE.fullmatch(pipeline):
+    if not is_name(pipeline):
         raise UsageError(f"{pipeline!r} is not a pipeline name (letters, digits, '_', '-')")
     if env is not None and (not isinstance(env, str) or not is_segment(env)):
         raise UsageError(f"{env!r} is not an environment name (letters, digits, '_.-')")
@@ -302,14 +302,8 @@ def brokered_run(manifest: Manifest, pipeline: str, fetch: Callable[[str], str |
         UsageError: no such pipeline, or the broker gave no answer (refused, or not
             configured: the API server's log says which).
     """
-    if pipeline not in manifest.pipelines:
-        raise UsageError(f"no pipeline {pipeline!r} in {manifest.path or 'no manifest'} "
-                         f"(defined: {sorted(manifest.pipelines)})")
-    config = manifest.pipelines[pipeline]
-    unknown = sorted(set(params or {}) - config.parameters())
-    if unknown:
-        raise UsageError(f"pipeline {pipeline!r} has no parameter {unknown[0]!r} "
-                         f"(its parameters: {sorted(config.parameters()) or 'none'})")
+    config = pipeline_entry(manifest.pipelines, pipeline, manifest.path)
+    check_parameters(pipeline, config.parameters(), params or {})
     label = run_name[:_MAX_NAME] if run_name else None  # a label for the server's audit
     key = request_key(pipeline, env, {k: str(v) for k, v in (params or {}).items()}, label)
 

@@ -27,8 +27,9 @@ asks for one.
   entries whose version and ``created_at`` did not change are renewed without re-reading
   their values, at most ``max_renewals`` times in a row.
 * **Same capabilities**: ``wrap(backend, ...)`` builds the cache; it is ``Writable``,
-  ``Versioned`` or a ``VersionProbe`` exactly when the backend it wraps is (``isinstance``
-  says so), by one explicit class per combination; it is always ``Invalidates``.
+  ``Versioned``, a ``VersionProbe`` or ``Initialisable`` exactly when the backend it wraps is
+  (``isinstance`` says so), by one declared class per combination; it is always
+  ``Invalidates``. Limits (``max_value_bytes``, ``chunk_bytes``) are the inner backend's.
 * **Bounded**: at most ``max_entries`` entries; past that the least recently used goes.
 * **Rate limit**: a token bucket per backend, shared by every thread of the process, keeps a
   burst of runs under the store's quota instead of being throttled.
@@ -56,6 +57,7 @@ from . import metrics
 from .backends.base import (
     Backend,
     CacheConfig,
+    Initialisable,
     Invalidates,
     RateLimit,
     Secret,
@@ -68,11 +70,14 @@ from .backends.base import (
 )
 from .errors import BackendError, BackendUnavailable, PipekeyError
 
-__all__ = ["MAX_SHARED", "CacheConfig", "CachedBackend", "CachedProbeBackend",
-           "CachedVersionedBackend", "CachedVersionedProbeBackend", "CachedWritableBackend",
-           "CachedWritableProbeBackend", "CachedWritableVersionedBackend",
-           "CachedWritableVersionedProbeBackend", "RateLimit", "TokenBucket", "capabilities",
-           "release", "shared", "shared_count", "wrap"]
+__all__ = ["CacheConfig", "CachedBackend", "CachedInitBackend", "CachedProbeBackend",
+           "CachedProbeInitBackend", "CachedVersionedBackend", "CachedVersionedInitBackend",
+           "CachedVersionedProbeBackend", "CachedVersionedProbeInitBackend",
+           "CachedWritableBackend", "CachedWritableInitBackend", "CachedWritableProbeBackend",
+           "CachedWritableProbeInitBackend", "CachedWritableVersionedBackend",
+           "CachedWritableVersionedInitBackend", "CachedWritableVersionedProbeBackend",
+           "CachedWritableVersionedProbeInitBackend", "MAX_SHARED", "RateLimit", "TokenBucket",
+           "capabilities", "release", "shared", "shared_count", "wrap"]
 
 
 T = TypeVar("T")
@@ -142,9 +147,9 @@ class CachedBackend(Backend):
 
     This class forwards no optional capability; each subclass below forwards a fixed set
     (``forwards``), method by method. :func:`wrap` builds the one whose set is exactly
-    ``inner``'s (``Writable``, ``Versioned``, ``VersionProbe``), so ``isinstance`` answers
-    for the cache as it does for the backend behind it. Building a class whose set differs
-    from ``inner``'s raises ``TypeError``.
+    ``inner``'s (``Writable``, ``Versioned``, ``VersionProbe``, ``Initialisable``), so
+    ``isinstance`` answers for the cache as it does for the backend behind it. Building a
+    class whose set differs from ``inner``'s raises ``TypeError``.
     """
 
     #: the optional capabilities this class forwards to the backend it wraps
@@ -179,6 +184,10 @@ class CachedBackend(Backend):
     # -- limits follow the inner backend ----------------------------------------------------
     max_value_bytes = property(lambda self: self.inner.max_value_bytes)
     size_hint = property(lambda self: self.inner.size_hint)
+    chunk_bytes = property(lambda self: self.inner.chunk_bytes)
+
+    def origin(self) -> Backend:
+        return self.inner.origin()
 
     def locate(self, key: str) -> str:
         return self.inner.locate(key)
@@ -469,6 +478,17 @@ class _ForwardHistory(CachedBackend, VersionedBackend):
         return secret
 
 
+class _ForwardInit(CachedBackend):
+    """The inner backend's set-up (``pipekey init``), then a clean cache."""
+
+    inner: Any
+
+    def init(self) -> dict[str, object]:
+        done: dict[str, object] = self.inner.init()
+        self.invalidate()
+        return done
+
+
 class _ForwardProbe(CachedBackend):
     """The inner backend's version probe, uncached."""
 
@@ -491,6 +511,10 @@ class CachedProbeBackend(_ForwardProbe):
     forwards = frozenset({VersionProbe})
 
 
+class CachedInitBackend(_ForwardInit):
+    forwards = frozenset({Initialisable})
+
+
 class CachedWritableVersionedBackend(_ForwardWrites, _ForwardHistory):
     forwards = frozenset({Writable, Versioned})
 
@@ -499,19 +523,51 @@ class CachedWritableProbeBackend(_ForwardWrites, _ForwardProbe):
     forwards = frozenset({Writable, VersionProbe})
 
 
+class CachedWritableInitBackend(_ForwardWrites, _ForwardInit):
+    forwards = frozenset({Writable, Initialisable})
+
+
 class CachedVersionedProbeBackend(_ForwardHistory, _ForwardProbe):
     forwards = frozenset({Versioned, VersionProbe})
+
+
+class CachedVersionedInitBackend(_ForwardHistory, _ForwardInit):
+    forwards = frozenset({Versioned, Initialisable})
+
+
+class CachedProbeInitBackend(_ForwardProbe, _ForwardInit):
+    forwards = frozenset({VersionProbe, Initialisable})
 
 
 class CachedWritableVersionedProbeBackend(_ForwardWrites, _ForwardHistory, _ForwardProbe):
     forwards = frozenset({Writable, Versioned, VersionProbe})
 
 
+class CachedWritableVersionedInitBackend(_ForwardWrites, _ForwardHistory, _ForwardInit):
+    forwards = frozenset({Writable, Versioned, Initialisable})
+
+
+class CachedWritableProbeInitBackend(_ForwardWrites, _ForwardProbe, _ForwardInit):
+    forwards = frozenset({Writable, VersionProbe, Initialisable})
+
+
+class CachedVersionedProbeInitBackend(_ForwardHistory, _ForwardProbe, _ForwardInit):
+    forwards = frozenset({Versioned, VersionProbe, Initialisable})
+
+
+class CachedWritableVersionedProbeInitBackend(_ForwardWrites, _ForwardHistory, _ForwardProbe,
+                                              _ForwardInit):
+    forwards = frozenset({Writable, Versioned, VersionProbe, Initialisable})
+
+
 _CLASSES: dict[frozenset[type], type[CachedBackend]] = {cls.forwards: cls for cls in (
     CachedBackend, CachedWritableBackend, CachedVersionedBackend, CachedProbeBackend,
-    CachedWritableVersionedBackend, CachedWritableProbeBackend, CachedVersionedProbeBackend,
-    CachedWritableVersionedProbeBackend)}
-_CAPABILITIES = (Writable, Versioned, VersionProbe)
+    CachedInitBackend, CachedWritableVersionedBackend, CachedWritableProbeBackend,
+    CachedWritableInitBackend, CachedVersionedProbeBackend, CachedVersionedInitBackend,
+    CachedProbeInitBackend, CachedWritableVersionedProbeBackend,
+    CachedWritableVersionedInitBackend, CachedWritableProbeInitBackend,
+    CachedVersionedProbeInitBackend, CachedWritableVersionedProbeInitBackend)}
+_CAPABILITIES = (Writable, Versioned, VersionProbe, Initialisable)
 
 
 def capabilities(backend: Backend) -> frozenset[type]:

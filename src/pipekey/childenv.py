@@ -17,12 +17,18 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .run import Run
 
-__all__ = ["connection_variable", "env_name", "run_environment", "secret_variable"]
+__all__ = ["NOT_IN_VARIABLE", "connection_variable", "env_name", "run_environment",
+           "secret_variable"]
+
+
+#: what an environment variable's name cannot hold: each such character becomes ``_``
+NOT_IN_VARIABLE = re.compile(r"[^A-Za-z0-9]")
 
 
 def env_name(name: str) -> str:
-    """``access_token`` -> ``ACCESS_TOKEN``: the default variable name for a secret."""
-    return re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+    """``access_token`` -> ``ACCESS_TOKEN``: the variable name for a secret or a connection
+    (``AIRFLOW_CONN_`` + this), the one rule for both."""
+    return NOT_IN_VARIABLE.sub("_", name).upper()
 
 
 def secret_variable(env_vars: Mapping[str, str], name: str) -> str:

@@ -19,6 +19,7 @@ from .chain import Chain, Resolution
 from .errors import BackendUnavailable, PipekeyError, SecretNotFound, UsageError
 from .keys import is_segment, validate_key, validate_prefix
 from .manifest import Manifest, PipelineConfig, load_manifest
+from .policy import check_parameters, pipeline_entry
 from .run import Run
 
 if TYPE_CHECKING:
@@ -328,13 +329,8 @@ class Pipekey:
             UsageError: no such pipeline, or a parameter missing, unknown or malformed.
         """
         config = self.pipeline_config(name)
-        expected = config.parameters()
-        unknown = sorted(set(params) - expected)
-        if unknown:
-            raise UsageError(f"pipeline {name!r} has no parameter {unknown[0]!r} "
-                             f"(its parameters: {sorted(expected) or 'none'})")
-        explicit = self.manifest.env_explicit if self.manifest else True
-        chosen = env or (self.env if explicit else None) or config.env or self.env
+        check_parameters(name, config.parameters(), params)
+        chosen = self.environment_for(config, env)
         minters = {d: self.minter(d, chosen) for d in set(config.minted_connections().values())}
         return Run(name, config, self.chain_for(chosen), chosen, params, run_name,
                    auditor=self.audit, minters=minters)
@@ -363,10 +359,14 @@ class Pipekey:
     def pipeline_config(self, name: str) -> PipelineConfig:
         """The manifest entry of pipeline ``name``."""
         pipelines = self.manifest.pipelines if self.manifest else {}
-        if name not in pipelines:
-            where = self.manifest.path if self.manifest and self.manifest.path else "no manifest"
-            raise UsageError(f"no pipeline {name!r} in {where} (defined: {sorted(pipelines)})")
-        return pipelines[name]
+        return pipeline_entry(pipelines, name, self.manifest.path if self.manifest else None)
+
+    def environment_for(self, config: PipelineConfig, env: str | None = None) -> str:
+        """The environment a run of the pipeline ``config`` opens in: ``env``, else the one
+        chosen for this process (``--env``, ``PIPEKEY_ENV``), else the pipeline's ``env``,
+        else the manifest's."""
+        explicit = self.manifest.env_explicit if self.manifest else True
+        return env or (self.env if explicit else None) or config.env or self.env
 
     @property
     def open_environments(self) -> builtins.list[str]:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlencode, urlsplit
 
 from . import converters
+from .childenv import env_name
 from .errors import UsageError
 from .redact import MASK, sensitive_values
 
@@ -162,7 +163,7 @@ class Connection:
         conn_id = conn_id or self.conn_id
         if not conn_id:
             raise UsageError("to_airflow_env needs a conn_id")
-        return {ENV_PREFIX + re.sub(r"[^A-Za-z0-9]", "_", conn_id).upper(): self.to_uri()}
+        return {ENV_PREFIX + env_name(conn_id): self.to_uri()}
 
     # -- converters (pipekey.converters, which knows Connection only as a type) ----------
     def to_sqlalchemy_url(self) -> URL:

@@ -149,7 +149,7 @@ def _cloud_store(kind: str, spec: str, arg: str) -> Backend:
     if kind == "vault":
         from .backends.vault import VaultBackend, VaultConfig
 
-        return VaultBackend(spec, VaultConfig(type="vault", mount=head, prefix=prefix))
+        return VaultBackend.build(spec, VaultConfig(type="vault", mount=head, prefix=prefix))
     if kind == "gcp":
         from .backends.gcp_secret_manager import GcpSecretManagerBackend, GcpSecretManagerConfig
 
@@ -241,10 +241,10 @@ def _action(dest: Backend, value: str, size: int, current: Secret | None) -> tup
     if current is not None and current.value == value:
         return "same", ""
     limit = dest.max_value_bytes
-    tier_limit = getattr(dest, "limit", None)
+    chunk = dest.chunk_bytes
     if limit is not None and size > limit:
         return "too_large", f"{size} bytes; {dest.name} holds {limit} ({dest.size_hint})"
-    if tier_limit is not None and size > tier_limit:  # SSM with split = true
+    if chunk is not None and size > chunk:  # SSM with split = true
         return "split", f"{size} bytes, stored in chunks"
     return ("change", "") if current is not None else ("add", "")
 

@@ -10,14 +10,22 @@ import re
 
 from .errors import InvalidKey
 
-__all__ = ["MAX_KEY_LENGTH", "SEGMENT_PATTERN", "is_segment", "is_under", "join", "validate_key",
-           "validate_prefix"]
+__all__ = ["MAX_KEY_LENGTH", "NAME", "NAME_PATTERN", "SEGMENT_PATTERN", "is_name", "is_segment",
+           "is_under", "join", "validate_key", "validate_prefix"]
 
 MAX_KEY_LENGTH = 512
 #: one key segment; the one rule for keys, scope parameters, secret names and environments
 SEGMENT_PATTERN = r"[A-Za-z0-9_.-]+"
 _SEGMENT = re.compile(SEGMENT_PATTERN)
+#: a name of the manifest (a pipeline, a backend, a credential): a key segment without '.'
+NAME_PATTERN = r"[A-Za-z0-9_-]+"
+NAME = re.compile(NAME_PATTERN)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def is_name(text: object) -> bool:
+    """True if ``text`` is a name of the manifest (letters, digits, '_' and '-')."""
+    return isinstance(text, str) and bool(NAME.fullmatch(text))
 
 
 def is_segment(text: object) -> bool:

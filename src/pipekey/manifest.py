@@ -30,6 +30,7 @@ from .credentials.base import (
     VaultDatabaseConfig,
 )
 from .errors import InvalidKey, ManifestError, UsageError
+from .keys import NAME as _NAME
 from .keys import is_segment, validate_key
 from .policy import (
     NO_PIPELINE,
@@ -46,7 +47,6 @@ __all__ = ["CONFIG_ENV", "ENV_ENV", "Manifest", "PipelineConfig", "TeamConfig",
 CONFIG_ENV = "PIPEKEY_CONFIG"
 ENV_ENV = "PIPEKEY_ENV"
 DEFAULT_NAME = "pipekey.toml"
-_NAME = re.compile(r"[A-Za-z0-9_-]+")
 _TEAM = re.compile(r"[A-Za-z0-9_-]{3,50}")  # `airflow teams create` accepts these
 
 

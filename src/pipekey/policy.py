@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 import string
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping, TypeVar
 
 from .errors import ManifestError, UsageError
 from .keys import SEGMENT_PATTERN, is_segment, is_under, validate_key
@@ -36,14 +36,49 @@ from .keys import SEGMENT_PATTERN, is_segment, is_under, validate_key
 if TYPE_CHECKING:
     from .manifest import PipelineConfig
 
-__all__ = ["NO_PIPELINE", "SHARED", "Ownership", "RunPolicy", "TeamPolicy", "declared_names",
-           "fill_fields", "fill_template", "parameter_free_policy", "pipelines_reading",
+__all__ = ["NO_PIPELINE", "NO_SUCH_PARAMETER", "NO_SUCH_PIPELINE", "SHARED", "Ownership",
+           "RunPolicy", "TeamPolicy", "check_parameters", "declared_names", "fill_fields",
+           "fill_template", "parameter_free_policy", "pipelines_reading", "pipeline_entry",
            "run_policy", "served_environments", "template_fields"]
 
 SHARED = "shared"
 
 
 # -- templates ------------------------------------------------------------------------------
+C = TypeVar("C")
+
+#: the one wording of a pipeline the manifest does not define (every entry: a run, a brokered
+#: run, a team's request, an Airflow task), and of a parameter a pipeline does not take
+NO_SUCH_PIPELINE = "no pipeline {name!r} in {where} (defined: {defined})"
+NO_SUCH_PARAMETER = "pipeline {name!r} has no parameter {param!r} (its parameters: {expected})"
+
+
+def pipeline_entry(pipelines: Mapping[str, C], name: str, where: object = None) -> C:
+    """The manifest entry of pipeline ``name`` (``where``: the manifest's path, if any).
+
+    Raises:
+        UsageError: the manifest defines no such pipeline (one line listing those it does).
+    """
+    if name not in pipelines:
+        raise UsageError(NO_SUCH_PIPELINE.format(name=name, where=where or "no manifest",
+                                                 defined=sorted(pipelines)))
+    return pipelines[name]
+
+
+def check_parameters(name: str, expected: Iterable[str], params: Iterable[str]) -> None:
+    """Refuse a parameter pipeline ``name`` does not take (its scope's fields are
+    ``expected``).
+
+    Raises:
+        UsageError: the first unknown parameter, and the parameters the pipeline takes.
+    """
+    known = set(expected)
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise UsageError(NO_SUCH_PARAMETER.format(name=name, param=unknown[0],
+                                                  expected=sorted(known) or "none"))
+
+
 def template_fields(template: str) -> list[str]:
     """The ``{field}`` names used in a template, in order."""
     try:

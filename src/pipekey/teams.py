@@ -37,6 +37,7 @@ from .policy import (
     NO_PIPELINE,
     Ownership,
     TeamPolicy,
+    check_parameters,
     fill_template,
     served_environments,
     template_fields,
@@ -181,10 +182,8 @@ class TeamBroker:
                                f"{request.pipeline!r} (the team's pipelines: "
                                f"{sorted(policy.pipelines)})")
         config = policy.pipelines[request.pipeline]
-        unknown = sorted(set(request.params) - config.parameters())
-        if unknown:  # before the call: a parameter named env or run_name is no keyword
-            raise UsageError(f"pipeline {request.pipeline!r} has no parameter {unknown[0]!r} "
-                             f"(its parameters: {sorted(config.parameters()) or 'none'})")
+        # before the call: a parameter named env or run_name is no keyword
+        check_parameters(request.pipeline, config.parameters(), request.params)
         if request.env is not None and request.env not in self.served:
             raise AccessDenied(f"Airflow team {team!r} may not open pipekey pipeline "
                                f"{request.pipeline!r} in environment {request.env!r} (served: "

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from typing import Iterable, Mapping, NamedTuple, Sequence
 
 from .backends.base import Secret, VersionedBackend, VersionInfo, WritableBackend
 from .errors import BackendError, BackendUnavailable
@@ -31,7 +31,7 @@ class Call(NamedTuple):
 
 class ReadOnlyMemoryBackend(VersionedBackend):
     """An in-memory store with history and no ``put``/``delete``, recording every call in
-    ``calls``. ``MemoryBackend(..., writable=False)`` builds one.
+    ``calls``: :class:`MemoryBackend` without ``put``/``delete``.
 
     ``latency`` (seconds) makes every call that slow, to stand in for a remote store.
     """
@@ -102,22 +102,9 @@ class ReadOnlyMemoryBackend(VersionedBackend):
 class MemoryBackend(ReadOnlyMemoryBackend, WritableBackend):
     """A writable in-memory store with history, recording every call in ``calls``.
 
-    ``writable=False`` builds a :class:`ReadOnlyMemoryBackend` instead (no ``put``/``delete``).
+    :class:`ReadOnlyMemoryBackend` is the same store without ``put``/``delete``.
     ``latency`` (seconds) makes every call that slow, to stand in for a remote store.
     """
-
-    def __new__(cls, name: str = "memory", data: Mapping[str, str] | None = None,  # noqa: PYI034
-                writable: bool = True, latency: float = 0.0, **kwargs: Any) -> MemoryBackend:
-        if writable or cls is not MemoryBackend:  # a subclass takes its own arguments
-            return super().__new__(cls)
-        # not a MemoryBackend, so Python does not run __init__ on it: run it here
-        read_only = ReadOnlyMemoryBackend.__new__(ReadOnlyMemoryBackend)
-        ReadOnlyMemoryBackend.__init__(read_only, name, data, latency)
-        return read_only  # type: ignore[return-value]
-
-    def __init__(self, name: str = "memory", data: Mapping[str, str] | None = None,
-                 writable: bool = True, latency: float = 0.0) -> None:
-        super().__init__(name, data, latency)
 
     def _put(self, key: str, value: str) -> Secret:
         self._record("put", [key])

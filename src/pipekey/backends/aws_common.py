@@ -17,11 +17,12 @@ from typing import Any, Generic, Iterable, Literal, Sequence, TypeVar, overload
 
 from .._sdk import boto3_module
 from ..aws import assumed_role_session
-from ..errors import AccessDenied, BackendUnavailable, PipekeyError
+from ..errors import BackendUnavailable, PipekeyError
 from .base import BackendConfig
-from .remote import RemoteBackend, describe_keys
+from .remote import Cause, ErrorRow, ErrorTable, RemoteBackend, describe_keys
 
-__all__ = ["AwsBackend", "AwsConfig", "THROTTLING_CODES", "boto3_module"]
+__all__ = ["AWS_ERRORS", "AwsBackend", "AwsConfig", "THROTTLING_CODES", "boto3_module",
+           "error_code"]
 
 THROTTLING_CODES = frozenset({
     "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
@@ -32,6 +33,31 @@ THROTTLING_CODES = frozenset({
 DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation",
                           "UnrecognizedClientException", "InvalidClientTokenId",
                           "ExpiredTokenException", "NotAuthorized"})
+KMS_CODES = frozenset({"InvalidKeyId", "InvalidCiphertextException", "NotFoundException",
+                       "DisabledException"})
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ``ClientError`` ("" for any other exception)."""
+    response = getattr(exc, "response", None) or {}
+    code: str = response.get("Error", {}).get("Code", "")
+    return code
+
+
+def _aws_rows() -> Sequence[ErrorRow]:
+    return (
+        (lambda e: error_code(e) in DENIED_CODES, Cause.DENIED, None),
+        (lambda e: error_code(e).startswith("KMS") or error_code(e) in KMS_CODES,
+         Cause.KEY_REFUSED, None),
+        (lambda e: error_code(e) in THROTTLING_CODES, Cause.THROTTLED, None),
+        (lambda e: error_code(e) != "", Cause.FAILED, None),  # AWS answered with an error
+        (lambda e: type(e).__name__ == "NoCredentialsError", Cause.NO_CREDENTIALS,
+         "no credentials found"),
+    )
+
+
+#: botocore's errors as pipekey's, for the three AWS backends (and STS): by error code
+AWS_ERRORS = ErrorTable("AWS", _aws_rows, error_code)
 
 
 class AwsConfig(BackendConfig):
@@ -172,27 +198,11 @@ class AwsBackend(RemoteBackend, Generic[C]):
         return response
 
     def error_code(self, exc: BaseException) -> str:
-        response = getattr(exc, "response", None) or {}
-        code: str = response.get("Error", {}).get("Code", "")
-        return code
+        return error_code(exc)
 
     def translate(self, exc: Exception, operation: str, keys: Sequence[str]) -> PipekeyError:
         """An AWS error as a pipekey error naming this backend and the keys."""
         what = f"{operation} for {describe_keys(keys)}" if keys else operation
-        code = self.error_code(exc)
-        if code in DENIED_CODES:
-            return AccessDenied(f"backend {self.name!r}: AWS denied {what} ({code})")
-        if code.startswith("KMS") or code in ("InvalidKeyId", "InvalidCiphertextException",
-                                              "NotFoundException", "DisabledException"):
-            return BackendUnavailable(self.name, f"KMS refused {what} ({code})")
-        if code in THROTTLING_CODES:
-            return BackendUnavailable(self.name, f"throttled by AWS on {what} after "
-                                                 f"{self.config.max_attempts} attempts ({code})")
-        if code:
-            return BackendUnavailable(self.name, f"{what} failed ({code})")
-        botocore_name = type(exc).__name__
-        if botocore_name == "NoCredentialsError":
-            return BackendUnavailable(self.name, f"no AWS credentials for {what}")
-        return BackendUnavailable(self.name, f"cannot reach AWS for {what} ({botocore_name})")
+        return AWS_ERRORS.translate(exc, self.name, what, self.config.max_attempts)
 
 

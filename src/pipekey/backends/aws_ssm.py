@@ -64,6 +64,7 @@ class SsmBackend(AwsBackend[SsmConfig], WritableBackend, VersionedBackend):
         self.prefix = prefix
         self.limit = TIER_LIMITS[config.tier]
         self.max_value_bytes = None if config.split else self.limit
+        self.chunk_bytes = self.limit if config.split else None
         self.size_hint = ("set tier = \"Advanced\" for 8 KB, or split = true to store it in "
                           "chunks") if config.tier == "Standard" else "set split = true"
 

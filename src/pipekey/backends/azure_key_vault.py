@@ -34,10 +34,18 @@ from typing import Annotated, Any, Literal, Sequence, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .._sdk import azure_modules
-from ..errors import AccessDenied, BackendUnavailable, InvalidKey, PipekeyError, UsageError
+from ..errors import BackendUnavailable, InvalidKey, PipekeyError, UsageError
 from ..keys import is_under
 from .base import BackendConfig, Secret, VersionedBackend, VersionInfo, WritableBackend, prefix_head
-from .remote import RemoteBackend, describe_keys, escape_name, unescape_name
+from .remote import (
+    Cause,
+    ErrorRow,
+    ErrorTable,
+    RemoteBackend,
+    describe_keys,
+    escape_name,
+    unescape_name,
+)
 
 __all__ = ["AzureKeyVaultBackend", "AzureKeyVaultConfig"]
 
@@ -172,24 +180,9 @@ class AzureKeyVaultBackend(RemoteBackend, WritableBackend, VersionedBackend):
                             absent=lambda exc: absent and isinstance(exc, ResourceNotFoundError))
 
     def translate(self, exc: Exception, what: str, keys: Sequence[str]) -> PipekeyError:
-        from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
-
         where = f"{what} for {describe_keys(keys)}" if keys else what
-        status = getattr(exc, "status_code", None)
-        code = getattr(getattr(exc, "error", None), "code", None) or ""
-        if status in (401, 403):
-            return AccessDenied(f"backend {self.name!r}: Key Vault denied {where} "
-                                f"({status} {code})".rstrip())
-        if status == 429:
-            return BackendUnavailable(self.name, f"throttled by Key Vault on {where} after "
-                                                 f"{self.config.max_attempts} attempts (429)")
-        if isinstance(exc, ClientAuthenticationError):  # no token could be had
-            return BackendUnavailable(self.name, f"cannot authenticate to Key Vault for {where} "
-                                                 f"(auth {self.config.auth.method})")
-        if isinstance(exc, HttpResponseError) and status:
-            return BackendUnavailable(self.name, f"{where} failed ({status} {code})".rstrip())
-        return BackendUnavailable(self.name, f"cannot reach Key Vault for {where} "
-                                             f"({type(exc).__name__})")
+        return AZURE_ERRORS.translate(exc, self.name, where, self.config.max_attempts,
+                                      auth=self.config.auth.method)
 
     def describe(self) -> str:
         return f"azure_key_vault ({self.url}, auth {self.config.auth.method})"
@@ -301,3 +294,30 @@ def _counting_policy(backend: RemoteBackend) -> Any:
                 backend.count("throttles")
 
     return Counting()
+
+
+def _status(exc: Exception) -> int | None:
+    status: int | None = getattr(exc, "status_code", None)
+    return status
+
+
+def _detail(exc: Exception) -> str:
+    """The HTTP status and Key Vault's error code of an answer (``403 Forbidden``)."""
+    code = getattr(getattr(exc, "error", None), "code", None) or ""
+    return f"{_status(exc) or ''} {code}".strip()
+
+
+def _azure_rows() -> Sequence[ErrorRow]:
+    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+
+    return (
+        (lambda e: _status(e) in (401, 403), Cause.DENIED, None),
+        (lambda e: _status(e) == 429, Cause.THROTTLED, None),
+        (lambda e: isinstance(e, ClientAuthenticationError), Cause.NO_CREDENTIALS,  # no token
+         "auth {auth}"),
+        (lambda e: isinstance(e, HttpResponseError) and bool(_status(e)), Cause.FAILED, None),
+    )
+
+
+#: azure-core's errors as pipekey's, by HTTP status first, then by exception class
+AZURE_ERRORS = ErrorTable("Key Vault", _azure_rows, _detail)

@@ -24,6 +24,12 @@ methods of the capabilities it supports and no others:
   a value (a cache renews unchanged entries with it). The version and ``created_at`` it
   reports together change on any change of value, a delete and re-create included.
 * :class:`Invalidates`: ``invalidate(keys)`` forgets what it holds for those keys (a cache).
+* :class:`Initialisable`: ``init()`` sets the store up (``pipekey init``): the local store's
+  file and key, a DynamoDB table.
+
+A wrapper (the cache) has exactly the capabilities of what it wraps, forwarding each one
+explicitly; nothing probes a backend with ``hasattr`` or ``getattr``, and nothing outside a
+wrapper reaches behind it except through :meth:`Backend.origin`.
 
 Subclasses implement the underscored methods; the public ones validate keys and translate
 errors so that each store does not repeat it. :class:`WritableBackend` and
@@ -63,7 +69,8 @@ from ..keys import is_segment, validate_key, validate_prefix
 from ..policy import fill_fields
 from ..redact import MASK
 
-__all__ = ["Backend", "BackendConfig", "BuildContext", "CacheConfig", "Invalidates", "RateLimit",
+__all__ = ["Backend", "BackendConfig", "BuildContext", "CacheConfig", "Initialisable",
+           "Invalidates", "RateLimit",
            "Secret", "VersionInfo", "VersionProbe", "Versioned", "VersionedBackend", "Writable",
            "WritableBackend", "join_prefix", "prefix_head", "require_env", "split_prefix"]
 
@@ -257,6 +264,8 @@ class Backend(abc.ABC):
     #: before the store is called, with ``size_hint`` saying what to do instead
     max_value_bytes: int | None = None
     size_hint: str = ""
+    #: values over this many bytes are stored in chunks (SSM with ``split = true``), or None
+    chunk_bytes: int | None = None
 
     # -- the contract ---------------------------------------------------------------------
     def get_many(self, keys: Iterable[str]) -> dict[str, Secret]:
@@ -312,6 +321,13 @@ class Backend(abc.ABC):
     def describe(self) -> str:
         """One line saying what this backend is (no secrets), for ``doctor``."""
         return self.kind
+
+    def origin(self) -> "Backend":
+        """The backend that talks to the store: this one, or the one a wrapper (a cache)
+        stands in front of. For what only the store's own class knows (an env backend's
+        variable prefix, a Vault backend's login); capabilities are asked with ``isinstance``
+        of the wrapper itself."""
+        return self
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -398,6 +414,15 @@ class Invalidates(Protocol):
 
     def invalidate(self, keys: Iterable[str] | None = None) -> None:
         """Forget what is held for these keys (all of them if None)."""
+        ...
+
+
+@runtime_checkable
+class Initialisable(Protocol):
+    """A backend that sets its store up for ``pipekey init`` (a file and key, a table)."""
+
+    def init(self) -> dict[str, object]:
+        """Create what is missing, keep what exists; returns what was done (no value)."""
         ...
 
 

@@ -29,7 +29,6 @@ from pydantic import field_validator
 
 from .._sdk import secretmanager_module
 from ..errors import (
-    AccessDenied,
     BackendUnavailable,
     InvalidKey,
     PipekeyError,
@@ -38,7 +37,15 @@ from ..errors import (
 )
 from ..keys import is_under
 from .base import BackendConfig, Secret, VersionedBackend, VersionInfo, WritableBackend, prefix_head
-from .remote import RemoteBackend, describe_keys, escape_name, unescape_name
+from .remote import (
+    Cause,
+    ErrorRow,
+    ErrorTable,
+    RemoteBackend,
+    describe_keys,
+    escape_name,
+    unescape_name,
+)
 
 __all__ = ["GcpSecretManagerBackend", "GcpSecretManagerConfig"]
 
@@ -173,25 +180,8 @@ class GcpSecretManagerBackend(RemoteBackend, WritableBackend, VersionedBackend):
                             absent=lambda exc: absent and isinstance(exc, gexc.NotFound))
 
     def translate(self, exc: Exception, what: str, keys: Sequence[str]) -> PipekeyError:
-        from google.api_core import exceptions as gexc
-
         where = f"{what} for {describe_keys(keys)}" if keys else what
-        if isinstance(exc, (gexc.Forbidden, gexc.Unauthorized)):  # PermissionDenied, on gRPC
-            return AccessDenied(f"backend {self.name!r}: GCP denied {where} "
-                                f"({exc.code} {_status(exc)})")
-        if isinstance(exc, gexc.TooManyRequests):
-            return BackendUnavailable(self.name, f"rate-limited by GCP on {where} after "
-                                                 f"{self.config.max_attempts} attempts (429)")
-        if isinstance(exc, gexc.GoogleAPICallError):
-            code = f"{exc.code} " if exc.code else ""
-            return BackendUnavailable(self.name, f"{where} failed ({code}{_status(exc)})")
-        if isinstance(exc, gexc.RetryError):
-            return BackendUnavailable(self.name, f"{where}: retries timed out")
-        if type(exc).__name__ == "DefaultCredentialsError":
-            return BackendUnavailable(self.name, f"no GCP credentials for {where} (set up "
-                                                 "Application Default Credentials)")
-        return BackendUnavailable(self.name, f"cannot reach GCP for {where} "
-                                             f"({type(exc).__name__})")
+        return GCP_ERRORS.translate(exc, self.name, where, self.config.max_attempts)
 
     def describe(self) -> str:
         where = self.config.endpoint or "secretmanager.googleapis.com"
@@ -324,6 +314,29 @@ def _status(exc: Any) -> str:
         return str(exc.response.json()["error"]["status"])
     except Exception:  # no JSON answer: the exception's class says what HTTP said
         return type(exc).__name__
+
+
+def _detail(exc: Exception) -> str:
+    """The HTTP code and Google's status of an API error (``403 PERMISSION_DENIED``)."""
+    code = getattr(exc, "code", None)
+    return f"{code} {_status(exc)}" if code else _status(exc)
+
+
+def _gcp_rows() -> Sequence[ErrorRow]:
+    from google.api_core import exceptions as gexc
+
+    return (
+        (lambda e: isinstance(e, (gexc.Forbidden, gexc.Unauthorized)), Cause.DENIED, None),
+        (lambda e: isinstance(e, gexc.TooManyRequests), Cause.THROTTLED, None),
+        (lambda e: isinstance(e, gexc.GoogleAPICallError), Cause.FAILED, None),
+        (lambda e: isinstance(e, gexc.RetryError), Cause.TIMED_OUT, "{type}"),
+        (lambda e: type(e).__name__ == "DefaultCredentialsError", Cause.NO_CREDENTIALS,
+         "set up Application Default Credentials"),
+    )
+
+
+#: google-api-core's errors as pipekey's (gRPC and REST alike), by exception class
+GCP_ERRORS = ErrorTable("GCP", _gcp_rows, _detail)
 
 
 def _crc32c(data: bytes) -> int:

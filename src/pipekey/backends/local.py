@@ -26,6 +26,7 @@ import binascii
 import os
 import sqlite3
 import stat
+import sys
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -517,7 +518,7 @@ def _actor() -> str:
     try:
         user = getpass.getuser()
     except Exception:  # no passwd entry in some containers
-        user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+        user = str(os.getuid()) if sys.platform != "win32" else "unknown"
     return f"{user}@{socket.gethostname()}"
 
 

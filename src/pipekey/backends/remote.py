@@ -7,25 +7,31 @@
   a small one), made on first use, at most ``max_concurrency`` calls in flight.
 * ``counted``: one counted store call; an SDK error meaning "no such thing" becomes None
   (absent), any other goes through ``translate`` into a pipekey error naming the backend.
+* :class:`ErrorTable`: how one SDK family's exceptions become pipekey's, one table per family,
+  most specific row first (httpx's ``map_httpcore_exceptions`` is the model); the words of
+  each :class:`Cause` are written once, here, so every store says the same for the same cause.
 * :func:`escape_name` / :func:`unescape_name`: the reversible mapping of key paths onto store
   names that cannot hold ``/`` (GCP Secret Manager, Azure Key Vault).
 """
 
 from __future__ import annotations
 
+import enum
 import threading
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar
 
 from .. import metrics, redact
-from ..errors import BackendUnavailable, InvalidKey, PipekeyError
+from ..errors import AccessDenied, BackendUnavailable, InvalidKey, PipekeyError
 from ..keys import validate_key
 from .base import Backend, BackendConfig, BuildContext
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["RemoteBackend", "describe_keys", "escape_name", "unescape_name"]
+__all__ = ["Cause", "ErrorRow", "ErrorTable", "RemoteBackend", "describe_keys", "escape_name",
+           "unescape_name"]
 
 T = TypeVar("T")
 
@@ -113,6 +119,55 @@ class RemoteBackend(Backend):
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False)
+
+
+class Cause(enum.Enum):
+    """Why a store call failed, as pipekey words it (``{detail}``: the SDK's code or status)."""
+
+    #: AccessDenied, authoritative: a chain does not fall through it
+    DENIED = "{store} denied {where} ({detail})"
+    THROTTLED = "throttled by {store} on {where} after {attempts} attempts ({detail})"
+    KEY_REFUSED = "the key service of {store} refused {where} ({detail})"
+    NO_CREDENTIALS = "cannot authenticate to {store} for {where} ({detail})"
+    TIMED_OUT = "{where}: retries timed out ({detail})"
+    FAILED = "{where} failed ({detail})"
+    UNREACHABLE = "cannot reach {store} for {where} ({detail})"
+
+
+#: one row of a table: does the exception match, its cause, and the detail to show (None:
+#: the table's ``detail`` of the exception; ``{auth}`` and ``{type}`` are filled)
+ErrorRow = tuple[Callable[[Exception], bool], Cause, "str | None"]
+
+
+@dataclass(frozen=True)
+class ErrorTable:
+    """One SDK family's exceptions as pipekey errors: the first matching row decides; an
+    exception no row matches is ``UNREACHABLE`` (no answer from the store)."""
+
+    #: the store as messages name it ("AWS", "Vault", "GCP", "Key Vault")
+    store: str
+    #: the rows, most specific first; a function, so that the SDK is imported on first use
+    rows: Callable[[], Sequence[ErrorRow]]
+    #: the code or status an exception carries (no value: SDK messages may quote one)
+    detail: Callable[[Exception], str]
+
+    def cause(self, exc: Exception) -> tuple[Cause, str]:
+        """The cause of ``exc`` and the detail to show with it."""
+        for matches, cause, detail in self.rows():
+            if matches(exc):
+                return cause, self.detail(exc) if detail is None else detail
+        return Cause.UNREACHABLE, "{type}"
+
+    def translate(self, exc: Exception, backend: str, where: str, attempts: int,
+                  auth: str = "") -> PipekeyError:
+        """``exc`` as the pipekey error of its cause, naming ``backend`` and ``where``."""
+        cause, detail = self.cause(exc)
+        detail = detail.format(auth=auth, type=type(exc).__name__)
+        words = cause.value.format(store=self.store, where=where, attempts=attempts,
+                                   detail=detail).replace(" ()", "")
+        if cause is Cause.DENIED:
+            return AccessDenied(f"backend {backend!r}: {words}")
+        return BackendUnavailable(backend, words)
 
 
 def describe_keys(keys: Sequence[str]) -> str:

@@ -38,10 +38,11 @@ from typing import Any, Callable, Iterable, Literal, Sequence
 
 from pydantic import Field
 
-from ..errors import AccessDenied, BackendUnavailable, InvalidKey, PipekeyError, UsageError
+from ..errors import BackendUnavailable, InvalidKey, PipekeyError, UsageError
 from ..keys import is_under, validate_key
 from .base import (
     BackendConfig,
+    BuildContext,
     Secret,
     VersionedBackend,
     VersionInfo,
@@ -49,7 +50,7 @@ from .base import (
     join_prefix,
     prefix_head,
 )
-from .remote import RemoteBackend, describe_keys
+from .remote import Cause, ErrorRow, ErrorTable, RemoteBackend, describe_keys
 from .vault_auth import (
     AppRoleAuth,
     AwsIamAuth,
@@ -99,18 +100,31 @@ def _counting_retry(config: VaultConfig, on_retry: Callable[[int | None], None])
 class VaultBackend(RemoteBackend, WritableBackend):
     """Keys in a Vault KV mount under a path prefix.
 
-    A KV v2 mount keeps versions: ``VaultBackend(name, config)`` then builds a
-    :class:`VaultKV2Backend`, which is also ``Versioned``; a KV v1 backend is not.
+    A KV v2 mount keeps versions: its backend is a :class:`VaultKV2Backend`, which is also
+    ``Versioned``; a KV v1 backend is not. :meth:`build` (and the manifest) picks the class
+    from ``kv_version``; constructing the other one for a mount raises ``TypeError``.
     """
 
     kind = "vault"
     Config = VaultConfig
 
-    def __new__(cls, name: str, config: VaultConfig) -> VaultBackend:  # noqa: PYI034
-        kv2 = cls is VaultBackend and config.kv_version == 2  # builds the Versioned subclass
-        return super().__new__(VaultKV2Backend if kv2 else cls)
+    @classmethod
+    def build(cls, name: str, config: VaultConfig) -> VaultBackend:
+        """The backend for ``config``'s mount: a :class:`VaultKV2Backend` on KV v2, a
+        :class:`VaultBackend` on KV v1."""
+        return (VaultKV2Backend if config.kv_version == 2 else VaultBackend)(name, config)
+
+    @classmethod
+    def from_config(cls, name: str, config: BackendConfig, ctx: BuildContext) -> RemoteBackend:
+        assert isinstance(config, VaultConfig)
+        if cls is VaultBackend and config.kv_version == 2:
+            return VaultKV2Backend.from_config(name, config, ctx)
+        return super().from_config(name, config, ctx)
 
     def __init__(self, name: str, config: VaultConfig) -> None:
+        if (config.kv_version == 2) != isinstance(self, VersionedBackend):
+            raise TypeError(f"backend {name!r}: a KV v{config.kv_version} mount is not a "
+                            f"{type(self).__name__}: build it with VaultBackend.build()")
         super().__init__(name)
         self.config = config
         self.url = (config.url or os.environ.get("VAULT_ADDR") or "").rstrip("/")
@@ -197,17 +211,8 @@ class VaultBackend(RemoteBackend, WritableBackend):
                                                 f"login ({_label(exc, hvac)})") from exc
 
     def translate(self, exc: Exception, what: str, keys: Sequence[str]) -> PipekeyError:
-        hvac = hvac_module()
         where = f"{what} for {describe_keys(keys)}" if keys else what
-        if isinstance(exc, hvac.exceptions.Forbidden):
-            return AccessDenied(f"backend {self.name!r}: Vault denied {where} (403)")
-        if isinstance(exc, hvac.exceptions.RateLimitExceeded):
-            return BackendUnavailable(self.name, f"rate-limited by Vault on {where} after "
-                                                 f"{self.config.max_attempts} attempts (429)")
-        if isinstance(exc, hvac.exceptions.VaultError):
-            return BackendUnavailable(self.name, f"{where} failed ({_label(exc, hvac)})")
-        return BackendUnavailable(self.name, f"cannot reach Vault for {where} "
-                                             f"({type(exc).__name__})")
+        return VAULT_ERRORS.translate(exc, self.name, where, self.config.max_attempts)
 
     def describe(self) -> str:
         return (f"vault ({self.url}, KV v{self.config.kv_version} mount {self.mount!r}, "
@@ -481,13 +486,27 @@ class VaultBackend(RemoteBackend, WritableBackend):
         return self._secret_from(key, self._read(self.path(key), [key], version=int(version)))
 
 
-def _label(exc: Exception, hvac: Any) -> str:
+def _label(exc: Exception, hvac: Any = None) -> str:
     """``HTTP 503`` for hvac's exception classes (they keep no status code)."""
+    hvac = hvac or hvac_module()
     status = {hvac.exceptions.InvalidRequest: 400, hvac.exceptions.Unauthorized: 401,
               hvac.exceptions.Forbidden: 403, hvac.exceptions.InvalidPath: 404,
               hvac.exceptions.RateLimitExceeded: 429, hvac.exceptions.InternalServerError: 500,
               hvac.exceptions.BadGateway: 502, hvac.exceptions.VaultDown: 503}.get(type(exc))
     return f"HTTP {status}" if status else type(exc).__name__
+
+
+def _vault_rows() -> Sequence[ErrorRow]:
+    errors = hvac_module().exceptions
+    return (
+        (lambda e: isinstance(e, errors.Forbidden), Cause.DENIED, None),
+        (lambda e: isinstance(e, errors.RateLimitExceeded), Cause.THROTTLED, None),
+        (lambda e: isinstance(e, errors.VaultError), Cause.FAILED, None),
+    )
+
+
+#: hvac's errors as pipekey's, by exception class (its classes stand for HTTP statuses)
+VAULT_ERRORS = ErrorTable("Vault", _vault_rows, _label)
 
 
 def _cas_mismatch(exc: BackendUnavailable, hvac: Any) -> bool:

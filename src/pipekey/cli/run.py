@@ -98,10 +98,8 @@ def withheld(lk: Pipekey) -> Callable[[str], bool]:
         configs: list[Any] = list(lk.manifest.backends.values())
         envs = [(c.prefix, c.separator) for c in configs if isinstance(c, EnvConfig)]
     else:  # built in code: only the backends as they are
-        from ..cache import CachedBackend
-
         configs = []
-        backends = [b.inner if isinstance(b, CachedBackend) else b for b in lk.backends.values()]
+        backends = [b.origin() for b in lk.backends.values()]
         envs = [(b.prefix, b.separator) for b in backends if isinstance(b, EnvBackend)]
     names = credential_vars(configs)
     patterns = [p for p in (prefix_pattern(t) for t, _ in envs) if p is not None]

@@ -32,12 +32,15 @@ def init(ctx: click.Context, backend: str | None, as_json: bool) -> None:
     pipekey init
     pipekey init --backend dynamodb
     """
+    from ..backends.base import Initialisable
+
     lk = _lk(ctx)
     targets = [lk.backend(backend)] if backend else [b for b in lk.chain if b.kind == "local"]
-    if not targets or not hasattr(targets[0], "init"):
+    target = targets[0] if targets else None
+    if not isinstance(target, Initialisable):
         raise UsageError("nothing to initialise: name a local or dynamodb backend with "
                          "--backend, or add [backends.local] type = \"local\"")
-    result = {"backend": targets[0].name, **targets[0].init()}
+    result = {"backend": target.name, **target.init()}
 
     def text() -> None:
         if "table" in result:

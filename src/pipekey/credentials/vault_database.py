@@ -182,9 +182,7 @@ class VaultDatabaseMinter:
 
             name = self.config.backend
             built = {b.name: b for b in self._lk.chain_for(self.env)}
-            found: Any = built[name] if name in built else self._lk.backend(name)
-            while not isinstance(found, VaultBackend) and hasattr(found, "inner"):
-                found = found.inner
+            found = (built[name] if name in built else self._lk.backend(name)).origin()
             if not isinstance(found, VaultBackend):
                 raise CredentialError(self.name, f"backend {name!r} is of type "
                                                  f"{found.kind!r}, not vault")

@@ -62,7 +62,7 @@ from ..errors import (
     UsageError,
 )
 from ..manifest import Manifest, load_manifest
-from ..policy import NO_PIPELINE, RunPolicy, parameter_free_policy
+from ..policy import NO_PIPELINE, RunPolicy, check_parameters, parameter_free_policy
 from ..run import Run, add_value_listener, current
 from ._airflow_mode import (
     MODE_ENV,
@@ -402,7 +402,7 @@ class _Policy:
     @classmethod
     def partial(cls, lk: Pipekey, pipeline: str, dag_id: str, config: Any, env: str | None,
                 missing: list[str]) -> "_Policy":
-        environment = _environment(lk, config, env)
+        environment = lk.environment_for(config, env)
         policy = parameter_free_policy(pipeline, config, environment)
         dynamic = config.minted_connections()
         return cls(pipeline, dag_id, environment, policy, tuple(missing),
@@ -427,12 +427,6 @@ def _authoritative(what: str) -> Iterator[None]:
         raise AirflowSecretsBackendAccessDenied(
             f"pipekey: store unavailable for {what}: {exc}; refused rather than answered by "
             "another secrets backend") from None
-
-
-def _environment(lk: Pipekey, config: Any, env: str | None) -> str:
-    """The environment ``lk.pipeline(..., env=env)`` would choose."""
-    explicit = lk.manifest.env_explicit if lk.manifest else True
-    return env or (lk.env if explicit else None) or config.env or lk.env
 
 
 def _mask_connection(value: str | None) -> None:
@@ -582,10 +576,8 @@ def _task_run(lk: Pipekey | None, env: Any, params: dict[str, Any],
         raise UsageError(f"DAG {dag_id!r} matches no pipekey pipeline in {where} (add it to "
                          "a pipeline's dags = [...] in the manifest)")
     config = manifest.pipelines[pipeline]
-    unknown = sorted(set(params) - config.parameters())
-    if strict and unknown:
-        raise UsageError(f"pipeline {pipeline!r} has no parameter {unknown[0]!r} (its "
-                         f"parameters: {sorted(config.parameters()) or 'none'})")
+    if strict:
+        check_parameters(pipeline, config.parameters(), params)
     ti = context["ti"]
     name = f"{dag_id}__{context['run_id']}__{ti.task_id}"
     if getattr(ti, "map_index", -1) is not None and getattr(ti, "map_index", -1) >= 0:
