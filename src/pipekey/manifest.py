@@ -17,11 +17,23 @@ import string
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Union, get_args, get_origin
+from typing import (
+    Annotated,
+    Any,
+    Literal,
+    Mapping,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+import msgspec
+from msgspec import Meta, Struct
 
 from ._compat import tomllib
+from ._schema import split_field_problem
 from .backends import BACKEND_TYPES, BackendConfig, BuildContext, backend_class
 from .credentials.base import (
     DYNAMIC,
@@ -50,22 +62,20 @@ _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _TEAM = re.compile(r"[A-Za-z0-9_-]{3,50}")  # `airflow teams create` accepts these
 
 
-# Every model defers its build (start-up cost): _Document builds the nested ones into its own
-# validator when the first manifest is validated, not when pipekey is imported.
-class AwsRole(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+# The manifest's schema: msgspec Structs, converted from what tomllib parsed. msgspec builds a
+# class's decoder when it first validates, so importing these costs almost nothing.
+class AwsRole(Struct, kw_only=True, forbid_unknown_fields=True):
     arn: str
-    duration: int = Field(900, ge=900, le=43200)
+    duration: Annotated[int, Meta(ge=900, le=43200)] = 900
     session_name: str | None = None
     external_id: str | None = None
     tags: dict[str, str] = {}
     region: str | None = None
 
 
-class PipelineConfig(BaseModel):
+class PipelineConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     """``[pipelines.NAME]``: what one pipeline may read. Used by run contexts."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
     scope: str
     requires: list[str] = []
     optional: list[str] = []
@@ -100,35 +110,34 @@ class PipelineConfig(BaseModel):
                 if t.startswith(DYNAMIC)}
 
 
-class TeamConfig(BaseModel):
+class TeamConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     """``[teams.NAME]``: what the API server uses for one Airflow team's reads (broker mode)."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
     #: the read role the API server assumes for this team's AWS backends
     aws_role: AwsRole | None = None
 
 
-class AuditSink(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+class AuditSink(Struct, kw_only=True, forbid_unknown_fields=True):
     type: Literal["file", "stderr", "dynamodb", "otel"]
     path: str | None = None
-    max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
-    backups: int = Field(5, ge=0)
+    max_bytes: Annotated[int, Meta(ge=1024)] = 10 * 1024 * 1024
+    backups: Annotated[int, Meta(ge=0)] = 5
     table: str | None = None
     region: str | None = None
     endpoint_url: str | None = None
 
 
-class AuditConfig(BaseModel):
+class AuditConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     """``[audit]``: where audit events go, and whether an access needs them recorded."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
     required: bool = False
     sinks: list[AuditSink] = []
 
 
-class _Document(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+class _Document(Struct, kw_only=True, forbid_unknown_fields=True):
+    """The top level. The named tables are validated one by one (parse_manifest), so that an
+    error names its table: msgspec's paths do not carry dict keys."""
+
     env: str = "dev"
     audit: AuditConfig | None = None
     environments: list[str] | None = None
@@ -136,9 +145,9 @@ class _Document(BaseModel):
     on_backend_error: Literal["fall_through", "raise"] = "fall_through"
     lookup: Literal["sequential", "parallel"] = "sequential"
     backends: dict[str, dict[str, Any]] = {}
-    pipelines: dict[str, PipelineConfig] = {}
+    pipelines: dict[str, dict[str, Any]] = {}
     credentials: dict[str, dict[str, Any]] = {}
-    teams: dict[str, TeamConfig] = {}
+    teams: dict[str, dict[str, Any]] = {}
 
 
 @dataclass
@@ -230,10 +239,11 @@ def load_manifest(path: str | os.PathLike[str] | None = None, env: str | None = 
 
 def parse_manifest(raw: dict[str, Any], path: Path, env: str | None = None) -> Manifest:
     """Validate an already-parsed manifest document."""
-    try:
-        doc = _Document.model_validate(raw)
-    except ValidationError as exc:
-        raise _manifest_error(path, exc, (), _Document) from None
+    doc = _convert(path, raw, _Document, ())
+    pipelines = {name: _convert(path, body, PipelineConfig, ("pipelines", name))
+                 for name, body in doc.pipelines.items()}
+    teams = {name: _convert(path, body, TeamConfig, ("teams", name))
+             for name, body in doc.teams.items()}
     explicit = env or os.environ.get(ENV_ENV)
     chosen = explicit or doc.env
     for i, listed in enumerate(doc.environments or []):
@@ -248,7 +258,7 @@ def parse_manifest(raw: dict[str, Any], path: Path, env: str | None = None) -> M
         source = "--env / $PIPEKEY_ENV" if explicit else "env"
         raise ManifestError(path, "env", f"environment {chosen!r} ({source}) is not one of "
                                          f"environments {doc.environments}")
-    for name, pipeline in doc.pipelines.items():
+    for name, pipeline in pipelines.items():
         if doc.environments is not None and pipeline.env is not None \
                 and pipeline.env not in doc.environments:
             raise ManifestError(path, f"pipelines.{name}.env", f"environment {pipeline.env!r} "
@@ -271,25 +281,26 @@ def parse_manifest(raw: dict[str, Any], path: Path, env: str | None = None) -> M
         raise ManifestError(path, "chain", "names a backend twice")
     credentials = {name: _credential_config(path, name, body, backends)
                    for name, body in doc.credentials.items()}
-    for name, pipeline in doc.pipelines.items():
+    for name, pipeline in pipelines.items():
         _check_pipeline(path, name, pipeline, credentials)
-    served = served_environments(doc.environments, chosen, doc.pipelines.values())
-    _check_admins_unreadable(path, credentials, doc.pipelines, served)
-    _check_teams(path, doc.pipelines, doc.teams)
-    Ownership(doc.pipelines, served, path)  # two teams may not own overlapping key prefixes
+    served = served_environments(doc.environments, chosen, pipelines.values())
+    _check_admins_unreadable(path, credentials, pipelines, served)
+    _check_teams(path, pipelines, teams)
+    Ownership(pipelines, served, path)  # two teams may not own overlapping key prefixes
     for i, sink in enumerate(doc.audit.sinks if doc.audit else []):
         if sink.type == "dynamodb" and not sink.table:
             raise ManifestError(path, f"audit.sinks[{i}].table", "missing (a dynamodb sink "
                                                                   "names its table)")
     return Manifest(path=path, env=chosen, chain=list(chain), backends=backends,
-                    pipelines=dict(doc.pipelines), environments=doc.environments,
+                    pipelines=pipelines, environments=doc.environments,
                     on_backend_error=doc.on_backend_error, env_explicit=bool(explicit),
                     lookup=doc.lookup,
-                    audit=doc.audit, credentials=credentials, teams=dict(doc.teams))
+                    audit=doc.audit, credentials=credentials, teams=teams)
 
 
-_CREDENTIAL_TYPES: dict[str, type[BaseModel]] = {"postgres_role": PostgresRoleConfig,
-                                                 "vault_database": VaultDatabaseConfig}
+#: ``type`` -> the Struct of a ``[credentials.NAME]`` table
+_CREDENTIAL_TYPES: dict[str, type[PostgresRoleConfig] | type[VaultDatabaseConfig]] = {
+    "postgres_role": PostgresRoleConfig, "vault_database": VaultDatabaseConfig}
 
 
 def _credential_config(path: Path, name: str, body: dict[str, Any],
@@ -305,10 +316,7 @@ def _credential_config(path: Path, name: str, body: dict[str, Any],
     if model is None:
         raise ManifestError(path, f"{where}.type", f"unknown credential type {type_name!r} "
                                                    f"(known: {known})")
-    try:
-        credential: CredentialConfig = model.model_validate(body)  # type: ignore[assignment]
-    except ValidationError as exc:
-        raise _manifest_error(path, exc, ("credentials", name), model) from None
+    credential: CredentialConfig = _convert(path, body, model, ("credentials", name))
     _check_credential(path, where, credential, backends)
     return credential
 
@@ -431,11 +439,9 @@ def _backend_config(path: Path, name: str, body: dict[str, Any]) -> BackendConfi
     if type_name not in BACKEND_TYPES:
         raise ManifestError(path, f"{where}.type", f"unknown backend type {type_name!r} "
                                                    f"(known: {', '.join(sorted(BACKEND_TYPES))})")
-    try:
-        return backend_class(type_name).Config.model_validate(body)
-    except ValidationError as exc:
-        raise _manifest_error(path, exc, ("backends", name),
-                              backend_class(type_name).Config) from None
+    if isinstance(body.get("cache"), bool):  # cache = true / false: every default, or none
+        body = {**body, "cache": {"enabled": body["cache"]}}
+    return _convert(path, body, backend_class(type_name).Config, ("backends", name))
 
 
 def _check_template(path: Path, where: str, template: str) -> None:
@@ -457,66 +463,233 @@ def _check_template(path: Path, where: str, template: str) -> None:
         raise ManifestError(path, where, f"{template!r} is not a key: {exc.reason}") from None
 
 
+# -- msgspec's errors in pipekey's words ----------------------------------------------------
+S = TypeVar("S")
+
+#: msgspec's type names (``Expected `array`, got `str```) in the manifest's words
 _TYPE_WORDING = {
-    "list_type": "must be a list",
-    "string_type": "must be text (a quoted string)",
-    "int_type": "must be a whole number",
-    "int_parsing": "must be a whole number",
-    "int_from_float": "must be a whole number",
-    "float_type": "must be a number",
-    "float_parsing": "must be a number",
-    "bool_type": "must be true or false",
-    "bool_parsing": "must be true or false",
-    "dict_type": "must be a table ([section] or { key = value })",
-    "model_type": "must be a table ([section] or { key = value })",
-    "model_attributes_type": "must be a table ([section] or { key = value })",
+    "array": "must be a list",
+    "str": "must be text (a quoted string)",
+    "int": "must be a whole number",
+    "float": "must be a number",
+    "bool": "must be true or false",
+    "object": "must be a table ([section] or { key = value })",
 }
+_AT = re.compile(r" - at `(\$[^`]*)`$")
+_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
+_EXPECTED = re.compile(r"Expected `([^`]+)`(.*)$")
+_BOUND = re.compile(r" (>=|>|<=|<) (\S+)$")
+_BOUND_WORDS = {">=": "at least", ">": "more than", "<=": "at most", "<": "less than"}
 
 
-def _manifest_error(path: Path, exc: ValidationError, prefix: tuple[str, ...],
-                    model: type[BaseModel]) -> ManifestError:
-    """pydantic's first error in pipekey's words, naming the field by its full path."""
-    errors = exc.errors(include_url=False)
-    first = errors[0]
-    loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in (*prefix, *first["loc"]))
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return ManifestError(path, loc.lstrip(".") or None, _wording(first, model) + more)
+def _convert(path: Path, raw: Any, model: type[S], prefix: tuple[str, ...]) -> S:
+    """``raw`` (what tomllib parsed) as ``model``, or a ManifestError naming the field."""
+    try:
+        return msgspec.convert(raw, model)
+    except msgspec.ValidationError as exc:
+        raise _manifest_error(path, str(exc), raw, model, prefix) from None
 
 
-def _wording(error: Any, model: type[BaseModel]) -> str:
-    kind, loc, ctx = error["type"], tuple(error["loc"]), error.get("ctx") or {}
-    value = error.get("input")
-    if kind == "extra_forbidden":
-        known = sorted(_fields_at(model, loc[:-1]))
-        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
-        if close:
-            return f"unknown field (did you mean {close[0]!r}?)"
-        return f"unknown field (known: {', '.join(known)})" if known else "unknown field"
-    if kind == "missing":
-        return "missing"
-    if kind == "literal_error":
-        return f"must be one of {ctx.get('expected', '?')}"
-    if kind == "greater_than_equal":
-        return f"must be at least {_number(ctx.get('ge'))} (got {value!r})"
-    if kind == "greater_than":
-        return f"must be more than {_number(ctx.get('gt'))} (got {value!r})"
-    if kind == "less_than_equal":
-        return f"must be at most {_number(ctx.get('le'))} (got {value!r})"
-    if kind == "less_than":
-        return f"must be less than {_number(ctx.get('lt'))} (got {value!r})"
-    if kind == "value_error":
-        return str(error["msg"]).removeprefix("Value error, ")
-    if kind in _TYPE_WORDING:
-        message = _TYPE_WORDING[kind]
-        if kind == "list_type" and isinstance(value, str) and loc and len(value) <= 60:
-            message += f", e.g. {loc[-1]} = [{_toml_string(value)}]"
-        return f"{message} (got {_kind(value)})"
-    return str(error["msg"])
+def _manifest_error(path: Path, message: str, raw: Any, model: Any,
+                    prefix: tuple[str, ...] = ()) -> ManifestError:
+    """A msgspec validation error in pipekey's words, naming the field by its full path.
+
+    msgspec stops at its first error, in the order of the document. An unknown field is
+    looked for first, at any depth: a misspelt field is the likelier cause of what else fails
+    (``members`` for ``member_of`` leaves ``member_of`` missing).
+    """
+    unknown = _first_unknown(model, raw, ())
+    if unknown is not None:
+        loc, problem = unknown, _unknown_field(model, raw, unknown)
+    else:
+        loc, problem = _from_msgspec(message, raw, model)
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in (*prefix, *loc))
+    return ManifestError(path, where.lstrip(".") or None, problem)
+
+
+def _from_msgspec(message: str, raw: Any, model: Any) -> tuple[tuple[str | int, ...], str]:
+    """(field path, problem) from msgspec's message: ``<what> - at `$.a.b[0]```."""
+    at = _AT.search(message)
+    text = message[:at.start()] if at else message
+    loc = _resolve(_parse_path(at.group(1)) if at else (), raw, text)
+    own = split_field_problem(text)
+    if own is not None and not text.startswith(("Expected", "Object", "Invalid")):
+        return (*loc, own[0]), own[1]  # a Struct's __post_init__ check (pipekey._schema)
+    if text.startswith("Object missing required field `"):
+        return (*loc, text.split("`")[1]), "missing"
+    value = _value_at(raw, loc)
+    if text.startswith("Invalid enum value "):
+        return loc, f"must be one of {_choices(_literal_at(model, raw, loc))}"
+    if text.startswith("Invalid value ") and loc:  # a tagged union's tag (auth.method)
+        tags = _tags_at(model, raw, loc[:-1])
+        return loc, (f"unknown {loc[-1]} {value!r}"
+                     + (f" (known: {', '.join(tags)})" if tags else ""))
+    expected = _EXPECTED.match(text)
+    if expected is None:
+        return loc, f"is not valid here (got {_kind(value)})"
+    names, rest = expected.group(1), expected.group(2)
+    bound = _BOUND.search(rest)
+    if rest.startswith(" of length") and bound:
+        n = _number(float(bound.group(2)))
+        return loc, f"must have {_BOUND_WORDS[bound.group(1)]} {n} item{'s' * (n != 1)}"
+    if rest.startswith(" matching regex "):
+        return loc, f"must match {rest[len(' matching regex '):]} (got {value!r})"
+    if bound and not rest.startswith(","):
+        return loc, (f"must be {_BOUND_WORDS[bound.group(1)]} "
+                     f"{_number(float(bound.group(2)))} (got {value!r})")
+    kinds = [n for n in names.split(" | ") if n != "null"]
+    message = " or ".join(_TYPE_WORDING.get(k, f"must be {k}") for k in kinds) or "not valid"
+    if kinds == ["array"] and isinstance(value, str) and loc and len(value) <= 60:
+        message += f", e.g. {loc[-1]} = [{_toml_string(value)}]"
+    return loc, f"{message} (got {_kind(value)})"
+
+
+def _parse_path(text: str) -> tuple[str | int, ...]:
+    """``$.a.b[0][...]`` -> ``("a", "b", 0, "...")``."""
+    parts: list[str | int] = []
+    for name, index in _PATH_PART.findall(text[1:]):
+        parts.append(name if name else int(index) if index.isdigit() else "...")
+    return tuple(parts)
+
+
+#: the msgspec type names of what tomllib gives
+_MSGSPEC_KIND = {str: "str", bool: "bool", int: "int", float: "float", list: "array",
+                 dict: "object"}
+
+
+def _resolve(loc: tuple[str | int, ...], raw: Any, text: str) -> tuple[str | int, ...]:
+    """``loc`` with each ``[...]`` (a table's key, which msgspec does not report) replaced
+    by the first key of that table whose value shows the problem (msgspec stops at the first
+    in document order)."""
+    if "..." not in loc:
+        return loc
+    i = loc.index("...")
+    table = _value_at(raw, loc[:i])
+    keys = list(table) if isinstance(table, dict) else []
+    got = re.search(r", got `([^`]+)`", text)
+    for key in keys:
+        candidate = (*loc[:i], key, *loc[i + 1:])
+        if "..." in candidate[i + 1:]:
+            candidate = (*loc[:i], key, *_resolve(loc[i + 1:], table[key], text))
+        value = _value_at(raw, candidate, missing=_MISSING)
+        if value is _MISSING:
+            continue
+        if got is None or _MSGSPEC_KIND.get(type(value)) == got.group(1):
+            return candidate
+    return (*loc[:i], keys[0], *loc[i + 1:]) if keys else loc[:i]
+
+
+_MISSING = object()
+
+
+def _value_at(raw: Any, loc: tuple[str | int, ...], missing: Any = None) -> Any:
+    for part in loc:
+        if isinstance(raw, dict) and part in raw:
+            raw = raw[part]
+        elif isinstance(raw, list) and isinstance(part, int) and part < len(raw):
+            raw = raw[part]
+        else:
+            return missing
+    return raw
+
+
+def _first_unknown(model: Any, raw: Any, loc: tuple[str | int, ...]
+                   ) -> tuple[str | int, ...] | None:
+    """The path of the first field ``raw`` holds that ``model`` does not know, at any depth,
+    in document order, or None."""
+    model = _pick(model, raw)
+    if isinstance(model, type) and issubclass(model, Struct) and isinstance(raw, dict):
+        hints = _hints(model)
+        for name, value in raw.items():
+            if name not in hints and name != model.__struct_config__.tag_field:
+                return (*loc, name)
+            found = _first_unknown(hints.get(name), value, (*loc, name))
+            if found is not None:
+                return found
+    elif get_origin(model) is dict and isinstance(raw, dict):
+        for key, value in raw.items():
+            found = _first_unknown(get_args(model)[1], value, (*loc, key))
+            if found is not None:
+                return found
+    elif get_origin(model) is list and isinstance(raw, list):
+        for i, value in enumerate(raw):
+            found = _first_unknown(get_args(model)[0], value, (*loc, i))
+            if found is not None:
+                return found
+    return None
+
+
+def _unknown_field(model: Any, raw: Any, loc: tuple[str | int, ...]) -> str:
+    known = sorted(_fields(_type_at(model, raw, loc[:-1])))
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    if close:
+        return f"unknown field (did you mean {close[0]!r}?)"
+    return f"unknown field (known: {', '.join(known)})" if known else "unknown field"
+
+
+def _type_at(model: Any, raw: Any, loc: tuple[str | int, ...]) -> Any:
+    """The type ``loc`` reaches from ``model`` (unions of Structs picked by their tag)."""
+    for part in loc:
+        model = _pick(model, raw)
+        if isinstance(model, type) and issubclass(model, Struct):
+            model = _hints(model).get(str(part))
+        elif get_origin(model) in (dict, list):
+            model = get_args(model)[-1]
+        else:
+            return None
+        raw = _value_at(raw, (part,))
+    return _pick(model, raw)
+
+
+def _pick(model: Any, raw: Any) -> Any:
+    """``X | None`` -> ``X``; a tagged union of Structs -> the member ``raw``'s tag names."""
+    if get_origin(model) not in (Union, types.UnionType):
+        return model
+    args = [a for a in get_args(model) if a is not type(None)]
+    if len(args) == 1:
+        return args[0]
+    structs = [a for a in args if isinstance(a, type) and issubclass(a, Struct)]
+    for member in structs:
+        config = member.__struct_config__
+        if isinstance(raw, dict) and raw.get(config.tag_field) == config.tag:
+            return member
+    return model
+
+
+def _fields(model: Any) -> set[str]:
+    if isinstance(model, type) and issubclass(model, Struct):
+        tag = model.__struct_config__.tag_field
+        return set(model.__struct_fields__) | ({tag} if tag else set())
+    return set()
+
+
+def _tags_at(model: Any, raw: Any, loc: tuple[str | int, ...]) -> list[str]:
+    """The tags a tagged union at ``loc`` accepts."""
+    union = _type_at(model, {}, loc) if loc else model
+    members = get_args(union) if get_origin(union) in (Union, types.UnionType) else ()
+    return sorted(str(m.__struct_config__.tag) for m in members
+                  if isinstance(m, type) and issubclass(m, Struct) and m.__struct_config__.tag)
+
+
+def _literal_at(model: Any, raw: Any, loc: tuple[str | int, ...]) -> tuple[Any, ...]:
+    target = _type_at(model, raw, loc)
+    return get_args(target) if get_origin(target) is Literal else ()
+
+
+def _choices(values: tuple[Any, ...]) -> str:
+    """``'a', 'b' or 'c'``."""
+    shown = [repr(v) for v in values]
+    return ", ".join(shown[:-1]) + " or " + shown[-1] if len(shown) > 1 else "".join(shown)
+
+
+def _hints(model: type[Struct]) -> dict[str, Any]:
+    """A Struct's field types (its annotations resolved, ``Annotated`` constraints dropped)."""
+    return {k: v for k, v in get_type_hints(model).items() if k in model.__struct_fields__}
 
 
 def _number(bound: Any) -> Any:
     """A bound as the manifest would write it (``0``, not ``0.0``)."""
-    return f"{bound:g}" if isinstance(bound, float) else bound
+    return int(bound) if isinstance(bound, float) and bound.is_integer() else bound
 
 
 def _toml_string(text: str) -> str:
@@ -528,33 +701,6 @@ def _kind(value: Any) -> str:
     names = {str: "text", bool: "true/false", int: "a number", float: "a number",
              list: "a list", dict: "a table"}
     return next((n for t, n in names.items() if type(value) is t), type(value).__name__)
-
-
-def _fields_at(model: Any, loc: tuple[Any, ...]) -> set[str]:
-    """The field names the model reached by ``loc`` accepts (empty if none is found)."""
-    for part in loc:
-        model = _unwrap(model)
-        if isinstance(model, type) and issubclass(model, BaseModel):
-            info = model.model_fields.get(str(part))
-            if info is None:
-                return set()
-            model = info.annotation
-        elif get_origin(model) in (dict, list):
-            model = get_args(model)[-1]
-        else:
-            return set()
-    model = _unwrap(model)
-    if isinstance(model, type) and issubclass(model, BaseModel):
-        return set(model.model_fields)
-    return set()
-
-
-def _unwrap(annotation: Any) -> Any:
-    """``X | None`` -> ``X``; a union of several models is left as it is."""
-    if get_origin(annotation) in (Union, types.UnionType):
-        args = [a for a in get_args(annotation) if a is not type(None)]
-        return args[0] if len(args) == 1 else annotation
-    return annotation
 
 
 def _check_env_name(path: Path | None, env: str) -> None:
