@@ -436,7 +436,7 @@ def _backend_config(path: Path, name: str, body: dict[str, Any]) -> BackendConfi
     if type_name is None:
         raise ManifestError(path, f"{where}.type", "missing; say which store this is "
                                                    f"(one of {', '.join(sorted(BACKEND_TYPES))})")
-    if type_name not in BACKEND_TYPES:
+    if not isinstance(type_name, str) or type_name not in BACKEND_TYPES:
         raise ManifestError(path, f"{where}.type", f"unknown backend type {type_name!r} "
                                                    f"(known: {', '.join(sorted(BACKEND_TYPES))})")
     if isinstance(body.get("cache"), bool):  # cache = true / false: every default, or none
