@@ -130,7 +130,8 @@ def test_load_builds_models_but_defers_cli_cipher_and_pools(tmp_path: Path) -> N
 #: what `pipekey run` does not need: the other commands' modules and what only they use,
 #: rich (tables), the audit file sink's handlers, asyncio and the thread pools (issue 19);
 #: pydantic (issue 27) and any store's SDK
-NOT_ON_RUN_PATH = ["pydantic", "pydantic_core", *SDKS, "pipekey.cli.audit", "pipekey.cli.bench", "pipekey.cli.check",
+NOT_ON_RUN_PATH = ["pydantic", "pydantic_core", *SDKS,
+                   "pipekey.cli.audit", "pipekey.cli.bench", "pipekey.cli.check",
                    "pipekey.cli.copy", "pipekey.cli.inspect", "pipekey.cli.store",
                    "pipekey.bench", "pipekey.check", "pipekey.copy", "pipekey.probes",
                    "pipekey.testing", "rich", "logging.handlers", "asyncio",
