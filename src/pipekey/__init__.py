@@ -10,7 +10,8 @@
 Importing pipekey loads no cloud SDK; each is imported when a backend of its type is built.
 The names that need the manifest's schema (msgspec), threads or a store (``load``,
 ``Pipekey``, ``Run``, ``current``, ``Backend``...; see ``_LAZY``) are imported on first use by
-a module ``__getattr__``, so ``import pipekey`` stays cheap (no msgspec, click, rich, cryptography or asyncio).
+a module ``__getattr__``, so ``import pipekey`` stays cheap (no msgspec, click, rich,
+cryptography or asyncio).
 """
 
 from typing import TYPE_CHECKING, Any
