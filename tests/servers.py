@@ -261,7 +261,7 @@ def azure_config(server, **fields):
     from .fakes.azure import CLIENT_ID, TENANT
 
     fields.setdefault("auth", ClientSecretAuth(
-        method="client_secret", tenant_id=TENANT, client_id=CLIENT_ID, authority=server.url,
+        tenant_id=TENANT, client_id=CLIENT_ID, authority=server.url,
         disable_instance_discovery=True))
     return AzureKeyVaultConfig(type="azure_key_vault", url=server.url, ca_bundle=str(server.cert),
                                verify_challenge_resource=False, **fields)

@@ -170,5 +170,5 @@ def test_manifest_and_cli(server, isolated: Path) -> None:
 
 def test_auth_config_is_typed() -> None:
     """An auth table missing a field is refused naming it."""
-    with pytest.raises(ValueError, match="client_id"):
-        ClientSecretAuth(method="client_secret", tenant_id=TENANT)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="client_id"):
+        ClientSecretAuth(tenant_id=TENANT)  # type: ignore[call-arg]

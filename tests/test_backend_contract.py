@@ -162,7 +162,7 @@ def make_vault(tmp: Path, data: dict, request=None, **fields) -> Backend:
     from .fakes.vault import ROLE_ID
 
     config = VaultConfig(type="vault", prefix=f"lk-test/{uuid.uuid4().hex[:10]}",
-                         auth=AppRoleAuth(method="approle", role_id=ROLE_ID), **fields)
+                         auth=AppRoleAuth(role_id=ROLE_ID), **fields)
     return _seed(VaultBackend.build("vault", config), data)
 
 

@@ -191,27 +191,44 @@ def test_bench_prints_numbers(isolated: Path) -> None:
 
 
 def test_bench_startup_section(isolated: Path) -> None:
-    """bench measures start-up in fresh interpreters and prints each figure against its
-    target with PASS or FAIL (printed, not asserted: timings depend on the machine)."""
-    from pipekey.bench import STARTUP_TARGETS_MS, startup
+    """bench measures start-up in fresh interpreters (run and get on the minimal and the
+    realistic manifest, --help, run --help, import, loading the realistic manifest) and prints
+    each figure against its target with PASS or FAIL (printed, not asserted: timings depend
+    on the machine)."""
+    from pipekey._compat import tomllib
+    from pipekey.bench import STARTUP_TARGETS_MS, realistic_manifest, startup
+    from pipekey.manifest import parse_manifest
+
+    manifest = parse_manifest(tomllib.loads(realistic_manifest()), isolated / "pipekey.toml")
+    assert len(manifest.pipelines) == 31 and len(manifest.backends) == 4
+    assert manifest.team_names() == {"marketing", "finance", "ops"} and manifest.credentials
 
     up = startup(repeat=1)
     assert up["runs"] == 1 and up["targets_ms"] == STARTUP_TARGETS_MS
-    assert 0 < up["import_ms"] < up["run_ms"] and up["python_ms"] > 0
-    assert up["run_over_python_ms"] == pytest.approx(up["run_ms"] - up["python_ms"])
-    assert up["import_pass"] is (up["import_ms"] <= STARTUP_TARGETS_MS["import"])
-    assert up["run_pass"] is (up["run_over_python_ms"] <= STARTUP_TARGETS_MS["run_over_python"])
-    # both timed inside one child; the run's wall figure comes from other interpreters, so
-    # comparing it with them would only measure the machine's load
-    assert 0 < up["pydantic_import_ms"] < up["manifest_ms"]
+    assert 0 < up["import_ms"] and up["python_ms"] > 0 and up["python_cpu_ms"] > 0
+    for name in ("run_minimal", "run_realistic", "get_minimal", "get_realistic", "help"):
+        assert up[name]["cpu"] > 0 and up[name]["wall"] > 0, name
+    assert up["pass"]["run_realistic"] is (
+        up["run_realistic"]["cpu"] <= STARTUP_TARGETS_MS["run_over_python_cpu"])
+    assert up["pass"]["help"] is (up["help"]["cpu"] <= STARTUP_TARGETS_MS["help_over_python_cpu"])
+    loading = up["manifest"]
+    assert 0 < loading["validate_ms"] < loading["load_cold_ms"]  # one child, cold both
+    assert loading["load_warm_ms"] > 0
 
     result = run_cli("bench", "--repeat", "1", "--latency-ms", "1", "--startup-runs", "1")
     assert result.returncode == 0, result.stderr
     lines = {line.split("  ")[0]: line for line in result.stdout.splitlines()}
-    for row in ("import pipekey", "pipekey run --pipeline P -- true, over python -c pass"):
-        assert row in lines and ("PASS" in lines[row]) != ("FAIL" in lines[row])
+    for row in ("import pipekey", "pipekey run --pipeline P -- true (realistic), over python",
+                "pipekey run --pipeline P -- true (minimal), over python",
+                "pipekey get KEY (local store) (realistic), over python",
+                "pipekey --help, over python", "pipekey run --help, over python",
+                "realistic manifest: msgspec validation, cold",
+                "realistic manifest: load_manifest(), warm"):
+        assert row in lines and ("PASS" in lines[row]) != ("FAIL" in lines[row]), row
     assert "<= 60 ms" in lines["import pipekey"]
-    assert "pydantic" in lines["of which: load and validate the manifest"]
+    assert "<= 120 ms CPU" in lines["pipekey run --pipeline P -- true (realistic), over python"]
+    assert "<= 100 ms CPU" in lines["pipekey get KEY (local store) (minimal), over python"]
+    assert "pydantic" not in result.stdout
 
 
 ENV_TEMPLATE_MANIFEST = """

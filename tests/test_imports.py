@@ -89,9 +89,10 @@ def test_cloud_backends_build_without_their_sdks(tmp_path: Path) -> None:
                    cwd=tmp_path) == []
 
 
-#: what `import pipekey` defers: manifest models (pydantic), the CLI (click, rich), the local
-#: store's cipher and database, asyncio and the thread pools (start-up cost, issue 19)
-HEAVY = ["pydantic", "pydantic_core", "click", "rich", "cryptography", "asyncio",
+#: what `import pipekey` defers: the manifest's schema (msgspec), the CLI (click, rich), the
+#: local store's cipher and database, asyncio and the thread pools (start-up cost, issues 19,
+#: 27); pydantic is no dependency of pipekey's at all and never loads
+HEAVY = ["pydantic", "pydantic_core", "msgspec", "click", "rich", "cryptography", "asyncio",
          "concurrent.futures", "sqlite3"]
 
 HEAVY_PROBE = """
@@ -108,28 +109,29 @@ def _heavy(code: str, cwd: Path | None = None) -> list[str]:
 
 
 def test_import_defers_heavy_modules() -> None:
-    """`import pipekey` loads no pydantic, click, rich, cryptography, asyncio, thread pool or
-    sqlite3; nor does using Connection, the errors or validate_key."""
+    """`import pipekey` loads no msgspec, pydantic, click, rich, cryptography, asyncio, thread
+    pool or sqlite3; nor does using Connection, the errors or validate_key."""
     assert _heavy("import pipekey") == []
     assert _heavy("import pipekey\npipekey.Connection.from_uri('postgres://h/db')\n"
                   "pipekey.validate_key('a/b')\npipekey.SecretNotFound") == []
 
 
 def test_load_builds_models_but_defers_cli_cipher_and_pools(tmp_path: Path) -> None:
-    """load() of a local-store manifest brings pydantic and sqlite3, not click, rich, asyncio
-    or the thread pool; the cipher comes when the store is first used."""
+    """load() of a local-store manifest brings msgspec and sqlite3, not pydantic, click, rich,
+    asyncio or the thread pool; the cipher comes when the store is first used."""
     (tmp_path / "pipekey.toml").write_text('[backends.local]\ntype = "local"\n')
-    assert _heavy("import pipekey\nlk = pipekey.load()", cwd=tmp_path) == [
-        "pydantic", "pydantic_core", "sqlite3"]
+    assert _heavy("import pipekey\nlk = pipekey.load()", cwd=tmp_path) == ["msgspec", "sqlite3"]
     read = ("import os, pipekey\nfrom pipekey.backends.local import generate_master_key\n"
             "os.environ['PIPEKEY_MASTER_KEY'] = generate_master_key()\n"
             "pipekey.load().set('a', 'fake-value')")
-    assert _heavy(read, cwd=tmp_path) == ["cryptography", "pydantic", "pydantic_core", "sqlite3"]
+    assert _heavy(read, cwd=tmp_path) == ["cryptography", "msgspec", "sqlite3"]
 
 
 #: what `pipekey run` does not need: the other commands' modules and what only they use,
-#: rich (tables), the audit file sink's handlers, asyncio and the thread pools (issue 19)
-NOT_ON_RUN_PATH = ["pipekey.cli.audit", "pipekey.cli.bench", "pipekey.cli.check",
+#: rich (tables), the audit file sink's handlers, asyncio and the thread pools (issue 19);
+#: pydantic (issue 27) and any store's SDK
+NOT_ON_RUN_PATH = ["pydantic", "pydantic_core", *SDKS,
+                   "pipekey.cli.audit", "pipekey.cli.bench", "pipekey.cli.check",
                    "pipekey.cli.copy", "pipekey.cli.inspect", "pipekey.cli.store",
                    "pipekey.bench", "pipekey.check", "pipekey.copy", "pipekey.probes",
                    "pipekey.testing", "rich", "logging.handlers", "asyncio",
@@ -164,17 +166,32 @@ def test_run_command_loads_only_what_it_needs(tmp_path: Path, master_key: str) -
     assert json.loads(out.stdout.splitlines()[-1]) == [0, []], out.stderr[-500:]
 
 
-def test_no_manifest_model_is_built_at_import() -> None:
-    """Importing the manifest, the backends and the client builds no pydantic validator: each
-    is built when a manifest first needs it (the models defer_build; issue 19)."""
-    code = ("import json, pydantic, pipekey.client, pipekey.cli._common, pipekey.cache\n"
-            "seen, todo = [], [pydantic.BaseModel]\n"
-            "while todo:\n"
-            "    for sub in todo.pop().__subclasses__():\n"
-            "        todo.append(sub)\n"
-            "        if sub.__module__.startswith('pipekey') and sub.__pydantic_complete__:\n"
-            "            seen.append(sub.__qualname__)\n"
-            "print(json.dumps(sorted(seen)))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=60)
-    assert json.loads(out.stdout) == []
+HELP_PROBE = """
+import json, sys
+from pipekey.cli import main
+sys.argv = ["pipekey", *{argv!r}]
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+print(json.dumps([code, sorted(m for m in {names!r} if m in sys.modules)]))
+"""
+
+#: what printing help needs none of: no manifest is read, no schema or backend is imported
+NOT_FOR_HELP = ["pipekey.client", "pipekey.manifest", "pipekey.backends", "pipekey.run",
+                "pipekey.policy", "msgspec", "pydantic", "sqlite3", "cryptography", "rich",
+                *SDKS]
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["get", "--help"]],
+                         ids=["pipekey", "run", "get"])
+def test_help_builds_nothing(tmp_path: Path, argv: list[str]) -> None:
+    """`pipekey --help` and `pipekey run --help` print help without importing the client,
+    the manifest's schema, a backend or rich (issue 27); even a broken manifest beside them
+    is not read."""
+    (tmp_path / "pipekey.toml").write_text("chian = [\n")
+    out = subprocess.run([sys.executable, "-c", HELP_PROBE.format(argv=argv, names=NOT_FOR_HELP)],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    code, loaded = json.loads(out.stdout.splitlines()[-1])
+    assert code in (0, None) and "Usage:" in out.stdout, out.stderr[-500:]
+    assert loaded == []

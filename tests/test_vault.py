@@ -33,7 +33,7 @@ from .fakes.vault import K8S_JWT, ROLE_ID, ROOT_TOKEN, SECRET_ID, FakeVault
 
 need("vault")
 
-APPROLE = AppRoleAuth(method="approle", role_id=ROLE_ID)
+APPROLE = AppRoleAuth(role_id=ROLE_ID)
 
 
 def uid() -> str:
@@ -298,12 +298,12 @@ def test_kubernetes_auth_reads_the_service_account_token(vault_env, fake_vault,
     """The kubernetes method sends the pod's JWT file with the role."""
     jwt = tmp_path / "token"
     jwt.write_text(K8S_JWT + "\n")
-    backend = vault(auth=KubernetesAuth(method="kubernetes", role="etl", jwt_file=str(jwt)))
+    backend = vault(auth=KubernetesAuth(role="etl", jwt_file=str(jwt)))
     backend.put("k", "fake-v")
     assert fake_vault.logins[-1] == "kubernetes"
     with pytest.raises(UsageError, match="cannot read the service-account token file"):
         VaultLogin._all.clear()
-        vault(auth=KubernetesAuth(method="kubernetes", role="etl",
+        vault(auth=KubernetesAuth(role="etl",
                                   jwt_file=str(tmp_path / "nope"))).get("k")
 
 
@@ -312,7 +312,7 @@ def test_aws_iam_auth_sends_a_signed_sts_request(vault_env, fake_vault, monkeypa
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                         "AWS_SESSION_TOKEN": "testing"}.items():
         monkeypatch.setenv(name, value)
-    backend = vault(auth=AwsIamAuth(method="aws", role="etl"))
+    backend = vault(auth=AwsIamAuth(role="etl"))
     backend.put("k", "fake-v")
     assert fake_vault.logins[-1] == "aws"
 

@@ -8,9 +8,10 @@
         run.secret("access_token")        # this run's own, found by the scope walk
 
 Importing pipekey loads no cloud SDK; each is imported when a backend of its type is built.
-The names that need pydantic, threads or a store (``load``, ``Pipekey``, ``Run``, ``current``,
-``Backend``...; see ``_LAZY``) are imported on first use by a module ``__getattr__``, so
-``import pipekey`` stays cheap (no pydantic, click, rich, cryptography or asyncio).
+The names that need the manifest's schema (msgspec), threads or a store (``load``,
+``Pipekey``, ``Run``, ``current``, ``Backend``...; see ``_LAZY``) are imported on first use by
+a module ``__getattr__``, so ``import pipekey`` stays cheap (no msgspec, click, rich,
+cryptography or asyncio).
 """
 
 from typing import TYPE_CHECKING, Any

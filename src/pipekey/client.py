@@ -10,6 +10,8 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
+import msgspec
+
 from . import redact
 from .audit import AuditEvent, Auditor, build_auditor
 from .backends import Backend, BackendConfig, Secret, VersionInfo, backend_class
@@ -92,7 +94,7 @@ def _build_backends(manifest: Manifest, env: str,
         else:  # one cache per backend definition and environment, for the whole process
             from .cache import shared
 
-            identity = (str(manifest.path), name, env, cfg.model_dump_json())
+            identity = (str(manifest.path), name, env, msgspec.json.encode(cfg))
             built[name] = shared(identity, build, cache or CacheConfig(enabled=False),
                                  cfg.rate_limit)
     return built

@@ -3,6 +3,9 @@
 It holds no secret values. Every problem is reported as one :class:`ManifestError` naming the
 file and the field (``pipekey.toml: backends.ssm.type: unknown backend type 'aws_sm' ...``).
 
+The schema is msgspec Structs (one schema, one library), converted from what tomllib parsed;
+:mod:`pipekey._schema` words msgspec's errors.
+
 Which manifest: the path given, else ``$PIPEKEY_CONFIG``, else ``./pipekey.toml`` if it
 exists, else none (the local store alone). Which environment: the one given (``--env``), else
 ``$PIPEKEY_ENV``, else the manifest's ``env``, else ``dev``.
@@ -10,18 +13,17 @@ exists, else none (the local store alone). Which environment: the one given (``-
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import string
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from msgspec import Meta, Struct
 
 from ._compat import tomllib
+from ._schema import convert as _convert
 from .backends import BACKEND_TYPES, BackendConfig, BuildContext, backend_class
 from .credentials.base import (
     DYNAMIC,
@@ -50,22 +52,20 @@ DEFAULT_NAME = "pipekey.toml"
 _TEAM = re.compile(r"[A-Za-z0-9_-]{3,50}")  # `airflow teams create` accepts these
 
 
-# Every model defers its build (start-up cost): _Document builds the nested ones into its own
-# validator when the first manifest is validated, not when pipekey is imported.
-class AwsRole(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+# The manifest's schema: msgspec Structs, converted from what tomllib parsed. msgspec builds a
+# class's decoder when it first validates, so importing these costs almost nothing.
+class AwsRole(Struct, kw_only=True, forbid_unknown_fields=True):
     arn: str
-    duration: int = Field(900, ge=900, le=43200)
+    duration: Annotated[int, Meta(ge=900, le=43200)] = 900
     session_name: str | None = None
     external_id: str | None = None
     tags: dict[str, str] = {}
     region: str | None = None
 
 
-class PipelineConfig(BaseModel):
+class PipelineConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     """``[pipelines.NAME]``: what one pipeline may read. Used by run contexts."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
     scope: str
     requires: list[str] = []
     optional: list[str] = []
@@ -100,35 +100,34 @@ class PipelineConfig(BaseModel):
                 if t.startswith(DYNAMIC)}
 
 
-class TeamConfig(BaseModel):
+class TeamConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     """``[teams.NAME]``: what the API server uses for one Airflow team's reads (broker mode)."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
     #: the read role the API server assumes for this team's AWS backends
     aws_role: AwsRole | None = None
 
 
-class AuditSink(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+class AuditSink(Struct, kw_only=True, forbid_unknown_fields=True):
     type: Literal["file", "stderr", "dynamodb", "otel"]
     path: str | None = None
-    max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
-    backups: int = Field(5, ge=0)
+    max_bytes: Annotated[int, Meta(ge=1024)] = 10 * 1024 * 1024
+    backups: Annotated[int, Meta(ge=0)] = 5
     table: str | None = None
     region: str | None = None
     endpoint_url: str | None = None
 
 
-class AuditConfig(BaseModel):
+class AuditConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     """``[audit]``: where audit events go, and whether an access needs them recorded."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
     required: bool = False
     sinks: list[AuditSink] = []
 
 
-class _Document(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+class _Document(Struct, kw_only=True, forbid_unknown_fields=True):
+    """The top level. The named tables are validated one by one (parse_manifest), so that an
+    error names its table: msgspec's paths do not carry dict keys."""
+
     env: str = "dev"
     audit: AuditConfig | None = None
     environments: list[str] | None = None
@@ -136,9 +135,9 @@ class _Document(BaseModel):
     on_backend_error: Literal["fall_through", "raise"] = "fall_through"
     lookup: Literal["sequential", "parallel"] = "sequential"
     backends: dict[str, dict[str, Any]] = {}
-    pipelines: dict[str, PipelineConfig] = {}
+    pipelines: dict[str, dict[str, Any]] = {}
     credentials: dict[str, dict[str, Any]] = {}
-    teams: dict[str, TeamConfig] = {}
+    teams: dict[str, dict[str, Any]] = {}
 
 
 @dataclass
@@ -230,10 +229,11 @@ def load_manifest(path: str | os.PathLike[str] | None = None, env: str | None = 
 
 def parse_manifest(raw: dict[str, Any], path: Path, env: str | None = None) -> Manifest:
     """Validate an already-parsed manifest document."""
-    try:
-        doc = _Document.model_validate(raw)
-    except ValidationError as exc:
-        raise _manifest_error(path, exc, (), _Document) from None
+    doc = _convert(path, raw, _Document, ())
+    pipelines = {name: _convert(path, body, PipelineConfig, ("pipelines", name))
+                 for name, body in doc.pipelines.items()}
+    teams = {name: _convert(path, body, TeamConfig, ("teams", name))
+             for name, body in doc.teams.items()}
     explicit = env or os.environ.get(ENV_ENV)
     chosen = explicit or doc.env
     for i, listed in enumerate(doc.environments or []):
@@ -251,7 +251,7 @@ def parse_manifest(raw: dict[str, Any], path: Path, env: str | None = None) -> M
                              f"environments {doc.environments} in {path}")
         raise ManifestError(path, "env", f"{chosen!r} is not one of environments "
                                          f"{doc.environments}")
-    for name, pipeline in doc.pipelines.items():
+    for name, pipeline in pipelines.items():
         if doc.environments is not None and pipeline.env is not None \
                 and pipeline.env not in doc.environments:
             raise ManifestError(path, f"pipelines.{name}.env", f"environment {pipeline.env!r} "
@@ -274,25 +274,26 @@ def parse_manifest(raw: dict[str, Any], path: Path, env: str | None = None) -> M
         raise ManifestError(path, "chain", "names a backend twice")
     credentials = {name: _credential_config(path, name, body, backends)
                    for name, body in doc.credentials.items()}
-    for name, pipeline in doc.pipelines.items():
+    for name, pipeline in pipelines.items():
         _check_pipeline(path, name, pipeline, credentials)
-    served = served_environments(doc.environments, chosen, doc.pipelines.values())
-    _check_admins_unreadable(path, credentials, doc.pipelines, served)
-    _check_teams(path, doc.pipelines, doc.teams)
-    Ownership(doc.pipelines, served, path)  # two teams may not own overlapping key prefixes
+    served = served_environments(doc.environments, chosen, pipelines.values())
+    _check_admins_unreadable(path, credentials, pipelines, served)
+    _check_teams(path, pipelines, teams)
+    Ownership(pipelines, served, path)  # two teams may not own overlapping key prefixes
     for i, sink in enumerate(doc.audit.sinks if doc.audit else []):
         if sink.type == "dynamodb" and not sink.table:
             raise ManifestError(path, f"audit.sinks[{i}].table", "missing (a dynamodb sink "
                                                                   "names its table)")
     return Manifest(path=path, env=chosen, chain=list(chain), backends=backends,
-                    pipelines=dict(doc.pipelines), environments=doc.environments,
+                    pipelines=pipelines, environments=doc.environments,
                     on_backend_error=doc.on_backend_error, env_explicit=bool(explicit),
                     lookup=doc.lookup,
-                    audit=doc.audit, credentials=credentials, teams=dict(doc.teams))
+                    audit=doc.audit, credentials=credentials, teams=teams)
 
 
-_CREDENTIAL_TYPES: dict[str, type[BaseModel]] = {"postgres_role": PostgresRoleConfig,
-                                                 "vault_database": VaultDatabaseConfig}
+#: ``type`` -> the Struct of a ``[credentials.NAME]`` table
+_CREDENTIAL_TYPES: dict[str, type[PostgresRoleConfig] | type[VaultDatabaseConfig]] = {
+    "postgres_role": PostgresRoleConfig, "vault_database": VaultDatabaseConfig}
 
 
 def _credential_config(path: Path, name: str, body: dict[str, Any],
@@ -308,10 +309,7 @@ def _credential_config(path: Path, name: str, body: dict[str, Any],
     if model is None:
         raise ManifestError(path, f"{where}.type", f"unknown credential type {type_name!r} "
                                                    f"(known: {known})")
-    try:
-        credential: CredentialConfig = model.model_validate(body)  # type: ignore[assignment]
-    except ValidationError as exc:
-        raise _manifest_error(path, exc, ("credentials", name), model) from None
+    credential: CredentialConfig = _convert(path, body, model, ("credentials", name))
     _check_credential(path, where, credential, backends)
     return credential
 
@@ -431,14 +429,12 @@ def _backend_config(path: Path, name: str, body: dict[str, Any]) -> BackendConfi
     if type_name is None:
         raise ManifestError(path, f"{where}.type", "missing; say which store this is "
                                                    f"(one of {', '.join(sorted(BACKEND_TYPES))})")
-    if type_name not in BACKEND_TYPES:
+    if not isinstance(type_name, str) or type_name not in BACKEND_TYPES:
         raise ManifestError(path, f"{where}.type", f"unknown backend type {type_name!r} "
                                                    f"(known: {', '.join(sorted(BACKEND_TYPES))})")
-    try:
-        return backend_class(type_name).Config.model_validate(body)
-    except ValidationError as exc:
-        raise _manifest_error(path, exc, ("backends", name),
-                              backend_class(type_name).Config) from None
+    if isinstance(body.get("cache"), bool):  # cache = true / false: every default, or none
+        body = {**body, "cache": {"enabled": body["cache"]}}
+    return _convert(path, body, backend_class(type_name).Config, ("backends", name))
 
 
 def _check_template(path: Path, where: str, template: str) -> None:
@@ -458,114 +454,6 @@ def _check_template(path: Path, where: str, template: str) -> None:
         validate_key(sample)
     except InvalidKey as exc:
         raise ManifestError(path, where, f"{template!r} is not a key: {exc.reason}") from None
-
-
-_TYPE_WORDING = {
-    "list_type": "must be a list",
-    "string_type": "must be text (a quoted string)",
-    "int_type": "must be a whole number",
-    "int_parsing": "must be a whole number",
-    "int_from_float": "must be a whole number",
-    "float_type": "must be a number",
-    "float_parsing": "must be a number",
-    "bool_type": "must be true or false",
-    "bool_parsing": "must be true or false",
-    "dict_type": "must be a table ([section] or { key = value })",
-    "model_type": "must be a table ([section] or { key = value })",
-    "model_attributes_type": "must be a table ([section] or { key = value })",
-}
-
-
-def _manifest_error(path: Path, exc: ValidationError, prefix: tuple[str, ...],
-                    model: type[BaseModel]) -> ManifestError:
-    """pydantic's first error in pipekey's words, naming the field by its full path. An unknown
-    field comes first: it is the cause of the others (`members` for `member_of` leaves
-    `member_of` missing); the others are named after it."""
-    errors = sorted(exc.errors(include_url=False),
-                    key=lambda e: e["type"] != "extra_forbidden")
-
-    def where(error: Any) -> str:
-        return "".join(f"[{p}]" if isinstance(p, int) else f".{p}"
-                       for p in (*prefix, *error["loc"])).lstrip(".")
-
-    others = [f"{where(e)}: {_wording(e, model)}" for e in errors[1:4]]
-    more = (f" (and {len(errors) - 1} more: {'; '.join(others)}"
-            f"{'; ...' if len(errors) > 4 else ''})" if others else "")
-    return ManifestError(path, where(errors[0]) or None, _wording(errors[0], model) + more)
-
-
-def _wording(error: Any, model: type[BaseModel]) -> str:
-    kind, loc, ctx = error["type"], tuple(error["loc"]), error.get("ctx") or {}
-    value = error.get("input")
-    if kind == "extra_forbidden":
-        known = sorted(_fields_at(model, loc[:-1]))
-        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
-        if close:
-            return f"unknown field (did you mean {close[0]!r}?)"
-        return f"unknown field (known: {', '.join(known)})" if known else "unknown field"
-    if kind == "missing":
-        return "missing"
-    if kind == "literal_error":
-        return f"must be one of {ctx.get('expected', '?')}"
-    if kind == "greater_than_equal":
-        return f"must be at least {_number(ctx.get('ge'))} (got {value!r})"
-    if kind == "greater_than":
-        return f"must be more than {_number(ctx.get('gt'))} (got {value!r})"
-    if kind == "less_than_equal":
-        return f"must be at most {_number(ctx.get('le'))} (got {value!r})"
-    if kind == "less_than":
-        return f"must be less than {_number(ctx.get('lt'))} (got {value!r})"
-    if kind == "value_error":
-        return str(error["msg"]).removeprefix("Value error, ")
-    if kind in _TYPE_WORDING:
-        message = _TYPE_WORDING[kind]
-        if kind == "list_type" and isinstance(value, str) and loc and len(value) <= 60:
-            message += f", e.g. {loc[-1]} = [{_toml_string(value)}]"
-        return f"{message} (got {_kind(value)})"
-    return str(error["msg"])
-
-
-def _number(bound: Any) -> Any:
-    """A bound as the manifest would write it (``0``, not ``0.0``)."""
-    return f"{bound:g}" if isinstance(bound, float) else bound
-
-
-def _toml_string(text: str) -> str:
-    """``text`` as a TOML basic string."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _kind(value: Any) -> str:
-    names = {str: "text", bool: "true/false", int: "a number", float: "a number",
-             list: "a list", dict: "a table"}
-    return next((n for t, n in names.items() if type(value) is t), type(value).__name__)
-
-
-def _fields_at(model: Any, loc: tuple[Any, ...]) -> set[str]:
-    """The field names the model reached by ``loc`` accepts (empty if none is found)."""
-    for part in loc:
-        model = _unwrap(model)
-        if isinstance(model, type) and issubclass(model, BaseModel):
-            info = model.model_fields.get(str(part))
-            if info is None:
-                return set()
-            model = info.annotation
-        elif get_origin(model) in (dict, list):
-            model = get_args(model)[-1]
-        else:
-            return set()
-    model = _unwrap(model)
-    if isinstance(model, type) and issubclass(model, BaseModel):
-        return set(model.model_fields)
-    return set()
-
-
-def _unwrap(annotation: Any) -> Any:
-    """``X | None`` -> ``X``; a union of several models is left as it is."""
-    if get_origin(annotation) in (Union, types.UnionType):
-        args = [a for a in get_args(annotation) if a is not type(None)]
-        return args[0] if len(args) == 1 else annotation
-    return annotation
 
 
 def _check_env_name(path: Path | None, env: str) -> None:

@@ -25,6 +25,7 @@ never parsed back to find an owner.
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from dataclasses import dataclass, field
@@ -211,6 +212,7 @@ def served_environments(environments: Iterable[str] | None, default: str,
     return tuple(sorted({default} | {p.env for p in pipelines if p.env}))
 
 
+@functools.lru_cache(maxsize=4096)  # loading a manifest asks for the same ones many times
 def _regex(template: str, env: str, depth: int | None = None) -> str:
     """A regex for the first ``depth`` segments of a key template: ``{env}`` filled, any
     other field one segment, the same field the same text wherever it appears."""
@@ -326,8 +328,12 @@ def pipelines_reading(key_template: str, pipelines: Mapping[str, PipelineConfig]
     key ``key_template`` names in some served environment (its only field is ``{env}``)."""
     envs = tuple(environments)
     keys = {fill_template(key_template, {"env": env}, "key") for env in envs}
-    return [name for name, config in pipelines.items()
-            if any(TeamPolicy(name, {name: config}, envs).allows(key) for key in keys)]
+    readers = []
+    for name, config in pipelines.items():
+        policy = TeamPolicy(name, {name: config}, envs)  # once per pipeline, not per key
+        if any(policy.allows(key) for key in keys):
+            readers.append(name)
+    return readers
 
 
 # -- ownership between teams ------------------------------------------------------------------

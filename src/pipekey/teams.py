@@ -27,6 +27,8 @@ import uuid
 from dataclasses import replace
 from typing import TYPE_CHECKING, Callable
 
+import msgspec
+
 from . import redact
 from .backends.aws_common import AwsConfig
 from .backends.base import Secret
@@ -272,7 +274,7 @@ def _with_role(cfg: BackendConfig, role: AwsRole, team: str) -> BackendConfig:
     """An AWS backend's config acting as the team's read role (others unchanged)."""
     if not isinstance(cfg, AwsConfig):
         return cfg
-    return cfg.model_copy(update={
-        "role_arn": role.arn, "role_external_id": role.external_id,
-        "role_session_name": role.session_name or f"pipekey-team-{team}",
-        "role_duration": role.duration, "region": role.region or cfg.region})
+    return msgspec.structs.replace(
+        cfg, role_arn=role.arn, role_external_id=role.external_id,
+        role_session_name=role.session_name or f"pipekey-team-{team}",
+        role_duration=role.duration, region=role.region or cfg.region)

@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import os
 import string
-from typing import Annotated, Any, Literal, Sequence, Union
+from typing import Any, Sequence, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import msgspec
+from msgspec import Struct
 
+from .._schema import field_problem
 from .._sdk import azure_modules
 from ..errors import BackendUnavailable, InvalidKey, PipekeyError, UsageError
 from ..keys import is_under
@@ -54,33 +56,34 @@ MAX_NAME = 127
 MAX_SIZE = 25 * 1024
 
 
-class _Auth(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Auth(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True, tag_field="method"):
+    """A credential: ``auth = { method = "...", ... }``, a union tagged on ``method``."""
+
+    @property
+    def method(self) -> str:
+        """The ``method`` this class is chosen by (its tag)."""
+        return str(type(self).__struct_config__.tag)
 
 
-class DefaultAuth(_Auth):
+class DefaultAuth(_Auth, tag="default", frozen=True):
     """azure-identity's DefaultAzureCredential chain."""
-
-    method: Literal["default"] = "default"
 
     def credential(self, identity: Any, **transport: Any) -> Any:
         return identity.DefaultAzureCredential(**transport)
 
 
-class ManagedIdentityAuth(_Auth):
+class ManagedIdentityAuth(_Auth, tag="managed_identity", frozen=True):
     """A managed identity: system-assigned, or user-assigned by ``client_id``."""
 
-    method: Literal["managed_identity"]
     client_id: str | None = None
 
     def credential(self, identity: Any, **transport: Any) -> Any:
         return identity.ManagedIdentityCredential(client_id=self.client_id, **transport)
 
 
-class ClientSecretAuth(_Auth):
+class ClientSecretAuth(_Auth, tag="client_secret", frozen=True):
     """A service principal; its secret from ``$client_secret_env``."""
 
-    method: Literal["client_secret"]
     tenant_id: str
     client_id: str
     client_secret_env: str = "AZURE_CLIENT_SECRET"
@@ -98,8 +101,7 @@ class ClientSecretAuth(_Auth):
             disable_instance_discovery=self.disable_instance_discovery, **extra, **transport)
 
 
-AzureAuth = Annotated[Union[DefaultAuth, ManagedIdentityAuth, ClientSecretAuth],
-                      Field(discriminator="method")]
+AzureAuth = Union[DefaultAuth, ManagedIdentityAuth, ClientSecretAuth]
 
 
 class AzureKeyVaultConfig(BackendConfig):
@@ -107,7 +109,7 @@ class AzureKeyVaultConfig(BackendConfig):
     prefix: str = ""
     #: joins prefix and name: "--", how these names write a key's "/"; "" joins raw
     separator: str = "--"
-    auth: AzureAuth = Field(default_factory=DefaultAuth)
+    auth: AzureAuth = msgspec.field(default_factory=DefaultAuth)
     ca_bundle: str | None = None        # a CA file for TLS-inspecting proxies or test servers
     #: Key Vault's check that the auth challenge names a Key Vault domain; off only for
     #: private endpoints with other names (and test servers on an IP address)
@@ -116,13 +118,14 @@ class AzureKeyVaultConfig(BackendConfig):
     max_attempts: int = 5
     max_concurrency: int = 8
 
-    @field_validator("prefix", "separator")
-    @classmethod
-    def _prefix_chars(cls, value: str) -> str:
-        bad = sorted({c for c in value if c not in string.ascii_letters + string.digits + "-{}"})
-        if bad:
-            raise ValueError(f"may hold only letters, digits and '-' (found {bad[0]!r})")
-        return value
+    def __post_init__(self) -> None:
+        for name in ("prefix", "separator"):
+            value: str = getattr(self, name)
+            bad = sorted({c for c in value
+                          if c not in string.ascii_letters + string.digits + "-{}"})
+            if bad:
+                raise field_problem(name, "may hold only letters, digits and '-' "
+                                          f"(found {bad[0]!r})")
 
 
 class AzureKeyVaultBackend(RemoteBackend, WritableBackend, VersionedBackend):

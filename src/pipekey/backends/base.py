@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import (
-    Any,
+    Annotated,
     Callable,
     ClassVar,
     Iterable,
@@ -54,7 +54,7 @@ from typing import (
     runtime_checkable,
 )
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from msgspec import Meta, Struct
 
 from .. import metrics
 from ..errors import (
@@ -147,47 +147,40 @@ class VersionInfo:
     deleted: bool = False
 
 
-class CacheConfig(BaseModel):
+class CacheConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     """``cache = {...}`` of a backend (see :mod:`pipekey.cache`); ``cache = false`` turns
-    it off, ``cache = true`` is every default."""
+    it off, ``cache = true`` is every default (the manifest reads a bool as ``enabled``)."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
     enabled: bool = True
-    ttl: float = Field(300, gt=0)
-    jitter: float = Field(0.1, ge=0, lt=1)
-    negative_ttl: float = Field(30, ge=0)
-    refresh_ahead: float = Field(0.2, ge=0, lt=1)
-    max_stale: float = Field(0, ge=0)
-    max_entries: int = Field(1000, ge=1)
-    max_renewals: int = Field(11, ge=0)
-    refresh_threads: int = Field(2, ge=1, le=32)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_bool(cls, value: Any) -> Any:
-        return {"enabled": value} if isinstance(value, bool) else value
+    ttl: Annotated[float, Meta(gt=0)] = 300
+    jitter: Annotated[float, Meta(ge=0, lt=1)] = 0.1
+    negative_ttl: Annotated[float, Meta(ge=0)] = 30
+    refresh_ahead: Annotated[float, Meta(ge=0, lt=1)] = 0.2
+    max_stale: Annotated[float, Meta(ge=0)] = 0
+    max_entries: Annotated[int, Meta(ge=1)] = 1000
+    max_renewals: Annotated[int, Meta(ge=0)] = 11
+    refresh_threads: Annotated[int, Meta(ge=1, le=32)] = 2
 
 
-class RateLimit(BaseModel):
+class RateLimit(Struct, kw_only=True, forbid_unknown_fields=True):
     """``rate_limit = {...}`` of a backend: a token bucket shared by the process."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
-    rps: float = Field(gt=0)
-    burst: int = Field(10, ge=1)
-    max_wait: float = Field(30, gt=0)
+    rps: Annotated[float, Meta(gt=0)]
+    burst: Annotated[int, Meta(ge=1)] = 10
+    max_wait: Annotated[float, Meta(gt=0)] = 30
 
 
-class BackendConfig(BaseModel):
+class BackendConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     """Fields every backend accepts in ``[backends.NAME]``. Subclasses add their own.
 
     ``cache`` and ``rate_limit`` (see :mod:`pipekey.cache`) put a process-wide cache and a
     token bucket in front of the backend. Remote stores are cached unless ``cache = false``;
     local ones (env, files, the local store) only when ``cache`` says so.
+
+    A msgspec ``Struct``: the manifest's tables are converted with ``msgspec.convert``, and
+    its decoder for a class is built when that class first validates, not at import.
     """
 
-    # defer_build: a model's validator is built when it first validates, so importing a
-    # backend module (or pipekey) does not pay for every config model (start-up cost)
-    model_config = ConfigDict(extra="forbid", defer_build=True)
     type: str
     cache: CacheConfig | None = None
     rate_limit: RateLimit | None = None
@@ -215,7 +208,7 @@ class Backend(abc.ABC):
 
     #: the backend type, as the manifest's ``type`` field names it (``"aws_ssm"``)
     kind: ClassVar[str] = ""
-    #: the pydantic model of this backend's manifest fields
+    #: the msgspec Struct of this backend's manifest fields
     Config: ClassVar[type[BackendConfig]] = BackendConfig
 
     def __init__(self, name: str) -> None:

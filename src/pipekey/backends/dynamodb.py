@@ -52,7 +52,7 @@ HISTORY_KEPT = 100
 WRITE_ATTEMPTS = 20
 
 
-class DynamoDbConfig(AwsConfig):
+class DynamoDbConfig(AwsConfig, kw_only=True):
     table: str
     encryption: Literal["local", "kms"] = "local"
     kms_key_id: str | None = None

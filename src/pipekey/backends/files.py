@@ -36,7 +36,7 @@ Format = Literal["auto", "toml", "json", "yaml", "dotenv", "dir"]
 _SUFFIXES = {".toml": "toml", ".json": "json", ".yaml": "yaml", ".yml": "yaml", ".env": "dotenv"}
 
 
-class FilesConfig(BackendConfig):
+class FilesConfig(BackendConfig, kw_only=True):
     path: str
     format: Format = "auto"
     optional: bool = False

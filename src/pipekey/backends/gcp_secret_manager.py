@@ -25,8 +25,7 @@ import os
 import string
 from typing import Any, Literal, Sequence
 
-from pydantic import field_validator
-
+from .._schema import field_problem
 from .._sdk import secretmanager_module
 from ..errors import (
     BackendUnavailable,
@@ -69,20 +68,15 @@ class GcpSecretManagerConfig(BackendConfig):
     max_attempts: int = 5
     max_concurrency: int = 8
 
-    @field_validator("prefix", "separator")
-    @classmethod
-    def _prefix_chars(cls, value: str) -> str:
-        bad = sorted({c for c in value if c not in LITERAL + "-{}"})
-        if bad:
-            raise ValueError(f"may hold only letters, digits, '_' and '-' (found {bad[0]!r})")
-        return value
-
-    @field_validator("version")
-    @classmethod
-    def _version(cls, value: str) -> str:
-        if value != "latest" and not value.isdigit():
-            raise ValueError("is 'latest' or a version number")
-        return value
+    def __post_init__(self) -> None:
+        for name in ("prefix", "separator"):
+            value: str = getattr(self, name)
+            bad = sorted({c for c in value if c not in LITERAL + "-{}"})
+            if bad:
+                raise field_problem(name, "may hold only letters, digits, '_' and '-' "
+                                          f"(found {bad[0]!r})")
+        if self.version != "latest" and not self.version.isdigit():
+            raise field_problem("version", "is 'latest' or a version number")
 
 
 class GcpSecretManagerBackend(RemoteBackend, WritableBackend, VersionedBackend):

@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar
 
+import msgspec
+
 from .. import metrics, redact
 from ..errors import AccessDenied, BackendUnavailable, InvalidKey, PipekeyError
 from ..keys import validate_key
@@ -52,9 +54,10 @@ class RemoteBackend(Backend):
     @classmethod
     def from_config(cls, name: str, config: BackendConfig, ctx: BuildContext) -> "RemoteBackend":
         """Build from the manifest section, ``{env}`` filled in every text field."""
-        fields = {k: ctx.text(v) if isinstance(v, str) else v
-                  for k, v in config.model_dump().items()}
-        return cls(name, type(config).model_validate(fields))  # type: ignore[call-arg]
+        filled = {k: ctx.text(v) for k, v in msgspec.structs.asdict(config).items()
+                  if isinstance(v, str)}
+        # replace() runs the Struct's __post_init__ checks again on the filled text
+        return cls(name, msgspec.structs.replace(config, **filled))  # type: ignore[call-arg]
 
     @property
     def client(self) -> Any:

@@ -36,7 +36,7 @@ import time
 from datetime import datetime
 from typing import Any, Callable, Iterable, Literal, Sequence
 
-from pydantic import Field
+import msgspec
 
 from ..errors import BackendUnavailable, InvalidKey, PipekeyError, UsageError
 from ..keys import is_under, validate_key
@@ -72,7 +72,7 @@ class VaultConfig(BackendConfig):
     prefix: str = ""
     layout: Literal["key", "document"] = "key"
     field: str = "value"
-    auth: VaultAuth = Field(default_factory=TokenAuth)
+    auth: VaultAuth = msgspec.field(default_factory=TokenAuth)
     ca_bundle: str | None = None        # default: $VAULT_CACERT, else the system's CAs
     timeout: float = 10.0
     max_attempts: int = 4

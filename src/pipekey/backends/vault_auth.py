@@ -11,9 +11,9 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Union
+from typing import Any, Callable, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from msgspec import Struct
 
 from .._sdk import boto3_module, hvac_module
 from ..errors import UsageError
@@ -27,8 +27,13 @@ K8S_JWT = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 
 # -- authentication, one typed object per method ----------------------------------------------
-class _Auth(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Auth(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True, tag_field="method"):
+    """A login method: ``auth = { method = "...", ... }``, a union tagged on ``method``."""
+
+    @property
+    def method(self) -> str:
+        """The ``method`` this class is chosen by (its tag)."""
+        return str(type(self).__struct_config__.tag)
 
     def login(self, client: Any) -> dict[str, Any]:
         """Log ``client`` (an hvac client) in; returns Vault's ``auth`` block."""
@@ -48,10 +53,9 @@ def _read_secret_input(env: str | None, file: str | None, what: str) -> str:
     return value
 
 
-class TokenAuth(_Auth):
+class TokenAuth(_Auth, tag="token", frozen=True):
     """A Vault token from ``$token_env`` (default ``VAULT_TOKEN``) or ``token_file``."""
 
-    method: Literal["token"] = "token"
     token_env: str = "VAULT_TOKEN"
     token_file: str | None = None
 
@@ -61,10 +65,9 @@ class TokenAuth(_Auth):
         return {"lease_duration": data.get("ttl") or 0, "renewable": bool(data.get("renewable"))}
 
 
-class AppRoleAuth(_Auth):
+class AppRoleAuth(_Auth, tag="approle", frozen=True):
     """AppRole: ``role_id`` in the manifest, the secret id from ``$secret_id_env`` or a file."""
 
-    method: Literal["approle"]
     role_id: str
     secret_id_env: str = "VAULT_SECRET_ID"
     secret_id_file: str | None = None
@@ -77,10 +80,9 @@ class AppRoleAuth(_Auth):
         return auth
 
 
-class KubernetesAuth(_Auth):
+class KubernetesAuth(_Auth, tag="kubernetes", frozen=True):
     """Kubernetes: the pod's service-account token (``jwt_file``) for a Vault ``role``."""
 
-    method: Literal["kubernetes"]
     role: str
     jwt_file: str = K8S_JWT
     mount: str = "kubernetes"
@@ -92,10 +94,9 @@ class KubernetesAuth(_Auth):
         return auth
 
 
-class AwsIamAuth(_Auth):
+class AwsIamAuth(_Auth, tag="aws", frozen=True):
     """AWS IAM: a signed ``sts:GetCallerIdentity`` with the default boto3 credentials."""
 
-    method: Literal["aws"]
     role: str
     mount: str = "aws"
     header_value: str | None = None
@@ -112,8 +113,7 @@ class AwsIamAuth(_Auth):
         return auth
 
 
-VaultAuth = Annotated[Union[TokenAuth, AppRoleAuth, KubernetesAuth, AwsIamAuth],
-                      Field(discriminator="method")]
+VaultAuth = Union[TokenAuth, AppRoleAuth, KubernetesAuth, AwsIamAuth]
 
 
 # -- one login per process ---------------------------------------------------------------------

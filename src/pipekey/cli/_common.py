@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any, Callable
 import click
 
 from .. import __version__
-from ..client import Pipekey, load
 from ..errors import BackendError, MissingSecrets, PipekeyError, SecretNotFound
 
 if TYPE_CHECKING:
     from rich.table import Table
     from rich.text import Text
+
+    from ..client import Pipekey
 
 EPILOG = "Docs: README.md and docs/cli.md. Exit codes: 0 ok, 1 not found or failed, 2 usage."
 
@@ -432,7 +433,10 @@ def cli(ctx: click.Context, config: str | None, env: str | None, verbose: bool) 
 
 
 def _lk(ctx: click.Context) -> Pipekey:
+    """The command's Pipekey, loaded on first use (``--help`` and usage errors load none)."""
     if "lk" not in ctx.obj:
+        from ..client import load
+
         ctx.obj["lk"] = load(ctx.obj["config"], env=ctx.obj["env"])
         ctx.call_on_close(ctx.obj["lk"].close)
     lk: Pipekey = ctx.obj["lk"]

@@ -15,14 +15,13 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Mapping, Sequence, TextIO
 import click
 
 from .. import redact
-from ..backends.credentials import credential_vars
-from ..backends.env import EnvBackend, EnvConfig, name_to_key, prefix_pattern
-from ..childenv import connection_variable, secret_variable
-from ..client import Pipekey
 from ..errors import PipekeyError, UsageError
 from ._common import WARNINGS, _lk, cli, json_option
 
+# `pipekey run --help` (and `pipekey --help`, which lists this module's command) builds
+# nothing: the client, the manifest's schema and the backends are imported when a run starts
 if TYPE_CHECKING:
+    from ..client import Pipekey
     from ..run import Run
 
 FORWARDED = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
@@ -93,6 +92,9 @@ def withheld(lk: Pipekey) -> Callable[[str], bool]:
     ``LK_prod__...`` and ``LK_dev__...``). An env backend without a prefix reads any
     variable, so every variable that stands for a key of two or more segments (every key a
     scope walk, ``shared/`` or a mapped connection reads) is withheld."""
+    from ..backends.credentials import credential_vars
+    from ..backends.env import EnvBackend, EnvConfig, name_to_key, prefix_pattern
+
     envs: list[tuple[str, str]]  # (prefix template, separator) of each env backend
     if lk.manifest is not None:
         configs: list[Any] = list(lk.manifest.backends.values())
@@ -226,6 +228,8 @@ def _too_big(env: Mapping[str, str], describe: Callable[[str], str], arg_max: in
 def _describer(lk: Pipekey, active: Run, secrets: Mapping[str, str]) -> Callable[[str], str]:
     """``VAR`` -> ``ACCESS_TOKEN (secret 'access_token', key 'marketing/...')`` for errors:
     which of the run's secrets or connections a variable holds (names and keys only)."""
+    from ..childenv import connection_variable, secret_variable
+
     def describe(variable: str) -> str:
         if variable not in secrets:
             return f"the variable {variable} (inherited from the parent environment)"

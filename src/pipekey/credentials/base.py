@@ -19,8 +19,9 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Literal, Mapping, Protocol, Union, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from msgspec import Meta, Struct
 
+from .._schema import field_problem
 from ..audit import AuditEvent, Auditor
 from ..errors import CredentialError
 
@@ -46,36 +47,36 @@ def min_ttl() -> int:
     return max(1, int(knob)) if knob.isdigit() else MIN_TTL
 
 
-def _check_ttl(value: int | None) -> int | None:
+def _check_ttl(value: int | None) -> None:
+    """The minimum is read when a definition is made (the test-only knob may lower it), so
+    it is a check in ``__post_init__``, not a static ``Meta`` bound."""
     if value is not None and value < min_ttl():
-        raise ValueError(f"must be at least {min_ttl()} seconds (got {value})")
-    return value
+        raise field_problem("ttl", f"must be at least {min_ttl()} seconds (got {value})")
 
 
-class PostgresRoleConfig(BaseModel):
+class PostgresRoleConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     """``type = "postgres_role"``: a PostgreSQL login role created per run."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
     type: Literal["postgres_role"]
     #: key of the admin connection (CREATEROLE); ``{env}`` may appear in it
     admin: str
     #: the roles the run's login joins: its privileges, and nothing else
-    member_of: list[str] = Field(min_length=1)
+    member_of: Annotated[list[str], Meta(min_length=1)]
     #: seconds: VALID UNTIL now() + ttl
     ttl: int = 3600
-    connection_limit: int = Field(5, ge=1)
+    connection_limit: Annotated[int, Meta(ge=1)] = 5
     #: drop expired run roles of this definition's database whenever a run opens
     sweep_on_open: bool = False
     #: the role name's prefix; sweep only ever looks at roles starting with it (and marked)
-    prefix: str = Field("lk_", pattern=r"^[a-z][a-z0-9_]{1,15}$")
+    prefix: Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{1,15}$")] = "lk_"
 
-    _ttl = field_validator("ttl")(_check_ttl)
+    def __post_init__(self) -> None:
+        _check_ttl(self.ttl)
 
 
-class VaultDatabaseConfig(BaseModel):
+class VaultDatabaseConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     """``type = "vault_database"``: a lease of Vault's database secrets engine per run."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
     type: Literal["vault_database"]
     #: the name of a ``[backends.NAME]`` of type vault: its address, client and auth are used
     backend: str
@@ -87,11 +88,12 @@ class VaultDatabaseConfig(BaseModel):
     #: the increment asked for when a lease is renewed (seconds); default: Vault's
     ttl: int | None = None
 
-    _ttl = field_validator("ttl")(_check_ttl)
+    def __post_init__(self) -> None:
+        _check_ttl(self.ttl)
 
 
-CredentialConfig = Annotated[Union[PostgresRoleConfig, VaultDatabaseConfig],
-                             Field(discriminator="type")]
+#: the manifest picks the class by ``type`` (pipekey.manifest); both keep ``type`` as a field
+CredentialConfig = Union[PostgresRoleConfig, VaultDatabaseConfig]
 
 
 @dataclass(frozen=True)
