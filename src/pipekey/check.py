@@ -10,7 +10,6 @@ Messages never contain a value: every value resolved is scrubbed from them.
 
 from __future__ import annotations
 
-import difflib
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 from .client import Pipekey
 from .connection import Connection, InvalidConnection, host_userinfo, scrub_urls
 from .errors import AccessDenied, PipekeyError, UsageError
-from .policy import template_fields
+from .parameters import problem as parameter_problem
 from .redact import Redactor
 from .run import _CREDENTIAL_INPUT, Run
 
@@ -121,51 +120,13 @@ def _instances(config: PipelineConfig,
 
 def parameter_finding(name: str, config: PipelineConfig, instance: dict[str, str],
                       number: int | None = None, instances_hint: bool = True) -> Finding | None:
-    """What keeps one instance (``number`` in the manifest, else --param) from being checked:
-    an unknown parameter (the cause, so said first, with a did-you-mean), a template
-    parameter that looks like a misspelt one (``{envv}``), or a missing one (skipped, with
-    the ``--param NAME=...`` that gives it). None when the instance can be checked."""
+    """What keeps one instance from being checked (:func:`pipekey.parameters.problem`), as a
+    finding; None when the instance can be checked."""
+    found = parameter_problem(config, instance, number, instances_hint)
+    if found is None:
+        return None
     label = ",".join(f"{k}={v}" for k, v in sorted(instance.items())) or "-"
-    expected = config.parameters()
-    for param in sorted(set(instance) - expected):
-        where = (f"instance {number} has unknown parameter {param!r}" if number is not None
-                 else f"unknown parameter {param!r} in --param")
-        return Finding(name, label, "(pipeline)", "invalid",
-                       f"{where} ({_suggest(param, expected)})")
-    uses = _template_uses(config)
-    missing = sorted(expected - set(instance))
-    for param in missing:
-        close = difflib.get_close_matches(param, ({"env"} | expected) - {param}, n=1)
-        if close:
-            return Finding(name, label, "(pipeline)", "invalid",
-                           f"{uses[param]} uses parameter {param!r} (did you mean "
-                           f"'{{{close[0]}}}'?)")
-    if missing:
-        wanted = "; ".join(f"{uses[p]} needs parameter {p!r}" for p in missing)
-        passes = " ".join(f"--param {p}=..." for p in missing)
-        hint = " or add instances = [...] to the pipeline" if instances_hint else ""
-        return Finding(name, label, "(pipeline)", "skipped", f"{wanted} (pass {passes}{hint})")
-    return None
-
-
-def _suggest(name: str, known: set[str]) -> str:
-    close = difflib.get_close_matches(name, sorted(known), n=1)
-    if close:
-        return f"did you mean {close[0]!r}?"
-    return f"its parameters: {', '.join(sorted(known)) or 'none'}"
-
-
-def _template_uses(config: PipelineConfig) -> dict[str, str]:
-    """Parameter -> the first template that uses it, as ``scope 'a/{b}'``."""
-    templates = [("scope", config.scope),
-                 *((f"connection {c!r} template", t)
-                   for c, t in config.stored_connections().items()),
-                 *(("grant", g) for g in config.grants)]
-    uses: dict[str, str] = {}
-    for what, template in templates:
-        for field in template_fields(template):
-            uses.setdefault(field, f"{what} {template!r}")
-    return uses
+    return Finding(name, label, "(pipeline)", *found)
 
 
 def parameter_problems(lk: Pipekey) -> list[Finding]:

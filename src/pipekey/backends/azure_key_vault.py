@@ -119,8 +119,7 @@ class AzureKeyVaultConfig(BackendConfig):
     max_concurrency: int = 8
 
     def __post_init__(self) -> None:
-        for name in ("prefix", "separator"):
-            value: str = getattr(self, name)
+        for name, value in (("prefix", self.prefix), ("separator", self.separator)):
             bad = sorted({c for c in value
                           if c not in string.ascii_letters + string.digits + "-{}"})
             if bad:

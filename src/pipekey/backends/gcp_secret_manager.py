@@ -69,8 +69,7 @@ class GcpSecretManagerConfig(BackendConfig):
     max_concurrency: int = 8
 
     def __post_init__(self) -> None:
-        for name in ("prefix", "separator"):
-            value: str = getattr(self, name)
+        for name, value in (("prefix", self.prefix), ("separator", self.separator)):
             bad = sorted({c for c in value if c not in LITERAL + "-{}"})
             if bad:
                 raise field_problem(name, "may hold only letters, digits, '_' and '-' "

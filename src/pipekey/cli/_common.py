@@ -310,7 +310,7 @@ def _failures(attempts: Any) -> str:
 def _env_hint(ctx: click.Context) -> str:
     """Before a `set` hint: "environment 'prdo' (from --env) has no store yet (...): check
     --env, or " when the chosen environment may be a typo (see ``env_without_store``)."""
-    from .inspect import env_without_store
+    from ._envs import env_without_store
 
     obj = ctx.obj or {}
     origin = "--env" if obj.get("env") else "$PIPEKEY_ENV"

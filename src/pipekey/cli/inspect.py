@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import glob
-import re
 from typing import TYPE_CHECKING
 
 import click
 
 from ._common import _emit, _lk, _print, _table, cli, json_option, row, say, styled
+from ._envs import env_without_store
 from .run import open_run, param_option, pipeline_option
 
 if TYPE_CHECKING:
-    from ..client import Pipekey
+    pass
 
 
 @cli.command()
@@ -55,34 +54,6 @@ def explain(ctx: click.Context, key: str, pipeline: str | None, params: tuple[st
     _emit(as_json, resolution.to_dict(), text)
     if not resolution.found:
         ctx.exit(1)
-
-
-def env_without_store(lk: Pipekey, origin: str = "--env") -> tuple[str, str] | None:
-    """Where a mistyped ``--env`` would go unrefused: the manifest lists no ``environments``,
-    a local store's path has ``{env}``, and the chosen environment has no store there while
-    others have. Then (the backend, "environment 'prdo' (from --env) has no store yet
-    (environments with stores: dev, prod)"); else None."""
-    from ..backends.base import BuildContext
-    from ..backends.local import LocalConfig
-
-    manifest = lk.manifest
-    if manifest is None or manifest.environments or not manifest.env_explicit:
-        return None
-    for name in manifest.chain:
-        config = manifest.backends[name]
-        if not isinstance(config, LocalConfig) or "{env}" not in config.path:
-            continue
-        if manifest.context().path(config.path).exists():
-            return None
-        mark = "\0"
-        template = str(BuildContext(manifest.base_dir, mark).path(config.path))
-        shape = re.compile("([^/]+)".join(map(re.escape, template.split(mark))))
-        found = sorted({m.group(1) for p in glob.glob(template.replace(mark, "*"))
-                        if (m := shape.fullmatch(p)) and len(set(m.groups())) == 1})
-        if found:
-            return name, (f"environment {manifest.env!r} (from {origin}) has no store yet "
-                          f"(environments with stores: {', '.join(found)})")
-    return None
 
 
 @cli.command()

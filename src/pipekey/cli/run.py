@@ -52,13 +52,12 @@ def open_run(lk: Pipekey, pipeline: str, params: Sequence[str], env: str | None,
              run_name: str | None = None) -> Run:
     """``lk.pipeline`` for a command: a parameter mistake is said as ``check`` says it (the
     template that uses it, did-you-mean), a missing one with the ``--param NAME=...`` to pass."""
-    from ..check import parameter_finding
+    from ..parameters import problem
 
     given = parse_params(params)
-    problem = parameter_finding(pipeline, lk.pipeline_config(pipeline), given,
-                                instances_hint=False)
-    if problem is not None:
-        raise UsageError(f"pipeline {pipeline!r}: {problem.detail}")
+    found = problem(lk.pipeline_config(pipeline), given, instances_hint=False)
+    if found is not None:
+        raise UsageError(f"pipeline {pipeline!r}: {found[1]}")
     return lk.pipeline(pipeline, env=env, run_name=run_name, **given)
 
 
