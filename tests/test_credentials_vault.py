@@ -190,6 +190,23 @@ def test_revoke_drops_the_login(vault_db, warehouse) -> None:
     m.close()
 
 
+def test_a_revocation_vault_fails_for_a_moment_is_tried_again(vault_db, warehouse) -> None:
+    """A revocation Vault answers with 500 (its database plugin's statements failed, as
+    concurrent REVOKEs on one schema make them fail) is tried again, bounded: the lease is
+    revoked and the login dropped at close, not left live until its TTL."""
+    m = minter()
+    lease = m.mint("loader", "run-1")
+    vault_db.failing_revocations = 2
+    m.revoke(lease)
+    assert vault_db.revoked == [lease.lease_id] and vault_db.failing_revocations == 0
+    assert not role_exists(warehouse, lease.login)
+    vault_db.failing_revocations = 10  # a database that stays broken: the error is said
+    other = m.mint("loader", "run-2")
+    with pytest.raises(CredentialError, match="revoke"):
+        m.revoke(other)
+    m.close()
+
+
 def test_a_run_longer_than_its_lease_is_renewed(vault_db, warehouse) -> None:
     """A 3 s lease held for 5 s is renewed by the timer: the login still works and the fake
     saw renewals of that lease; after revoke the timer stops."""
@@ -517,5 +534,5 @@ def test_bench_fifty_runs_opening_at_once_each_get_a_login(vault_db, warehouse,
     result = json.loads(done.stdout)
     print("vault_database, 50 runs at once:", json.dumps(result["ready"]))
     assert result["logins"] == 50 and result["ready"]["runs"] == 50
-    assert len(vault_db.leases) == 50 and len(vault_db.revoked) == 50
+    assert len(vault_db.leases) == 50 and len(vault_db.revoked) == 50, done.stderr[-3000:]
     assert not any(role_exists(warehouse, le["username"]) for le in vault_db.leases.values())

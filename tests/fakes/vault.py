@@ -96,6 +96,9 @@ class FakeVault(FakeService):
         self.db_roles: dict[tuple[str, str], dict] = {}
         self.leases: dict[str, dict] = {}  # lease id -> mount, role, username, times, state
         self.revoked: list[str] = []        # lease ids, in the order they were revoked
+        #: the next this-many revocations fail as a busy database makes them fail (500, the
+        #: lease stays live), e.g. concurrent REVOKEs on one schema's ACL
+        self.failing_revocations = 0
         self.renewed: list[str] = []        # lease ids, once per renewal
         self._stopping = threading.Event()
         super().__init__()
@@ -369,6 +372,11 @@ class FakeVault(FakeService):
 
     def lease_revoke(self, request: Request):
         lease_id = request.json().get("lease_id", "")
+        with self.lock:
+            failing, self.failing_revocations = (self.failing_revocations > 0,
+                                                 max(0, self.failing_revocations - 1))
+        if failing:
+            raise HttpError(500, "failed to revoke lease: tuple concurrently updated")
         self._revoke(lease_id)
         return 204, None
 

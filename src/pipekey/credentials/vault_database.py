@@ -62,6 +62,10 @@ if TYPE_CHECKING:
 
 __all__ = ["RENEW_AT", "VaultDatabaseMinter", "vault_said"]
 
+#: tries of one revocation, and the first wait between them (doubled each time)
+REVOKE_ATTEMPTS = 4
+REVOKE_BACKOFF = 0.2
+
 log = logging.getLogger("pipekey.credentials")
 
 #: the share of a lease's duration after which it is renewed
@@ -200,7 +204,20 @@ class VaultDatabaseMinter:
         return base.replace(login=None, password=None)
 
     def _revoke_id(self, lease_id: str) -> None:
-        self._call("revoke", lambda c: c.sys.revoke_lease(lease_id))
+        """Revoke, trying again (bounded) when Vault says the revocation failed: its database
+        plugin's statements can fail transiently (50 runs closing at once revoke concurrently
+        on one schema's ACL), and Vault keeps such a lease live until its TTL otherwise. A
+        refusal (403) is not tried again."""
+        hvac = hvac_module()
+        for attempt in range(REVOKE_ATTEMPTS):
+            try:
+                self._call("revoke", lambda c: c.sys.revoke_lease(lease_id))
+                break
+            except CredentialError as exc:
+                if attempt + 1 == REVOKE_ATTEMPTS or \
+                        isinstance(exc.__cause__, hvac.exceptions.Forbidden):
+                    raise
+                time.sleep(REVOKE_BACKOFF * 2 ** attempt)
         metrics.incr("credential_revocations", definition=self.name)
 
     def _call(self, what: str, fn: Callable[[Any], Any]) -> Any:
