@@ -580,7 +580,8 @@ def test_teams_whose_templates_overlap_are_refused_at_load(tmp_path: Path) -> No
     finance's keys, so the manifest is refused at load naming both teams (a team owns
     prefixes, not patterns)."""
     with pytest.raises(ManifestError, match="teams 'marketing' and 'finance' own overlapping "
-                                            "keys: pipelines.lakes.scope = 'data/{dataset}'"):
+                                            "keys: pipelines.lakes.(scope = 'data/{dataset}'|"
+                                            "connections.lake = 'connections/lake_)"):
         parse_manifest(tomllib.loads(WIDENING), tmp_path / "pipekey.toml")
 
 

@@ -21,7 +21,7 @@ from pipekey.backends.local import generate_master_key
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "troubleshooting.md"
 SHOWN = "/srv/pipelines"
-MARK = re.compile(r"<!-- output checked by tests/test_troubleshooting\.py: (.+?) -->\n"
+MARK = re.compile(r"<!-- output checked by tests/project/test_troubleshooting\.py: (.+?) -->\n"
                   r"```console\n(.*?)```", flags=re.S)
 
 

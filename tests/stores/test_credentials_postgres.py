@@ -879,7 +879,7 @@ def _docs_sql() -> str:
     import re
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "credentials.md").read_text()
-    found = re.search(r"<!-- run by tests/test_credentials_postgres\.py[^>]*-->\n```sql\n"
+    found = re.search(r"<!-- run by tests/stores/test_credentials_postgres\.py[^>]*-->\n```sql\n"
                       r"(.*?)```", doc, flags=re.S)
     assert found, "docs/credentials.md has no marked SQL block"
     return found.group(1)
