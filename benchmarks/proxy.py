@@ -1,6 +1,6 @@
 """A fault-injecting, latency-adding HTTP proxy on loopback, for tests and benchmarks.
 
-It lives beside the package, not in it: ``tests/test_faults.py`` and ``benchmarks/compare.py``
+It lives beside the package, not in it: ``tests/stores/test_faults.py`` and ``benchmarks/compare.py``
 import it from a source checkout (``from benchmarks.proxy import LoopbackProxy``).
 """
 
@@ -26,7 +26,7 @@ class LoopbackProxy:
     each request takes the next action from ``plan`` (then ``"pass"``): ``("status", 500)``
     answers that status, ``("throttle",)`` answers AWS-style throttling, ``("delay", s)``
     waits then forwards. ``close()`` stops it: new connections are refused and kept-alive
-    ones dropped. Used by pipekey's fault tests (``tests/test_faults.py``) and
+    ones dropped. Used by pipekey's fault tests (``tests/stores/test_faults.py``) and
     ``benchmarks/compare.py``.
     """
 

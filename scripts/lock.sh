@@ -14,7 +14,7 @@ python -m uv pip compile pyproject.toml scripts/build-requirements.in \
 { printf '%s\n' \
     "# The complete lock of every package CI installs, made by scripts/lock.sh (uv pip compile)" \
     "# from pyproject.toml. Do not edit by hand: refresh it with \`bash scripts/lock.sh\`" \
-    "# (add --upgrade-package NAME to move one package). tests/test_lock.py checks it agrees" \
+    "# (add --upgrade-package NAME to move one package). tests/project/test_lock.py checks it agrees" \
     "# with pyproject.toml."
   cat scripts/requirements-lock.txt; } > scripts/requirements-lock.txt.new
 mv scripts/requirements-lock.txt.new scripts/requirements-lock.txt

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Debian packages the tests use. Installed only when missing, so a warm machine skips apt.
-APT_PACKAGES=(postgresql redis-server)   # redis-server: the Celery broker of tests/test_airflow_deployment.py
+APT_PACKAGES=(postgresql redis-server)   # redis-server: the Celery broker of tests/deploy/test_airflow_deployment.py
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

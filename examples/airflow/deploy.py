@@ -21,9 +21,9 @@ What it does, step by step (each step prints what it runs):
    prints where each task's token came from;
 6. stops every process it started, by process group (unless ``--keep-running``).
 
-The test suite reuses :class:`Deployment` (tests/test_airflow_deployment.py; with
+The test suite reuses :class:`Deployment` (tests/deploy/test_airflow_deployment.py; with
 ``teams=`` and ``broker=True``, a multi-team deployment in broker mode:
-tests/test_airflow_broker_deployment.py, benchmarks/airflow_broker.py). Values are fake.
+tests/deploy/test_airflow_broker_deployment.py, benchmarks/airflow_broker.py). Values are fake.
 """
 
 from __future__ import annotations

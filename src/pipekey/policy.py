@@ -26,6 +26,7 @@ never parsed back to find an owner.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import string
 from dataclasses import dataclass, field
@@ -330,10 +331,22 @@ def pipelines_reading(key_template: str, pipelines: Mapping[str, PipelineConfig]
     keys = {fill_template(key_template, {"env": env}, "key") for env in envs}
     readers = []
     for name, config in pipelines.items():
+        if not any(_may_reach(config, key, env) for key in keys for env in envs):
+            continue  # cheap and necessary: no template of it starts the key
         policy = TeamPolicy(name, {name: config}, envs)  # once per pipeline, not per key
         if any(policy.allows(key) for key in keys):
             readers.append(name)
     return readers
+
+
+def _may_reach(config: PipelineConfig, key: str, env: str) -> bool:
+    """False only if no run of the pipeline can read ``key``: the key starts with no literal
+    prefix of its scope, grants or connections, and its last segment is no declared name (the
+    one way to read a key outside those, at a parent level of the scope)."""
+    if key.rpartition("/")[2] in declared_names(config):
+        return True
+    templates = [config.scope, *config.grants, *config.stored_connections().values()]
+    return any(key.startswith(_literal_prefix(t, env)[0]) for t in templates)
 
 
 # -- ownership between teams ------------------------------------------------------------------
@@ -402,17 +415,23 @@ class Ownership:
                                         template, env, False)
         self._owned = [o for o in owned if not is_under(o.prefix.rstrip("/"), SHARED)
                        and not o.prefix.startswith(SHARED + "/")]
-        for i, one in enumerate(self._owned):
-            for other in self._owned[i + 1:]:
+        # sorted, an entry's overlaps follow it while they start with its prefix (a prefix
+        # sorts before every string it starts): near-linear instead of every pair
+        ordered = sorted(self._owned, key=lambda o: (o.prefix, not o.subtree))
+        for i, one in enumerate(ordered):
+            for other in itertools.islice(ordered, i + 1, None):
+                if not other.prefix.startswith(one.prefix):
+                    break
                 if one.team != other.team and one.pipeline != other.pipeline \
                         and one.overlaps(other):
                     raise ManifestError(
                         path, other.where,
                         f"teams {one.team!r} and {other.team!r} own overlapping keys: "
                         f"{one.where} = {one.template!r} and {other.where} = "
-                        f"{other.template!r} share the prefix {min(one.prefix, other.prefix)!r}"
-                        ", so a parameter value of one could reach the other's keys (give "
-                        "each team its own literal prefix, or grant the keys explicitly)")
+                        f"{other.template!r} share the prefix "
+                        f"{min(one.prefix, other.prefix, key=len)!r}, so a parameter value of "
+                        "one could reach the other's keys (give each team its own literal "
+                        "prefix, or grant the keys explicitly)")
 
     def owners(self, key: str) -> set[str]:
         """The teams that own ``key`` (none for ``shared/`` and keys no team's templates

@@ -109,7 +109,7 @@ class _Command(click.Command):
 
 #: command name -> the module of this package defining it, imported when the command is
 #: asked for: ``pipekey run`` loads only what ``run`` needs (start-up cost, issue 19).
-#: tests/test_cli.py checks it against what the modules register.
+#: tests/unit/test_cli.py checks it against what the modules register.
 COMMANDS = {
     "audit": "audit", "bench": "bench", "check": "check", "copy": "copy",
     "credentials": "credentials", "diff": "copy",
@@ -396,7 +396,7 @@ def _table(*columns: str) -> Table:
 
 def row(table: Table, *cells: object) -> None:
     """Add a row to ``table``: every cell is data, shown by :func:`cell`, except a styled word
-    (a :func:`styled` ``Text``). The only way commands add rows (tests/test_layout.py)."""
+    (a :func:`styled` ``Text``). The only way commands add rows (tests/project/test_layout.py)."""
     from rich.text import Text
 
     table.add_row(*(c if isinstance(c, Text) else cell(c) for c in cells))
