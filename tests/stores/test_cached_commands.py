@@ -64,7 +64,7 @@ def test_init_set_history_rm_on_a_cached_dynamodb(project: Path) -> None:
     through the cache."""
     init = _pipekey(project, "init", "--backend", "ddb", "--json")
     assert init.exit_code == 0, init.output
-    assert json.loads(init.output)["table_created"] is True
+    assert json.loads(init.stdout)["table_created"] is True
     again = _pipekey(project, "init", "--backend", "ddb")
     assert again.exit_code == 0 and "kept existing table" in again.output
     for value in ("fake-one", "fake-two"):
@@ -72,7 +72,7 @@ def test_init_set_history_rm_on_a_cached_dynamodb(project: Path) -> None:
                         input=value).exit_code == 0
     history = _pipekey(project, "history", "shared/token", "--backend", "ddb", "--json")
     assert history.exit_code == 0, history.output
-    assert [v["version"] for v in json.loads(history.output)["versions"]] == ["1", "2"]
+    assert [v["version"] for v in json.loads(history.stdout)["versions"]] == ["1", "2"]
     rm = _pipekey(project, "rm", "shared/token", "--backend", "ddb")
     assert rm.exit_code == 0 and "deleted shared/token from ddb" in rm.output
     assert _pipekey(project, "get", "shared/token").exit_code != 0
@@ -86,15 +86,15 @@ def test_copy_splits_into_a_cached_ssm_and_diff_finds_it_the_same(project: Path)
     source.write_text(json.dumps({"certs": {"bundle": BIG}, "small": "fake-small"}))
     plan = _pipekey(project, "copy", f"file:{source}", "ssm", "--dry-run", "--json")
     assert plan.exit_code == 0, plan.output
-    actions = {i["key"]: i["action"] for i in json.loads(plan.output)["items"]}
+    actions = {i["key"]: i["action"] for i in json.loads(plan.stdout)["items"]}
     assert actions == {"certs/bundle": "split", "small": "add"}
     done = _pipekey(project, "copy", f"file:{source}", "ssm")
     assert done.exit_code == 0 and "copied 2" in done.output, done.output
     diff = _pipekey(project, "diff", f"file:{source}", "ssm", "--json")
     assert diff.exit_code == 0, diff.output
-    assert {r["state"] for r in json.loads(diff.output)["keys"]} == {"same"}
+    assert {r["state"] for r in json.loads(diff.stdout)["keys"]} == {"same"}
     history = _pipekey(project, "history", "small", "--backend", "ssm", "--json")
-    assert [v["version"] for v in json.loads(history.output)["versions"]] == ["1"]
+    assert [v["version"] for v in json.loads(history.stdout)["versions"]] == ["1"]
     assert _pipekey(project, "rm", "small", "--backend", "ssm").exit_code == 0
     lk = pipekey.load(project)
     try:
