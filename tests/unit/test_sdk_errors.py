@@ -11,6 +11,8 @@ import pytest
 from pipekey.backends.remote import Cause, ErrorTable
 from pipekey.errors import AccessDenied, BackendUnavailable
 
+from ..extras import need
+
 
 def _aws(code: str) -> tuple[ErrorTable, Exception]:
     from botocore.exceptions import ClientError
@@ -22,7 +24,7 @@ def _aws(code: str) -> tuple[ErrorTable, Exception]:
 
 
 def _vault(name: str) -> tuple[ErrorTable, Exception]:
-    import hvac
+    hvac = need("vault")
 
     from pipekey.backends.vault import VAULT_ERRORS
 
@@ -30,6 +32,7 @@ def _vault(name: str) -> tuple[ErrorTable, Exception]:
 
 
 def _gcp(name: str) -> tuple[ErrorTable, Exception]:
+    need("gcp")
     from google.api_core import exceptions as gexc
 
     from pipekey.backends.gcp_secret_manager import GCP_ERRORS
@@ -38,6 +41,7 @@ def _gcp(name: str) -> tuple[ErrorTable, Exception]:
 
 
 def _azure(status: int) -> tuple[ErrorTable, Exception]:
+    need("azure")
     from azure.core.exceptions import HttpResponseError
 
     from pipekey.backends.azure_key_vault import AZURE_ERRORS
