@@ -248,7 +248,7 @@ class _Template:
         bound = {**bound, "env": self.env}
         for segment in self.segments[1:]:
             fields = template_fields(segment)
-            if all(f in bound for f in fields) and segment.format_map(bound) in names:
+            if all(f in bound for f in fields) and fill_fields(segment, bound, "scope") in names:
                 return False
         return True
 
@@ -288,15 +288,17 @@ class TeamPolicy:
         self.team = team
         self.pipelines = dict(pipelines)
         self.environments = tuple(environments)
-        configs = list(self.pipelines.values())
-        scopes = [_Scope(p, env) for p in configs for env in self.environments]
-        self._scopes = [s for s in scopes if s.runnable]
-        runnable = {id(p) for p in configs for env in self.environments
-                    if _Scope(p, env).runnable}
-        self._grants = [_Template(g, env) for p in configs if id(p) in runnable
-                        for g in p.grants for env in self.environments]
-        self._mapped = [_Template(t, env) for p in configs if id(p) in runnable
-                        for t in p.stored_connections().values() for env in self.environments]
+        self._scopes: list[_Scope] = []
+        self._grants: list[_Template] = []
+        self._mapped: list[_Template] = []
+        for config in self.pipelines.values():
+            for env in self.environments:
+                scope = _Scope(config, env)
+                if not scope.runnable:  # no run of it opens in this environment
+                    continue
+                self._scopes.append(scope)
+                self._grants += [_Template(g, env) for g in config.grants]
+                self._mapped += [_Template(t, env) for t in config.stored_connections().values()]
 
     def allows_subtree(self, key: str) -> bool:
         """True if the team may read everything below ``key`` (a document standing for it)."""

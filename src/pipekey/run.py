@@ -41,7 +41,7 @@ from .errors import (
     UsageError,
 )
 from .keys import validate_key
-from .policy import SHARED, RunPolicy, declared_names, run_policy
+from .policy import SHARED, RunPolicy, run_policy
 from .scope import Level, Scope
 
 if TYPE_CHECKING:
@@ -99,14 +99,13 @@ class Run:
         what = f"pipeline {pipeline!r}"
         #: what this run may read: the one policy (pipekey.policy), every template filled there
         self.policy: RunPolicy = run_policy(pipeline, config, env, params)
-        self.connection_keys = dict(self.policy.connection_keys)
         #: connection name -> the ``[credentials.NAME]`` that mints it for each run
         self.dynamic = config.minted_connections()
         self._audit = auditor or Auditor()
         self._leases = RunLeases(pipeline, self.name, self.dynamic, minters or {}, self._audit,
                                  _announce)
         try:
-            self.scope = Scope(self.policy.prefix or "", declared_names(config))
+            self.scope = Scope(self.policy.prefix or "", self.policy.names)
         except UsageError as exc:
             raise UsageError(f"{what}: {exc}") from None
         self._config = config
@@ -126,6 +125,11 @@ class Run:
     def __repr__(self) -> str:
         return (f"<Run {self.pipeline!r} name={self.name!r} scope={self.scope.prefix!r} "
                 f"env={self.environment!r} {self._state}, {len(self._by_name)} secrets>")
+
+    @property
+    def connection_keys(self) -> Mapping[str, str]:
+        """Connection name -> the key it is mapped to (filled by the run's policy)."""
+        return self.policy.connection_keys
 
     # -- lifecycle ------------------------------------------------------------------------
     def open(self) -> "Run":

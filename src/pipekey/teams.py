@@ -34,7 +34,7 @@ from .backends.aws_common import AwsConfig
 from .backends.base import Secret
 from .broker import encode_payload, parse_request
 from .credentials.base import DYNAMIC
-from .errors import AccessDenied, BackendError, InvalidKey, PipekeyError, SecretNotFound, UsageError
+from .errors import AccessDenied, InvalidKey, PipekeyError, SecretNotFound, UsageError
 from .policy import (
     NO_PIPELINE,
     Ownership,
@@ -221,9 +221,6 @@ class TeamBroker:
             secret = lk.chain.get(key)
         except SecretNotFound:
             return None
-        except BackendError as exc:  # a failure is no "not found": Airflow must not look on
-            raise AccessDenied(f"store unavailable: {exc} (reading {key!r}); refused rather "
-                               "than answered by another secrets backend") from None
         if secret.document and not (policy.allows_subtree(key) if policy
                                     else NO_PIPELINE.allows_subtree(key)):
             who = f"Airflow team {policy.team!r}" if policy else "a lookup without a team"

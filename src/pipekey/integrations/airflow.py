@@ -265,12 +265,9 @@ class PipekeySecretsBackend(BaseSecretsBackend):
         if prefix is None:
             return None
         key: str | None = f"{prefix}/{name}"
-        try:
-            if kind == "connection":
-                key = self.broker.connection_key(name, team, key)
-            value = None if key is None else self.broker.read(key, team, f"{kind} {name!r}")
-        except AccessDenied as exc:
-            raise AirflowSecretsBackendAccessDenied(str(exc)) from None
+        if kind == "connection":  # an AccessDenied becomes Airflow's in _authoritative
+            key = self.broker.connection_key(name, team, key)
+        value = None if key is None else self.broker.read(key, team, f"{kind} {name!r}")
         if kind == "connection":
             _mask_connection(value)
         return value
@@ -348,8 +345,6 @@ class PipekeySecretsBackend(BaseSecretsBackend):
             secret = get(key)
         except SecretNotFound:
             return None
-        except AccessDenied as exc:
-            raise AirflowSecretsBackendAccessDenied(str(exc)) from None
         if policy is not None and secret.document and not policy.policy.allows_subtree(key):
             raise AirflowSecretsBackendAccessDenied(
                 f"pipekey pipeline {policy.pipeline!r} may not read {key!r}: it is a document "
