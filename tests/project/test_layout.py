@@ -347,8 +347,8 @@ GETATTR_ALLOWED = {
     # sys.stdout/stderr, Airflow's task instance, an HTTP request in an SDK log record, the
     # logging filter installed before
     ("pipekey.cli._common", "p"), ("pipekey.cli._common", "command"),
-    ("pipekey.cli.run", "target"), ("pipekey.integrations.airflow", "self._stream"),
-    ("pipekey.integrations.airflow", "sys"), ("pipekey.integrations.airflow", "ti"),
+    ("pipekey.cli.run", "target"), ("pipekey.integrations._airflow_masking", "self._stream"),
+    ("pipekey.integrations._airflow_masking", "sys"), ("pipekey.integrations._airflow_tasks", "ti"),
     ("pipekey.redact", "request"), ("pipekey.redact", "previous"),
 }
 
