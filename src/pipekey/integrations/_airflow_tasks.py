@@ -19,11 +19,12 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, ParamSpec, TypeVar
 
 from .. import broker, redact
+from ..announce import add_value_listener
 from ..client import Pipekey, load
 from ..errors import UsageError
 from ..manifest import Manifest, load_manifest
 from ..policy import check_parameters
-from ..run import Run, add_value_listener
+from ..run import Run
 from ._airflow_masking import _mask, mask_std_streams
 from ._airflow_mode import airflow_conf, airflow_mode, fetch_variable, warn_worker_backend
 

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from .. import broker, redact
+from ..announce import add_value_listener
 from ..client import Pipekey
 from ..errors import (
     AccessDenied,
@@ -56,7 +57,7 @@ from ..errors import (
     UsageError,
 )
 from ..policy import NO_PIPELINE, RunPolicy, parameter_free_policy
-from ..run import Run, add_value_listener, current
+from ..run import Run, current
 from . import _airflow_tasks as tasks  # its process state, looked up at call time
 from ._airflow_masking import _mask, _mask_connection, mask_std_streams
 from ._airflow_masking import _MaskedStream as _MaskedStream  # tests wrap a stream with it
