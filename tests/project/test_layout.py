@@ -333,14 +333,14 @@ GETATTR_ALLOWED = {
     ("pipekey.backends.azure_key_vault", "exc"), ("pipekey.backends.files", "exc"),
     ("pipekey.backends.azure_key_vault", "getattr(exc, 'error', None)"),
     ("pipekey.backends.aws_common", "exc"), ("pipekey.backends.gcp_secret_manager", "exc"),
-    ("pipekey.cli._common", "error"), ("pipekey.backends.vault", "response"),
+    ("pipekey.cli._common", "error"), ("pipekey.backends.vault_client", "response"),
     # lazy imports: a name of a module loaded on first use
     ("pipekey", "importlib.import_module(f'.{module}', __name__)"),
     ("pipekey.backends", "module"),
     # an SDK client's operation named by the caller (boto3, GCP), and a thread-local slot
     ("pipekey.backends.aws_common", "self.client_for(service or self.service)"),
     ("pipekey.backends.gcp_secret_manager", "self.client"),
-    ("pipekey.backends.vault", "self._local"),
+    ("pipekey.backends.vault_client", "self._local"),
     # a Connection's own dataclass fields, by name
     ("pipekey.connection", "self"),
     # objects of other libraries: click parameters and commands, a text stream's buffer,
