@@ -46,7 +46,8 @@ FAKE = "fake-s3cr3t-Zq9x-DO-NOT-USE"
 
 
 def _unmasked(stream: object) -> object:
-    while type(stream).__name__ == "_MaskedStream":  # pipekey.integrations.airflow's wrapper
+    # pipekey.integrations._airflow_masking's wrapper
+    while type(stream).__name__ == "_MaskedStream":
         stream = stream._stream  # type: ignore[attr-defined]
     return stream
 

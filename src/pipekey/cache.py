@@ -196,7 +196,6 @@ _CLASSES: dict[frozenset[type], type[CachedBackend]] = {cls.forwards: cls for cl
     CachedVersionedProbeInitBackend, CachedWritableVersionedProbeInitBackend)}
 
 
-
 def wrap(inner: Backend, config: CacheConfig | None = None,
          rate_limit: RateLimit | None = None, **options: Any) -> CachedBackend:
     """A cache (and rate limit) in front of ``inner``, with exactly its capabilities.

@@ -74,7 +74,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
             monkeypatch.delenv(name)
     monkeypatch.setenv("PIPEKEY_MASTER_KEY", key)
     monkeypatch.setattr(f"{TASKS}._instances", {})
-    monkeypatch.setattr(f"{TASKS}._default", {})
+    monkeypatch.setattr(f"{TASKS}.process_default", {})
     monkeypatch.setattr(importlib.import_module("pipekey.integrations._airflow_mode"),
                         "_warned", [])
     module.manifest_path = tmp_path / "pipekey.toml"
@@ -150,7 +150,7 @@ class _ExecutionAPI:
 def _in_task(monkeypatch, module, dag_id: str, api: _ExecutionAPI) -> None:
     context = {"dag": SimpleNamespace(dag_id=dag_id), "run_id": "manual__1", "params": {},
                "ti": SimpleNamespace(task_id="load", map_index=3)}
-    monkeypatch.setattr(f"{TASKS}._task_context", lambda: context)
+    monkeypatch.setattr(f"{TASKS}.task_context", lambda: context)
     import airflow.sdk.execution_time.supervisor as supervisor
 
     monkeypatch.setattr(supervisor, "ensure_secrets_backend_loaded", lambda: [api])
@@ -451,7 +451,7 @@ def test_a_store_failure_is_a_refusal_never_a_fall_through(world, tmp_path, monk
 
         context = {"dag": SimpleNamespace(dag_id="ads_daily"), "run_id": "manual__1",
                    "params": {}, "ti": SimpleNamespace(task_id="load", map_index=0)}
-        monkeypatch.setattr(f"{TASKS}._task_context", lambda: context)
+        monkeypatch.setattr(f"{TASKS}.task_context", lambda: context)
         calls = [lambda: backend.get_conn_value("warehouse"),
                  lambda: backend.get_variable("shared_setting")]
         backend.prefixes["variable"] = "shared"  # shared/ is served outside a pipeline too

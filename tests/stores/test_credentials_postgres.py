@@ -437,14 +437,14 @@ def test_airflow_backend_serves_the_runs_minted_login(world: pipekey.Pipekey,
     from types import SimpleNamespace
 
     monkeypatch.setattr("pipekey.integrations._airflow_tasks._instances", {})
-    monkeypatch.setattr("pipekey.integrations._airflow_tasks._default", {})
+    monkeypatch.setattr("pipekey.integrations._airflow_tasks.process_default", {})
     text = (isolated / "pipekey.toml").read_text()
     (isolated / "pipekey.toml").write_text(text.replace('scope = "loader"',
                                                          'scope = "loader"\ndags = ["load*"]'))
     backend = airflow_mod.PipekeySecretsBackend(manifest=str(isolated / "pipekey.toml"))
     context = {"dag": SimpleNamespace(dag_id="load_nightly"), "run_id": "manual__1",
                "params": {}, "ti": SimpleNamespace(task_id="load", map_index=0)}
-    monkeypatch.setattr("pipekey.integrations._airflow_tasks._task_context", lambda: context)
+    monkeypatch.setattr("pipekey.integrations._airflow_tasks.task_context", lambda: context)
     with pytest.raises(airflow_mod.AirflowSecretsBackendAccessDenied,
                        match="'warehouse' is a login minted per run"):
         backend.get_conn_value("warehouse")

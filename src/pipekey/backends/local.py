@@ -68,7 +68,6 @@ class LocalConfig(BackendConfig):
     key_file: str | None = None
 
 
-
 class LocalBackend(WritableBackend, VersionedBackend):
     """The encrypted SQLite store. Thread-safe; reopens itself after a fork."""
 

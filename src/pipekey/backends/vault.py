@@ -395,7 +395,6 @@ class VaultBackend(VaultClient, WritableBackend):
         return self._secret_from(key, self._read(self.path(key), [key], version=int(version)))
 
 
-
 def _cas_mismatch(exc: BackendUnavailable, hvac: Any) -> bool:
     cause = exc.__cause__
     return isinstance(cause, hvac.exceptions.InvalidRequest) and "check-and-set" in str(cause)

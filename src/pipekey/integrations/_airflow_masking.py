@@ -12,10 +12,10 @@ from typing import Any
 from .. import redact
 from ..errors import PipekeyError
 
-__all__ = ["mask_std_streams"]
+__all__ = ["mask", "mask_connection", "mask_std_streams"]
 
 
-def _mask(value: str | None) -> None:
+def mask(value: str | None) -> None:
     """Mask ``value`` wherever this process writes it: pipekey's masker (logs), Airflow's, and
     the process's stdout/stderr (:func:`mask_std_streams`), since a value served outside a run
     may be printed too and LocalExecutor copies task output to the scheduler's console."""
@@ -31,20 +31,18 @@ def _mask(value: str | None) -> None:
         pass
 
 
-
-def _mask_connection(value: str | None) -> None:
+def mask_connection(value: str | None) -> None:
     if not value:
         return
     for part in redact.secret_parts(value):
-        _mask(part)
+        mask(part)
     try:
         from ..connection import Connection
 
         for secret in Connection.from_value(value).secret_values():
-            _mask(secret)
+            mask(secret)
     except PipekeyError:
         pass
-
 
 
 class _MaskedStream:
@@ -65,7 +63,6 @@ class _MaskedStream:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
-
 
 
 _streams_lock = threading.Lock()

@@ -12,7 +12,6 @@ import fnmatch
 import functools
 import inspect
 import json
-import logging
 import os
 import threading
 from contextlib import contextmanager
@@ -25,35 +24,34 @@ from ..errors import UsageError
 from ..manifest import Manifest, load_manifest
 from ..policy import check_parameters
 from ..run import Run
-from ._airflow_masking import _mask, mask_std_streams
+from ._airflow_masking import mask, mask_std_streams
 from ._airflow_mode import airflow_conf, airflow_mode, fetch_variable, warn_worker_backend
 
 if TYPE_CHECKING:
     from ..manifest import PipelineConfig
 
-__all__ = ["ENV_PARAM", "configured_kwargs", "pipekey_task", "pipeline_for_dag", "task_run"]
+__all__ = ["BACKEND_CLASS", "ENV_PARAM", "configured_kwargs", "env_from", "params_from",
+           "pipekey_for", "pipekey_task", "pipeline_for_dag", "process_default", "task_context",
+           "task_run"]
 
 #: the class name Airflow's config must end with for :func:`configured_kwargs` to use its kwargs
 BACKEND_CLASS = "PipekeySecretsBackend"
 
 _instances: dict[tuple[Any, Any], Pipekey] = {}
 _instances_lock = threading.Lock()
-_default: dict[str, Pipekey] = {}
+process_default: dict[str, Pipekey] = {}
 #: the DAG run param that chooses the environment of a task's run
 ENV_PARAM = "pipekey_env"
-log = logging.getLogger("pipekey")
 
 
-
-def _pipekey(manifest: str | None, env: str | None) -> Pipekey:
+def pipekey_for(manifest: str | None, env: str | None) -> Pipekey:
     """One Pipekey per (manifest, env) per process, shared by the backend and task runs."""
     with _instances_lock:
         if (manifest, env) not in _instances:
             _instances[(manifest, env)] = load(manifest, env=env)
         lk = _instances[(manifest, env)]
-        _default.setdefault("lk", lk)
+        process_default.setdefault("lk", lk)
         return lk
-
 
 
 def pipeline_for_dag(lk: Pipekey | Manifest, dag_id: str) -> str | None:
@@ -65,8 +63,7 @@ def pipeline_for_dag(lk: Pipekey | Manifest, dag_id: str) -> str | None:
     return None
 
 
-
-def _task_context() -> Mapping[str, Any] | None:
+def task_context() -> Mapping[str, Any] | None:
     try:
         from airflow.sdk import get_current_context
 
@@ -75,8 +72,7 @@ def _task_context() -> Mapping[str, Any] | None:
         return None
 
 
-
-def _params_from(context: Mapping[str, Any] | None, config: PipelineConfig,
+def params_from(context: Mapping[str, Any] | None, config: PipelineConfig,
                  explicit: dict[str, Any]) -> dict[str, str]:
     """Scope parameters: those given, else the DAG run's params of the same names."""
     fields = config.parameters()
@@ -88,15 +84,13 @@ def _params_from(context: Mapping[str, Any] | None, config: PipelineConfig,
     return params
 
 
-
-def _env_from(context: Mapping[str, Any] | None, explicit: Any) -> str | None:
+def env_from(context: Mapping[str, Any] | None, explicit: Any) -> str | None:
     """The environment: the one given, else the DAG run's ``pipekey_env`` param, else None
     (the process's default)."""
     if explicit is not None:
         return str(explicit)
     chosen = ((context or {}).get("params") or {}).get(ENV_PARAM)
     return None if chosen in (None, "") else str(chosen)
-
 
 
 _BACKEND_SETTINGS = (("workers", "secrets_backend", "secrets_backend_kwargs"),
@@ -128,15 +122,13 @@ def configured_kwargs() -> dict[str, Any] | None:
     return None
 
 
-
 def _default_pipekey() -> Pipekey:
     """The Pipekey of the configured manifest: the backend's kwargs as Airflow has them,
     else one a backend built in this process, else ``$PIPEKEY_CONFIG`` / ./pipekey.toml."""
     kwargs = configured_kwargs()
     if kwargs is not None:
-        return _pipekey(kwargs.get("manifest"), kwargs.get("env"))
-    return _default.get("lk") or _pipekey(None, None)
-
+        return pipekey_for(kwargs.get("manifest"), kwargs.get("env"))
+    return process_default.get("lk") or pipekey_for(None, None)
 
 
 @contextmanager
@@ -160,7 +152,7 @@ def task_run(lk: Pipekey | None = None, *, env: str | None = None,
 @contextmanager
 def _task_run(lk: Pipekey | None, env: Any, params: dict[str, Any],
               strict: bool) -> Iterator[Run]:
-    context = _task_context()
+    context = task_context()
     if context is None:
         raise UsageError("task_run() works inside a running Airflow task")
     dag_id = context["dag"].dag_id
@@ -185,10 +177,10 @@ def _task_run(lk: Pipekey | None, env: Any, params: dict[str, Any],
     name = f"{dag_id}__{context['run_id']}__{ti.task_id}"
     if getattr(ti, "map_index", -1) is not None and getattr(ti, "map_index", -1) >= 0:
         name += f"__{ti.map_index}"
-    add_value_listener(_mask)
+    add_value_listener(mask)
     redact.install()
     mask_std_streams()
-    chosen, filled = _env_from(context, env), _params_from(context, config, params)
+    chosen, filled = env_from(context, env), params_from(context, config, params)
     if brokered:
         opened = broker.brokered_run(manifest, pipeline, fetch_variable, env=chosen,
                                      params=filled, run_name=name)

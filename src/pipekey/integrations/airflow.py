@@ -59,14 +59,13 @@ from ..errors import (
 from ..policy import NO_PIPELINE, RunPolicy, parameter_free_policy
 from ..run import Run, current
 from . import _airflow_tasks as tasks  # its process state, looked up at call time
-from ._airflow_masking import _mask, _mask_connection, mask_std_streams
-from ._airflow_masking import _MaskedStream as _MaskedStream  # tests wrap a stream with it
+from ._airflow_masking import mask, mask_connection, mask_std_streams
 from ._airflow_mode import MODE_ENV, airflow_mode
 from ._airflow_tasks import (
     ENV_PARAM,
-    _env_from,
-    _params_from,
     configured_kwargs,
+    env_from,
+    params_from,
     pipekey_task,
     pipeline_for_dag,
     task_run,
@@ -132,7 +131,7 @@ class PipekeySecretsBackend(BaseSecretsBackend):
                         "lookups go to the API server. Keep [secrets] backend to the API "
                         "server's environment", MODE_ENV)
             return
-        self.lk = tasks._pipekey(manifest, env)
+        self.lk = tasks.pipekey_for(manifest, env)
         self.prefixes = {"connection": connections_prefix, "variable": variables_prefix,
                          "config": config_prefix}
         self.outside_pipelines = outside_pipelines
@@ -140,13 +139,13 @@ class PipekeySecretsBackend(BaseSecretsBackend):
         if mode == "broker":  # the API server only: direct-mode processes never import it
             from ..teams import TeamBroker
 
-            self.broker = TeamBroker(self.lk, no_team, _mask)
+            self.broker = TeamBroker(self.lk, no_team, mask)
         if mode == "direct" and os.environ.get(MODE_ENV) == "broker":
             log.warning("pipekey: %s=broker, but a PipekeySecretsBackend in direct mode was "
                         "built in this process (remove it from [workers] secrets_backend: a "
                         "worker in broker mode holds no store credentials)", MODE_ENV)
-        tasks._default["lk"] = self.lk
-        add_value_listener(_mask)
+        tasks.process_default["lk"] = self.lk
+        add_value_listener(mask)
         redact.install()
 
     # -- Airflow's interface ----------------------------------------------------------------
@@ -176,14 +175,14 @@ class PipekeySecretsBackend(BaseSecretsBackend):
         value: str | None
         if run is not None and conn_id in run.connection_keys:
             value = run.get(run.connection_keys[conn_id])
-            _mask_connection(value)
+            mask_connection(value)
             return value
         if run is not None and conn_id in run.dynamic:  # the login minted for this run
             value = run.connection(conn_id).to_uri()
-            _mask_connection(value)
+            mask_connection(value)
             return value
         value = self._lookup("connection", conn_id)
-        _mask_connection(value)
+        mask_connection(value)
         return value
 
     def _variable(self, key: str, team_name: str | None) -> str | None:
@@ -219,7 +218,7 @@ class PipekeySecretsBackend(BaseSecretsBackend):
             key = self.broker.connection_key(name, team, key)
         value = None if key is None else self.broker.read(key, team, f"{kind} {name!r}")
         if kind == "connection":
-            _mask_connection(value)
+            mask_connection(value)
         return value
 
     def _lookup(self, kind: str, name: str) -> str | None:
@@ -267,7 +266,7 @@ class PipekeySecretsBackend(BaseSecretsBackend):
         its parameter-free part if the DAG run's params do not fill the scope); and the
         DAG id (None outside a task)."""
         run = current()
-        context = tasks._task_context()
+        context = tasks.task_context()
         dag_id = context["dag"].dag_id if context else None
         if run is not None:
             return _Policy.of_run(run, dag_id or run.pipeline), dag_id
@@ -277,8 +276,8 @@ class PipekeySecretsBackend(BaseSecretsBackend):
         if pipeline is None:
             return None, dag_id
         config = self.lk.pipeline_config(pipeline)
-        params = _params_from(context, config, {})
-        env = _env_from(context, None)
+        params = params_from(context, config, {})
+        env = env_from(context, None)
         missing = sorted(config.parameters() - set(params))
         try:
             if missing:
@@ -299,7 +298,7 @@ class PipekeySecretsBackend(BaseSecretsBackend):
             raise AirflowSecretsBackendAccessDenied(
                 f"pipekey pipeline {policy.pipeline!r} may not read {key!r}: it is a document "
                 "standing for a subtree outside the pipeline's scope, shared/ and grants")
-        _mask(secret.value)
+        mask(secret.value)
         return secret.value
 
     def _deny_if_held(self, key: str, why: str) -> None:
