@@ -25,12 +25,7 @@ from msgspec import Meta, Struct
 from ._compat import tomllib
 from ._schema import convert as _convert
 from .backends import BACKEND_TYPES, BackendConfig, BuildContext, backend_class
-from .credentials.base import (
-    DYNAMIC,
-    CredentialConfig,
-    PostgresRoleConfig,
-    VaultDatabaseConfig,
-)
+from .credentials import CREDENTIAL_TYPES, DYNAMIC, CredentialConfig
 from .errors import InvalidKey, ManifestError, UsageError
 from .keys import NAME as _NAME
 from .keys import is_segment, validate_key
@@ -291,66 +286,56 @@ def parse_manifest(raw: dict[str, Any], path: Path, env: str | None = None) -> M
                     audit=doc.audit, credentials=credentials, teams=teams)
 
 
-#: ``type`` -> the Struct of a ``[credentials.NAME]`` table
-_CREDENTIAL_TYPES: dict[str, type[PostgresRoleConfig] | type[VaultDatabaseConfig]] = {
-    "postgres_role": PostgresRoleConfig, "vault_database": VaultDatabaseConfig}
-
-
 def _credential_config(path: Path, name: str, body: dict[str, Any],
                        backends: dict[str, BackendConfig]) -> CredentialConfig:
     where = f"credentials.{name}"
     if not _NAME.fullmatch(name):
         raise ManifestError(path, where, "a credential name is letters, digits, '_' and '-'")
     type_name = body.get("type")
-    known = ", ".join(sorted(_CREDENTIAL_TYPES))
+    known = ", ".join(sorted(CREDENTIAL_TYPES))
     if type_name is None:
         raise ManifestError(path, f"{where}.type", f"missing; say what to mint (one of {known})")
-    model = _CREDENTIAL_TYPES.get(type_name) if isinstance(type_name, str) else None
-    if model is None:
+    kind = CREDENTIAL_TYPES.get(type_name) if isinstance(type_name, str) else None
+    if kind is None:
         raise ManifestError(path, f"{where}.type", f"unknown credential type {type_name!r} "
                                                    f"(known: {known})")
-    credential: CredentialConfig = _convert(path, body, model, ("credentials", name))
+    credential = _convert(path, body, kind.config, ("credentials", name))
     _check_credential(path, where, credential, backends)
     return credential
 
 
 def _check_credential(path: Path, where: str, credential: CredentialConfig,
                       backends: dict[str, BackendConfig]) -> None:
-    if credential.type == "postgres_role":
-        _check_env_template(path, f"{where}.admin", credential.admin)
-        for i, role in enumerate(credential.member_of):
-            if not role or len(role.encode()) > 63 or "\x00" in role:
-                raise ManifestError(path, f"{where}.member_of[{i}]",
-                                    f"{role!r} is not a PostgreSQL role name")
-    else:
-        _check_env_template(path, f"{where}.connection", credential.connection)
-        backend = backends.get(credential.backend)
-        if backend is None or backend.type != "vault":
-            vaults = sorted(n for n, b in backends.items() if b.type == "vault")
-            raise ManifestError(path, f"{where}.backend", f"{credential.backend!r} is not a "
-                                                          f"vault backend under [backends] "
-                                                          f"(vault backends: {vaults})")
+    """What every kind's definition is checked for; the kind says which fields (its
+    :class:`~pipekey.credentials.CredentialConfig` methods)."""
+    for field_name, template in credential.keys().items():
+        _check_env_template(path, f"{where}.{field_name}", template)
+    problem = credential.problem({n: b.type for n, b in backends.items()})
+    if problem is not None:
+        raise ManifestError(path, f"{where}.{problem[0]}", problem[1])
 
 
 def _check_admins_unreadable(path: Path, credentials: Mapping[str, CredentialConfig],
                              pipelines: Mapping[str, PipelineConfig],
                              environments: tuple[str, ...]) -> None:
-    """A ``postgres_role`` admin connection may create roles: no run may read it. Refuse an
-    ``admin`` key under ``shared/`` (every run reads it) or one that some run of a pipeline,
-    with any parameters, in any served environment, may read (pipekey.policy decides)."""
+    """A definition's unreadable keys (a ``postgres_role`` admin connection may create roles):
+    no run may read them. Refuse such a key under ``shared/`` (every run reads it) or one that
+    some run of a pipeline, with any parameters, in any served environment, may read
+    (pipekey.policy decides)."""
     for name, credential in credentials.items():
-        if credential.type != "postgres_role":
-            continue
-        where, admin = f"credentials.{name}.admin", credential.admin
-        if any(NO_PIPELINE.allows(fill_template(admin, {"env": env}, where))
-               for env in environments):
-            raise ManifestError(path, where, f"{admin!r} is under shared/, which every run "
-                                             "reads: keep the admin connection elsewhere")
-        readers = pipelines_reading(admin, pipelines, environments)
-        if readers:
-            raise ManifestError(path, where, f"{admin!r} is readable by pipeline {readers[0]!r} "
-                                             "(its scope, grants or connections): keep "
-                                             "the admin connection where no run reads")
+        for field_name in credential.unreadable():
+            where, key = f"credentials.{name}.{field_name}", credential.keys()[field_name]
+            if any(NO_PIPELINE.allows(fill_template(key, {"env": env}, where))
+                   for env in environments):
+                raise ManifestError(path, where, f"{key!r} is under shared/, which every run "
+                                                 f"reads: keep the {field_name} connection "
+                                                 "elsewhere")
+            readers = pipelines_reading(key, pipelines, environments)
+            if readers:
+                raise ManifestError(path, where, f"{key!r} is readable by pipeline "
+                                                 f"{readers[0]!r} (its scope, grants or "
+                                                 f"connections): keep the {field_name} "
+                                                 "connection where no run reads")
 
 
 def _check_env_template(path: Path, where: str, template: str) -> None:
