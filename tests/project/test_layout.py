@@ -364,7 +364,7 @@ GETATTR_ALLOWED = {
     ("pipekey.credentials.vault_database", "exc"), ("pipekey.probes", "exc"),
     ("pipekey.backends.azure_key_vault", "exc"), ("pipekey.backends.files", "exc"),
     ("pipekey.backends.azure_key_vault", "getattr(exc, 'error', None)"),
-    ("pipekey.backends.aws_common", "exc"), ("pipekey.backends.gcp_secret_manager", "exc"),
+    ("pipekey.backends.aws_errors", "exc"), ("pipekey.backends.gcp_secret_manager", "exc"),
     ("pipekey.cli._common", "error"), ("pipekey.backends.vault", "response"),
     # lazy imports: a name of a module loaded on first use
     ("pipekey", "importlib.import_module(f'.{module}', __name__)"),
