@@ -28,7 +28,7 @@ from .backends import BACKEND_TYPES, BackendConfig, BuildContext, backend_class
 from .credentials import CREDENTIAL_TYPES, DYNAMIC, CredentialConfig
 from .errors import InvalidKey, ManifestError, UsageError
 from .keys import NAME as _NAME
-from .keys import is_segment, validate_key
+from .keys import environment_problem, is_segment, validate_key
 from .policy import (
     NO_PIPELINE,
     Ownership,
@@ -174,9 +174,8 @@ class Manifest:
         Raises:
             UsageError: one line naming the environment (and the environments allowed).
         """
-        if not isinstance(env, str) or not is_segment(env):
-            raise UsageError(f"environment {env!r} is not a valid environment name (one key "
-                             "segment: letters, digits, '_', '.', '-')")
+        if (problem := environment_problem(env)) is not None:
+            raise UsageError(f"environment {problem}")
         if self.environments is not None and env not in self.environments:
             raise UsageError(f"environment {env!r} is not one of the environments "
                              f"{self.environments} listed in {self.path or 'the manifest'}")
@@ -232,9 +231,8 @@ def parse_manifest(raw: dict[str, Any], path: Path, env: str | None = None) -> M
     explicit = env or os.environ.get(ENV_ENV)
     chosen = explicit or doc.env
     for i, listed in enumerate(doc.environments or []):
-        if not is_segment(listed):
-            raise ManifestError(path, f"environments[{i}]", f"{listed!r} is not a valid "
-                                "environment name (letters, digits, '_.-')")
+        if (problem := environment_problem(listed)) is not None:
+            raise ManifestError(path, f"environments[{i}]", problem)
     if doc.environments == []:
         raise ManifestError(path, "environments", "empty: list the environments served, or "
                                                   "leave it out to serve any")
@@ -442,6 +440,5 @@ def _check_template(path: Path, where: str, template: str) -> None:
 
 
 def _check_env_name(path: Path | None, env: str) -> None:
-    if not is_segment(env):
-        raise ManifestError(path or "environment", "env",
-                            f"{env!r} is not a valid environment name (letters, digits, '_.-')")
+    if (problem := environment_problem(env)) is not None:
+        raise ManifestError(path or "environment", "env", problem)

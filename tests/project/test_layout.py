@@ -270,6 +270,10 @@ def _string_literals(tree: ast.AST) -> list[ast.Constant]:
     pytest.param("pipekey.keys", "NAME_PATTERN", lambda rule: rule, id="name-rule"),
     pytest.param("pipekey.childenv", "NOT_IN_VARIABLE", lambda rule: rule.pattern,
                  id="variable-name-rule"),
+    pytest.param("pipekey.childenv", "CONNECTION_PREFIX", lambda rule: rule,
+                 id="connection-variable-prefix"),
+    pytest.param("pipekey.keys", "NOT_AN_ENVIRONMENT", lambda rule: rule.split("}")[1][:30],
+                 id="not-an-environment-message"),
     # the text before its first field ("no pipeline "), as an f-string's literal part ends
     pytest.param("pipekey.policy", "NO_SUCH_PIPELINE", lambda rule: "\0" + rule.split("{")[0],
                  id="no-pipeline-message"),
@@ -280,7 +284,8 @@ def _string_literals(tree: ast.AST) -> list[ast.Constant]:
 def test_one_definition(home: str, rule: str, needle: Callable[[Any], str]) -> None:
     """Each rule is written once, in its home, and imported from there: the key-segment rule
     (pipekey.keys.SEGMENT_PATTERN), the manifest's name rule (pipekey.keys.NAME_PATTERN: a
-    pipeline's, a backend's), the environment-variable name rule (pipekey.childenv), the
+    pipeline's, a backend's), the environment-variable name rule and a connection variable's
+    prefix (pipekey.childenv), why a text is no environment name (pipekey.keys), the
     "no pipeline" and "no parameter" messages (pipekey.policy) and the mask (pipekey.redact):
     no other module spells them out."""
     text = needle(getattr(importlib.import_module(home), rule))
