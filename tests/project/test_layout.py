@@ -117,6 +117,38 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
+def _all_imports(source: str, package: str) -> set[str]:
+    """The modules a module of ``package`` imports at any level, under TYPE_CHECKING too, as
+    dotted names (``from x import y`` gives both ``x`` and ``x.y``)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            parts = package.split(".")
+            base = parts[:len(parts) - node.level + 1] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else []))
+            found.add(target)
+            found.update(f"{target}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_credentials_do_not_depend_on_the_client() -> None:
+    """No module of pipekey.credentials imports pipekey.client, not even for typing: a minter
+    sees the client as a MintContext (pipekey.credentials.base), so the client depends on
+    credentials and never the other way round."""
+    typing_only = "if TYPE_CHECKING:\n    from ..client import Pipekey\n"
+    assert "pipekey.client" in _all_imports(typing_only, "pipekey.credentials")
+    offenders = []
+    for name, (path, is_package) in _modules().items():
+        package = name if is_package else name.rpartition(".")[0]
+        imported = _all_imports(path.read_text(encoding="utf-8"), package)
+        if name.startswith("pipekey.credentials") and \
+                imported & {"pipekey.client", "pipekey.Pipekey", "pipekey.load"}:
+            offenders.append(name)
+    assert offenders == []
+
+
 def test_graph_sees_lazy_imports() -> None:
     """The import graph includes imports inside functions (a lazy import still makes a cycle),
     and finds a cycle made of them."""
@@ -238,6 +270,10 @@ def _string_literals(tree: ast.AST) -> list[ast.Constant]:
     pytest.param("pipekey.keys", "NAME_PATTERN", lambda rule: rule, id="name-rule"),
     pytest.param("pipekey.childenv", "NOT_IN_VARIABLE", lambda rule: rule.pattern,
                  id="variable-name-rule"),
+    pytest.param("pipekey.childenv", "CONNECTION_PREFIX", lambda rule: rule,
+                 id="connection-variable-prefix"),
+    pytest.param("pipekey.keys", "NOT_AN_ENVIRONMENT", lambda rule: rule.split("}")[1][:30],
+                 id="not-an-environment-message"),
     # the text before its first field ("no pipeline "), as an f-string's literal part ends
     pytest.param("pipekey.policy", "NO_SUCH_PIPELINE", lambda rule: "\0" + rule.split("{")[0],
                  id="no-pipeline-message"),
@@ -248,7 +284,8 @@ def _string_literals(tree: ast.AST) -> list[ast.Constant]:
 def test_one_definition(home: str, rule: str, needle: Callable[[Any], str]) -> None:
     """Each rule is written once, in its home, and imported from there: the key-segment rule
     (pipekey.keys.SEGMENT_PATTERN), the manifest's name rule (pipekey.keys.NAME_PATTERN: a
-    pipeline's, a backend's), the environment-variable name rule (pipekey.childenv), the
+    pipeline's, a backend's), the environment-variable name rule and a connection variable's
+    prefix (pipekey.childenv), why a text is no environment name (pipekey.keys), the
     "no pipeline" and "no parameter" messages (pipekey.policy) and the mask (pipekey.redact):
     no other module spells them out."""
     text = needle(getattr(importlib.import_module(home), rule))
@@ -332,11 +369,11 @@ GETATTR_ALLOWED = {
     ("pipekey.credentials.vault_database", "exc"), ("pipekey.probes", "exc"),
     ("pipekey.backends.azure_key_vault", "exc"), ("pipekey.backends.files", "exc"),
     ("pipekey.backends.azure_key_vault", "getattr(exc, 'error', None)"),
-    ("pipekey.backends.aws_common", "exc"), ("pipekey.backends.gcp_secret_manager", "exc"),
+    ("pipekey.backends.aws_errors", "exc"), ("pipekey.backends.gcp_secret_manager", "exc"),
     ("pipekey.cli._common", "error"), ("pipekey.backends.vault_client", "response"),
     # lazy imports: a name of a module loaded on first use
     ("pipekey", "importlib.import_module(f'.{module}', __name__)"),
-    ("pipekey.backends", "module"),
+    ("pipekey.backends", "module"), ("pipekey.credentials", "module"),
     # an SDK client's operation named by the caller (boto3, GCP), and a thread-local slot
     ("pipekey.backends.aws_common", "self.client_for(service or self.service)"),
     ("pipekey.backends.gcp_secret_manager", "self.client"),
