@@ -9,7 +9,9 @@ Three kinds of reader ask it, and nothing else in pipekey decides:
 * a **DAG outside a run** (:func:`parameter_free_policy`): the part of its pipeline's policy
   that needs no scope parameter (``shared/``, parameter-free grants and connections);
 * an **Airflow team** in broker mode (:class:`TeamPolicy`): the union of its pipelines'
-  policies over every parameter value and every environment the deployment serves.
+  policies over every parameter value and every environment the deployment serves;
+* an **Airflow caller** of the drop-in for Airflow's AWS backends (:func:`airflow_names`): the
+  names Airflow's own backend would try for it, its team's name first.
 
 Between teams, ownership is a prefix check, never a match against another team's templates
 (:class:`Ownership`): a team owns the literal part, before the first ``{``, of each scope and
@@ -38,8 +40,9 @@ from .keys import SEGMENT_PATTERN, is_segment, is_under, validate_key
 if TYPE_CHECKING:
     from .manifest import PipelineConfig
 
-__all__ = ["NO_PIPELINE", "NO_SUCH_PARAMETER", "NO_SUCH_PIPELINE", "SHARED", "Ownership",
-           "RunPolicy", "TeamPolicy", "check_parameters", "declared_names", "fill_fields",
+__all__ = ["AIRFLOW_TEAM_SEP", "NO_PIPELINE", "NO_SUCH_PARAMETER", "NO_SUCH_PIPELINE", "SHARED",
+           "Ownership", "RunPolicy", "TeamPolicy", "airflow_names", "check_parameters",
+           "declared_names", "fill_fields",
            "fill_template", "parameter_free_policy", "pipelines_reading", "pipeline_entry",
            "run_policy", "served_environments", "template_fields"]
 
@@ -439,3 +442,30 @@ class Ownership:
         """The teams that own ``key`` (none for ``shared/`` and keys no team's templates
         start)."""
         return {o.team for o in self._owned if o.covers(key)}
+
+
+# -- the drop-in for Airflow's AWS backends ---------------------------------------------------
+#: what separates the team from the id in Airflow's team-scoped names (``<team>--<id>``)
+AIRFLOW_TEAM_SEP = "--"
+
+
+def airflow_names(prefix: str, secret_id: str, team: str | None, *, multi_team: bool,
+                  sep: str = "/", team_without_prefix: bool = True) -> tuple[str, ...]:
+    """The names a caller of Airflow team ``team`` (None: no team) may read for
+    ``secret_id`` under ``prefix``, in the order Airflow's SSM and Secrets Manager backends
+    try them: ``<prefix><sep><team>--<id>``, then ``<prefix><sep><id>``; none (refused) for an
+    id holding ``--`` in multi-team mode, which could spell another team's namespace.
+
+    Only the caller's own team-scoped name is built, never parsed, so a team-scoped name is
+    served to its team alone (never to another team, nor to no team). ``team_without_prefix``:
+    whether an empty prefix still gets the team-scoped name (SSM's yes, Secrets Manager's no).
+    """
+    if multi_team and AIRFLOW_TEAM_SEP in secret_id:
+        return ()
+
+    def name(part: str) -> str:
+        return f"{prefix}{sep}{part}" if prefix else part
+
+    scoped = (name(f"{team}{AIRFLOW_TEAM_SEP}{secret_id}"),) \
+        if team and (prefix or team_without_prefix) else ()
+    return (*scoped, name(secret_id))
