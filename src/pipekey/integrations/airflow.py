@@ -185,10 +185,10 @@ class PipekeySecretsBackend(BaseSecretsBackend):
     def get_config(self, key: str) -> str | None:
         if self.aside:
             return None
-        prefix = self.prefixes["config"]
         with _authoritative(f"config {key!r}"):
             if self.compat is not None:
                 return self.compat.get("config", key)
+            prefix = self.prefixes["config"]
             return None if prefix is None else self._read(self.lk.chain.get, f"{prefix}/{key}")
 
     def _conn_value(self, conn_id: str, team_name: str | None) -> str | None:
