@@ -389,3 +389,82 @@ def test_case_counts() -> None:
     print(f"\nconformance cases: {len(CASES)} (ssm {len(SSM)}, secrets_manager {len(SM)}); "
           f"same answer: {same}; documented differences: {len(DIFFERENCES)}")
     assert set(DIFFERENCES) <= set(CASES)
+
+
+# -- what the drop-in adds, and its kwargs ---------------------------------------------------
+def test_airflow_builds_it_from_its_ssm_kwargs_verbatim(region: str, compat: Any, moto: Any,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Any) -> None:
+    """Airflow's own [secrets] loading, the SSM backend's kwargs unchanged (recognised by
+    SSM's leading '/'), no manifest: the team-scoped and the plain name in one GetParameters,
+    the second read from the cache, the value masked and audited (never written)."""
+    import boto3
+    from airflow.configuration import initialize_secrets_backends
+
+    from pipekey import redact
+    from pipekey.audit import read_events
+
+    ssm = boto3.client("ssm", region_name=REGION)
+    ssm.put_parameter(Name="/airflow/variables/team_a--token", Value="fake-dropin-token",
+                      Type="SecureString", Overwrite=True)
+    audit = tmp_path / "audit.jsonl"
+    monkeypatch.setenv("AIRFLOW__SECRETS__BACKEND",
+                       "pipekey.integrations.airflow.PipekeySecretsBackend")
+    monkeypatch.setenv("AIRFLOW__SECRETS__BACKEND_KWARGS", json.dumps(
+        {"connections_prefix": "/airflow/connections", "variables_prefix": "/airflow/variables",
+         "profile_name": None, "use_ssl": False,
+         "audit": {"sinks": [{"type": "file", "path": str(audit)}]}}))
+    try:
+        backend = initialize_secrets_backends()[0]
+        assert type(backend).__name__ == "PipekeySecretsBackend"
+        assert backend.compat.kind == "ssm"
+        moto.reset()
+        assert backend.get_variable("token", team_name="team_a") == "fake-dropin-token"
+        assert backend.get_variable("token", team_name="team_a") == "fake-dropin-token"
+        assert backend.get_variable("token", team_name="team_b") is None
+    finally:
+        ssm.delete_parameter(Name="/airflow/variables/team_a--token")
+    assert moto.counts["GetParameters"] == 2  # team_a's one batch; team_b's one (not cached)
+    assert moto.counts["GetParameter"] == 0
+    assert "fake-dropin-token" not in redact.redactor().redact("x fake-dropin-token x")
+    events = read_events(audit)
+    assert {(e["key"], e["outcome"]) for e in events} >= {
+        ("airflow/variables/team_a--token", "ok"), ("airflow/variables/team_b--token", "absent")}
+    assert "fake-dropin-token" not in audit.read_text()
+
+
+@pytest.mark.parametrize(("kwargs", "kind"), [
+    ({"connections_prefix": "/airflow/connections"}, "ssm"),
+    ({"sep": "/", "region_name": "eu-west-1"}, "secrets_manager"),
+    ({"extra_conn_words": {"user": ["usuario"]}}, "secrets_manager"),
+    ({"compat": "secrets_manager", "connections_prefix": "/x"}, "secrets_manager"),
+    ({"compat": "ssm"}, "ssm"),
+    ({"connections_prefix": "airflow/connections"}, None),
+])
+def test_which_backend_the_kwargs_are_for(kwargs: dict, kind: str | None, compat: Any) -> None:
+    from pipekey.integrations.airflow_compat import compat_kind
+
+    compat_name = kwargs.pop("compat", None)
+    given = {k: v for k, v in kwargs.items() if k.endswith("_prefix")}
+    rest = {k: v for k, v in kwargs.items() if k not in given}
+    assert compat_kind(compat_name, given, rest) == kind
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"region_name": "eu-west-1"}, "add \"compat\""),
+    ({"compat": "ssm", "no_such_kwarg": 1}, "unknown backend_kwargs ['no_such_kwarg']"),
+    ({"compat": "vault"}, "compat is one of"),
+    ({"compat": "ssm", "aws_secret_access_key": "fake-static-key"}, "takes no AWS keys"),
+    ({"compat": "ssm", "assume_role_method": "assume_role_with_saml"}, "sts:AssumeRole only"),
+    ({"compat": "ssm", "assume_role_kwargs": {"Policy": "{}"}}, "assume_role_kwargs ['Policy']"),
+    ({"compat": "secrets_manager", "extra_conn_words": {"nope": ["x"]}}, "'nope'"),
+    ({"compat": "ssm", "mode": "broker"}, "mode 'direct'"),
+])
+def test_bad_kwargs_are_one_line_errors(kwargs: dict, message: str, compat: Any) -> None:
+    from pipekey.errors import UsageError
+    from pipekey.integrations.airflow import PipekeySecretsBackend
+
+    with pytest.raises(UsageError) as info:
+        PipekeySecretsBackend(**kwargs)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert "fake-static-key" not in str(info.value)

@@ -63,8 +63,8 @@ _IGNORED = {"api_version", "full_url_mode", "assume_role_method"}
 _SECRETS_MANAGER_ONLY = {"sep", "extra_conn_words", "full_url_mode"}
 _AIRFLOW_ONLY = _PATTERNS | set(_AWS) | _IGNORED | _SECRETS_MANAGER_ONLY | {"assume_role_kwargs"}
 _STATIC_KEYS = {"aws_access_key_id", "aws_secret_access_key", "aws_session_token"}
-#: pipekey's own keys a compat backend also takes
-_OWN = {"manifest", "env", "mode", "cache", "audit", "compat"}
+#: pipekey's own keys the drop-in alone takes (a manifest's [audit] table, a backend's cache)
+_COMPAT_OWN = {"cache", "audit"}
 
 
 def compat_kind(compat: str | None, given: Mapping[str, Any],
@@ -77,7 +77,8 @@ def compat_kind(compat: str | None, given: Mapping[str, Any],
         UsageError: an unknown ``compat`` or kwarg, or Airflow's kwargs with no way to tell
             which backend they are for.
     """
-    unknown = sorted(set(airflow_kwargs) - _AIRFLOW_ONLY - _STATIC_KEYS)
+    own = set(airflow_kwargs) & _COMPAT_OWN
+    unknown = sorted(set(airflow_kwargs) - _AIRFLOW_ONLY - _STATIC_KEYS - own)
     if unknown:
         raise UsageError(f"PipekeySecretsBackend: unknown backend_kwargs {unknown} (pipekey's "
                          "own, or those of Airflow's SSM / Secrets Manager backends with "
@@ -87,14 +88,16 @@ def compat_kind(compat: str | None, given: Mapping[str, Any],
             raise UsageError(f"PipekeySecretsBackend: compat is one of {sorted(KINDS)}, "
                              f"got {compat!r}")
         return compat
+    airflow_kwargs = {k: v for k, v in airflow_kwargs.items() if k not in own}
     if set(airflow_kwargs) & _SECRETS_MANAGER_ONLY:
         return "secrets_manager"
     prefixes = [v for k, v in given.items() if k in _PREFIXES and isinstance(v, str)]
     if any(p.startswith("/") for p in prefixes):
         return "ssm"
-    if airflow_kwargs:
-        raise UsageError(f"PipekeySecretsBackend: backend_kwargs {sorted(airflow_kwargs)} are "
-                         "those of Airflow's AWS backends: add \"compat\": \"ssm\" or "
+    if airflow_kwargs or own:
+        raise UsageError(f"PipekeySecretsBackend: backend_kwargs "
+                         f"{sorted([*airflow_kwargs, *own])} are those of the drop-in for "
+                         "Airflow's AWS backends: add \"compat\": \"ssm\" or "
                          "\"secrets_manager\" to say which")
     return None
 
