@@ -468,3 +468,84 @@ def test_bad_kwargs_are_one_line_errors(kwargs: dict, message: str, compat: Any)
         PipekeySecretsBackend(**kwargs)
     assert message in str(info.value) and "\n" not in str(info.value)
     assert "fake-static-key" not in str(info.value)
+
+
+# -- the docs' snippets ------------------------------------------------------------------------
+def _blocks(doc: str, lang: str) -> list[str]:
+    """The fenced ``lang`` blocks of docs/<doc> (indented ones, in lists, too)."""
+    import re
+    import textwrap
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / doc).read_text()
+    return [textwrap.dedent(m.group(2)) for m in re.finditer(
+        rf"^( *)```{lang}\n(.*?)^\1```$", text, re.S | re.M)]
+
+
+def _kwargs_from_docs() -> list[dict[str, Any]]:
+    """Every backend_kwargs of docs/mwaa.md's options and docs/airflow.md's [secrets] block."""
+    import configparser
+
+    out = []
+    for block in _blocks("mwaa.md", "json"):
+        options = json.loads(block)
+        if "secrets.backend_kwargs" in options:
+            out.append({"backend": options["secrets.backend"],
+                        **json.loads(options["secrets.backend_kwargs"])})
+    for block in _blocks("airflow.md", "ini"):
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read_string(block)
+        if parser.has_option("secrets", "backend_kwargs"):
+            out.append({"backend": parser.get("secrets", "backend"),
+                        **json.loads(parser.get("secrets", "backend_kwargs"))})
+    return out
+
+
+def test_docs_kwargs_build_the_backend(region: str, compat: Any, tmp_path: Any) -> None:
+    """Each documented backend_kwargs builds its class (Airflow's with Airflow's kwargs,
+    pipekey's with the same plus compat); a manifest path stands for a real manifest."""
+    import importlib
+
+    documented = _kwargs_from_docs()
+    assert len(documented) >= 6
+    manifest = tmp_path / "pipekey.toml"
+    manifest.write_text('[backends.ssm]\ntype = "aws_ssm"\nprefix = "/"\n')
+    built = set()
+    for kwargs in documented:
+        module, _, name = kwargs.pop("backend").rpartition(".")
+        if "manifest" in kwargs:
+            kwargs["manifest"] = str(manifest)
+        if kwargs.get("mode") == "observe":  # the observe step: a mode of the observe branch
+            kwargs.pop("mode")
+        if "audit" in kwargs:
+            kwargs["audit"]["sinks"][0]["path"] = str(tmp_path / "audit.jsonl")
+        backend = getattr(importlib.import_module(module), name)(**kwargs)
+        built.add(type(backend).__name__)
+        if name == "PipekeySecretsBackend" and "compat" in kwargs:
+            assert backend.compat.kind == kwargs["compat"]
+    assert built == {"PipekeySecretsBackend", "SystemsManagerParameterStoreBackend"}
+
+
+def test_docs_iam_policies_parse() -> None:
+    policies = [json.loads(b) for b in _blocks("mwaa.md", "json") if '"Statement"' in b]
+    assert len(policies) == 3
+    actions = set()
+    for policy in policies:
+        assert policy["Version"] == "2012-10-17"
+        for statement in policy["Statement"]:
+            assert statement["Effect"] == "Allow" and statement["Resource"]
+            actions |= set(statement["Action"])
+    assert {"ssm:GetParameters", "ssm:GetParametersByPath", "secretsmanager:BatchGetSecretValue",
+            "sts:AssumeRole", "ssm:GetParameter"} <= actions
+
+
+def test_docs_install_and_startup_script() -> None:
+    import subprocess
+
+    (requirements,) = _blocks("mwaa.md", "text")
+    assert requirements.startswith('--constraint "https://raw.githubusercontent.com/apache/'
+                                   'airflow/constraints-')
+    assert "pipekey[airflow,aws]" in requirements.splitlines()
+    (script,) = _blocks("mwaa.md", "bash")
+    assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
+    assert "PROVIDERS__ENABLE_AIRFLOW_SECRETS=false" in script

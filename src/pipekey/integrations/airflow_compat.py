@@ -250,8 +250,13 @@ class CompatReader:
 
 
 
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
 #: a prefix argument PipekeySecretsBackend was not given
-UNSET: Any = type("Unset", (), {"__repr__": lambda self: "UNSET"})()
+UNSET: Any = _Unset()
 _NATIVE = {"connections_prefix": "airflow/connections", "variables_prefix": "airflow/variables",
            "config_prefix": None}
 
