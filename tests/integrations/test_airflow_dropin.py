@@ -259,6 +259,9 @@ SM: dict[str, Case] = {
     "name_outside_pipekeys_characters": Case(
         "secrets_manager", {}, [("airflow/variables/ops@example", "fake-at", "")],
         [("var", "ops@example", None)]),
+    "prefix_with_a_leading_slash": Case(
+        "secrets_manager", {"variables_prefix": "/airflow/variables"},
+        [("/airflow/variables/hello", "fake-slash", "")], [("var", "hello", None)]),
 }
 
 #: case -> (Airflow's answers, pipekey's answers), per call; why: docs/airflow.md
@@ -268,6 +271,8 @@ DIFFERENCES: dict[str, tuple[list[Any], list[Any]]] = {
     "secrets_manager:binary_secret": ([None], ["ZmFrZS1iaW5hcnk="]),
     # a name pipekey cannot key ('@', '+', '=' in Secrets Manager names): pipekey answers None
     "secrets_manager:name_outside_pipekeys_characters": (["fake-at"], [None]),
+    # a Secrets Manager name starting with '/': the same (a key does not start with '/')
+    "secrets_manager:prefix_with_a_leading_slash": (["fake-slash"], [None]),
 }
 
 CASES = {f"ssm:{k}": v for k, v in SSM.items()} | {f"secrets_manager:{k}": v
@@ -392,6 +397,32 @@ def test_case_counts() -> None:
 
 
 # -- what the drop-in adds, and its kwargs ---------------------------------------------------
+def test_a_changed_value_within_the_cache_ttl(region: str, compat: Any) -> None:
+    """Documented difference: Airflow's backend reads the store every time; the drop-in
+    serves a cached value until its TTL, and reads every time with "cache": false."""
+    import boto3
+
+    from airflow.providers.amazon.aws.secrets.systems_manager import (
+        SystemsManagerParameterStoreBackend,
+    )
+    from pipekey.integrations.airflow import PipekeySecretsBackend
+
+    ssm = boto3.client("ssm", region_name=REGION)
+    name = "/airflow/variables/rotated"
+    ssm.put_parameter(Name=name, Value="fake-before", Type="SecureString", Overwrite=True)
+    try:
+        theirs = SystemsManagerParameterStoreBackend()
+        cached = PipekeySecretsBackend(compat="ssm")
+        uncached = PipekeySecretsBackend(compat="ssm", cache=False)
+        assert {b.get_variable("rotated") for b in (theirs, cached, uncached)} == {"fake-before"}
+        ssm.put_parameter(Name=name, Value="fake-after", Type="SecureString", Overwrite=True)
+        assert theirs.get_variable("rotated") == "fake-after"
+        assert uncached.get_variable("rotated") == "fake-after"
+        assert cached.get_variable("rotated") == "fake-before"
+    finally:
+        ssm.delete_parameter(Name=name)
+
+
 def test_airflow_builds_it_from_its_ssm_kwargs_verbatim(region: str, compat: Any, moto: Any,
                                                        monkeypatch: pytest.MonkeyPatch,
                                                        tmp_path: Any) -> None:
