@@ -401,10 +401,10 @@ def test_a_changed_value_within_the_cache_ttl(region: str, compat: Any) -> None:
     """Documented difference: Airflow's backend reads the store every time; the drop-in
     serves a cached value until its TTL, and reads every time with "cache": false."""
     import boto3
-
     from airflow.providers.amazon.aws.secrets.systems_manager import (
         SystemsManagerParameterStoreBackend,
     )
+
     from pipekey.integrations.airflow import PipekeySecretsBackend
 
     ssm = boto3.client("ssm", region_name=REGION)
