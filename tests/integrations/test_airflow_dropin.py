@@ -580,3 +580,26 @@ def test_docs_install_and_startup_script() -> None:
     (script,) = _blocks("mwaa.md", "bash")
     assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
     assert "PROVIDERS__ENABLE_AIRFLOW_SECRETS=false" in script
+
+
+def test_in_a_pipekey_run_a_mapped_connection_comes_from_the_run(
+        region: str, compat: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a manifest and a run open (task_run), the drop-in serves a connection the run
+    maps from the run's batch; everything else as Airflow's backend would."""
+    import pipekey
+    from pipekey.backends.local import LocalBackend, generate_master_key
+    from pipekey.integrations.airflow import PipekeySecretsBackend
+
+    key = generate_master_key()
+    monkeypatch.setenv("PIPEKEY_MASTER_KEY", key)
+    store = LocalBackend("local", tmp_path / "dev.db", master_key=key)
+    store.put("connections/warehouse", "postgres://u:fake-run-pw@wh/dev")
+    store.close()
+    manifest = tmp_path / "pipekey.toml"
+    manifest.write_text('[backends.local]\ntype = "local"\npath = "dev.db"\n'
+                        '[pipelines.ads]\ndags = ["ads*"]\nscope = "marketing/ads"\n'
+                        '[pipelines.ads.connections]\nwarehouse = "connections/warehouse"\n')
+    backend = PipekeySecretsBackend(compat="ssm", manifest=str(manifest))
+    assert backend.get_conn_value("warehouse") is None  # not in SSM, no run open
+    with pipekey.load(manifest).pipeline("ads"):
+        assert backend.get_conn_value("warehouse") == "postgres://u:fake-run-pw@wh/dev"
