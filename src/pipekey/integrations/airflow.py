@@ -130,10 +130,10 @@ class PipekeySecretsBackend(BaseSecretsBackend):
         self.compat = compat_reader(compat, {  # Airflow's SSM / Secrets Manager backend kwargs
             "manifest": manifest, "env": env, "mode": mode, "connections_prefix":
             connections_prefix, "variables_prefix": variables_prefix, "config_prefix":
-            config_prefix}, airflow_kwargs, _mask, _mask_connection)
+            config_prefix}, airflow_kwargs, mask, mask_connection)
         if self.compat is not None:
             self.lk, self.mode = self.compat.lk, mode
-            add_value_listener(_mask)
+            add_value_listener(mask)
             redact.install()
             return
         connections_prefix, variables_prefix, config_prefix = native_prefixes(
