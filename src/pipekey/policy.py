@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .manifest import PipelineConfig
 
 __all__ = ["NO_PIPELINE", "NO_SUCH_PARAMETER", "NO_SUCH_PIPELINE", "SHARED", "Ownership",
-           "RunPolicy", "TeamPolicy", "check_parameters", "declared_names", "fill_fields",
+           "RunPolicy", "TeamPolicy", "check_parameters", "declared_names", "declaring", "fill_fields",
            "fill_template", "parameter_free_policy", "pipelines_reading", "pipeline_entry",
            "run_policy", "served_environments", "template_fields"]
 
@@ -339,6 +339,44 @@ def pipelines_reading(key_template: str, pipelines: Mapping[str, PipelineConfig]
         if any(policy.allows(key) for key in keys):
             readers.append(name)
     return readers
+
+
+def declaring(key: str, pipelines: Mapping[str, PipelineConfig],
+              environments: Iterable[str]) -> dict[str, str]:
+    """pipeline -> how it declares ``key`` (for some parameters, in some served environment):
+    ``requires NAME`` (or ``optional``, ``dlt``, ``shared``) where its scope walk looks for the
+    name, ``connection C`` for a key a connection is mapped to, ``grant G`` for a key a grant
+    names or holds. A pipeline that may read ``key`` without declaring it (an undeclared name
+    in its scope's subtree) is not listed: the inventory calls such a read "grants sprawl"."""
+    envs = tuple(environments)
+    leaf = key.rpartition("/")[2]
+    out: dict[str, str] = {}
+    for name, config in pipelines.items():
+        if not any(_may_reach(config, key, env) for env in envs) \
+                and not (is_under(key, SHARED) and leaf in config.shared):
+            continue
+        lists = (("requires", config.requires), ("optional", config.optional),
+                 ("dlt", declared_names(config)))
+        how = None
+        for env in envs:
+            scope = _Scope(config, env)
+            parent = key.rpartition("/")[0]
+            for label, names in lists:
+                if how is None and leaf in names and scope.runnable and (
+                        parent == SHARED or scope.at_level(key)
+                        or (scope.template.exact.fullmatch(parent) and scope.holds(key))):
+                    how = f"{label} {leaf}"
+            if how is None and parent == SHARED and leaf in config.shared:
+                how = f"shared {leaf}"
+            for conn, template in config.stored_connections().items():
+                if how is None and _Template(template, env).exact.fullmatch(key):
+                    how = f"connection {conn}"
+            for grant in config.grants:
+                if how is None and _Template(grant, env).subtree.fullmatch(key):
+                    how = f"grant {grant}"
+        if how is not None:
+            out[name] = how
+    return out
 
 
 def _may_reach(config: PipelineConfig, key: str, env: str) -> bool:
