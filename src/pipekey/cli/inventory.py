@@ -76,7 +76,13 @@ def ui(ctx: click.Context, port: int) -> None:
     pipekey ui
     pipekey --env prod ui --port 8765
     """
-    from ..ui.server import serve
+    from ..errors import MissingDependency
 
+    try:
+        from ..ui.server import serve
+    except ImportError as exc:
+        if exc.name in ("fastapi", "jinja2", "uvicorn", "starlette"):
+            raise MissingDependency("pipekey ui", "ui") from None
+        raise
     lk = _lk(ctx)
     serve(lk, ctx.obj.get("env"), port, say)
