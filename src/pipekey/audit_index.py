@@ -62,14 +62,13 @@ class AuditIndex:
             return self
         files = self._chain()
         known = {p: self._files.get(p) for p in files}
-        rotated = any(state is not None and _inode(p) != state[0] for p, state in known.items())
+        rotated = any(state is not None and (_inode(p) != state[0] or p.stat().st_size < state[1])
+                      for p, state in known.items())  # rotated, replaced or truncated
         if rotated or any(p not in files for p in self._files):
             self.keys, self.events, self.malformed, self._files = {}, 0, 0, {}
         for file in files:
             inode = _inode(file)
             _, offset = self._files.get(file, (inode, 0))
-            if file.stat().st_size < offset:  # truncated: read it again
-                offset = 0
             self._files[file] = (inode, self._read(file, offset))
         return self
 
