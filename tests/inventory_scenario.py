@@ -84,13 +84,18 @@ class Scenario:
 
 def make(root: Path, master_key: str) -> Scenario:
     """Write the manifest, seed the store, run the pipelines; returns what was seeded."""
-    import pipekey
-    from pipekey.errors import AccessDenied
-
     root.mkdir(parents=True, exist_ok=True)
     manifest = root / "pipekey.toml"
     manifest.write_text(MANIFEST)
-    s = Scenario(root, manifest)
+    return seed(manifest, master_key)
+
+
+def seed(manifest: Path, master_key: str) -> Scenario:
+    """Seed the stores of ``manifest`` (holding :data:`MANIFEST`) and run the pipelines."""
+    import pipekey
+    from pipekey.errors import AccessDenied
+
+    s = Scenario(manifest.parent, manifest)
     for key in STORED:
         value = f"fake-s3cr3t-{secrets.token_hex(8)}"
         if key.startswith("connections/"):
