@@ -39,9 +39,9 @@ if TYPE_CHECKING:
     from .manifest import PipelineConfig
 
 __all__ = ["NO_PIPELINE", "NO_SUCH_PARAMETER", "NO_SUCH_PIPELINE", "SHARED", "Ownership",
-           "RunPolicy", "TeamPolicy", "check_parameters", "declared_names", "declaring", "fill_fields",
-           "fill_template", "parameter_free_policy", "pipelines_reading", "pipeline_entry",
-           "run_policy", "served_environments", "template_fields"]
+           "RunPolicy", "TeamPolicy", "check_parameters", "declared_names", "declaring",
+           "fill_fields", "fill_template", "parameter_free_policy", "pipelines_reading",
+           "pipeline_entry", "run_policy", "served_environments", "template_fields"]
 
 SHARED = "shared"
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Annotated, Any
 
 from airflow.api_fastapi.core_api.security import get_user
 from airflow.plugins_manager import AirflowPlugin
@@ -58,7 +58,7 @@ def _source() -> InventorySource:
     return _held[0]
 
 
-def viewer_teams(user: Any = Depends(get_user)) -> set[str] | None:
+def viewer_teams(user: Annotated[Any, Depends(get_user)]) -> set[str] | None:
     """The teams the signed-in user may see; None (all) outside multi-team deployments."""
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.configuration import conf

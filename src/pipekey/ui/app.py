@@ -1,4 +1,4 @@
-"""The inventory's pages (needs ``pipekey[ui]``): a FastAPI app rendering Jinja2 templates on the server.
+"""The inventory's pages (``pipekey[ui]``): FastAPI, Jinja2 templates rendered on the server.
 
 Pages (each takes ``?env=``, default: the first environment served):
 
