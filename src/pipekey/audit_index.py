@@ -31,16 +31,31 @@ class KeyReads:
     reads: int = 0
     last_read: str | None = None
     last_pipeline: str | None = None
-    runs: list[str] = field(default_factory=list)      #: most recent last, at most 10
+    #: (pipeline, run), most recent last, at most 10
+    runs: list[tuple[str, str]] = field(default_factory=list)
     pipelines: Counter[str] = field(default_factory=Counter)
     per_day: Counter[str] = field(default_factory=Counter)   #: YYYY-MM-DD -> reads
     denials: int = 0
     denied_to: Counter[str] = field(default_factory=Counter)
     last_denied: str | None = None
 
+    def seen_by(self, pipelines: set[str]) -> KeyReads:
+        """What a viewer of only ``pipelines`` sees: other pipelines' names, runs and
+        denials left out (the counts per day stay: they name no one)."""
+        mine = Counter({p: n for p, n in self.pipelines.items() if p in pipelines})
+        last = self.last_pipeline in pipelines
+        return KeyReads(sum(mine.values()), self.last_read if last else None,
+                        self.last_pipeline if last else None,
+                        [(p, r) for p, r in self.runs if p in pipelines], mine,
+                        Counter(self.per_day),
+                        sum(n for p, n in self.denied_to.items() if p in pipelines),
+                        Counter({p: n for p, n in self.denied_to.items() if p in pipelines}),
+                        None)
+
     def to_dict(self) -> dict[str, Any]:
         return {"reads": self.reads, "last_read": self.last_read,
-                "last_pipeline": self.last_pipeline, "runs": list(self.runs),
+                "last_pipeline": self.last_pipeline,
+                "runs": [{"pipeline": p, "run": r} for p, r in self.runs],
                 "pipelines": dict(self.pipelines), "per_day": dict(sorted(self.per_day.items())),
                 "denials": self.denials, "denied_to": dict(self.denied_to),
                 "last_denied": self.last_denied}
@@ -121,9 +136,10 @@ class AuditIndex:
             entry.last_read, entry.last_pipeline = when, pipeline
         run = event.get("run")
         if run:
-            if run in entry.runs:
-                entry.runs.remove(run)
-            entry.runs.append(str(run))
+            pair = (pipeline, str(run))
+            if pair in entry.runs:
+                entry.runs.remove(pair)
+            entry.runs.append(pair)
             del entry.runs[:-RECENT_RUNS]
 
 

@@ -338,7 +338,7 @@ def _findings(out: EnvInventory, pipelines: dict[str, PipelineConfig], env: str,
             if age > parse_duration(e.rotate_after):
                 e.state = "stale"
                 out.findings.append(Finding(
-                    "stale", env, key, f"unchanged for {age.days} days (rotate_after = "
+                    "stale", env, key, f"unchanged for {_age(age)} (rotate_after = "
                     f"{e.rotate_after})", f"rotate it: {cmd} set {key}"))
         if not e.uses and not is_under(key, SHARED):
             declared_cache[key] = declaring(key, pipelines, [env])
@@ -351,6 +351,15 @@ def _findings(out: EnvInventory, pipelines: dict[str, PipelineConfig], env: str,
                     "orphan", env, key, f"stored in {e.places[0].backend}, {why}",
                     f"{cmd} rm {key} (or declare it in a pipeline)"))
         _sprawl(out, e, pipelines, env, declared_cache)
+
+
+def _age(age: timedelta) -> str:
+    """``12 days``, ``5 h``, ``3 min``, ``2 s``."""
+    seconds = int(age.total_seconds())
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
 
 
 def _sprawl(out: EnvInventory, e: KeyEntry, pipelines: dict[str, PipelineConfig], env: str,

@@ -14,6 +14,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -186,6 +187,12 @@ def test_teams_narrow_what_a_viewer_sees(tmp_path: Path,
             assert _get(f"{base}/key/finance/billing/stripe_key")[0] == \
                 (200 if teams == {"team_b"} else 404)
             assert _get(f"{base}/pipeline/ads")[0] == (200 if teams == {"team_a"} else 404)
+            # other teams' pipelines, runs and denials are not shown, even on shared/ keys
+            shared = _get(f"{base}/key/shared/slack_token")[1].decode()
+            assert "notify__run_1" not in shared and "notify (1)" not in shared
+            if teams == {"team_a"}:
+                ads = _get(f"{base}/key/marketing/ads/acct_42/api_token")[1].decode()
+                assert "ads_report__run_1" in ads and "billing" not in ads
     lk.close()
 
 
@@ -210,3 +217,23 @@ def _serving(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_the_airflow_entry_point_names_the_plugin() -> None:
+    """pyproject's ``airflow.plugins`` entry point loads the plugin: the app at /pipekey and
+    the menu entry (the deployment test loads the same class from a plugins folder)."""
+    need("airflow")
+    need("ui")
+    from pipekey._compat import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    points = tomllib.loads((root / "pyproject.toml").read_text())["project"]["entry-points"]
+    module, _, name = points["airflow.plugins"]["pipekey_inventory"].partition(":")
+    with warnings.catch_warnings():  # Airflow's import of starlette.testclient warns
+        warnings.simplefilter("ignore", UserWarning)  # StarletteDeprecationWarning
+        plugin = getattr(__import__(module, fromlist=[name]), name)
+        from airflow.plugins_manager import AirflowPlugin
+
+    assert issubclass(plugin, AirflowPlugin) and plugin.name == "pipekey_inventory"
+    assert [a["url_prefix"] for a in plugin.fastapi_apps] == ["/pipekey"]
+    assert plugin.external_views[0]["href"] == "/pipekey/"

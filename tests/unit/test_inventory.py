@@ -38,7 +38,8 @@ def test_inventory_json_shows_each_key_its_place_audit_and_findings(world: Scena
     assert keys["marketing/ads/acct_42/api_token"]["state"] == "ok"
     token = keys["marketing/ads/acct_42/api_token"]
     assert token["resolves"]["backend"] == "local" and token["resolves"]["version"] == "1"
-    assert token["audit"]["reads"] == 1 and token["audit"]["runs"] == ["ads_report__run_1"]
+    assert token["audit"]["reads"] == 1 and token["audit"]["runs"] == [
+        {"pipeline": "ads", "run": "ads_report__run_1"}]
     assert token["audit"]["denials"] == 1 and token["audit"]["denied_to"] == {"billing": 1}
     assert token["teams"] == ["team_a"]
     assert keys["marketing/ads/acct_43/api_token"]["state"] == "missing"
@@ -138,7 +139,7 @@ def test_audit_index_reads_only_what_was_appended(tmp_path: Path) -> None:
         f.write('{"event": "read", "key": "a/b", "outc')  # a line being written
     index.refresh()
     entry = index.keys["a/b"]
-    assert (entry.reads, entry.denials, entry.runs) == (2, 1, ["r1", "r2"])
+    assert (entry.reads, entry.denials, entry.runs) == (2, 1, [("p", "r1"), ("p", "r2")])
     assert dict(entry.per_day) == {"2026-01-01": 1, "2026-01-02": 1}
     assert index._files[path][1] > offset and index.events == 3
     with open(path, "a", encoding="utf-8") as f:

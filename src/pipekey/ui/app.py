@@ -16,6 +16,7 @@ pipelines serving those teams, the keys they use and ``shared/`` (an empty set:
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,9 @@ def narrow(inv: Inventory, env: str | None, teams: set[str] | None) -> View:
     shown = set(pipelines)
     keys = [e for e in chosen.keys.values()
             if teams is None or is_under(e.key, SHARED) or shown & {u.pipeline for u in e.uses}]
+    if teams is not None:  # other teams' pipelines, runs and denials are not theirs to see
+        keys = [dataclasses.replace(e, reads=e.reads.seen_by(shown)) if e.reads else e
+                for e in keys]
     visible = {e.key for e in keys}
     findings = [f for f in chosen.findings if f.key in visible
                 and (f.pipeline is None or teams is None or f.pipeline in shown)]
@@ -179,7 +183,9 @@ def create_app(source: InventorySource | Callable[[], InventorySource],
         entry = next((e for e in view.keys if e.key == key), None)
         if entry is None:
             raise HTTPException(404, "no such key here")
-        return page(request, "key.html", view, entry=entry,
+        shown = {n: c for n, c in get_source().lk.manifest.pipelines.items()  # type: ignore[union-attr]
+                 if n in view.pipelines}
+        return page(request, "key.html", view, entry=entry, pipelines=shown,
                     timeline=_timeline(get_source().lk, view.env.env, entry),
                     findings=[f for f in view.findings if f.key == key])
 
