@@ -147,3 +147,29 @@ def test_audit_index_reads_only_what_was_appended(tmp_path: Path) -> None:
     assert index.refresh().keys["a/b"].reads == 3
     path.write_text("")  # truncated: read again from the start
     assert "a/b" not in index.refresh().keys
+
+
+def test_keys_of_a_pipeline_without_instances_are_not_orphans(
+        tmp_path: Path, master_key: str) -> None:
+    """A parameterised pipeline with no instances declares its keys as templates: a stored
+    key its scope walk or a grant would read is used (policy.declaring), another is not."""
+    import pipekey
+    from pipekey.inventory import build
+    from pipekey.policy import declaring
+
+    path = tmp_path / "pipekey.toml"
+    path.write_text('[pipelines.ads]\nscope = "ads/{account}"\nrequires = ["token"]\n'
+                    'grants = ["reports/"]\n')
+    with pipekey.load(path) as lk:
+        for key in ("ads/acct_9/token", "ads/acct_9/other", "reports/q1", "elsewhere/x"):
+            lk.set(key, "fake-v")
+        inv = build(lk, ["dev"])
+        assert lk.manifest is not None
+        assert declaring("ads/acct_9/token", lk.manifest.pipelines, ["dev"]) == \
+            {"ads": "requires token"}
+        assert declaring("reports/q1", lk.manifest.pipelines, ["dev"]) == \
+            {"ads": "grant reports/"}
+        assert declaring("ads/acct_9/other", lk.manifest.pipelines, ["dev"]) == {}
+    orphans = {f.key for f in inv.findings if f.kind == "orphan"}
+    assert orphans == {"ads/acct_9/other", "elsewhere/x"}
+    assert inv.envs[0].keys["ads/{account}/token"].state == "template"
