@@ -1,7 +1,8 @@
 """``pipekey bench --inventory``: how fast the inventory's pages render at size.
 
-A temporary local store with ``keys`` fake values over ``pipelines`` pipelines (each
-requiring ``keys / pipelines`` names in its own scope), an audit file of ``events`` records
+A temporary local store with ``keys`` keys over ``pipelines`` pipelines (each requiring
+``keys / pipelines`` names in its own scope; every 20th one missing, and 20 orphans beside
+them, so the findings have work to do), an audit file of ``events`` records
 (reads spread over 30 days and every key, some denials), then the pages served by uvicorn
 on 127.0.0.1 and fetched over HTTP: the first request (the audit read from its start,
 incrementally, line by line) and warm ones (only what was appended since: here a few
@@ -79,8 +80,10 @@ def run(keys: int = 1000, pipelines: int = 50, events: int = 100_000,
             lk = pipekey.load(manifest, env="dev")
             all_keys = [f"team{p % 5}/p{p:02d}/secret_{n:03d}"
                         for p in range(pipelines) for n in range(per)]
+            # every 20th key missing, and 20 orphans: the findings have work to do
+            orphans = [f"team{i % 5}/p{i:02d}/old_{i:03d}" for i in range(20)]
             started = time.perf_counter()
-            for key in all_keys:
+            for key in [k for i, k in enumerate(all_keys) if i % 20] + orphans:
                 lk.set(key, f"fake-bench-{key}")
             seeded = time.perf_counter() - started
             audit = root / "audit.jsonl"
@@ -101,6 +104,7 @@ def run(keys: int = 1000, pipelines: int = 50, events: int = 100_000,
             rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             try:
                 cold, size = _fetch(f"{base}/")
+                findings = len(source.inventory().findings)
                 pages: dict[str, list[float]] = {}
                 written = events
                 for _ in range(repeat):
@@ -126,7 +130,7 @@ def run(keys: int = 1000, pipelines: int = 50, events: int = 100_000,
             "warm_seconds": warm, "repeat": repeat, "target_seconds": TARGET_S,
             "pass": cold < TARGET_S and warm["matrix"] < TARGET_S,
             "maxrss_growth_kib": max(0, rss_after - rss_before),
-            "audit_events_indexed": source.audit.events}
+            "audit_events_indexed": source.audit.events, "findings": findings}
 
 
 def _fetch(url: str) -> tuple[float, int]:

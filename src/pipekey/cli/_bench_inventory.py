@@ -39,7 +39,8 @@ def bench_inventory(as_json: bool) -> None:
             row(table, f"{page}, warm", ms(seconds), target, notes)
         _print(table)
         click.echo(f"{results['keys']} keys, {results['pipelines']} pipelines, "
-                   f"{results['audit_events_indexed']} audit records indexed; max RSS grew "
+                   f"{results['audit_events_indexed']} audit records indexed, "
+                   f"{results['findings']} findings; max RSS grew "
                    f"{results['maxrss_growth_kib']} KiB while serving")
 
     _emit(as_json, results, text)
