@@ -283,6 +283,8 @@ class Fleet:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
+        if self.proc.stdout:
+            self.proc.stdout.close()
         self._log.close()
 
 
@@ -343,6 +345,7 @@ class RssSampler:
 
     def __init__(self) -> None:
         self.peaks: dict[str, int] = {}
+        self.first: dict[str, int] = {}  # the first sample: at rest, before any request
         self.watched: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -358,6 +361,7 @@ class RssSampler:
                     rss = sum(p.memory_info().rss for p in [root, *root.children(True)])
                 except psutil.Error:
                     continue
+                self.first.setdefault(name, rss)
                 self.peaks[name] = max(self.peaks.get(name, 0), rss)
 
     def close(self) -> None:
@@ -749,11 +753,13 @@ def main(argv: list[str] | None = None) -> int:
     with Harness(work, plan) as harness:
         phases = harness.run()
         peaks = {k: round(v / 2**20) for k, v in harness.rss.peaks.items()}
-    print(f"== API server peak RSS (MiB, process tree): {peaks}")
+        rest = {k: round(v / 2**20) for k, v in harness.rss.first.items()}
+    print(f"== API server RSS (MiB, process tree): at rest {rest}, peak {peaks}")
     bad = sum(p.wrong + p.foreign + p.decoys for p in phases)
     print(f"== wrong, foreign or decoy values served: {bad}")
     if args.json:
         args.json.write_text(json.dumps({"plan": asdict(plan), "rss_mib": peaks,
+                                         "rss_at_rest_mib": rest,
                                          "phases": [asdict(p) for p in phases]}, indent=1))
     return 0 if bad == 0 else 1
 
