@@ -60,7 +60,8 @@ def test_no_answer_is_another_runs_or_another_teams_or_a_decoy(load) -> None:
 
 def test_bursts_serve_every_request(load) -> None:
     """Bursts of concurrent run requests: every own request served, every cross-team one
-    refused (HTTP 500 after the Task SDK's retries), p99 measured."""
+    refused (HTTP 500 after the Task SDK's retries), p99 measured (printed: pytest -rA)."""
+    print(_report(load))
     for phase in _phases(load, "burst"):
         assert phase.outcomes.get("served", 0) > 0.9 * phase.requests, phase.line()
         assert set(phase.outcomes) <= {"served", "cross-team error ServerResponseError 500"}, \
