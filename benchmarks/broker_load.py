@@ -226,10 +226,8 @@ def drive() -> int:
                 outcome = ["denied", "", ""]
         except Exception as exc:  # noqa: BLE001 - the outcome is recorded, never a value
             status = getattr(getattr(exc, "response", None), "status_code", None)
-            decoy = ""
-            text = getattr(getattr(exc, "response", None), "text", "") or ""
             outcome = [f"error {type(exc).__name__}{' ' + str(status) if status else ''}",
-                       decoy, text[:200] if "pipekey" in text else ""]
+                       "", ""]
         finally:
             client.close()
         return [*outcome, (time.perf_counter() - start) * 1000, statuses]
