@@ -411,7 +411,15 @@ class Harness:
                        for item in [*self.hot, *(i for c in self.cold.values() for i in c)]}
         self.team_of = {p: team for team, ps in TEAMS.items() for p in ps}
         self.fps = {k: sha(v) for k, v in self.values.items()}
-        self.decoy_fps: set[str] = set()
+        # a decoy per fault in Airflow's env-var backend, for a request asked for only during
+        # that fault: served, it would show a fall-through past pipekey's refusal
+        from pipekey import broker
+
+        self.decoys: dict[str, str] = {}
+        for kind, items in self.cold.items():
+            key = broker.request_key("a1", params={"item": items[0]})
+            self.decoys[f"AIRFLOW_VAR_{key.upper()}"] = f"fake-decoy-{kind}-{self.tag}"
+        self.decoy_fps = {sha(v) for v in self.decoys.values()}
         self._stack = ExitStack()
 
     # -- start and stop -----------------------------------------------------------------------
@@ -487,15 +495,7 @@ class Harness:
             bundles[team] = self.work / f"bundle_{team}"
             bundles[team].mkdir(exist_ok=True)
             (bundles[team] / f"{team}_load.py").write_text(DAG.format(team=team, tasks=TASKS))
-        # a decoy per fault in Airflow's env-var backend, for a request asked for only during
-        # that fault: served, it would show a fall-through past pipekey's refusal
-        decoys = {}
-        from pipekey import broker
-
-        for kind, items in self.cold.items():
-            key = broker.request_key("a1", params={"item": items[0]})
-            decoys[f"AIRFLOW_VAR_{key.upper()}"] = value = f"fake-decoy-{kind}-{self.tag}"
-            self.decoy_fps.add(sha(value))
+        decoys = self.decoys
         proxies = self.proxies
 
         class LoadDeployment(deploy.Deployment):  # type: ignore[misc,name-defined]

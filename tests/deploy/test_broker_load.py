@@ -129,3 +129,23 @@ def test_no_value_in_any_console_or_the_fleets_log(load) -> None:
         assert not [n for n in needles if n in text], where
     assert "\n".join(load.lines)  # the harness's own lines: fingerprints and counts only
     assert not [n for n in needles if n in "\n".join(load.lines)]
+
+
+def test_the_checks_catch_a_wrong_a_foreign_and_a_decoy_answer(tmp_path) -> None:
+    """The harness's judge, fed answers a broken broker would give (no deployment needed):
+    another item's value, the other team's value, a cross-team request answered, a decoy."""
+    harness = Harness(tmp_path, PLAN, log=lambda line: None)
+    try:
+        own, other = harness.fps[("a1", "i000")], harness.fps[("b1", "i000")]
+        decoy = sorted(harness.decoy_fps)[0]
+        sent = [["alpha", "a1", "i000"], ["alpha", "a1", "i001"], ["alpha", "a1", "i002"],
+                ["alpha", "b1", "i000"], ["alpha", "a1", "i003"]]
+        results = [["ok", own, "a1/i000", 5.0, [200]],
+                   ["ok", own, "a1/i000", 5.0, [200]],        # another item's value
+                   ["ok", other, "b1/i000", 5.0, [200]],      # the other team's value
+                   ["ok", other, "b1/i000", 5.0, [200]],      # a cross-team request answered
+                   ["ok", decoy, "a1/i003", 5.0, [500, 200]]]  # a fall-through's decoy
+        got = harness.judge("check", sent, results)
+        assert (got.wrong, got.foreign, got.decoys, got.retried, got.refusals) == (1, 2, 1, 1, 1)
+    finally:
+        harness.rss.close()
