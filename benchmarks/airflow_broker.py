@@ -23,7 +23,14 @@ holding the 40 values, each read once with ``run.secret`` (so registered with th
 both ways: the broker registers a payload's values when it arrives, direct mode on first
 read). The script prints each way's cold sample (the first open in its task
 process), the median and p95 of the others, the broker request's round trip alone, and the
-ratio of the medians. Values are fake.
+ratio of the medians.
+
+With Debian's PostgreSQL and psycopg2, a second DAG then opens ``--repeat`` brokered runs of
+a pipeline whose connection is a login minted per run (``dynamic:bench_pg``, a
+``postgres_role`` on a throwaway cluster the script starts on 127.0.0.1): the time to open
+(the API server mints), to connect as the login, and to close (one more request: the API
+server revokes), and, from the API server's audit file, its mint and revoke latency. A
+pipekey that refuses minted logins in broker mode is reported as refused. Values are fake.
 """
 
 from __future__ import annotations
