@@ -22,7 +22,7 @@ def test_a_refused_run_request_is_an_answer_the_worker_raises_on(tmp_path: Path)
     "not found"): the worker raises pipekey's AccessDenied at once, naming the team and the
     pipeline, after one request."""
     team_broker, _ = _world(tmp_path)
-    answer = team_broker.run(request_key("ads", None, {"account": "acct_42"}), "finance")
+    answer = team_broker.answer(request_key("ads", None, {"account": "acct_42"}), "finance")
     with pytest.raises(AccessDenied, match="Airflow team 'finance' may not open pipekey "
                                            "pipeline 'ads'"):
         decode_payload(answer)
@@ -30,11 +30,12 @@ def test_a_refused_run_request_is_an_answer_the_worker_raises_on(tmp_path: Path)
 
     def fetch(key: str) -> str:
         asked.append(key)
-        return team_broker.run(key, "finance")
+        return team_broker.answer(key, "finance")
 
     start = time.perf_counter()
-    with pytest.raises(AccessDenied, match="the pipekey broker refused the run: Airflow team "
-                                           "'finance' may not open pipekey pipeline 'ads'"):
+    with pytest.raises(AccessDenied, match="the pipekey broker refused the run of pipeline 'ads': "
+                                           "Airflow team 'finance' may not open pipekey "
+                                           "pipeline 'ads'"):
         brokered_run(team_broker.lk.manifest, "ads", fetch, params={"account": "acct_42"})
     assert len(asked) == 1 and time.perf_counter() - start < 1
 
@@ -56,7 +57,7 @@ def test_every_refusal_is_an_answer_naming_what_without_a_value(tmp_path: Path, 
     the worker raises on, one line, naming keys and never a value (so no other backend is
     asked either: the answer is pipekey's)."""
     team_broker, _ = _world(tmp_path)
-    answer = team_broker.run(key, team)
+    answer = team_broker.answer(key, team)
     assert all(value not in answer for value in STORE.values())
     with pytest.raises(AccessDenied) as info:
         decode_payload(answer)
@@ -74,7 +75,7 @@ def test_a_store_failure_is_a_refusal_naming_the_type_only(tmp_path: Path, caplo
         raise RuntimeError("fake-token-acct42 inside an unexpected error")
 
     memory._get_many = broken  # type: ignore[method-assign]
-    answer = team_broker.run(request_key("ads", None, {"account": "acct_42"}), "marketing")
+    answer = team_broker.answer(request_key("ads", None, {"account": "acct_42"}), "marketing")
     assert "fake-" not in answer
     with pytest.raises(AccessDenied, match="RuntimeError"):
         decode_payload(answer)
@@ -146,7 +147,8 @@ def test_missing_secrets_still_list_every_place_looked(tmp_path: Path) -> None:
     text (every key looked at), raised in the worker as the refusal."""
     team_broker, _ = _world(tmp_path)
     with pytest.raises(AccessDenied) as info:
-        brokered_run(team_broker.lk.manifest, "ads", _fetch(team_broker, "marketing"),
+        brokered_run(team_broker.lk.manifest, "ads",
+                     lambda key: team_broker.answer(key, "marketing"),
                      params={"account": "acct_99"})
     assert "acct_99" in str(info.value)
     assert not isinstance(info.value, MissingSecrets)

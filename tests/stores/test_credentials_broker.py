@@ -76,7 +76,7 @@ def server(isolated: Path, master_key: str, postgres: dict[str, Any], monkeypatc
 def _fetch(team_broker: TeamBroker, team: str, sent: list[str]):
     def fetch(key: str) -> str:
         sent.append(key)
-        return team_broker.run(key, team)
+        return team_broker.answer(key, team)
     return fetch
 
 
@@ -129,7 +129,7 @@ def test_the_admin_connection_never_reaches_the_worker(server, postgres) -> None
         assert "warehouse_admin" not in text
     finally:  # hand the login back as the worker would
         for minted in decode_payload(text).minted.values():
-            server.run(close_request_key("loader", minted), "marketing")
+            server.answer(close_request_key("loader", minted), "marketing")
     assert run_roles(postgres) == []
 
 
@@ -142,14 +142,14 @@ def test_a_close_request_of_another_team_or_a_forged_ticket_is_refused(server,
     minted = decode_payload(text).minted["warehouse"]
     with pytest.raises(AccessDenied, match="team 'finance': the close request's ticket is not "
                                            "one of this team's runs of pipeline 'ledger'"):
-        decode_closed(server.run(close_request_key("ledger", minted), "finance"))
+        decode_closed(server.answer(close_request_key("ledger", minted), "finance"))
     flipped = minted.ticket[:-2] + ("A" if minted.ticket[-2] != "A" else "B") + \
         minted.ticket[-1]
     with pytest.raises(AccessDenied, match="ticket was not made by this API server"):
-        decode_closed(server.run(close_request_key("loader", replace(minted, ticket=flipped)),
+        decode_closed(server.answer(close_request_key("loader", replace(minted, ticket=flipped)),
                                  "marketing"))
     assert run_roles(postgres) == [minted.login]
-    assert decode_closed(server.run(close_request_key("loader", minted), "marketing")) == \
+    assert decode_closed(server.answer(close_request_key("loader", minted), "marketing")) == \
         minted.login
     assert run_roles(postgres) == []
 
