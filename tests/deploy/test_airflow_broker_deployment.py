@@ -446,13 +446,16 @@ def deployment(request, tmp_path_factory, postgres):
     running.reports = reports
     running.scanned = work
     running.pg = postgres
+    patched = pytest.MonkeyPatch()
     try:
+        patched.setenv("PIPEKEY_TESTING_MIN_TTL", "5")  # seeding loads the manifest here
         running.start()
         running.trigger()
         running.killed = _kill_in_its_run(running, reader)
         running.wait(timeout=300)
         yield running
     finally:
+        patched.undo()
         os.close(reader)
         running.stop()
 
