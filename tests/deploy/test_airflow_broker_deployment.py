@@ -461,7 +461,7 @@ def deployment(request, tmp_path_factory, postgres):
 
 
 def _reports(deployment) -> dict[str, dict]:
-    return {p.stem: json.loads(p.read_text()) for p in sorted(deployment.reports.iterdir())}
+    return {p.stem: json.loads(p.read_text()) for p in sorted(deployment.reports.glob("*.json"))}
 
 
 def test_each_mapped_task_gets_its_own_account_through_the_broker(deployment) -> None:
