@@ -210,18 +210,9 @@ class PipekeySecretsBackend(BaseSecretsBackend):
 
     def _variable(self, key: str, team_name: str | None) -> str | None:
         if broker.is_request(key):  # a run request: answered in broker mode only
-            if self.broker is None:
-                return None
-            try:
-                return self.broker.run(key, team_name)
-            except PipekeyError as exc:  # the namespace is pipekey's: no other backend
-                raise AirflowSecretsBackendAccessDenied(str(exc)) from None  # may answer it
-            except Exception as exc:  # noqa: BLE001 - Airflow would ask the next backend
-                log.error("pipekey: a run request of Airflow team %r failed: %s", team_name,
-                          type(exc).__name__)
-                raise AirflowSecretsBackendAccessDenied(
-                    f"pipekey could not answer a run request of Airflow team {team_name!r} "
-                    f"({type(exc).__name__}; see the API server's log)") from None
+            # the payload, or a refusal the worker raises on at once: never an exception,
+            # which the Execution API would make an HTTP 500 the Task SDK retries
+            return None if self.broker is None else self.broker.answer(key, team_name)
         if self.broker is not None:
             return self._brokered("variable", key, team_name)
         run = current()
