@@ -25,6 +25,7 @@ never parsed back to find an owner.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import itertools
 import re
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["NO_PIPELINE", "NO_SUCH_PARAMETER", "NO_SUCH_PIPELINE", "SHARED", "Ownership",
            "RunPolicy", "TeamPolicy", "check_parameters", "declared_names", "fill_fields",
            "fill_template", "parameter_free_policy", "pipelines_reading", "pipeline_entry",
-           "run_policy", "served_environments", "template_fields"]
+           "run_policy", "served_environments", "task_reader", "template_fields"]
 
 SHARED = "shared"
 
@@ -201,6 +202,42 @@ def parameter_free_policy(pipeline: str, config: PipelineConfig, env: str) -> Ru
     grants = tuple(fill_template(g.rstrip("/"), values, f"{what} grant")
                    for g in config.grants if _parameter_free(g))
     return RunPolicy(None, grants, connections)
+
+
+@dataclass(frozen=True)
+class TaskReader:
+    """A task of an Airflow DAG outside a pipekey run, as the Airflow backend reads for it."""
+
+    pipeline: str | None    #: the first pipeline whose ``dags`` match (None: no pipeline)
+    policy: RunPolicy       #: the run's, or the parameter-free part if ``missing``
+    missing: tuple[str, ...] = ()  #: scope parameters the DAG run's params do not give
+    #: connections it maps that need ``missing``, and those minted per run
+    pending: frozenset[str] = frozenset()
+    minted: frozenset[str] = frozenset()
+
+
+def task_reader(pipelines: Mapping[str, PipelineConfig], dag_id: str, env: str,
+                params: Mapping[str, str]) -> TaskReader:
+    """What a task of DAG ``dag_id`` may read outside a run, in ``env``, the DAG run's
+    ``params`` given (the Airflow backend's rule; ``pipekey check --replay`` asks it too).
+
+    Raises:
+        UsageError: a parameter is not a key segment.
+    """
+    name = next((n for n, c in pipelines.items()
+                 if any(fnmatch.fnmatchcase(dag_id, p) for p in c.dags)), None)
+    if name is None:
+        return TaskReader(None, NO_PIPELINE)
+    config = pipelines[name]
+    fields = config.parameters()
+    given = {k: v for k, v in params.items() if k in fields}
+    missing = tuple(sorted(fields - set(given)))
+    minted = frozenset(config.minted_connections())
+    if not missing:
+        return TaskReader(name, run_policy(name, config, env, given), minted=minted)
+    policy = parameter_free_policy(name, config, env)
+    pending = frozenset(config.stored_connections()) - set(policy.connection_keys)
+    return TaskReader(name, policy, missing, pending, minted)
 
 
 # -- a team -----------------------------------------------------------------------------------

@@ -151,7 +151,9 @@ class PipekeySecretsBackend(BaseSecretsBackend):
             a task of a DAG mapped to a pipeline.
         mode: ``"direct"`` (default: per-DAG policy in the process that runs it) or
             ``"broker"`` (on the API server: each lookup answered within the policy of the
-            task's Airflow team, and run requests answered, :mod:`pipekey.teams`).
+            task's Airflow team, and run requests answered, :mod:`pipekey.teams`) or
+            ``"observe"`` (direct, but what it would refuse is served by the drop-in rule and
+            every lookup is recorded in the audit log with the decision, :mod:`pipekey.observe`).
         no_team: broker mode: ``"shared_only"`` (default) or ``"deny"``, what a lookup
             without a team may read.
     """
@@ -170,8 +172,8 @@ class PipekeySecretsBackend(BaseSecretsBackend):
         super().__init__()
         if outside_pipelines not in ("shared_only", "allow"):
             raise UsageError("outside_pipelines is 'shared_only' or 'allow'")
-        if mode not in ("direct", "broker"):
-            raise UsageError("mode is 'direct' or 'broker'")
+        if mode not in ("direct", "broker", "observe"):
+            raise UsageError("mode is 'direct', 'broker' or 'observe'")
         if mode == "broker" and os.environ.get(MODE_ENV) == "broker":
             # a worker: Airflow falls back to [secrets] backend when [workers] secrets_backend
             # is unset; answering here (with no team) would keep lookups from the API server
@@ -191,7 +193,12 @@ class PipekeySecretsBackend(BaseSecretsBackend):
             from ..teams import TeamBroker
 
             self.broker = TeamBroker(self.lk, no_team, _mask)
-        if mode == "direct" and os.environ.get(MODE_ENV) == "broker":
+        if mode == "observe":
+            from ..observe import check_observable
+
+            check_observable(self.lk.audit, self.lk.manifest.path if self.lk.manifest
+                             else "the default manifest")
+        if mode != "broker" and os.environ.get(MODE_ENV) == "broker":
             log.warning("pipekey: %s=broker, but a PipekeySecretsBackend in direct mode was "
                         "built in this process (remove it from [workers] secrets_backend: a "
                         "worker in broker mode holds no store credentials)", MODE_ENV)
@@ -232,7 +239,7 @@ class PipekeySecretsBackend(BaseSecretsBackend):
             value = run.connection(conn_id).to_uri()
             _mask_connection(value)
             return value
-        value = self._lookup("connection", conn_id)
+        value = self._lookup("connection", conn_id, team_name)
         _mask_connection(value)
         return value
 
@@ -255,7 +262,7 @@ class PipekeySecretsBackend(BaseSecretsBackend):
         run = current()
         if run is not None and run.held(key) is not None:
             return run.held(key)
-        return self._lookup("variable", key)
+        return self._lookup("variable", key, team_name)
 
     # -- scoping --------------------------------------------------------------------------
     def _brokered(self, kind: str, name: str, team: str | None) -> str | None:
@@ -272,7 +279,14 @@ class PipekeySecretsBackend(BaseSecretsBackend):
             _mask_connection(value)
         return value
 
-    def _lookup(self, kind: str, name: str) -> str | None:
+    def _lookup(self, kind: str, name: str, team: str | None = None) -> str | None:
+        if self.mode == "observe":
+            from ._airflow_observe import observed_lookup
+
+            return observed_lookup(self, kind, name, team)
+        return self._enforce(kind, name)
+
+    def _enforce(self, kind: str, name: str) -> str | None:
         prefix = self.prefixes[kind]
         if prefix is None:
             return None
