@@ -40,9 +40,10 @@ if TYPE_CHECKING:
     from .manifest import PipelineConfig
 
 __all__ = ["NO_PIPELINE", "NO_SUCH_PARAMETER", "NO_SUCH_PIPELINE", "SHARED", "Ownership",
-           "RunPolicy", "TeamPolicy", "check_parameters", "declared_names", "fill_fields",
-           "fill_template", "parameter_free_policy", "pipelines_reading", "pipeline_entry",
-           "run_policy", "served_environments", "task_reader", "template_fields"]
+           "RunPolicy", "TaskReader", "TeamPolicy", "check_parameters", "dag_pipeline",
+           "declared_names", "fill_fields", "fill_template", "parameter_free_policy",
+           "pipelines_reading", "pipeline_entry", "run_policy", "served_environments",
+           "task_reader", "template_fields"]
 
 SHARED = "shared"
 
@@ -216,6 +217,12 @@ class TaskReader:
     minted: frozenset[str] = frozenset()
 
 
+def dag_pipeline(pipelines: Mapping[str, PipelineConfig], dag_id: str) -> str | None:
+    """The first pipeline (in manifest order) whose ``dags`` patterns match ``dag_id``."""
+    return next((n for n, c in pipelines.items()
+                 if any(fnmatch.fnmatchcase(dag_id, p) for p in c.dags)), None)
+
+
 def task_reader(pipelines: Mapping[str, PipelineConfig], dag_id: str, env: str,
                 params: Mapping[str, str]) -> TaskReader:
     """What a task of DAG ``dag_id`` may read outside a run, in ``env``, the DAG run's
@@ -224,8 +231,7 @@ def task_reader(pipelines: Mapping[str, PipelineConfig], dag_id: str, env: str,
     Raises:
         UsageError: a parameter is not a key segment.
     """
-    name = next((n for n, c in pipelines.items()
-                 if any(fnmatch.fnmatchcase(dag_id, p) for p in c.dags)), None)
+    name = dag_pipeline(pipelines, dag_id)
     if name is None:
         return TaskReader(None, NO_PIPELINE)
     config = pipelines[name]

@@ -77,8 +77,8 @@ class Proposal:
             lines.append(f"# read by {', '.join(p.read_by)} ({p.reads} reads)")
             lines.append(f"dags = {_list(p.dags)}")
             lines.append(f"scope = {_str(p.scope)}")
-            for what in ("requires", "optional", "grants", "teams"):
-                values = getattr(p, what)
+            for what, values in (("requires", p.requires), ("optional", p.optional),
+                                 ("grants", p.grants), ("teams", p.teams)):
                 if values:
                     lines.append(f"{what} = {_list(values)}")
             lines.append("")

@@ -18,16 +18,17 @@ def replay_command(ctx: click.Context, path: str | None, since: str | None,
     from ..replay import replay
 
     lk = _lk(ctx)
-    if lk.manifest is None or lk.manifest.path is None:
+    manifest = lk.manifest
+    if manifest is None or manifest.path is None:
         raise UsageError("check --replay needs a manifest (--config or ./pipekey.toml) to "
                          "replay against")
     file = Path(path) if path else _file_sink(lk)
-    result = replay(lk.manifest, iter_events(file), parse_since(since) if since else None)
+    result = replay(manifest, iter_events(file), parse_since(since) if since else None)
 
     def text() -> None:
         for refusal in result.refusals:
             say(refusal.line())
-        say(f"{plural(result.events, 'observed read')} replayed against {lk.manifest.path}: "
+        say(f"{plural(result.events, 'observed read')} replayed against {manifest.path}: "
             f"{len(result.refusals)} would be refused", err=True)
 
     _emit(as_json, {"refusals": [r.to_dict() for r in result.refusals],

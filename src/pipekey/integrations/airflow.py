@@ -162,6 +162,8 @@ class PipekeySecretsBackend(BaseSecretsBackend):
     broker: "TeamBroker | None" = None
     #: a broker-mode backend Airflow built in a worker: it answers nothing there
     aside = False
+    #: "direct", "broker" or "observe" (set by __init__)
+    mode = "direct"
 
     def __init__(self, manifest: str | None = None, env: str | None = None,
                  connections_prefix: str | None = "airflow/connections",
@@ -283,7 +285,8 @@ class PipekeySecretsBackend(BaseSecretsBackend):
         if self.mode == "observe":
             from ._airflow_observe import observed_lookup
 
-            return observed_lookup(self, kind, name, team)
+            context = _task_context()
+            return observed_lookup(self, kind, name, team, context, _env_from(context, None))
         return self._enforce(kind, name)
 
     def _enforce(self, kind: str, name: str) -> str | None:
