@@ -74,8 +74,15 @@ class Proposal:
                  "pipeline may read.", ""]
         for name, p in self.pipelines.items():
             lines.append(f"[pipelines.{name}]")
-            lines.append(f"# read by {', '.join(p.read_by)} ({p.reads} reads)")
+            reads = f"{p.reads} read" + ("" if p.reads == 1 else "s")
+            lines.append(f"# read by {', '.join(p.read_by)} ({reads})")
             lines.append(f"dags = {_list(p.dags)}")
+            if "{" in p.scope:
+                fields = re.findall(r"\{(\w+)\}", p.scope)
+                lines.append(f"# outside a run the DAG run param {fields[0]!r} fills the scope")
+            else:
+                lines.append("# the scope: where the pipeline's own keys would go (none read "
+                             "there yet)")
             lines.append(f"scope = {_str(p.scope)}")
             for what, values in (("requires", p.requires), ("optional", p.optional),
                                  ("grants", p.grants), ("teams", p.teams)):

@@ -127,7 +127,7 @@ def _decide(manifest: Manifest, event: dict[str, Any], teams: dict[str, TeamPoli
             teams[team] = TeamPolicy(team, {n: c for n, c in manifest.pipelines.items()
                                             if team in c.teams}, envs)
         if not teams[team].allows(key):
-            return refuse(p, f"outside team {team!r}'s pipelines (broker mode)",
+            return refuse(p, f"outside the pipelines of team {team!r} (broker mode)",
                           f"add {team!r} to pipelines.{p}.teams, or grant {key!r} to one of "
                           "the team's pipelines")
     return None

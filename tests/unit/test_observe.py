@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import tomllib
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from pipekey.replay import replay
 from ..conftest import run_cli
 
 FAKE = "fake-observe-value-never-recorded"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "airflow.md"
 
 
 def _event(dag: str | None, key: str, task: str = "load", team: str | None = None,
@@ -201,3 +203,26 @@ def test_cli_propose_then_check_replay(isolated: Path) -> None:
     assert since.returncode == 0 and "0 observed reads" in since.stderr
     wrong = run_cli("check", "--since", "1h", cwd=isolated)
     assert wrong.returncode == 2 and "go with --replay" in wrong.stderr
+
+
+def _doc_blocks() -> dict[str, str]:
+    marked = re.findall(r"<!-- checked by tests/unit/test_observe\.py: (\w+) -->\n```\w+\n"
+                        r"(.*?)```", DOC.read_text(), flags=re.S)
+    return dict(marked)
+
+
+def test_the_docs_walk_runs_as_written(tmp_path: Path) -> None:
+    """docs/airflow.md "Observe, then enforce": its history gives its proposal exactly, the
+    proposal loads and replays clean, and without the ledger grant the replay prints the
+    doc's line."""
+    blocks = _doc_blocks()
+    assert sorted(blocks) == ["history", "proposal", "replay"]
+    history = [json.loads(line) for line in blocks["history"].splitlines()]
+    assert propose(history).to_toml() == blocks["proposal"]
+    manifest = parse_manifest(tomllib.loads(blocks["proposal"]), tmp_path / "pipekey.toml")
+    assert replay(manifest, history).refusals == []
+    narrower = blocks["proposal"].replace('grants = ["airflow/connections/ledger"]\n', "")
+    refused = replay(parse_manifest(tomllib.loads(narrower), tmp_path / "pipekey.toml"),
+                     history).refusals
+    shown = [line for line in blocks["replay"].splitlines() if not line.startswith("$ ")]
+    assert [r.line() for r in refused] == shown

@@ -39,7 +39,6 @@ in a worker without store credentials (:func:`airflow_mode`) come from it in one
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import inspect
 import json
@@ -62,7 +61,13 @@ from ..errors import (
     UsageError,
 )
 from ..manifest import Manifest, load_manifest
-from ..policy import NO_PIPELINE, RunPolicy, check_parameters, parameter_free_policy
+from ..policy import (
+    NO_PIPELINE,
+    RunPolicy,
+    check_parameters,
+    dag_pipeline,
+    parameter_free_policy,
+)
 from ..run import Run, add_value_listener, current
 from ._airflow_mode import (
     MODE_ENV,
@@ -124,10 +129,7 @@ def _mask(value: str | None) -> None:
 def pipeline_for_dag(lk: Pipekey | Manifest, dag_id: str) -> str | None:
     """The pipeline whose ``dags`` patterns match ``dag_id`` (first in manifest order)."""
     manifest = lk if isinstance(lk, Manifest) else lk.manifest
-    for name, config in (manifest.pipelines if manifest else {}).items():
-        if any(fnmatch.fnmatchcase(dag_id, pattern) for pattern in config.dags):
-            return name
-    return None
+    return dag_pipeline(manifest.pipelines if manifest else {}, dag_id)
 
 
 def _task_context() -> Mapping[str, Any] | None:
