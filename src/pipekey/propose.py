@@ -24,9 +24,13 @@ import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from .observe import EVENT
+from .policy import dag_pipeline
+
+if TYPE_CHECKING:
+    from .manifest import PipelineConfig
 
 __all__ = ["Proposal", "ProposedPipeline", "propose"]
 
@@ -61,11 +65,13 @@ class Proposal:
     refused: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     first: str | None = None
     last: str | None = None
+    #: DAGs observed with no pipeline that a pipeline of the manifest claims now
+    claimed: set[str] = field(default_factory=set)
 
     def to_dict(self) -> dict[str, Any]:
         return {"pipelines": {n: p.to_dict() for n, p in self.pipelines.items()},
                 "events": self.events, "used": self.used, "refused": self.refused,
-                "first": self.first, "last": self.last}
+                "first": self.first, "last": self.last, "claimed": sorted(self.claimed)}
 
     def to_toml(self) -> str:
         lines = [f"# Proposed by `pipekey propose` from {self.used} observed reads "
@@ -93,6 +99,9 @@ class Proposal:
             lines.append(f"# pipelines.{pipeline} (in the manifest already) would refuse "
                          "what its DAGs read; to allow it, add to its grants:")
             lines.append(f"#   {_list(sorted(k for ks in keys.values() for k in ks))}")
+        if self.claimed:
+            lines.append(f"# observed before the manifest's pipelines claimed them (check "
+                         f"them with `pipekey check --replay`): {', '.join(sorted(self.claimed))}")
         return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -114,11 +123,13 @@ class _Group:
     reads: int = 0
 
 
-def propose(events: Iterable[dict[str, Any]], existing: Iterable[str] = (),
+def propose(events: Iterable[dict[str, Any]],
+            existing: Mapping[str, PipelineConfig] | None = None,
             since: str | None = None) -> Proposal:
-    """A proposal from audit ``events`` (streamed once); ``existing``: the pipeline names
-    the manifest has (a proposed name never repeats one); ``since``: an ISO time, events
-    before it are skipped."""
+    """A proposal from audit ``events`` (streamed once); ``existing``: the manifest's
+    pipelines (a DAG one of them claims gets no new pipeline, and a proposed name never
+    repeats one); ``since``: an ISO time, events before it are skipped."""
+    existing = existing or {}
     from datetime import datetime
 
     after = datetime.fromisoformat(since) if since else None
@@ -133,6 +144,9 @@ def propose(events: Iterable[dict[str, Any]], existing: Iterable[str] = (),
         proposal.events += 1
         dag, key = event.get("dag"), str(event.get("key"))
         if not dag or event.get("outcome") != "ok":
+            continue
+        if not event.get("pipeline") and dag_pipeline(existing, str(dag)):
+            proposal.claimed.add(str(dag))  # claimed since: check --replay tells
             continue
         if event.get("pipeline"):  # a pipeline claims the DAG: refusals become advice
             if event.get("enforce") == "refuse":
@@ -231,6 +245,7 @@ def _family(keys: dict[str, list[dict[str, str]]]) -> tuple[str, str, list[str]]
                 for params in keys[key]:
                     found = {n for n, v in params.items() if v == value}
                     names = found if names is None else names & found
+        names = (names or set()) - {"env"}  # {env} is the environment, never a parameter
         if not names:
             continue
         covered_keys = sorted(k for ks in by_value.values() for k in ks)

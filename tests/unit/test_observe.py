@@ -156,12 +156,19 @@ def test_a_team_outside_the_pipelines_teams_is_refused_in_broker_mode(tmp_path: 
 
 
 def test_existing_pipelines_get_advice_not_a_new_pipeline() -> None:
+    """A DAG the manifest claims gets no proposed pipeline: refusals recorded for it
+    become the grants to add, and one claimed since it was observed is named."""
     events = [_event("ads_report", "airflow/variables/extra", pipeline="ads"),
               _event("ads_report", "airflow/variables/ok", pipeline="ads", enforce="allow")]
-    proposal = propose(events, existing={"ads": None})
+    existing = parse_manifest(tomllib.loads('[pipelines.ads]\nscope = "ads"\n'
+                                            'dags = ["ads_*"]\n'), Path("pipekey.toml"))
+    events.append(_event("ads_backfill", "airflow/variables/older"))  # before ads claimed it
+    proposal = propose(events, existing.pipelines)
     assert proposal.pipelines == {}
     assert proposal.refused == {"ads": {"ads_report": ["airflow/variables/extra"]}}
-    assert "# pipelines.ads (in the manifest already)" in proposal.to_toml()
+    assert proposal.claimed == {"ads_backfill"}
+    text = proposal.to_toml()
+    assert "# pipelines.ads (in the manifest already)" in text and "ads_backfill" in text
 
 
 def test_the_audit_file_is_streamed_and_a_bad_line_is_named(tmp_path: Path) -> None:
@@ -226,3 +233,11 @@ def test_the_docs_walk_runs_as_written(tmp_path: Path) -> None:
                      history).refusals
     shown = [line for line in blocks["replay"].splitlines() if not line.startswith("$ ")]
     assert [r.line() for r in refused] == shown
+
+
+def test_a_dag_run_param_named_env_never_becomes_a_field() -> None:
+    """{env} in a template is the environment: a DAG run param `env` naming a segment is no
+    scope parameter."""
+    events = [_event("etl_load", f"data/{e}/token", params={"env": e}) for e in ("dev", "qa")]
+    etl = propose(events).pipelines["etl"]
+    assert "{" not in etl.scope and etl.grants == ["data/dev/token", "data/qa/token"]
