@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["Proposal", "ProposedPipeline", "propose"]
 
 _WORD = re.compile(r"[A-Za-z0-9]+")
+_Params = tuple[tuple[str, str], ...]
 
 
 @dataclass
@@ -118,8 +119,9 @@ class _Group:
     team: str | None
     word: str
     dags: dict[str, None] = field(default_factory=dict)
-    #: key -> the DAG run params seen with each read of it (name -> value)
-    keys: dict[str, list[dict[str, str]]] = field(default_factory=lambda: defaultdict(list))
+    #: key -> the distinct sets of DAG run params its reads came with (memory grows with
+    #: distinct keys and param sets, not with reads)
+    keys: dict[str, set[_Params]] = field(default_factory=lambda: defaultdict(set))
     reads: int = 0
 
 
@@ -162,7 +164,7 @@ def propose(events: Iterable[dict[str, Any]],
         team = event.get("team") or None
         group = groups.setdefault((team, words[0].lower()), _Group(team, words[0].lower()))
         group.dags[str(dag)] = None
-        group.keys[key].append(dict(event.get("params") or {}))
+        group.keys[key].add(tuple(sorted((event.get("params") or {}).items())))
         group.reads += 1
     for keys in proposal.refused.values():
         for dag in keys:
@@ -226,7 +228,7 @@ def _pipeline(name: str, group: _Group, shared: bool) -> ProposedPipeline:
                             covered if family is not None else [])
 
 
-def _family(keys: dict[str, list[dict[str, str]]]) -> tuple[str, str, list[str]] | None:
+def _family(keys: dict[str, set[_Params]]) -> tuple[str, str, list[str]] | None:
     """The best (stem, field, keys covered): keys under ``stem/<value>/...`` for two or more
     values, where every read came with one DAG run param (the same name) equal to the value.
     Most keys covered wins, then the longer stem, then the first stem in order."""
@@ -243,7 +245,7 @@ def _family(keys: dict[str, list[dict[str, str]]]) -> tuple[str, str, list[str]]
         for value, covered in by_value.items():
             for key in covered:
                 for params in keys[key]:
-                    found = {n for n, v in params.items() if v == value}
+                    found = {n for n, v in params if v == value}
                     names = found if names is None else names & found
         names = (names or set()) - {"env"}  # {env} is the environment, never a parameter
         if not names:

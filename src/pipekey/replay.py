@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Iterable
 
 from .observe import EVENT
-from .policy import NO_PIPELINE, TeamPolicy, served_environments, task_reader
+from .policy import NO_PIPELINE, TaskReader, TeamPolicy, served_environments, task_reader
 
 if TYPE_CHECKING:
     from .manifest import Manifest
@@ -61,6 +61,7 @@ def replay(manifest: Manifest, events: Iterable[dict[str, Any]],
     found: dict[tuple[Any, ...], Refusal] = {}
     out = Replayed([])
     teams: dict[str, TeamPolicy] = {}
+    readers: dict[tuple[Any, ...], TaskReader] = {}
     envs = served_environments(manifest.environments, manifest.env,
                                manifest.pipelines.values())
     brokered = bool(manifest.team_names())
@@ -70,7 +71,7 @@ def replay(manifest: Manifest, events: Iterable[dict[str, Any]],
         if since is not None and datetime.fromisoformat(str(event["time"])) < since:
             continue
         out.events += 1
-        refusal = _decide(manifest, event, teams, envs, brokered)
+        refusal = _decide(manifest, event, teams, envs, brokered, readers)
         if refusal is None:
             out.allowed += 1
             continue
@@ -85,7 +86,8 @@ def replay(manifest: Manifest, events: Iterable[dict[str, Any]],
 
 
 def _decide(manifest: Manifest, event: dict[str, Any], teams: dict[str, TeamPolicy],
-            envs: tuple[str, ...], brokered: bool) -> Refusal | None:
+            envs: tuple[str, ...], brokered: bool,
+            readers: dict[tuple[Any, ...], TaskReader]) -> Refusal | None:
     dag, task, team = event.get("dag"), event.get("task"), event.get("team")
     lookup, key = str(event.get("lookup") or "variable:?"), str(event["key"])
     kind, _, name = lookup.partition(":")
@@ -100,7 +102,13 @@ def _decide(manifest: Manifest, event: dict[str, Any], teams: dict[str, TeamPoli
         return refuse(None, "read outside any task", "move the read into a task of a "
                       "pipeline's DAG, or keep outside_pipelines = \"allow\" for it")
     env = str(event.get("env") or manifest.env)
-    reader = task_reader(manifest.pipelines, dag, env, event.get("params") or {})
+    params = event.get("params") or {}
+    ident = (str(dag), env, tuple(sorted(params.items())))
+    if ident not in readers:  # one per (DAG, env, params), not per read
+        if len(readers) > 4096:
+            readers.clear()
+        readers[ident] = task_reader(manifest.pipelines, str(dag), env, params)
+    reader = readers[ident]
     p = reader.pipeline
     if p is None:
         if NO_PIPELINE.allows(key):

@@ -48,7 +48,7 @@ def test_observe_serves_what_enforcement_refuses_and_records_both(unit, monkeypa
     assert "audit/a" in backend.get_conn_value("audit")  # mapped, parameter-free: allowed
     assert "fake-other-pw" in backend.get_conn_value("other_db", team_name="marketing")
     assert backend.get_variable("nothing_here") is None
-    _in_task(monkeypatch, unit, "ads_report", account="acct_42")
+    _in_task(monkeypatch, unit, "ads_report", account="acct_42", note="fake-dag-param-pw")
     assert backend.get_conn_value("warehouse") is not None  # the run's mapping, from params
     _in_task(monkeypatch, unit, None)
     assert "fake-other-pw" in backend.get_conn_value("other_db")
