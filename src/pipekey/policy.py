@@ -9,7 +9,9 @@ Three kinds of reader ask it, and nothing else in pipekey decides:
 * a **DAG outside a run** (:func:`parameter_free_policy`): the part of its pipeline's policy
   that needs no scope parameter (``shared/``, parameter-free grants and connections);
 * an **Airflow team** in broker mode (:class:`TeamPolicy`): the union of its pipelines'
-  policies over every parameter value and every environment the deployment serves.
+  policies over every parameter value and every environment the deployment serves;
+* an **Airflow caller** of the drop-in for Airflow's AWS backends (:func:`airflow_names`): the
+  names Airflow's own backend would try for it, its team's name first.
 
 Between teams, ownership is a prefix check, never a match against another team's templates
 (:class:`Ownership`): a team owns the literal part, before the first ``{``, of each scope and
@@ -39,11 +41,11 @@ from .keys import SEGMENT_PATTERN, is_segment, is_under, validate_key
 if TYPE_CHECKING:
     from .manifest import PipelineConfig
 
-__all__ = ["NO_PIPELINE", "NO_SUCH_PARAMETER", "NO_SUCH_PIPELINE", "SHARED", "Ownership",
-           "RunPolicy", "TaskReader", "TeamPolicy", "check_parameters", "dag_pipeline",
-           "declared_names", "fill_fields", "fill_template", "parameter_free_policy",
-           "pipelines_reading", "pipeline_entry", "run_policy", "served_environments",
-           "task_reader", "template_fields"]
+__all__ = ["AIRFLOW_TEAM_SEP", "NO_PIPELINE", "NO_SUCH_PARAMETER", "NO_SUCH_PIPELINE", "SHARED",
+           "Ownership", "RunPolicy", "TeamPolicy", "airflow_names", "check_parameters",
+           "dag_pipeline", "declared_names", "fill_fields", "fill_template",
+           "parameter_free_policy", "pipelines_reading", "pipeline_entry", "run_policy",
+           "served_environments", "template_fields"]
 
 SHARED = "shared"
 
@@ -205,45 +207,10 @@ def parameter_free_policy(pipeline: str, config: PipelineConfig, env: str) -> Ru
     return RunPolicy(None, grants, connections)
 
 
-@dataclass(frozen=True)
-class TaskReader:
-    """A task of an Airflow DAG outside a pipekey run, as the Airflow backend reads for it."""
-
-    pipeline: str | None    #: the first pipeline whose ``dags`` match (None: no pipeline)
-    policy: RunPolicy       #: the run's, or the parameter-free part if ``missing``
-    missing: tuple[str, ...] = ()  #: scope parameters the DAG run's params do not give
-    #: connections it maps that need ``missing``, and those minted per run
-    pending: frozenset[str] = frozenset()
-    minted: frozenset[str] = frozenset()
-
-
 def dag_pipeline(pipelines: Mapping[str, PipelineConfig], dag_id: str) -> str | None:
     """The first pipeline (in manifest order) whose ``dags`` patterns match ``dag_id``."""
     return next((n for n, c in pipelines.items()
                  if any(fnmatch.fnmatchcase(dag_id, p) for p in c.dags)), None)
-
-
-def task_reader(pipelines: Mapping[str, PipelineConfig], dag_id: str, env: str,
-                params: Mapping[str, str]) -> TaskReader:
-    """What a task of DAG ``dag_id`` may read outside a run, in ``env``, the DAG run's
-    ``params`` given (the Airflow backend's rule; ``pipekey check --replay`` asks it too).
-
-    Raises:
-        UsageError: a parameter is not a key segment.
-    """
-    name = dag_pipeline(pipelines, dag_id)
-    if name is None:
-        return TaskReader(None, NO_PIPELINE)
-    config = pipelines[name]
-    fields = config.parameters()
-    given = {k: v for k, v in params.items() if k in fields}
-    missing = tuple(sorted(fields - set(given)))
-    minted = frozenset(config.minted_connections())
-    if not missing:
-        return TaskReader(name, run_policy(name, config, env, given), minted=minted)
-    policy = parameter_free_policy(name, config, env)
-    pending = frozenset(config.stored_connections()) - set(policy.connection_keys)
-    return TaskReader(name, policy, missing, pending, minted)
 
 
 # -- a team -----------------------------------------------------------------------------------
@@ -482,3 +449,30 @@ class Ownership:
         """The teams that own ``key`` (none for ``shared/`` and keys no team's templates
         start)."""
         return {o.team for o in self._owned if o.covers(key)}
+
+
+# -- the drop-in for Airflow's AWS backends ---------------------------------------------------
+#: what separates the team from the id in Airflow's team-scoped names (``<team>--<id>``)
+AIRFLOW_TEAM_SEP = "--"
+
+
+def airflow_names(prefix: str, secret_id: str, team: str | None, *, multi_team: bool,
+                  sep: str = "/", team_without_prefix: bool = True) -> tuple[str, ...]:
+    """The names a caller of Airflow team ``team`` (None: no team) may read for
+    ``secret_id`` under ``prefix``, in the order Airflow's SSM and Secrets Manager backends
+    try them: ``<prefix><sep><team>--<id>``, then ``<prefix><sep><id>``; none (refused) for an
+    id holding ``--`` in multi-team mode, which could spell another team's namespace.
+
+    Only the caller's own team-scoped name is built, never parsed, so a team-scoped name is
+    served to its team alone (never to another team, nor to no team). ``team_without_prefix``:
+    whether an empty prefix still gets the team-scoped name (SSM's yes, Secrets Manager's no).
+    """
+    if multi_team and AIRFLOW_TEAM_SEP in secret_id:
+        return ()
+
+    def name(part: str) -> str:
+        return f"{prefix}{sep}{part}" if prefix else part
+
+    scoped = (name(f"{team}{AIRFLOW_TEAM_SEP}{secret_id}"),) \
+        if team and (prefix or team_without_prefix) else ()
+    return (*scoped, name(secret_id))

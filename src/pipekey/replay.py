@@ -2,8 +2,8 @@
 
 Each ``observe`` audit event (:mod:`pipekey.observe`) that was served is asked again, of the
 manifest given, as the Airflow backend would ask it when enforcing: the reader is the DAG's
-task outside a run (:func:`pipekey.policy.task_reader`, with the DAG run's params the event
-recorded), a mapped connection reads its mapping, and the decision is the policy's. With an
+task outside a run (:func:`pipekey.task_policy.task_reader`, with the DAG run's params the
+event recorded), a mapped connection reads its mapping, and the decision is the policy's. With an
 Airflow team on the event and pipelines serving teams (broker mode), the team's policy must
 allow the key too. What would be refused is listed once per (reader, lookup, key), with how
 often it happened and the fix.
@@ -16,7 +16,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Iterable
 
 from .observe import EVENT
-from .policy import NO_PIPELINE, TaskReader, TeamPolicy, served_environments, task_reader
+from .policy import NO_PIPELINE, TeamPolicy, served_environments
+from .task_policy import TaskReader, task_reader
 
 if TYPE_CHECKING:
     from .manifest import Manifest

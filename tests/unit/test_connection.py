@@ -120,6 +120,20 @@ def test_json_unknown_field_name_is_not_quoted() -> None:
     assert "unknown field (field 2 of the object)" in str(info.value)
 
 
+def test_json_with_airflows_secrets_manager_alias_words() -> None:
+    """Connections stored for Airflow's SecretsManagerBackend name their fields with alias
+    words (user, pass, engine, database...); the first word of a field wins, as in Airflow.
+    (These raised before: an unknown field.)"""
+    conn = Connection.from_json('{"user": "u", "pass": "fake-pw-alias", "server": "h", '
+                                '"port": 5432, "database": "d", "engine": "postgresql", '
+                                '"username": "ignored"}', conn_id="c")
+    assert (conn.conn_type, conn.login, conn.password, conn.host, conn.port, conn.schema) == \
+        ("postgres", "u", "fake-pw-alias", "h", 5432, "d")
+    assert "fake-pw-alias" not in repr(conn)
+    with pytest.raises(InvalidConnection, match="unknown field"):
+        Connection.from_json('{"usuario": "u"}', conn_id="c")  # extra_conn_words: compat only
+
+
 def test_userinfo_in_host_is_masked_in_repr() -> None:
     """A host that carries ``user:password@`` shows as ``***@`` in repr and str."""
     conn = Connection.from_json('{"conn_type": "http", '
@@ -138,6 +152,15 @@ def test_from_value_and_airflow_env() -> None:
     assert Connection.from_env("absent", environ) is None
     conn = Connection.from_value("postgres://u:fake@h/db")
     assert conn.to_airflow_env("my-db") == {"AIRFLOW_CONN_MY_DB": "postgres://u:fake@h/db"}
+
+
+@pytest.mark.parametrize("conn_id", ["my-db", "my.db", "My_Db", "warehouse"])
+def test_from_env_reads_what_to_airflow_env_writes(conn_id: str) -> None:
+    """One variable-name rule (pipekey.childenv) both ways: a connection written for a child
+    by to_airflow_env (and run.env()) is read back by from_env under the same conn_id."""
+    conn = Connection.from_value("postgres://u:fake-pw@h/db")
+    back = Connection.from_env(conn_id, conn.to_airflow_env(conn_id))
+    assert back is not None and back.to_uri() == conn.to_uri()
 
 
 # -- parity with Apache Airflow -------------------------------------------------------------

@@ -12,8 +12,9 @@ import time
 from typing import Any, Mapping
 
 from .. import observe
-from ..policy import dag_pipeline, task_reader
+from ..policy import dag_pipeline
 from ..run import current
+from ..task_policy import task_reader
 
 __all__ = ["observed_lookup"]
 
