@@ -25,15 +25,20 @@ __all__ = ["EVENT", "check_observable", "key_params", "record"]
 EVENT = "observe"
 
 
-def check_observable(auditor: Auditor, where: object) -> None:
-    """Refuse observe mode when nothing would record what it observes.
+#: how to add an audit sink to a manifest
+MANIFEST_SINK = "add [audit] sinks = [{ type = \"file\" }] to it"
+
+
+def check_observable(auditor: Auditor, where: object, fix: str = MANIFEST_SINK) -> None:
+    """Refuse observe mode when nothing would record what it observes (``fix``: how to add
+    a sink to ``where``).
 
     Raises:
-        UsageError: the manifest has no audit sink.
+        UsageError: no audit sink.
     """
     if not auditor.enabled:
         raise UsageError(f"mode 'observe' records every read in the audit log, and {where} "
-                         "has no audit sink: add [audit] sinks = [{ type = \"file\" }] to it")
+                         f"has no audit sink: {fix}")
 
 
 def key_params(params: Mapping[str, Any] | None, key: str,

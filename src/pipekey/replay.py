@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from .observe import EVENT
 from .policy import NO_PIPELINE, TeamPolicy, served_environments
@@ -22,7 +22,7 @@ from .task_policy import TaskReader, task_reader
 if TYPE_CHECKING:
     from .manifest import Manifest
 
-__all__ = ["Refusal", "replay"]
+__all__ = ["Refusal", "Replayer", "replay"]
 
 
 @dataclass
@@ -56,23 +56,43 @@ class Replayed:
     allowed: int = 0
 
 
+class Replayer:
+    """The decisions of one manifest, read after read: :meth:`decide` says what enforcement
+    would refuse of one observed read (``pipekey check --replay``, and the drop-in's observe
+    mode as it reads). The readers and team policies it builds are kept."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+        self.teams: dict[str, TeamPolicy] = {}
+        self.readers: dict[tuple[Any, ...], TaskReader] = {}
+        self.envs = served_environments(manifest.environments, manifest.env,
+                                        manifest.pipelines.values())
+        self.brokered = bool(manifest.team_names())
+
+    def decide(self, event: Mapping[str, Any]) -> Refusal | None:
+        """The refusal enforcement would give the read ``event`` records (its ``dag``,
+        ``task``, ``team``, ``env``, ``params``, ``lookup``, ``key``), None if it allows it.
+
+        Raises:
+            UsageError: a DAG run param is not a key segment.
+        """
+        return _decide(self.manifest, event, self.teams, self.envs, self.brokered,
+                       self.readers)
+
+
 def replay(manifest: Manifest, events: Iterable[dict[str, Any]],
            since: datetime | None = None) -> Replayed:
     """The observed reads in ``events`` (streamed) that ``manifest`` would refuse."""
     found: dict[tuple[Any, ...], Refusal] = {}
     out = Replayed([])
-    teams: dict[str, TeamPolicy] = {}
-    readers: dict[tuple[Any, ...], TaskReader] = {}
-    envs = served_environments(manifest.environments, manifest.env,
-                               manifest.pipelines.values())
-    brokered = bool(manifest.team_names())
+    replayer = Replayer(manifest)
     for event in events:
         if event.get("event") != EVENT or event.get("outcome") != "ok":
             continue
         if since is not None and datetime.fromisoformat(str(event["time"])) < since:
             continue
         out.events += 1
-        refusal = _decide(manifest, event, teams, envs, brokered, readers)
+        refusal = replayer.decide(event)
         if refusal is None:
             out.allowed += 1
             continue
@@ -86,7 +106,7 @@ def replay(manifest: Manifest, events: Iterable[dict[str, Any]],
     return out
 
 
-def _decide(manifest: Manifest, event: dict[str, Any], teams: dict[str, TeamPolicy],
+def _decide(manifest: Manifest, event: Mapping[str, Any], teams: dict[str, TeamPolicy],
             envs: tuple[str, ...], brokered: bool,
             readers: dict[tuple[Any, ...], TaskReader]) -> Refusal | None:
     dag, task, team = event.get("dag"), event.get("task"), event.get("team")
