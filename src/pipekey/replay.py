@@ -2,9 +2,9 @@
 
 Each ``observe`` audit event (:mod:`pipekey.observe`) that was served is asked again, of the
 manifest given, as the Airflow backend would ask it when enforcing: the reader is the DAG's
-task outside a run (:func:`pipekey.task_policy.task_reader`, with the DAG run's params the
-event recorded), a mapped connection reads its mapping, and the decision is the policy's. With an
-Airflow team on the event and pipelines serving teams (broker mode), the team's policy must
+task outside a run (:func:`pipekey.policy.tasks.task_reader`, with the DAG run's params the
+event recorded), a mapped connection reads its mapping, and the decision is the policy's. With
+an Airflow team on the event and pipelines serving teams (broker mode), the team's policy must
 allow the key too. What would be refused is listed once per (reader, lookup, key), with how
 often it happened and the fix.
 """
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from .observe import EVENT
 from .policy import NO_PIPELINE, TeamPolicy, served_environments
-from .task_policy import TaskReader, task_reader
+from .policy.tasks import TaskReader, task_reader
 
 if TYPE_CHECKING:
     from .manifest import Manifest

@@ -16,8 +16,8 @@ from .. import observe
 from ..errors import UsageError
 from ..manifest import Manifest, load_manifest
 from ..policy import dag_pipeline
+from ..policy.tasks import task_reader
 from ..run import current
-from ..task_policy import task_reader
 
 if TYPE_CHECKING:
     from ..manifest import PipelineConfig

@@ -1,17 +1,17 @@
 """A task of an Airflow DAG outside a pipekey run: which pipeline's policy it reads under
 (:class:`TaskReader`), the rule the Airflow backend's observe mode records and ``pipekey check
---replay`` replays. The decisions stay :mod:`pipekey.policy`'s; this only picks the policy.
-"""
+--replay`` replays. Part of :mod:`pipekey.policy` (not re-exported: it builds on it), kept
+in its own module for size."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping
 
-from .policy import NO_PIPELINE, RunPolicy, dag_pipeline, parameter_free_policy, run_policy
+from . import NO_PIPELINE, RunPolicy, dag_pipeline, parameter_free_policy, run_policy
 
 if TYPE_CHECKING:
-    from .manifest import PipelineConfig
+    from ..manifest import PipelineConfig
 
 __all__ = ["TaskReader", "task_reader"]
 
