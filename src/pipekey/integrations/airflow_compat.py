@@ -204,7 +204,7 @@ class CompatReader:
         pattern = self.patterns[what]
         if pattern and not re.match(pattern, secret_id, re.IGNORECASE):
             return None
-        value, read = self._from_run(what, secret_id), None
+        value = self._from_run(what, secret_id)
         if value is None:
             start = time.perf_counter()
             keys = [k for k in map(self._key, names) if k is not None]
