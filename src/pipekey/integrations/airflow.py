@@ -101,7 +101,10 @@ class PipekeySecretsBackend(BaseSecretsBackend):
             a task of a DAG mapped to a pipeline.
         mode: ``"direct"`` (default: per-DAG policy in the process that runs it) or
             ``"broker"`` (on the API server: each lookup answered within the policy of the
-            task's Airflow team, and run requests answered, :mod:`pipekey.teams`).
+            task's Airflow team, and run requests answered, :mod:`pipekey.teams`) or
+            ``"observe"`` (nothing it would serve by the drop-in rule is refused; every
+            lookup is recorded in the audit log with what enforcement would decide,
+            :mod:`pipekey.observe`).
         no_team: broker mode: ``"shared_only"`` (default) or ``"deny"``, what a lookup
             without a team may read.
         compat: ``"ssm"`` or ``"secrets_manager"``: take the ``backend_kwargs`` of Airflow's
@@ -115,6 +118,8 @@ class PipekeySecretsBackend(BaseSecretsBackend):
     aside = False
     #: the drop-in for Airflow's AWS backends (``compat``, docs/airflow.md), else None
     compat: CompatReader | None = None
+    #: "direct", "broker" or "observe" (set by __init__)
+    mode = "direct"
 
     def __init__(self, manifest: str | None = None, env: str | None = None,
                  connections_prefix: str | None = UNSET, variables_prefix: str | None = UNSET,
@@ -125,8 +130,8 @@ class PipekeySecretsBackend(BaseSecretsBackend):
         super().__init__()
         if outside_pipelines not in ("shared_only", "allow"):
             raise UsageError("outside_pipelines is 'shared_only' or 'allow'")
-        if mode not in ("direct", "broker"):
-            raise UsageError("mode is 'direct' or 'broker'")
+        if mode not in ("direct", "broker", "observe"):
+            raise UsageError("mode is 'direct', 'broker' or 'observe'")
         self.compat = compat_reader(compat, {  # Airflow's SSM / Secrets Manager backend kwargs
             "manifest": manifest, "env": env, "mode": mode, "connections_prefix":
             connections_prefix, "variables_prefix": variables_prefix, "config_prefix":
@@ -157,7 +162,12 @@ class PipekeySecretsBackend(BaseSecretsBackend):
             from ..teams import TeamBroker
 
             self.broker = TeamBroker(self.lk, no_team, mask)
-        if mode == "direct" and os.environ.get(MODE_ENV) == "broker":
+        if mode == "observe":
+            from ..observe import check_observable
+
+            check_observable(self.lk.audit, self.lk.manifest.path if self.lk.manifest
+                             else "the default manifest")
+        if mode != "broker" and os.environ.get(MODE_ENV) == "broker":
             log.warning("pipekey: %s=broker, but a PipekeySecretsBackend in direct mode was "
                         "built in this process (remove it from [workers] secrets_backend: a "
                         "worker in broker mode holds no store credentials)", MODE_ENV)
@@ -204,7 +214,7 @@ class PipekeySecretsBackend(BaseSecretsBackend):
             value = run.connection(conn_id).to_uri()
             mask_connection(value)
             return value
-        value = self._lookup("connection", conn_id)
+        value = self._lookup("connection", conn_id, team_name)
         mask_connection(value)
         return value
 
@@ -218,7 +228,7 @@ class PipekeySecretsBackend(BaseSecretsBackend):
         run = current()
         if run is not None and run.held(key) is not None:
             return run.held(key)
-        return self._lookup("variable", key)
+        return self._lookup("variable", key, team_name)
 
     # -- scoping --------------------------------------------------------------------------
     def _brokered(self, kind: str, name: str, team: str | None) -> str | None:
@@ -235,7 +245,15 @@ class PipekeySecretsBackend(BaseSecretsBackend):
             mask_connection(value)
         return value
 
-    def _lookup(self, kind: str, name: str) -> str | None:
+    def _lookup(self, kind: str, name: str, team: str | None = None) -> str | None:
+        if self.mode == "observe":
+            from ._airflow_observe import observed_lookup
+
+            context = tasks.task_context()
+            return observed_lookup(self, kind, name, team, context, env_from(context, None))
+        return self._enforce(kind, name)
+
+    def _enforce(self, kind: str, name: str) -> str | None:
         prefix = self.prefixes[kind]
         if prefix is None:
             return None
