@@ -237,3 +237,18 @@ def test_the_airflow_entry_point_names_the_plugin() -> None:
     assert issubclass(plugin, AirflowPlugin) and plugin.name == "pipekey_inventory"
     assert [a["url_prefix"] for a in plugin.fastapi_apps] == ["/pipekey"]
     assert plugin.external_views[0]["href"] == "/pipekey/"
+
+
+def test_the_airflow_plugin_imports_no_web_framework() -> None:
+    """Airflow imports every plugin in every process that loads plugins, task processes too:
+    the plugin builds its FastAPI app on the first request, not at import."""
+    need("airflow")
+    need("ui")
+    code = ("import sys, pipekey.integrations.airflow_ui as ui\n"
+            "assert ui.PipekeyInventoryPlugin.fastapi_apps\n"
+            "print(sorted(m for m in ('fastapi', 'starlette', 'pipekey.ui.app', "
+            "'pipekey.inventory') if m in sys.modules))")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"

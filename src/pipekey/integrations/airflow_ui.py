@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Annotated, Any
+import threading
+from typing import TYPE_CHECKING, Any
 
-from airflow.api_fastapi.core_api.security import get_user
 from airflow.plugins_manager import AirflowPlugin
-from fastapi import Depends
 
-from ..ui.app import InventorySource, create_app
+if TYPE_CHECKING:
+    from ..ui.app import InventorySource
 
 __all__ = ["PipekeyInventoryPlugin", "URL_PREFIX"]
 
@@ -54,12 +54,15 @@ def _source() -> InventorySource:
     if not _held:
         import pipekey
 
+        from ..ui.app import InventorySource
+
         _held.append(InventorySource(pipekey.load(_manifest())))
     return _held[0]
 
 
-def viewer_teams(user: Annotated[Any, Depends(get_user)]) -> set[str] | None:
-    """The teams the signed-in user may see; None (all) outside multi-team deployments."""
+def viewer_teams(user: Any) -> set[str] | None:
+    """The teams the signed-in user may see; None (all) outside multi-team deployments
+    (``user``: Airflow's ``get_user``, made a FastAPI dependency in :func:`_build`)."""
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.configuration import conf
 
@@ -72,12 +75,46 @@ def viewer_teams(user: Annotated[Any, Depends(get_user)]) -> set[str] | None:
     return set(allowed)
 
 
+def _build() -> Any:
+    """The inventory's FastAPI app behind Airflow's authentication."""
+    from airflow.api_fastapi.core_api.security import get_user
+    from fastapi import Depends
+
+    from ..ui.app import create_app
+
+    # a default, not Annotated: this module's annotations are strings FastAPI resolves in
+    # the module's globals, where the lazily imported names are not
+    def teams(user: Any = Depends(get_user)) -> set[str] | None:  # noqa: B008
+        return viewer_teams(user)
+
+    return create_app(_source, teams, frame_ancestors="'self'")
+
+
+class _LazyApp:
+    """An ASGI app that builds the inventory's FastAPI app on its first request.
+
+    Airflow imports every plugin in every process that loads plugins (task processes too);
+    building the app at import would cost each of them FastAPI's and the pages' imports
+    (about 0.6 s of CPU) for a page only the API server serves."""
+
+    def __init__(self) -> None:
+        self._app: Any = None
+        self._lock = threading.Lock()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self._app is None:
+            with self._lock:
+                if self._app is None:
+                    self._app = _build()
+        await self._app(scope, receive, send)
+
+
 class PipekeyInventoryPlugin(AirflowPlugin):
     """The inventory's pages in the API server, and a menu entry in the UI."""
 
     name = "pipekey_inventory"
-    fastapi_apps = [{"app": create_app(_source, viewer_teams, frame_ancestors="'self'"),
-                     "url_prefix": URL_PREFIX, "name": "pipekey inventory"}]
+    fastapi_apps = [{"app": _LazyApp(), "url_prefix": URL_PREFIX,
+                     "name": "pipekey inventory"}]
     external_views = [{"name": "Secrets inventory", "href": f"{URL_PREFIX}/",
                        "destination": "nav", "category": "browse",
                        "url_route": "pipekey-inventory"}]
