@@ -58,6 +58,7 @@ COLUMNS = (("since_task_start_s", "since task start"), ("in_task_s", "in the tas
 
 DAG_FILE = textwrap.dedent('''
     """Readiness benchmark DAGs (written by benchmarks/airflow_readiness.py)."""
+    import gc
     import json
     import os
     import resource
@@ -83,6 +84,7 @@ DAG_FILE = textwrap.dedent('''
 
         def __init__(self):
             self.modules = set(sys.modules) if DETAIL else None
+            self.full_gcs = gc.get_stats()[2]["collections"]
             self.cpu, self.started = cpu(), time.perf_counter()
 
         def imported(self):
@@ -102,6 +104,8 @@ DAG_FILE = textwrap.dedent('''
                 data["new_modules"] = sorted({{m.split(".")[0] for m in sys.modules}}
                                              - {{m.split(".")[0] for m in self.modules}})
                 data["new_module_count"] = len(set(sys.modules) - self.modules)
+                data["full_gcs"] = gc.get_stats()[2]["collections"] - self.full_gcs
+                data["frozen"] = gc.get_freeze_count()
             print("READY " + json.dumps(data))
 
 
@@ -371,8 +375,11 @@ def main(argv: list[str] | None = None) -> int:
             got = [r for r in reports if r["contender"] == contender]
             modules = sorted({m for r in got for m in r.get("new_modules", ())})
             counts = sorted(r.get("new_module_count", 0) for r in got)
+            gcs = sorted(r.get("full_gcs", 0) for r in got)
             print(f"\n{contender}: imported {counts[len(counts) // 2] if counts else 0} modules "
-                  f"(median) new to the task process, of packages {modules}")
+                  f"(median) new to the task process, of packages {modules}; full garbage "
+                  f"collections in the task (median) {gcs[len(gcs) // 2] if gcs else 0}, "
+                  f"objects frozen {sorted({r.get('frozen') for r in got})}")
     if args.json:
         args.json.write_text(json.dumps({"latency_ms": args.latency_ms, "secrets": SECRETS,
                                          "sizes": {str(k): v for k, v in summary.items()}},

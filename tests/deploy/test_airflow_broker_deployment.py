@@ -67,6 +67,7 @@ COMMON = '''
 import hashlib
 import json
 import os
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -80,6 +81,8 @@ def sha(value):
 
 def report(name, data):
     data["env_names"] = sorted(os.environ)
+    # a brokered run builds no store client: the AWS SDK stays out of the task (issue 32)
+    data["store_sdks"] = sorted(m for m in ("boto3", "botocore") if m in sys.modules)
     folder = Path(os.environ["LK_TEST_REPORTS"])
     (folder / f"{name}.json").write_text(json.dumps(data, sort_keys=True))
 
@@ -323,6 +326,8 @@ def test_no_task_process_holds_a_store_credential(deployment) -> None:
         assert not names & set(STORE_CREDENTIALS), name
         assert not [n for n in names if n.startswith("AWS_")], name
         assert {"PIPEKEY_CONFIG", "PIPEKEY_AIRFLOW_MODE"} <= names, name
+        if name.startswith("ads_"):  # brokered runs: no store SDK imported (issue 32)
+            assert report["store_sdks"] == [], name
 
 
 def _hunt(text: str, needles: dict[str, str]) -> list[str]:
