@@ -46,7 +46,8 @@ FAKE = "fake-s3cr3t-Zq9x-DO-NOT-USE"
 
 
 def _unmasked(stream: object) -> object:
-    while type(stream).__name__ == "_MaskedStream":  # pipekey.integrations.airflow's wrapper
+    # pipekey.integrations._airflow_masking's wrapper
+    while type(stream).__name__ == "_MaskedStream":
         stream = stream._stream  # type: ignore[attr-defined]
     return stream
 
@@ -57,12 +58,12 @@ def _task_process_state_undone() -> object:
     run (Airflow's masker) and wraps sys.stdout/sys.stderr in pipekey's masker as soon as a
     value is served: right for a task process, but in this process a task is one test, so
     every test ends with the listeners it found and the streams unwrapped."""
-    import pipekey.run
+    import pipekey.announce
 
-    listeners = list(pipekey.run._value_listeners)
+    listeners = list(pipekey.announce._value_listeners)
     sys.stdout, sys.stderr = _unmasked(sys.stdout), _unmasked(sys.stderr)
     yield
-    pipekey.run._value_listeners[:] = listeners
+    pipekey.announce._value_listeners[:] = listeners
     sys.stdout, sys.stderr = _unmasked(sys.stdout), _unmasked(sys.stderr)
 
 

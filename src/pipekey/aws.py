@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ._sdk import boto3_module
-from .errors import AccessDenied, BackendUnavailable
+from .backends.aws_errors import AWS_ERRORS, attempts
 
 if TYPE_CHECKING:
     from .manifest import AwsRole
@@ -45,6 +45,8 @@ def assumed_role_session(role_arn: str, name: str, *, base_session: Any = None,
 
     Raises:
         AccessDenied: STS refused to let this principal assume the role.
+        BackendUnavailable: STS throttled, failed or could not be reached (``backend 'sts'``);
+            the AWS error table words it, as for every AWS call.
     """
     boto3 = boto3_module()
     from botocore.credentials import RefreshableCredentials
@@ -63,13 +65,10 @@ def assumed_role_session(role_arn: str, name: str, *, base_session: Any = None,
     def fetch() -> dict[str, str]:
         try:
             creds = sts.assume_role(**request)["Credentials"]
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "error")
-            raise AccessDenied(f"cannot assume role {role_arn} as "
-                               f"{request['RoleSessionName']!r} ({code})") from exc
-        except BotoCoreError as exc:
-            raise BackendUnavailable("sts", f"cannot reach STS to assume {role_arn} "
-                                            f"({type(exc).__name__})") from exc
+        except (ClientError, BotoCoreError) as exc:
+            raise AWS_ERRORS.translate(exc, "sts", f"assume role {role_arn} as "
+                                                   f"{request['RoleSessionName']!r}",
+                                       attempts(exc)) from exc
         return {"access_key": creds["AccessKeyId"], "secret_key": creds["SecretAccessKey"],
                 "token": creds["SessionToken"], "expiry_time": creds["Expiration"].isoformat()}
 

@@ -30,12 +30,13 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from . import redact
+from .announce import announce
 from .backends.base import Backend, Secret
 from .chain import Chain
 from .errors import UsageError
 from .keys import is_name, is_segment, is_under, validate_key
 from .policy import check_parameters, pipeline_entry
-from .run import Run, _announce
+from .run import Run
 
 if TYPE_CHECKING:
     from .manifest import Manifest
@@ -188,7 +189,7 @@ def encode_payload(run: Run, keys: Mapping[str, Secret] | None = None) -> str:
                        "connections": connections,
                        "keys": {k: _secret_json(s) for k, s in (keys or {}).items()}},
                       separators=(",", ":"), sort_keys=True)
-    _announce(*(s.value for s in (keys or {}).values()))  # the run announced its own
+    announce(*(s.value for s in (keys or {}).values()))  # the run announced its own
     return text
 
 
@@ -217,9 +218,9 @@ def decode_payload(text: str) -> Payload:
     try:
         body = json.loads(text)
     except ValueError:
-        _announce(text)  # cut short or garbled: whatever values it holds, masked whole
+        announce(text)  # cut short or garbled: whatever values it holds, masked whole
         raise bad from None
-    _announce(*_values(body))
+    announce(*_values(body))
     if not isinstance(body, dict) or body.get("v") != VERSION:
         raise bad
     try:

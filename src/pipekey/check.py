@@ -20,7 +20,7 @@ from .connection import Connection, InvalidConnection, host_userinfo, scrub_urls
 from .errors import AccessDenied, PipekeyError, UsageError
 from .parameters import problem as parameter_problem
 from .redact import Redactor
-from .run import _CREDENTIAL_INPUT, Run
+from .run import CREDENTIAL_INPUT, Run
 
 if TYPE_CHECKING:
     from .manifest import PipelineConfig
@@ -155,10 +155,10 @@ def _check_run(run: Run, label: str, scrub: _Scrubber,
         secret = resolution.secret
         if secret is not None:
             scrub.add(secret.value)
-        if item.startswith(_CREDENTIAL_INPUT):  # an admin connection: not the run's to read
+        if item.startswith(CREDENTIAL_INPUT):  # an admin connection: not the run's to read
             item = "credential:" + ",".join(sorted(
                 d for d in set(run.dynamic.values())
-                if item[len(_CREDENTIAL_INPUT):] in run.minter_reads(d)))
+                if item[len(CREDENTIAL_INPUT):] in run.minter_reads(d)))
         if resolution.errors:
             findings.append(Finding(run.pipeline, label, item, "error", str(resolution.errors[0])))
         elif secret is None:

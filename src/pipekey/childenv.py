@@ -17,18 +17,26 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .run import Run
 
-__all__ = ["NOT_IN_VARIABLE", "connection_variable", "env_name", "run_environment",
-           "secret_variable"]
+__all__ = ["CONNECTION_PREFIX", "NOT_IN_VARIABLE", "connection_env_name",
+           "connection_variable", "env_name", "run_environment", "secret_variable"]
 
 
 #: what an environment variable's name cannot hold: each such character becomes ``_``
 NOT_IN_VARIABLE = re.compile(r"[^A-Za-z0-9]")
+#: the prefix of a variable holding a connection (Airflow's)
+CONNECTION_PREFIX = "AIRFLOW_CONN_"
 
 
 def env_name(name: str) -> str:
     """``access_token`` -> ``ACCESS_TOKEN``: the variable name for a secret or a connection
     (``AIRFLOW_CONN_`` + this), the one rule for both."""
     return NOT_IN_VARIABLE.sub("_", name).upper()
+
+
+def connection_env_name(conn_id: str) -> str:
+    """``my-db`` -> ``AIRFLOW_CONN_MY_DB``: the variable holding connection ``conn_id``, by
+    the one rule pipekey both writes and reads it with."""
+    return CONNECTION_PREFIX + env_name(conn_id)
 
 
 def secret_variable(env_vars: Mapping[str, str], name: str) -> str:
@@ -39,7 +47,7 @@ def secret_variable(env_vars: Mapping[str, str], name: str) -> str:
 def connection_variable(env_vars: Mapping[str, str], conn: str) -> str:
     """The variable that holds connection ``conn``: its ``env_vars`` entry, else
     ``AIRFLOW_CONN_<NAME>``."""
-    return env_vars.get(conn, "AIRFLOW_CONN_" + env_name(conn))
+    return env_vars.get(conn, connection_env_name(conn))
 
 
 def run_environment(run: Run) -> dict[str, str]:

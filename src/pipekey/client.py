@@ -19,7 +19,7 @@ from .backends.base import CacheConfig, Versioned, Writable, read_only, require_
 from .backends.remote import RemoteBackend
 from .chain import Chain, Resolution
 from .errors import BackendUnavailable, PipekeyError, SecretNotFound, UsageError
-from .keys import is_segment, validate_key, validate_prefix
+from .keys import environment_problem, validate_key, validate_prefix
 from .manifest import Manifest, PipelineConfig, load_manifest
 from .policy import check_parameters, pipeline_entry
 from .run import Run
@@ -386,9 +386,8 @@ class Pipekey:
         """
         if self.manifest is not None:
             return self.manifest.check_env(env)
-        if not is_segment(env):
-            raise UsageError(f"environment {env!r} is not a valid environment name (one key "
-                             "segment: letters, digits, '_', '.', '-')")
+        if (problem := environment_problem(env)) is not None:
+            raise UsageError(f"environment {problem}")
         return env
 
     def chain_for(self, env: str) -> Chain:

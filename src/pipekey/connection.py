@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlencode, urlsplit
 
 from . import converters
-from .childenv import env_name
+from .childenv import connection_env_name
 from .errors import UsageError
 from .redact import MASK, sensitive_values
 
@@ -35,7 +35,6 @@ __all__ = ["Connection", "InvalidConnection"]
 EXTRA_KEY = "__extra__"
 #: The JSON form's keys, in the order Airflow's ``Connection.as_json`` writes them.
 JSON_ORDER = ("conn_type", "description", "host", "login", "password", "schema", "port")
-ENV_PREFIX = "AIRFLOW_CONN_"
 _FIELDS = ("conn_type", "host", "port", "login", "password", "schema", "extra", "description",
            "conn_id")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")  # RFC 3986, section 3.1
@@ -135,8 +134,9 @@ class Connection:
     @classmethod
     def from_env(cls, conn_id: str,
                  environ: Mapping[str, str] | None = None) -> "Connection | None":
-        """The connection in ``AIRFLOW_CONN_<CONN_ID>``, or None if the variable is unset."""
-        value = (os.environ if environ is None else environ).get(ENV_PREFIX + conn_id.upper())
+        """The connection in ``AIRFLOW_CONN_<CONN_ID>``, or None if the variable is unset.
+        The variable's name is :meth:`to_airflow_env`'s (``my-db``: ``AIRFLOW_CONN_MY_DB``)."""
+        value = (os.environ if environ is None else environ).get(connection_env_name(conn_id))
         return None if value is None else cls.from_value(value, conn_id)
 
     # -- rendering ------------------------------------------------------------------------
@@ -163,7 +163,7 @@ class Connection:
         conn_id = conn_id or self.conn_id
         if not conn_id:
             raise UsageError("to_airflow_env needs a conn_id")
-        return {ENV_PREFIX + env_name(conn_id): self.to_uri()}
+        return {connection_env_name(conn_id): self.to_uri()}
 
     # -- converters (pipekey.converters, which knows Connection only as a type) ----------
     def to_sqlalchemy_url(self) -> URL:

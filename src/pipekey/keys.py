@@ -10,8 +10,9 @@ import re
 
 from .errors import InvalidKey
 
-__all__ = ["MAX_KEY_LENGTH", "NAME", "NAME_PATTERN", "SEGMENT_PATTERN", "is_name", "is_segment",
-           "is_under", "join", "validate_key", "validate_prefix"]
+__all__ = ["MAX_KEY_LENGTH", "NAME", "NAME_PATTERN", "NOT_AN_ENVIRONMENT", "SEGMENT_PATTERN",
+           "environment_problem", "is_name", "is_segment", "is_under", "join", "validate_key",
+           "validate_prefix"]
 
 MAX_KEY_LENGTH = 512
 #: one key segment; the one rule for keys, scope parameters, secret names and environments
@@ -21,6 +22,9 @@ _SEGMENT = re.compile(SEGMENT_PATTERN)
 NAME_PATTERN = r"[A-Za-z0-9_-]+"
 NAME = re.compile(NAME_PATTERN)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: why a text is not an environment name, said once for the manifest, the client and the CLI
+NOT_AN_ENVIRONMENT = ("{env!r} is not a valid environment name (one key segment: letters, "
+                      "digits, '_', '.', '-')")
 
 
 def is_name(text: object) -> bool:
@@ -31,6 +35,11 @@ def is_name(text: object) -> bool:
 def is_segment(text: object) -> bool:
     """True if ``text`` is one valid key segment: ``[A-Za-z0-9_.-]+``, not ``.`` or ``..``."""
     return isinstance(text, str) and bool(_SEGMENT.fullmatch(text)) and text not in (".", "..")
+
+
+def environment_problem(env: object) -> str | None:
+    """Why ``env`` is not an environment name (one key segment), or None if it is one."""
+    return None if is_segment(env) else NOT_AN_ENVIRONMENT.format(env=env)
 
 
 def validate_key(key: object) -> str:

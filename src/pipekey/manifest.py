@@ -25,15 +25,10 @@ from msgspec import Meta, Struct
 from ._compat import tomllib
 from ._schema import convert as _convert
 from .backends import BACKEND_TYPES, BackendConfig, BuildContext, backend_class
-from .credentials.base import (
-    DYNAMIC,
-    CredentialConfig,
-    PostgresRoleConfig,
-    VaultDatabaseConfig,
-)
+from .credentials import CREDENTIAL_TYPES, DYNAMIC, CredentialConfig
 from .errors import InvalidKey, ManifestError, UsageError
 from .keys import NAME as _NAME
-from .keys import is_segment, validate_key
+from .keys import environment_problem, is_segment, validate_key
 from .policy import (
     NO_PIPELINE,
     Ownership,
@@ -179,9 +174,8 @@ class Manifest:
         Raises:
             UsageError: one line naming the environment (and the environments allowed).
         """
-        if not isinstance(env, str) or not is_segment(env):
-            raise UsageError(f"environment {env!r} is not a valid environment name (one key "
-                             "segment: letters, digits, '_', '.', '-')")
+        if (problem := environment_problem(env)) is not None:
+            raise UsageError(f"environment {problem}")
         if self.environments is not None and env not in self.environments:
             raise UsageError(f"environment {env!r} is not one of the environments "
                              f"{self.environments} listed in {self.path or 'the manifest'}")
@@ -237,9 +231,8 @@ def parse_manifest(raw: dict[str, Any], path: Path, env: str | None = None) -> M
     explicit = env or os.environ.get(ENV_ENV)
     chosen = explicit or doc.env
     for i, listed in enumerate(doc.environments or []):
-        if not is_segment(listed):
-            raise ManifestError(path, f"environments[{i}]", f"{listed!r} is not a valid "
-                                "environment name (letters, digits, '_.-')")
+        if (problem := environment_problem(listed)) is not None:
+            raise ManifestError(path, f"environments[{i}]", problem)
     if doc.environments == []:
         raise ManifestError(path, "environments", "empty: list the environments served, or "
                                                   "leave it out to serve any")
@@ -291,66 +284,56 @@ def parse_manifest(raw: dict[str, Any], path: Path, env: str | None = None) -> M
                     audit=doc.audit, credentials=credentials, teams=teams)
 
 
-#: ``type`` -> the Struct of a ``[credentials.NAME]`` table
-_CREDENTIAL_TYPES: dict[str, type[PostgresRoleConfig] | type[VaultDatabaseConfig]] = {
-    "postgres_role": PostgresRoleConfig, "vault_database": VaultDatabaseConfig}
-
-
 def _credential_config(path: Path, name: str, body: dict[str, Any],
                        backends: dict[str, BackendConfig]) -> CredentialConfig:
     where = f"credentials.{name}"
     if not _NAME.fullmatch(name):
         raise ManifestError(path, where, "a credential name is letters, digits, '_' and '-'")
     type_name = body.get("type")
-    known = ", ".join(sorted(_CREDENTIAL_TYPES))
+    known = ", ".join(sorted(CREDENTIAL_TYPES))
     if type_name is None:
         raise ManifestError(path, f"{where}.type", f"missing; say what to mint (one of {known})")
-    model = _CREDENTIAL_TYPES.get(type_name) if isinstance(type_name, str) else None
-    if model is None:
+    kind = CREDENTIAL_TYPES.get(type_name) if isinstance(type_name, str) else None
+    if kind is None:
         raise ManifestError(path, f"{where}.type", f"unknown credential type {type_name!r} "
                                                    f"(known: {known})")
-    credential: CredentialConfig = _convert(path, body, model, ("credentials", name))
+    credential = _convert(path, body, kind.config, ("credentials", name))
     _check_credential(path, where, credential, backends)
     return credential
 
 
 def _check_credential(path: Path, where: str, credential: CredentialConfig,
                       backends: dict[str, BackendConfig]) -> None:
-    if credential.type == "postgres_role":
-        _check_env_template(path, f"{where}.admin", credential.admin)
-        for i, role in enumerate(credential.member_of):
-            if not role or len(role.encode()) > 63 or "\x00" in role:
-                raise ManifestError(path, f"{where}.member_of[{i}]",
-                                    f"{role!r} is not a PostgreSQL role name")
-    else:
-        _check_env_template(path, f"{where}.connection", credential.connection)
-        backend = backends.get(credential.backend)
-        if backend is None or backend.type != "vault":
-            vaults = sorted(n for n, b in backends.items() if b.type == "vault")
-            raise ManifestError(path, f"{where}.backend", f"{credential.backend!r} is not a "
-                                                          f"vault backend under [backends] "
-                                                          f"(vault backends: {vaults})")
+    """What every kind's definition is checked for; the kind says which fields (its
+    :class:`~pipekey.credentials.CredentialConfig` methods)."""
+    for field_name, template in credential.keys().items():
+        _check_env_template(path, f"{where}.{field_name}", template)
+    problem = credential.problem({n: b.type for n, b in backends.items()})
+    if problem is not None:
+        raise ManifestError(path, f"{where}.{problem[0]}", problem[1])
 
 
 def _check_admins_unreadable(path: Path, credentials: Mapping[str, CredentialConfig],
                              pipelines: Mapping[str, PipelineConfig],
                              environments: tuple[str, ...]) -> None:
-    """A ``postgres_role`` admin connection may create roles: no run may read it. Refuse an
-    ``admin`` key under ``shared/`` (every run reads it) or one that some run of a pipeline,
-    with any parameters, in any served environment, may read (pipekey.policy decides)."""
+    """A definition's unreadable keys (a ``postgres_role`` admin connection may create roles):
+    no run may read them. Refuse such a key under ``shared/`` (every run reads it) or one that
+    some run of a pipeline, with any parameters, in any served environment, may read
+    (pipekey.policy decides)."""
     for name, credential in credentials.items():
-        if credential.type != "postgres_role":
-            continue
-        where, admin = f"credentials.{name}.admin", credential.admin
-        if any(NO_PIPELINE.allows(fill_template(admin, {"env": env}, where))
-               for env in environments):
-            raise ManifestError(path, where, f"{admin!r} is under shared/, which every run "
-                                             "reads: keep the admin connection elsewhere")
-        readers = pipelines_reading(admin, pipelines, environments)
-        if readers:
-            raise ManifestError(path, where, f"{admin!r} is readable by pipeline {readers[0]!r} "
-                                             "(its scope, grants or connections): keep "
-                                             "the admin connection where no run reads")
+        for field_name in credential.unreadable():
+            where, key = f"credentials.{name}.{field_name}", credential.keys()[field_name]
+            if any(NO_PIPELINE.allows(fill_template(key, {"env": env}, where))
+                   for env in environments):
+                raise ManifestError(path, where, f"{key!r} is under shared/, which every run "
+                                                 f"reads: keep the {field_name} connection "
+                                                 "elsewhere")
+            readers = pipelines_reading(key, pipelines, environments)
+            if readers:
+                raise ManifestError(path, where, f"{key!r} is readable by pipeline "
+                                                 f"{readers[0]!r} (its scope, grants or "
+                                                 f"connections): keep the {field_name} "
+                                                 "connection where no run reads")
 
 
 def _check_env_template(path: Path, where: str, template: str) -> None:
@@ -457,6 +440,5 @@ def _check_template(path: Path, where: str, template: str) -> None:
 
 
 def _check_env_name(path: Path | None, env: str) -> None:
-    if not is_segment(env):
-        raise ManifestError(path or "environment", "env",
-                            f"{env!r} is not a valid environment name (letters, digits, '_.-')")
+    if (problem := environment_problem(env)) is not None:
+        raise ManifestError(path or "environment", "env", problem)

@@ -20,17 +20,13 @@ import uuid
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Iterator, Mapping
 
-from . import metrics, redact
-from .audit import AuditEvent, Auditor
-from .authfailure import (
-    DEFAULT_POLICY,
-    AuthFailurePolicy,
-    looks_like_auth_failure,  # noqa: F401 - moved; still importable here
-)
+from . import metrics
+from .announce import add_value_listener, announce
+from .audit import Auditor
+from .authfailure import DEFAULT_POLICY, AuthFailurePolicy
 from .chain import Chain, Resolution
-from .childenv import env_name  # noqa: F401 - moved; still importable here
 from .credentials.leases import RunLeases
 from .errors import (
     AccessDenied,
@@ -42,39 +38,23 @@ from .errors import (
 )
 from .keys import validate_key
 from .policy import SHARED, RunPolicy, run_policy
+from .run_audit import RunAudit
+from .run_connections import CONNECTION, RunConnections
+from .run_refresh import RunRefresh
 from .scope import Level, Scope
 
 if TYPE_CHECKING:
     from .aws import RunSession
     from .backends.base import Secret
     from .connection import Connection
-    from .credentials.base import Lease, Minter
+    from .credentials.base import Minter
     from .manifest import PipelineConfig
 
-__all__ = ["Run", "add_value_listener", "current"]
+__all__ = ["CREDENTIAL_INPUT", "Run", "add_value_listener", "current"]
 
 _current: ContextVar["Run | None"] = ContextVar("pipekey_run", default=None)
-_CONNECTION = "connection:"
 #: preflight's name for a key a credential definition reads (an admin connection)
-_CREDENTIAL_INPUT = "credential-input:"
-_value_listeners: list[Callable[[str], None]] = []
-
-
-def add_value_listener(listener: Callable[[str], None]) -> None:
-    """Call ``listener(value)`` for every value any run obtains from now on (a secret, a
-    connection's stored value, its password and sensitive extras, and the secrets inside
-    each, :func:`pipekey.redact.secret_parts`): integrations register log masking here."""
-    if listener not in _value_listeners:
-        _value_listeners.append(listener)
-
-
-def _announce(*values: str | None) -> None:
-    for value in values:
-        if value:
-            redact.register(value)
-            for part in redact.secret_parts(value) if _value_listeners else ():
-                for listener in _value_listeners:
-                    listener(part)
+CREDENTIAL_INPUT = "credential-input:"
 
 
 def current() -> "Run | None":
@@ -82,7 +62,7 @@ def current() -> "Run | None":
     return _current.get()
 
 
-class Run:
+class Run(RunConnections, RunRefresh, RunAudit):
     """One pipeline run. Build it with ``Pipekey.pipeline``; use it as a context manager."""
 
     def __init__(self, pipeline: str, config: "PipelineConfig", chain: Chain, env: str,
@@ -103,7 +83,7 @@ class Run:
         self.dynamic = config.minted_connections()
         self._audit = auditor or Auditor()
         self._leases = RunLeases(pipeline, self.name, self.dynamic, minters or {}, self._audit,
-                                 _announce)
+                                 announce)
         try:
             self.scope = Scope(self.policy.prefix or "", self.policy.names)
         except UsageError as exc:
@@ -148,8 +128,8 @@ class Run:
         latency = time.perf_counter() - start
         self._record("read", resolved, latency, missing)
         self._fail_on_missing(missing)
-        inputs = {n: resolved.pop(n) for n in list(resolved) if n.startswith(_CREDENTIAL_INPUT)}
-        minted = self._leases.mint_all({n[len(_CREDENTIAL_INPUT):]: r.require().value
+        inputs = {n: resolved.pop(n) for n in list(resolved) if n.startswith(CREDENTIAL_INPUT)}
+        minted = self._leases.mint_all({n[len(CREDENTIAL_INPUT):]: r.require().value
                                         for n, r in inputs.items()})
         try:
             with self._lock:
@@ -171,8 +151,8 @@ class Run:
         """What must resolve for the run to open: the required names, then
         ``connection:<name>`` for each connection."""
         return [*self._config.requires, *self._config.shared,
-                *(_CONNECTION + c for c in self.connection_keys),
-                *(_CREDENTIAL_INPUT + k for k in self._leases.reads)]
+                *(CONNECTION + c for c in self.connection_keys),
+                *(CREDENTIAL_INPUT + k for k in self._leases.reads)]
 
     def preflight(self) -> dict[str, Resolution]:
         """Resolve every required and optional name and every connection in one batched pass,
@@ -185,39 +165,15 @@ class Run:
         for name in self._config.shared:  # declared shared: straight to shared/, no walk
             walks[name] = [(Level(SHARED, SHARED), f"{SHARED}/{name}")]
         for conn, key in self.connection_keys.items():
-            walks[_CONNECTION + conn] = [(Level(key, "connection"), key)]
+            walks[CONNECTION + conn] = [(Level(key, "connection"), key)]
         for key in self._leases.reads:  # read for pipekey, not for the pipeline's code
-            walks[_CREDENTIAL_INPUT + key] = [(Level(key, "credential"), key)]
+            walks[CREDENTIAL_INPUT + key] = [(Level(key, "credential"), key)]
         return self._screen(self._chain.resolve_walks(walks))
 
     @property
     def connection_names(self) -> list[str]:
         """Every connection the run has: mapped to a key, and minted per run (``dynamic``)."""
         return [*self.connection_keys, *self.dynamic]
-
-    def lease(self, name: str) -> "Lease":
-        """The lease behind the minted connection ``name`` (its login, its expiry).
-
-        Raises:
-            UsageError: ``name`` is not a connection minted per run.
-        """
-        self._check_open()
-        return self._leases.get(name)
-
-    def renew(self, name: str) -> "Lease":
-        """Extend the minted connection ``name`` by its definition's ttl (for runs longer
-        than it). Returns the renewed lease; the Connection stays the same."""
-        self._check_open()
-        return self._leases.renew(name)
-
-    def minter_reads(self, definition: str) -> list[str]:
-        """The keys credential ``definition`` reads from the chain (names only)."""
-        return self._leases.reads_of(definition)
-
-    def mint_for_check(self, name: str) -> "tuple[Lease, Callable[[], None]]":
-        """Mint the connection ``name`` without opening the run (``pipekey check --connect``);
-        returns the lease and the function that revokes it. Audited like a run's mint."""
-        return self._leases.mint_detached(name)
 
     def close(self) -> None:
         """Drop every value. Reads after this raise RunClosed."""
@@ -334,115 +290,11 @@ class Run:
             raise
         self._check_document(secret)
         self._event("read", key, "ok", secret=secret, latency=time.perf_counter() - start)
-        _announce(secret.value)
+        announce(secret.value)
         with self._lock:
             self._check_open()
             self._by_key[key] = secret.value
         return secret.value
-
-    def connection(self, name: str) -> "Connection":
-        """The connection the pipeline maps ``name`` to, parsed (URI or JSON form).
-
-        Raises:
-            UsageError: the pipeline maps no connection of that name.
-            InvalidConnection: the stored value does not parse (names the field, not the value).
-        """
-        parsed = self._connections.get(name)
-        if parsed is not None:
-            return parsed
-        self._check_open()
-        key = self.connection_keys.get(name)
-        if key is None:
-            raise UsageError(f"pipeline {self.pipeline!r} has no connection {name!r} "
-                             f"(its connections: {sorted(self.connection_names)})")
-        from .connection import Connection
-
-        parsed = Connection.from_value(self.get(key), conn_id=name)
-        _announce(*parsed.secret_values())
-        with self._lock:
-            self._check_open()
-            self._connections[name] = parsed
-        return parsed
-
-    def aws_session(self) -> Any:
-        """A boto3 Session acting as the pipeline's ``aws_role``, for this run alone
-        (:class:`pipekey.aws.RunSession`).
-
-        The role is assumed on first use with a session name made of the pipeline and the
-        run name, and session tags ``pipekey:pipeline`` / ``pipekey:run`` plus the
-        manifest's; credentials refresh themselves before expiry.
-
-        Raises:
-            UsageError: the pipeline has no ``aws_role``.
-            AccessDenied: STS refused the role.
-        """
-        self._check_open()
-        role = self._config.aws_role
-        if role is None:
-            raise UsageError(f"pipeline {self.pipeline!r} has no aws_role in the manifest")
-        with self._lock:
-            if self._aws is None:
-                from .aws import RunSession  # boto3 only for runs that use a role
-
-                self._aws = RunSession(role, self.pipeline, self.name)
-            session = self._aws
-        return session.get()
-
-    def refresh(self, name: str) -> str:
-        """Read ``name`` again from the stores, past any cache (after a rotation, say).
-
-        ``name`` is a secret name of the scope walk, or ``connection:<name>`` / a connection
-        name of the pipeline. Returns the new value (for a connection, its stored value).
-        """
-        self._check_open()
-        conn = name.removeprefix(_CONNECTION)
-        if conn in self.connection_keys:
-            key = self.connection_keys[conn]
-            self._invalidate([key])
-            with self._lock:
-                self._by_key.pop(key, None)
-                self._connections.pop(conn, None)
-            return self.get(key)
-        keys = [key for _, key in self.scope.walk(name)]
-        self._invalidate(keys)
-        with self._lock:
-            self._by_name.pop(name, None)
-            for key in keys:
-                self._by_key.pop(key, None)
-        return self._resolve_name(name)
-
-    def retry_on_auth_failure(
-            self, action: Callable[[], Any], *names: str,
-            is_auth_failure: Callable[[BaseException], bool] | None = None) -> Any:
-        """Run ``action``; if it fails with an authentication error, re-read ``names`` once
-        (past the cache: the credentials may have been rotated) and run it again.
-
-        Args:
-            action: what uses the credentials (``lambda: connect(run.connection("db"))``).
-            names: the secrets or connections to re-read.
-            is_auth_failure: decides whether an exception is an authentication failure;
-                default: the run's ``auth_policy`` (:class:`pipekey.authfailure.AuthFailurePolicy`:
-                the error's text mentions authentication, a password, access denied, 401
-                or 403).
-        """
-        check = is_auth_failure or self.auth_policy.is_auth_failure
-        try:
-            return action()
-        except Exception as exc:
-            if not check(exc):
-                raise
-            for name in names or self.names:
-                self.refresh(name)
-            metrics.incr("auth_failure_retries", pipeline=self.pipeline)
-            return action()
-
-    def _invalidate(self, keys: list[str]) -> None:
-        # imported here: this module's top-level imports are being reorganised
-        from .backends.base import Invalidates
-
-        for backend in self._chain:
-            if isinstance(backend, Invalidates):
-                backend.invalidate(keys)
 
     def explain(self, name: str) -> Resolution:
         """The walk for ``name``: each (backend, path, scope level) looked at and the result.
@@ -454,18 +306,6 @@ class Run:
         if name in self._resolutions:
             return self._resolutions[name]
         return self._screen(self._chain.resolve_walks({name: self.scope.walk(name)}))[name]
-
-    def env(self) -> dict[str, str]:
-        """Environment variables for a child process: each resolved secret under its name in
-        ``env_vars``, else its name in upper snake case; each connection as
-        ``AIRFLOW_CONN_<NAME>`` (or its ``env_vars`` name) holding its Airflow URI; and with
-        an ``aws_role``, the role's temporary ``AWS_ACCESS_KEY_ID``,
-        ``AWS_SECRET_ACCESS_KEY`` and ``AWS_SESSION_TOKEN``
-        (:func:`pipekey.childenv.run_environment`)."""
-        self._check_open()
-        from .childenv import run_environment
-
-        return run_environment(self)
 
     def held(self, name: str) -> str | None:
         """The value of ``name`` if the run already holds it, else None; never calls a store
@@ -483,10 +323,6 @@ class Run:
     def config(self) -> PipelineConfig:
         """The pipeline's manifest entry (names and templates only, no values)."""
         return self._config
-
-    @property
-    def has_aws_role(self) -> bool:
-        return self._config.aws_role is not None
 
     @property
     def names(self) -> list[str]:
@@ -525,37 +361,12 @@ class Run:
         self._resolutions[name] = resolution
         if resolution.secret is None:
             return
-        _announce(resolution.secret.value)
-        if name.startswith(_CONNECTION):
+        announce(resolution.secret.value)
+        if name.startswith(CONNECTION):
             self._by_key[resolution.secret.key] = resolution.secret.value
             return
         self._by_name[name] = resolution.secret.value
         self._by_key[resolution.secret.key] = resolution.secret.value
-
-    # -- audit ----------------------------------------------------------------------------
-    def _event(self, event: str, key: str, outcome: str, secret: Secret | None = None,
-               latency: float | None = None, detail: str | None = None) -> None:
-        if not self._audit.enabled:
-            return
-        self._audit.record(AuditEvent(
-            event, key, outcome, pipeline=self.pipeline, run=self.name,
-            backend=secret.backend if secret else None,
-            version=secret.version if secret else None, detail=detail,
-            cached=bool(secret and secret.cached),
-            latency_ms=round(latency * 1000, 3) if latency is not None else None))
-
-    def _record(self, event: str, resolved: Mapping[str, Resolution], latency: float,
-                missing: Mapping[str, Resolution]) -> None:
-        """One event per key resolved (and one failure per required key missing)."""
-        if not self._audit.enabled:
-            return
-        for name, resolution in resolved.items():
-            if resolution.secret is not None:
-                self._event(event, resolution.secret.key, "ok", resolution.secret, latency)
-            elif name in missing:
-                outcome = "error" if resolution.errors else "absent"
-                self._event("failure", name, outcome, latency=latency,
-                            detail=f"required secret {name!r} not resolved")
 
     def _check_open(self) -> None:
         if self._state == "closed":

@@ -242,6 +242,10 @@ UNIT_MANIFEST = textwrap.dedent('''
 BACKEND = "pipekey.integrations.airflow.PipekeySecretsBackend"
 
 
+#: the integration's task-run module, which holds its process state and task context
+TASKS = "pipekey.integrations._airflow_tasks"
+
+
 @pytest.fixture
 def unit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The integration module with a fresh process state, a two-environment manifest in
@@ -263,8 +267,8 @@ def unit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         if name.startswith(("PIPEKEY", "AIRFLOW__SECRETS__", "AIRFLOW__WORKERS__")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("PIPEKEY_MASTER_KEY", key)
-    monkeypatch.setattr(airflow_mod, "_instances", {})
-    monkeypatch.setattr(airflow_mod, "_default", {})
+    monkeypatch.setattr(f"{TASKS}._instances", {})
+    monkeypatch.setattr(f"{TASKS}.process_default", {})
     monkeypatch.chdir(tmp_path)  # no ./pipekey.toml here
     monkeypatch.setattr(airflow_mod, "manifest_path", conf_dir / "pipekey.toml", raising=False)
     return airflow_mod
@@ -276,7 +280,7 @@ def _in_task(monkeypatch: pytest.MonkeyPatch, module, dag_id: str | None, **para
     context = None if dag_id is None else {
         "dag": SimpleNamespace(dag_id=dag_id), "run_id": "manual__1", "params": params,
         "ti": SimpleNamespace(task_id="load", map_index=0)}
-    monkeypatch.setattr(module, "_task_context", lambda: context)
+    monkeypatch.setattr(f"{TASKS}.task_context", lambda: context)
 
 
 @pytest.mark.parametrize("section", [
@@ -391,13 +395,14 @@ def test_masked_stream_never_writes_a_registered_value(before: str, after: str) 
     """Whatever surrounds it, a registered value written to a masked stream comes out ***."""
     import io
 
-    airflow_mod = pytest.importorskip("pipekey.integrations.airflow")
+    pytest.importorskip("pipekey.integrations.airflow")
     from pipekey import redact
+    from pipekey.integrations._airflow_masking import _MaskedStream
 
     value = "fake-token-acct42-stream"
     redact.register(value)
     sink = io.StringIO()
-    stream = airflow_mod._MaskedStream(sink)
+    stream = _MaskedStream(sink)
     assert stream.write(before + value + after) == len(before + value + after)
     stream.writelines([value, "\n"])
     assert value not in sink.getvalue()

@@ -54,6 +54,10 @@ STORE = {
 BACKEND = "pipekey.integrations.airflow.PipekeySecretsBackend"
 
 
+#: the integration's task-run module, which holds its process state and task context
+TASKS = "pipekey.integrations._airflow_tasks"
+
+
 @pytest.fixture
 def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The integration module with fresh process state, a two-team manifest and its store."""
@@ -69,8 +73,8 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
                             "AIRFLOW__CORE__MULTI_TEAM")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("PIPEKEY_MASTER_KEY", key)
-    monkeypatch.setattr(module, "_instances", {})
-    monkeypatch.setattr(module, "_default", {})
+    monkeypatch.setattr(f"{TASKS}._instances", {})
+    monkeypatch.setattr(f"{TASKS}.process_default", {})
     monkeypatch.setattr(importlib.import_module("pipekey.integrations._airflow_mode"),
                         "_warned", [])
     module.manifest_path = tmp_path / "pipekey.toml"
@@ -146,7 +150,7 @@ class _ExecutionAPI:
 def _in_task(monkeypatch, module, dag_id: str, api: _ExecutionAPI) -> None:
     context = {"dag": SimpleNamespace(dag_id=dag_id), "run_id": "manual__1", "params": {},
                "ti": SimpleNamespace(task_id="load", map_index=3)}
-    monkeypatch.setattr(module, "_task_context", lambda: context)
+    monkeypatch.setattr(f"{TASKS}.task_context", lambda: context)
     import airflow.sdk.execution_time.supervisor as supervisor
 
     monkeypatch.setattr(supervisor, "ensure_secrets_backend_loaded", lambda: [api])
@@ -157,7 +161,7 @@ def test_task_run_in_broker_mode_end_to_end(world, monkeypatch, capsys) -> None:
     backend, get the run's values in one Variable.get (the SDK's path) and behave as a direct
     run; refresh asks again; prints of the values are masked."""
     server = _server(world)
-    built = dict(world._instances)
+    built = dict(importlib.import_module(TASKS)._instances)
     monkeypatch.setenv(world.MODE_ENV, "broker")
     monkeypatch.setenv("PIPEKEY_CONFIG", str(world.manifest_path))
     api = _ExecutionAPI(server, "marketing")
@@ -169,7 +173,8 @@ def test_task_run_in_broker_mode_end_to_end(world, monkeypatch, capsys) -> None:
         assert run.refresh("api_token") == "fake-token-acct42"
         print("token is", run.secret("api_token"))
     assert len(api.keys) == 2 and all(broker.is_request(k) for k in api.keys)
-    assert world._instances == built  # the worker built no Pipekey, no backend
+    # the worker built no Pipekey, no backend
+    assert importlib.import_module(TASKS)._instances == built
 
     @world.pipekey_task
     def load(account: str) -> str:
@@ -394,7 +399,7 @@ def test_a_broker_built_in_a_worker_steps_aside(world, monkeypatch, caplog) -> N
     key = broker.request_key("ads", None, {"account": "acct_42"})
     assert aside.get_variable(key) is None
     assert aside.get_conn_value("warehouse") is None and aside.get_variable("x") is None
-    assert world._instances == {}
+    assert importlib.import_module(TASKS)._instances == {}
     assert len([r for r in caplog.records if "answers nothing here" in r.getMessage()]) == 1
 
 
@@ -446,7 +451,7 @@ def test_a_store_failure_is_a_refusal_never_a_fall_through(world, tmp_path, monk
 
         context = {"dag": SimpleNamespace(dag_id="ads_daily"), "run_id": "manual__1",
                    "params": {}, "ti": SimpleNamespace(task_id="load", map_index=0)}
-        monkeypatch.setattr(world, "_task_context", lambda: context)
+        monkeypatch.setattr(f"{TASKS}.task_context", lambda: context)
         calls = [lambda: backend.get_conn_value("warehouse"),
                  lambda: backend.get_variable("shared_setting")]
         backend.prefixes["variable"] = "shared"  # shared/ is served outside a pipeline too

@@ -117,6 +117,38 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
+def _all_imports(source: str, package: str) -> set[str]:
+    """The modules a module of ``package`` imports at any level, under TYPE_CHECKING too, as
+    dotted names (``from x import y`` gives both ``x`` and ``x.y``)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            parts = package.split(".")
+            base = parts[:len(parts) - node.level + 1] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else []))
+            found.add(target)
+            found.update(f"{target}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_credentials_do_not_depend_on_the_client() -> None:
+    """No module of pipekey.credentials imports pipekey.client, not even for typing: a minter
+    sees the client as a MintContext (pipekey.credentials.base), so the client depends on
+    credentials and never the other way round."""
+    typing_only = "if TYPE_CHECKING:\n    from ..client import Pipekey\n"
+    assert "pipekey.client" in _all_imports(typing_only, "pipekey.credentials")
+    offenders = []
+    for name, (path, is_package) in _modules().items():
+        package = name if is_package else name.rpartition(".")[0]
+        imported = _all_imports(path.read_text(encoding="utf-8"), package)
+        if name.startswith("pipekey.credentials") and \
+                imported & {"pipekey.client", "pipekey.Pipekey", "pipekey.load"}:
+            offenders.append(name)
+    assert offenders == []
+
+
 def test_graph_sees_lazy_imports() -> None:
     """The import graph includes imports inside functions (a lazy import still makes a cycle),
     and finds a cycle made of them."""
@@ -238,6 +270,10 @@ def _string_literals(tree: ast.AST) -> list[ast.Constant]:
     pytest.param("pipekey.keys", "NAME_PATTERN", lambda rule: rule, id="name-rule"),
     pytest.param("pipekey.childenv", "NOT_IN_VARIABLE", lambda rule: rule.pattern,
                  id="variable-name-rule"),
+    pytest.param("pipekey.childenv", "CONNECTION_PREFIX", lambda rule: rule,
+                 id="connection-variable-prefix"),
+    pytest.param("pipekey.keys", "NOT_AN_ENVIRONMENT", lambda rule: rule.split("}")[1][:30],
+                 id="not-an-environment-message"),
     # the text before its first field ("no pipeline "), as an f-string's literal part ends
     pytest.param("pipekey.policy", "NO_SUCH_PIPELINE", lambda rule: "\0" + rule.split("{")[0],
                  id="no-pipeline-message"),
@@ -248,7 +284,8 @@ def _string_literals(tree: ast.AST) -> list[ast.Constant]:
 def test_one_definition(home: str, rule: str, needle: Callable[[Any], str]) -> None:
     """Each rule is written once, in its home, and imported from there: the key-segment rule
     (pipekey.keys.SEGMENT_PATTERN), the manifest's name rule (pipekey.keys.NAME_PATTERN: a
-    pipeline's, a backend's), the environment-variable name rule (pipekey.childenv), the
+    pipeline's, a backend's), the environment-variable name rule and a connection variable's
+    prefix (pipekey.childenv), why a text is no environment name (pipekey.keys), the
     "no pipeline" and "no parameter" messages (pipekey.policy) and the mask (pipekey.redact):
     no other module spells them out."""
     text = needle(getattr(importlib.import_module(home), rule))
@@ -332,23 +369,23 @@ GETATTR_ALLOWED = {
     ("pipekey.credentials.vault_database", "exc"), ("pipekey.probes", "exc"),
     ("pipekey.backends.azure_key_vault", "exc"), ("pipekey.backends.files", "exc"),
     ("pipekey.backends.azure_key_vault", "getattr(exc, 'error', None)"),
-    ("pipekey.backends.aws_common", "exc"), ("pipekey.backends.gcp_secret_manager", "exc"),
-    ("pipekey.cli._common", "error"), ("pipekey.backends.vault", "response"),
+    ("pipekey.backends.aws_errors", "exc"), ("pipekey.backends.gcp_secret_manager", "exc"),
+    ("pipekey.cli._common", "error"), ("pipekey.backends.vault_client", "response"),
     # lazy imports: a name of a module loaded on first use
     ("pipekey", "importlib.import_module(f'.{module}', __name__)"),
-    ("pipekey.backends", "module"),
+    ("pipekey.backends", "module"), ("pipekey.credentials", "module"),
     # an SDK client's operation named by the caller (boto3, GCP), and a thread-local slot
     ("pipekey.backends.aws_common", "self.client_for(service or self.service)"),
     ("pipekey.backends.gcp_secret_manager", "self.client"),
-    ("pipekey.backends.vault", "self._local"),
+    ("pipekey.backends.vault_client", "self._local"),
     # a Connection's own dataclass fields, by name
     ("pipekey.connection", "self"),
     # objects of other libraries: click parameters and commands, a text stream's buffer,
     # sys.stdout/stderr, Airflow's task instance, an HTTP request in an SDK log record, the
     # logging filter installed before
     ("pipekey.cli._common", "p"), ("pipekey.cli._common", "command"),
-    ("pipekey.cli.run", "target"), ("pipekey.integrations.airflow", "self._stream"),
-    ("pipekey.integrations.airflow", "sys"), ("pipekey.integrations.airflow", "ti"),
+    ("pipekey.cli.run", "target"), ("pipekey.integrations._airflow_masking", "self._stream"),
+    ("pipekey.integrations._airflow_masking", "sys"), ("pipekey.integrations._airflow_tasks", "ti"),
     ("pipekey.redact", "request"), ("pipekey.redact", "previous"),
 }
 
@@ -383,3 +420,42 @@ def test_no_backend_class_is_chosen_at_run_time() -> None:
                   and node.func.id == "type" and len(node.args) == 3):
                 offenders.append(f"{name}:{node.lineno} type()")
     assert offenders == []
+
+
+#: no module of src/pipekey is longer than this; new code goes in new, well-named modules
+MAX_MODULE_LINES = 500
+#: the Run class (pipekey.run) holds a run's lifecycle and reads, no more
+MAX_RUN_LINES = 350
+
+
+def _oversized(limit: int) -> dict[str, int]:
+    """Module -> its line count, for every module of the package longer than ``limit``."""
+    counts = {name: len(path.read_text(encoding="utf-8").splitlines())
+              for name, (path, _) in _modules().items()}
+    return {name: n for name, n in counts.items() if n > limit}
+
+
+def _class_lines(module: str, cls: str) -> int:
+    """How many lines class ``cls`` of ``module`` spans, decorators included (by ast)."""
+    path, _ = _modules()[module]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ClassDef) and node.name == cls:
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            assert node.end_lineno is not None
+            return node.end_lineno - first + 1
+    raise AssertionError(f"no class {cls} in {module}")
+
+
+def test_no_module_is_over_the_size_limit() -> None:
+    """Every module of src/pipekey is at most MAX_MODULE_LINES lines: split a growing module
+    along its seams (as cache, run, integrations.airflow, backends.local and backends.vault
+    were) rather than letting it grow."""
+    assert _oversized(MAX_MODULE_LINES) == {}
+    assert _oversized(100), "the measure sees the modules"  # it can fail
+
+
+def test_run_class_holds_lifecycle_and_reads_only() -> None:
+    """class Run spans at most MAX_RUN_LINES lines; its other concerns live in run_audit,
+    run_connections, run_refresh and announce."""
+    lines = _class_lines("pipekey.run", "Run")
+    assert 100 < lines <= MAX_RUN_LINES, f"class Run spans {lines} lines"

@@ -346,7 +346,8 @@ def test_kms_envelope_encryption(aws_env, moto) -> None:
 
 
 # -- faults --------------------------------------------------------------------------------
-def _response(status: int, body: dict):
+def _response(status: int, body: dict | bytes,
+              content_type: str = "application/x-amz-json-1.1"):
     from botocore.awsrequest import AWSResponse
 
     class Raw:
@@ -356,8 +357,8 @@ def _response(status: int, body: dict):
         def stream(self, **_):
             yield self.data
 
-    return AWSResponse("http://127.0.0.1/", status, {"Content-Type": "application/x-amz-json-1.1"},
-                       Raw(json.dumps(body).encode()))
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return AWSResponse("http://127.0.0.1/", status, {"Content-Type": content_type}, Raw(data))
 
 
 def _inject(backend, operation: str, status: int, code: str, times: int) -> dict:
@@ -465,6 +466,48 @@ def test_credentials_refresh_before_expiry(aws_env, moto) -> None:
     now["t"] += timedelta(seconds=900 - 60)  # inside the refresh window
     session.get_credentials().get_frozen_credentials()
     assert moto.counts["AssumeRole"] == 1
+
+
+#: an STS (query protocol) error answer
+STS_ERROR = ('<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error>'
+             '<Type>Sender</Type><Code>{code}</Code><Message>fake-sts-message</Message></Error>'
+             '<RequestId>fake-request</RequestId></ErrorResponse>')
+
+
+@pytest.mark.parametrize("code, status, error, says", [
+    pytest.param("AccessDenied", 403, AccessDenied,
+                 "backend 'sts': AWS denied assume role {role} as 'ads.r1' (AccessDenied)",
+                 id="denied"),
+    pytest.param("Throttling", 400, BackendUnavailable,
+                 "backend 'sts': throttled by AWS on assume role {role} as 'ads.r1' after 2 "
+                 "attempts (Throttling)", id="throttled-is-not-denied"),
+    pytest.param("RegionDisabledException", 403, BackendUnavailable,
+                 "backend 'sts': assume role {role} as 'ads.r1' failed "
+                 "(RegionDisabledException)", id="failed"),
+])
+def test_sts_errors_are_worded_by_the_aws_table(aws_env, monkeypatch, code: str, status: int,
+                                                error: type, says: str) -> None:
+    """AssumeRole's errors go through the AWS error table, most specific row first, like
+    every AWS call: a refusal is AccessDenied (authoritative), throttling that outlasted the
+    retries is BackendUnavailable (a chain may fall through it), never AccessDenied; the
+    words name the role and session, never STS's message."""
+    from pipekey.aws import assumed_role_session
+
+    monkeypatch.setenv("AWS_RETRY_MODE", "standard")  # one retry, short backoff
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    base = boto3.Session(region_name=REGION)
+    seen = {"n": 0}
+
+    def answer(**_):
+        seen["n"] += 1
+        return _response(status, STS_ERROR.format(code=code).encode(), "text/xml")
+
+    base.events.register("before-send.sts.AssumeRole", answer)
+    with pytest.raises(error) as info:
+        assumed_role_session(ROLE, "ads.r1", base_session=base)
+    assert type(info.value) is error and str(info.value) == says.format(role=ROLE)
+    assert "fake-sts-message" not in str(info.value)
+    assert seen["n"] == (2 if code == "Throttling" else 1)
 
 
 def test_a_backend_can_authenticate_with_a_role(aws_env, moto) -> None:

@@ -85,7 +85,7 @@ def test_forbidden_is_authoritative(server) -> None:
     """403 Forbidden is AccessDenied naming backend and key; the chain does not go on."""
     backend = azure(server)
     backend.put("locked", "fake-locked")
-    server.deny(backend.secret_name("locked"))
+    server.deny(backend.escaped_name("locked"))
     later = MemoryBackend("later", {"locked": "fake-later"})
     with pytest.raises(AccessDenied, match=r"backend 'azure': Key Vault denied read for "
                                            r"'locked' \(403 Forbidden\)"):
@@ -100,7 +100,7 @@ def test_names_map_reversibly_and_case_safely(server) -> None:
     keys = ["Ab", "ab", "a_b", "a.b", "a-b", "a/b"]
     for key in keys:
         backend.put(key, f"fake-{key}")
-    assert [backend.secret_name(k) for k in keys] == [
+    assert [backend.escaped_name(k) for k in keys] == [
         "lkmap--41b", "lkmap-ab", "lkmap-a-5fb", "lkmap-a-2eb", "lkmap-a-2db", "lkmap-a--b"]
     backend.client.set_secret("lkmap-Foreign-Name", "fake-foreign")
     assert backend.list_keys("") == sorted(keys)

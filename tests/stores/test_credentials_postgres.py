@@ -436,15 +436,15 @@ def test_airflow_backend_serves_the_runs_minted_login(world: pipekey.Pipekey,
     airflow_mod = pytest.importorskip("pipekey.integrations.airflow")
     from types import SimpleNamespace
 
-    monkeypatch.setattr(airflow_mod, "_instances", {})
-    monkeypatch.setattr(airflow_mod, "_default", {})
+    monkeypatch.setattr("pipekey.integrations._airflow_tasks._instances", {})
+    monkeypatch.setattr("pipekey.integrations._airflow_tasks.process_default", {})
     text = (isolated / "pipekey.toml").read_text()
     (isolated / "pipekey.toml").write_text(text.replace('scope = "loader"',
                                                          'scope = "loader"\ndags = ["load*"]'))
     backend = airflow_mod.PipekeySecretsBackend(manifest=str(isolated / "pipekey.toml"))
     context = {"dag": SimpleNamespace(dag_id="load_nightly"), "run_id": "manual__1",
                "params": {}, "ti": SimpleNamespace(task_id="load", map_index=0)}
-    monkeypatch.setattr(airflow_mod, "_task_context", lambda: context)
+    monkeypatch.setattr("pipekey.integrations._airflow_tasks.task_context", lambda: context)
     with pytest.raises(airflow_mod.AirflowSecretsBackendAccessDenied,
                        match="'warehouse' is a login minted per run"):
         backend.get_conn_value("warehouse")

@@ -109,8 +109,8 @@ auth = {{ method = "approle", role_id = "{ROLE_ID}" }}
 def minter(**fields: Any) -> VaultDatabaseMinter:
     fields = {"type": "vault_database", "backend": "vault", "role": "etl",
               "connection": "connections/warehouse_base", **fields}
-    return VaultDatabaseMinter("warehouse_vault", VaultDatabaseConfig(**fields),
-                               pipekey.load())
+    lk = pipekey.load()
+    return VaultDatabaseMinter("warehouse_vault", VaultDatabaseConfig(**fields), lk, lk.env)
 
 
 def connect(lease: Lease) -> Any:
@@ -337,7 +337,8 @@ def test_the_docs_example_mints_through_the_manifest(vault_db, warehouse,
     monkeypatch.setenv("PIPEKEY__CONNECTIONS__WAREHOUSE_BASE_DEV", "postgres://127.0.0.1:"
                        f"{warehouse['port']}/{warehouse['dbname']}")
     lk = pipekey.load()
-    m = build_minter("warehouse_vault", lk.manifest.credentials["warehouse_vault"], lk)
+    m = build_minter("warehouse_vault", lk.manifest.credentials["warehouse_vault"], lk,
+                     lk.env)
     assert m.reads == ["connections/warehouse_base_dev"]
     lease = m.mint("loader", "run-docs")
     try:

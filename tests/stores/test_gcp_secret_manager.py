@@ -101,7 +101,7 @@ def test_permission_denied_is_authoritative(server) -> None:
     """403 PERMISSION_DENIED is AccessDenied naming backend and key; the chain stops."""
     backend = gcp(server)
     backend.put("locked", "fake-locked")
-    server.deny(backend.secret_id("locked"))
+    server.deny(backend.escaped_name("locked"))
     later = MemoryBackend("later", {"locked": "fake-later"})
     with pytest.raises(AccessDenied, match=r"backend 'gcp': GCP denied read for 'locked' \(403"):
         pipekey.Pipekey([backend, later]).get("locked")
@@ -115,7 +115,7 @@ def test_names_are_mapped_reversibly(server) -> None:
     keys = ["a/b.c-d", "a/b_c/d", "a/b-c/d", "x"]
     for key in keys:
         backend.put(key, f"fake-{key}")
-    assert backend.secret_id("a/b.c-d") == "lkmap_a--b-2ec-2dd"
+    assert backend.escaped_name("a/b.c-d") == "lkmap_a--b-2ec-2dd"
     import google.cloud.secretmanager as sm
     from google.api_core.client_options import ClientOptions
     from google.auth.credentials import AnonymousCredentials
@@ -133,9 +133,9 @@ def test_prefix_is_joined_like_a_path(server) -> None:
     """A prefix is one path segment: joined by '--' (how '/' is written), trailing '--' or
     not; separator = "" joins raw."""
     base = f"lk{uuid.uuid4().hex[:10]}"
-    assert gcp(server, prefix=base).secret_id("a/b") == f"{base}--a--b"
-    assert gcp(server, prefix=base + "--").secret_id("a/b") == f"{base}--a--b"
-    assert gcp(server, prefix=base + "_", separator="").secret_id("a/b") == f"{base}_a--b"
+    assert gcp(server, prefix=base).escaped_name("a/b") == f"{base}--a--b"
+    assert gcp(server, prefix=base + "--").escaped_name("a/b") == f"{base}--a--b"
+    assert gcp(server, prefix=base + "_", separator="").escaped_name("a/b") == f"{base}_a--b"
     backend = gcp(server, prefix=base)
     backend.put("a/b", "fake-joined")
     assert backend.list_keys("") == ["a/b"]
@@ -151,7 +151,7 @@ def test_labels_are_set_and_filter_listing(server) -> None:
     plain.put("other", "fake-2")
     assert labelled.list_keys("") == ["mine"]
     assert plain.list_keys("") == ["mine", "other"]
-    assert server.secrets[f"lk-test/{labelled.secret_id('mine')}"]["labels"] == {"team": "data"}
+    assert server.secrets[f"lk-test/{labelled.escaped_name('mine')}"]["labels"] == {"team": "data"}
 
 
 def test_pinned_version(server) -> None:
@@ -185,7 +185,7 @@ def test_checksum_mismatch_is_store_corrupt(server) -> None:
     """A payload whose CRC32C does not match is StoreCorrupt naming the key, not a value."""
     backend = gcp(server)
     backend.put("k", "fake-v")
-    server.corrupt.add(backend.secret_id("k"))
+    server.corrupt.add(backend.escaped_name("k"))
     with pytest.raises(StoreCorrupt, match="'k' failed its CRC32C check"):
         backend.get("k")
     assert backend.get("k").value == "fake-v"

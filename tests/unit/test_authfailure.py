@@ -44,13 +44,6 @@ def test_custom_predicate_decides_alone() -> None:
     assert not policy.is_auth_failure(ValueError("password authentication failed"))
 
 
-def test_looks_like_auth_failure_still_importable_from_run() -> None:
-    """The function moved to pipekey.authfailure and stays importable from pipekey.run."""
-    from pipekey.run import looks_like_auth_failure as moved
-
-    assert moved is looks_like_auth_failure
-
-
 def _run(policy: AuthFailurePolicy | None = None) -> tuple[Run, MemoryBackend]:
     manifest = parse_manifest({"pipelines": {"p": {"scope": "p", "requires": ["pw"]}}},
                               Path("pipekey.toml"))

@@ -9,7 +9,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -412,16 +412,53 @@ def test_token_bucket_paces_a_burst() -> None:
         slow.acquire("ssm")
 
 
+class SharedClock(Clock):
+    """A fake clock threads share: it moves only when one of them sleeps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+        self.sleeps = 0
+
+    def __call__(self) -> float:
+        with self.lock:
+            return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self.lock:
+            self.now += seconds
+            self.sleeps += 1
+
+
+class StampedMemory(MemoryBackend):
+    """Stamps each store call with the fake clock's time."""
+
+    def __init__(self, clock: SharedClock, data: dict[str, str]) -> None:
+        super().__init__("m", data)
+        self.clock = clock
+        self.stamps: list[float] = []
+
+    def _record(self, method: str, args: Iterable[str]) -> None:
+        self.stamps.append(self.clock())
+        super()._record(method, args)
+
+
 def test_rate_limit_shared_by_threads() -> None:
-    """Threads share one bucket: 40 reads of distinct keys at 200/s take about 0.15 s."""
-    mem = MemoryBackend("m", {f"k{i}": "fake" for i in range(40)})
-    c = wrap(mem, CacheConfig(), RateLimit(rps=200, burst=10))
-    threads = [threading.Thread(target=c.get, args=(f"k{i}",)) for i in range(40)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    assert len(mem.calls) == 40 and c.bucket.waited >= 0.1
+    """Threads share one bucket (200/s, burst 10): of 40 reads of distinct keys, the n-th
+    reaches the store only once the bucket holds it (n <= 10 + 200 * elapsed), so the 30
+    beyond the burst wait 0.15 s of the bucket's clock between them. A fake clock that moves
+    only by the bucket's sleeps: counts and order, no wall time, the same on a loaded machine."""
+    clock = SharedClock()
+    mem = StampedMemory(clock, {f"k{i}": "fake" for i in range(40)})
+    c = wrap(mem, CacheConfig(), RateLimit(rps=200, burst=10, max_wait=3600), clock=clock,
+             sleep=clock.sleep)
+    start = clock()
+    with ThreadPoolExecutor(8) as pool:
+        values = list(pool.map(lambda i: c.get(f"k{i}").value, range(40), timeout=120))
+    assert values == ["fake"] * 40 and len(mem.calls) == 40
+    for n, at in enumerate(sorted(mem.stamps), start=1):
+        assert n <= 10 + 200 * (at - start) + 1e-6, (n, at - start)
+    assert clock() - start >= 30 / 200 - 1e-9 and clock.sleeps >= 1
 
 
 def test_writes_invalidate() -> None:

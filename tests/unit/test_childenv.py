@@ -32,10 +32,3 @@ def test_run_env_is_run_environment() -> None:
             "AIRFLOW_CONN_WAREHOUSE": DATA["connections/wh_dev"]}
     with pytest.raises(RunClosed):
         run.env()
-
-
-def test_env_name_still_importable_from_run() -> None:
-    """env_name moved to pipekey.childenv and stays importable from pipekey.run."""
-    from pipekey.run import env_name as moved
-
-    assert moved is env_name

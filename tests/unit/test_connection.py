@@ -140,6 +140,15 @@ def test_from_value_and_airflow_env() -> None:
     assert conn.to_airflow_env("my-db") == {"AIRFLOW_CONN_MY_DB": "postgres://u:fake@h/db"}
 
 
+@pytest.mark.parametrize("conn_id", ["my-db", "my.db", "My_Db", "warehouse"])
+def test_from_env_reads_what_to_airflow_env_writes(conn_id: str) -> None:
+    """One variable-name rule (pipekey.childenv) both ways: a connection written for a child
+    by to_airflow_env (and run.env()) is read back by from_env under the same conn_id."""
+    conn = Connection.from_value("postgres://u:fake-pw@h/db")
+    back = Connection.from_env(conn_id, conn.to_airflow_env(conn_id))
+    assert back is not None and back.to_uri() == conn.to_uri()
+
+
 # -- parity with Apache Airflow -------------------------------------------------------------
 texts = st.one_of(st.none(), st.text(
     alphabet=string.ascii_letters + string.digits + " -_.~:/@?#&=%+[]!$'()*,;é€", max_size=12))

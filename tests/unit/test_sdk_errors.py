@@ -26,7 +26,7 @@ def _aws(code: str) -> tuple[ErrorTable, Exception]:
 def _vault(name: str) -> tuple[ErrorTable, Exception]:
     hvac = need("vault")
 
-    from pipekey.backends.vault import VAULT_ERRORS
+    from pipekey.backends.vault_client import VAULT_ERRORS
 
     return VAULT_ERRORS, getattr(hvac.exceptions, name)("fake-msg")
 

@@ -18,47 +18,12 @@ from typing import Any, Generic, Iterable, Literal, Sequence, TypeVar, overload
 from .._sdk import boto3_module
 from ..aws import assumed_role_session
 from ..errors import BackendUnavailable, PipekeyError
+from .aws_errors import AWS_ERRORS, DENIED_CODES, THROTTLING_CODES, error_code
 from .base import BackendConfig
-from .remote import Cause, ErrorRow, ErrorTable, RemoteBackend, describe_keys
+from .remote import RemoteBackend, describe_keys
 
-__all__ = ["AWS_ERRORS", "AwsBackend", "AwsConfig", "THROTTLING_CODES", "boto3_module",
-           "error_code"]
-
-THROTTLING_CODES = frozenset({
-    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
-    "TooManyRequestsException", "ProvisionedThroughputExceededException", "RequestLimitExceeded",
-    "SlowDown", "RequestThrottled", "LimitExceededException", "BandwidthLimitExceeded",
-    "PriorRequestNotComplete", "EC2ThrottledException", "TransactionInProgressException",
-})
-DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation",
-                          "UnrecognizedClientException", "InvalidClientTokenId",
-                          "ExpiredTokenException", "NotAuthorized"})
-KMS_CODES = frozenset({"InvalidKeyId", "InvalidCiphertextException", "NotFoundException",
-                       "DisabledException"})
-
-
-def error_code(exc: BaseException) -> str:
-    """The AWS error code of a botocore ``ClientError`` ("" for any other exception)."""
-    response = getattr(exc, "response", None) or {}
-    code: str = response.get("Error", {}).get("Code", "")
-    return code
-
-
-def _aws_rows() -> Sequence[ErrorRow]:
-    return (
-        (lambda e: error_code(e) in DENIED_CODES, Cause.DENIED, None),
-        (lambda e: error_code(e).startswith("KMS") or error_code(e) in KMS_CODES,
-         Cause.KEY_REFUSED, None),
-        (lambda e: error_code(e) in THROTTLING_CODES, Cause.THROTTLED, None),
-        (lambda e: error_code(e) != "", Cause.FAILED, None),  # AWS answered with an error
-        (lambda e: type(e).__name__ == "NoCredentialsError", Cause.NO_CREDENTIALS,
-         "no credentials found"),
-    )
-
-
-#: botocore's errors as pipekey's, for the three AWS backends (and STS): by error code
-AWS_ERRORS = ErrorTable("AWS", _aws_rows, error_code)
-
+__all__ = ["AWS_ERRORS", "DENIED_CODES", "AwsBackend", "AwsConfig", "THROTTLING_CODES",
+           "boto3_module", "error_code"]
 
 class AwsConfig(BackendConfig):
     """Connection settings every AWS backend accepts."""

@@ -36,17 +36,16 @@ from msgspec import Struct
 
 from .._schema import field_problem
 from .._sdk import azure_modules
-from ..errors import BackendUnavailable, InvalidKey, PipekeyError, UsageError
+from ..errors import BackendUnavailable, PipekeyError, UsageError
 from ..keys import is_under
 from .base import BackendConfig, Secret, VersionedBackend, VersionInfo, WritableBackend, prefix_head
 from .remote import (
     Cause,
     ErrorRow,
     ErrorTable,
+    EscapedNames,
     RemoteBackend,
     describe_keys,
-    escape_name,
-    unescape_name,
 )
 
 __all__ = ["AzureKeyVaultBackend", "AzureKeyVaultConfig"]
@@ -127,13 +126,14 @@ class AzureKeyVaultConfig(BackendConfig):
                                           f"(found {bad[0]!r})")
 
 
-class AzureKeyVaultBackend(RemoteBackend, WritableBackend, VersionedBackend):
+class AzureKeyVaultBackend(EscapedNames, RemoteBackend, WritableBackend, VersionedBackend):
     """Secrets of one Key Vault under a name prefix."""
 
     kind = "azure_key_vault"
     Config = AzureKeyVaultConfig
     max_value_bytes = MAX_SIZE
     size_hint = "Key Vault's limit for one secret"
+    name_literal, name_max, name_store, name_folds_case = LITERAL, MAX_NAME, "Key Vault", True
 
     def __init__(self, name: str, config: AzureKeyVaultConfig) -> None:
         super().__init__(name)
@@ -194,34 +194,13 @@ class AzureKeyVaultBackend(RemoteBackend, WritableBackend, VersionedBackend):
             max_page_size=1)), None))
         return "ok"
 
-    # -- names ----------------------------------------------------------------------------
-    def secret_name(self, key: str) -> str:
-        return escape_name(key, LITERAL, MAX_NAME, "Key Vault", self.prefix)
-
-    def locate(self, key: str) -> str:
-        if self.unmappable(key) is not None:
-            return f"keyvault:{self.url}/secrets/(no name for this key)"
-        return f"keyvault:{self.url}/secrets/{self.secret_name(key)}"
-
-    def store_name(self, key: str) -> str | None:
-        return None if self.unmappable(key) is not None else self.secret_name(key)
-
-    def unmappable(self, key: str) -> str | None:
-        try:
-            self.secret_name(key)
-        except InvalidKey as exc:
-            return exc.reason
-        return None
-
-    def key_of(self, name: str) -> str | None:
-        name = name.lower()
-        if not name.startswith(self.prefix):
-            return None
-        return unescape_name(name[len(self.prefix):], LITERAL)
+    # -- names (EscapedNames) -------------------------------------------------------------
+    def name_location(self, name: str) -> str:
+        return f"keyvault:{self.url}/secrets/{name}"
 
     # -- reads ----------------------------------------------------------------------------
     def _read(self, key: str, version: str | None = None) -> Secret | None:
-        found = self.azure("read", [key], self.client.get_secret, self.secret_name(key),
+        found = self.azure("read", [key], self.client.get_secret, self.escaped_name(key),
                            version, absent=True)
         if found is None or found.value is None:
             return None
@@ -241,7 +220,7 @@ class AzureKeyVaultBackend(RemoteBackend, WritableBackend, VersionedBackend):
     def _put(self, key: str, value: str) -> Secret:
         from azure.core.exceptions import ResourceExistsError
 
-        name = self.secret_name(key)
+        name = self.escaped_name(key)
         try:
             written = self.azure("write", [key], self.client.set_secret, name, value)
         except BackendUnavailable as exc:
@@ -256,13 +235,13 @@ class AzureKeyVaultBackend(RemoteBackend, WritableBackend, VersionedBackend):
 
     def _delete(self, key: str) -> bool:
         deleted = self.azure("delete", [key], lambda: self.client.begin_delete_secret(
-            self.secret_name(key)).result(), absent=True)
+            self.escaped_name(key)).result(), absent=True)
         return deleted is not None
 
     # -- versions -------------------------------------------------------------------------
     def _history(self, key: str) -> list[VersionInfo]:
         versions = self.azure("history", [key], lambda: list(
-            self.client.list_properties_of_secret_versions(self.secret_name(key))), absent=True)
+            self.client.list_properties_of_secret_versions(self.escaped_name(key))), absent=True)
         if not versions:
             return []
         current = None

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from .base import BackendConfig
-from .local import MASTER_KEY_ENV
+from .local_format import MASTER_KEY_ENV
 
 __all__ = ["AWS_VARS", "BY_TYPE", "credential_vars"]
 

@@ -38,7 +38,7 @@ from .base import (
     VersionInfo,
     WritableBackend,
 )
-from .local import _actor, load_aead
+from .local_format import actor, load_aead
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -197,7 +197,7 @@ class DynamoDbBackend(AwsBackend[DynamoDbConfig], WritableBackend, VersionedBack
             history = (history + [{"M": {"v": current["v"], "at": current["at"],
                                          "by": current["by"]}}])[-HISTORY_KEPT:]
         item = {"key": {"S": key}, "v": {"N": str(version)}, "ct": {"B": blob},
-                "at": {"S": now}, "by": {"S": _actor()}, "hist": {"L": history}}
+                "at": {"S": now}, "by": {"S": actor()}, "hist": {"L": history}}
         if edk is not None:
             item["edk"] = {"B": edk}
         return item

@@ -29,7 +29,6 @@ from .._schema import field_problem
 from .._sdk import secretmanager_module
 from ..errors import (
     BackendUnavailable,
-    InvalidKey,
     PipekeyError,
     StoreCorrupt,
     UsageError,
@@ -40,10 +39,9 @@ from .remote import (
     Cause,
     ErrorRow,
     ErrorTable,
+    EscapedNames,
     RemoteBackend,
     describe_keys,
-    escape_name,
-    unescape_name,
 )
 
 __all__ = ["GcpSecretManagerBackend", "GcpSecretManagerConfig"]
@@ -78,13 +76,15 @@ class GcpSecretManagerConfig(BackendConfig):
             raise field_problem("version", "is 'latest' or a version number")
 
 
-class GcpSecretManagerBackend(RemoteBackend, WritableBackend, VersionedBackend):
+class GcpSecretManagerBackend(EscapedNames, RemoteBackend, WritableBackend,
+                              VersionedBackend):
     """Secrets of one GCP project under a name prefix."""
 
     kind = "gcp_secret_manager"
     Config = GcpSecretManagerConfig
     max_value_bytes = MAX_SIZE
     size_hint = "Secret Manager's limit for one secret version"
+    name_literal, name_max, name_store = LITERAL, MAX_NAME, "Secret Manager"
 
     def __init__(self, name: str, config: GcpSecretManagerConfig) -> None:
         super().__init__(name)
@@ -185,32 +185,12 @@ class GcpSecretManagerBackend(RemoteBackend, WritableBackend, VersionedBackend):
                  page_size=1)
         return f"ok (project {self.project})"
 
-    # -- names ----------------------------------------------------------------------------
-    def secret_id(self, key: str) -> str:
-        return escape_name(key, LITERAL, MAX_NAME, "Secret Manager", self.prefix)
-
+    # -- names (EscapedNames) -------------------------------------------------------------
     def secret_path(self, key: str) -> str:
-        return f"projects/{self.project}/secrets/{self.secret_id(key)}"
+        return f"projects/{self.project}/secrets/{self.escaped_name(key)}"
 
-    def locate(self, key: str) -> str:
-        if self.unmappable(key) is not None:
-            return f"gcp:projects/{self.project}/secrets/(no name for this key)"
-        return f"gcp:{self.secret_path(key)}"
-
-    def store_name(self, key: str) -> str | None:
-        return None if self.unmappable(key) is not None else self.secret_id(key)
-
-    def unmappable(self, key: str) -> str | None:
-        try:
-            self.secret_id(key)
-        except InvalidKey as exc:
-            return exc.reason
-        return None
-
-    def key_of(self, secret_id: str) -> str | None:
-        if not secret_id.startswith(self.prefix):
-            return None
-        return unescape_name(secret_id[len(self.prefix):], LITERAL)
+    def name_location(self, name: str) -> str:
+        return f"gcp:projects/{self.project}/secrets/{name}"
 
     # -- reads ----------------------------------------------------------------------------
     def _access(self, key: str, version: str) -> Secret | None:
@@ -261,7 +241,7 @@ class GcpSecretManagerBackend(RemoteBackend, WritableBackend, VersionedBackend):
 
         try:
             self.gcp("create", [key], "create_secret", writes=True,
-                     parent=f"projects/{self.project}", secret_id=self.secret_id(key),
+                     parent=f"projects/{self.project}", secret_id=self.escaped_name(key),
                      secret={"replication": {"automatic": {}}, "labels": self.config.labels})
         except BackendUnavailable as exc:
             if not isinstance(exc.__cause__, gexc.AlreadyExists):  # another writer made it

@@ -21,15 +21,10 @@ reported and never overwritten.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import sqlite3
-import stat
-import sys
 import threading
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
@@ -43,40 +38,34 @@ from .base import (
     VersionInfo,
     WritableBackend,
 )
+from .local_format import (
+    BATCH,
+    CHECK_PLAINTEXT,
+    FORMAT,
+    LEGACY_FORMAT,
+    MASTER_KEY_ENV,
+    SCHEMA,
+    actor,
+    generate_master_key,
+    key_check_ad,
+    load_aead,
+    next_version,
+    parse_time,
+    utc_now,
+    write_key_file,
+)
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = ["LocalBackend", "MASTER_KEY_ENV", "generate_master_key", "load_aead"]
 
-MASTER_KEY_ENV = "PIPEKEY_MASTER_KEY"
 DEFAULT_PATH = ".pipekey/store.db"
-_FORMAT = b"2"  # 2: tombstones are authenticated
-_LEGACY_FORMAT = b"1"
-_CHECK_PLAINTEXT = b"pipekey key check"
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS versions (
-    key TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    nonce BLOB,
-    ciphertext BLOB,
-    created_at TEXT NOT NULL,
-    created_by TEXT NOT NULL,
-    PRIMARY KEY (key, version)
-);
-"""
-_BATCH = 500  # stays under SQLite's bound-variable limit
 
 
 class LocalConfig(BackendConfig):
     path: str = DEFAULT_PATH
     key_file: str | None = None
-
-
-def generate_master_key() -> str:
-    """A new random master key, base64-encoded, as the key file and the env var hold it."""
-    return base64.b64encode(os.urandom(32)).decode("ascii")
 
 
 class LocalBackend(WritableBackend, VersionedBackend):
@@ -148,7 +137,7 @@ class LocalBackend(WritableBackend, VersionedBackend):
         self._refuse_lost_key()  # a new key would never open the existing store
         if self._master_key is None and not os.environ.get(MASTER_KEY_ENV):
             if not self.key_file.exists():
-                _write_key_file(self.key_file)
+                write_key_file(self.key_file)
                 made_key = True
         existed = self.path.exists()
         with self._lock:
@@ -164,8 +153,8 @@ class LocalBackend(WritableBackend, VersionedBackend):
         found: dict[str, Secret] = {}
         with self._lock:
             conn = self._open(create=False)
-            for i in range(0, len(keys), _BATCH):
-                chunk = keys[i:i + _BATCH]
+            for i in range(0, len(keys), BATCH):
+                chunk = keys[i:i + BATCH]
                 marks = ",".join("?" * len(chunk))
                 rows = conn.execute(
                     "SELECT v.key, v.version, v.nonce, v.ciphertext, v.created_at FROM versions v"
@@ -179,7 +168,7 @@ class LocalBackend(WritableBackend, VersionedBackend):
                         continue
                     value = self._decrypt(key, version, nonce, ciphertext)
                     found[key] = self._secret(key, value, str(version),
-                                              created_at=_parse_time(created_at))
+                                              created_at=parse_time(created_at))
         return found
 
     def _get_version(self, key: str, version: str) -> Secret | None:
@@ -196,7 +185,7 @@ class LocalBackend(WritableBackend, VersionedBackend):
             self._check_tombstone(key, int(version), row[0])
             return None
         value = self._decrypt(key, int(version), row[0], row[1])
-        return self._secret(key, value, version, created_at=_parse_time(row[2]))
+        return self._secret(key, value, version, created_at=parse_time(row[2]))
 
     def versions(self, keys: Sequence[str]) -> dict[str, VersionInfo]:
         """The current version of each key (absent or deleted keys left out), without
@@ -210,7 +199,7 @@ class LocalBackend(WritableBackend, VersionedBackend):
             rows = conn.execute(  # SQLite takes the bare columns from the MAX(version) row
                 f"SELECT key, MAX(version), created_at, ciphertext IS NULL FROM versions"
                 f" WHERE key IN ({marks}) GROUP BY key", list(keys)).fetchall()
-        return {k: VersionInfo(str(v), _parse_time(at)) for k, v, at, gone in rows if not gone}
+        return {k: VersionInfo(str(v), parse_time(at)) for k, v, at, gone in rows if not gone}
 
     def _list(self, prefix: str) -> Iterable[str]:
         if not self.path.exists():
@@ -227,15 +216,15 @@ class LocalBackend(WritableBackend, VersionedBackend):
         return [k for k, _, _, gone in rows if not gone and is_under(k, prefix)]
 
     def _put(self, key: str, value: str) -> Secret:
-        now = _now()
+        now = utc_now()
         with self._lock, self._transaction() as conn:
-            version = _next_version(conn, key)
+            version = next_version(conn, key)
             nonce = os.urandom(12)
             ciphertext = self._opened_aead().encrypt(nonce, value.encode("utf-8"),
                                                      self._ad(key, version))
             conn.execute(
                 "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?)",
-                (key, version, nonce, ciphertext, now.isoformat(), _actor()),
+                (key, version, nonce, ciphertext, now.isoformat(), actor()),
             )
         return self._secret(key, value, str(version), created_at=now)
 
@@ -253,10 +242,10 @@ class LocalBackend(WritableBackend, VersionedBackend):
             if row[2]:
                 self._check_tombstone(key, row[0], row[1])
                 return False
-            version = _next_version(conn, key)
+            version = next_version(conn, key)
             conn.execute(
                 "INSERT INTO versions VALUES (?, ?, ?, NULL, ?, ?)",
-                (key, version, self._tombstone(key, version), _now().isoformat(), _actor()),
+                (key, version, self._tombstone(key, version), utc_now().isoformat(), actor()),
             )
         return True
 
@@ -269,7 +258,7 @@ class LocalBackend(WritableBackend, VersionedBackend):
                 " WHERE key = ? ORDER BY version",
                 (key,),
             ).fetchall()
-        return [VersionInfo(str(v), _parse_time(at), by, bool(gone)) for v, at, by, gone in rows]
+        return [VersionInfo(str(v), parse_time(at), by, bool(gone)) for v, at, by, gone in rows]
 
     # -- storage --------------------------------------------------------------------------
     @contextmanager
@@ -314,12 +303,12 @@ class LocalBackend(WritableBackend, VersionedBackend):
             self._create(conn, aead)
         meta = dict(conn.execute("SELECT name, value FROM meta"))
         fmt = meta.get("format")
-        if fmt not in (_FORMAT, _LEGACY_FORMAT) or "store_id" not in meta \
+        if fmt not in (FORMAT, LEGACY_FORMAT) or "store_id" not in meta \
                 or "key_check" not in meta:
             raise StoreCorrupt(self.name, f"{self.path} has no valid pipekey header")
         store_id: bytes = meta["store_id"]
         self._check_key(aead, store_id, meta["key_check"], fmt)
-        if fmt == _LEGACY_FORMAT:
+        if fmt == LEGACY_FORMAT:
             self._upgrade(conn, aead, store_id)
         return store_id
 
@@ -328,13 +317,13 @@ class LocalBackend(WritableBackend, VersionedBackend):
         from cryptography.exceptions import InvalidTag
 
         try:
-            aead.decrypt(check[:12], check[12:], _key_check_ad(store_id, fmt))
+            aead.decrypt(check[:12], check[12:], key_check_ad(store_id, fmt))
             return
         except InvalidTag:
             pass
-        other = _LEGACY_FORMAT if fmt == _FORMAT else _FORMAT
+        other = LEGACY_FORMAT if fmt == FORMAT else FORMAT
         try:
-            aead.decrypt(check[:12], check[12:], _key_check_ad(store_id, other))
+            aead.decrypt(check[:12], check[12:], key_check_ad(store_id, other))
         except InvalidTag:
             raise WrongMasterKey(
                 self.name, f"the master key from {self.key_source()} does not open {self.path}"
@@ -352,17 +341,17 @@ class LocalBackend(WritableBackend, VersionedBackend):
                                                 f"be upgraded ({exc})") from exc
         try:
             (fmt,) = conn.execute("SELECT value FROM meta WHERE name = 'format'").fetchone()
-            if fmt == _LEGACY_FORMAT:  # not upgraded meanwhile by another process
+            if fmt == LEGACY_FORMAT:  # not upgraded meanwhile by another process
                 rows = conn.execute("SELECT key, version FROM versions"
                                     " WHERE ciphertext IS NULL AND nonce IS NULL").fetchall()
                 for key, version in rows:
                     conn.execute("UPDATE versions SET nonce = ? WHERE key = ? AND version = ?",
                                  (self._tombstone(key, version), key, version))
                 nonce = os.urandom(12)
-                check = nonce + aead.encrypt(nonce, _CHECK_PLAINTEXT,
-                                             _key_check_ad(store_id, _FORMAT))
+                check = nonce + aead.encrypt(nonce, CHECK_PLAINTEXT,
+                                             key_check_ad(store_id, FORMAT))
                 conn.execute("UPDATE meta SET value = ? WHERE name = 'key_check'", (check,))
-                conn.execute("UPDATE meta SET value = ? WHERE name = 'format'", (_FORMAT,))
+                conn.execute("UPDATE meta SET value = ? WHERE name = 'format'", (FORMAT,))
         except BaseException as exc:
             conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.OperationalError):
@@ -374,15 +363,16 @@ class LocalBackend(WritableBackend, VersionedBackend):
     def _create(self, conn: sqlite3.Connection, aead: AESGCM) -> None:
         store_id = os.urandom(16)
         nonce = os.urandom(12)
-        check = nonce + aead.encrypt(nonce, _CHECK_PLAINTEXT, _key_check_ad(store_id, _FORMAT))
+        check = nonce + aead.encrypt(nonce, CHECK_PLAINTEXT, key_check_ad(store_id, FORMAT))
         conn.execute("BEGIN IMMEDIATE")
-        for statement in _SCHEMA.split(";"):
+        for statement in SCHEMA.split(";"):
             if statement.strip():
                 conn.execute(statement)
-        conn.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (_FORMAT,))
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FORMAT,))
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('store_id', ?)", (store_id,))
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('key_check', ?)", (check,))
-        conn.execute("INSERT OR IGNORE INTO meta VALUES ('created_at', ?)", (_now().isoformat(),))
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('created_at', ?)",
+                     (utc_now().isoformat(),))
         conn.execute("COMMIT")
 
     def _load_key(self) -> AESGCM:
@@ -441,90 +431,3 @@ class LocalBackend(WritableBackend, VersionedBackend):
                 "(tampered with, or copied from another row)",
             ) from None
         return plain.decode("utf-8")
-
-
-def load_aead(backend: str, explicit: str | None, key_file: Path, purpose: str) -> AESGCM:
-    """An AES-256-GCM cipher under the master key: the one given, else
-    ``$PIPEKEY_MASTER_KEY``, else the key file (which must not be readable by others).
-
-    Raises:
-        NoMasterKey: none of them is there, or the key is malformed (never quoted).
-    """
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-    if explicit is not None:
-        return AESGCM(_decode_key(backend, explicit, "the key given"))
-    env_value = os.environ.get(MASTER_KEY_ENV)
-    if env_value:
-        return AESGCM(_decode_key(backend, env_value, MASTER_KEY_ENV))
-    if not key_file.exists():
-        raise NoMasterKey(backend, f"no master key {purpose}: set {MASTER_KEY_ENV} or run "
-                                   f"`pipekey init` (looked for {key_file})")
-    _check_key_file_mode(backend, key_file)
-    text = key_file.read_text(encoding="ascii", errors="replace").strip()
-    return AESGCM(_decode_key(backend, text, f"key file {key_file}"))
-
-
-def _decode_key(backend: str, text: str, source: str) -> bytes:
-    try:
-        raw = base64.b64decode(text.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != 32:
-        raise NoMasterKey(backend, f"{source} is not a base64-encoded 32-byte key")
-    return raw
-
-
-def _write_key_file(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    gitignore = path.parent / ".gitignore"
-    if not gitignore.exists():
-        gitignore.write_text("# pipekey: the key and the store never belong in git\n*\n")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(generate_master_key() + "\n")
-
-
-def _check_key_file_mode(backend: str, path: Path) -> None:
-    if os.name != "posix":
-        return
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        raise NoMasterKey(
-            backend,
-            f"key file {path} is readable by others (mode {mode:04o}); run chmod 600 {path}",
-        )
-
-
-def _key_check_ad(store_id: bytes, fmt: bytes) -> bytes:
-    ad = b"key-check\x00" + store_id
-    return ad if fmt == _LEGACY_FORMAT else ad + b"\x00format=" + fmt
-
-
-def _next_version(conn: sqlite3.Connection, key: str) -> int:
-    (current,) = conn.execute(
-        "SELECT COALESCE(MAX(version), 0) FROM versions WHERE key = ?", (key,)
-    ).fetchone()
-    return int(current) + 1
-
-
-def _actor() -> str:
-    actor = os.environ.get("PIPEKEY_ACTOR")
-    if actor:
-        return actor
-    import getpass  # writes only: reads (``pipekey run``) skip them (start-up cost)
-    import socket
-
-    try:
-        user = getpass.getuser()
-    except Exception:  # no passwd entry in some containers
-        user = str(os.getuid()) if sys.platform != "win32" else "unknown"
-    return f"{user}@{socket.gethostname()}"
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _parse_time(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None

@@ -11,7 +11,9 @@
   most specific row first (httpx's ``map_httpcore_exceptions`` is the model); the words of
   each :class:`Cause` are written once, here, so every store says the same for the same cause.
 * :func:`escape_name` / :func:`unescape_name`: the reversible mapping of key paths onto store
-  names that cannot hold ``/`` (GCP Secret Manager, Azure Key Vault).
+  names that cannot hold ``/``; :class:`EscapedNames` gives a backend of such a store (GCP
+  Secret Manager, Azure Key Vault) its ``locate``, ``store_name``, ``unmappable`` and
+  ``key_of`` from it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import enum
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Sequence, TypeVar
 
 import msgspec
 
@@ -32,8 +34,8 @@ from .base import Backend, BackendConfig, BuildContext
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["Cause", "ErrorRow", "ErrorTable", "RemoteBackend", "describe_keys", "escape_name",
-           "unescape_name"]
+__all__ = ["Cause", "ErrorRow", "ErrorTable", "EscapedNames", "RemoteBackend", "describe_keys",
+           "escape_name", "unescape_name"]
 
 T = TypeVar("T")
 
@@ -233,3 +235,53 @@ def unescape_name(name: str, literal: str) -> str | None:
         return None
     # one name per key: "-61" decodes to "a" but is not how "a" is written
     return key if escape_name(key, literal, 1 << 30, "") == name else None
+
+
+class EscapedNames:
+    """Key <-> name for a store whose names cannot hold ``/``: the backend's ``prefix``, then
+    the key as :func:`escape_name` writes it. A key whose name would be too long has none:
+    absent for reads, refused for writes. Put it before the Backend base class."""
+
+    #: the characters a name holds as they are (any other is escaped)
+    name_literal: ClassVar[str]
+    #: the longest name the store takes
+    name_max: ClassVar[int]
+    #: the store as messages name it ("Key Vault", "Secret Manager")
+    name_store: ClassVar[str]
+    #: the store folds names to lower case, so a name read back is lowered first
+    name_folds_case: ClassVar[bool] = False
+    #: what every name of this backend starts with
+    prefix: str
+
+    def escaped_name(self, key: str) -> str:
+        """The store's name for ``key``.
+
+        Raises:
+            InvalidKey: the name would be longer than the store allows.
+        """
+        return escape_name(key, self.name_literal, self.name_max, self.name_store, self.prefix)
+
+    def name_location(self, name: str) -> str:
+        """Where the item named ``name`` lives, in the store's own terms (for ``locate``)."""
+        raise NotImplementedError
+
+    def locate(self, key: str) -> str:
+        return self.name_location(self.store_name(key) or "(no name for this key)")
+
+    def store_name(self, key: str) -> str | None:
+        return None if self.unmappable(key) is not None else self.escaped_name(key)
+
+    def unmappable(self, key: str) -> str | None:
+        try:
+            self.escaped_name(key)
+        except InvalidKey as exc:
+            return exc.reason
+        return None
+
+    def key_of(self, name: str) -> str | None:
+        """The key a store name encodes, or None if it is not one of this backend's."""
+        if self.name_folds_case:
+            name = name.lower()
+        if not name.startswith(self.prefix):
+            return None
+        return unescape_name(name[len(self.prefix):], self.name_literal)

@@ -10,6 +10,9 @@ crashed runs left behind, and only what pipekey made.
 
 Kinds: ``postgres_role`` (:mod:`pipekey.credentials.postgres`) and ``vault_database``
 (:mod:`pipekey.credentials.vault_database`), imported lazily: psycopg2 and hvac are extras.
+The kinds are listed once, in :data:`pipekey.credentials.CREDENTIAL_TYPES`: a kind is its
+:class:`CredentialConfig` (whose methods say what the manifest checks) and its minter.
+A minter sees the client only through :class:`MintContext`, never :class:`pipekey.Pipekey`.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Literal, Mapping, Protocol, Union, runtime_checkable
+from typing import TYPE_CHECKING, Annotated, Literal, Mapping, Protocol, runtime_checkable
 
 from msgspec import Meta, Struct
 
@@ -26,10 +29,13 @@ from ..audit import AuditEvent, Auditor
 from ..errors import CredentialError
 
 if TYPE_CHECKING:
+    from ..backends.base import Backend
+    from ..chain import Chain
     from ..connection import Connection
 
 __all__ = ["DYNAMIC", "MIN_TTL", "MIN_TTL_ENV", "CredentialConfig", "CredentialError", "Lease",
-           "Minter", "PostgresRoleConfig", "VaultDatabaseConfig", "audit_credential", "min_ttl"]
+           "MintContext", "Minter", "PostgresRoleConfig", "VaultDatabaseConfig",
+           "audit_credential", "min_ttl"]
 
 #: the prefix of a pipeline's connection mapping that names a credential definition
 DYNAMIC = "dynamic:"
@@ -54,7 +60,29 @@ def _check_ttl(value: int | None) -> None:
         raise field_problem("ttl", f"must be at least {min_ttl()} seconds (got {value})")
 
 
-class PostgresRoleConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+class CredentialConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    """A ``[credentials.NAME]`` table: the base of every kind's Struct. The manifest checks a
+    definition through these methods alone, so a new kind needs no code in the manifest."""
+
+    #: the kind, a key of :data:`pipekey.credentials.CREDENTIAL_TYPES`
+    type: str
+
+    def keys(self) -> dict[str, str]:
+        """Field -> the key template it names (read from the chain when a run opens); only
+        ``{env}`` may appear in it: a definition is shared by every pipeline mapping it."""
+        return {}
+
+    def unreadable(self) -> tuple[str, ...]:
+        """The fields of :meth:`keys` no run may read (an admin connection's, say)."""
+        return ()
+
+    def problem(self, backends: Mapping[str, str]) -> tuple[str, str] | None:
+        """``(field, what is wrong)`` with this definition against the manifest's backends
+        (name -> type), or None."""
+        return None
+
+
+class PostgresRoleConfig(CredentialConfig, kw_only=True, forbid_unknown_fields=True):
     """``type = "postgres_role"``: a PostgreSQL login role created per run."""
 
     type: Literal["postgres_role"]
@@ -73,8 +101,20 @@ class PostgresRoleConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         _check_ttl(self.ttl)
 
+    def keys(self) -> dict[str, str]:
+        return {"admin": self.admin}
 
-class VaultDatabaseConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    def unreadable(self) -> tuple[str, ...]:
+        return ("admin",)  # it may create roles
+
+    def problem(self, backends: Mapping[str, str]) -> tuple[str, str] | None:
+        for i, role in enumerate(self.member_of):
+            if not role or len(role.encode()) > 63 or "\x00" in role:
+                return f"member_of[{i}]", f"{role!r} is not a PostgreSQL role name"
+        return None
+
+
+class VaultDatabaseConfig(CredentialConfig, kw_only=True, forbid_unknown_fields=True):
     """``type = "vault_database"``: a lease of Vault's database secrets engine per run."""
 
     type: Literal["vault_database"]
@@ -91,9 +131,15 @@ class VaultDatabaseConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         _check_ttl(self.ttl)
 
+    def keys(self) -> dict[str, str]:
+        return {"connection": self.connection}
 
-#: the manifest picks the class by ``type`` (pipekey.manifest); both keep ``type`` as a field
-CredentialConfig = Union[PostgresRoleConfig, VaultDatabaseConfig]
+    def problem(self, backends: Mapping[str, str]) -> tuple[str, str] | None:
+        if backends.get(self.backend) != "vault":
+            vaults = sorted(n for n, t in backends.items() if t == "vault")
+            return "backend", (f"{self.backend!r} is not a vault backend under [backends] "
+                               f"(vault backends: {vaults})")
+        return None
 
 
 @dataclass(frozen=True)
@@ -119,6 +165,20 @@ class Lease:
     def remaining(self) -> float:
         """Seconds until it expires by itself (negative once expired)."""
         return self.expires_at - time.time()
+
+
+class MintContext(Protocol):
+    """What a minter uses of the client that builds it (:class:`pipekey.Pipekey` is one), and
+    nothing more: credentials depend on this, never on :mod:`pipekey.client`."""
+
+    #: where the minter's audit records go
+    audit: Auditor
+
+    def chain_for(self, env: str) -> "Chain":
+        """The chain of ``env``: what a minter reads its admin or base connection from."""
+
+    def backend(self, name: str) -> "Backend":
+        """The backend ``name`` of the manifest (a definition may name one, as a vault)."""
 
 
 @runtime_checkable

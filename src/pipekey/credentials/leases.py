@@ -34,7 +34,7 @@ class RunLeases:
         dynamic: connection name -> ``[credentials.NAME]`` that mints it.
         minters: definition -> its minter (one for each definition in ``dynamic``).
         auditor: where mint, renew and revoke events go.
-        announce: registers a value for masking (the run's ``_announce``).
+        announce: registers a value for masking (:func:`pipekey.announce.announce`).
     """
 
     def __init__(self, pipeline: str, run: str, dynamic: Mapping[str, str],

@@ -36,7 +36,7 @@ from ..errors import CredentialError, MissingDependency
 from .base import Lease, PostgresRoleConfig, audit_credential
 
 if TYPE_CHECKING:
-    from ..client import Pipekey
+    from .base import MintContext
 
 __all__ = ["MARKER", "POOL_SIZE", "PostgresRoleMinter", "role_name", "scram_verifier"]
 
@@ -233,17 +233,18 @@ class PostgresRoleMinter:
     Args:
         name: the ``[credentials.NAME]`` definition.
         config: its configuration.
-        lk: where the admin connection is read from (and audit records go).
+        context: where the admin connection is read from (and audit records go).
         env: the environment that fills ``{env}`` in ``admin``.
     """
 
-    def __init__(self, name: str, config: PostgresRoleConfig, lk: "Pipekey", env: str) -> None:
+    def __init__(self, name: str, config: PostgresRoleConfig, context: MintContext,
+                 env: str) -> None:
         from ..policy import fill_template
 
         self.name = name
         self.config = config
         self.env = env
-        self._lk = lk
+        self._context = context
         self.admin_key = fill_template(config.admin, {"env": env}, f"credentials.{name}.admin")
         self._issued: dict[str, dict[str, Any]] = {}  # login -> the admin kwargs that made it
         self._lock = threading.Lock()
@@ -317,7 +318,7 @@ class PostgresRoleMinter:
         if inputs is not None and self.admin_key in inputs:
             value = inputs[self.admin_key]
         else:
-            value = self._lk.chain_for(self.env).get(self.admin_key).value
+            value = self._context.chain_for(self.env).get(self.admin_key).value
         redact.register(value)
         admin = Connection.from_value(value, conn_id=f"credentials.{self.name}.admin")
         for secret in admin.secret_values():
@@ -441,7 +442,7 @@ class PostgresRoleMinter:
         for login in expired:
             if pool.run(self.name, functools.partial(self._drop_login, login)):
                 dropped.append(login)
-                audit_credential(self._lk.audit, "sweep", self.name, "ok",
+                audit_credential(self._context.audit, "sweep", self.name, "ok",
                                  detail=f"login {login}")
         metrics.incr("credentials_swept", len(dropped), definition=self.name)
         return dropped
@@ -477,4 +478,4 @@ class PostgresRoleMinter:
             self._sweep(pool, dry_run=False)
         except CredentialError as exc:
             log.warning("%s (sweep on open)", exc)
-            audit_credential(self._lk.audit, "sweep", self.name, "error", detail=str(exc))
+            audit_credential(self._context.audit, "sweep", self.name, "error", detail=str(exc))

@@ -58,7 +58,7 @@ from .base import Lease, VaultDatabaseConfig, audit_credential
 
 if TYPE_CHECKING:
     from ..backends.vault import VaultBackend
-    from ..client import Pipekey
+    from .base import MintContext
 
 __all__ = ["RENEW_AT", "VaultDatabaseMinter", "vault_said"]
 
@@ -83,22 +83,22 @@ class VaultDatabaseMinter:
     Args:
         name: the definition's name (``[credentials.NAME]``).
         config: its manifest fields.
-        lk: the ``Pipekey`` whose backends and base connection it uses.
+        context: whose backends and base connection it uses (a ``Pipekey``).
         env: the environment that fills ``{env}`` in ``connection`` and picks the backend's
-            build for that environment (default: ``lk.env``).
+            build for that environment.
         clock: wall-clock seconds (``expires_at``); tests may pass their own.
     """
 
-    def __init__(self, name: str, config: VaultDatabaseConfig, lk: Pipekey,
-                 env: str | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, name: str, config: VaultDatabaseConfig, context: MintContext,
+                 env: str, clock: Callable[[], float] = time.time) -> None:
         hvac_module("credentials of type vault_database")  # missing: say so when built
         self.name = name
         self.config = config
-        self.env = env or lk.env
+        self.env = env
         self.mount = (config.mount or "database").strip("/")
         self.connection_key = fill_template(config.connection, {"env": self.env},
                                             f"credentials.{name}.connection")
-        self._lk = lk
+        self._context = context
         self._clock = clock
         self._backend: VaultBackend | None = None
         self._renewer = _Renewer(self)
@@ -185,8 +185,8 @@ class VaultDatabaseMinter:
             from ..backends.vault import VaultBackend
 
             name = self.config.backend
-            built = {b.name: b for b in self._lk.chain_for(self.env)}
-            found = (built[name] if name in built else self._lk.backend(name)).origin()
+            built = {b.name: b for b in self._context.chain_for(self.env)}
+            found = (built[name] if name in built else self._context.backend(name)).origin()
             if not isinstance(found, VaultBackend):
                 raise CredentialError(self.name, f"backend {name!r} is of type "
                                                  f"{found.kind!r}, not vault")
@@ -199,7 +199,7 @@ class VaultDatabaseMinter:
         if inputs is not None and key in inputs:
             value = inputs[key]
         else:
-            value = self._lk.chain_for(self.env).get(key).value
+            value = self._context.chain_for(self.env).get(key).value
         base = Connection.from_value(value, conn_id=key)
         return base.replace(login=None, password=None)
 
@@ -242,9 +242,9 @@ class VaultDatabaseMinter:
 
     def audit(self, event: str, outcome: str, pipeline: str | None, run: str | None,
               detail: str | None = None) -> None:
-        """One audit record (no value, no lease id) through the Pipekey's auditor."""
+        """One audit record (no value, no lease id) through the context's auditor."""
         try:
-            audit_credential(self._lk.audit, event, self.name, outcome, pipeline=pipeline,
+            audit_credential(self._context.audit, event, self.name, outcome, pipeline=pipeline,
                              run=run, detail=detail)
         except PipekeyError as exc:  # a required sink failed: the renewal itself stands
             log.warning("pipekey: credential %r: %s", self.name, exc)

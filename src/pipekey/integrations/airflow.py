@@ -39,20 +39,15 @@ in a worker without store credentials (:func:`airflow_mode`) come from it in one
 
 from __future__ import annotations
 
-import fnmatch
-import functools
-import inspect
-import json
 import logging
 import os
-import sys
-import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from .. import broker, redact
-from ..client import Pipekey, load
+from ..announce import add_value_listener
+from ..client import Pipekey
 from ..errors import (
     AccessDenied,
     BackendError,
@@ -61,20 +56,23 @@ from ..errors import (
     SecretNotFound,
     UsageError,
 )
-from ..manifest import Manifest, load_manifest
-from ..policy import NO_PIPELINE, RunPolicy, check_parameters, parameter_free_policy
-from ..run import Run, add_value_listener, current
-from ._airflow_mode import (
-    MODE_ENV,
-    airflow_conf,
-    airflow_mode,
-    fetch_variable,
-    warn_worker_backend,
+from ..policy import NO_PIPELINE, RunPolicy, parameter_free_policy
+from ..run import Run, current
+from . import _airflow_tasks as tasks  # its process state, looked up at call time
+from ._airflow_masking import mask, mask_connection, mask_std_streams
+from ._airflow_mode import MODE_ENV, airflow_mode
+from ._airflow_tasks import (
+    ENV_PARAM,
+    configured_kwargs,
+    env_from,
+    params_from,
+    pipekey_task,
+    pipeline_for_dag,
+    task_run,
 )
 
 if TYPE_CHECKING:
     from ..backends.base import Secret
-    from ..manifest import PipelineConfig
     from ..teams import TeamBroker
 
 try:
@@ -87,56 +85,7 @@ __all__ = ["ENV_PARAM", "MODE_ENV", "PipekeySecretsBackend", "airflow_mode",
            "configured_kwargs", "pipekey_task", "mask_std_streams", "pipeline_for_dag",
            "task_run"]
 
-_instances: dict[tuple[Any, Any], Pipekey] = {}
-_instances_lock = threading.Lock()
-_default: dict[str, Pipekey] = {}
-#: the DAG run param that chooses the environment of a task's run
-ENV_PARAM = "pipekey_env"
 log = logging.getLogger("pipekey")
-
-
-def _pipekey(manifest: str | None, env: str | None) -> Pipekey:
-    """One Pipekey per (manifest, env) per process, shared by the backend and task runs."""
-    with _instances_lock:
-        if (manifest, env) not in _instances:
-            _instances[(manifest, env)] = load(manifest, env=env)
-        lk = _instances[(manifest, env)]
-        _default.setdefault("lk", lk)
-        return lk
-
-
-def _mask(value: str | None) -> None:
-    """Mask ``value`` wherever this process writes it: pipekey's masker (logs), Airflow's, and
-    the process's stdout/stderr (:func:`mask_std_streams`), since a value served outside a run
-    may be printed too and LocalExecutor copies task output to the scheduler's console."""
-    if not value:
-        return
-    redact.register(value)
-    mask_std_streams()
-    try:
-        from airflow.sdk.log import mask_secret
-
-        mask_secret(value)
-    except Exception:  # masking must never break a lookup
-        pass
-
-
-def pipeline_for_dag(lk: Pipekey | Manifest, dag_id: str) -> str | None:
-    """The pipeline whose ``dags`` patterns match ``dag_id`` (first in manifest order)."""
-    manifest = lk if isinstance(lk, Manifest) else lk.manifest
-    for name, config in (manifest.pipelines if manifest else {}).items():
-        if any(fnmatch.fnmatchcase(dag_id, pattern) for pattern in config.dags):
-            return name
-    return None
-
-
-def _task_context() -> Mapping[str, Any] | None:
-    try:
-        from airflow.sdk import get_current_context
-
-        return get_current_context()
-    except Exception:  # not inside a running task
-        return None
 
 
 class PipekeySecretsBackend(BaseSecretsBackend):
@@ -182,7 +131,7 @@ class PipekeySecretsBackend(BaseSecretsBackend):
                         "lookups go to the API server. Keep [secrets] backend to the API "
                         "server's environment", MODE_ENV)
             return
-        self.lk = _pipekey(manifest, env)
+        self.lk = tasks.pipekey_for(manifest, env)
         self.prefixes = {"connection": connections_prefix, "variable": variables_prefix,
                          "config": config_prefix}
         self.outside_pipelines = outside_pipelines
@@ -190,13 +139,13 @@ class PipekeySecretsBackend(BaseSecretsBackend):
         if mode == "broker":  # the API server only: direct-mode processes never import it
             from ..teams import TeamBroker
 
-            self.broker = TeamBroker(self.lk, no_team, _mask)
+            self.broker = TeamBroker(self.lk, no_team, mask)
         if mode == "direct" and os.environ.get(MODE_ENV) == "broker":
             log.warning("pipekey: %s=broker, but a PipekeySecretsBackend in direct mode was "
                         "built in this process (remove it from [workers] secrets_backend: a "
                         "worker in broker mode holds no store credentials)", MODE_ENV)
-        _default["lk"] = self.lk
-        add_value_listener(_mask)
+        tasks.process_default["lk"] = self.lk
+        add_value_listener(mask)
         redact.install()
 
     # -- Airflow's interface ----------------------------------------------------------------
@@ -226,14 +175,14 @@ class PipekeySecretsBackend(BaseSecretsBackend):
         value: str | None
         if run is not None and conn_id in run.connection_keys:
             value = run.get(run.connection_keys[conn_id])
-            _mask_connection(value)
+            mask_connection(value)
             return value
         if run is not None and conn_id in run.dynamic:  # the login minted for this run
             value = run.connection(conn_id).to_uri()
-            _mask_connection(value)
+            mask_connection(value)
             return value
         value = self._lookup("connection", conn_id)
-        _mask_connection(value)
+        mask_connection(value)
         return value
 
     def _variable(self, key: str, team_name: str | None) -> str | None:
@@ -269,7 +218,7 @@ class PipekeySecretsBackend(BaseSecretsBackend):
             key = self.broker.connection_key(name, team, key)
         value = None if key is None else self.broker.read(key, team, f"{kind} {name!r}")
         if kind == "connection":
-            _mask_connection(value)
+            mask_connection(value)
         return value
 
     def _lookup(self, kind: str, name: str) -> str | None:
@@ -317,7 +266,7 @@ class PipekeySecretsBackend(BaseSecretsBackend):
         its parameter-free part if the DAG run's params do not fill the scope); and the
         DAG id (None outside a task)."""
         run = current()
-        context = _task_context()
+        context = tasks.task_context()
         dag_id = context["dag"].dag_id if context else None
         if run is not None:
             return _Policy.of_run(run, dag_id or run.pipeline), dag_id
@@ -327,8 +276,8 @@ class PipekeySecretsBackend(BaseSecretsBackend):
         if pipeline is None:
             return None, dag_id
         config = self.lk.pipeline_config(pipeline)
-        params = _params_from(context, config, {})
-        env = _env_from(context, None)
+        params = params_from(context, config, {})
+        env = env_from(context, None)
         missing = sorted(config.parameters() - set(params))
         try:
             if missing:
@@ -349,7 +298,7 @@ class PipekeySecretsBackend(BaseSecretsBackend):
             raise AirflowSecretsBackendAccessDenied(
                 f"pipekey pipeline {policy.pipeline!r} may not read {key!r}: it is a document "
                 "standing for a subtree outside the pipeline's scope, shared/ and grants")
-        _mask(secret.value)
+        mask(secret.value)
         return secret.value
 
     def _deny_if_held(self, key: str, why: str) -> None:
@@ -422,194 +371,3 @@ def _authoritative(what: str) -> Iterator[None]:
         raise AirflowSecretsBackendAccessDenied(
             f"pipekey: store unavailable for {what}: {exc}; refused rather than answered by "
             "another secrets backend") from None
-
-
-def _mask_connection(value: str | None) -> None:
-    if not value:
-        return
-    for part in redact.secret_parts(value):
-        _mask(part)
-    try:
-        from ..connection import Connection
-
-        for secret in Connection.from_value(value).secret_values():
-            _mask(secret)
-    except PipekeyError:
-        pass
-
-
-def _params_from(context: Mapping[str, Any] | None, config: PipelineConfig,
-                 explicit: dict[str, Any]) -> dict[str, str]:
-    """Scope parameters: those given, else the DAG run's params of the same names."""
-    fields = config.parameters()
-    params = {k: str(v) for k, v in explicit.items() if k in fields}
-    dag_params = (context or {}).get("params") or {}
-    for field_name in fields - set(params):
-        if field_name in dag_params and dag_params[field_name] is not None:
-            params[field_name] = str(dag_params[field_name])
-    return params
-
-
-def _env_from(context: Mapping[str, Any] | None, explicit: Any) -> str | None:
-    """The environment: the one given, else the DAG run's ``pipekey_env`` param, else None
-    (the process's default)."""
-    if explicit is not None:
-        return str(explicit)
-    chosen = ((context or {}).get("params") or {}).get(ENV_PARAM)
-    return None if chosen in (None, "") else str(chosen)
-
-
-_BACKEND_SETTINGS = (("workers", "secrets_backend", "secrets_backend_kwargs"),
-                     ("secrets", "backend", "backend_kwargs"))
-
-
-def configured_kwargs() -> dict[str, Any] | None:
-    """The kwargs Airflow was given for :class:`PipekeySecretsBackend`: ``[workers]
-    secrets_backend_kwargs`` if ``[workers] secrets_backend`` names it, else ``[secrets]
-    backend_kwargs`` if ``[secrets] backend`` does (with Airflow's per-key
-    ``..._KWARG__NAME`` environment overrides); None if neither names it."""
-    conf = airflow_conf()
-    for section, key, kwargs_key in _BACKEND_SETTINGS:
-        path = conf.get(section, key, fallback="") or ""
-        if path.strip().rpartition(".")[2] != PipekeySecretsBackend.__name__:
-            continue
-        raw = conf.get(section, kwargs_key, fallback="") or ""
-        try:
-            kwargs = json.loads(raw) if raw.strip() else {}
-        except ValueError:
-            raise UsageError(f"[{section}] {kwargs_key} is not JSON") from None
-        if not isinstance(kwargs, dict):
-            raise UsageError(f"[{section}] {kwargs_key} is not a JSON object")
-        kwarg = kwargs_key.replace("_kwargs", "_kwarg").upper()
-        env_prefix = f"AIRFLOW__{section.upper()}__{kwarg}__"
-        kwargs.update({k[len(env_prefix):].lower(): v for k, v in os.environ.items()
-                       if k.startswith(env_prefix) and len(k) > len(env_prefix)})
-        return kwargs
-    return None
-
-
-def _default_pipekey() -> Pipekey:
-    """The Pipekey of the configured manifest: the backend's kwargs as Airflow has them,
-    else one a backend built in this process, else ``$PIPEKEY_CONFIG`` / ./pipekey.toml."""
-    kwargs = configured_kwargs()
-    if kwargs is not None:
-        return _pipekey(kwargs.get("manifest"), kwargs.get("env"))
-    return _default.get("lk") or _pipekey(None, None)
-
-
-class _MaskedStream:
-    """A text stream whose writes pass through pipekey's masker first."""
-
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-
-    def write(self, text: str) -> int:
-        if isinstance(text, str):
-            self._stream.write(redact.redactor().redact(text))
-            return len(text)
-        return self._stream.write(text)
-
-    def writelines(self, lines: Any) -> None:
-        for line in lines:
-            self.write(line)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
-_streams_lock = threading.Lock()
-
-
-def mask_std_streams() -> None:
-    """Mask registered values in everything written to ``sys.stdout``/``sys.stderr`` from
-    now on (idempotent; stays for the process, as the registered values do). Called for
-    every value the backend or a task run serves, so a stream replaced since is wrapped too."""
-    with _streams_lock:
-        for name in ("stdout", "stderr"):
-            stream = getattr(sys, name)
-            if stream is not None and not isinstance(stream, _MaskedStream):
-                setattr(sys, name, _MaskedStream(stream))
-
-
-@contextmanager
-def task_run(lk: Pipekey | None = None, *, env: str | None = None,
-             **params: Any) -> Iterator[Run]:
-    """Open a pipekey run for the running Airflow task.
-
-    The pipeline is the one whose ``dags`` match the DAG; the run name is
-    ``<dag_id>__<run_id>__<task_id>[__<map_index>]``; scope parameters come from ``params``,
-    else from the DAG run's params; the environment from ``env``, else the DAG run's
-    ``pipekey_env`` param, else the process's. Values the run resolves are masked in the
-    task log and in the process's stdout and stderr.
-
-    Raises:
-        UsageError: not in a task, the DAG matches no pipeline, or a parameter is unknown.
-    """
-    with _task_run(lk, env, params, strict=True) as run:
-        yield run
-
-
-@contextmanager
-def _task_run(lk: Pipekey | None, env: Any, params: dict[str, Any],
-              strict: bool) -> Iterator[Run]:
-    context = _task_context()
-    if context is None:
-        raise UsageError("task_run() works inside a running Airflow task")
-    dag_id = context["dag"].dag_id
-    brokered = lk is None and airflow_mode() == "broker"
-
-    manifest: Manifest | None
-    if brokered:  # the manifest alone: no backend is built in this process
-        warn_worker_backend()
-        manifest = load_manifest((configured_kwargs() or {}).get("manifest"))
-    else:
-        lk = lk or _default_pipekey()
-        manifest = lk.manifest
-    pipeline = pipeline_for_dag(manifest, dag_id) if manifest else None
-    if manifest is None or pipeline is None:
-        where = manifest.path if manifest and manifest.path else "no manifest found"
-        raise UsageError(f"DAG {dag_id!r} matches no pipekey pipeline in {where} (add it to "
-                         "a pipeline's dags = [...] in the manifest)")
-    config = manifest.pipelines[pipeline]
-    if strict:
-        check_parameters(pipeline, config.parameters(), params)
-    ti = context["ti"]
-    name = f"{dag_id}__{context['run_id']}__{ti.task_id}"
-    if getattr(ti, "map_index", -1) is not None and getattr(ti, "map_index", -1) >= 0:
-        name += f"__{ti.map_index}"
-    add_value_listener(_mask)
-    redact.install()
-    mask_std_streams()
-    chosen, filled = _env_from(context, env), _params_from(context, config, params)
-    if brokered:
-        opened = broker.brokered_run(manifest, pipeline, fetch_variable, env=chosen,
-                                     params=filled, run_name=name)
-    else:
-        assert lk is not None
-        opened = lk.pipeline(pipeline, run_name=name, env=chosen, **filled)
-    with opened as run:
-        yield run
-
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def pipekey_task(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Decorate a task function so it runs inside :func:`task_run`, with the scope parameters
-    (and ``env``) taken from its own arguments of the same names (``account=...``)::
-
-        @task
-        @pipekey_task
-        def load(account: str, env: str | None = None): ...
-    """
-    signature = inspect.signature(fn)
-
-    @functools.wraps(fn)
-    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        arguments = dict(signature.bind_partial(*args, **kwargs).arguments)
-        env = arguments.pop("env", None)
-        with _task_run(None, env, arguments, strict=False):
-            return fn(*args, **kwargs)
-
-    return wrapper
