@@ -45,9 +45,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
-from .. import broker, redact
+from .. import redact
 from ..announce import add_value_listener
-from ..client import Pipekey
 from ..errors import (
     AccessDenied,
     BackendError,
@@ -73,6 +72,7 @@ from ._airflow_tasks import (
 
 if TYPE_CHECKING:
     from ..backends.base import Secret
+    from ..client import Pipekey
     from ..teams import TeamBroker
 
 try:
@@ -186,7 +186,9 @@ class PipekeySecretsBackend(BaseSecretsBackend):
         return value
 
     def _variable(self, key: str, team_name: str | None) -> str | None:
-        if broker.is_request(key):  # a run request: answered in broker mode only
+        from ..broker import is_request  # not at import: a task imports only what its mode uses
+
+        if is_request(key):  # a run request: answered in broker mode only
             if self.broker is None:
                 return None
             try:
