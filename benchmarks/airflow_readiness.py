@@ -228,9 +228,10 @@ def _p95(samples: list[float]) -> float:
 
 
 def summarise(reports: list[dict], calls: dict[str, dict[str, int]], sizes: list[int],
-              contenders: list[str]) -> dict:
+              contenders: list[str], busy: dict[str, float] | None = None) -> dict:
     """Per size and contender: median and p95 of each column, tasks reported, tasks with
-    boto3 imported, store calls of its DAG run, and the ratios to Airflow's backend."""
+    boto3 imported, store calls of its DAG run and the seconds moto was busy answering them,
+    and the ratios to Airflow's backend."""
     out: dict = {}
     for size in sizes:
         rows: dict = {}
@@ -239,7 +240,8 @@ def summarise(reports: list[dict], calls: dict[str, dict[str, int]], sizes: list
             got = [r for r in reports if r["dag_id"] == dag_id]
             row = {"tasks": len(got), "boto3": sum(bool(r["boto3"]) for r in got),
                    "calls": sum(calls.get(dag_id, {}).values()),
-                   "calls_by_action": calls.get(dag_id, {})}
+                   "calls_by_action": calls.get(dag_id, {}),
+                   "moto_busy_s": (busy or {}).get(dag_id)}
             for key, _ in COLUMNS:
                 values = [r[key] for r in got]
                 row[key] = ({"median": statistics.median(values), "p95": _p95(values)}
@@ -261,6 +263,10 @@ def _ms(stat: dict | None) -> str:
     return "-" if stat is None else f"{stat['median'] * 1000:6.0f} {stat['p95'] * 1000:6.0f}"
 
 
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
 def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
@@ -271,10 +277,11 @@ def render(summary: dict, latency_ms: float) -> str:
         lines.append(f"\n{size} mapped tasks x {SECRETS} secrets, {latency_ms:.0f} ms round trip "
                      "(ms: median p95)")
         lines.append(f"{'contender':<12}" + "".join(f"{title:>18}" for _, title in COLUMNS)
-                     + f"{'store calls/DAG run':>22}  boto3 in task")
+                     + f"{'store calls/DAG run':>22}{'moto busy s':>13}  boto3 in task")
         for contender, row in rows.items():
             lines.append(f"{contender:<12}" + "".join(f"{_ms(row[k]):>18}" for k, _ in COLUMNS)
-                         + f"{row['calls']:>22}  {row['boto3']}/{row['tasks']}")
+                         + f"{row['calls']:>22}{_seconds(row['moto_busy_s']):>13}"
+                         + f"  {row['boto3']}/{row['tasks']}")
         lines.append(f"ratio to {BASELINE} (its median / the contender's; > 1: faster, "
                      "cheaper, fewer calls)")
         for contender, row in rows.items():
@@ -322,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         contenders.insert(0, BASELINE)
     if str(ROOT) not in sys.path:  # benchmarks/ is a package of the source checkout
         sys.path.insert(0, str(ROOT))
-    from benchmarks.compare import _seed, _servers
+    from benchmarks.compare import _seed, _servers, _union
 
     sizes = args.tasks
     deploy = _module("pipekey_airflow_deploy", ROOT / "examples" / "airflow" / "deploy.py")
@@ -353,16 +360,18 @@ def main(argv: list[str] | None = None) -> int:
                                        manifest_source=work / "bench-pipekey.toml",
                                        extra_env=env, teams={TEAM: bundle}, broker=True)
         calls: dict[str, dict[str, int]] = {}
+        busy: dict[str, float] = {}
         try:
             deployment.start()
             for index, size in enumerate(sizes):
                 turn = index % len(contenders)  # who goes first rotates with the size
                 for contender in contenders[turn:] + contenders[:turn]:
                     dag_id = f"readiness_{contender}_{size}"
-                    proxy.counts.clear()  # one DAG run at a time: its calls alone
+                    proxy.reset()  # one DAG run at a time: its calls alone
                     deployment.trigger((dag_id,))
                     states = deployment.wait(timeout=300 + 20 * size, dag_ids=(dag_id,))
                     calls[dag_id] = dict(proxy.counts)
+                    busy[dag_id] = _union(proxy.busy)  # moto answers one call at a time
                     print(f"== {dag_id}: {states[dag_id]}, store calls {calls[dag_id]}")
             reports = [json.loads(line.split("READY ", 1)[1])
                        for text in deployment.task_logs().values()
@@ -370,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
                        if line.startswith("READY ")]
         finally:
             deployment.stop()
-    summary = summarise(reports, calls, sizes, contenders)
+    summary = summarise(reports, calls, sizes, contenders, busy)
     print(render(summary, args.latency_ms))
     if args.detail:
         for contender in contenders:
