@@ -7,7 +7,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Debian packages the tests use. Installed only when missing, so a warm machine skips apt.
-APT_PACKAGES=(postgresql redis-server)   # redis-server: the Celery broker of tests/deploy/test_airflow_deployment.py
+# redis-server: the Celery broker of tests/deploy/test_airflow_deployment.py; chromium and
+# chromium-driver: the inventory's pages in a real browser (tests/integrations/test_inventory_ui.py)
+APT_PACKAGES=(postgresql redis-server chromium chromium-driver)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

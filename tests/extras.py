@@ -17,7 +17,9 @@ EXTRAS = {
     "gcp": ("google.cloud.secretmanager", "pip install -e '.[gcp]'"),
     "metrics": ("prometheus_client", "pip install -e '.[metrics]'"),
     "postgres": ("psycopg2", "pip install -e '.[postgres]'"),
+    "selenium": ("selenium", "pip install -e '.[test]' (and scripts/setup-dev.sh for chromium)"),
     "sqlalchemy": ("sqlalchemy", "pip install sqlalchemy (the airflow and dlt extras pull it)"),
+    "ui": ("fastapi", "pip install -e '.[ui]'"),
     "vault": ("hvac", "pip install -e '.[vault]'"),
 }
 

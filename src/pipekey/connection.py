@@ -24,6 +24,7 @@ from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlencode, urls
 
 from . import converters
 from .childenv import connection_env_name
+from .connection_words import canonical_field
 from .errors import UsageError
 from .redact import MASK, sensitive_values
 
@@ -118,12 +119,14 @@ class Connection:
                                         f"{exc.colno})") from None
         if not isinstance(value, Mapping):
             raise InvalidConnection(f"{what}: JSON form must be an object")
+        data: dict[str, Any] = {}
         for position, name in enumerate(value, start=1):
-            if name not in _FIELDS:  # not quoted: a misplaced value may sit in a name
+            canonical = canonical_field(name)  # Airflow's alias words: user, pass, engine...
+            if canonical not in _FIELDS:  # not quoted: a misplaced value may sit in a name
                 raise InvalidConnection(f"{what}: JSON form has an unknown field (field "
                                         f"{position} of the object); the fields are "
-                                        f"{', '.join(_FIELDS)}")
-        data = dict(value)
+                                        f"{', '.join(_FIELDS)} or Airflow's alias words")
+            data.setdefault(canonical, value[name])  # the first word of a field wins, as Airflow's
         extra = _extra_dict(data.pop("extra", None), what)
         port = data.pop("port", None)
         conn_type = data.pop("conn_type", None)

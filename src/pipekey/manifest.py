@@ -49,6 +49,10 @@ _TEAM = re.compile(r"[A-Za-z0-9_-]{3,50}")  # `airflow teams create` accepts the
 
 # The manifest's schema: msgspec Structs, converted from what tomllib parsed. msgspec builds a
 # class's decoder when it first validates, so importing these costs almost nothing.
+#: a duration in the manifest: a whole number and a unit (s, m, h, d, w), e.g. ``90d``
+Duration = Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,5}[smhdw]$")]
+
+
 class AwsRole(Struct, kw_only=True, forbid_unknown_fields=True):
     arn: str
     duration: Annotated[int, Meta(ge=900, le=43200)] = 900
@@ -77,6 +81,8 @@ class PipelineConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     description: str | None = None
     #: Airflow teams (multi-team) whose tasks this pipeline serves in broker mode
     teams: list[str] = []
+    #: its keys are stale (``pipekey inventory``) when unchanged for longer: 90d, 12h, 2w
+    rotate_after: Duration | None = None
 
     def parameters(self) -> set[str]:
         """Every parameter the pipeline's templates use (scope, grants, connection mappings),
@@ -129,6 +135,7 @@ class _Document(Struct, kw_only=True, forbid_unknown_fields=True):
     chain: list[str] | None = None
     on_backend_error: Literal["fall_through", "raise"] = "fall_through"
     lookup: Literal["sequential", "parallel"] = "sequential"
+    rotate_after: Duration | None = None
     backends: dict[str, dict[str, Any]] = {}
     pipelines: dict[str, dict[str, Any]] = {}
     credentials: dict[str, dict[str, Any]] = {}
@@ -155,6 +162,8 @@ class Manifest:
     credentials: dict[str, CredentialConfig] = field(default_factory=dict)
     #: ``[teams.NAME]`` tables (broker mode); a team named only by pipelines has none
     teams: dict[str, TeamConfig] = field(default_factory=dict)
+    #: ``rotate_after``: keys unchanged for longer are stale (a pipeline may set its own)
+    rotate_after: str | None = None
 
     def team_names(self) -> set[str]:
         """Every Airflow team some pipeline serves."""
@@ -281,7 +290,8 @@ def parse_manifest(raw: dict[str, Any], path: Path, env: str | None = None) -> M
                     pipelines=pipelines, environments=doc.environments,
                     on_backend_error=doc.on_backend_error, env_explicit=bool(explicit),
                     lookup=doc.lookup,
-                    audit=doc.audit, credentials=credentials, teams=teams)
+                    audit=doc.audit, credentials=credentials, teams=teams,
+                    rotate_after=doc.rotate_after)
 
 
 def _credential_config(path: Path, name: str, body: dict[str, Any],

@@ -6,11 +6,19 @@ What only a deployment shows: the task process builds no backend before ``task_r
 manifest comes from ``[workers] secrets_backend_kwargs``; no ``PIPEKEY_CONFIG``, and the
 components' working directory has no pipekey.toml), and LocalExecutor copies each task's
 stdout into the scheduler's console.
+
+The same deployment also switches ``[secrets] backend`` from Airflow's SSM backend to
+PipekeySecretsBackend with the SSM backend's kwargs unchanged (the drop-in, no manifest), SSM
+on moto: a ``dropin`` DAG's task reads connections and a variable through Airflow (the
+worker's pipekey holds none of them, so the API server's drop-in answers) and compares each
+with Airflow's own SSM backend built in the task from the same kwargs.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import textwrap
 
 import pytest
 
@@ -22,15 +30,76 @@ from .airflow_deploy import celery_missing, deploy_module  # noqa: E402
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
+#: Airflow's SSM backend kwargs, as a deployment has them; the switch changes the class alone
+SSM_KWARGS = {"connections_prefix": "/airflow/connections",
+              "variables_prefix": "/airflow/variables", "region_name": "eu-central-1"}
+DROPIN_DAG = textwrap.dedent('''
+    import json, os
+    from datetime import datetime
+    from airflow.sdk import Variable, dag, task
+
+    @dag(dag_id="dropin", schedule=None, start_date=datetime(2026, 1, 1))
+    def dropin():
+        @task
+        def compare():
+            from airflow.providers.amazon.aws.secrets.systems_manager import (
+                SystemsManagerParameterStoreBackend)
+            from airflow.sdk.bases.hook import BaseHook
+            theirs = SystemsManagerParameterStoreBackend(
+                **json.loads(os.environ["DROPIN_SSM_KWARGS"]))
+            for conn_id in ("dropin_uri", "dropin_json"):
+                ours = BaseHook.get_connection(conn_id)
+                same = ours.get_uri() == theirs.get_connection(conn_id).get_uri()
+                print(f"DROPIN connection {conn_id} same={same}")
+            same = Variable.get("dropin_api_token") == theirs.get_variable("dropin_api_token")
+            print(f"DROPIN variable dropin_api_token same={same}")
+            missing = Variable.get("dropin_missing", default=None)
+            also = theirs.get_variable("dropin_missing")
+            print(f"DROPIN missing {missing is None and also is None}")
+        compare()
+
+    dropin()
+''')
+
+
+def _seed_ssm(moto_url: str) -> list[str]:
+    """The drop-in's data in SSM (moto), as Airflow's SSM backend lays it out; its values."""
+    import boto3
+
+    values = ["fake-dropin-pw-1", "fake-dropin-pw-2", "fake-dropin-token-3"]
+    ssm = boto3.client("ssm", region_name="eu-central-1", endpoint_url=moto_url,
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    for name, value in (
+            ("/airflow/connections/dropin_uri", f"postgres://u:{values[0]}@db.example:5432/d"),
+            ("/airflow/connections/dropin_json", json.dumps(
+                {"conn_type": "http", "host": "api.example", "password": values[1]})),
+            ("/airflow/variables/dropin_api_token", values[2])):
+        ssm.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=True)
+    return values
+
+
 @pytest.fixture(scope="module", params=[
     pytest.param("LocalExecutor", id="local"), pytest.param("CeleryExecutor", id="celery")])
-def deployment(request, tmp_path_factory):
-    """The example deployment, both DAGs triggered and finished; stopped afterwards."""
+def deployment(request, tmp_path_factory, moto):
+    """The example deployment with the drop-in as [secrets] backend, the three DAGs
+    triggered and finished; stopped afterwards."""
     if request.param == "CeleryExecutor" and celery_missing():
         pytest.skip(celery_missing())
     deploy = deploy_module()
+    dags = tmp_path_factory.mktemp("dags")
+    for dag_file in (deploy.HERE / "dags").glob("*.py"):  # linked: they find quickstart/
+        (dags / dag_file.name).symlink_to(dag_file)
+    (dags / "dropin.py").write_text(DROPIN_DAG)
+    aws = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "eu-central-1", "AWS_ENDPOINT_URL": moto.url,
+           "AIRFLOW__SECRETS__BACKEND": "pipekey.integrations.airflow.PipekeySecretsBackend",
+           "AIRFLOW__SECRETS__BACKEND_KWARGS": json.dumps(SSM_KWARGS),
+           "DROPIN_SSM_KWARGS": json.dumps(SSM_KWARGS)}
     running = deploy.Deployment(tmp_path_factory.mktemp("deployment"), executor=request.param,
-                                log=lambda *a: None)
+                                log=lambda *a: None, dags_folder=dags,
+                                dag_ids=(*deploy.DAGS, "dropin"), extra_env=aws)
+    running.passwords.extend(_seed_ssm(moto.url))  # hunted in every log and console too
+    moto.reset()
     try:
         running.start()
         running.trigger()
@@ -43,7 +112,8 @@ def deployment(request, tmp_path_factory):
 def test_every_mapped_task_succeeds_with_its_own_value(deployment) -> None:
     """Four mapped tasks (two accounts x dev, prod) succeed; each API saw only its own
     environment's token for each account, and none refused."""
-    assert deployment.runs() == {"ads_report": "success", "billing_report": "success"}
+    assert deployment.runs() == {"ads_report": "success", "billing_report": "success",
+                                 "dropin": "success"}
     ads = {k: s for k, s in deployment.tasks().items() if k[0] == "ads_report"}
     assert len(ads) == 5 and set(ads.values()) == {"success"}  # 4 mapped loads and notify
     for env, api in deployment.apis.items():
@@ -89,3 +159,17 @@ def test_no_value_in_any_task_log_or_console(deployment) -> None:
     if deployment.executor == "LocalExecutor":
         assert "the token itself, masked in every log: ***" in consoles["scheduler.log"]
         assert outside in consoles["scheduler.log"]
+
+
+def test_dropin_answers_as_airflows_ssm_backend(deployment, moto) -> None:
+    """[secrets] backend switched to PipekeySecretsBackend, Airflow's SSM kwargs unchanged:
+    the task read two connections (URI, JSON) and a SecureString variable through Airflow,
+    each the same as Airflow's SSM backend gives, and None for a missing variable; the API
+    server's drop-in asked SSM with GetParameters."""
+    event = deploy_module()._event
+    events = sorted({event(line) for text in deployment.task_logs().values()
+                     for line in text.splitlines() if event(line).startswith("DROPIN ")})
+    assert events == ["DROPIN connection dropin_json same=True",
+                      "DROPIN connection dropin_uri same=True", "DROPIN missing True",
+                      "DROPIN variable dropin_api_token same=True"]
+    assert moto.counts["GetParameters"] >= 3  # the drop-in's (GetParameter: Airflow's)

@@ -29,7 +29,7 @@ def test_no_module_but_the_policy_decides_or_fills_templates() -> None:
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
         rel = path.relative_to(PACKAGE).as_posix()
-        if rel == "policy.py":
+        if rel == "policy.py" or rel.startswith("policy/"):
             continue
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):

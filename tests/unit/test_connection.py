@@ -120,6 +120,20 @@ def test_json_unknown_field_name_is_not_quoted() -> None:
     assert "unknown field (field 2 of the object)" in str(info.value)
 
 
+def test_json_with_airflows_secrets_manager_alias_words() -> None:
+    """Connections stored for Airflow's SecretsManagerBackend name their fields with alias
+    words (user, pass, engine, database...); the first word of a field wins, as in Airflow.
+    (These raised before: an unknown field.)"""
+    conn = Connection.from_json('{"user": "u", "pass": "fake-pw-alias", "server": "h", '
+                                '"port": 5432, "database": "d", "engine": "postgresql", '
+                                '"username": "ignored"}', conn_id="c")
+    assert (conn.conn_type, conn.login, conn.password, conn.host, conn.port, conn.schema) == \
+        ("postgres", "u", "fake-pw-alias", "h", 5432, "d")
+    assert "fake-pw-alias" not in repr(conn)
+    with pytest.raises(InvalidConnection, match="unknown field"):
+        Connection.from_json('{"usuario": "u"}', conn_id="c")  # extra_conn_words: compat only
+
+
 def test_userinfo_in_host_is_masked_in_repr() -> None:
     """A host that carries ``user:password@`` shows as ``***@`` in repr and str."""
     conn = Connection.from_json('{"conn_type": "http", '

@@ -41,6 +41,9 @@ class AwsConfig(BackendConfig):
     connect_timeout: float = 5.0
     read_timeout: float = 10.0
     max_concurrency: int = 8
+    #: boto3's ``use_ssl`` and ``verify`` (a CA bundle path, or false), as Airflow's backends
+    use_ssl: bool = True
+    verify: bool | str | None = None
 
 
 C = TypeVar("C", bound=AwsConfig)
@@ -112,7 +115,8 @@ class AwsBackend(RemoteBackend, Generic[C]):
                         connect_timeout=self.config.connect_timeout,
                         read_timeout=self.config.read_timeout,
                         max_pool_connections=max(10, self.config.max_concurrency * 2))
-        client = session.client(service, endpoint_url=self.config.endpoint_url, config=config)
+        client = session.client(service, endpoint_url=self.config.endpoint_url, config=config,
+                                use_ssl=self.config.use_ssl, verify=self.config.verify)
         client.meta.events.register("needs-retry.*", self._on_needs_retry)
         return client
 

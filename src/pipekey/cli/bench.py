@@ -38,10 +38,14 @@ from ._common import _emit, _lk, _print, _table, cli, json_option, row, say
                    "manifest's [credentials.NAME] against the real database; time to ready.")
 @click.option("--runs", default=50, show_default=True, type=click.IntRange(1, 500),
               help="With --credentials: runs opening at once.")
+@click.option("--inventory", is_flag=True,
+              help="Only this: the inventory's pages (pipekey ui) for 1,000 keys, 50 "
+                   "pipelines and 100,000 audit records; needs pipekey[ui].")
 @json_option
 @click.pass_context
 def bench(ctx: click.Context, repeat: int, latency_ms: float, compare: bool, startup_runs: int,
-          pipelines: int, out: str, definition: str | None, runs: int, as_json: bool) -> None:
+          pipelines: int, out: str, definition: str | None, runs: int, inventory: bool,
+          as_json: bool) -> None:
     """Measure run readiness (40 secrets) and warm read cost; print the numbers.
 
     Uses fake values in a temporary local store and in-memory stores that stand in for
@@ -53,6 +57,11 @@ def bench(ctx: click.Context, repeat: int, latency_ms: float, compare: bool, sta
         return
     if definition:
         _credentials(ctx, definition, runs, as_json)
+        return
+    if inventory:
+        from ._bench_inventory import bench_inventory
+
+        bench_inventory(as_json)
         return
     from ..bench import run_benchmarks, startup
 

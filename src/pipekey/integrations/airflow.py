@@ -69,6 +69,7 @@ from ._airflow_tasks import (
     pipeline_for_dag,
     task_run,
 )
+from .airflow_compat import UNSET, CompatReader, compat_reader, native_prefixes
 
 if TYPE_CHECKING:
     from ..backends.base import Secret
@@ -103,24 +104,40 @@ class PipekeySecretsBackend(BaseSecretsBackend):
             task's Airflow team, and run requests answered, :mod:`pipekey.teams`).
         no_team: broker mode: ``"shared_only"`` (default) or ``"deny"``, what a lookup
             without a team may read.
+        compat: ``"ssm"`` or ``"secrets_manager"``: take the ``backend_kwargs`` of Airflow's
+            SSM / Secrets Manager backend verbatim (``**airflow_kwargs``) and answer as it does,
+            no manifest needed (:mod:`pipekey.integrations.airflow_compat`).
     """
 
     #: the broker of ``mode="broker"`` (None in direct mode)
     broker: "TeamBroker | None" = None
     #: a broker-mode backend Airflow built in a worker: it answers nothing there
     aside = False
+    #: the drop-in for Airflow's AWS backends (``compat``, docs/airflow.md), else None
+    compat: CompatReader | None = None
 
     def __init__(self, manifest: str | None = None, env: str | None = None,
-                 connections_prefix: str | None = "airflow/connections",
-                 variables_prefix: str | None = "airflow/variables",
-                 config_prefix: str | None = None,
+                 connections_prefix: str | None = UNSET, variables_prefix: str | None = UNSET,
+                 config_prefix: str | None = UNSET,
                  outside_pipelines: str = "shared_only", mode: str = "direct",
-                 no_team: str = "shared_only") -> None:
+                 no_team: str = "shared_only", compat: str | None = None,
+                 **airflow_kwargs: Any) -> None:
         super().__init__()
         if outside_pipelines not in ("shared_only", "allow"):
             raise UsageError("outside_pipelines is 'shared_only' or 'allow'")
         if mode not in ("direct", "broker"):
             raise UsageError("mode is 'direct' or 'broker'")
+        self.compat = compat_reader(compat, {  # Airflow's SSM / Secrets Manager backend kwargs
+            "manifest": manifest, "env": env, "mode": mode, "connections_prefix":
+            connections_prefix, "variables_prefix": variables_prefix, "config_prefix":
+            config_prefix}, airflow_kwargs, mask, mask_connection)
+        if self.compat is not None:
+            self.lk, self.mode = self.compat.lk, mode
+            add_value_listener(mask)
+            redact.install()
+            return
+        connections_prefix, variables_prefix, config_prefix = native_prefixes(
+            connections_prefix, variables_prefix, config_prefix)
         if mode == "broker" and os.environ.get(MODE_ENV) == "broker":
             # a worker: Airflow falls back to [secrets] backend when [workers] secrets_backend
             # is unset; answering here (with no team) would keep lookups from the API server
@@ -153,19 +170,25 @@ class PipekeySecretsBackend(BaseSecretsBackend):
         if self.aside:
             return None
         with _authoritative(f"connection {conn_id!r}"):
+            if self.compat is not None:
+                return self.compat.get("connection", conn_id, team_name)
             return self._conn_value(conn_id, team_name)
 
     def get_variable(self, key: str, team_name: str | None = None) -> str | None:
         if self.aside:
             return None
         with _authoritative(f"variable {key!r}"):
+            if self.compat is not None:
+                return self.compat.get("variable", key, team_name)
             return self._variable(key, team_name)
 
     def get_config(self, key: str) -> str | None:
         if self.aside:
             return None
-        prefix = self.prefixes["config"]
         with _authoritative(f"config {key!r}"):
+            if self.compat is not None:
+                return self.compat.get("config", key)
+            prefix = self.prefixes["config"]
             return None if prefix is None else self._read(self.lk.chain.get, f"{prefix}/{key}")
 
     def _conn_value(self, conn_id: str, team_name: str | None) -> str | None:

@@ -9,7 +9,9 @@ Three kinds of reader ask it, and nothing else in pipekey decides:
 * a **DAG outside a run** (:func:`parameter_free_policy`): the part of its pipeline's policy
   that needs no scope parameter (``shared/``, parameter-free grants and connections);
 * an **Airflow team** in broker mode (:class:`TeamPolicy`): the union of its pipelines'
-  policies over every parameter value and every environment the deployment serves.
+  policies over every parameter value and every environment the deployment serves;
+* an **Airflow caller** of the drop-in for Airflow's AWS backends (:func:`airflow_names`): the
+  names Airflow's own backend would try for it, its team's name first.
 
 Between teams, ownership is a prefix check, never a match against another team's templates
 (:class:`Ownership`): a team owns the literal part, before the first ``{``, of each scope and
@@ -26,22 +28,22 @@ never parsed back to find an owner.
 from __future__ import annotations
 
 import functools
-import itertools
 import re
 import string
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable, Mapping, TypeVar
 
-from .errors import ManifestError, UsageError
-from .keys import SEGMENT_PATTERN, is_segment, is_under, validate_key
+from ..errors import UsageError
+from ..keys import SEGMENT_PATTERN, is_segment, is_under, validate_key
 
 if TYPE_CHECKING:
-    from .manifest import PipelineConfig
+    from ..manifest import PipelineConfig
 
-__all__ = ["NO_PIPELINE", "NO_SUCH_PARAMETER", "NO_SUCH_PIPELINE", "SHARED", "Ownership",
-           "RunPolicy", "TeamPolicy", "check_parameters", "declared_names", "fill_fields",
-           "fill_template", "parameter_free_policy", "pipelines_reading", "pipeline_entry",
-           "run_policy", "served_environments", "template_fields"]
+__all__ = ["AIRFLOW_TEAM_SEP", "NO_PIPELINE", "NO_SUCH_PARAMETER", "NO_SUCH_PIPELINE", "SHARED",
+           "Ownership", "RunPolicy", "TeamPolicy", "airflow_names", "check_parameters",
+           "declared_names", "declaring", "fill_fields", "fill_template",
+           "parameter_free_policy", "pipelines_reading", "pipeline_entry", "run_policy",
+           "served_environments", "template_fields"]
 
 SHARED = "shared"
 
@@ -341,6 +343,44 @@ def pipelines_reading(key_template: str, pipelines: Mapping[str, PipelineConfig]
     return readers
 
 
+def declaring(key: str, pipelines: Mapping[str, PipelineConfig],
+              environments: Iterable[str]) -> dict[str, str]:
+    """pipeline -> how it declares ``key`` (for some parameters, in some served environment):
+    ``requires NAME`` (or ``optional``, ``dlt``, ``shared``) where its scope walk looks for the
+    name, ``connection C`` for a key a connection is mapped to, ``grant G`` for a key a grant
+    names or holds. A pipeline that may read ``key`` without declaring it (an undeclared name
+    in its scope's subtree) is not listed: the inventory calls such a read "grants sprawl"."""
+    envs = tuple(environments)
+    leaf = key.rpartition("/")[2]
+    out: dict[str, str] = {}
+    for name, config in pipelines.items():
+        if not any(_may_reach(config, key, env) for env in envs) \
+                and not (is_under(key, SHARED) and leaf in config.shared):
+            continue
+        lists = (("requires", config.requires), ("optional", config.optional),
+                 ("dlt", declared_names(config)))
+        how = None
+        for env in envs:
+            scope = _Scope(config, env)
+            parent = key.rpartition("/")[0]
+            for label, names in lists:
+                if how is None and leaf in names and scope.runnable and (
+                        parent == SHARED or scope.at_level(key)
+                        or (scope.template.exact.fullmatch(parent) and scope.holds(key))):
+                    how = f"{label} {leaf}"
+            if how is None and parent == SHARED and leaf in config.shared:
+                how = f"shared {leaf}"
+            for conn, template in config.stored_connections().items():
+                if how is None and _Template(template, env).exact.fullmatch(key):
+                    how = f"connection {conn}"
+            for grant in config.grants:
+                if how is None and _Template(grant, env).subtree.fullmatch(key):
+                    how = f"grant {grant}"
+        if how is not None:
+            out[name] = how
+    return out
+
+
 def _may_reach(config: PipelineConfig, key: str, env: str) -> bool:
     """False only if no run of the pipeline can read ``key``: the key starts with no literal
     prefix of its scope, grants or connections, and its last segment is no declared name (the
@@ -351,91 +391,6 @@ def _may_reach(config: PipelineConfig, key: str, env: str) -> bool:
     return any(key.startswith(_literal_prefix(t, env)[0]) for t in templates)
 
 
-# -- ownership between teams ------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Owned:
-    team: str
-    pipeline: str
-    where: str        #: the manifest field, e.g. pipelines.p.scope
-    template: str
-    prefix: str       #: the literal text before the first field, {env} filled
-    subtree: bool     #: False: the template names one key (a literal connection mapping)
-
-    def covers(self, key: str) -> bool:
-        return key.startswith(self.prefix) if self.subtree else key == self.prefix
-
-    def overlaps(self, other: _Owned) -> bool:
-        if self.subtree and other.subtree:
-            return self.prefix.startswith(other.prefix) or other.prefix.startswith(self.prefix)
-        if self.subtree:
-            return self.covers(other.prefix)
-        return other.covers(self.prefix)
-
-
-def _literal_prefix(template: str, env: str) -> tuple[str, bool]:
-    """The text of ``template`` before its first field other than ``{env}`` (filled with
-    ``env``), and whether the template has such a field."""
-    literal = ""
-    for text, name, _, _ in string.Formatter().parse(template.rstrip("/")):
-        literal += text
-        if name == "env":
-            literal += env
-        elif name is not None:
-            return literal, True
-    return literal, False
-
-
-def _owned(team: str, pipeline: str, where: str, template: str, env: str,
-           whole_subtree: bool) -> list[_Owned]:
-    literal, templated = _literal_prefix(template, env)
-    if templated:
-        return [_Owned(team, pipeline, where, template, literal, True)]
-    out = [_Owned(team, pipeline, where, template, literal, False)]
-    if whole_subtree:
-        out.append(_Owned(team, pipeline, where, template, literal + "/", True))
-    return out
-
-
-class Ownership:
-    """Which teams own which key prefixes (see the module docstring).
-
-    Raises:
-        ManifestError: two teams own overlapping prefixes (naming both, the pipelines and
-            the fields), through pipelines that are not the same one.
-    """
-
-    def __init__(self, pipelines: Mapping[str, PipelineConfig], environments: Iterable[str],
-                 path: object = "pipekey.toml") -> None:
-        owned: list[_Owned] = []
-        for name, config in pipelines.items():
-            for team in dict.fromkeys(config.teams):
-                for env in environments:
-                    owned += _owned(team, name, f"pipelines.{name}.scope", config.scope, env,
-                                    True)
-                    for conn, template in config.stored_connections().items():
-                        owned += _owned(team, name, f"pipelines.{name}.connections.{conn}",
-                                        template, env, False)
-        self._owned = [o for o in owned if not is_under(o.prefix.rstrip("/"), SHARED)
-                       and not o.prefix.startswith(SHARED + "/")]
-        # sorted, an entry's overlaps follow it while they start with its prefix (a prefix
-        # sorts before every string it starts): near-linear instead of every pair
-        ordered = sorted(self._owned, key=lambda o: (o.prefix, not o.subtree))
-        for i, one in enumerate(ordered):
-            for other in itertools.islice(ordered, i + 1, None):
-                if not other.prefix.startswith(one.prefix):
-                    break
-                if one.team != other.team and one.pipeline != other.pipeline \
-                        and one.overlaps(other):
-                    raise ManifestError(
-                        path, other.where,
-                        f"teams {one.team!r} and {other.team!r} own overlapping keys: "
-                        f"{one.where} = {one.template!r} and {other.where} = "
-                        f"{other.template!r} share the prefix "
-                        f"{min(one.prefix, other.prefix, key=len)!r}, so a parameter value of "
-                        "one could reach the other's keys (give each team its own literal "
-                        "prefix, or grant the keys explicitly)")
-
-    def owners(self, key: str) -> set[str]:
-        """The teams that own ``key`` (none for ``shared/`` and keys no team's templates
-        start)."""
-        return {o.team for o in self._owned if o.covers(key)}
+# the teams' ownership and Airflow's team-scoped names live beside this module
+from .airflow_names import AIRFLOW_TEAM_SEP, airflow_names  # noqa: E402
+from .ownership import Ownership, _literal_prefix  # noqa: E402
