@@ -45,6 +45,7 @@ import statistics
 import sys
 import tempfile
 import textwrap
+import time
 import uuid
 from pathlib import Path
 
@@ -71,7 +72,7 @@ DAG_FILE = textwrap.dedent('''
     from airflow.sdk import dag, get_current_context, task
 
     TAG, SECRETS, REGION = {tag!r}, {secrets}, "eu-central-1"
-    SIZES, CONTENDERS = {sizes!r}, {contenders!r}  # size -> the scope's parameter p
+    RUNS = {runs!r}  # dag_id -> (contender, size, the scope's parameter p)
     NAMES = [f"secret_{{i:02d}}" for i in range(SECRETS)]
     DETAIL = bool(os.environ.get("READINESS_DETAIL"))
 
@@ -96,7 +97,8 @@ DAG_FILE = textwrap.dedent('''
             ready, used = time.perf_counter(), cpu()
             ti = get_current_context()["ti"]
             since_start = (datetime.now(timezone.utc) - ti.start_date).total_seconds()
-            data = {{"contender": contender, "dag_id": ti.dag_id, "map_index": ti.map_index,
+            data = {{"contender": contender, "dag_id": ti.dag_id, "size": RUNS[ti.dag_id][1],
+                     "map_index": ti.map_index,
                      "since_task_start_s": since_start, "in_task_s": ready - self.started,
                      "lookups_s": ready - self.after_import if lookups_s is None else lookups_s,
                      "cpu_s": used, "cpu_in_task_s": used - self.cpu,
@@ -160,9 +162,9 @@ DAG_FILE = textwrap.dedent('''
         pipekey_run("broker", p)
 
 
-    def make(contender, size, p):
-        @dag(dag_id=f"readiness_{{contender}}_{{size}}", schedule=None,
-             start_date=datetime(2026, 1, 1), max_active_tasks=size)
+    def make(dag_id, contender, size, p):
+        @dag(dag_id=dag_id, schedule=None, start_date=datetime(2026, 1, 1),
+             max_active_tasks=size)
         def readiness():
             @task
             def ready(i: int):
@@ -173,9 +175,8 @@ DAG_FILE = textwrap.dedent('''
         return readiness()
 
 
-    for size, p in SIZES.items():
-        for contender in CONTENDERS:
-            globals()[f"readiness_{{contender}}_{{size}}"] = make(contender, size, p)
+    for dag_id, (contender, size, p) in RUNS.items():
+        globals()[dag_id] = make(dag_id, contender, size, p)
 ''')
 
 MANIFEST = textwrap.dedent('''
@@ -227,21 +228,29 @@ def _p95(samples: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
+def dag_id_of(contender: str, size: int, round_: int = 0) -> str:
+    return f"readiness_{contender}_{size}" + (f"_r{round_}" if round_ else "")
+
+
 def summarise(reports: list[dict], calls: dict[str, dict[str, int]], sizes: list[int],
-              contenders: list[str], busy: dict[str, float] | None = None) -> dict:
-    """Per size and contender: median and p95 of each column, tasks reported, tasks with
-    boto3 imported, store calls of its DAG run and the seconds moto was busy answering them,
-    and the ratios to Airflow's backend."""
+              contenders: list[str], busy: dict[str, float] | None = None,
+              rounds: int = 1) -> dict:
+    """Per size and contender, over every round: median and p95 of each column, tasks
+    reported, tasks with boto3 imported, store calls per DAG run (the most of any round, and
+    each round's) and the seconds moto was busy answering them (mean), and the ratios to
+    Airflow's backend."""
     out: dict = {}
     for size in sizes:
         rows: dict = {}
         for contender in contenders:
-            dag_id = f"readiness_{contender}_{size}"
-            got = [r for r in reports if r["dag_id"] == dag_id]
+            dag_ids = [dag_id_of(contender, size, k) for k in range(rounds)]
+            got = [r for r in reports if r["dag_id"] in dag_ids]
+            per_run = [sum(calls.get(d, {}).values()) for d in dag_ids if d in calls]
+            busy_s = [(busy or {})[d] for d in dag_ids if d in (busy or {})]
             row = {"tasks": len(got), "boto3": sum(bool(r["boto3"]) for r in got),
-                   "calls": sum(calls.get(dag_id, {}).values()),
-                   "calls_by_action": calls.get(dag_id, {}),
-                   "moto_busy_s": (busy or {}).get(dag_id)}
+                   "calls": max(per_run, default=0), "calls_per_run": per_run,
+                   "calls_by_action": [calls.get(d, {}) for d in dag_ids],
+                   "moto_busy_s": statistics.mean(busy_s) if busy_s else None}
             for key, _ in COLUMNS:
                 values = [r[key] for r in got]
                 row[key] = ({"median": statistics.median(values), "p95": _p95(values)}
@@ -299,7 +308,7 @@ def render(summary: dict, latency_ms: float) -> str:
             cells.append(f"{contender} {since['median'] if since else float('nan'):.2f} "
                          f"({_ratio(row['ratios']['since_task_start_s'])}) "
                          f"cpu {cpu['median'] if cpu else float('nan'):.2f} "
-                         f"calls {row['calls']}")
+                         f"calls per DAG run {row['calls_per_run']}")
         lines.append(f"{size:>3} tasks: " + " | ".join(cells))
     return "\n".join(lines)
 
@@ -315,6 +324,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--dir", type=Path, help="work folder (default: a new temporary one)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every size this many times (each round on scopes no round "
+                             "read before); the figures pool the rounds' tasks")
+    parser.add_argument("--settle", type=float, default=5.0,
+                        help="seconds to wait before each DAG run (the previous one's tail)")
     parser.add_argument("--detail", action="store_true",
                         help="tasks also report the modules their contender imported")
     args = parser.parse_args(argv)
@@ -332,20 +346,25 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.compare import _seed, _servers, _union
 
     sizes = args.tasks
+    if not 1 <= args.rounds <= 10:
+        parser.error("--rounds is 1..10")
+    # a cold scope per size and round: no DAG run starts with another's cache
+    plan = [(k, size, contender, dag_id_of(contender, size, k), f"p{k * len(sizes) + i:02d}")
+            for k in range(args.rounds) for i, size in enumerate(sizes)
+            for contender in contenders]
     deploy = _module("pipekey_airflow_deploy", ROOT / "examples" / "airflow" / "deploy.py")
     work = (args.dir or Path(tempfile.mkdtemp(prefix="pipekey-airflow-bench-"))).resolve()
     tag = f"airflow-bench-{uuid.uuid4().hex[:8]}"
     bundle = work / "bundle"
     bundle.mkdir(parents=True, exist_ok=True)
-    scopes = {size: f"p{i:02d}" for i, size in enumerate(sizes)}  # a cold scope per size
     (bundle / "readiness.py").write_text(DAG_FILE.format(
-        tag=tag, secrets=SECRETS, sizes=scopes, contenders=tuple(contenders)))
+        tag=tag, secrets=SECRETS, runs={d: (c, s, p) for _, s, c, d, p in plan}))
     names = ", ".join(f'"secret_{i:02d}"' for i in range(SECRETS))
     (work / "bench-pipekey.toml").write_text(MANIFEST.format(tag=tag, team=TEAM, names=names))
-    dag_ids = tuple(f"readiness_{c}_{s}" for s in sizes for c in contenders)
+    dag_ids = tuple(d for _, _, _, d, _ in plan)
     print(f"== working in {work}")
     with _servers(args.latency_ms / 1000) as (moto_url, proxy):
-        _seed(moto_url, len(sizes), tag)
+        _seed(moto_url, len(sizes) * args.rounds, tag)
         most = max(sizes)
         # every component gets the store's address and (fake) credentials: Airflow's backend
         # and direct mode read SSM from the task; in broker mode only the API server does
@@ -363,10 +382,12 @@ def main(argv: list[str] | None = None) -> int:
         busy: dict[str, float] = {}
         try:
             deployment.start()
-            for index, size in enumerate(sizes):
-                turn = index % len(contenders)  # who goes first rotates with the size
+            for index, (round_, size) in enumerate(
+                    (k, s) for k in range(args.rounds) for s in sizes):
+                turn = index % len(contenders)  # who goes first rotates
                 for contender in contenders[turn:] + contenders[:turn]:
-                    dag_id = f"readiness_{contender}_{size}"
+                    dag_id = dag_id_of(contender, size, round_)
+                    time.sleep(args.settle)
                     proxy.reset()  # one DAG run at a time: its calls alone
                     deployment.trigger((dag_id,))
                     states = deployment.wait(timeout=300 + 20 * size, dag_ids=(dag_id,))
@@ -379,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
                        if line.startswith("READY ")]
         finally:
             deployment.stop()
-    summary = summarise(reports, calls, sizes, contenders, busy)
+    summary = summarise(reports, calls, sizes, contenders, busy, args.rounds)
     print(render(summary, args.latency_ms))
     if args.detail:
         for contender in contenders:
@@ -395,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({"latency_ms": args.latency_ms, "secrets": SECRETS,
                                          "sizes": {str(k): v for k, v in summary.items()}},
                                         indent=2, sort_keys=True))
-    complete = all(row["tasks"] == size for size, rows in summary.items()
+    complete = all(row["tasks"] == size * args.rounds for size, rows in summary.items()
                    for row in rows.values())
     if not complete:
         print(f"some tasks did not report (see the task logs under {work})")
