@@ -18,12 +18,12 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, ParamSpec, TypeVar
 
 from .. import redact
-from ..announce import add_value_listener
+from ..announce import add_values_listener
 from ..errors import UsageError
 from ..manifest import Manifest, load_manifest
 from ..policy import check_parameters
 from ..run import Run
-from ._airflow_masking import mask, mask_std_streams
+from ._airflow_masking import mask_many, mask_std_streams
 from ._airflow_mode import airflow_conf, airflow_mode, fetch_variable, warn_worker_backend
 
 if TYPE_CHECKING:
@@ -179,7 +179,7 @@ def _task_run(lk: Pipekey | None, env: Any, params: dict[str, Any],
     name = f"{dag_id}__{context['run_id']}__{ti.task_id}"
     if getattr(ti, "map_index", -1) is not None and getattr(ti, "map_index", -1) >= 0:
         name += f"__{ti.map_index}"
-    add_value_listener(mask)
+    add_values_listener(mask_many)
     redact.install()
     mask_std_streams()
     chosen, filled = env_from(context, env), params_from(context, config, params)

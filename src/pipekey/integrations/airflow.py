@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from .. import redact
-from ..announce import add_value_listener
+from ..announce import add_values_listener
 from ..errors import (
     AccessDenied,
     BackendError,
@@ -58,7 +58,7 @@ from ..errors import (
 from ..policy import NO_PIPELINE, RunPolicy, parameter_free_policy
 from ..run import Run, current
 from . import _airflow_tasks as tasks  # its process state, looked up at call time
-from ._airflow_masking import mask, mask_connection, mask_std_streams
+from ._airflow_masking import mask, mask_connection, mask_many, mask_std_streams
 from ._airflow_mode import MODE_ENV, airflow_mode
 from ._airflow_tasks import (
     ENV_PARAM,
@@ -133,7 +133,7 @@ class PipekeySecretsBackend(BaseSecretsBackend):
             config_prefix}, airflow_kwargs, mask, mask_connection)
         if self.compat is not None:
             self.lk, self.mode = self.compat.lk, mode
-            add_value_listener(mask)
+            add_values_listener(mask_many)
             redact.install()
             return
         connections_prefix, variables_prefix, config_prefix = native_prefixes(
@@ -162,7 +162,7 @@ class PipekeySecretsBackend(BaseSecretsBackend):
                         "built in this process (remove it from [workers] secrets_backend: a "
                         "worker in broker mode holds no store credentials)", MODE_ENV)
         tasks.process_default["lk"] = self.lk
-        add_value_listener(mask)
+        add_values_listener(mask_many)
         redact.install()
 
     # -- Airflow's interface ----------------------------------------------------------------
