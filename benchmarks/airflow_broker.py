@@ -23,24 +23,38 @@ holding the 40 values, each read once with ``run.secret`` (so registered with th
 both ways: the broker registers a payload's values when it arrives, direct mode on first
 read). The script prints each way's cold sample (the first open in its task
 process), the median and p95 of the others, the broker request's round trip alone, and the
-ratio of the medians. Values are fake.
+ratio of the medians.
+
+With Debian's PostgreSQL and psycopg2, a second DAG then opens ``--repeat`` brokered runs of
+a pipeline whose connection is a login minted per run (``dynamic:bench_pg``, a
+``postgres_role`` on a throwaway cluster the script starts on 127.0.0.1): the time to open
+(the API server mints), to connect as the login, and to close (one more request: the API
+server revokes), and, from the API server's audit file, its mint and revoke latency. A
+pipekey that refuses minted logins in broker mode is reported as refused. Values are fake.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import glob
 import importlib.util
 import json
+import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import textwrap
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRETS = 40
 TEAM = "bench"
 DAG_ID = "broker_bench"
+MINT_DAG_ID = "broker_bench_mint"
 
 DAG_FILE = textwrap.dedent('''
     """Broker vs direct benchmark DAG (written by benchmarks/airflow_broker.py)."""
@@ -55,22 +69,30 @@ DAG_FILE = textwrap.dedent('''
     REPEAT, SECRETS, KEY_FILE = {repeat}, {secrets}, {key_file!r}
 
 
-    def measure(first):
-        import pipekey
-        from pipekey.integrations import airflow as integration
-        from pipekey.integrations.airflow import task_run
+    def time_requests():
+        """Time each run request's round trip (task -> API server -> task) where every
+        layout of pipekey's modules sends it: Airflow's own Variable.get."""
+        from airflow.sdk import Variable
 
-        fetches = []
-        fetch = integration._fetch_variable
+        fetches, get = [], Variable.get.__func__
 
-        def timed_fetch(key):  # the request's round trip, task -> API server -> task
+        def timed_get(cls, key, *args, **kwargs):
             start = time.perf_counter()
             try:
-                return fetch(key)
+                return get(cls, key, *args, **kwargs)
             finally:
-                fetches.append(time.perf_counter() - start)
+                if str(key).startswith("pipekey.run."):
+                    fetches.append(time.perf_counter() - start)
 
-        integration._fetch_variable = timed_fetch
+        Variable.get = classmethod(timed_get)
+        return fetches
+
+
+    def measure(first):
+        import pipekey
+        from pipekey.integrations.airflow import task_run
+
+        fetches = time_requests()
 
         def broker():
             start = time.perf_counter()
@@ -112,6 +134,48 @@ DAG_FILE = textwrap.dedent('''
 
 
     broker_bench()
+
+
+    @dag(dag_id={mint_dag_id!r}, schedule=None, start_date=datetime(2026, 1, 1))
+    def broker_bench_mint():
+        @task
+        def minted():
+            """REPEAT brokered runs of a pipeline whose connection is a login minted per run:
+            open (the API server mints), connect with the login, close (one more request: the
+            API server revokes). Records a refusal instead of failing the DAG."""
+            import psycopg2
+            from pipekey.integrations.airflow import task_run
+
+            fetches = time_requests()
+            opens, connects, closes, logins, refused = [], [], [], [], None
+            for _ in range(REPEAT):
+                start = time.perf_counter()
+                try:
+                    with task_run() as run:
+                        opened = time.perf_counter()
+                        conn = run.connection("db")
+                        db = psycopg2.connect(host=conn.host, port=conn.port, user=conn.login,
+                                              password=conn.password, dbname=conn.schema,
+                                              connect_timeout=10)
+                        db.close()
+                        connected = time.perf_counter()
+                        logins.append(conn.login)
+                except Exception as exc:  # pipekey's messages name keys, never values
+                    refused = f"{{type(exc).__name__}}: {{str(exc).splitlines()[0][:300]}}"
+                    refused += f" (after {{time.perf_counter() - start:.1f}} s)"
+                    break
+                closed = time.perf_counter()
+                opens.append(opened - start)
+                connects.append(connected - opened)
+                closes.append(closed - connected)
+            print("MINT " + json.dumps({{"opens": opens, "connects": connects,
+                                         "closes": closes, "logins": len(set(logins)),
+                                         "refused": refused, "round_trips": fetches}}))
+
+        minted()
+
+
+    broker_bench_mint()
 ''')
 
 MANIFEST = textwrap.dedent('''
@@ -127,7 +191,25 @@ MANIFEST = textwrap.dedent('''
     dags = ["{dag_id}"]
     scope = "bench/p00"
     requires = [{names}]
+
+    [audit]
+    sinks = [{{ type = "file", path = "{audit}" }}]
+
+    [credentials.bench_pg]
+    type = "postgres_role"
+    admin = "connections/bench_pg_admin"
+    member_of = ["bench_group"]
+    ttl = 600
+
+    [pipelines.minted]
+    teams = ["{team}"]
+    dags = ["{mint_dag_id}"]
+    scope = "bench/mint"
+    connections = {{ db = "dynamic:bench_pg" }}
 ''')
+
+
+ADMIN_PASSWORD = "fake-bench-admin-pw"
 
 
 def _module(name: str, path: Path):
@@ -138,10 +220,53 @@ def _module(name: str, path: Path):
     return module
 
 
+@contextlib.contextmanager
+def _postgres(work: Path, free_port) -> Iterator[int | None]:
+    """A throwaway PostgreSQL on 127.0.0.1 (Debian's, as tests/servers.py starts it) with an
+    admin role that may create roles and the group the minted logins join; yields its port,
+    or None (and the mint figures are skipped) without PostgreSQL or psycopg2."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found or importlib.util.find_spec("psycopg2") is None:
+        print("== no PostgreSQL or psycopg2: the minted-login figures are skipped")
+        yield None
+        return
+    bindir, base = Path(found[-1]).parent, work / "pg"
+    base.mkdir()
+    owner: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres", "postgres")
+        owner = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+
+    def run(*cmd: str) -> None:
+        subprocess.run([*owner, *cmd], check=True, capture_output=True, timeout=120)
+
+    run(str(bindir / "initdb"), "-D", str(base / "data"), "-U", "postgres",
+        "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8")
+    run(str(bindir / "pg_ctl"), "-D", str(base / "data"), "-l", str(base / "log"), "-w", "-t",
+        "60", "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1", "start")
+    try:
+        for sql in (f"CREATE ROLE bench_admin LOGIN CREATEROLE PASSWORD '{ADMIN_PASSWORD}'",
+                    "GRANT pg_signal_backend TO bench_admin", "CREATE ROLE bench_group NOLOGIN"):
+            run(str(bindir / "psql"), "-h", str(base), "-p", str(port), "-U", "postgres",
+                "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", sql)
+        yield port
+    finally:
+        subprocess.run([*owner, str(bindir / "pg_ctl"), "-D", str(base / "data"), "-m",
+                        "immediate", "stop"], capture_output=True, timeout=60)
+
+
 def _summary(samples: list[float]) -> str:
     ordered = sorted(samples)
     p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
     return f"{statistics.median(ordered) * 1000:10.1f}{p95 * 1000:10.1f}"
+
+
+def _lines(deployment, deploy, tag: str) -> list[dict]:
+    return [json.loads(line.split(tag + " ", 1)[1])
+            for text in deployment.task_logs().values()
+            for line in (deploy._event(raw) for raw in text.splitlines())
+            if line.startswith(tag + " ")]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,34 +281,42 @@ def main(argv: list[str] | None = None) -> int:
     bundle = work / "bundle"
     bundle.mkdir(parents=True, exist_ok=True)
     key_file = work / "bench-direct.key"
+    audit = work / "api-server-audit.jsonl"
     (bundle / "broker_bench.py").write_text(DAG_FILE.format(
-        repeat=args.repeat, secrets=SECRETS, key_file=str(key_file), dag_id=DAG_ID))
+        repeat=args.repeat, secrets=SECRETS, key_file=str(key_file), dag_id=DAG_ID,
+        mint_dag_id=MINT_DAG_ID))
     names = ", ".join(f'"secret_{i:02d}"' for i in range(SECRETS))
-    (work / "bench-pipekey.toml").write_text(MANIFEST.format(team=TEAM, dag_id=DAG_ID,
-                                                              names=names))
+    (work / "bench-pipekey.toml").write_text(MANIFEST.format(
+        team=TEAM, dag_id=DAG_ID, names=names, audit=str(audit), mint_dag_id=MINT_DAG_ID))
     values = {f"bench/p00/secret_{i:02d}": f"fake-bench-{i:02d}-value" for i in range(SECRETS)}
 
-    def seed(d) -> None:
-        d.pipekey_set_many("dev", values)
-        key_file.write_text(d.master_key)
-        key_file.chmod(0o600)
-
     print(f"== working in {work}")
-    deployment = deploy.Deployment(work / "deployment", dag_ids=(DAG_ID,), seed=seed,
-                                   manifest_source=work / "bench-pipekey.toml",
-                                   teams={TEAM: bundle}, broker=True)
-    try:
-        deployment.start()
-        deployment.trigger((DAG_ID,))
-        states = deployment.wait(timeout=600, dag_ids=(DAG_ID,))
-        print(f"== {DAG_ID}: {states[DAG_ID]}")
-        samples = [json.loads(line.split("BENCH ", 1)[1])
-                   for text in deployment.task_logs().values()
-                   for line in (deploy._event(raw) for raw in text.splitlines())
-                   if line.startswith("BENCH ")]
-    finally:
-        deployment.stop()
-        key_file.unlink(missing_ok=True)
+    with _postgres(work, deploy.free_port) as pg_port:
+        if pg_port is not None:
+            values["connections/bench_pg_admin"] = json.dumps({
+                "conn_type": "postgres", "host": "127.0.0.1", "port": pg_port,
+                "login": "bench_admin", "password": ADMIN_PASSWORD, "schema": "postgres"})
+
+        def seed(d) -> None:
+            d.pipekey_set_many("dev", values)
+            key_file.write_text(d.master_key)
+            key_file.chmod(0o600)
+
+        dag_ids = (DAG_ID, MINT_DAG_ID) if pg_port is not None else (DAG_ID,)
+        deployment = deploy.Deployment(work / "deployment", dag_ids=dag_ids, seed=seed,
+                                       manifest_source=work / "bench-pipekey.toml",
+                                       teams={TEAM: bundle}, broker=True)
+        try:
+            deployment.start()
+            for dag_id in dag_ids:  # one after the other: neither slows the other
+                deployment.trigger((dag_id,))
+                states = deployment.wait(timeout=600, dag_ids=(dag_id,))
+                print(f"== {dag_id}: {states[dag_id]}")
+            samples = _lines(deployment, deploy, "BENCH")
+            minted = _lines(deployment, deploy, "MINT")
+        finally:
+            deployment.stop()
+            key_file.unlink(missing_ok=True)
     if len(samples) != 2:
         print(f"missing samples (see the task logs under {work})")
         return 1
@@ -204,7 +337,38 @@ def main(argv: list[str] | None = None) -> int:
           f"{by_first['broker']['broker_round_trips'][0] * 1000:.1f} ms, median "
           f"{statistics.median(trips) * 1000:.1f} ms")
     print(f"ratio of medians (broker / direct): {medians['broker'] / medians['direct']:.2f}x")
+    if pg_port is not None:
+        _print_minted(minted, audit)
     return 0
+
+
+def _print_minted(minted: list[dict], audit: Path) -> None:
+    print("\nbrokered runs with a login minted per run (PostgreSQL, postgres_role)")
+    if len(minted) != 1:
+        print("  no samples (see the task logs)")
+        return
+    got = minted[0]
+    if got["refused"]:
+        print(f"  refused: {got['refused']}")
+    if got["opens"]:
+        print(f"{'(ms)':<18}{'cold':>10}{'median':>10}{'p95':>10}")
+        for label, key in (("open (mints)", "opens"), ("connect as login", "connects"),
+                           ("close (revokes)", "closes")):
+            series = got[key]
+            print(f"{label:<18}{series[0] * 1000:10.1f}"
+                  + (_summary(series[1:]) if len(series) > 1 else ""))
+        print(f"  {got['logins']} distinct logins for {len(got['opens'])} runs")
+    events: dict[str, list[float]] = {}
+    for line in audit.read_text().splitlines() if audit.exists() else ():
+        record = json.loads(line)
+        if record.get("key", "").startswith("dynamic:") and record.get("outcome") == "ok":
+            events.setdefault(record["event"], []).append(record.get("latency_ms") or 0.0)
+    for event in ("mint", "revoke"):
+        if events.get(event):
+            ms = sorted(events[event])
+            print(f"  API server {event} latency (its audit): median "
+                  f"{statistics.median(ms):.1f} ms, p95 "
+                  f"{ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))]:.1f} ms, n={len(ms)}")
 
 
 if __name__ == "__main__":

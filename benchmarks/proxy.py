@@ -25,9 +25,11 @@ class LoopbackProxy:
     ``requests`` in all), records when the upstream was busy (``busy``), and injects faults:
     each request takes the next action from ``plan`` (then ``"pass"``): ``("status", 500)``
     answers that status, ``("throttle",)`` answers AWS-style throttling, ``("delay", s)``
-    waits then forwards. ``close()`` stops it: new connections are refused and kept-alive
-    ones dropped. Used by pipekey's fault tests (``tests/stores/test_faults.py``) and
-    ``benchmarks/compare.py``.
+    waits then forwards, ``("drop",)`` closes the connection unanswered (an outage as a
+    client sees it). ``fault`` (default None) is the action of every request past the plan,
+    for a fault that lasts a while (``benchmarks/broker_load.py``). ``close()`` stops it:
+    new connections are refused and kept-alive ones dropped. Used by pipekey's fault tests
+    (``tests/stores/test_faults.py``) and ``benchmarks/compare.py``.
     """
 
     def __init__(self, upstream: str, rtt: float = 0.0) -> None:
@@ -37,6 +39,7 @@ class LoopbackProxy:
         self.plan: list = []
         self.requests = 0
         self.down = False
+        self.fault: tuple | None = None
         self._lock = threading.Lock()
         proxy = self
 
@@ -46,10 +49,10 @@ class LoopbackProxy:
             def do_POST(self) -> None:  # noqa: N802 - the AWS JSON protocols are all POST
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if proxy.down:  # a kept-alive connection after close(): drop it
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return
+                    return self._drop()
                 action = proxy._next((self.headers.get("X-Amz-Target") or "?").rpartition(".")[2])
+                if action[0] == "drop":
+                    return self._drop()
                 time.sleep(proxy.rtt + (action[1] if action[0] == "delay" else 0))
                 if action[0] == "status":
                     return self._send(action[1], json.dumps({"__type": "InternalServerError",
@@ -70,6 +73,13 @@ class LoopbackProxy:
                     proxy.busy.append((started, time.perf_counter()))
                 self._send(status, data, ctype)
 
+            def _drop(self) -> None:
+                self.close_connection = True
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
             def _send(self, status: int, data: bytes, ctype: str | None = None) -> None:
                 try:
                     self.send_response(status)
@@ -83,7 +93,11 @@ class LoopbackProxy:
             def log_message(self, *args) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request, client_address) -> None:  # noqa: ANN001
+                pass  # a client that went away (an API server killed mid-request)
+
+        self._server = Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -93,7 +107,7 @@ class LoopbackProxy:
         with self._lock:
             self.requests += 1
             self.counts[action_name] += 1
-            action = self.plan.pop(0) if self.plan else "pass"
+            action = self.plan.pop(0) if self.plan else (self.fault or "pass")
         return (action,) if isinstance(action, str) else action
 
     def reset(self) -> None:

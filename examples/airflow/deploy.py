@@ -109,8 +109,9 @@ class Deployment:
         ``[workers]`` backend and the store's key; nothing else of pipekey's. Broker mode:
         only the api-server gets ``[secrets] backend`` (``mode: broker``) and the store's
         key; the scheduler, dag-processor, workers and so every task process get the manifest
-        (``PIPEKEY_CONFIG``, no values) and ``PIPEKEY_AIRFLOW_MODE=broker``, no store
-        credential and no pipekey backend.
+        (``PIPEKEY_CONFIG``, no values), ``PIPEKEY_AIRFLOW_MODE=broker`` and ``[workers]
+        secrets_backend = PipekeyRunBackend`` (hooks answered from the task's open run, no
+        store credential), no store credential and no store-reading pipekey backend.
         """
         base = {k: v for k, v in os.environ.items()
                 if not k.startswith(("AIRFLOW", "PIPEKEY", "AWS_"))}
@@ -165,7 +166,10 @@ class Deployment:
             return {"AIRFLOW__SECRETS__BACKEND": backend,
                     "AIRFLOW__SECRETS__BACKEND_KWARGS": json.dumps({"mode": "broker"}),
                     "PIPEKEY_CONFIG": str(self.manifest), "PIPEKEY_MASTER_KEY": self.master_key}
-        return {"PIPEKEY_CONFIG": str(self.manifest), "PIPEKEY_AIRFLOW_MODE": "broker"}
+        # workers: the task's open run answers its hooks first, then the API server
+        return {"PIPEKEY_CONFIG": str(self.manifest), "PIPEKEY_AIRFLOW_MODE": "broker",
+                "AIRFLOW__WORKERS__SECRETS_BACKEND":
+                    "pipekey.integrations.airflow_worker.PipekeyRunBackend"}
 
     def setup(self) -> None:
         self.work.mkdir(parents=True, exist_ok=True)

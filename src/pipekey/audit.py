@@ -2,9 +2,11 @@
 
 Events: ``read`` (the first read of each key in each run, so warm reads cost nothing),
 ``deny``, ``write``, ``delete``, ``failure``, and ``mint``, ``renew``, ``revoke`` and
-``sweep`` (per-run credentials: key ``dynamic:NAME``, the login in ``detail``). Each carries
-the time, pipeline, run name, key, backend, version, outcome, latency and whether it was
-served from a cache.
+``sweep`` (per-run credentials: key ``dynamic:NAME``, the login in ``detail``), and
+``observe`` (an Airflow lookup served in observe mode, :mod:`pipekey.observe`: its reader,
+``dag``, ``task``, ``team``, ``env``, the ``lookup``, the scope ``params`` of the DAG run
+and what enforcement would decide, ``enforce``). Each carries the time, pipeline, run name,
+key, backend, version, outcome, latency and whether it was served from a cache.
 
 Sinks, from the manifest's ``[audit]`` table::
 
@@ -31,12 +33,12 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import Any, Iterable, Iterator, Protocol
 
 from . import metrics
-from .errors import PipekeyError
+from .errors import PipekeyError, UsageError
 
-__all__ = ["AuditEvent", "AuditFailed", "Auditor", "read_events"]
+__all__ = ["AuditEvent", "AuditFailed", "Auditor", "iter_events", "read_events"]
 
 log = logging.getLogger("pipekey")
 
@@ -59,6 +61,14 @@ class AuditEvent:
     latency_ms: float | None = None
     cached: bool = False
     detail: str | None = None
+    #: observe events (pipekey.observe): the Airflow reader and what enforcement would do
+    dag: str | None = None
+    task: str | None = None
+    team: str | None = None
+    env: str | None = None
+    lookup: str | None = None               # "connection:NAME" | "variable:NAME"
+    params: dict[str, str] | None = None    # DAG run params equal to a segment of the key
+    enforce: str | None = None              # allow | refuse
     time: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
@@ -126,7 +136,8 @@ class DynamoDbSink:
 
     def write(self, event: AuditEvent) -> None:
         item = {k: ({"BOOL": v} if isinstance(v, bool) else {"N": str(v)}
-                    if isinstance(v, (int, float)) else {"S": str(v)})
+                    if isinstance(v, (int, float)) else {"S": json.dumps(v, sort_keys=True)}
+                    if isinstance(v, dict) else {"S": str(v)})
                 for k, v in event.to_dict().items() if v is not None}
         self.client().put_item(TableName=self.table, Item=item)
 
@@ -207,12 +218,30 @@ def build_auditor(config: Any, base_dir: Path) -> Auditor:
 
 def read_events(path: Path) -> list[dict[str, Any]]:
     """Every event in a file sink, rotated files included, oldest first."""
+    return list(iter_events(path))
+
+
+def iter_events(path: Path) -> Iterator[dict[str, Any]]:
+    """The events of a file sink, rotated files included, oldest first, one line at a time
+    (a long history is streamed, never held whole).
+
+    Raises:
+        UsageError: a line is not a JSON object (naming the file and line number).
+    """
     files = sorted(path.parent.glob(path.name + ".*"), key=lambda p: -int(p.suffix[1:])
                    if p.suffix[1:].isdigit() else 0)
-    events = []
     for file in [*files, path]:
-        if file.exists():
-            for line in file.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    events.append(json.loads(line))
-    return events
+        if not file.exists():
+            continue
+        with file.open(encoding="utf-8") as lines:
+            for number, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    event = None
+                if not isinstance(event, dict):
+                    raise UsageError(f"{file}:{number}: not an audit record (a JSON object "
+                                     "per line)")
+                yield event

@@ -64,6 +64,12 @@ class RunConnections:
         self._check_open()
         return self._leases.renew(name)
 
+    def hand_over_leases(self) -> dict[str, "Lease"]:
+        """The run's minted logins, handed to the caller: closing the run no longer revokes
+        them (the broker hands them to the worker, whose run's close revokes them)."""
+        self._check_open()
+        return self._leases.detach()
+
     def minter_reads(self, definition: str) -> list[str]:
         """The keys credential ``definition`` reads from the chain (names only)."""
         return self._leases.reads_of(definition)

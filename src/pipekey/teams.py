@@ -13,7 +13,11 @@ refused (:class:`~pipekey.errors.AccessDenied`, naming the team and the key, nev
 a key it does not hold is None, so Airflow's other backends may answer. A team the manifest
 does not know is refused. A lookup with no team reads ``shared/`` only (``no_team =
 "shared_only"``) or nothing (``"deny"``). A run request (:mod:`pipekey.broker`) opens the run
-for a pipeline that serves the team and answers with its values.
+for a pipeline that serves the team and answers with its values, the logins it minted
+included (handed over: the worker's close request revokes them,
+:mod:`pipekey.broker_leases`); a refused one is answered with a refusal the worker raises
+on, never an exception (Airflow's Execution API would make that an HTTP 500 the Task SDK
+retries for seconds).
 
 Reads for a team whose ``[teams.NAME]`` table names an ``aws_role`` go through a chain whose
 AWS backends act as that role (RoleSessionName ``pipekey-team-NAME`` unless the table says),
@@ -22,6 +26,7 @@ assumed once per team and refreshed by botocore shortly before it expires.
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from dataclasses import replace
@@ -32,7 +37,8 @@ import msgspec
 from . import redact
 from .backends.aws_common import AwsConfig
 from .backends.base import Secret
-from .broker import encode_payload, parse_request
+from .broker import encode_payload, parse_request, refusal_payload
+from .broker_leases import minted_entries, serve_close
 from .credentials.base import DYNAMIC
 from .errors import AccessDenied, InvalidKey, PipekeyError, SecretNotFound, UsageError
 from .policy import (
@@ -54,6 +60,7 @@ if TYPE_CHECKING:
 __all__ = ["NO_TEAM", "TeamBroker", "TeamPolicy"]
 
 NO_TEAM = ("shared_only", "deny")
+log = logging.getLogger("pipekey")
 
 
 class TeamBroker:
@@ -167,12 +174,36 @@ class TeamBroker:
         return fill_template(template, {"env": self.lk.env}, f"pipeline {pipeline!r} connection "
                                                             f"{conn_id!r}")
 
+    def answer(self, request_key: str, team: str | None) -> str:
+        """What the backend answers a run request with (:meth:`run`), a refusal
+        (:func:`pipekey.broker.refusal_payload`, which the worker raises on) instead of an
+        exception. Never raises: the answer is pipekey's, so Airflow asks no other backend,
+        and the task learns why at once (an exception here is an HTTP 500 to the Task SDK,
+        which retries it for seconds and then reports "not found")."""
+        try:
+            return self.run(request_key, team)
+        except PipekeyError as exc:
+            reason = redact.redactor().redact(str(exc))
+            if team is not None and repr(team) not in reason:
+                reason = f"Airflow team {team!r}: {reason}"
+            log.warning("pipekey: refused a run request: %s", reason)
+            return refusal_payload(reason)
+        except Exception as exc:  # noqa: BLE001 - the task gets a reason, the log the rest
+            log.error("pipekey: a run request of Airflow team %r failed: %s", team,
+                      type(exc).__name__)
+            return refusal_payload(f"pipekey could not answer a run request of Airflow team "
+                                   f"{team!r} ({type(exc).__name__}; see the API server's "
+                                   "log)")
+
     def run(self, request_key: str, team: str | None) -> str:
-        """Open the requested run for ``team`` and return its payload.
+        """Open the requested run for ``team`` and return its payload, with the logins it
+        minted (handed over: the worker's close request revokes them); for a close request,
+        revoke the login it names and return the answer.
 
         Raises:
             AccessDenied: no team, or the pipeline does not serve the team.
-            UsageError, MissingSecrets, BackendError: as opening the run would.
+            UsageError, MissingSecrets, BackendError, CredentialError: as opening the run
+                (or revoking) would.
         """
         request = parse_request(request_key)
         if team is None:
@@ -184,6 +215,12 @@ class TeamBroker:
                                f"{request.pipeline!r} (the team's pipelines: "
                                f"{sorted(policy.pipelines)})")
         config = policy.pipelines[request.pipeline]
+        if request.close is not None:  # the worker's run closed: revoke its minted login
+            if request.close["env"] not in self.served:
+                raise AccessDenied(f"Airflow team {team!r}: no environment "
+                                   f"{request.close['env']!r} is served here")
+            return serve_close(self.pipekey(team), team, request.pipeline,
+                               config.minted_connections(), request.close)
         # before the call: a parameter named env or run_name is no keyword
         check_parameters(request.pipeline, config.parameters(), request.params)
         if request.env is not None and request.env not in self.served:
@@ -204,7 +241,9 @@ class TeamBroker:
                         f"{request.pipeline!r} with {dict(request.params)} reads "
                         f"{secret.key!r}, under a key prefix team {other!r} owns (a parameter "
                         "value may not reach another team's keys)")
-            return encode_payload(run, keys)
+            text = encode_payload(run, keys, minted_entries(run, lk, team))
+            run.hand_over_leases()  # the worker's close request (or their ttl) ends them
+            return text
 
     def claimant(self, team: str, key: str) -> str | None:
         """Another team that owns ``key`` (:class:`~pipekey.policy.Ownership`) when ``team``

@@ -18,6 +18,7 @@ import pytest
 
 from pipekey import broker
 from pipekey.backends.local import LocalBackend, generate_master_key
+from pipekey.errors import AccessDenied
 
 from ..extras import need
 
@@ -101,16 +102,19 @@ def test_api_server_backend_answers_per_team(world) -> None:
     refusals = []
     for call in (lambda: server.get_variable("ads_setting", team_name="finance"),
                  lambda: server.get_conn_value("shared_db", team_name="finance"),
-                 lambda: server.get_variable(broker.request_key("ads", None,
-                                                                {"account": "acct_42"}),
-                                             team_name="finance"),
                  lambda: server.get_variable("ads_setting", team_name="unknown_team"),
                  lambda: server.get_variable("ads_setting", team_name=None)):
         with pytest.raises(AirflowSecretsBackendAccessDenied) as info:
             call()
         refusals.append(str(info.value))
-    assert "'finance'" in refusals[0] and "'ads'" in refusals[2]
-    assert "'unknown_team'" in refusals[3]
+    # a run request is answered with a refusal the worker raises on (no HTTP 500, no retry)
+    with pytest.raises(AccessDenied) as denied:
+        broker.decode_payload(server.get_variable(
+            broker.request_key("ads", None, {"account": "acct_42"}), team_name="finance"))
+    refusals.append(str(denied.value))
+    assert "'finance'" in refusals[0] and "'finance' may not open pipekey pipeline 'ads'" \
+        in refusals[4]
+    assert "'unknown_team'" in refusals[2]
     for value in STORE.values():
         assert all(value not in r for r in refusals)
     assert server.get_conn_value("slack", team_name=None) is None  # not held: None
@@ -187,15 +191,15 @@ def test_task_run_in_broker_mode_end_to_end(world, monkeypatch, capsys) -> None:
 
 def test_task_of_another_team_is_refused(world, monkeypatch) -> None:
     """A finance task opening marketing's pipeline (its DAG named to match) is refused by the
-    API server, authoritatively, naming the team and the pipeline."""
-    from airflow.sdk.exceptions import AirflowSecretsBackendAccessDenied
-
+    API server with an answer the task raises on at once, naming the team and the
+    pipeline."""
     server = _server(world)
     monkeypatch.setenv(world.MODE_ENV, "broker")
     monkeypatch.setenv("PIPEKEY_CONFIG", str(world.manifest_path))
     _in_task(monkeypatch, world, "ads_posing", _ExecutionAPI(server, "finance"))
-    with pytest.raises(AirflowSecretsBackendAccessDenied, match="'finance' may not open "
-                                                                 "pipekey pipeline 'ads'"):
+    with pytest.raises(AccessDenied, match="the pipekey broker refused the run of pipeline "
+                                           "'ads': Airflow team 'finance' may not open "
+                                           "pipekey pipeline 'ads'"):
         with world.task_run(account="acct_42"):
             pass
 
@@ -235,7 +239,7 @@ SERVER_SIDE = textwrap.dedent('''
     print("TOKEN OK", payload.names["api_token"].value == "fake-token-acct42")
     conn = Connection.get_connection_from_secrets("warehouse", team_name="finance")
     print("FINANCE HOST", conn.host)
-    for call in (lambda: Variable.get(key, team_name="finance"),
+    for call in (lambda: broker.decode_payload(Variable.get(key, team_name="finance")),
                  lambda: Variable.get("ads_setting", team_name="finance")):
         try:
             call()
@@ -267,7 +271,8 @@ def test_airflow_builds_the_broker_from_backend_kwargs(world, tmp_path: Path) ->
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert "TOKEN OK True" in output and "FINANCE HOST fin" in output
-    assert output.count("REFUSED AirflowSecretsBackendAccessDenied") == 2, output[-3000:]
+    assert output.count("REFUSED AirflowSecretsBackendAccessDenied") == 1, output[-3000:]
+    assert output.count("REFUSED AccessDenied") == 1, output[-3000:]  # the run request
     assert "SERVED" not in output
     for value in STORE.values():
         assert value not in output
@@ -275,10 +280,9 @@ def test_airflow_builds_the_broker_from_backend_kwargs(world, tmp_path: Path) ->
 
 def test_a_run_request_is_never_left_to_another_backend(world) -> None:
     """A request in pipekey's reserved namespace that cannot be served (malformed, or the
-    run cannot open) is refused authoritatively, so no other backend (the metastore, where a
-    task may write Variables) answers it; the refusal names keys, never a value."""
-    from airflow.sdk.exceptions import AirflowSecretsBackendAccessDenied
-
+    run cannot open) is answered with pipekey's refusal, so no other backend (the
+    metastore, where a task may write Variables) answers it; the refusal names keys, never a
+    value, and the worker raises on it."""
     server = _server(world)
 
     def by_hand(body: bytes) -> str:
@@ -290,8 +294,9 @@ def test_a_run_request_is_never_left_to_another_backend(world) -> None:
                 by_hand(b"[" * 1300),  # deeper than the recursion limit: a RecursionError
                 broker.PREFIX + "ads.not-base64-json",
                 broker.request_key("ads", None, {"account": "acct_99"})):
-        with pytest.raises(AirflowSecretsBackendAccessDenied) as info:
-            server.get_variable(key, team_name="marketing")
+        answer = server.get_variable(key, team_name="marketing")
+        with pytest.raises(AccessDenied) as info:
+            broker.decode_payload(answer)
         assert "\n" not in str(info.value)
         assert all(value not in str(info.value) for value in STORE.values())
     assert "marketing/ads/acct_99" in str(info.value)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -490,6 +491,7 @@ def test_which_backend_the_kwargs_are_for(kwargs: dict, kind: str | None, compat
     ({"compat": "ssm", "assume_role_kwargs": {"Policy": "{}"}}, "assume_role_kwargs ['Policy']"),
     ({"compat": "secrets_manager", "extra_conn_words": {"nope": ["x"]}}, "'nope'"),
     ({"compat": "ssm", "mode": "broker"}, "mode 'direct'"),
+    ({"compat": "ssm", "mode": "observe"}, 'has no audit sink: add "audit": {"sinks"'),
 ])
 def test_bad_kwargs_are_one_line_errors(kwargs: dict, message: str, compat: Any) -> None:
     from pipekey.errors import UsageError
@@ -541,20 +543,22 @@ def test_docs_kwargs_build_the_backend(region: str, compat: Any, tmp_path: Any) 
     assert len(documented) >= 6
     manifest = tmp_path / "pipekey.toml"
     manifest.write_text('[backends.ssm]\ntype = "aws_ssm"\nprefix = "/"\n')
-    built = set()
+    built, modes = set(), set()
     for kwargs in documented:
         module, _, name = kwargs.pop("backend").rpartition(".")
         if "manifest" in kwargs:
             kwargs["manifest"] = str(manifest)
-        if kwargs.get("mode") == "observe":  # the observe step: a mode of the observe branch
-            kwargs.pop("mode")
         if "audit" in kwargs:
             kwargs["audit"]["sinks"][0]["path"] = str(tmp_path / "audit.jsonl")
         backend = getattr(importlib.import_module(module), name)(**kwargs)
         built.add(type(backend).__name__)
         if name == "PipekeySecretsBackend" and "compat" in kwargs:
             assert backend.compat.kind == kwargs["compat"]
+            assert backend.mode == kwargs.get("mode", "direct")
+            assert (backend.compat.observer is not None) == (backend.mode == "observe")
+            modes.add(backend.mode)
     assert built == {"PipekeySecretsBackend", "SystemsManagerParameterStoreBackend"}
+    assert modes == {"direct", "observe"}  # the switch and the observe step
 
 
 def test_docs_iam_policies_parse() -> None:
@@ -603,3 +607,119 @@ def test_in_a_pipekey_run_a_mapped_connection_comes_from_the_run(
     assert backend.get_conn_value("warehouse") is None  # not in SSM, no run open
     with pipekey.load(manifest).pipeline("ads"):
         assert backend.get_conn_value("warehouse") == "postgres://u:fake-run-pw@wh/dev"
+
+
+# -- observe, then enforce, from the drop-in ----------------------------------------------------
+OBSERVED = {"/airflow/connections/ads_db": "postgres://ads:fake-ads-pw@ads/db",
+            "/airflow/variables/accounts/acct_1/api_token": "fake-token-1",
+            "/airflow/variables/accounts/acct_2/api_token": "fake-token-2",
+            "/airflow/connections/ledger": "postgres://fin:fake-ledger-pw@fin/db",
+            "/airflow/variables/ops_secret": "fake-ops-secret"}
+
+
+def _task(monkeypatch: pytest.MonkeyPatch, dag_id: str | None, **params: str) -> None:
+    from types import SimpleNamespace
+
+    context = None if dag_id is None else {
+        "dag": SimpleNamespace(dag_id=dag_id), "run_id": "manual__1", "params": params,
+        "ti": SimpleNamespace(task_id="load", map_index=0)}
+    monkeypatch.setattr("pipekey.integrations._airflow_tasks.task_context", lambda: context)
+
+
+def test_observe_propose_replay_enforce_from_the_ssm_dropin(
+        region: str, compat: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/mwaa.md's four steps on moto: the SSM drop-in in observe mode answers several
+    DAGs exactly as the drop-in does and records each read; `pipekey propose` drafts
+    pipelines; with the SSM backend (prefix "/") the draft replays clean; enforcing it serves
+    the DAGs' reads and refuses a read outside it."""
+    import boto3
+    from airflow.sdk.exceptions import AirflowSecretsBackendAccessDenied
+
+    from pipekey.audit import read_events
+    from pipekey.integrations import _airflow_tasks
+    from pipekey.integrations.airflow import PipekeySecretsBackend
+
+    from ..conftest import run_cli
+
+    monkeypatch.setattr(_airflow_tasks, "_instances", {})
+    monkeypatch.setattr(_airflow_tasks, "process_default", {})
+    monkeypatch.chdir(tmp_path)
+    ssm = boto3.client("ssm", region_name=REGION)
+    for name, value in OBSERVED.items():
+        ssm.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=True)
+    audit = tmp_path / "audit.jsonl"
+    kwargs = {"compat": "ssm", "connections_prefix": "/airflow/connections",
+              "variables_prefix": "/airflow/variables"}
+    try:
+        dropin = PipekeySecretsBackend(**kwargs, cache=False)
+        observing = PipekeySecretsBackend(**kwargs, mode="observe", audit={
+            "sinks": [{"type": "file", "path": str(audit)}]})
+        reads = [("ads_report", {"account": "acct_1"}, "var", "accounts/acct_1/api_token"),
+                 ("ads_report", {"account": "acct_1"}, "conn", "ads_db"),
+                 ("ads_backfill", {"account": "acct_2"}, "var", "accounts/acct_2/api_token"),
+                 ("ads_backfill", {"account": "acct_2"}, "conn", "ads_db"),
+                 ("finance_daily", {}, "conn", "ledger"),
+                 ("finance_daily", {}, "var", "not_there")]
+        for dag, params, getter, name in reads:
+            _task(monkeypatch, dag, **params)
+            ask = "get_variable" if getter == "var" else "get_conn_value"
+            answer = getattr(observing, ask)(name)
+            assert answer == getattr(dropin, ask)(name)  # exactly the drop-in's answer
+            assert (answer is None) == (name == "not_there")
+        events = [e for e in read_events(audit) if e["event"] == "observe"]
+        assert [(e["dag"], e["lookup"], e["key"], e["outcome"], e["enforce"], e["pipeline"])
+                for e in events] == [
+            (dag, f"{'variable' if g == 'var' else 'connection'}:{name}",
+             f"airflow/{'variables' if g == 'var' else 'connections'}/{name}",
+             "absent" if name == "not_there" else "ok",
+             "allow" if name == "not_there" else "refuse", None)
+            for dag, _, g, name in reads]
+        assert events[0]["params"] == {"account": "acct_1"}
+        assert "matches no pipeline" in events[0]["detail"]
+        assert not [e for e in read_events(audit) if e["event"] == "read"]  # one event a read
+        assert "fake-" not in audit.read_text()
+
+        proposed = run_cli("propose", "--file", str(audit), cwd=tmp_path)
+        assert proposed.returncode == 0, proposed.stderr
+        draft = tomllib.loads(proposed.stdout)["pipelines"]
+        assert draft["ads"]["dags"] == ["ads_*"]
+        assert draft["ads"]["scope"] == "airflow/variables/accounts/{account}"
+        assert draft["ads"]["grants"] == ["airflow/connections/ads_db"]
+        assert draft["finance"]["grants"] == ["airflow/connections/ledger"]
+        (header,) = _blocks("mwaa.md", "toml")  # the review step's manifest, as documented
+        assert 'prefix = "/"' in header and "\n[pipelines" not in header
+        manifest = tmp_path / "pipekey.toml"
+        manifest.write_text(header.replace('"eu-west-1"', f'"{REGION}"').replace(
+            "/usr/local/airflow/logs/pipekey-audit.jsonl", str(audit)) + proposed.stdout)
+        replayed = run_cli("--config", str(manifest), "check", "--replay", cwd=tmp_path)
+        assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+        assert "refused" not in replayed.stdout and "0 would be refused" in replayed.stderr
+        assert "5 observed reads replayed" in replayed.stderr
+
+        # observing on under the reviewed manifest: its decisions are recorded
+        observed_under = PipekeySecretsBackend(**kwargs, mode="observe", manifest=str(manifest),
+                                               audit={"sinks": [{"type": "file",
+                                                                 "path": str(audit)}]})
+        _task(monkeypatch, "ads_report", account="acct_1")
+        assert observed_under.get_variable("accounts/acct_1/api_token") == "fake-token-1"
+        assert observed_under.get_variable("ops_secret") == "fake-ops-secret"
+        last = [e for e in read_events(audit) if e["event"] == "observe"][-2:]
+        assert [(e["key"], e["pipeline"], e["enforce"]) for e in last] == [
+            ("airflow/variables/accounts/acct_1/api_token", "ads", "allow"),
+            ("airflow/variables/ops_secret", "ads", "refuse")]
+        assert "add 'airflow/variables/ops_secret' to pipelines.ads.grants" in last[1]["detail"]
+
+        enforcing = PipekeySecretsBackend(manifest=str(manifest))
+        for dag, params, getter, name in reads:
+            _task(monkeypatch, dag, **params)
+            ask = "get_variable" if getter == "var" else "get_conn_value"
+            assert getattr(enforcing, ask)(name) == getattr(dropin, ask)(name)
+        _task(monkeypatch, "ads_report", account="acct_1")
+        for refused in (lambda: enforcing.get_variable("ops_secret"),
+                        lambda: enforcing.get_variable("accounts/acct_2/api_token"),
+                        lambda: enforcing.get_conn_value("ledger")):
+            with pytest.raises(AirflowSecretsBackendAccessDenied, match="may not read"):
+                refused()
+        assert "fake-" not in proposed.stdout + proposed.stderr + replayed.stdout
+    finally:
+        ssm.delete_parameters(Names=list(OBSERVED))

@@ -114,8 +114,8 @@ COMMANDS = {
     "audit": "audit", "bench": "bench", "check": "check", "copy": "copy",
     "credentials": "credentials", "diff": "copy",
     "doctor": "inspect", "explain": "inspect", "get": "store", "history": "store",
-    "init": "store", "inventory": "inventory", "ls": "store", "rm": "store", "run": "run",
-    "set": "store", "ui": "inventory",
+    "init": "store", "inventory": "inventory", "ls": "store", "propose": "propose",
+    "rm": "store", "run": "run", "set": "store", "ui": "inventory",
 }
 
 

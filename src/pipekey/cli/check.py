@@ -27,10 +27,17 @@ STYLE = {"ok": "green", "skipped": "yellow"}
 @click.option("--allow-skipped", is_flag=True,
               help="Exit 0 even if a pipeline was skipped (verified nothing) for want of "
                    "parameters.")
+@click.option("--replay", is_flag=True,
+              help="Instead: replay the reads observed in observe mode (the audit log) "
+                   "against the manifest and list, with the fix, each it would refuse.")
+@click.option("--since", help="With --replay: only reads after this (90s, 15m, 1h, 7d, ISO).")
+@click.option("--file", "audit_file", type=click.Path(dir_okay=False),
+              help="With --replay: the audit file (default: the manifest's file sink).")
 @json_option
 @click.pass_context
 def check(ctx: click.Context, pipelines: tuple[str, ...], params: tuple[str, ...],
-          connect: bool, timeout: float, allow_skipped: bool, as_json: bool) -> None:
+          connect: bool, timeout: float, allow_skipped: bool, replay: bool,
+          since: str | None, audit_file: str | None, as_json: bool) -> None:
     """Resolve everything each pipeline requires and report, per pipeline, what is missing,
     forbidden or invalid. Exits 1 if anything failed.
 
@@ -38,10 +45,22 @@ def check(ctx: click.Context, pipelines: tuple[str, ...], params: tuple[str, ...
     manifest, or for the --param values given. One that has neither is skipped: it verified
     nothing, so check exits 1 unless --allow-skipped.
 
+    With --replay, nothing is resolved: each read the Airflow backend served in observe
+    mode is decided again under this manifest, and what it would refuse is listed, one line
+    each with the fix. Exits 1 if any.
+
     \b
     pipekey check
     pipekey check --pipeline facebook_ads --param account=acct_42 --connect
+    pipekey check --replay --since 7d
+    pipekey --config proposed.toml check --replay --file audit.jsonl --json
     """
+    if replay:
+        from ._replay import replay_command
+
+        return replay_command(ctx, audit_file, since, as_json)
+    if since or audit_file:
+        raise click.UsageError("--since and --file go with --replay", ctx)
     from ..check import check_pipelines
 
     lk = _lk(ctx)

@@ -137,6 +137,12 @@ class RunLeases:
         if interrupt is not None:
             raise interrupt
 
+    def detach(self) -> dict[str, Lease]:
+        """Stop holding every lease (they are not revoked at close): connection -> lease."""
+        with self._lock:
+            leases, self._leases = dict(self._leases), {}
+        return leases
+
     def mint_detached(self, name: str) -> tuple[Lease, Callable[[], None]]:
         """Mint ``name`` outside the run's lifecycle (``pipekey check --connect``); returns
         the lease and the function that revokes it. Audited like a run's."""

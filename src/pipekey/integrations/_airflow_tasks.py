@@ -8,7 +8,6 @@ call or the DAG run's params), directly or, in broker mode, from the API server
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import inspect
 import json
@@ -21,7 +20,7 @@ from .. import redact
 from ..announce import add_values_listener
 from ..errors import UsageError
 from ..manifest import Manifest, load_manifest
-from ..policy import check_parameters
+from ..policy import check_parameters, dag_pipeline
 from ..run import Run
 from ._airflow_masking import mask_many, mask_std_streams
 from ._airflow_mode import airflow_conf, airflow_mode, fetch_variable, warn_worker_backend
@@ -59,10 +58,7 @@ def pipekey_for(manifest: str | None, env: str | None) -> Pipekey:
 def pipeline_for_dag(lk: Pipekey | Manifest, dag_id: str) -> str | None:
     """The pipeline whose ``dags`` patterns match ``dag_id`` (first in manifest order)."""
     manifest = lk if isinstance(lk, Manifest) else lk.manifest
-    for name, config in (manifest.pipelines if manifest else {}).items():
-        if any(fnmatch.fnmatchcase(dag_id, pattern) for pattern in config.dags):
-            return name
-    return None
+    return dag_pipeline(manifest.pipelines if manifest else {}, dag_id)
 
 
 def task_context() -> Mapping[str, Any] | None:

@@ -101,7 +101,10 @@ class PipekeySecretsBackend(BaseSecretsBackend):
             a task of a DAG mapped to a pipeline.
         mode: ``"direct"`` (default: per-DAG policy in the process that runs it) or
             ``"broker"`` (on the API server: each lookup answered within the policy of the
-            task's Airflow team, and run requests answered, :mod:`pipekey.teams`).
+            task's Airflow team, and run requests answered, :mod:`pipekey.teams`) or
+            ``"observe"`` (nothing it would serve by the drop-in rule is refused; every
+            lookup is recorded in the audit log with what enforcement would decide,
+            :mod:`pipekey.observe`).
         no_team: broker mode: ``"shared_only"`` (default) or ``"deny"``, what a lookup
             without a team may read.
         compat: ``"ssm"`` or ``"secrets_manager"``: take the ``backend_kwargs`` of Airflow's
@@ -115,6 +118,8 @@ class PipekeySecretsBackend(BaseSecretsBackend):
     aside = False
     #: the drop-in for Airflow's AWS backends (``compat``, docs/airflow.md), else None
     compat: CompatReader | None = None
+    #: "direct", "broker" or "observe" (set by __init__)
+    mode = "direct"
 
     def __init__(self, manifest: str | None = None, env: str | None = None,
                  connections_prefix: str | None = UNSET, variables_prefix: str | None = UNSET,
@@ -125,8 +130,8 @@ class PipekeySecretsBackend(BaseSecretsBackend):
         super().__init__()
         if outside_pipelines not in ("shared_only", "allow"):
             raise UsageError("outside_pipelines is 'shared_only' or 'allow'")
-        if mode not in ("direct", "broker"):
-            raise UsageError("mode is 'direct' or 'broker'")
+        if mode not in ("direct", "broker", "observe"):
+            raise UsageError("mode is 'direct', 'broker' or 'observe'")
         self.compat = compat_reader(compat, {  # Airflow's SSM / Secrets Manager backend kwargs
             "manifest": manifest, "env": env, "mode": mode, "connections_prefix":
             connections_prefix, "variables_prefix": variables_prefix, "config_prefix":
@@ -157,7 +162,12 @@ class PipekeySecretsBackend(BaseSecretsBackend):
             from ..teams import TeamBroker
 
             self.broker = TeamBroker(self.lk, no_team, mask)
-        if mode == "direct" and os.environ.get(MODE_ENV) == "broker":
+        if mode == "observe":
+            from ..observe import check_observable
+
+            check_observable(self.lk.audit, self.lk.manifest.path if self.lk.manifest
+                             else "the default manifest")
+        if mode != "broker" and os.environ.get(MODE_ENV) == "broker":
             log.warning("pipekey: %s=broker, but a PipekeySecretsBackend in direct mode was "
                         "built in this process (remove it from [workers] secrets_backend: a "
                         "worker in broker mode holds no store credentials)", MODE_ENV)
@@ -204,7 +214,7 @@ class PipekeySecretsBackend(BaseSecretsBackend):
             value = run.connection(conn_id).to_uri()
             mask_connection(value)
             return value
-        value = self._lookup("connection", conn_id)
+        value = self._lookup("connection", conn_id, team_name)
         mask_connection(value)
         return value
 
@@ -212,24 +222,15 @@ class PipekeySecretsBackend(BaseSecretsBackend):
         from ..broker import is_request  # not at import: a task imports only what its mode uses
 
         if is_request(key):  # a run request: answered in broker mode only
-            if self.broker is None:
-                return None
-            try:
-                return self.broker.run(key, team_name)
-            except PipekeyError as exc:  # the namespace is pipekey's: no other backend
-                raise AirflowSecretsBackendAccessDenied(str(exc)) from None  # may answer it
-            except Exception as exc:  # noqa: BLE001 - Airflow would ask the next backend
-                log.error("pipekey: a run request of Airflow team %r failed: %s", team_name,
-                          type(exc).__name__)
-                raise AirflowSecretsBackendAccessDenied(
-                    f"pipekey could not answer a run request of Airflow team {team_name!r} "
-                    f"({type(exc).__name__}; see the API server's log)") from None
+            # the payload, or a refusal the worker raises on at once: never an exception,
+            # which the Execution API would make an HTTP 500 the Task SDK retries
+            return None if self.broker is None else self.broker.answer(key, team_name)
         if self.broker is not None:
             return self._brokered("variable", key, team_name)
         run = current()
         if run is not None and run.held(key) is not None:
             return run.held(key)
-        return self._lookup("variable", key)
+        return self._lookup("variable", key, team_name)
 
     # -- scoping --------------------------------------------------------------------------
     def _brokered(self, kind: str, name: str, team: str | None) -> str | None:
@@ -246,7 +247,15 @@ class PipekeySecretsBackend(BaseSecretsBackend):
             mask_connection(value)
         return value
 
-    def _lookup(self, kind: str, name: str) -> str | None:
+    def _lookup(self, kind: str, name: str, team: str | None = None) -> str | None:
+        if self.mode == "observe":
+            from ._airflow_observe import observed_lookup
+
+            context = tasks.task_context()
+            return observed_lookup(self, kind, name, team, context, env_from(context, None))
+        return self._enforce(kind, name)
+
+    def _enforce(self, kind: str, name: str) -> str | None:
         prefix = self.prefixes[kind]
         if prefix is None:
             return None

@@ -12,7 +12,10 @@ alias words (and ``extra_conn_words``) come back in Airflow's JSON form, as Airf
 them. What pipekey adds: the team-scoped and the plain name read in one call, the default
 cache, masking of everything served, the audit log (``"audit": {...}``, a manifest's
 ``[audit]`` table), and, in a pipekey run, the run's values. docs/airflow.md ("Switch from
-Airflow's backend") lists the documented differences.
+Airflow's backend") lists the documented differences. With ``"mode": "observe"`` (an
+``"audit"`` sink required) the answers stay the same and each connection or variable lookup
+the store is asked for is also one ``observe`` audit event, with what enforcement under
+``"manifest"`` (if given; else no pipelines) would decide (:class:`CompatObserver`).
 
 The AWS settings map onto pipekey's AWS backends: ``region_name``, ``profile_name``,
 ``role_arn`` (assumed with STS, refreshed), ``assume_role_kwargs`` (``ExternalId``,
@@ -26,6 +29,7 @@ import json
 import logging
 import re
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -40,6 +44,7 @@ from ._airflow_mode import airflow_conf
 
 if TYPE_CHECKING:
     from ..client import Pipekey
+    from ._airflow_observe import CompatObserver
 
 __all__ = ["KINDS", "CompatReader", "compat_kind"]
 
@@ -155,9 +160,11 @@ class CompatReader:
     def __init__(self, kind: str, given: Mapping[str, Any], airflow_kwargs: Mapping[str, Any],
                  mask: Callable[[str | None], None],
                  mask_connection: Callable[[str | None], None]) -> None:
-        if given.get("mode", "direct") != "direct":
+        mode = given.get("mode", "direct")
+        if mode not in ("direct", "observe"):
             raise UsageError(f"PipekeySecretsBackend: compat={kind!r} works in mode 'direct' "
-                             "(broker mode reads the manifest's pipelines and teams)")
+                             "or 'observe' (broker mode reads the manifest's pipelines and "
+                             "teams)")
         self.kind = kind
         self.sep = str(airflow_kwargs.get("sep", "/"))
         self.extra_words = airflow_kwargs.get("extra_conn_words") or {}
@@ -174,6 +181,12 @@ class CompatReader:
             self.patterns[what] = airflow_kwargs.get(f"{_ARG[what]}_lookup_pattern")
         self.lk = _pipekey(kind, {**given, **airflow_kwargs})
         self._mask, self._mask_connection = mask, mask_connection
+        #: observe mode: records each lookup with what enforcement would decide
+        self.observer: CompatObserver | None = None
+        if mode == "observe":
+            from ._airflow_observe import CompatObserver
+
+            self.observer = CompatObserver(self.lk, given.get("manifest"), given.get("env"))
 
     def get(self, what: str, secret_id: str, team: str | None = None) -> str | None:
         """The value Airflow's backend would return for ``secret_id`` of kind ``what``
@@ -195,7 +208,12 @@ class CompatReader:
             return None
         value = self._from_run(what, secret_id)
         if value is None:
-            value = self._read([k for k in map(self._key, names) if k is not None])
+            start = time.perf_counter()
+            keys = [k for k in map(self._key, names) if k is not None]
+            read, value = self._read(keys)
+            if self.observer is not None and keys and what != "config":
+                self.observer.record(what, secret_id, team, read or keys[-1], value,
+                                     round((time.perf_counter() - start) * 1000, 3))
         if what == "connection":
             value = self._connection(secret_id, value)
             self._mask_connection(value)
@@ -213,22 +231,23 @@ class CompatReader:
             log.debug("pipekey: %r is not a name pipekey reads", name)
             return None
 
-    def _read(self, keys: list[str]) -> str | None:
-        """The first of ``keys`` found, all of them read in one batch; a failure of an
-        earlier key is raised rather than answered by a later one."""
+    def _read(self, keys: list[str]) -> tuple[str | None, str | None]:
+        """The first of ``keys`` found and its value, all of them read in one batch; a
+        failure of an earlier key is raised rather than answered by a later one. (None,
+        None): none found."""
         if not keys:
-            return None
+            return None, None
         resolved = self.lk.chain.resolve(keys)
         for key in keys:
             found = resolved[key]
-            if self.lk.audit.enabled:
+            if self.lk.audit.enabled and self.observer is None:  # observe: one event each
                 self.lk.audit.record(AuditEvent(
                     "read", key, "ok" if found.found else "error" if found.errors else "absent",
                     backend=found.secret.backend if found.secret else None,
                     version=found.secret.version if found.secret else None))
             if found.found or found.errors:
-                return found.require().value
-        return None
+                return key, found.require().value
+        return None, None
 
     def _from_run(self, what: str, secret_id: str) -> str | None:
         """In an open pipekey run: what the run already holds under that name."""

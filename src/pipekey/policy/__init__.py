@@ -27,6 +27,7 @@ never parsed back to find an owner.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import re
 import string
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AIRFLOW_TEAM_SEP", "NO_PIPELINE", "NO_SUCH_PARAMETER", "NO_SUCH_PIPELINE", "SHARED",
            "Ownership", "RunPolicy", "TeamPolicy", "airflow_names", "check_parameters",
-           "declared_names", "declaring", "fill_fields", "fill_template",
+           "dag_pipeline", "declared_names", "declaring", "fill_fields", "fill_template",
            "parameter_free_policy", "pipelines_reading", "pipeline_entry", "run_policy",
            "served_environments", "template_fields"]
 
@@ -203,6 +204,12 @@ def parameter_free_policy(pipeline: str, config: PipelineConfig, env: str) -> Ru
     grants = tuple(fill_template(g.rstrip("/"), values, f"{what} grant")
                    for g in config.grants if _parameter_free(g))
     return RunPolicy(None, grants, connections)
+
+
+def dag_pipeline(pipelines: Mapping[str, PipelineConfig], dag_id: str) -> str | None:
+    """The first pipeline (in manifest order) whose ``dags`` patterns match ``dag_id``."""
+    return next((n for n, c in pipelines.items()
+                 if any(fnmatch.fnmatchcase(dag_id, p) for p in c.dags)), None)
 
 
 # -- a team -----------------------------------------------------------------------------------
