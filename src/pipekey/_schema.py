@@ -12,7 +12,6 @@ check there raises :func:`field_problem`, whose field the wording adds to that p
 
 from __future__ import annotations
 
-import difflib
 import re
 import types
 from pathlib import Path
@@ -196,6 +195,8 @@ def _first_unknown(model: Any, raw: Any, loc: tuple[str | int, ...]
 
 def _unknown_field(model: Any, raw: Any, loc: tuple[str | int, ...]) -> str:
     known = sorted(_fields(_type_at(model, raw, loc[:-1])))
+    import difflib  # an error message's suggestion: not on the happy path's imports
+
     close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
     if close:
         return f"unknown field (did you mean {close[0]!r}?)"

@@ -12,9 +12,10 @@ from typing import Callable
 
 from . import redact
 
-__all__ = ["add_value_listener", "announce"]
+__all__ = ["add_value_listener", "add_values_listener", "announce"]
 
 _value_listeners: list[Callable[[str], None]] = []
+_values_listeners: list[Callable[[list[str]], None]] = []
 
 
 def add_value_listener(listener: Callable[[str], None]) -> None:
@@ -25,11 +26,25 @@ def add_value_listener(listener: Callable[[str], None]) -> None:
         _value_listeners.append(listener)
 
 
+def add_values_listener(listener: Callable[[list[str]], None]) -> None:
+    """As :func:`add_value_listener`, called once per :func:`announce` with every value and
+    part it announces (a run's values at once): for maskers that pay per call, such as
+    Airflow's, whose every call in a task is a round trip to the task's supervisor."""
+    if listener not in _values_listeners:
+        _values_listeners.append(listener)
+
+
 def announce(*values: str | None) -> None:
     """Mask each of ``values`` (None and empty ones skipped) and tell the listeners."""
+    parts: list[str] = []
     for value in values:
         if value:
             redact.register(value)
-            for part in redact.secret_parts(value) if _value_listeners else ():
-                for listener in _value_listeners:
-                    listener(part)
+            if _value_listeners or _values_listeners:
+                parts.extend(redact.secret_parts(value))
+    for part in parts:
+        for listener in _value_listeners:
+            listener(part)
+    if parts:
+        for many in _values_listeners:
+            many(parts)

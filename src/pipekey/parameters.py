@@ -7,7 +7,6 @@ Light on purpose: ``pipekey run`` imports it on its start-up path.
 
 from __future__ import annotations
 
-import difflib
 from typing import TYPE_CHECKING
 
 from .policy import template_fields
@@ -33,6 +32,8 @@ def problem(config: PipelineConfig, instance: dict[str, str], number: int | None
     uses = _template_uses(config)
     missing = sorted(expected - set(instance))
     for param in missing:
+        import difflib  # error messages only
+
         close = difflib.get_close_matches(param, ({"env"} | expected) - {param}, n=1)
         if close:
             return "invalid", (f"{uses[param]} uses parameter {param!r} (did you mean "
@@ -46,6 +47,8 @@ def problem(config: PipelineConfig, instance: dict[str, str], number: int | None
 
 
 def _suggest(name: str, known: set[str]) -> str:
+    import difflib  # error messages only
+
     close = difflib.get_close_matches(name, sorted(known), n=1)
     if close:
         return f"did you mean {close[0]!r}?"

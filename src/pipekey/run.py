@@ -131,10 +131,12 @@ class Run(RunConnections, RunRefresh, RunAudit):
         inputs = {n: resolved.pop(n) for n in list(resolved) if n.startswith(CREDENTIAL_INPUT)}
         minted = self._leases.mint_all({n[len(CREDENTIAL_INPUT):]: r.require().value
                                         for n, r in inputs.items()})
+        # every value at once (one round trip to Airflow's supervisor, not one per value)
+        announce(*(r.secret.value for r in resolved.values() if r.secret is not None))
         try:
             with self._lock:
                 for name, resolution in resolved.items():
-                    self._remember(name, resolution)
+                    self._remember(name, resolution, announced=True)
                 for conn, lease in minted.items():
                     self._connections[conn] = lease.connection.replace(conn_id=conn)
                 self._state = "open"
@@ -357,11 +359,12 @@ class Run(RunConnections, RunRefresh, RunAudit):
                 f"backend {secret.backend!r} holds it as a document standing for the subtree "
                 f"{secret.key + '/'!r}, outside the run's scope, shared/ and grants")
 
-    def _remember(self, name: str, resolution: Resolution) -> None:
+    def _remember(self, name: str, resolution: Resolution, announced: bool = False) -> None:
         self._resolutions[name] = resolution
         if resolution.secret is None:
             return
-        announce(resolution.secret.value)
+        if not announced:
+            announce(resolution.secret.value)
         if name.startswith(CONNECTION):
             self._by_key[resolution.secret.key] = resolution.secret.value
             return

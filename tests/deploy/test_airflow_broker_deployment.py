@@ -103,6 +103,7 @@ COMMON = '''
 import hashlib
 import json
 import os
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -117,6 +118,8 @@ def sha(value):
 def report(name, data):
     data["env_names"] = sorted(os.environ)
     data["workers_backend"] = os.environ.get("AIRFLOW__WORKERS__SECRETS_BACKEND")
+    # a brokered run builds no store client: the AWS SDK stays out of the task (issue 32)
+    data["store_sdks"] = sorted(m for m in ("boto3", "botocore") if m in sys.modules)
     folder = Path(os.environ["LK_TEST_REPORTS"])
     (folder / f"{name}.json").write_text(json.dumps(data, sort_keys=True))
 
@@ -573,6 +576,8 @@ def test_no_task_process_holds_a_store_credential(deployment) -> None:
         assert report["workers_backend"] == RUN_BACKEND, name
         assert not [n for n in names if n.startswith("AWS_")], name
         assert {"PIPEKEY_CONFIG", "PIPEKEY_AIRFLOW_MODE"} <= names, name
+        if name.startswith("ads_"):  # brokered runs: no store SDK imported (issue 32)
+            assert report["store_sdks"] == [], name
 
 
 def _hunt(text: str, needles: dict[str, str]) -> list[str]:

@@ -195,3 +195,39 @@ def test_help_builds_nothing(tmp_path: Path, argv: list[str]) -> None:
     code, loaded = json.loads(out.stdout.splitlines()[-1])
     assert code in (0, None) and "Usage:" in out.stdout, out.stderr[-500:]
     assert loaded == []
+
+
+#: a brokered task's path (issue 32): the manifest, the Variable's payload, the run over it
+BROKERED_PROBE = """
+import json, sys
+from pipekey import broker
+from pipekey.manifest import load_manifest
+
+manifest = load_manifest()
+secret = {"key": "bench/p00/token", "value": "fake-brokered-token", "backend": "ssm",
+          "path": "/x/bench/p00/token", "version": "1", "document": False}
+answer = json.dumps({"v": 1, "pipeline": "p", "env": "dev", "params": {}, "run": "t",
+                     "names": {"token": secret}, "connections": {}, "keys": {}})
+asked = []
+with broker.brokered_run(manifest, "p", lambda key: asked.append(key) or answer) as run:
+    got = run.secret("token") == "fake-brokered-token"
+print(json.dumps({"got": got, "asked": len(asked),
+                  "sdks": sorted(m for m in sys.modules if m.split(".")[0] in
+                                 ("boto3", "botocore", "s3transfer"))}))
+"""
+
+
+def test_a_brokered_run_over_an_aws_chain_loads_no_aws_sdk(tmp_path: Path) -> None:
+    """In broker mode a task opens its run from the one Variable the API server answers:
+    with a manifest whose chain is SSM, the run holds the payload's value after one request
+    and boto3/botocore never load (no store client is built in the task; issue 32). The
+    deployment tests check the same in real Airflow task processes."""
+    (tmp_path / "pipekey.toml").write_text(
+        'env = "dev"\nchain = ["ssm"]\n[backends.ssm]\ntype = "aws_ssm"\nprefix = "/x"\n'
+        'region = "eu-central-1"\n'
+        '[pipelines.p]\ndags = ["p_*"]\nscope = "bench/p00"\nrequires = ["token"]\n')
+    out = subprocess.run([sys.executable, "-c", BROKERED_PROBE], capture_output=True,
+                         text=True, check=False, cwd=tmp_path, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "fake-brokered-token" not in out.stdout + out.stderr
+    assert json.loads(out.stdout) == {"got": True, "asked": 1, "sdks": []}

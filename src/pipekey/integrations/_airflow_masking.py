@@ -12,23 +12,44 @@ from typing import Any
 from .. import redact
 from ..errors import PipekeyError
 
-__all__ = ["mask", "mask_connection", "mask_std_streams"]
+__all__ = ["mask", "mask_connection", "mask_many", "mask_std_streams"]
 
 
 def mask(value: str | None) -> None:
     """Mask ``value`` wherever this process writes it: pipekey's masker (logs), Airflow's, and
     the process's stdout/stderr (:func:`mask_std_streams`), since a value served outside a run
     may be printed too and LocalExecutor copies task output to the scheduler's console."""
-    if not value:
+    if value:
+        mask_many([value])
+
+
+#: values this process has handed Airflow's masker (it keeps them for the process too): each
+#: is sent once, as a task's every ``mask_secret`` is a round trip to its supervisor
+_sent: set[str] = set()
+_sent_lock = threading.Lock()
+
+
+def mask_many(values: list[str]) -> None:
+    """:func:`mask` of every value in one call to Airflow's ``mask_secret`` (which in a task
+    is a round trip to its supervisor: one for a run's values, not one per value)."""
+    values = [v for v in values if v]
+    if not values:
         return
-    redact.register(value)
+    for value in values:
+        redact.register(value)
     mask_std_streams()
+    with _sent_lock:
+        new = list(dict.fromkeys(v for v in values if v not in _sent))
+    if not new:
+        return
     try:
         from airflow.sdk.log import mask_secret
 
-        mask_secret(value)
-    except Exception:  # masking must never break a lookup
-        pass
+        mask_secret(list[Any](new))  # a list is one message (JSON), a masked value each
+    except Exception:  # masking must never break a lookup (and is tried again next time)
+        return
+    with _sent_lock:
+        _sent.update(new)
 
 
 def mask_connection(value: str | None) -> None:

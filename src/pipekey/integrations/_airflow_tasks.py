@@ -16,17 +16,17 @@ import threading
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, ParamSpec, TypeVar
 
-from .. import broker, redact
-from ..announce import add_value_listener
-from ..client import Pipekey, load
+from .. import redact
+from ..announce import add_values_listener
 from ..errors import UsageError
 from ..manifest import Manifest, load_manifest
 from ..policy import check_parameters, dag_pipeline
 from ..run import Run
-from ._airflow_masking import mask, mask_std_streams
+from ._airflow_masking import mask_many, mask_std_streams
 from ._airflow_mode import airflow_conf, airflow_mode, fetch_variable, warn_worker_backend
 
 if TYPE_CHECKING:
+    from ..client import Pipekey
     from ..manifest import PipelineConfig
 
 __all__ = ["BACKEND_CLASS", "ENV_PARAM", "configured_kwargs", "env_from", "params_from",
@@ -47,6 +47,8 @@ def pipekey_for(manifest: str | None, env: str | None) -> Pipekey:
     """One Pipekey per (manifest, env) per process, shared by the backend and task runs."""
     with _instances_lock:
         if (manifest, env) not in _instances:
+            from ..client import load  # direct mode only: a brokered task builds no chain
+
             _instances[(manifest, env)] = load(manifest, env=env)
         lk = _instances[(manifest, env)]
         process_default.setdefault("lk", lk)
@@ -173,13 +175,15 @@ def _task_run(lk: Pipekey | None, env: Any, params: dict[str, Any],
     name = f"{dag_id}__{context['run_id']}__{ti.task_id}"
     if getattr(ti, "map_index", -1) is not None and getattr(ti, "map_index", -1) >= 0:
         name += f"__{ti.map_index}"
-    add_value_listener(mask)
+    add_values_listener(mask_many)
     redact.install()
     mask_std_streams()
     chosen, filled = env_from(context, env), params_from(context, config, params)
     if brokered:
-        opened = broker.brokered_run(manifest, pipeline, fetch_variable, env=chosen,
-                                     params=filled, run_name=name)
+        from ..broker import brokered_run  # broker mode only
+
+        opened = brokered_run(manifest, pipeline, fetch_variable, env=chosen,
+                              params=filled, run_name=name)
     else:
         assert lk is not None
         opened = lk.pipeline(pipeline, run_name=name, env=chosen, **filled)

@@ -45,9 +45,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
-from .. import broker, redact
-from ..announce import add_value_listener
-from ..client import Pipekey
+from .. import redact
+from ..announce import add_values_listener
 from ..errors import (
     AccessDenied,
     BackendError,
@@ -59,7 +58,7 @@ from ..errors import (
 from ..policy import NO_PIPELINE, RunPolicy, parameter_free_policy
 from ..run import Run, current
 from . import _airflow_tasks as tasks  # its process state, looked up at call time
-from ._airflow_masking import mask, mask_connection, mask_std_streams
+from ._airflow_masking import mask, mask_connection, mask_many, mask_std_streams
 from ._airflow_mode import MODE_ENV, airflow_mode
 from ._airflow_tasks import (
     ENV_PARAM,
@@ -74,6 +73,7 @@ from .airflow_compat import UNSET, CompatReader, compat_reader, native_prefixes
 
 if TYPE_CHECKING:
     from ..backends.base import Secret
+    from ..client import Pipekey
     from ..teams import TeamBroker
 
 try:
@@ -138,7 +138,7 @@ class PipekeySecretsBackend(BaseSecretsBackend):
             config_prefix}, airflow_kwargs, mask, mask_connection)
         if self.compat is not None:
             self.lk, self.mode = self.compat.lk, mode
-            add_value_listener(mask)
+            add_values_listener(mask_many)
             redact.install()
             return
         connections_prefix, variables_prefix, config_prefix = native_prefixes(
@@ -172,7 +172,7 @@ class PipekeySecretsBackend(BaseSecretsBackend):
                         "built in this process (remove it from [workers] secrets_backend: a "
                         "worker in broker mode holds no store credentials)", MODE_ENV)
         tasks.process_default["lk"] = self.lk
-        add_value_listener(mask)
+        add_values_listener(mask_many)
         redact.install()
 
     # -- Airflow's interface ----------------------------------------------------------------
@@ -219,7 +219,9 @@ class PipekeySecretsBackend(BaseSecretsBackend):
         return value
 
     def _variable(self, key: str, team_name: str | None) -> str | None:
-        if broker.is_request(key):  # a run request: answered in broker mode only
+        from ..broker import is_request  # not at import: a task imports only what its mode uses
+
+        if is_request(key):  # a run request: answered in broker mode only
             # the payload, or a refusal the worker raises on at once: never an exception,
             # which the Execution API would make an HTTP 500 the Task SDK retries
             return None if self.broker is None else self.broker.answer(key, team_name)

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..audit import AuditEvent
-from ..client import Pipekey, from_manifest
 from ..connection_words import standardize, words
 from ..errors import InvalidKey, UsageError
 from ..keys import validate_key
@@ -44,6 +43,7 @@ from ..run import current
 from ._airflow_mode import airflow_conf
 
 if TYPE_CHECKING:
+    from ..client import Pipekey
     from ._airflow_observe import CompatObserver
 
 __all__ = ["KINDS", "CompatReader", "compat_kind"]
@@ -148,6 +148,8 @@ def _pipekey(kind: str, kwargs: Mapping[str, Any]) -> Pipekey:
     with _lks_lock:
         if identity not in _lks:
             where = Path.cwd() / f"<backend_kwargs compat={kind}>"
+            from ..client import from_manifest  # the drop-in only: a brokered task builds none
+
             _lks[identity] = from_manifest(parse_manifest(raw, where, kwargs.get("env")))
         return _lks[identity]
 
