@@ -58,10 +58,10 @@ TEAMS = {"alpha": ("a1", "a2", "a3"), "beta": ("b1", "b2", "b3")}
 TASKS = 3  # mapped task instances per team: the fleet's task identities
 PREFIX = "/pipekey-load"
 REGION = "eu-central-1"
-#: what the API server's log shows for each refusal naming the store (Airflow logs the
-#: exception pipekey raised, with pipekey's message: backend, key, cause; never a value)
 AIRFLOW_WAIT_MAX = 90.0  # [workers] execution_api_retry_wait_max's default
-REFUSAL = "AirflowSecretsBackendAccessDenied: backend 'ssm'"
+#: what the API server's log shows for each run request refused because the store failed
+#: (the broker's warning, with pipekey's message: backend, key, cause; never a value)
+REFUSAL = ": backend 'ssm': could not resolve"
 
 MANIFEST = """
 env = "dev"
@@ -128,7 +128,7 @@ class Plan:
     restart: bool = True
     replicas: bool = False
     #: the fleet's [workers] execution_api_retry_wait_max except in the restart phase, which
-    #: keeps Airflow's default (90): a refusal is an HTTP 500 the Task SDK retries 5 times
+    #: keeps Airflow's default (90): an HTTP 500 or a lost connection is retried 5 times
     retry_wait_max: float = 2.0
 
     @classmethod
@@ -148,8 +148,8 @@ class Phase:
     name: str
     requests: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
-    # latency of the own requests (ms); a cross-team one is refused with HTTP 500, which the
-    # Task SDK retries: its time is cross_max, not in the percentiles
+    # latency of the own requests (ms); a cross-team one is refused (the broker's refusal
+    # payload, at once): its time is cross_max, not in the percentiles
     p50: float = 0.0
     p95: float = 0.0
     p99: float = 0.0
@@ -162,7 +162,8 @@ class Phase:
     foreign: int = 0              # another team's value, or a cross-team request answered
     decoys: int = 0               # a decoy served: a fall-through to another backend
     retried: int = 0              # requests the Task SDK sent more than once
-    refusals: int = 0             # HTTP 500 answers (a refusal; the SDK retries each)
+    refusals: int = 0             # HTTP 500 answers (the SDK retries each; refusals are
+                                  # payloads since the broker answers them, issue 29)
     logged: int = 0               # lines naming the store in the API server's log (Airflow
                                   # logs a traceback per refusal: about 2 lines each)
     note: str = ""
@@ -217,6 +218,8 @@ def drive() -> int:
             got = client.variables.get(broker.request_key(pipeline, params={"item": item}))
             if isinstance(got, VariableResponse):
                 body = json.loads(got.value or "{}")
+                if "refused" in body:  # the broker's refusal payload (broker.refusal_payload)
+                    return ["refused", "", "", (time.perf_counter() - start) * 1000, statuses]
                 fps = {n: sha(s["value"]) for n, s in body.get("names", {}).items()}
                 where = f"{body.get('pipeline')}/{body.get('params', {}).get('item')}"
                 outcome = ["ok", fps.get("token", ""), where]

@@ -60,12 +60,13 @@ def test_no_answer_is_another_runs_or_another_teams_or_a_decoy(load) -> None:
 
 def test_bursts_serve_every_request(load) -> None:
     """Bursts of concurrent run requests: every own request served, every cross-team one
-    refused (HTTP 500 after the Task SDK's retries), p99 measured (printed: pytest -rA)."""
+    refused at once by the broker's refusal payload (no HTTP 500 the Task SDK would retry),
+    p99 measured (printed: pytest -rA)."""
     print(_report(load))
     for phase in _phases(load, "burst"):
         assert phase.outcomes.get("served", 0) > 0.9 * phase.requests, phase.line()
-        assert set(phase.outcomes) <= {"served", "cross-team error ServerResponseError 500"}, \
-            phase.line()
+        assert set(phase.outcomes) <= {"served", "cross-team refused"}, phase.line()
+        assert phase.outcomes.get("cross-team refused", 0) > 0, phase.line()
         assert 0 < phase.p50 <= phase.p99, phase.line()
 
 
@@ -90,8 +91,10 @@ def test_store_fault_serves_cached_runs_refuses_new_ones_and_recovers(load, kind
     hot = {k: v for k, v in during.outcomes.items() if not k.startswith(("cold", "cross"))}
     assert set(hot) == {"served"}, during.line()  # every cached run, even past its TTL
     if kind in ("throttle", "outage"):
-        assert during.logged > 0 and during.refusals > 0, during.line()
-        assert during.retried > 0, during.line()  # the SDK retried the API server's 500s
+        # a run never cached is refused at once by the broker's refusal payload (no HTTP 500
+        # for the Task SDK to retry), and the API server's log names the store
+        assert during.outcomes.get("cold refused", 0) > 0, during.line()
+        assert during.logged > 0 and during.refusals == 0, during.line()
     after = _phases(load, f"{kind}: after")[-1]
     assert set(after.outcomes) <= {"served", "cold served"}, _report(load)
     assert after.outcomes.get("cold served", 0) > 0, after.line()
