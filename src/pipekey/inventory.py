@@ -322,9 +322,10 @@ def _findings(out: EnvInventory, pipelines: dict[str, PipelineConfig], env: str,
             required = [u.pipeline for u in e.uses if u.required]
             e.state = "missing" if required else "optional"
             if required and not all(u.how.startswith("grant ") for u in e.uses):
-                out.findings.append(Finding(
-                    "missing", env, key, f"declared by {', '.join(sorted(set(required)))} "
-                    "and stored in no backend", f"{cmd} set {key}", required[0]))
+                # one per declaring pipeline: each team sees its own, none sees the others'
+                out.findings += [Finding("missing", env, key, f"declared by {p} and stored "
+                                         "in no backend", f"{cmd} set {key}", p)
+                                 for p in sorted(set(required))]
             continue
         if len(e.places) > 1:
             e.state = "shadowed"

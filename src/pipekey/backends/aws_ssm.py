@@ -55,6 +55,7 @@ class SsmBackend(AwsBackend[SsmConfig], WritableBackend, VersionedBackend):
     kind = "aws_ssm"
     service = "ssm"
     Config = SsmConfig
+    history_reads_values = True  # GetParameterHistory returns each version's value
 
     def __init__(self, name: str, config: SsmConfig) -> None:
         super().__init__(name, config)
@@ -145,12 +146,29 @@ class SsmBackend(AwsBackend[SsmConfig], WritableBackend, VersionedBackend):
         return value
 
     def _list(self, prefix: str) -> Iterable[str]:
+        """Names only, by ``DescribeParameters`` with a recursive Path filter: metadata, no
+        value (``GetParametersByPath`` would return String values and SecureString
+        ciphertext)."""
         path = self.param(prefix) if prefix else (self.prefix or "/")
-        keys = {k for p in self._by_path(path, decrypt=False)
-                if (k := self.key_of(p["Name"])) is not None and is_under(k, prefix)}
-        if prefix and self._fetch([self.param(prefix)], [prefix]):
-            keys.add(prefix)  # GetParametersByPath lists what is below a path, not the path
+        found = self._describe([{"Key": "Path", "Option": "Recursive", "Values": [path]}],
+                               [prefix])
+        keys = {k for meta in found
+                if (k := self.key_of(meta["Name"])) is not None and is_under(k, prefix)}
+        if prefix and self.versions([prefix]):
+            keys.add(prefix)  # a Path filter lists what is below a path, not the path
         return keys
+
+    def _describe(self, filters: list[dict[str, Any]],
+                  keys: Sequence[str]) -> list[dict[str, Any]]:
+        """``DescribeParameters`` pages (metadata only: no value, no KMS decrypt)."""
+        kwargs: dict[str, Any] = {"ParameterFilters": filters, "MaxResults": 50}
+        out: list[dict[str, Any]] = []
+        while True:
+            page = self.call("describe_parameters", keys, **kwargs)
+            out += page.get("Parameters", [])
+            if not page.get("NextToken"):
+                return out
+            kwargs["NextToken"] = page["NextToken"]
 
     def _by_path(self, path: str, decrypt: bool) -> list[dict[str, Any]]:
         params: list[dict[str, Any]] = []
@@ -187,19 +205,12 @@ class SsmBackend(AwsBackend[SsmConfig], WritableBackend, VersionedBackend):
         names = [self.param(k) for k in keys]
         found: dict[str, VersionInfo] = {}
         for i in range(0, len(names), 50):
-            kwargs: dict[str, Any] = {
-                "ParameterFilters": [{"Key": "Name", "Option": "Equals",
-                                      "Values": names[i:i + 50]}], "MaxResults": 50}
-            while True:
-                page = self.call("describe_parameters", keys, **kwargs)
-                for meta in page.get("Parameters", []):
-                    key = self.key_of(meta["Name"])
-                    if key is not None:
-                        found[key] = VersionInfo(str(meta.get("Version")),
-                                                 meta.get("LastModifiedDate"))
-                if not page.get("NextToken"):
-                    break
-                kwargs["NextToken"] = page["NextToken"]
+            filters = [{"Key": "Name", "Option": "Equals", "Values": names[i:i + 50]}]
+            for meta in self._describe(filters, keys):
+                key = self.key_of(meta["Name"])
+                if key is not None:
+                    found[key] = VersionInfo(str(meta.get("Version")),
+                                             meta.get("LastModifiedDate"))
         return found
 
     # -- writes ---------------------------------------------------------------------------

@@ -208,6 +208,9 @@ class Backend(abc.ABC):
 
     #: the backend type, as the manifest's ``type`` field names it (``"aws_ssm"``)
     kind: ClassVar[str] = ""
+    #: True where ``history`` reads each version's value from the store (SSM's
+    #: GetParameterHistory): pages showing metadata alone use ``versions`` there instead
+    history_reads_values: ClassVar[bool] = False
     #: the msgspec Struct of this backend's manifest fields
     Config: ClassVar[type[BackendConfig]] = BackendConfig
 

@@ -210,7 +210,10 @@ class DynamoDbBackend(AwsBackend[DynamoDbConfig], WritableBackend, VersionedBack
     # -- history --------------------------------------------------------------------------
     def _history(self, key: str) -> list[VersionInfo]:
         item = self.call("get_item", [key], TableName=self.table, Key={"key": {"S": key}},
-                         ConsistentRead=True).get("Item")
+                         ConsistentRead=True,  # metadata alone: not the ciphertext
+                         ProjectionExpression="#v, #at, #by, #h",
+                         ExpressionAttributeNames={"#v": "v", "#at": "at", "#by": "by",
+                                                   "#h": "hist"}).get("Item")
         if not item:
             return []
         past = [entry["M"] for entry in item.get("hist", {}).get("L", [])]

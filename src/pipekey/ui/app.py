@@ -81,8 +81,10 @@ def narrow(inv: Inventory, env: str | None, teams: set[str] | None) -> View:
     keys = [e for e in chosen.keys.values()
             if teams is None or is_under(e.key, SHARED) or shown & {u.pipeline for u in e.uses}]
     if teams is not None:  # other teams' pipelines, runs and denials are not theirs to see
-        keys = [dataclasses.replace(e, reads=e.reads.seen_by(shown)) if e.reads else e
-                for e in keys]
+        keys = [dataclasses.replace(
+            e, reads=e.reads.seen_by(shown) if e.reads else None, teams=e.teams & teams,
+            uses=[u for u in e.uses if u.pipeline in shown
+                  or u.pipeline.startswith("credential:")]) for e in keys]
     visible = {e.key for e in keys}
     findings = [f for f in chosen.findings if f.key in visible
                 and (f.pipeline is None or teams is None or f.pipeline in shown)]
@@ -209,6 +211,8 @@ def _timeline(lk: Pipekey, env: str, entry: KeyEntry) -> list[dict[str, Any]]:
     chain = {b.name: b for b in lk.chain_for(env)}
     for place in entry.places:
         backend = chain.get(place.backend)
+        if backend is not None and backend.origin().history_reads_values:
+            backend = None  # its history would fetch values: the place's version alone
         if not isinstance(backend, Versioned):
             rows.append({"backend": place.backend, "version": place.version or "-",
                          "at": place.changed, "by": None, "deleted": False})
