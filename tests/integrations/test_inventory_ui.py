@@ -82,14 +82,27 @@ def driver(tmp_path: Path) -> Iterator[Any]:
     yield from browser(tmp_path / "profile")
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 def _get(url: str, headers: dict[str, str] | None = None,
          method: str = "GET") -> tuple[int, bytes]:
+    """(status, body and headers), redirects not followed."""
     request = urllib.request.Request(url, headers=headers or {}, method=method)
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with _OPENER.open(request, timeout=30) as response:
             return response.status, response.read() + str(response.headers).encode()
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+        return exc.code, exc.read() + str(exc.headers).encode()
+
+
+def _cookie(base: str, token: str) -> dict[str, str]:
+    return {"Cookie": f"pipekey_ui_token_{base.rsplit(':', 1)[1]}={token}"}
 
 
 def _no_value(world: Scenario, text: str, where: str) -> None:
@@ -104,11 +117,18 @@ def test_a_request_without_the_token_is_refused(served: tuple[str, str, Scenario
     assert _get(f"{base}/")[0] == 403
     assert _get(f"{base}/?token={token[:-1]}x")[0] == 403
     assert _get(f"{base}/key/old/unused?env=dev")[0] == 403
-    assert _get(f"{base}/", {"Cookie": f"pipekey_ui_token={token}x"})[0] == 403
-    assert _get(f"{base}/?token={token}")[0] == 200
-    assert _get(f"{base}/", {"Cookie": f"pipekey_ui_token={token}"})[0] == 200
-    assert _get(f"{base}/?token={token}", method="POST")[0] == 405     # read-only
     port = base.rsplit(":", 1)[1]
+    assert _get(f"{base}/", {"Cookie": f"pipekey_ui_token_{port}={token}x"})[0] == 403
+    # the token becomes a cookie named for the port, and is redirected out of the URL
+    status, raw = _get(f"{base}/key/old/unused?token={token}&env=dev")
+    assert status == 303
+    assert re.search(r"(?im)^location: /key/old/unused\?env=dev\s*$", raw.decode())
+    assert re.search(rf"(?im)^set-cookie: pipekey_ui_token_{port}={re.escape(token)};.*"
+                     r"httponly.*samesite=strict", raw.decode())
+    assert _get(f"{base}/", _cookie(base, token))[0] == 200
+    # another port's (another instance's, another localhost service's) cookie is no key
+    assert _get(f"{base}/", {"Cookie": f"pipekey_ui_token={token}"})[0] == 403
+    assert _get(f"{base}/?token={token}", method="POST")[0] == 405     # read-only
     assert _get(f"{base}/?token={token}", {"Host": f"evil.example:{port}"})[0] == 403
     driver.get(f"{base}/pipeline/ads?env=dev")
     assert "403" in driver.find_element("tag name", "body").text
@@ -120,6 +140,8 @@ def test_every_page_shows_the_store_and_the_audit_and_no_value(
         served: tuple[str, str, Scenario], driver: Any, tmp_path: Path) -> None:
     base, token, world = served
     driver.get(f"{base}/?token={token}&env=dev")  # sets the cookie: later pages need no token
+    assert driver.current_url == f"{base}/?env=dev"  # the token left the address bar
+    assert "matrix" in driver.page_source
     shots = tmp_path / "screenshots"
     shots.mkdir()
     for path, expected in PAGES.items():
@@ -129,7 +151,7 @@ def test_every_page_shows_the_store_and_the_audit_and_no_value(
             assert text in source, f"{path}: {text!r} missing"
         _no_value(world, source, f"the DOM of {path}")
         _no_value(world, driver.find_element("tag name", "body").text, f"the text of {path}")
-        status, raw = _get(f"{base}{path}{'&' if '?' in path else '?'}token={token}")
+        status, raw = _get(base + path, _cookie(base, token))
         assert status == 200, path
         _no_value(world, raw.decode(), f"the HTTP response of {path}")
         name = re.sub(r"[^a-z0-9]+", "_", path.split("?")[0]).strip("_") or "matrix"
@@ -193,6 +215,58 @@ def test_teams_narrow_what_a_viewer_sees(tmp_path: Path,
             if teams == {"team_a"}:
                 ads = _get(f"{base}/key/marketing/ads/acct_42/api_token")[1].decode()
                 assert "ads_report__run_1" in ads and "billing" not in ads
+    lk.close()
+
+
+TEAM_B_MANIFEST = """
+env = "dev"
+[backends.local]
+type = "local"
+path = "dev.db"
+[pipelines.ads]
+dags = ["ads*"]
+scope = "marketing/ads"
+shared = ["db", "gone"]
+teams = ["team_a"]
+[pipelines.zz_fin_project]
+dags = ["fin*"]
+scope = "finance/x"
+shared = ["db", "fin_only", "gone"]
+requires = ["tok"]
+teams = ["team_zz"]
+"""
+
+
+def test_a_team_viewer_sees_no_other_teams_pipeline_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Used by lists and findings (a missing key two teams declare) name the viewer's own
+    pipelines alone, on every page, shared/ keys included."""
+    need("ui")
+    import pipekey
+    from pipekey.backends.local import LocalBackend
+    from pipekey.ui.app import InventorySource, create_app
+
+    key = generate_master_key()
+    monkeypatch.setenv("PIPEKEY_MASTER_KEY", key)
+    (tmp_path / "pipekey.toml").write_text(TEAM_B_MANIFEST)
+    store = LocalBackend("local", tmp_path / "dev.db", master_key=key)
+    store.put("shared/db", "fake-db-pw")
+    store.close()
+    monkeypatch.chdir(tmp_path)
+    lk = pipekey.load(str(tmp_path / "pipekey.toml"), env="dev")
+    with _serving(create_app(InventorySource(lk, ["dev"]), lambda: {"team_a"})) as base:
+        matrix = _get(f"{base}/")[1].decode()
+        keys = re.findall(r'data-key="([^"]+)"', matrix)
+        assert {"shared/db", "shared/gone"} <= set(keys)
+        pages = {p: _get(base + p) for p in ["/", "/findings", "/graph", "/pipeline/ads",
+                                             *(f"/key/{k}" for k in keys)]}
+        for path, (status, raw) in pages.items():
+            assert status == 200, path
+            for hidden in ("zz_fin_project", "team_zz"):
+                assert hidden not in raw.decode(), (path, hidden)
+        # what team_a may see is still there: its own use and its own missing finding
+        assert "shared db (required)" in pages["/key/shared/db"][1].decode()
+        assert "declared by ads and stored in no backend" in pages["/findings"][1].decode()
     lk.close()
 
 
