@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -73,6 +74,35 @@ def test_observe_serves_what_enforcement_refuses_and_records_both(unit, monkeypa
     assert "may not read connection 'other_db'" in events[0]["detail"]
     text = (unit.manifest_path.parent / "audit.jsonl").read_text()
     assert "fake-" not in text
+
+
+def test_observe_serves_a_refused_read_by_the_dropin_rule(unit, monkeypatch) -> None:  # noqa: F811
+    """A read enforcement refuses is served as the drop-in serves it: the caller's team's
+    ``<team>--<id>`` first, then ``<id>``; in multi-team mode an id holding ``--`` (another
+    team's name) is refused, never served to the wrong team."""
+    monkeypatch.setenv("AIRFLOW__CORE__MULTI_TEAM", "True")
+    store = LocalBackend("local", unit.manifest_path.parent / "dev.db",
+                         master_key=os.environ["PIPEKEY_MASTER_KEY"])
+    store.put("airflow/variables/teamb--token", "fake-team-b-pw")
+    store.put("airflow/variables/teama--tok", "fake-team-a-tok")
+    store.put("airflow/variables/tok", "fake-plain-tok")
+    store.close()
+    backend = _observing(unit, monkeypatch)
+    _in_task(monkeypatch, unit, "other_dag")
+    assert backend.get_variable("teamb--token", team_name="teama") is None
+    assert backend.get_variable("tok", team_name="teama") == "fake-team-a-tok"
+    assert backend.get_variable("tok", team_name="teamb") == "fake-plain-tok"
+    assert backend.get_variable("tok") == "fake-plain-tok"
+    events = [(e["team"], e["key"], e["outcome"], e["enforce"])
+              for e in read_events(unit.manifest_path.parent / "audit.jsonl")
+              if e["event"] == "observe"]
+    assert events == [
+        ("teama", "airflow/variables/teamb--token", "absent", "refuse"),
+        ("teama", "airflow/variables/teama--tok", "ok", "refuse"),
+        ("teamb", "airflow/variables/tok", "ok", "refuse"),
+        (None, "airflow/variables/tok", "ok", "refuse")]
+    monkeypatch.setenv("AIRFLOW__CORE__MULTI_TEAM", "False")  # one team: '--' is a name
+    assert backend.get_variable("teamb--token", team_name="teama") == "fake-team-b-pw"
 
 
 def test_observe_mode_needs_an_audit_sink(unit) -> None:  # noqa: F811
