@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .. import observe
 from ..errors import InvalidKey, UsageError
-from ..manifest import Manifest, load_manifest
 from ..keys import validate_key
+from ..manifest import Manifest, load_manifest
 from ..policy import airflow_names, dag_pipeline
 from ..policy.tasks import task_reader
 from ..run import current
