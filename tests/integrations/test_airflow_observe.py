@@ -105,6 +105,29 @@ def test_observe_serves_a_refused_read_by_the_dropin_rule(unit, monkeypatch) -> 
     assert backend.get_variable("teamb--token", team_name="teama") == "fake-team-b-pw"
 
 
+def test_observe_never_records_a_dag_run_param_or_env_that_is_no_segment(
+        unit, monkeypatch) -> None:  # noqa: F811
+    """A DAG run's scope parameter or ``pipekey_env`` holding anything (a value pasted by
+    mistake) reaches the audit file neither in ``env`` nor in the refusal's ``detail``: the
+    detail names the parameter and what is wrong, ``env`` is a placeholder."""
+    backend = _observing(unit, monkeypatch)
+    _in_task(monkeypatch, unit, "ads_report", account="fake pw with spaces!")
+    assert "fake-other-pw" in backend.get_conn_value("other_db")
+    _in_task(monkeypatch, unit, "ads_report", account="acct_42", pipekey_env="fake env pw!")
+    assert "fake-other-pw" in backend.get_conn_value("other_db")
+    _in_task(monkeypatch, unit, "other_dag", pipekey_env="fake env pw!")
+    assert "fake-other-pw" in backend.get_conn_value("other_db")
+    text = (unit.manifest_path.parent / "audit.jsonl").read_text()
+    assert "fake" not in text and "pw" not in text
+    events = [e for e in read_events(unit.manifest_path.parent / "audit.jsonl")
+              if e["event"] == "observe"]
+    assert [e["env"] for e in events] == ["dev", "<invalid>", "<invalid>"]
+    assert all(e["enforce"] == "refuse" for e in events)
+    assert "parameter 'account' is not a valid key segment (20 characters, with " \
+        "punctuation other than '_', '.', '-' and whitespace" in events[0]["detail"]
+    assert "environment is not a valid environment name (12 characters" in events[1]["detail"]
+
+
 def test_observe_mode_needs_an_audit_sink(unit) -> None:  # noqa: F811
     with pytest.raises(Exception, match=r"mode 'observe' records every read .* has no audit "
                                         r"sink: add \[audit\]"):
