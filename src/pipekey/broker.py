@@ -45,7 +45,7 @@ from .broker_leases import BrokeredMinter, Minted, close_body
 from .chain import Chain
 from .connection import Connection
 from .errors import AccessDenied, CredentialError, PipekeyError, UsageError
-from .keys import is_name, is_segment, is_under, validate_key
+from .keys import environment_problem, is_name, is_segment, is_under, segment_problem, validate_key
 from .policy import check_parameters, pipeline_entry
 from .run import Run
 
@@ -83,15 +83,15 @@ def _check(pipeline: str, env: str | None, params: Mapping[str, Any],
            run_name: str | None) -> dict[str, str]:
     if not is_name(pipeline):
         raise UsageError(f"{pipeline!r} is not a pipeline name (letters, digits, '_', '-')")
-    if env is not None and (not isinstance(env, str) or not is_segment(env)):
-        raise UsageError(f"{env!r} is not an environment name (letters, digits, '_.-')")
+    if env is not None and (problem := environment_problem(env)) is not None:
+        raise UsageError(f"pipeline {pipeline!r}: the environment {problem}")
     clean = {}
     for name, value in params.items():
         if not isinstance(name, str) or not name.isidentifier():
             raise UsageError(f"pipeline {pipeline!r}: {name!r} is not a parameter name")
-        if not isinstance(value, str) or not is_segment(value):
-            raise UsageError(f"pipeline {pipeline!r}: parameter {name!r} = {value!r} is not a "
-                             "valid key segment (letters, digits, '_', '.', '-')")
+        if (problem := segment_problem(value)) is not None:  # never quote the value
+            raise UsageError(f"pipeline {pipeline!r}: parameter {name!r} is not a valid key "
+                             f"segment ({problem}; letters, digits, '_', '.', '-')")
         clean[name] = value
     if run_name is not None and (not isinstance(run_name, str) or len(run_name) > _MAX_NAME):
         raise UsageError(f"pipeline {pipeline!r}: a run name is text of at most {_MAX_NAME} "

@@ -11,8 +11,8 @@ import re
 from .errors import InvalidKey
 
 __all__ = ["MAX_KEY_LENGTH", "NAME", "NAME_PATTERN", "NOT_AN_ENVIRONMENT", "SEGMENT_PATTERN",
-           "environment_problem", "is_name", "is_segment", "is_under", "join", "validate_key",
-           "validate_prefix"]
+           "environment_problem", "is_name", "is_segment", "is_under", "join", "segment_problem",
+           "validate_key", "validate_prefix"]
 
 MAX_KEY_LENGTH = 512
 #: one key segment; the one rule for keys, scope parameters, secret names and environments
@@ -22,8 +22,9 @@ _SEGMENT = re.compile(SEGMENT_PATTERN)
 NAME_PATTERN = r"[A-Za-z0-9_-]+"
 NAME = re.compile(NAME_PATTERN)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-#: why a text is not an environment name, said once for the manifest, the client and the CLI
-NOT_AN_ENVIRONMENT = ("{env!r} is not a valid environment name (one key segment: letters, "
+#: why a text is not an environment name, said once for the manifest, the client and the CLI;
+#: ``{problem}`` is :func:`segment_problem`'s, never the text (it may be a value typed by mistake)
+NOT_AN_ENVIRONMENT = ("is not a valid environment name ({problem}; one key segment: letters, "
                       "digits, '_', '.', '-')")
 
 
@@ -37,9 +38,32 @@ def is_segment(text: object) -> bool:
     return isinstance(text, str) and bool(_SEGMENT.fullmatch(text)) and text not in (".", "..")
 
 
+def segment_problem(text: object) -> str | None:
+    """What keeps ``text`` from being one key segment, said without ``text`` (a scope
+    parameter or an environment may be a value given by mistake): its type, empty, a dot
+    segment, or its length and the kinds of characters it may not hold. None: a segment."""
+    if is_segment(text):
+        return None
+    if not isinstance(text, str):
+        return f"not text but {type(text).__name__}"
+    if not text:
+        return "empty"
+    if text in (".", ".."):
+        return "a '.' or '..' segment"
+    kinds = {"'/'" if c == "/" else "whitespace" if c.isspace() and c.isascii()
+             else "a control character" if _CONTROL.match(c)
+             else "a non-ASCII character" if not c.isascii()
+             else "punctuation other than '_', '.', '-'"
+             for c in text if not _SEGMENT.fullmatch(c)}
+    plural = "s" if len(text) != 1 else ""
+    return f"{len(text)} character{plural}, with {' and '.join(sorted(kinds))}"
+
+
 def environment_problem(env: object) -> str | None:
-    """Why ``env`` is not an environment name (one key segment), or None if it is one."""
-    return None if is_segment(env) else NOT_AN_ENVIRONMENT.format(env=env)
+    """Why ``env`` is not an environment name (one key segment), or None if it is one; it
+    never quotes ``env``."""
+    problem = segment_problem(env)
+    return None if problem is None else NOT_AN_ENVIRONMENT.format(problem=problem)
 
 
 def validate_key(key: object) -> str:

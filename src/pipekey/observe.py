@@ -2,7 +2,8 @@
 
 In observe mode (the Airflow backend's ``mode="observe"``) a lookup is answered as
 enforcement would answer it when enforcement allows it, and as it would be answered with no
-enforcement (the drop-in rule: ``<prefix>/<name>``) when enforcement would refuse it. Either
+enforcement (the drop-in rule, :func:`pipekey.policy.airflow_names`: the caller's team's
+``<prefix>/<team>--<name>``, then ``<prefix>/<name>``) when enforcement would refuse it. Either
 way one ``observe`` audit event records the reader (DAG, task, team, environment, pipeline),
 the lookup, the key and ``enforce``: ``allow`` or ``refuse`` (with the refusal in
 ``detail``). Never a value.
@@ -19,10 +20,13 @@ from .audit import AuditEvent, Auditor
 from .errors import UsageError
 from .keys import is_segment
 
-__all__ = ["EVENT", "check_observable", "key_params", "record"]
+__all__ = ["EVENT", "INVALID_ENV", "check_observable", "key_params", "record"]
 
 #: the audit event of an observed read
 EVENT = "observe"
+#: recorded for an environment that is no key segment (a DAG run's ``pipekey_env`` holding
+#: anything): never the text itself, which may be a value given by mistake
+INVALID_ENV = "<invalid>"
 
 
 #: how to add an audit sink to a manifest
@@ -59,9 +63,12 @@ def record(auditor: Auditor, *, key: str, lookup: str, outcome: str, enforce: st
            pipeline: str | None, params: Mapping[str, str], run: str | None = None,
            latency_ms: float | None = None, detail: str | None = None) -> None:
     """One ``observe`` event (``detail``: the refusal enforcement would give; it names keys
-    and readers, never a value)."""
+    and readers, never a value). ``env`` is recorded only if it is a key segment, else as
+    :data:`INVALID_ENV`."""
     if not auditor.enabled:
         return
+    if env is not None and not is_segment(env):
+        env = INVALID_ENV
     auditor.record(AuditEvent(EVENT, key, outcome, pipeline=pipeline, run=run, dag=dag,
                               task=task, team=team, env=env, lookup=lookup,
                               params=dict(params) or None, enforce=enforce, detail=detail,

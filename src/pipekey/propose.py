@@ -103,11 +103,26 @@ class Proposal:
         if self.claimed:
             lines.append(f"# observed before the manifest's pipelines claimed them (check "
                          f"them with `pipekey check --replay`): {', '.join(sorted(self.claimed))}")
-        return "\n".join(lines).rstrip("\n") + "\n"
+        # a DAG id (or a time) may hold a newline: it must not end a comment, nor start a line
+        return "\n".join(map(_escape_controls, lines)).rstrip("\n") + "\n"
+
+
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
+
+
+def _escape_controls(line: str) -> str:
+    """``line`` with each control character written ``\\uXXXX``: TOML allows none in a
+    comment (tab aside) nor raw in a string, where ``\\uXXXX`` is an escape (JSON leaves
+    DEL raw); a lone surrogate (no character, no UTF-8) becomes U+FFFD."""
+    line = _SURROGATES.sub("\ufffd", line)
+    return _CONTROLS.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
 
 
 def _str(text: str) -> str:
-    return json.dumps(text)  # a TOML basic string: JSON's escapes are TOML's
+    # a TOML basic string: JSON's escapes are TOML's, but for a surrogate pair (JSON's
+    # spelling of a character outside the BMP), so non-ASCII text stays as it is
+    return json.dumps(text, ensure_ascii=False)
 
 
 def _list(values: Iterable[str]) -> str:

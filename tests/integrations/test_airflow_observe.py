@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -73,6 +74,58 @@ def test_observe_serves_what_enforcement_refuses_and_records_both(unit, monkeypa
     assert "may not read connection 'other_db'" in events[0]["detail"]
     text = (unit.manifest_path.parent / "audit.jsonl").read_text()
     assert "fake-" not in text
+
+
+def test_observe_serves_a_refused_read_by_the_dropin_rule(unit, monkeypatch) -> None:  # noqa: F811
+    """A read enforcement refuses is served as the drop-in serves it: the caller's team's
+    ``<team>--<id>`` first, then ``<id>``; in multi-team mode an id holding ``--`` (another
+    team's name) is refused, never served to the wrong team."""
+    monkeypatch.setenv("AIRFLOW__CORE__MULTI_TEAM", "True")
+    store = LocalBackend("local", unit.manifest_path.parent / "dev.db",
+                         master_key=os.environ["PIPEKEY_MASTER_KEY"])
+    store.put("airflow/variables/teamb--token", "fake-team-b-pw")
+    store.put("airflow/variables/teama--tok", "fake-team-a-tok")
+    store.put("airflow/variables/tok", "fake-plain-tok")
+    store.close()
+    backend = _observing(unit, monkeypatch)
+    _in_task(monkeypatch, unit, "other_dag")
+    assert backend.get_variable("teamb--token", team_name="teama") is None
+    assert backend.get_variable("tok", team_name="teama") == "fake-team-a-tok"
+    assert backend.get_variable("tok", team_name="teamb") == "fake-plain-tok"
+    assert backend.get_variable("tok") == "fake-plain-tok"
+    events = [(e["team"], e["key"], e["outcome"], e["enforce"])
+              for e in read_events(unit.manifest_path.parent / "audit.jsonl")
+              if e["event"] == "observe"]
+    assert events == [
+        ("teama", "airflow/variables/teamb--token", "absent", "refuse"),
+        ("teama", "airflow/variables/teama--tok", "ok", "refuse"),
+        ("teamb", "airflow/variables/tok", "ok", "refuse"),
+        (None, "airflow/variables/tok", "ok", "refuse")]
+    monkeypatch.setenv("AIRFLOW__CORE__MULTI_TEAM", "False")  # one team: '--' is a name
+    assert backend.get_variable("teamb--token", team_name="teama") == "fake-team-b-pw"
+
+
+def test_observe_never_records_a_dag_run_param_or_env_that_is_no_segment(
+        unit, monkeypatch) -> None:  # noqa: F811
+    """A DAG run's scope parameter or ``pipekey_env`` holding anything (a value pasted by
+    mistake) reaches the audit file neither in ``env`` nor in the refusal's ``detail``: the
+    detail names the parameter and what is wrong, ``env`` is a placeholder."""
+    backend = _observing(unit, monkeypatch)
+    _in_task(monkeypatch, unit, "ads_report", account="fake pw with spaces!")
+    assert "fake-other-pw" in backend.get_conn_value("other_db")
+    _in_task(monkeypatch, unit, "ads_report", account="acct_42", pipekey_env="fake env pw!")
+    assert "fake-other-pw" in backend.get_conn_value("other_db")
+    _in_task(monkeypatch, unit, "other_dag", pipekey_env="fake env pw!")
+    assert "fake-other-pw" in backend.get_conn_value("other_db")
+    text = (unit.manifest_path.parent / "audit.jsonl").read_text()
+    assert "fake" not in text and "pw" not in text
+    events = [e for e in read_events(unit.manifest_path.parent / "audit.jsonl")
+              if e["event"] == "observe"]
+    assert [e["env"] for e in events] == ["dev", "<invalid>", "<invalid>"]
+    assert all(e["enforce"] == "refuse" for e in events)
+    assert "parameter 'account' is not a valid key segment (20 characters, with " \
+        "punctuation other than '_', '.', '-' and whitespace" in events[0]["detail"]
+    assert "environment is not a valid environment name (12 characters" in events[1]["detail"]
 
 
 def test_observe_mode_needs_an_audit_sink(unit) -> None:  # noqa: F811

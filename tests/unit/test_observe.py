@@ -97,6 +97,30 @@ def test_the_proposal_is_deterministic_and_loads_as_a_manifest(tmp_path: Path) -
     assert FAKE not in text
 
 
+@pytest.mark.parametrize("dags", [
+    pytest.param(["ads_x\n"], id="newline"), pytest.param(["ads_a\n", "ads_b"], id="two"),
+    pytest.param(["ads_x\r\x7f"], id="cr-del"), pytest.param(["ads_\U0001d400"], id="non-bmp"),
+])
+def test_a_dag_id_with_a_control_character_leaves_the_draft_loadable(
+        tmp_path: Path, dags: list[str]) -> None:
+    """A DAG id ending in a newline (Airflow's validate_key lets one through) or holding
+    another control character, or a character outside the BMP, stays in its comment and its
+    string: the draft still loads with the manifest parser, and says the DAG ids as written."""
+    existing = parse_manifest(tomllib.loads(
+        '[backends.local]\ntype = "local"\n[pipelines.fin]\ndags = ["fin*"]\n'
+        'scope = "finance"\n'), tmp_path / "pipekey.toml").pipelines
+    history = [_event(dag, "airflow/variables/tok", team="teama") for dag in dags]
+    history.append(_event("fin_x\n", "airflow/variables/other", pipeline=None))
+    proposal = propose(history, existing)
+    text = proposal.to_toml()
+    manifest = parse_manifest(tomllib.loads(text), tmp_path / "pipekey.toml")
+    assert manifest.pipelines["ads"].grants == ["airflow/variables/tok"]
+    comment = next(line for line in text.splitlines() if line.startswith("# read by"))
+    assert comment.startswith(f"# read by {dags[0][:5]}")
+    if len(dags) == 1:
+        assert tomllib.loads(text)["pipelines"]["ads"]["dags"] == dags
+
+
 def test_teams_sharing_a_word_get_their_own_dag_ids_and_scopes(tmp_path: Path) -> None:
     """Two teams with DAGs named ads_*: no pattern reaches the other team's DAG, and their
     scopes do not overlap (the manifest would refuse that)."""

@@ -19,6 +19,34 @@ def test_fill_template_and_errors() -> None:
             fill_template("m/{account}", {"account": bad}, "x")
 
 
+@pytest.mark.parametrize("bad, problem", [
+    ("fake pw x", "9 characters, with whitespace"),
+    ("fake/pw", "7 characters, with '/'"),
+    ("fake\x01pw", "7 characters, with a control character"),
+    ("fake\u00e9pw!", "8 characters, with a non-ASCII character and punctuation other"),
+    (42, "not text but int"),
+])
+def test_a_value_that_is_no_segment_is_never_quoted(bad: object, problem: str) -> None:
+    """A scope parameter or environment that is no key segment (maybe a secret pasted by
+    mistake) is refused naming the parameter and what is wrong, never quoting it: the
+    template filler, the broker's request check, the manifest's and the client's
+    environment check."""
+    from pipekey.broker import _check
+    from pipekey.manifest import Manifest
+
+    refusals = []
+    for refuse in (lambda: fill_template("m/{account}", {"account": bad}, "x"),  # type: ignore[dict-item]
+                   lambda: _check("ads", None, {"account": bad}, None),
+                   lambda: _check("ads", bad, {}, None),  # type: ignore[arg-type]
+                   lambda: Manifest.default().check_env(bad)):  # type: ignore[arg-type]
+        with pytest.raises(UsageError) as caught:
+            refuse()
+        refusals.append(str(caught.value))
+    assert all(problem in message for message in refusals), refusals
+    assert "parameter 'account' is not a valid key segment" in refusals[0]
+    assert all("fake" not in message and "pw" not in message for message in refusals)
+
+
 def test_walk_most_specific_first_then_shared() -> None:
     """A declared name is walked from the scope up to the root, then shared/, each level
     labelled."""

@@ -13,11 +13,13 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .. import observe
-from ..errors import UsageError
+from ..errors import InvalidKey, UsageError
+from ..keys import validate_key
 from ..manifest import Manifest, load_manifest
-from ..policy import dag_pipeline
+from ..policy import airflow_names, dag_pipeline
 from ..policy.tasks import task_reader
 from ..run import current
+from ._airflow_mode import airflow_conf
 
 if TYPE_CHECKING:
     from ..manifest import PipelineConfig
@@ -47,7 +49,7 @@ def observed_lookup(backend: Any, kind: str, name: str, team: str | None,
         value = backend._enforce(kind, name)
     except AirflowSecretsBackendAccessDenied as exc:
         enforce, why = "refuse", str(exc)
-        value = backend._read(backend.lk.chain.get, key)  # the answer without enforcement
+        key, value = _dropin_read(backend, kind, prefix, name, team)  # without enforcement
     dag = context["dag"].dag_id if context else None
     dag_params: Mapping[str, Any] = (context or {}).get("params") or {}
     lk = backend.lk
@@ -66,6 +68,25 @@ def observed_lookup(backend: Any, kind: str, name: str, team: str | None,
         run=run.name if run is not None else None,
         latency_ms=round((time.perf_counter() - start) * 1000, 3), detail=why)
     return value
+
+
+def _dropin_read(backend: Any, kind: str, prefix: str, name: str,
+                 team: str | None) -> tuple[str, str | None]:
+    """The drop-in's answer (:func:`pipekey.policy.airflow_names`): the caller's own team's
+    ``<prefix>/<team>--<name>`` first, then ``<prefix>/<name>``; nothing for a name holding
+    ``--`` in multi-team mode (it could spell another team's). The key that answered (else
+    the plain one) and its value (None: absent or refused)."""
+    multi_team = airflow_conf().getboolean("core", "multi_team", fallback=False)
+    names = airflow_names(prefix, name, team if kind != "config" else None,
+                          multi_team=multi_team)
+    for key in names:
+        try:
+            value = backend._read(backend.lk.chain.get, validate_key(key))
+        except InvalidKey:  # a team name no key can hold
+            continue
+        if value is not None:
+            return key, value
+    return f"{prefix}/{name}", None
 
 
 def _reader(manifest: Manifest | None, dag: str | None, dag_params: Mapping[str, Any],

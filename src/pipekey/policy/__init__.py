@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable, Mapping, TypeVar
 
 from ..errors import UsageError
-from ..keys import SEGMENT_PATTERN, is_segment, is_under, validate_key
+from ..keys import SEGMENT_PATTERN, is_under, segment_problem, validate_key
 
 if TYPE_CHECKING:
     from ..manifest import PipelineConfig
@@ -100,16 +100,16 @@ def fill_fields(text: str, values: Mapping[str, str], what: str) -> str:
 
     The one filler of templates: key templates (:func:`fill_template`) and ``{env}`` in a
     backend's prefixes and paths. Other text, braces included, is left as it is, and the
-    message of an error quotes the field and its value, never ``text`` (a backend's field
-    may be anything).
+    message of an error names the field and what is wrong with its value, never the value
+    (it may be a secret given by mistake) nor ``text`` (a backend's field may be anything).
 
     Raises:
         UsageError: a value is not a valid key segment (letters, digits, '_', '.', '-').
     """
     for name, value in values.items():
-        if not is_segment(value):
-            raise UsageError(f"{what}: parameter {name!r} = {value!r} is not a valid key "
-                             "segment (letters, digits, '_', '.', '-')")
+        if (problem := segment_problem(value)) is not None:  # never quote the value
+            raise UsageError(f"{what}: parameter {name!r} is not a valid key segment "
+                             f"({problem}; letters, digits, '_', '.', '-')")
     return _FIELD.sub(lambda m: values.get(m.group(1), m.group(0)), text)
 
 
