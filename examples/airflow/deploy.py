@@ -99,6 +99,7 @@ class Deployment:
                        for env in ENVIRONMENTS for a in ACCOUNTS}
         self.passwords = [f"fake-slack-pw-{secrets.token_hex(6)}"]
         self.master_key = ""
+        self.ticket_key = ""
 
     # -- set-up ---------------------------------------------------------------------------
     def env(self, component: str | None = None) -> dict[str, str]:
@@ -165,7 +166,9 @@ class Deployment:
         if component == "api-server":
             return {"AIRFLOW__SECRETS__BACKEND": backend,
                     "AIRFLOW__SECRETS__BACKEND_KWARGS": json.dumps({"mode": "broker"}),
-                    "PIPEKEY_CONFIG": str(self.manifest), "PIPEKEY_MASTER_KEY": self.master_key}
+                    "PIPEKEY_CONFIG": str(self.manifest), "PIPEKEY_MASTER_KEY": self.master_key,
+                    # seals minted logins' close tickets: every API server, nothing else
+                    "PIPEKEY_BROKER_TICKET_KEY": self.ticket_key}
         # workers: the task's open run answers its hooks first, then the API server
         return {"PIPEKEY_CONFIG": str(self.manifest), "PIPEKEY_AIRFLOW_MODE": "broker",
                 "AIRFLOW__WORKERS__SECRETS_BACKEND":
@@ -181,6 +184,7 @@ class Deployment:
         from pipekey.backends.local import generate_master_key
 
         self.master_key = generate_master_key()
+        self.ticket_key = secrets.token_urlsafe(32)
         if callable(self.seed):
             self.seed(self)
         elif self.seed:

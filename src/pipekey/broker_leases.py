@@ -13,13 +13,16 @@ The admin connection never leaves the API server.
 
 A close request carries a *ticket* the API server made when it minted the login: the team,
 pipeline, run, login, expiry and (Vault) lease id, encrypted and authenticated with AES-GCM
-under a key derived from the values the definition reads on the API server (a
-``postgres_role``'s admin connection; a ``vault_database``'s base connection), so that every
-API server process and replica can open it and no task can forge one, or read a Vault lease
-id, from what it holds. The API server revokes only a login whose ticket names the team the
-close request comes from, a pipeline of that team mapping that definition, and, for
-``postgres_role``, a role pipekey's definition made (its marker). A ticket whose key changed
-since (the admin password was rotated) cannot be opened: that login expires by its ttl.
+under the *ticket key*: ``$PIPEKEY_BROKER_TICKET_KEY`` (at least 32 characters, random; set
+it on every API server process, and on nothing else, so that any replica or a restarted
+server can close a login), else a random key of this process (a login is then closed only by
+the process that minted it; others leave it to its ttl and the sweep). The key is no
+function of what a run can see or guess: a task can neither forge a ticket nor read a Vault
+lease id from one (an earlier key derived from the definition's connection let a task holding
+a ``vault_database`` base connection forge tickets, and guess a weak admin password offline).
+The API server revokes only a login whose ticket names the team the close request comes
+from, a pipeline of that team mapping that definition, and, for ``postgres_role``, a role
+pipekey's definition made (its marker).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import binascii
 import hashlib
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
@@ -61,29 +65,44 @@ class Minted:
     ticket: str
 
 
-def _key(inputs: Sequence[str]) -> bytes:
-    digest = hashlib.sha256(_CONTEXT)
-    for value in inputs:
-        digest.update(hashlib.sha256(value.encode("utf-8")).digest())
-    return digest.digest()
+#: the API server's ticket key (see the module docstring); never in a worker
+TICKET_KEY_ENV = "PIPEKEY_BROKER_TICKET_KEY"
+_MIN_TICKET_KEY = 32
+_process_key: list[bytes] = []
+_process_key_lock = threading.Lock()
+
+
+def _key() -> bytes:
+    configured = os.environ.get(TICKET_KEY_ENV)
+    if configured is not None:
+        if len(configured) < _MIN_TICKET_KEY:
+            raise UsageError(f"${TICKET_KEY_ENV} must be at least {_MIN_TICKET_KEY} random "
+                             "characters (e.g. python -c 'import secrets; "
+                             "print(secrets.token_urlsafe(32))')")
+        secret = configured.encode("utf-8")
+    else:
+        with _process_key_lock:
+            if not _process_key:
+                _process_key.append(os.urandom(32))
+        secret = _process_key[0]
+    return hashlib.sha256(_CONTEXT + hashlib.sha256(secret).digest()).digest()
 
 
 def _aad(definition: str, env: str) -> bytes:
     return f"{definition}\0{env}".encode()
 
 
-def seal_ticket(fields: Mapping[str, Any], definition: str, env: str,
-                inputs: Sequence[str]) -> str:
+def seal_ticket(fields: Mapping[str, Any], definition: str, env: str) -> str:
     """``fields`` as a ticket only the API server can open (base64url, no padding)."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     nonce = os.urandom(12)
-    sealed = AESGCM(_key(inputs)).encrypt(
+    sealed = AESGCM(_key()).encrypt(
         nonce, json.dumps(dict(fields), sort_keys=True).encode(), _aad(definition, env))
     return base64.urlsafe_b64encode(nonce + sealed).decode("ascii").rstrip("=")
 
 
-def open_ticket(ticket: str, definition: str, env: str, inputs: Sequence[str]) -> dict[str, Any]:
+def open_ticket(ticket: str, definition: str, env: str) -> dict[str, Any]:
     """The fields of a ticket :func:`seal_ticket` made for ``definition`` in ``env``.
 
     Raises:
@@ -93,13 +112,14 @@ def open_ticket(ticket: str, definition: str, env: str, inputs: Sequence[str]) -
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     bad = AccessDenied(f"credential {definition!r}: the close request's ticket was not made by "
-                       "this API server for this definition (forged, or the admin connection "
-                       "changed since: the login expires by its ttl)")
+                       f"this API server for this definition (forged, or another process's "
+                       f"ticket key: set ${TICKET_KEY_ENV} on every API server; the login "
+                       "expires by its ttl)")
     if not isinstance(ticket, str) or len(ticket) > _MAX_TICKET:
         raise bad
     try:
         raw = base64.urlsafe_b64decode(ticket + "=" * (-len(ticket) % 4))
-        plain = AESGCM(_key(inputs)).decrypt(raw[:12], raw[12:], _aad(definition, env))
+        plain = AESGCM(_key()).decrypt(raw[:12], raw[12:], _aad(definition, env))
         fields = json.loads(plain)
     except (ValueError, binascii.Error, InvalidTag):
         raise bad from None
@@ -108,27 +128,17 @@ def open_ticket(ticket: str, definition: str, env: str, inputs: Sequence[str]) -
     return fields
 
 
-def _inputs(lk: Pipekey, definition: str, env: str) -> list[str]:
-    """The values the definition reads on the API server (its admin connection)."""
-    minter = lk.minter(definition, env)
-    chain = lk.chain_for(env)
-    return [chain.get(key).value for key in minter.reads]
-
-
 # -- the API server's side ------------------------------------------------------------------
 def minted_entries(run: Run, lk: Pipekey, team: str) -> dict[str, dict[str, Any]]:
     """What the payload carries for each login ``run`` minted: its connection (a value),
     definition, login, expiry, environment and close ticket."""
     out: dict[str, dict[str, Any]] = {}
-    keys: dict[str, list[str]] = {}
     for conn, definition in run.dynamic.items():
         lease = run.lease(conn)
-        if definition not in keys:
-            keys[definition] = _inputs(lk, definition, run.environment)
         ticket = seal_ticket({"team": team, "pipeline": run.pipeline, "run": run.name,
                               "login": lease.login, "expires_at": lease.expires_at,
                               "lease_id": lease.lease_id},
-                             definition, run.environment, keys[definition])
+                             definition, run.environment)
         out[conn] = {"value": lease.connection.replace(conn_id=None).to_json(),
                      "definition": definition, "login": lease.login,
                      "expires_at": lease.expires_at, "env": run.environment, "ticket": ticket}
@@ -155,7 +165,7 @@ def serve_close(lk: Pipekey, team: str, pipeline: str, definitions: Mapping[str,
     if definition not in definitions.values():
         raise AccessDenied(f"Airflow team {team!r}: pipeline {pipeline!r} maps no connection "
                            f"to credential {definition!r}; nothing of it to revoke")
-    fields = open_ticket(close["ticket"], definition, env, _inputs(lk, definition, env))
+    fields = open_ticket(close["ticket"], definition, env)
     if fields.get("team") != team or fields.get("pipeline") != pipeline:
         raise AccessDenied(f"Airflow team {team!r}: the close request's ticket is not one of "
                            f"this team's runs of pipeline {pipeline!r}")

@@ -54,7 +54,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 ACCOUNTS = ("acct_41", "acct_42", "acct_43")
 TEAMS = ("marketing", "finance")
 #: credentials a task process must not hold (names; the values are hunted separately)
-STORE_CREDENTIALS = ("PIPEKEY_MASTER_KEY", "AIRFLOW__SECRETS__BACKEND",
+STORE_CREDENTIALS = ("PIPEKEY_MASTER_KEY", "PIPEKEY_BROKER_TICKET_KEY", "AIRFLOW__SECRETS__BACKEND",
                      "AIRFLOW__SECRETS__BACKEND_KWARGS",
                      "AIRFLOW__WORKERS__SECRETS_BACKEND_KWARGS")
 #: what the workers' [workers] secrets_backend is: the open run first, no store credential
@@ -115,11 +115,16 @@ def sha(value):
     return hashlib.sha256(str(value).encode()).hexdigest()[:12]
 
 
+def store_sdks():
+    return sorted(m for m in ("boto3", "botocore") if m in sys.modules)
+
+
 def report(name, data):
     data["env_names"] = sorted(os.environ)
     data["workers_backend"] = os.environ.get("AIRFLOW__WORKERS__SECRETS_BACKEND")
     # a brokered run builds no store client: the AWS SDK stays out of the task (issue 32)
-    data["store_sdks"] = sorted(m for m in ("boto3", "botocore") if m in sys.modules)
+    # (measured before a task uses provider hooks, which may import them themselves)
+    data.setdefault("store_sdks", store_sdks())
     folder = Path(os.environ["LK_TEST_REPORTS"])
     (folder / f"{name}.json").write_text(json.dumps(data, sort_keys=True))
 
@@ -153,11 +158,12 @@ def ads_accounts():
         from airflow.sdk.bases.hook import BaseHook
 
         run = pipekey.current()
+        sdks = store_sdks()  # the run is open: before PostgresHook (its provider may load them)
         token = run.secret("api_token")
         warehouse = run.connection("warehouse")
         print(f"token of {account}, masked in every log: {token}")
         report(f"ads_{account}", {
-            "account": account, "token": sha(token), "warehouse_password":
+            "store_sdks": sdks, "account": account, "token": sha(token), "warehouse_password":
             sha(warehouse.password), "warehouse_login": warehouse.login,
             "hook_warehouse": attempt(lambda: BaseHook.get_connection("warehouse").password),
             "hook_user": current_user("warehouse"),
@@ -536,7 +542,7 @@ def test_the_other_team_gets_nothing_by_any_route(deployment) -> None:
     got = _reports(deployment)["intruder"]
     routes = {k: v for k, v in got.items()
               if k not in ("env_names", "own_variable", "os_level", "seconds", "refusal",
-                           "workers_backend")}
+                           "workers_backend", "store_sdks")}
     assert len(routes) == 8
     assert {k: v.split(":")[0] for k, v in routes.items()} == dict.fromkeys(routes, "DENIED")
     assert got["own_variable"] == "GOT:" + sha(deployment.values_.billing)
