@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from .client import Pipekey
     from .run import Run
 
-__all__ = ["BrokeredMinter", "Minted", "close_body", "minted_entries", "open_ticket",
+__all__ = ["BrokeredMinter", "Minted", "OpenLogins", "close_body", "minted_entries", "open_ticket",
            "seal_ticket", "serve_close"]
 
 _CONTEXT = b"pipekey broker close ticket v1\0"
@@ -146,7 +146,7 @@ def minted_entries(run: Run, lk: Pipekey, team: str) -> dict[str, dict[str, Any]
 
 
 def serve_close(lk: Pipekey, team: str, pipeline: str, definitions: Mapping[str, str],
-                close: Mapping[str, str]) -> str:
+                close: Mapping[str, str], on_closed: Callable[[str], None] | None = None) -> str:
     """Revoke the login a close request names; returns the answer (JSON).
 
     Args:
@@ -170,6 +170,9 @@ def serve_close(lk: Pipekey, team: str, pipeline: str, definitions: Mapping[str,
         raise AccessDenied(f"Airflow team {team!r}: the close request's ticket is not one of "
                            f"this team's runs of pipeline {pipeline!r}")
     login, run_name = str(fields.get("login")), str(fields.get("run"))
+    if float(fields.get("expires_at") or 0) <= time.time():  # a replayed or late close
+        raise AccessDenied(f"credential {definition!r}: login {login} has expired; nothing to "
+                           "revoke (the sweep drops what is left)")
     lease = Lease(definition, login, Connection(), float(fields.get("expires_at") or 0),
                   None if fields.get("lease_id") is None else str(fields["lease_id"]))
     start = time.perf_counter()
@@ -181,7 +184,52 @@ def serve_close(lk: Pipekey, team: str, pipeline: str, definitions: Mapping[str,
         raise
     audit_credential(lk.audit, "revoke", definition, "ok", pipeline=pipeline, run=run_name,
                      detail=f"login {login}", latency=time.perf_counter() - start)
+    if on_closed is not None:
+        on_closed(login)
     return json.dumps({"v": 1, "closed": login}, separators=(",", ":"))
+
+
+#: how many minted logins one (team, pipeline) may hold open on an API server process at once
+MAX_OPEN_LOGINS_ENV = "PIPEKEY_BROKER_MAX_OPEN_LOGINS"
+DEFAULT_MAX_OPEN_LOGINS = 1000
+
+
+class OpenLogins:
+    """The logins an API server process handed over and no close request revoked yet, per
+    (team, pipeline), until their expiry: a task asking for run after run without closing
+    them is refused past the bound (``$PIPEKEY_BROKER_MAX_OPEN_LOGINS``, default 1000)
+    instead of making the server mint without end."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        if limit is None:
+            raw = os.environ.get(MAX_OPEN_LOGINS_ENV, str(DEFAULT_MAX_OPEN_LOGINS))
+            if not raw.isdigit() or int(raw) < 1:
+                raise UsageError(f"${MAX_OPEN_LOGINS_ENV} must be a whole number of at least 1")
+            limit = int(raw)
+        self.limit = limit
+        self._open: dict[tuple[str, str], dict[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, team: str, pipeline: str) -> None:
+        """Raises AccessDenied when ``team`` holds ``limit`` open logins of ``pipeline``."""
+        now = time.time()
+        with self._lock:
+            held = self._open.setdefault((team, pipeline), {})
+            for login in [n for n, until in held.items() if until <= now]:
+                del held[login]
+            if len(held) >= self.limit:
+                raise AccessDenied(
+                    f"Airflow team {team!r}: {len(held)} minted logins of pipeline "
+                    f"{pipeline!r} are open on this API server (at most {self.limit}, "
+                    f"${MAX_OPEN_LOGINS_ENV}); close runs, or wait for their ttl")
+
+    def add(self, team: str, pipeline: str, logins: Mapping[str, float]) -> None:
+        with self._lock:
+            self._open.setdefault((team, pipeline), {}).update(logins)
+
+    def closed(self, team: str, pipeline: str, login: str) -> None:
+        with self._lock:
+            self._open.get((team, pipeline), {}).pop(login, None)
 
 
 # -- the worker's side ----------------------------------------------------------------------

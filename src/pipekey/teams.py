@@ -38,7 +38,7 @@ from . import redact
 from .backends.aws_common import AwsConfig
 from .backends.base import Secret
 from .broker import encode_payload, parse_request, refusal_payload
-from .broker_leases import minted_entries, serve_close
+from .broker_leases import OpenLogins, minted_entries, serve_close
 from .credentials.base import DYNAMIC
 from .errors import AccessDenied, InvalidKey, PipekeyError, SecretNotFound, UsageError
 from .policy import (
@@ -90,6 +90,8 @@ class TeamBroker:
         self._teams: dict[str, Pipekey] = {}
         self._policies: dict[str, TeamPolicy] = {}
         self._lock = threading.Lock()
+        #: minted logins handed over and not closed yet (bounded per team and pipeline)
+        self.open_logins = OpenLogins()
         redact.install()  # what the broker resolves is masked in this process's logs
 
     # -- per team -------------------------------------------------------------------------
@@ -220,13 +222,17 @@ class TeamBroker:
                 raise AccessDenied(f"Airflow team {team!r}: no environment "
                                    f"{request.close['env']!r} is served here")
             return serve_close(self.pipekey(team), team, request.pipeline,
-                               config.minted_connections(), request.close)
+                               config.minted_connections(), request.close,
+                               lambda login: self.open_logins.closed(team, request.pipeline,
+                                                                     login))
         # before the call: a parameter named env or run_name is no keyword
         check_parameters(request.pipeline, config.parameters(), request.params)
         if request.env is not None and request.env not in self.served:
             raise AccessDenied(f"Airflow team {team!r} may not open pipekey pipeline "
                                f"{request.pipeline!r} in environment {request.env!r} (served: "
                                f"{list(self.served)})")
+        if config.minted_connections():
+            self.open_logins.admit(team, request.pipeline)
         lk = self.pipekey(team)
         # the run name is the task's word; the team is Airflow's: the audit says which is which
         label = f"{team}/{request.run_name or uuid.uuid4().hex[:12]}"
@@ -241,7 +247,10 @@ class TeamBroker:
                         f"{request.pipeline!r} with {dict(request.params)} reads "
                         f"{secret.key!r}, under a key prefix team {other!r} owns (a parameter "
                         "value may not reach another team's keys)")
-            text = encode_payload(run, keys, minted_entries(run, lk, team))
+            minted = minted_entries(run, lk, team)
+            text = encode_payload(run, keys, minted)
+            self.open_logins.add(team, request.pipeline,
+                                 {str(m["login"]): float(m["expires_at"]) for m in minted.values()})
             run.hand_over_leases()  # the worker's close request (or their ttl) ends them
             return text
 

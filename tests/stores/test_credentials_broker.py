@@ -104,8 +104,11 @@ def test_the_task_connects_with_its_own_login_and_close_revokes_it(server, postg
         with pytest.raises(AccessDenied):  # the admin connection is the API server's alone
             run.get("connections/warehouse_admin")
         assert len(sent) == 1
+        # the API server counts the login as open (bounded per team and pipeline)
+        assert list(server.open_logins._open[("marketing", "loader")]) == [conn.login]
     assert len(sent) == 2  # the close request
     assert run_roles(postgres) == []
+    assert server.open_logins._open[("marketing", "loader")] == {}
     with pytest.raises(psycopg2.OperationalError):
         connect(conn)
     events = [json.loads(line) for line in

@@ -74,3 +74,42 @@ def test_a_short_configured_key_is_refused_without_echoing_it(monkeypatch) -> No
     with pytest.raises(UsageError) as info:
         broker_leases.seal_ticket(FIELDS, "db", "dev")
     assert "fake-short" not in str(info.value)
+
+
+def test_a_replayed_or_late_close_of_an_expired_login_revokes_nothing() -> None:
+    """serve_close refuses an expired ticket before it reads anything of the store."""
+    ticket = broker_leases.seal_ticket(FIELDS, "db", "dev")  # expires_at 1.0: long past
+    with pytest.raises(AccessDenied, match="has expired; nothing to revoke"):
+        broker_leases.serve_close(None, "finance", "billing",  # type: ignore[arg-type]
+                                  {"warehouse": "db"},
+                                  {"definition": "db", "env": "dev", "ticket": ticket})
+
+
+def test_open_logins_are_bounded_per_team_and_pipeline(monkeypatch) -> None:
+    """A task asking for run after run without closing them is refused past the bound; a
+    close, or the logins' expiry, makes room again; other pipelines and teams are apart."""
+    clock = [1000.0]
+    monkeypatch.setattr(broker_leases.time, "time", lambda: clock[0])
+    logins = broker_leases.OpenLogins(limit=3)
+    for n in range(3):
+        logins.admit("finance", "billing")
+        logins.add("finance", "billing", {f"lk_{n}": 1060.0})
+    with pytest.raises(AccessDenied, match="3 minted logins of pipeline 'billing' are open"):
+        logins.admit("finance", "billing")
+    logins.admit("finance", "other")        # another pipeline
+    logins.admit("marketing", "billing")    # another team
+    logins.closed("finance", "billing", "lk_0")
+    logins.admit("finance", "billing")      # a close made room
+    logins.add("finance", "billing", {"lk_3": 1060.0})
+    with pytest.raises(AccessDenied):
+        logins.admit("finance", "billing")
+    clock[0] = 1061.0                       # all expired
+    logins.admit("finance", "billing")
+
+
+def test_the_bound_comes_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv(broker_leases.MAX_OPEN_LOGINS_ENV, "7")
+    assert broker_leases.OpenLogins().limit == 7
+    monkeypatch.setenv(broker_leases.MAX_OPEN_LOGINS_ENV, "many")
+    with pytest.raises(UsageError, match="PIPEKEY_BROKER_MAX_OPEN_LOGINS"):
+        broker_leases.OpenLogins()
