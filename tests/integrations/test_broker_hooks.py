@@ -150,3 +150,36 @@ def test_missing_secrets_still_list_every_place_looked(tmp_path: Path) -> None:
                      params={"account": "acct_99"})
     assert "acct_99" in str(info.value)
     assert not isinstance(info.value, MissingSecrets)
+
+
+def test_a_run_that_cannot_answer_refuses_rather_than_falls_through(tmp_path: Path) -> None:
+    """A hook on a thread that attached the run, called after the run closed: the run backend
+    raises Airflow's refusal (the Task SDK then asks no other backend), not RunClosed, after
+    which Airflow would try its environment variables and the API server."""
+    pytest.importorskip("airflow")
+    import threading
+
+    from airflow.sdk.exceptions import AirflowSecretsBackendAccessDenied
+
+    from pipekey.integrations.airflow_worker import PipekeyRunBackend
+
+    team_broker, _ = _world(tmp_path)
+    worker = PipekeyRunBackend()
+    closed, got = threading.Event(), []
+
+    def late_hook(run) -> None:
+        with run.attach():
+            closed.wait(30)
+            try:
+                got.append(("answered", worker.get_conn_value("lake")))
+            except Exception as exc:  # noqa: BLE001 - the type is the assertion
+                got.append((type(exc).__name__, str(exc)))
+
+    with brokered_run(team_broker.lk.manifest, "ads", _fetch(team_broker, "marketing"),
+                      params={"account": "acct_42"}) as run:
+        thread = threading.Thread(target=late_hook, args=(run,))
+        thread.start()
+    closed.set()
+    thread.join(30)
+    assert [kind for kind, _ in got] == [AirflowSecretsBackendAccessDenied.__name__], got
+    assert "has ended" in got[0][1] and "fake" not in repr(got)

@@ -25,13 +25,16 @@ thread (or asyncio task) that opened it; a hook called from another thread sees 
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
+from .. import redact
 from ..broker import is_request
-from ..errors import UsageError
+from ..errors import PipekeyError, UsageError
 from ..run import current
 
 try:
+    from airflow.sdk.exceptions import AirflowSecretsBackendAccessDenied
     from airflow.secrets import BaseSecretsBackend
 except ImportError:  # pragma: no cover - exercised without the extra
     from ..errors import MissingDependency
@@ -39,6 +42,18 @@ except ImportError:  # pragma: no cover - exercised without the extra
     raise MissingDependency("pipekey.integrations.airflow_worker", "airflow") from None
 
 __all__ = ["PipekeyRunBackend"]
+
+
+@contextmanager
+def _refusing(what: str) -> Iterator[None]:
+    """A run that fails to answer (closed under a thread that attached it, a mapped
+    connection that does not parse) refuses: Airflow does not ask its next backend."""
+    try:
+        yield
+    except PipekeyError as exc:
+        raise AirflowSecretsBackendAccessDenied(
+            f"pipekey: the task's run could not answer {what}: "
+            f"{redact.redactor().redact(str(exc))}") from None
 
 
 class PipekeyRunBackend(BaseSecretsBackend):
@@ -55,17 +70,19 @@ class PipekeyRunBackend(BaseSecretsBackend):
         run = current()
         if run is None:
             return None
-        if conn_id in run.connection_keys:
-            return run.get(run.connection_keys[conn_id])
-        if conn_id in run.dynamic:  # the login minted for this run
-            return run.connection(conn_id).to_json()
+        with _refusing(f"connection {conn_id!r}"):
+            if conn_id in run.connection_keys:
+                return run.get(run.connection_keys[conn_id])
+            if conn_id in run.dynamic:  # the login minted for this run
+                return run.connection(conn_id).to_json()
         return None
 
     def get_variable(self, key: str, team_name: str | None = None) -> str | None:
         run = current()
         if run is None or is_request(key):
             return None
-        return run.held(key)
+        with _refusing(f"Variable {key!r}"):
+            return run.held(key)
 
     def get_config(self, key: str) -> str | None:
         return None
