@@ -129,7 +129,7 @@ def open_ticket(ticket: str, definition: str, env: str) -> dict[str, Any]:
 
 
 # -- the API server's side ------------------------------------------------------------------
-def minted_entries(run: Run, lk: Pipekey, team: str) -> dict[str, dict[str, Any]]:
+def minted_entries(run: Run, team: str) -> dict[str, dict[str, Any]]:
     """What the payload carries for each login ``run`` minted: its connection (a value),
     definition, login, expiry, environment and close ticket."""
     out: dict[str, dict[str, Any]] = {}

@@ -247,7 +247,7 @@ class TeamBroker:
                         f"{request.pipeline!r} with {dict(request.params)} reads "
                         f"{secret.key!r}, under a key prefix team {other!r} owns (a parameter "
                         "value may not reach another team's keys)")
-            minted = minted_entries(run, lk, team)
+            minted = minted_entries(run, team)
             text = encode_payload(run, keys, minted)
             self.open_logins.add(team, request.pipeline,
                                  {str(m["login"]): float(m["expires_at"]) for m in minted.values()})
